@@ -1,0 +1,59 @@
+"""fastdescent: compiled optimizer kernels for high-throughput training loops.
+
+Optimizers (``SGD``, ``Adam``, ``AdamW``, ``RMSprop``, ``Adagrad``) update NumPy arrays (or device
+arrays) in place through fused multi-tensor kernels on one of four backends — ``numpy``, ``c`` (cffi),
+``numba`` and ``cuda`` — following torch.optim's published update rules.
+
+>>> import numpy as np, fastdescent as fd
+>>> params = [np.zeros((256, 128), np.float32), np.zeros(128, np.float32)]
+>>> opt = fd.Adam(params, lr=1e-3)
+>>> _ = opt.step([np.ones_like(p) for p in params])
+"""
+
+from . import functional
+from .arena import ParamArena
+from .backends import available_backends, get_backend, use_backend
+from .errors import BackendUnavailableError, FastDescentError, KernelError
+from .functional import clip_grad_norm_
+from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "ParamArena", "functional",
+    "clip_grad_norm_", "available_backends", "get_backend", "use_backend", "info",
+    "FastDescentError", "BackendUnavailableError", "KernelError", "__version__",
+]
+
+
+def info():
+    """What is available here and why: a JSON-serialisable dict.
+
+    Keys: ``version``, ``default`` (the backend name in force), ``auto`` (what 'auto' resolves to for
+    host arrays), ``backends`` ({name: {"available": bool, "reason": str or None, ...details}}),
+    ``cpu`` (model, cores, features), ``python``, ``numpy``.
+    """
+    import os
+    import platform
+
+    import numpy as np
+
+    from . import backends as _b
+
+    status = _b.backend_status()
+    out = {"version": __version__, "default": _b.default_backend(), "backends": {}}
+    for name, reason in status.items():
+        entry = {"available": reason is None, "reason": reason}
+        if reason is None:
+            try:
+                entry.update(_b.get_backend(name).describe())
+            except Exception as exc:  # describe must never break info()
+                entry["describe_error"] = repr(exc)
+        out["backends"][name] = entry
+    out["auto"] = _b.resolve("auto").NAME
+    from ._cpu import cpu_info
+    out["cpu"] = cpu_info()
+    out["python"] = platform.python_version()
+    out["numpy"] = np.__version__
+    out["cores"] = os.cpu_count()
+    return out

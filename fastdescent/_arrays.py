@@ -1,0 +1,101 @@
+"""Array inspection shared by the validation code: host NumPy arrays and device arrays alike.
+
+Device arrays are anything exposing ``__cuda_array_interface__`` (Numba device arrays, CuPy arrays,
+torch CUDA tensors); they are described from that interface without touching their data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class ArrayInfo:
+    __slots__ = ("obj", "shape", "dtype", "addr", "nbytes", "contiguous", "writeable", "device", "size")
+
+    def __init__(self, obj, shape, dtype, addr, contiguous, writeable, device):
+        self.obj = obj
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.size = int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        self.addr = addr
+        self.nbytes = self.size * dtype.itemsize
+        self.contiguous = contiguous
+        self.writeable = writeable
+        self.device = device
+
+    def overlaps(self, other):
+        if self.nbytes == 0 or other.nbytes == 0 or self.device != other.device:
+            return False
+        return self.addr < other.addr + other.nbytes and other.addr < self.addr + self.nbytes
+
+
+def is_device_array(a):
+    return not isinstance(a, np.ndarray) and hasattr(a, "__cuda_array_interface__")
+
+
+def inspect(a, what):
+    """Describe ``a``; ``what`` names the argument in error messages (e.g. ``"params[3]"``)."""
+    if isinstance(a, np.ndarray):
+        return ArrayInfo(a, a.shape, a.dtype, a.__array_interface__["data"][0],
+                         a.flags.c_contiguous, a.flags.writeable, False)
+    cai = getattr(a, "__cuda_array_interface__", None)
+    if cai is None:
+        raise TypeError(
+            f"{what} must be a numpy.ndarray or a device array exposing __cuda_array_interface__, "
+            f"got {type(a).__name__}"
+        )
+    shape = tuple(cai["shape"])
+    dtype = np.dtype(cai["typestr"])
+    strides = cai.get("strides")
+    if strides is None:
+        contiguous = True
+    else:
+        expect, contiguous = dtype.itemsize, True
+        for n, s in zip(reversed(shape), reversed(strides)):
+            if n > 1 and s != expect:
+                contiguous = False
+            expect *= n
+    addr, readonly = cai["data"]
+    return ArrayInfo(a, shape, dtype, int(addr or 0), contiguous, not readonly, True)
+
+
+def check_param(info, what):
+    """Raise if ``info`` cannot be updated in place by a kernel."""
+    if info.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{what} has dtype {info.dtype}; supported: float32, float64")
+    if not info.contiguous:
+        raise ValueError(f"{what} is not C-contiguous; kernels update contiguous arrays in place "
+                         "(pass np.ascontiguousarray(x) and keep that array)")
+    if not info.writeable:
+        raise ValueError(f"{what} is read-only")
+
+
+def address_array(infos):
+    return np.fromiter((i.addr for i in infos), dtype=np.int64, count=len(infos))
+
+
+def flat_view(arrays, infos):
+    """One flat array over ``arrays`` if they are adjacent views of one contiguous block, else None.
+
+    This is what lets a bucket whose parameters (and gradients) come from a
+    :class:`~fastdescent.arena.ParamArena` be updated as a single tensor.
+    """
+    if len(arrays) < 2:
+        return None
+    root = arrays[0].base if arrays[0].base is not None else arrays[0]
+    if not isinstance(root, np.ndarray) or not root.flags.c_contiguous:
+        return None
+    for k in range(len(arrays)):
+        a = arrays[k]
+        if (a.base if a.base is not None else a) is not root:
+            return None
+        if k and infos[k].addr != infos[k - 1].addr + infos[k - 1].nbytes:
+            return None
+    start = infos[0].addr - root.__array_interface__["data"][0]
+    nbytes = infos[-1].addr + infos[-1].nbytes - infos[0].addr
+    flat = root.reshape(-1).view(np.uint8)[start:start + nbytes].view(infos[0].dtype)
+    if not arrays[0].flags.writeable:
+        flat.flags.writeable = False
+    return flat

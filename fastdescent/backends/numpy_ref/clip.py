@@ -1,0 +1,30 @@
+"""Gradient-norm reduction, scaling and the finiteness check (NumPy). Mirrors csrc/fd_clip.c."""
+
+import math
+
+import numpy as np
+
+
+def norm_pow_sum(tab, *, norm_type):
+    grads = tab.columns["grad"]
+    if math.isinf(norm_type):
+        return float(max((np.max(np.abs(g)) for g in grads if g.size), default=0.0))
+    total = 0.0
+    for g in grads:
+        a = np.abs(g.astype(np.float64))
+        if norm_type == 2:
+            total += float(np.dot(a, a))
+        elif norm_type == 1:
+            total += float(a.sum())
+        else:
+            total += float(np.sum(a ** norm_type))
+    return total
+
+
+def scale(tab, *, factor):
+    for g in tab.columns["grad"]:
+        g *= factor
+
+
+def all_finite(tab):
+    return bool(all(np.isfinite(g).all() for g in tab.columns["grad"]))

@@ -1,0 +1,235 @@
+"""Stateless functional API: one optimizer step over lists of arrays the caller owns.
+
+For libraries that keep their own optimizer state. Each function validates its arguments (shapes,
+dtypes, contiguity, aliasing, hyperparameters; nothing is modified if a check fails), groups the tensors
+by dtype and makes one multi-tensor kernel call per dtype on the chosen backend. Pass ``check=False``
+to skip the per-array validation in a hot loop once the inputs are known to be good.
+
+The per-step scalars come from the same functions the optimizer classes use, so the functional and
+class APIs give identical numbers.
+
+Examples
+--------
+>>> import numpy as np
+>>> from fastdescent import functional as F
+>>> p = [np.ones(4, np.float32)]; g = [np.ones(4, np.float32)]
+>>> m = [np.zeros(4, np.float32)]; v = [np.zeros(4, np.float32)]
+>>> F.adam(p, g, m, v, step=1, lr=0.1)
+>>> p[0]
+array([0.9, 0.9, 0.9, 0.9], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from . import _arrays
+from .backends import resolve
+from .optim.adagrad import adagrad_scalars, check_adagrad
+from .optim.adam import adam_scalars, check_adam
+from .optim.base import check_hyper
+from .optim.rmsprop import check_rmsprop, rmsprop_scalars
+from .optim.sgd import check_sgd, sgd_scalars
+
+__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "clip_grad_norm_", "all_finite"]
+
+
+def _as_list(x, name):
+    if x is None:
+        return None
+    if isinstance(x, np.ndarray) or _arrays.is_device_array(x):
+        return [x]
+    if not isinstance(x, (list, tuple)):
+        raise TypeError(f"{name} must be a list of arrays, got {type(x).__name__}")
+    return list(x)
+
+
+def _tables(backend, columns, check=True):
+    """Validate ``columns`` ({name: (list or None, writable?)}) and build one table per dtype.
+
+    The first column is the reference: every other column must match it array by array in shape and
+    dtype. Returns (backend module, [table, ...]).
+    """
+    names = list(columns)
+    lists = {n: _as_list(columns[n][0], n) for n in names}
+    first = lists[names[0]]
+    if not first:
+        raise ValueError(f"{names[0]}: expected a non-empty list of arrays")
+    n = len(first)
+    for name in names[1:]:
+        if lists[name] is not None and len(lists[name]) != n:
+            raise ValueError(f"{name}: expected {n} arrays (one per {names[0]} entry), got {len(lists[name])}")
+    device = _arrays.is_device_array(first[0])
+    mod = resolve(backend, device=device)
+    if check:
+        all_infos = []
+        for i in range(n):
+            ref = None
+            infos = []
+            for name in names:
+                arrs = lists[name]
+                if arrs is None:
+                    continue
+                what = f"{name}[{i}]"
+                info = _arrays.inspect(arrs[i], what)
+                if info.device != device:
+                    raise ValueError(f"{what}: mixing host and device arrays is not supported")
+                if ref is None:
+                    ref = info
+                    if columns[name][1]:
+                        _arrays.check_param(info, what)
+                    elif info.dtype not in _arrays.SUPPORTED_DTYPES or not info.contiguous:
+                        raise TypeError(f"{what} must be a C-contiguous float32/float64 array")
+                else:
+                    if info.shape != ref.shape:
+                        raise ValueError(f"{what} has shape {info.shape}, expected {ref.shape} "
+                                         f"(the shape of {names[0]}[{i}])")
+                    if info.dtype != ref.dtype:
+                        raise TypeError(f"{what} has dtype {info.dtype}, expected {ref.dtype}")
+                    if not info.contiguous:
+                        raise ValueError(f"{what} is not C-contiguous")
+                    if columns[name][1] and not info.writeable:
+                        raise ValueError(f"{what} is read-only")
+                infos.append((what, info))
+            for a in range(len(infos)):
+                for b in range(a + 1, len(infos)):
+                    if infos[a][1].overlaps(infos[b][1]):
+                        raise ValueError(f"{infos[b][0]} shares memory with {infos[a][0]}")
+            all_infos.extend(infos)
+        written = [(w, i) for (w, i) in all_infos if columns[w.split("[")[0]][1]]
+        order = sorted(range(len(written)), key=lambda k: written[k][1].addr)
+        for a, b in zip(order, order[1:]):
+            if written[a][1].overlaps(written[b][1]):
+                raise ValueError(f"{written[b][0]} shares memory with {written[a][0]}")
+    by_dtype = {}
+    for i in range(n):
+        dt = np.dtype(first[i].dtype) if not device else _arrays.inspect(first[i], "x").dtype
+        by_dtype.setdefault(dt.str, []).append(i)
+    tables = []
+    for dt, idx in by_dtype.items():
+        tab = mod.Table(np.dtype(dt), [_arrays.inspect(first[i], "x").size for i in idx])
+        for name in names:
+            arrs = lists[name]
+            tab.set(name, None if arrs is None else [arrs[i] for i in idx])
+        tables.append(tab)
+    return mod, tables
+
+
+def _run(kernel, mod, tables, scalars):
+    fn = mod.KERNELS[kernel]
+    for tab in tables:
+        fn(tab, **scalars)
+
+
+def sgd(params, grads, momentum_buffers=None, *, lr=1e-3, momentum=0.0, dampening=0.0,
+        weight_decay=0.0, nesterov=False, maximize=False, first_step=False, backend=None, check=True):
+    """One SGD step (see :class:`fastdescent.SGD`). ``momentum_buffers`` is required when
+    momentum != 0; ``first_step=True`` initialises them to the gradient (torch's first step)."""
+    check_sgd(lr, momentum, dampening, weight_decay, nesterov, maximize)
+    if momentum != 0 and momentum_buffers is None:
+        raise ValueError("momentum_buffers: required when momentum != 0")
+    mod, tabs = _tables(backend, {"param": (params, True), "grad": (grads, False),
+                                  "momentum_buffer": (momentum_buffers if momentum != 0 else None, True)},
+                        check)
+    _run("sgd", mod, tabs, sgd_scalars(lr, momentum, dampening, weight_decay, nesterov, maximize,
+                                       first_step))
+
+
+def _check_step(step):
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be an int >= 1 (the step count after incrementing), got {step!r}")
+
+
+def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3,
+         betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
+         decoupled=False, backend=None, check=True):
+    """One Adam step (AdamW if ``decoupled``); ``step`` is t, 1 on the first step."""
+    check_adam(lr, betas, eps, weight_decay, amsgrad, maximize)
+    _check_step(step)
+    if amsgrad and max_exp_avg_sqs is None:
+        raise ValueError("max_exp_avg_sqs: required when amsgrad=True")
+    mod, tabs = _tables(backend, {"param": (params, True), "grad": (grads, False),
+                                  "exp_avg": (exp_avgs, True), "exp_avg_sq": (exp_avg_sqs, True),
+                                  "max_exp_avg_sq": (max_exp_avg_sqs if amsgrad else None, True)},
+                        check)
+    _run("adam", mod, tabs, adam_scalars(lr, betas, eps, weight_decay, amsgrad, maximize,
+                                         decoupled, step))
+
+
+def adamw(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3,
+          betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, maximize=False,
+          backend=None, check=True):
+    """One AdamW step (decoupled weight decay)."""
+    adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step=step, lr=lr, betas=betas,
+         eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize, decoupled=True,
+         backend=backend, check=check)
+
+
+def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, lr=1e-2,
+            alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False,
+            backend=None, check=True):
+    """One RMSprop step; ``grad_avgs`` needed if centered, ``momentum_buffers`` if momentum > 0."""
+    check_rmsprop(lr, alpha, eps, weight_decay, momentum, centered, maximize)
+    if centered and grad_avgs is None:
+        raise ValueError("grad_avgs: required when centered=True")
+    if momentum > 0 and momentum_buffers is None:
+        raise ValueError("momentum_buffers: required when momentum > 0")
+    mod, tabs = _tables(backend, {"param": (params, True), "grad": (grads, False),
+                                  "square_avg": (square_avgs, True),
+                                  "grad_avg": (grad_avgs if centered else None, True),
+                                  "momentum_buffer": (momentum_buffers if momentum > 0 else None, True)},
+                        check)
+    _run("rmsprop", mod, tabs, rmsprop_scalars(lr, alpha, eps, weight_decay, momentum, centered,
+                                               maximize))
+
+
+def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+            maximize=False, backend=None, check=True):
+    """One Adagrad step; ``step`` is t, 1 on the first step."""
+    check_adagrad(lr, lr_decay, weight_decay, 0.0, eps, maximize)
+    _check_step(step)
+    mod, tabs = _tables(backend, {"param": (params, True), "grad": (grads, False),
+                                  "sum": (state_sums, True)}, check)
+    _run("adagrad", mod, tabs, adagrad_scalars(lr, lr_decay, weight_decay, eps, maximize, step))
+
+
+def clip_grad_norm_(grads, max_norm, norm_type=2.0, *, error_if_nonfinite=False, backend=None,
+                    check=True):
+    """Scale ``grads`` in place so their global norm is at most ``max_norm``; return the norm.
+
+    total = (sum_i ||g_i||_p^p)^(1/p) (max |g| for p = inf), accumulated in float64;
+    coef = min(1, max_norm / (total + 1e-6)). A non-finite total is never used: the gradients are left
+    unchanged and ``FloatingPointError`` is raised if ``error_if_nonfinite``, else a RuntimeWarning.
+    """
+    max_norm = check_hyper("max_norm", max_norm, lo=0.0)
+    norm_type = float(norm_type)
+    if math.isnan(norm_type) or norm_type <= 0:
+        raise ValueError(f"norm_type must be > 0 (or inf), got {norm_type!r}")
+    mod, tabs = _tables(backend, {"grad": (grads, True)}, check)
+    f = mod.KERNELS["norm_pow_sum"]
+    parts = [f(t, norm_type=norm_type) for t in tabs]
+    if math.isinf(norm_type):
+        total = max(parts)
+    else:
+        total = math.fsum(parts) ** (1.0 / norm_type)
+    if not math.isfinite(total):
+        msg = f"the total norm of order {norm_type} of the gradients is non-finite ({total}); " \
+              "gradients left unscaled"
+        if error_if_nonfinite:
+            raise FloatingPointError(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        return total
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0:
+        _run("scale", mod, tabs, {"factor": coef})
+    return total
+
+
+def all_finite(grads, *, backend=None, check=True):
+    """True if every element of every array in ``grads`` is finite (one pass)."""
+    mod, tabs = _tables(backend, {"grad": (grads, False)}, check)
+    f = mod.KERNELS["all_finite"]
+    return all(f(t) for t in tabs)

@@ -1,0 +1,9 @@
+"""Optimizer classes (torch.optim-compatible names, defaults and update rules)."""
+
+from .adagrad import Adagrad
+from .adam import Adam, AdamW
+from .base import Optimizer
+from .rmsprop import RMSprop
+from .sgd import SGD
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
