@@ -14,11 +14,15 @@ SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 class ArrayInfo:
     __slots__ = ("obj", "shape", "dtype", "addr", "nbytes", "contiguous", "writeable", "device", "size")
 
-    def __init__(self, obj, shape, dtype, addr, contiguous, writeable, device):
+    def __init__(self, obj, shape, dtype, addr, contiguous, writeable, device, size=None):
         self.obj = obj
-        self.shape = tuple(shape)
+        self.shape = shape
         self.dtype = dtype
-        self.size = int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        if size is None:
+            size = 1
+            for d in shape:
+                size *= int(d)
+        self.size = size
         self.addr = addr
         self.nbytes = self.size * dtype.itemsize
         self.contiguous = contiguous
@@ -31,22 +35,57 @@ class ArrayInfo:
         return self.addr < other.addr + other.nbytes and other.addr < self.addr + self.nbytes
 
 
+def _cuda_interface(a):
+    cai = getattr(a, "__cuda_array_interface__", None)
+    if cai is None and getattr(a, "__cuda_ndarray__", False):
+        # a Numba CUDA-simulator array: its interface is added when the cuda backend loads
+        from .backends import get_backend
+
+        get_backend("cuda")
+        cai = getattr(a, "__cuda_array_interface__", None)
+    return cai
+
+
 def is_device_array(a):
-    return not isinstance(a, np.ndarray) and hasattr(a, "__cuda_array_interface__")
+    return not isinstance(a, np.ndarray) and (
+        hasattr(a, "__cuda_array_interface__") or getattr(a, "__cuda_ndarray__", False))
+
+
+def find_overlap(infos):
+    """(i, j), i < j, of two entries of ``infos`` whose memory overlaps (or that are the same object);
+    None if there is none. O(n log n): a sweep over the address-sorted non-empty ranges."""
+    order = sorted(range(len(infos)), key=lambda k: (infos[k].device, infos[k].addr))
+    seen = {}
+    reach, owner, dev = -1, None, None
+    for k in order:
+        info = infos[k]
+        if id(info.obj) in seen:
+            return tuple(sorted((seen[id(info.obj)], k)))
+        seen[id(info.obj)] = k
+        if info.nbytes == 0:
+            continue
+        if info.device != dev:
+            reach, owner, dev = -1, None, info.device
+        if owner is not None and info.addr < reach:
+            return tuple(sorted((owner, k)))
+        if info.addr + info.nbytes > reach:
+            reach, owner = info.addr + info.nbytes, k
+    return None
 
 
 def inspect(a, what):
     """Describe ``a``; ``what`` names the argument in error messages (e.g. ``"params[3]"``)."""
     if isinstance(a, np.ndarray):
+        flags = a.flags
         return ArrayInfo(a, a.shape, a.dtype, a.__array_interface__["data"][0],
-                         a.flags.c_contiguous, a.flags.writeable, False)
-    cai = getattr(a, "__cuda_array_interface__", None)
+                         flags.c_contiguous, flags.writeable, False, a.size)
+    cai = _cuda_interface(a)
     if cai is None:
         raise TypeError(
             f"{what} must be a numpy.ndarray or a device array exposing __cuda_array_interface__, "
             f"got {type(a).__name__}"
         )
-    shape = tuple(cai["shape"])
+    shape = tuple(int(d) for d in cai["shape"])
     dtype = np.dtype(cai["typestr"])
     strides = cai.get("strides")
     if strides is None:

@@ -48,24 +48,30 @@ def _as_list(x, name):
 
 
 def _tables(backend, columns, check=True):
-    """Validate ``columns`` ({name: (list or None, writable?)}) and build one table per dtype.
+    """Validate ``columns`` and build one backend table per dtype.
 
-    The first column is the reference: every other column must match it array by array in shape and
-    dtype. Returns (backend module, [table, ...]).
+    ``columns`` maps a contract column name to ``(argument name, list or None, written?)``. The first
+    column is the reference: every other column must match it array by array in shape and dtype.
+    Error messages use the caller's argument names (``grads[3]``, ``exp_avgs[0]``...).
+    Returns (backend module, [table, ...]).
     """
     names = list(columns)
-    lists = {n: _as_list(columns[n][0], n) for n in names}
+    arg = {n: columns[n][0] for n in names}
+    written = {n: columns[n][2] for n in names}
+    lists = {n: _as_list(columns[n][1], arg[n]) for n in names}
     first = lists[names[0]]
     if not first:
-        raise ValueError(f"{names[0]}: expected a non-empty list of arrays")
+        raise ValueError(f"{arg[names[0]]}: expected a non-empty list of arrays")
     n = len(first)
     for name in names[1:]:
         if lists[name] is not None and len(lists[name]) != n:
-            raise ValueError(f"{name}: expected {n} arrays (one per {names[0]} entry), got {len(lists[name])}")
+            raise ValueError(f"{arg[name]}: expected {n} arrays (one per entry of {arg[names[0]]}), "
+                             f"got {len(lists[name])}")
     device = _arrays.is_device_array(first[0])
     mod = resolve(backend, device=device)
+    first_infos = []
     if check:
-        all_infos = []
+        w_infos = []
         for i in range(n):
             ref = None
             infos = []
@@ -73,44 +79,48 @@ def _tables(backend, columns, check=True):
                 arrs = lists[name]
                 if arrs is None:
                     continue
-                what = f"{name}[{i}]"
+                what = f"{arg[name]}[{i}]"
                 info = _arrays.inspect(arrs[i], what)
                 if info.device != device:
                     raise ValueError(f"{what}: mixing host and device arrays is not supported")
                 if ref is None:
                     ref = info
-                    if columns[name][1]:
+                    first_infos.append(info)
+                    if written[name]:
                         _arrays.check_param(info, what)
                     elif info.dtype not in _arrays.SUPPORTED_DTYPES or not info.contiguous:
                         raise TypeError(f"{what} must be a C-contiguous float32/float64 array")
                 else:
+                    ref_what = f"{arg[names[0]]}[{i}]"
                     if info.shape != ref.shape:
-                        raise ValueError(f"{what} has shape {info.shape}, expected {ref.shape} "
-                                         f"(the shape of {names[0]}[{i}])")
+                        raise ValueError(f"{what} has shape {info.shape}, but {ref_what} has shape "
+                                         f"{ref.shape}")
                     if info.dtype != ref.dtype:
-                        raise TypeError(f"{what} has dtype {info.dtype}, expected {ref.dtype}")
+                        raise TypeError(f"{what} has dtype {info.dtype}, but {ref_what} has dtype "
+                                        f"{ref.dtype}")
                     if not info.contiguous:
                         raise ValueError(f"{what} is not C-contiguous")
-                    if columns[name][1] and not info.writeable:
+                    if written[name] and not info.writeable:
                         raise ValueError(f"{what} is read-only")
                 infos.append((what, info))
+                if written[name]:
+                    w_infos.append((what, info))
             for a in range(len(infos)):
                 for b in range(a + 1, len(infos)):
                     if infos[a][1].overlaps(infos[b][1]):
                         raise ValueError(f"{infos[b][0]} shares memory with {infos[a][0]}")
-            all_infos.extend(infos)
-        written = [(w, i) for (w, i) in all_infos if columns[w.split("[")[0]][1]]
-        order = sorted(range(len(written)), key=lambda k: written[k][1].addr)
-        for a, b in zip(order, order[1:]):
-            if written[a][1].overlaps(written[b][1]):
-                raise ValueError(f"{written[b][0]} shares memory with {written[a][0]}")
+        clash = _arrays.find_overlap([info for _, info in w_infos])
+        if clash is not None:
+            i, j = clash
+            raise ValueError(f"{w_infos[j][0]} shares memory with {w_infos[i][0]}")
+    else:
+        first_infos = [_arrays.inspect(a, f"{arg[names[0]]}[{i}]") for i, a in enumerate(first)]
     by_dtype = {}
-    for i in range(n):
-        dt = np.dtype(first[i].dtype) if not device else _arrays.inspect(first[i], "x").dtype
-        by_dtype.setdefault(dt.str, []).append(i)
+    for i, info in enumerate(first_infos):
+        by_dtype.setdefault(info.dtype.str, []).append(i)
     tables = []
     for dt, idx in by_dtype.items():
-        tab = mod.Table(np.dtype(dt), [_arrays.inspect(first[i], "x").size for i in idx])
+        tab = mod.Table(np.dtype(dt), [first_infos[i].size for i in idx])
         for name in names:
             arrs = lists[name]
             tab.set(name, None if arrs is None else [arrs[i] for i in idx])
@@ -131,8 +141,8 @@ def sgd(params, grads, momentum_buffers=None, *, lr=1e-3, momentum=0.0, dampenin
     check_sgd(lr, momentum, dampening, weight_decay, nesterov, maximize)
     if momentum != 0 and momentum_buffers is None:
         raise ValueError("momentum_buffers: required when momentum != 0")
-    mod, tabs = _tables(backend, {"param": (params, True), "grad": (grads, False),
-                                  "momentum_buffer": (momentum_buffers if momentum != 0 else None, True)},
+    mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
+                                  "momentum_buffer": ("momentum_buffers", momentum_buffers if momentum != 0 else None, True)},
                         check)
     _run("sgd", mod, tabs, sgd_scalars(lr, momentum, dampening, weight_decay, nesterov, maximize,
                                        first_step))
@@ -151,9 +161,9 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr
     _check_step(step)
     if amsgrad and max_exp_avg_sqs is None:
         raise ValueError("max_exp_avg_sqs: required when amsgrad=True")
-    mod, tabs = _tables(backend, {"param": (params, True), "grad": (grads, False),
-                                  "exp_avg": (exp_avgs, True), "exp_avg_sq": (exp_avg_sqs, True),
-                                  "max_exp_avg_sq": (max_exp_avg_sqs if amsgrad else None, True)},
+    mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
+                                  "exp_avg": ("exp_avgs", exp_avgs, True), "exp_avg_sq": ("exp_avg_sqs", exp_avg_sqs, True),
+                                  "max_exp_avg_sq": ("max_exp_avg_sqs", max_exp_avg_sqs if amsgrad else None, True)},
                         check)
     _run("adam", mod, tabs, adam_scalars(lr, betas, eps, weight_decay, amsgrad, maximize,
                                          decoupled, step))
@@ -177,10 +187,10 @@ def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *
         raise ValueError("grad_avgs: required when centered=True")
     if momentum > 0 and momentum_buffers is None:
         raise ValueError("momentum_buffers: required when momentum > 0")
-    mod, tabs = _tables(backend, {"param": (params, True), "grad": (grads, False),
-                                  "square_avg": (square_avgs, True),
-                                  "grad_avg": (grad_avgs if centered else None, True),
-                                  "momentum_buffer": (momentum_buffers if momentum > 0 else None, True)},
+    mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
+                                  "square_avg": ("square_avgs", square_avgs, True),
+                                  "grad_avg": ("grad_avgs", grad_avgs if centered else None, True),
+                                  "momentum_buffer": ("momentum_buffers", momentum_buffers if momentum > 0 else None, True)},
                         check)
     _run("rmsprop", mod, tabs, rmsprop_scalars(lr, alpha, eps, weight_decay, momentum, centered,
                                                maximize))
@@ -191,8 +201,8 @@ def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_de
     """One Adagrad step; ``step`` is t, 1 on the first step."""
     check_adagrad(lr, lr_decay, weight_decay, 0.0, eps, maximize)
     _check_step(step)
-    mod, tabs = _tables(backend, {"param": (params, True), "grad": (grads, False),
-                                  "sum": (state_sums, True)}, check)
+    mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
+                                  "sum": ("state_sums", state_sums, True)}, check)
     _run("adagrad", mod, tabs, adagrad_scalars(lr, lr_decay, weight_decay, eps, maximize, step))
 
 
@@ -208,10 +218,12 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, *, error_if_nonfinite=False,
     norm_type = float(norm_type)
     if math.isnan(norm_type) or norm_type <= 0:
         raise ValueError(f"norm_type must be > 0 (or inf), got {norm_type!r}")
-    mod, tabs = _tables(backend, {"grad": (grads, True)}, check)
+    mod, tabs = _tables(backend, {"grad": ("grads", grads, True)}, check)
     f = mod.KERNELS["norm_pow_sum"]
     parts = [f(t, norm_type=norm_type) for t in tabs]
-    if math.isinf(norm_type):
+    if any(math.isnan(x) for x in parts):
+        total = math.nan
+    elif math.isinf(norm_type):
         total = max(parts)
     else:
         total = math.fsum(parts) ** (1.0 / norm_type)
@@ -230,6 +242,6 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, *, error_if_nonfinite=False,
 
 def all_finite(grads, *, backend=None, check=True):
     """True if every element of every array in ``grads`` is finite (one pass)."""
-    mod, tabs = _tables(backend, {"grad": (grads, False)}, check)
+    mod, tabs = _tables(backend, {"grad": ("grads", grads, False)}, check)
     f = mod.KERNELS["all_finite"]
     return all(f(t) for t in tabs)

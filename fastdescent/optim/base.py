@@ -80,6 +80,8 @@ class Optimizer:
     """
 
     _kernel = None
+    #: every state buffer name this optimizer may hold (for load_state_dict validation)
+    _all_state_names = ()
 
     def __init__(self, params, defaults, *, backend=None, skip_nonfinite=False):
         from ..arena import ParamArena
@@ -113,6 +115,7 @@ class Optimizer:
         self._grads_ref = None
         self._grad_infos = None
         self._none_mask = None
+        self._finite_tabs = None
 
     # ------------------------------------------------------------------ groups and params
     @property
@@ -144,14 +147,11 @@ class Optimizer:
                                  "not supported; use one optimizer per device")
             self._device = info.device if self._device is None else self._device
             infos.append(info)
-        everything = self._infos + infos
-        order = sorted(range(len(everything)), key=lambda i: (everything[i].addr, everything[i].nbytes))
-        for a, b in zip(order, order[1:]):
-            ia, ib = everything[a], everything[b]
-            if ia.obj is ib.obj or ia.overlaps(ib):
-                i, j = sorted((a, b))
-                raise ValueError(f"params[{j}] shares memory with params[{i}]: each parameter must be "
-                                 "a distinct, non-overlapping array")
+        clash = _arrays.find_overlap(self._infos + infos)
+        if clash is not None:
+            i, j = clash
+            raise ValueError(f"params[{j}] shares memory with params[{i}]: each parameter must be "
+                             "a distinct, non-overlapping array")
         for k, v in self.defaults.items():
             group.setdefault(k, v)
         group["params"] = ps
@@ -161,7 +161,8 @@ class Optimizer:
         self.param_groups.append(group)
         self._params.extend(ps)
         self._infos.extend(infos)
-        self._buckets = None
+        if getattr(self, "_buckets", None) is not None:
+            self._invalidate()
         self._grads_ref = None
 
     # ------------------------------------------------------------------ subclass hooks
@@ -203,6 +204,11 @@ class Optimizer:
                 for idx in b.indices:
                     self._steps[idx] = b.step
 
+    def _invalidate(self):
+        """Drop the buckets (they are rebuilt at the next step), keeping every step count."""
+        self._sync_steps()
+        self._buckets = None
+
     def _zeros(self, n, dtype, fill):
         zeros = getattr(self._backend, "zeros", None)
         if zeros is not None:
@@ -219,6 +225,19 @@ class Optimizer:
         f = getattr(self._backend, "from_host", None)
         arr = np.ascontiguousarray(host, dtype=dtype).reshape(like_shape)
         return f(arr) if f is not None else arr.copy()
+
+    def _copy_into(self, dst, src):
+        f = getattr(self._backend, "copy_", None)  # device backends: a device-to-device copy
+        if f is not None:
+            f(dst, src)
+        else:
+            dst[...] = src
+
+    def _flat_view(self, arrays, infos):
+        if not self._device:
+            return flat_view(arrays, infos)
+        f = getattr(self._backend, "flat_view", None)  # device arrays: adjacency by address
+        return f(arrays, infos) if f is not None else None
 
     # ------------------------------------------------------------------ buckets
     def _build_buckets(self):
@@ -254,13 +273,13 @@ class Optimizer:
                     view = block[off:off + n].reshape(self._infos[i].shape)
                     old = st.get(name)
                     if old is not None:
-                        view[...] = old
+                        self._copy_into(view, old)
                     st[name] = view
                     off += n
                 b.flat[name] = block
             params = [self._params[i] for i in indices]
             b.param_addrs = np.array([self._infos[i].addr for i in indices], dtype=np.int64)
-            b.param_flat = None if self._device else flat_view(params, [self._infos[i] for i in indices])
+            b.param_flat = self._flat_view(params, [self._infos[i] for i in indices])
             Table = self._backend.Table
             b.tab_multi = Table(b.dtype, b.sizes)
             b.tab_multi.set("param", params, b.param_addrs)
@@ -327,7 +346,7 @@ class Optimizer:
         infos, none = self._check_grads(grads)
         if self._none_mask != none:
             self._none_mask = none
-            self._buckets = None
+            self._invalidate()
         self._grads_ref = grads
         self._grad_infos = infos
         return True
@@ -338,7 +357,7 @@ class Optimizer:
             gs = [grads[i] for i in b.indices]
             gflat = None
             if b.tab_flat is not None:
-                gflat = flat_view(gs, [infos[i] for i in b.indices])
+                gflat = self._flat_view(gs, [infos[i] for i in b.indices])
             if gflat is not None:
                 b.tab_flat.set("grad", [gflat])
                 b.tab = b.tab_flat
@@ -346,6 +365,20 @@ class Optimizer:
                 addrs = np.array([infos[i].addr for i in b.indices], dtype=np.int64)
                 b.tab_multi.set("grad", gs, addrs)
                 b.tab = b.tab_multi
+
+    def _grad_tables(self):
+        """One table per dtype over the present gradients (for the finiteness check)."""
+        by_dtype = {}
+        for i, info in enumerate(self._grad_infos):
+            if info is not None:
+                by_dtype.setdefault(info.dtype.str, []).append(i)
+        tabs = []
+        for dt, idx in by_dtype.items():
+            tab = self._backend.Table(np.dtype(dt), [self._grad_infos[i].size for i in idx])
+            tab.set("grad", [self._grads_ref[i] for i in idx],
+                    np.array([self._grad_infos[i].addr for i in idx], dtype=np.int64))
+            tabs.append(tab)
+        return tabs
 
     def _needs_rebuild(self):
         if self._buckets is None:
@@ -365,19 +398,21 @@ class Optimizer:
         for group in self.param_groups:
             self._check_group(group)
         changed = self._prepare_grads(grads)
+        kernels = self._backend.KERNELS
+        if self.skip_nonfinite:
+            if changed or self._finite_tabs is None:
+                self._finite_tabs = self._grad_tables()
+            finite = kernels["all_finite"]
+            if not all(finite(t) for t in self._finite_tabs):
+                self.last_step_skipped = True
+                self.skipped_steps += 1
+                return False
+            self.last_step_skipped = False
         if self._needs_rebuild():
             self._build_buckets()
             changed = True
         if changed:
             self._pack_grads()
-        kernels = self._backend.KERNELS
-        if self.skip_nonfinite:
-            finite = kernels["all_finite"]
-            if not all(finite(b.tab) for b in self._buckets):
-                self.last_step_skipped = True
-                self.skipped_steps += 1
-                return False
-            self.last_step_skipped = False
         kernel = kernels[self._kernel]
         for b in self._buckets:
             step = b.step + 1
@@ -452,6 +487,9 @@ class Optimizer:
                                          f"non-negative integer, got {val!r}")
                     new_steps[i] = int(s)
                     continue
+                if name not in self._all_state_names:
+                    raise ValueError(f"state_dict['state'][{key!r}] has an unknown entry {name!r}; "
+                                     f"{type(self).__name__} keeps {('step',) + self._all_state_names}")
                 host = np.asarray(val.cpu() if hasattr(val, "cpu") else val)
                 if host.size != info.size:
                     raise ValueError(f"state_dict['state'][{key!r}][{name!r}] has {host.size} "

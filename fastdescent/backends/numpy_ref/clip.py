@@ -8,10 +8,11 @@ import numpy as np
 def norm_pow_sum(tab, *, norm_type):
     grads = tab.columns["grad"]
     if math.isinf(norm_type):
-        return float(max((np.max(np.abs(g)) for g in grads if g.size), default=0.0))
+        parts = [float(np.max(np.abs(g))) for g in grads if g.size]
+        return math.nan if any(math.isnan(x) for x in parts) else max(parts, default=0.0)
     total = 0.0
     for g in grads:
-        a = np.abs(g.astype(np.float64))
+        a = np.abs(g.astype(np.float64).reshape(-1))
         if norm_type == 2:
             total += float(np.dot(a, a))
         elif norm_type == 1:

@@ -1,0 +1,231 @@
+/* fastdescent.h -- the public C ABI of the fastdescent kernel library.
+ *
+ * This file is also the cffi cdef of the Python extension (fastdescent/_cffi_build.py reads it
+ * verbatim, dropping the preprocessor lines), so everything outside preprocessor lines must be plain
+ * declarations that cffi can parse: no macros in declarations, no inline functions, no `restrict`.
+ *
+ * Conventions
+ * -----------
+ * - One function per kernel row of fastdescent/_contract.py and element type: fd_<row>_f32 / _f64.
+ * - Multi-tensor kernels take a *tensor table*: `ntensors` tensors, `sizes[i]` elements each, and one
+ *   array of `ntensors` data pointers per column (`param[i]`, `grad[i]` ...). Columns come in contract
+ *   order (written columns, then read-only ones); an optional column may be NULL and is then never
+ *   touched (a flag or scalar says whether it is used). Then the scalars in contract order: `double`
+ *   for reals (rounded once to the element type inside), `int` for flags (0/1). Reductions write their
+ *   result to a trailing `out` pointer.
+ * - Tensors of one table must not overlap each other or another column (the Python layer checks).
+ * - Every function returns an fd_status (FD_OK = 0); fd_strerror(code) gives the text. The library
+ *   never prints, exits or aborts; the optimizer and clipping kernels never allocate (the dense-layer
+ *   section says which of its kernels may).
+ * - Per-element arithmetic is done in the element type, following the expression order of the NumPy
+ *   reference backend (fastdescent/backends/numpy_ref).
+ * - Threads: OpenMP, over the flattened (tensor, element) space cut into equal pieces that threads
+ *   take dynamically, so one huge tensor and thousands of tiny ones both split evenly; tables below
+ *   the parallel grain (fd_set_parallel_grain) run on the calling thread. Reductions combine fixed
+ *   per-chunk float64 partials in a fixed order: the result does not depend on the thread count.
+ * - No multiply-add contraction in the update kernels: every code path performs exactly the IEEE
+ *   operations of the reference, so results are bit-identical across paths and thread counts.
+ */
+#ifndef FASTDESCENT_H
+#define FASTDESCENT_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status codes ---------------------------------------------------------------------------- */
+enum fd_status {
+    FD_OK = 0,
+    FD_ERR_NULL = 1,         /* a required pointer (column, tensor, sizes, out) is NULL */
+    FD_ERR_SIZE = 2,         /* a negative count or size */
+    FD_ERR_ARG = 3,          /* an argument outside its domain (e.g. norm_type <= 0, bad thread count) */
+    FD_ERR_SHAPE = 4,        /* shapes or batch sizes that do not fit together */
+    FD_ERR_UNSUPPORTED = 5   /* asked for something this build or CPU cannot do */
+};
+
+/* Text for a status code (a static string; "unknown fastdescent status" for unknown codes). */
+const char *fd_strerror(int status);
+
+/* ---- library information and settings -------------------------------------------------------- */
+/* "MAJOR.MINOR.PATCH" of the C library. */
+const char *fd_version(void);
+/* Compiler and options the library was built with (a static string). */
+const char *fd_build_info(void);
+
+/* OpenMP version macro (_OPENMP, e.g. 201511) the library was built with, 0 if built without. */
+int fd_openmp_version(void);
+/* Threads a kernel may use: the value set by fd_set_num_threads, else OpenMP's default
+ * (OMP_NUM_THREADS or the CPU count); 1 in a build without OpenMP. */
+int fd_get_num_threads(void);
+/* Set the thread count for later kernel calls (n >= 1), or 0 to go back to OpenMP's default.
+ * FD_ERR_ARG if n < 0. Without OpenMP, any n >= 0 is accepted and kernels stay single-threaded. */
+int fd_set_num_threads(int n);
+
+/* Grain of the multi-threaded split: the fewest elements per thread before a kernel uses more than
+ * one thread (and about half the size of the pieces threads take). 0 (the default) means the
+ * built-in per-kernel values (65536 for the optimizer updates, 131072 for the light streaming
+ * kernels: scale, the reductions). Smaller values thread smaller tables. FD_ERR_ARG if n < 0. */
+int fd_set_parallel_grain(int64_t n);
+int64_t fd_get_parallel_grain(void);
+
+/* CPU features seen at run time: a bitwise OR of fd_cpu_feature. */
+enum fd_cpu_feature {
+    FD_CPU_SSE2 = 1,
+    FD_CPU_AVX = 2,
+    FD_CPU_AVX2 = 4,
+    FD_CPU_FMA = 8,
+    FD_CPU_AVX512F = 16,
+    FD_CPU_NEON = 32
+};
+unsigned int fd_cpu_features(void);
+
+/* Kernel code paths: the portable one (what the compiler's baseline target gives) and, on x86-64
+ * builds with GCC or clang, one compiled for AVX2+FMA, chosen at run time. */
+enum fd_simd_path {
+    FD_PATH_GENERIC = 0,
+    FD_PATH_AVX2_FMA = 1
+};
+/* Path in use now. */
+int fd_get_simd_path(void);
+/* Force a path (for tests and benchmarks); -1 goes back to the best one this CPU supports.
+ * FD_ERR_UNSUPPORTED if the path is not compiled in or the CPU lacks it; FD_ERR_ARG if unknown. */
+int fd_set_simd_path(int path);
+
+/* ---- SGD (fd_sgd.c) ---------------------------------------------------------------------------- */
+/* g' = -g if maximize; g' += weight_decay*p if weight_decay != 0;
+ * if momentum != 0: b = g' (first_step) or b = momentum*b + (1-dampening)*g';
+ *                   g' = g' + momentum*b (nesterov) or g' = b;
+ * p -= lr*g'. momentum_buffer may be NULL iff momentum == 0. */
+int fd_sgd_f32(int64_t ntensors, const int64_t *sizes,
+               float *const *param, float *const *momentum_buffer, const float *const *grad,
+               double lr, double momentum, double dampening, double weight_decay,
+               int nesterov, int maximize, int first_step);
+int fd_sgd_f64(int64_t ntensors, const int64_t *sizes,
+               double *const *param, double *const *momentum_buffer, const double *const *grad,
+               double lr, double momentum, double dampening, double weight_decay,
+               int nesterov, int maximize, int first_step);
+
+/* ---- Adam / AdamW (fd_adam.c) ------------------------------------------------------------------ */
+/* g' = -g if maximize; p *= decay; g' += weight_decay*p if weight_decay != 0;
+ * m = beta1*m + (1-beta1)*g'; v = beta2*v + (1-beta2)*g'*g';
+ * vmax = max(vmax, v) if amsgrad (then used in place of v);
+ * p -= step_size * m / (sqrt(v)/bias_correction2_sqrt + eps).
+ * max_exp_avg_sq may be NULL iff amsgrad == 0. */
+int fd_adam_f32(int64_t ntensors, const int64_t *sizes,
+                float *const *param, float *const *exp_avg, float *const *exp_avg_sq,
+                float *const *max_exp_avg_sq, const float *const *grad,
+                double beta1, double beta2, double eps, double weight_decay, double decay,
+                double step_size, double bias_correction2_sqrt, int amsgrad, int maximize);
+int fd_adam_f64(int64_t ntensors, const int64_t *sizes,
+                double *const *param, double *const *exp_avg, double *const *exp_avg_sq,
+                double *const *max_exp_avg_sq, const double *const *grad,
+                double beta1, double beta2, double eps, double weight_decay, double decay,
+                double step_size, double bias_correction2_sqrt, int amsgrad, int maximize);
+
+/* ---- RMSprop (fd_rmsprop.c) -------------------------------------------------------------------- */
+/* g' = -g if maximize; g' += weight_decay*p if weight_decay != 0; v = alpha*v + (1-alpha)*g'*g';
+ * centered: a = alpha*a + (1-alpha)*g', d = sqrt(v - a*a) + eps; else d = sqrt(v) + eps;
+ * momentum > 0: b = momentum*b + g'/d, p -= lr*b; else p -= lr*(g'/d).
+ * grad_avg may be NULL iff centered == 0; momentum_buffer may be NULL iff momentum <= 0. */
+int fd_rmsprop_f32(int64_t ntensors, const int64_t *sizes,
+                   float *const *param, float *const *square_avg, float *const *grad_avg,
+                   float *const *momentum_buffer, const float *const *grad,
+                   double lr, double alpha, double eps, double weight_decay, double momentum,
+                   int centered, int maximize);
+int fd_rmsprop_f64(int64_t ntensors, const int64_t *sizes,
+                   double *const *param, double *const *square_avg, double *const *grad_avg,
+                   double *const *momentum_buffer, const double *const *grad,
+                   double lr, double alpha, double eps, double weight_decay, double momentum,
+                   int centered, int maximize);
+
+/* ---- Adagrad (fd_adagrad.c) -------------------------------------------------------------------- */
+/* g' = -g if maximize; g' += weight_decay*p if weight_decay != 0; s += g'*g';
+ * p -= clr * (g' / (sqrt(s) + eps)). */
+int fd_adagrad_f32(int64_t ntensors, const int64_t *sizes,
+                   float *const *param, float *const *sum, const float *const *grad,
+                   double clr, double eps, double weight_decay, int maximize);
+int fd_adagrad_f64(int64_t ntensors, const int64_t *sizes,
+                   double *const *param, double *const *sum, const double *const *grad,
+                   double clr, double eps, double weight_decay, int maximize);
+
+/* ---- gradient clipping helpers (fd_clip.c) ----------------------------------------------------- */
+/* *out = sum over all elements of |g|**norm_type, accumulated in float64 (norm_type > 0); for
+ * norm_type = +inf, *out = max |g| (NaN if any element is NaN; 0 for an empty table).
+ * FD_ERR_ARG if norm_type is NaN or <= 0. */
+int fd_norm_pow_sum_f32(int64_t ntensors, const int64_t *sizes, const float *const *grad,
+                        double norm_type, double *out);
+int fd_norm_pow_sum_f64(int64_t ntensors, const int64_t *sizes, const double *const *grad,
+                        double norm_type, double *out);
+/* g *= factor (factor rounded once to the element type). */
+int fd_scale_f32(int64_t ntensors, const int64_t *sizes, float *const *grad, double factor);
+int fd_scale_f64(int64_t ntensors, const int64_t *sizes, double *const *grad, double factor);
+/* *out = 1 if every element of every tensor is finite, else 0. */
+int fd_all_finite_f32(int64_t ntensors, const int64_t *sizes, const float *const *grad, int *out);
+int fd_all_finite_f64(int64_t ntensors, const int64_t *sizes, const double *const *grad, int *out);
+
+/* ---- memory roofline (fd_stream.c) ------------------------------------------------------------- */
+/* A plain streaming pass over n elements with the kernels' threading: reads src[0..nsrc-1] and
+ * writes dst[0..ndst-1] (each dst[j][i] = sum_k src[k][i]). A dst may be one of the srcs (in place),
+ * which is how an optimizer's traffic is modelled: Adam fp32 = read p, g, m, v and write p, m, v,
+ * i.e. fd_stream_f32(n, 4, {p, g, m, v}, 3, {p, m, v}) moves the same 28 bytes per element. */
+int fd_stream_f32(int64_t n, int nsrc, const float *const *src, int ndst, float *const *dst);
+int fd_stream_f64(int64_t n, int nsrc, const double *const *src, int ndst, double *const *dst);
+
+/* ---- dense layers (fd_matmul.c, fd_activation.c, fd_loss.c): maintained separately ---- */
+/* Batched matmul of a dense layer. x (B, M, K), w (Bw, K, N), b (Bw, N), y / dy (B, M, N); dx, dw, db
+ * shaped like x, w, b; all C-contiguous. Bw == 1 (one weight for the whole batch) or Bw == B (one per
+ * item); item i uses w[i] if Bw == B, else w[0].
+ *   fwd:   y[i]   = x[i] @ w[i|0] (+ b[i|0] broadcast over rows; b may be NULL)       (overwrites)
+ *   bwd_x: dx[i] += dy[i] @ w[i|0]^T                                                  (accumulates)
+ *   bwd_w: dw[j] += sum over items i using w[j] of x[i]^T @ dy[i];
+ *          db[j] += column sums of those dy[i] (db may be NULL)                       (accumulates)
+ * Register-blocked, cache-blocked GEMM (AVX2+FMA micro-kernel chosen at run time); deterministic,
+ * bit-identical for any thread count. Outputs must not overlap inputs. These three kernels may
+ * allocate packing scratch (released before returning); without it they still compute the result.
+ * FD_ERR_SIZE: a negative dimension; FD_ERR_SHAPE: Bw not 1 or B; FD_ERR_NULL: a NULL array with
+ * elements. Nothing is written on error. */
+int fd_matmul_fwd_f32(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N,
+                      float *y, const float *x, const float *w, const float *b);
+int fd_matmul_fwd_f64(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N,
+                      double *y, const double *x, const double *w, const double *b);
+int fd_matmul_bwd_x_f32(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N,
+                        float *dx, const float *dy, const float *w);
+int fd_matmul_bwd_x_f64(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N,
+                        double *dx, const double *dy, const double *w);
+int fd_matmul_bwd_w_f32(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N,
+                        float *dw, float *db, const float *x, const float *dy);
+int fd_matmul_bwd_w_f64(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N,
+                        double *dw, double *db, const double *x, const double *dy);
+
+/* Elementwise activation over n elements; kind: 0 relu, 1 tanh, 2 sigmoid, 3 gelu (exact:
+ * x/2 * (1 + erf(x/sqrt 2))). fwd: y = f(x), y may equal x (in place). bwd: dx += dy * f'(x), using
+ * y = f(x) for tanh (1 - y^2) and sigmoid (y (1 - y)); relu' = (x > 0). FD_ERR_ARG: unknown kind. */
+int fd_act_fwd_f32(int64_t n, float *y, const float *x, int kind);
+int fd_act_fwd_f64(int64_t n, double *y, const double *x, int kind);
+int fd_act_bwd_f32(int64_t n, float *dx, const float *dy, const float *x, const float *y, int kind);
+int fd_act_bwd_f64(int64_t n, double *dx, const double *dy, const double *x, const double *y,
+                   int kind);
+
+/* Losses with their gradient, in one pass; the loss (accumulated in float64 over fixed chunks, so
+ * independent of the thread count) goes to *loss_out.
+ * mse:  *loss_out = scale * sum (pred - target)^2;  dpred += 2*scale * (pred - target).
+ * xent: logits (R, C), labels (R,) in [0, C): *loss_out = scale * sum_r (logsumexp(logits[r]) -
+ *       logits[r, labels[r]]) (max-shifted, stable); dlogits += scale * (softmax(logits[r]) -
+ *       onehot(labels[r])). FD_ERR_ARG if a label is out of range (nothing written, *loss_out
+ *       untouched). */
+int fd_mse_fwd_bwd_f32(int64_t n, float *dpred, const float *pred, const float *target,
+                       double scale, double *loss_out);
+int fd_mse_fwd_bwd_f64(int64_t n, double *dpred, const double *pred, const double *target,
+                       double scale, double *loss_out);
+int fd_xent_fwd_bwd_f32(int64_t R, int64_t C, float *dlogits, const float *logits,
+                        const int64_t *labels, double scale, double *loss_out);
+int fd_xent_fwd_bwd_f64(int64_t R, int64_t C, double *dlogits, const double *logits,
+                        const int64_t *labels, double scale, double *loss_out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FASTDESCENT_H */

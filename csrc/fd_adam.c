@@ -1,0 +1,119 @@
+/* fd_adam.c -- Adam / AdamW, one fused pass per element.
+ *
+ * Shapes: a table of `ntensors` tensors, tensor i has sizes[i] elements in every column:
+ *   param[i], exp_avg[i], exp_avg_sq[i]        written
+ *   max_exp_avg_sq[i]                          written (amsgrad only; the column may be NULL otherwise)
+ *   grad[i]                                    read
+ * Scalars (float64 in, rounded once to the element type T): beta1, beta2, eps, weight_decay (coupled;
+ * 0 for AdamW), decay (= 1 - lr*wd for AdamW, 1 for Adam), step_size (= lr/bc1),
+ * bias_correction2_sqrt (= sqrt(bc2)); flags amsgrad, maximize.
+ *
+ * Per element, in the NumPy reference's order (backends/numpy_ref/adam.py):
+ *   g = maximize ? -g : g
+ *   p = p * decay                          (exact when decay == 1, so it is always applied)
+ *   g = g + weight_decay * p               (only if weight_decay != 0)
+ *   m = m * beta1 + (1 - beta1) * g
+ *   v = v * beta2 + ((1 - beta2) * g) * g
+ *   vmax = max(vmax, v), NaN-propagating   (amsgrad; then used in place of v)
+ *   p = p - step_size * (m / (sqrt(v) / bias_correction2_sqrt + eps))
+ */
+#ifndef FD_T /* ------------------------------------------------------------ untyped part */
+#include "fd_internal.h"
+
+FD_EXACT_FP
+
+#define FD_TYPED_FILE "fd_adam.c"
+#include "fd_typed.h"
+
+#else /* ------------------------------------------------------------------- typed part (FD_T) */
+
+typedef struct {
+    FD_T *const *p;
+    FD_T *const *m;
+    FD_T *const *v;
+    FD_T *const *vmax;
+    const FD_T *const *g;
+    FD_T gsign, decay, wd, beta1, omb1, beta2, omb2, bc2, eps, step;
+    int wd_on, amsgrad;
+} FD_S(adam_ctx);
+
+FD_INLINE void FD_S(adam_loop)(int64_t n, FD_T *FD_RESTRICT p, FD_T *FD_RESTRICT m,
+                               FD_T *FD_RESTRICT v, FD_T *FD_RESTRICT vmax,
+                               const FD_T *FD_RESTRICT g, const FD_S(adam_ctx) *c, const int wd_on,
+                               const int ams)
+{
+    const FD_T gs = c->gsign, decay = c->decay, wd = c->wd, b1 = c->beta1, c1 = c->omb1;
+    const FD_T b2 = c->beta2, c2 = c->omb2, bc2 = c->bc2, eps = c->eps, step = c->step;
+    for (int64_t i = 0; i < n; i++) {
+        FD_T gi = g[i] * gs;
+        FD_T pi = p[i] * decay;
+        if (wd_on) gi = gi + wd * pi;
+        FD_T mi = m[i] * b1 + c1 * gi;
+        FD_T vi = v[i] * b2 + (c2 * gi) * gi;
+        m[i] = mi;
+        v[i] = vi;
+        if (ams) {
+            FD_T a = vmax[i];
+            vi = ((a > vi) | (a != a)) ? a : vi;
+            vmax[i] = vi;
+        }
+        FD_T d = FD_SQRT(vi) / bc2 + eps;
+        p[i] = pi - step * (mi / d);
+    }
+}
+
+FD_INLINE void FD_BODY(adam_seg)(const void *ctx, int64_t t, int64_t off, int64_t len)
+{
+    const FD_S(adam_ctx) *c = (const FD_S(adam_ctx) *)ctx;
+    FD_T *p = c->p[t] + off, *m = c->m[t] + off, *v = c->v[t] + off;
+    const FD_T *g = c->g[t] + off;
+    if (c->amsgrad) {
+        FD_T *vmax = c->vmax[t] + off;
+        if (c->wd_on) FD_S(adam_loop)(len, p, m, v, vmax, g, c, 1, 1);
+        else FD_S(adam_loop)(len, p, m, v, vmax, g, c, 0, 1);
+    } else {
+        if (c->wd_on) FD_S(adam_loop)(len, p, m, v, NULL, g, c, 1, 0);
+        else FD_S(adam_loop)(len, p, m, v, NULL, g, c, 0, 0);
+    }
+}
+
+FD_MULTIVERSION(FD_S(adam_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
+                (ctx, t, off, len))
+
+int FD_S(fd_adam)(int64_t ntensors, const int64_t *sizes, FD_T *const *param, FD_T *const *exp_avg,
+                  FD_T *const *exp_avg_sq, FD_T *const *max_exp_avg_sq, const FD_T *const *grad,
+                  double beta1, double beta2, double eps, double weight_decay, double decay,
+                  double step_size, double bias_correction2_sqrt, int amsgrad, int maximize)
+{
+    int64_t total;
+    FD_CHECK(fd_check_sizes(ntensors, sizes, &total));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(param)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(exp_avg)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(exp_avg_sq)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad)));
+    if (amsgrad) FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(max_exp_avg_sq)));
+    if (total == 0) return FD_OK;
+
+    FD_S(adam_ctx) c;
+    c.p = param;
+    c.m = exp_avg;
+    c.v = exp_avg_sq;
+    c.vmax = max_exp_avg_sq;
+    c.g = grad;
+    c.gsign = maximize ? -FD_ONE : FD_ONE;
+    c.decay = (FD_T)decay;
+    c.wd = (FD_T)weight_decay;
+    c.beta1 = (FD_T)beta1;
+    c.omb1 = (FD_T)(1.0 - beta1);
+    c.beta2 = (FD_T)beta2;
+    c.omb2 = (FD_T)(1.0 - beta2);
+    c.bc2 = (FD_T)bias_correction2_sqrt;
+    c.eps = (FD_T)eps;
+    c.step = (FD_T)step_size;
+    c.wd_on = weight_decay != 0.0;
+    c.amsgrad = amsgrad != 0;
+    fd_run_segments(ntensors, sizes, total, FD_PAR_MIN_HEAVY, FD_PICK(FD_S(adam_seg)), &c);
+    return FD_OK;
+}
+
+#endif /* FD_T */

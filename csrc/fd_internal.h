@@ -1,0 +1,133 @@
+/* fd_internal.h -- shared machinery of the fastdescent kernels (not part of the public ABI).
+ *
+ * - Work distribution: fd_run_segments() splits the flattened (tensor, element) space of a tensor
+ *   table into one contiguous range per thread and calls a segment function for every piece of a
+ *   tensor that falls in a range; fd_run_chunks() does the same for reductions, over a number of
+ *   chunks that depends only on the table (never on the thread count), so per-chunk partials combined
+ *   in chunk order give the same result with 1 or N threads.
+ * - Code paths: FD_MULTIVERSION compiles an always-inline body twice, for the baseline target and for
+ *   AVX2+FMA (x86-64 GCC/clang only), and fd_avx2_active() picks one at run time. No -march needed.
+ * - Argument checks shared by the kernels (null pointers, negative sizes).
+ */
+#ifndef FD_INTERNAL_H
+#define FD_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fastdescent.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FD_INLINE static inline __attribute__((always_inline))
+#define FD_UNUSED __attribute__((unused))
+#else
+#define FD_INLINE static inline
+#define FD_UNUSED
+#endif
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define FD_RESTRICT __restrict
+#else
+#define FD_RESTRICT restrict
+#endif
+
+/* AVX2+FMA multi-versioning: only where the compiler has the target attribute and the CPU check. */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(FD_NO_DISPATCH)
+#define FD_X86_DISPATCH 1
+#define FD_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define FD_X86_DISPATCH 0
+#endif
+
+/* FD_EXACT_FP, placed after the includes of a kernel file, turns off multiply-add contraction for
+ * the rest of the file: every code path then performs exactly the IEEE operations written, in the
+ * NumPy reference's order, so the generic and AVX2 paths give identical bits (and the reference's). */
+#if defined(__clang__)
+#define FD_EXACT_FP _Pragma("STDC FP_CONTRACT OFF")
+#elif defined(__GNUC__)
+#define FD_EXACT_FP _Pragma("GCC optimize(\"fp-contract=off\")")
+#else
+#define FD_EXACT_FP
+#endif
+
+/* A segment function processes elements [off, off+len) of tensor t; ctx holds the kernel's
+ * column pointer arrays and pre-rounded scalars. */
+typedef void (*fd_seg_fn)(const void *ctx, int64_t t, int64_t off, int64_t len);
+
+/* A chunk function accumulates elements [off, off+len) of tensor t into the partial `acc` of one
+ * chunk (the layout of acc is the kernel's business; FD_ACC_WORDS doubles per chunk). */
+#define FD_ACC_WORDS 4
+typedef void (*fd_chunk_fn)(const void *ctx, int64_t t, int64_t off, int64_t len, double *acc);
+
+/* Most chunks a reduction uses, and the fewest elements per chunk. */
+#define FD_MAX_CHUNKS 256
+#define FD_CHUNK_MIN 16384
+
+/* Fewest elements per thread before a kernel goes multi-threaded, by kernel weight (the default
+ * grain; fd_set_parallel_grain overrides both). Waking a sleeping OpenMP team costs tens of
+ * microseconds (much more on an oversubscribed machine), about what one core needs for 50k Adam
+ * elements in cache, so smaller tables run on the calling thread. */
+#define FD_PAR_MIN_LIGHT 131072
+#define FD_PAR_MIN_HEAVY 65536
+
+/* Threads a call may use (>= 1). */
+int fd_threads_now(void);
+
+/* Run fn over every element of the table: on the calling thread when total < 2*min_per_thread
+ * (or one thread is allowed), else on min(threads, total/min_per_thread) threads. */
+void fd_run_segments(int64_t ntensors, const int64_t *sizes, int64_t total, int64_t min_per_thread,
+                     fd_seg_fn fn, const void *ctx);
+
+/* Split the table into nchunks = fd_nchunks(total) contiguous chunks, run fn over each (threads take
+ * whole chunks), leaving chunk c's partial in acc[c*FD_ACC_WORDS ...] (zeroed first). */
+int64_t fd_nchunks(int64_t total);
+void fd_run_chunks(int64_t ntensors, const int64_t *sizes, int64_t total, fd_chunk_fn fn,
+                   const void *ctx, double *acc);
+
+/* Nonzero when the AVX2+FMA path is compiled in, supported and selected. */
+int fd_avx2_active(void);
+
+/* Check ntensors/sizes and compute the total element count: FD_ERR_SIZE for negatives,
+ * FD_ERR_NULL for a NULL sizes array when ntensors > 0. */
+int fd_check_sizes(int64_t ntensors, const int64_t *sizes, int64_t *total);
+/* Check a column: FD_ERR_NULL if the pointer array is NULL (ntensors > 0) or a tensor with a
+ * nonzero size has a NULL data pointer. */
+int fd_check_column(int64_t ntensors, const int64_t *sizes, const void *const *col);
+
+/* FD_MULTIVERSION(NAME, PARAMS, ARGS) defines `static void NAME_generic PARAMS` and, on x86 builds,
+ * `NAME_avx2 PARAMS` (compiled for AVX2+FMA), both made from the always-inline `NAME_body ARGS`;
+ * FD_PICK(NAME) is the one to call on this CPU (a function pointer). */
+#if FD_X86_DISPATCH
+#define FD_MULTIVERSION_(NAME, PARAMS, ARGS)                                 \
+    static void NAME##_generic PARAMS { NAME##_body ARGS; }                  \
+    FD_TARGET_AVX2 static void NAME##_avx2 PARAMS { NAME##_body ARGS; }
+#define FD_PICK_(NAME) (fd_avx2_active() ? NAME##_avx2 : NAME##_generic)
+#else
+#define FD_MULTIVERSION_(NAME, PARAMS, ARGS)                                 \
+    static void NAME##_generic PARAMS { NAME##_body ARGS; }
+#define FD_PICK_(NAME) (NAME##_generic)
+#endif
+/* (one level of indirection so that NAME may itself be a macro call such as FD_S(adam_seg)) */
+#define FD_MULTIVERSION(NAME, PARAMS, ARGS) FD_MULTIVERSION_(NAME, PARAMS, ARGS)
+#define FD_PICK(NAME) FD_PICK_(NAME)
+
+/* Name mangling for the typed half of a kernel file: FD_S(adam_seg) -> adam_seg_f32 / _f64. The
+ * kernel files define FD_T (element type), FD_SFX (f32/f64) and FD_SQRT, then include their typed
+ * part once per type (see fd_adam.c). */
+#define FD_CAT_(a, b) a##_##b
+#define FD_CAT(a, b) FD_CAT_(a, b)
+#define FD_S(name) FD_CAT(name, FD_SFX)
+/* Name of the always-inline body behind FD_MULTIVERSION(FD_S(name), ...): name_f32_body. */
+#define FD_BODY(name) FD_CAT(FD_S(name), body)
+
+/* The standard prologue of a multi-tensor kernel: checked sizes, then columns. */
+#define FD_CHECK(expr)                 \
+    do {                               \
+        int fd_rc_ = (expr);           \
+        if (fd_rc_ != FD_OK) return fd_rc_; \
+    } while (0)
+
+#define FD_COL(c) ((const void *const *)(c))
+
+#endif /* FD_INTERNAL_H */

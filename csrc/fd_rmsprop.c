@@ -1,0 +1,127 @@
+/* fd_rmsprop.c -- RMSprop (plain or centered, with optional momentum), one fused pass per element.
+ *
+ * Shapes: a table of `ntensors` tensors, tensor i has sizes[i] elements in every column:
+ *   param[i], square_avg[i]     written
+ *   grad_avg[i]                 written (centered only; the column may be NULL otherwise)
+ *   momentum_buffer[i]          written (momentum > 0 only; the column may be NULL otherwise)
+ *   grad[i]                     read
+ * Scalars (float64 in, rounded once to the element type T): lr, alpha, eps, weight_decay, momentum;
+ * flags centered, maximize.
+ *
+ * Per element, in the NumPy reference's order (backends/numpy_ref/rmsprop.py):
+ *   g = maximize ? -g : g
+ *   g = g + weight_decay * p                          (only if weight_decay != 0)
+ *   v = v * alpha + ((1 - alpha) * g) * g
+ *   centered: a = a * alpha + (1 - alpha) * g;  d = sqrt(v - a * a) + eps
+ *   else:     d = sqrt(v) + eps
+ *   momentum > 0: b = b * momentum + g / d;  p = p - lr * b
+ *   else:         p = p - lr * (g / d)
+ */
+#ifndef FD_T /* ------------------------------------------------------------ untyped part */
+#include "fd_internal.h"
+
+FD_EXACT_FP
+
+#define FD_TYPED_FILE "fd_rmsprop.c"
+#include "fd_typed.h"
+
+#else /* ------------------------------------------------------------------- typed part (FD_T) */
+
+typedef struct {
+    FD_T *const *p;
+    FD_T *const *v;
+    FD_T *const *a;
+    FD_T *const *b;
+    const FD_T *const *g;
+    FD_T gsign, lr, alpha, oma, eps, wd, mom;
+    int mode; /* bit 0: weight decay, bit 1: centered, bit 2: momentum */
+} FD_S(rmsprop_ctx);
+
+FD_INLINE void FD_S(rmsprop_loop)(int64_t n, FD_T *FD_RESTRICT p, FD_T *FD_RESTRICT v,
+                                  FD_T *FD_RESTRICT a, FD_T *FD_RESTRICT b,
+                                  const FD_T *FD_RESTRICT g, const FD_S(rmsprop_ctx) *c,
+                                  const int wd_on, const int centered, const int mom_on)
+{
+    const FD_T gs = c->gsign, lr = c->lr, alpha = c->alpha, oma = c->oma, eps = c->eps;
+    const FD_T wd = c->wd, mom = c->mom;
+    for (int64_t i = 0; i < n; i++) {
+        FD_T gi = g[i] * gs;
+        FD_T pi = p[i];
+        if (wd_on) gi = gi + wd * pi;
+        FD_T vi = v[i] * alpha + (oma * gi) * gi;
+        v[i] = vi;
+        FD_T d;
+        if (centered) {
+            FD_T ai = a[i] * alpha + oma * gi;
+            a[i] = ai;
+            d = FD_SQRT(vi - ai * ai) + eps;
+        } else {
+            d = FD_SQRT(vi) + eps;
+        }
+        if (mom_on) {
+            FD_T bi = b[i] * mom + gi / d;
+            b[i] = bi;
+            p[i] = pi - lr * bi;
+        } else {
+            p[i] = pi - lr * (gi / d);
+        }
+    }
+}
+
+#define FD_RMSPROP_CASE(M)                                                                   \
+    case M:                                                                                  \
+        FD_S(rmsprop_loop)(len, p, v, a, b, g, c, (M) & 1, ((M) >> 1) & 1, ((M) >> 2) & 1); \
+        break;
+
+FD_INLINE void FD_BODY(rmsprop_seg)(const void *ctx, int64_t t, int64_t off, int64_t len)
+{
+    const FD_S(rmsprop_ctx) *c = (const FD_S(rmsprop_ctx) *)ctx;
+    FD_T *p = c->p[t] + off, *v = c->v[t] + off;
+    FD_T *a = (c->mode & 2) ? c->a[t] + off : NULL;
+    FD_T *b = (c->mode & 4) ? c->b[t] + off : NULL;
+    const FD_T *g = c->g[t] + off;
+    switch (c->mode) {
+        FD_RMSPROP_CASE(0) FD_RMSPROP_CASE(1) FD_RMSPROP_CASE(2) FD_RMSPROP_CASE(3)
+        FD_RMSPROP_CASE(4) FD_RMSPROP_CASE(5) FD_RMSPROP_CASE(6) FD_RMSPROP_CASE(7)
+    default: break; /* unreachable: mode has three bits */
+    }
+}
+#undef FD_RMSPROP_CASE
+
+FD_MULTIVERSION(FD_S(rmsprop_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
+                (ctx, t, off, len))
+
+int FD_S(fd_rmsprop)(int64_t ntensors, const int64_t *sizes, FD_T *const *param,
+                     FD_T *const *square_avg, FD_T *const *grad_avg, FD_T *const *momentum_buffer,
+                     const FD_T *const *grad, double lr, double alpha, double eps,
+                     double weight_decay, double momentum, int centered, int maximize)
+{
+    int64_t total;
+    int mom_on = momentum > 0.0;
+    FD_CHECK(fd_check_sizes(ntensors, sizes, &total));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(param)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(square_avg)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad)));
+    if (centered) FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad_avg)));
+    if (mom_on) FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(momentum_buffer)));
+    if (total == 0) return FD_OK;
+
+    FD_S(rmsprop_ctx) c;
+    c.p = param;
+    c.v = square_avg;
+    c.a = grad_avg;
+    c.b = momentum_buffer;
+    c.g = grad;
+    c.gsign = maximize ? -FD_ONE : FD_ONE;
+    c.lr = (FD_T)lr;
+    c.alpha = (FD_T)alpha;
+    c.oma = (FD_T)(1.0 - alpha);
+    c.eps = (FD_T)eps;
+    c.wd = (FD_T)weight_decay;
+    c.mom = (FD_T)momentum;
+    c.mode = (weight_decay != 0.0) | ((centered != 0) << 1) | (mom_on << 2);
+    fd_run_segments(ntensors, sizes, total, FD_PAR_MIN_HEAVY, FD_PICK(FD_S(rmsprop_seg)), &c);
+    return FD_OK;
+}
+
+#endif /* FD_T */

@@ -1,0 +1,441 @@
+/* test_kernels.c -- C tests of libfastdescent: hand-computed values, error codes, settings, and the
+ * multi-tensor work distribution (many tiny tensors + a few large ones, 1 vs 2 threads, both code
+ * paths). Prints one line per failure and "N passed, N failed" at the end; exit status 1 on failure.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastdescent.h"
+
+static int n_pass = 0, n_fail = 0;
+
+#define CHECK(cond)                                                          \
+    do {                                                                     \
+        if (cond) n_pass++;                                                  \
+        else {                                                               \
+            n_fail++;                                                        \
+            printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);           \
+        }                                                                    \
+    } while (0)
+
+#define CHECK_CLOSE(got, want, rtol)                                                        \
+    do {                                                                                    \
+        double g_ = (double)(got), w_ = (double)(want);                                     \
+        if (fabs(g_ - w_) <= (rtol) * fabs(w_) + 1e-300 || (isnan(g_) && isnan(w_))) n_pass++; \
+        else {                                                                              \
+            n_fail++;                                                                       \
+            printf("FAIL %s:%d: %s = %.17g, expected %.17g\n", __FILE__, __LINE__, #got, g_, w_); \
+        }                                                                                   \
+    } while (0)
+
+/* ------------------------------------------------------------------ library information */
+static void test_info(void)
+{
+    CHECK(strcmp(fd_version(), "0.1.0") == 0);
+    CHECK(strlen(fd_build_info()) > 0);
+    CHECK(strcmp(fd_strerror(FD_OK), "success") == 0);
+    for (int s = FD_ERR_NULL; s <= FD_ERR_UNSUPPORTED; s++) {
+        CHECK(fd_strerror(s) != NULL);
+        CHECK(strcmp(fd_strerror(s), fd_strerror(FD_OK)) != 0);
+        CHECK(strcmp(fd_strerror(s), fd_strerror(999)) != 0);
+    }
+    CHECK(strcmp(fd_strerror(-7), "unknown fastdescent status") == 0);
+
+    int def = fd_get_num_threads();
+    CHECK(def >= 1);
+    CHECK(fd_set_num_threads(-1) == FD_ERR_ARG);
+    CHECK(fd_set_num_threads(1) == FD_OK);
+    CHECK(fd_get_num_threads() == 1);
+    CHECK(fd_set_num_threads(3) == FD_OK);
+    CHECK(fd_get_num_threads() == (fd_openmp_version() ? 3 : 1));
+    CHECK(fd_set_num_threads(0) == FD_OK);
+    CHECK(fd_get_num_threads() == def);
+
+    CHECK(fd_get_parallel_grain() == 0);
+    CHECK(fd_set_parallel_grain(-1) == FD_ERR_ARG);
+    CHECK(fd_set_parallel_grain(1000) == FD_OK);
+    CHECK(fd_get_parallel_grain() == 1000);
+    CHECK(fd_set_parallel_grain(0) == FD_OK);
+
+    unsigned int f = fd_cpu_features();
+    int path = fd_get_simd_path();
+    CHECK(path == FD_PATH_GENERIC || path == FD_PATH_AVX2_FMA);
+    if (path == FD_PATH_AVX2_FMA) CHECK((f & FD_CPU_AVX2) && (f & FD_CPU_FMA));
+    CHECK(fd_set_simd_path(7) == FD_ERR_ARG);
+    CHECK(fd_set_simd_path(FD_PATH_GENERIC) == FD_OK);
+    CHECK(fd_get_simd_path() == FD_PATH_GENERIC);
+    CHECK(fd_set_simd_path(-1) == FD_OK);
+    CHECK(fd_get_simd_path() == path);
+    if (path == FD_PATH_GENERIC) CHECK(fd_set_simd_path(FD_PATH_AVX2_FMA) == FD_ERR_UNSUPPORTED);
+}
+
+/* ------------------------------------------------------------------ error codes */
+static void test_errors(void)
+{
+    float a[2] = {1, 2}, b[2] = {0, 0}, c[2] = {0, 0}, d[2] = {0, 0}, g[2] = {1, 1};
+    float *pa[1] = {a}, *pb[1] = {b}, *pc[1] = {c}, *pd[1] = {d}, *pnull[1] = {NULL};
+    const float *pg[1] = {g};
+    int64_t sz[1] = {2}, neg[1] = {-1}, zero[1] = {0};
+    double out = 0;
+    int ok = 0;
+
+    CHECK(fd_adam_f32(-1, sz, pa, pb, pc, NULL, pg, .9, .999, 1e-8, 0, 1, 1e-3, 1, 0, 0) == FD_ERR_SIZE);
+    CHECK(fd_adam_f32(1, NULL, pa, pb, pc, NULL, pg, .9, .999, 1e-8, 0, 1, 1e-3, 1, 0, 0) == FD_ERR_NULL);
+    CHECK(fd_adam_f32(1, neg, pa, pb, pc, NULL, pg, .9, .999, 1e-8, 0, 1, 1e-3, 1, 0, 0) == FD_ERR_SIZE);
+    CHECK(fd_adam_f32(1, sz, NULL, pb, pc, NULL, pg, .9, .999, 1e-8, 0, 1, 1e-3, 1, 0, 0) == FD_ERR_NULL);
+    CHECK(fd_adam_f32(1, sz, pnull, pb, pc, NULL, pg, .9, .999, 1e-8, 0, 1, 1e-3, 1, 0, 0) == FD_ERR_NULL);
+    CHECK(fd_adam_f32(1, sz, pa, pb, pc, NULL, pg, .9, .999, 1e-8, 0, 1, 1e-3, 1, 1, 0) == FD_ERR_NULL);
+    CHECK(fd_adam_f32(1, zero, pnull, pnull, pnull, NULL, (const float *const *)pnull, .9, .999, 1e-8,
+                      0, 1, 1e-3, 1, 0, 0) == FD_OK); /* size 0: NULL data is fine */
+    CHECK(fd_adam_f32(0, NULL, NULL, NULL, NULL, NULL, NULL, .9, .999, 1e-8, 0, 1, 1e-3, 1, 0, 0) == FD_OK);
+    CHECK(a[0] == 1 && a[1] == 2 && b[0] == 0); /* nothing written by failed calls */
+
+    CHECK(fd_sgd_f32(1, sz, pa, NULL, pg, 0.1, 0.9, 0, 0, 0, 0, 0) == FD_ERR_NULL);
+    CHECK(fd_sgd_f32(1, sz, pa, NULL, pg, 0.1, 0.0, 0, 0, 0, 0, 0) == FD_OK);
+    CHECK(fd_rmsprop_f32(1, sz, pa, pb, NULL, NULL, pg, 0.1, .99, 1e-8, 0, 0, 1, 0) == FD_ERR_NULL);
+    CHECK(fd_rmsprop_f32(1, sz, pa, pb, pc, NULL, pg, 0.1, .99, 1e-8, 0, 0.5, 1, 0) == FD_ERR_NULL);
+    CHECK(fd_rmsprop_f32(1, sz, pa, pb, pc, pd, pg, 0.1, .99, 1e-8, 0, 0.5, 1, 0) == FD_OK);
+    CHECK(fd_adagrad_f32(1, sz, pa, NULL, pg, 0.1, 1e-10, 0, 0) == FD_ERR_NULL);
+    CHECK(fd_adagrad_f32(2, neg, pa, pb, pg, 0.1, 1e-10, 0, 0) == FD_ERR_SIZE);
+
+    CHECK(fd_norm_pow_sum_f32(1, sz, pg, 2.0, NULL) == FD_ERR_NULL);
+    CHECK(fd_norm_pow_sum_f32(1, sz, pg, 0.0, &out) == FD_ERR_ARG);
+    CHECK(fd_norm_pow_sum_f32(1, sz, pg, -2.0, &out) == FD_ERR_ARG);
+    CHECK(fd_norm_pow_sum_f32(1, sz, pg, NAN, &out) == FD_ERR_ARG);
+    CHECK(fd_all_finite_f32(1, sz, pg, NULL) == FD_ERR_NULL);
+    CHECK(fd_all_finite_f32(1, sz, NULL, &ok) == FD_ERR_NULL);
+    CHECK(fd_scale_f64(-3, NULL, NULL, 1.0) == FD_ERR_SIZE);
+
+    const float *src[1] = {g};
+    float *dst[1] = {b};
+    CHECK(fd_stream_f32(-1, 1, src, 1, dst) == FD_ERR_SIZE);
+    CHECK(fd_stream_f32(2, -1, src, 1, dst) == FD_ERR_ARG);
+    CHECK(fd_stream_f32(2, 1, NULL, 1, dst) == FD_ERR_NULL);
+    CHECK(fd_stream_f32(2, 1, src, 1, pnull) == FD_ERR_NULL);
+}
+
+/* ------------------------------------------------------------------ hand-computed values (f64) */
+static void test_sgd_values(void)
+{
+    double p[1], b[1], g[1] = {0.5};
+    double *pp[1] = {p}, *pb[1] = {b};
+    const double *pg[1] = {g};
+    int64_t sz[1] = {1};
+
+    p[0] = 1.0; /* plain: 1 - 0.1*0.5 */
+    CHECK(fd_sgd_f64(1, sz, pp, NULL, pg, 0.1, 0, 0, 0, 0, 0, 0) == FD_OK);
+    CHECK_CLOSE(p[0], 0.95, 1e-15);
+    p[0] = 1.0; /* maximize */
+    CHECK(fd_sgd_f64(1, sz, pp, NULL, pg, 0.1, 0, 0, 0, 0, 1, 0) == FD_OK);
+    CHECK_CLOSE(p[0], 1.05, 1e-15);
+    p[0] = 2.0; /* weight decay 0.25: g = 0.5 + 0.5 = 1 */
+    CHECK(fd_sgd_f64(1, sz, pp, NULL, pg, 0.1, 0, 0, 0.25, 0, 0, 0) == FD_OK);
+    CHECK_CLOSE(p[0], 1.9, 1e-15);
+    p[0] = 1.0; b[0] = 123.0; /* momentum, first step: b = g */
+    CHECK(fd_sgd_f64(1, sz, pp, pb, pg, 0.1, 0.9, 0, 0, 0, 0, 1) == FD_OK);
+    CHECK_CLOSE(b[0], 0.5, 1e-15);
+    CHECK_CLOSE(p[0], 0.95, 1e-15);
+    /* second step, dampening 0.5: b = 0.9*0.5 + 0.5*0.5 = 0.7; p = 0.95 - 0.07 */
+    CHECK(fd_sgd_f64(1, sz, pp, pb, pg, 0.1, 0.9, 0.5, 0, 0, 0, 0) == FD_OK);
+    CHECK_CLOSE(b[0], 0.7, 1e-15);
+    CHECK_CLOSE(p[0], 0.88, 1e-15);
+    p[0] = 1.0; b[0] = 0.0; /* nesterov first step: b = 0.5; g = 0.5 + 0.9*0.5 = 0.95 */
+    CHECK(fd_sgd_f64(1, sz, pp, pb, pg, 0.1, 0.9, 0, 0, 1, 0, 1) == FD_OK);
+    CHECK_CLOSE(p[0], 0.905, 1e-15);
+    CHECK_CLOSE(b[0], 0.5, 1e-15);
+}
+
+static void test_adam_values(void)
+{
+    double p[1], m[1], v[1], vmax[1], g[1];
+    double *pp[1] = {p}, *pm[1] = {m}, *pv[1] = {v}, *pvm[1] = {vmax};
+    const double *pg[1] = {g};
+    int64_t sz[1] = {1};
+    const double lr = 1e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+
+    /* step 1 from zero state, g = 1: m = 0.1, v = 0.001, bias-corrected m/sqrt(v) = 1 */
+    p[0] = 1.0; m[0] = 0.0; v[0] = 0.0; g[0] = 1.0;
+    CHECK(fd_adam_f64(1, sz, pp, pm, pv, NULL, pg, b1, b2, eps, 0, 1, lr / (1 - b1), sqrt(1 - b2), 0,
+                      0) == FD_OK);
+    CHECK_CLOSE(m[0], 0.1, 1e-15);
+    CHECK_CLOSE(v[0], 0.001, 1e-13);
+    CHECK_CLOSE(p[0], 1.0 - lr / (1.0 + eps), 1e-15);
+
+    /* maximize: the step goes up */
+    p[0] = 1.0; m[0] = 0.0; v[0] = 0.0;
+    CHECK(fd_adam_f64(1, sz, pp, pm, pv, NULL, pg, b1, b2, eps, 0, 1, lr / (1 - b1), sqrt(1 - b2), 0,
+                      1) == FD_OK);
+    CHECK_CLOSE(m[0], -0.1, 1e-15);
+    CHECK_CLOSE(p[0], 1.0 + lr / (1.0 + eps), 1e-15);
+
+    /* coupled weight decay 0.5, p = 2, g = 0: g' = 1, same as above from p = 2 */
+    p[0] = 2.0; m[0] = 0.0; v[0] = 0.0; g[0] = 0.0;
+    CHECK(fd_adam_f64(1, sz, pp, pm, pv, NULL, pg, b1, b2, eps, 0.5, 1, lr / (1 - b1), sqrt(1 - b2), 0,
+                      0) == FD_OK);
+    CHECK_CLOSE(p[0], 2.0 - lr / (1.0 + eps), 1e-15);
+
+    /* AdamW: decay 1 - lr*wd = 0.5 applied first (lr = 0.25, wd = 2), g = 1 */
+    p[0] = 2.0; m[0] = 0.0; v[0] = 0.0; g[0] = 1.0;
+    CHECK(fd_adam_f64(1, sz, pp, pm, pv, NULL, pg, b1, b2, eps, 0, 0.5, 0.25 / (1 - b1), sqrt(1 - b2),
+                      0, 0) == FD_OK);
+    CHECK_CLOSE(p[0], 1.0 - 0.25 / (1.0 + eps), 1e-15);
+
+    /* amsgrad: vmax = 0.004 > v = 0.001 is kept and used: denom = sqrt(4) + eps */
+    p[0] = 1.0; m[0] = 0.0; v[0] = 0.0; vmax[0] = 0.004; g[0] = 1.0;
+    CHECK(fd_adam_f64(1, sz, pp, pm, pv, pvm, pg, b1, b2, eps, 0, 1, lr / (1 - b1), sqrt(1 - b2), 1,
+                      0) == FD_OK);
+    CHECK_CLOSE(vmax[0], 0.004, 1e-15);
+    CHECK_CLOSE(v[0], 0.001, 1e-13);
+    CHECK_CLOSE(p[0], 1.0 - lr / (2.0 + eps), 1e-15);
+    /* amsgrad: a smaller vmax is replaced by v */
+    p[0] = 1.0; m[0] = 0.0; v[0] = 0.0; vmax[0] = 0.0;
+    CHECK(fd_adam_f64(1, sz, pp, pm, pv, pvm, pg, b1, b2, eps, 0, 1, lr / (1 - b1), sqrt(1 - b2), 1,
+                      0) == FD_OK);
+    CHECK_CLOSE(vmax[0], 0.001, 1e-13);
+    CHECK_CLOSE(p[0], 1.0 - lr / (1.0 + eps), 1e-15);
+    /* amsgrad propagates NaN from the stored max */
+    p[0] = 1.0; m[0] = 0.0; v[0] = 0.0; vmax[0] = NAN;
+    CHECK(fd_adam_f64(1, sz, pp, pm, pv, pvm, pg, b1, b2, eps, 0, 1, lr / (1 - b1), sqrt(1 - b2), 1,
+                      0) == FD_OK);
+    CHECK(isnan(vmax[0]) && isnan(p[0]));
+
+    /* float32: the same first step */
+    float pf[3] = {1, 1, 1}, mf[3] = {0}, vf[3] = {0}, gf[3] = {1, -1, 0};
+    float *ppf[1] = {pf}, *pmf[1] = {mf}, *pvf[1] = {vf};
+    const float *pgf[1] = {gf};
+    int64_t sz3[1] = {3};
+    CHECK(fd_adam_f32(1, sz3, ppf, pmf, pvf, NULL, pgf, b1, b2, eps, 0, 1, lr / (1 - b1), sqrt(1 - b2),
+                      0, 0) == FD_OK);
+    CHECK_CLOSE(pf[0], 0.999, 1e-6);
+    CHECK_CLOSE(pf[1], 1.001, 1e-6);
+    CHECK(pf[2] == 1.0f);
+}
+
+static void test_rmsprop_adagrad_values(void)
+{
+    double p[1], v[1], a[1], b[1], g[1] = {1.0};
+    double *pp[1] = {p}, *pv[1] = {v}, *pa[1] = {a}, *pb[1] = {b};
+    const double *pg[1] = {g};
+    int64_t sz[1] = {1};
+    const double lr = 0.01, alpha = 0.99, eps = 1e-8;
+
+    /* plain: v = 0.01, d = 0.1 + eps */
+    p[0] = 1.0; v[0] = 0.0;
+    CHECK(fd_rmsprop_f64(1, sz, pp, pv, NULL, NULL, pg, lr, alpha, eps, 0, 0, 0, 0) == FD_OK);
+    CHECK_CLOSE(v[0], 0.01, 1e-14);
+    CHECK_CLOSE(p[0], 1.0 - lr / (0.1 + eps), 1e-14);
+    /* centered: a = 0.01, d = sqrt(0.01 - 0.0001) + eps */
+    p[0] = 1.0; v[0] = 0.0; a[0] = 0.0;
+    CHECK(fd_rmsprop_f64(1, sz, pp, pv, pa, NULL, pg, lr, alpha, eps, 0, 0, 1, 0) == FD_OK);
+    CHECK_CLOSE(a[0], 0.01, 1e-14);
+    CHECK_CLOSE(p[0], 1.0 - lr / (sqrt(0.0099) + eps), 1e-14);
+    /* momentum 0.5 with b = 2: b = 1 + 1/(0.1 + eps); p -= lr*b */
+    p[0] = 1.0; v[0] = 0.0; b[0] = 2.0;
+    CHECK(fd_rmsprop_f64(1, sz, pp, pv, NULL, pb, pg, lr, alpha, eps, 0, 0.5, 0, 0) == FD_OK);
+    CHECK_CLOSE(b[0], 1.0 + 1.0 / (0.1 + eps), 1e-14);
+    CHECK_CLOSE(p[0], 1.0 - lr * (1.0 + 1.0 / (0.1 + eps)), 1e-14);
+    /* weight decay 1 with p = 1, g = 1, maximize: g' = -1 + 1 = 0: nothing moves but v stays 0 */
+    p[0] = 1.0; v[0] = 0.0;
+    CHECK(fd_rmsprop_f64(1, sz, pp, pv, NULL, NULL, pg, lr, alpha, eps, 1.0, 0, 0, 1) == FD_OK);
+    CHECK(p[0] == 1.0 && v[0] == 0.0);
+
+    /* Adagrad: s = 0, g = 2: s = 4, p -= clr * 2/(2 + eps) */
+    double s[1] = {0.0}, g2[1] = {2.0};
+    double *ps[1] = {s};
+    const double *pg2[1] = {g2};
+    p[0] = 1.0;
+    CHECK(fd_adagrad_f64(1, sz, pp, ps, pg2, 0.1, 1e-10, 0, 0) == FD_OK);
+    CHECK_CLOSE(s[0], 4.0, 0);
+    CHECK_CLOSE(p[0], 1.0 - 0.1 * 2.0 / (2.0 + 1e-10), 1e-15);
+    /* with weight decay 0.5 (p = 1): g = 2.5 */
+    s[0] = 0.0; p[0] = 1.0;
+    CHECK(fd_adagrad_f64(1, sz, pp, ps, pg2, 0.1, 1e-10, 0.5, 0) == FD_OK);
+    CHECK_CLOSE(s[0], 6.25, 0);
+    CHECK_CLOSE(p[0], 1.0 - 0.1 * 2.5 / (2.5 + 1e-10), 1e-15);
+}
+
+static void test_clip_values(void)
+{
+    float x[3] = {3, -4, 0}, y[1] = {12};
+    const float *px[2] = {x, y};
+    int64_t sz[2] = {3, 1};
+    double out = -1;
+    int ok = -1;
+
+    CHECK(fd_norm_pow_sum_f32(2, sz, px, 2.0, &out) == FD_OK);
+    CHECK(out == 169.0);
+    CHECK(fd_norm_pow_sum_f32(2, sz, px, 1.0, &out) == FD_OK);
+    CHECK(out == 19.0);
+    CHECK(fd_norm_pow_sum_f32(2, sz, px, INFINITY, &out) == FD_OK);
+    CHECK(out == 12.0);
+    CHECK(fd_norm_pow_sum_f32(2, sz, px, 3.0, &out) == FD_OK);
+    CHECK_CLOSE(out, 27.0 + 64.0 + 1728.0, 1e-15);
+    CHECK(fd_norm_pow_sum_f32(0, NULL, NULL, INFINITY, &out) == FD_OK);
+    CHECK(out == 0.0);
+    CHECK(fd_all_finite_f32(2, sz, px, &ok) == FD_OK);
+    CHECK(ok == 1);
+
+    float *wx[2] = {x, y};
+    CHECK(fd_scale_f32(2, sz, wx, 0.5) == FD_OK);
+    CHECK(x[0] == 1.5f && x[1] == -2.0f && x[2] == 0.0f && y[0] == 6.0f);
+
+    double z[4] = {1, -2, INFINITY, 0};
+    const double *pz[1] = {z};
+    int64_t sz4[1] = {4};
+    CHECK(fd_all_finite_f64(1, sz4, pz, &ok) == FD_OK);
+    CHECK(ok == 0);
+    CHECK(fd_norm_pow_sum_f64(1, sz4, pz, INFINITY, &out) == FD_OK);
+    CHECK(isinf(out));
+    z[2] = NAN;
+    CHECK(fd_all_finite_f64(1, sz4, pz, &ok) == FD_OK);
+    CHECK(ok == 0);
+    CHECK(fd_norm_pow_sum_f64(1, sz4, pz, INFINITY, &out) == FD_OK);
+    CHECK(isnan(out));
+    CHECK(fd_norm_pow_sum_f64(1, sz4, pz, 2.0, &out) == FD_OK);
+    CHECK(isnan(out));
+}
+
+static void test_stream_values(void)
+{
+    enum { N = 100003 };
+    float *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b), *c = malloc(N * sizeof *c);
+    for (int i = 0; i < N; i++) { a[i] = (float)i; b[i] = 1.0f; c[i] = -1.0f; }
+    const float *src[2] = {a, b};
+    float *dst[2] = {a, c}; /* in place on a, plus a separate output */
+    CHECK(fd_stream_f32(N, 2, src, 2, dst) == FD_OK);
+    int bad = 0;
+    for (int i = 0; i < N; i++) bad += a[i] != (float)i + 1.0f || c[i] != (float)i + 1.0f;
+    CHECK(bad == 0);
+    CHECK(fd_stream_f32(N, 0, NULL, 1, dst) == FD_OK);
+    CHECK(a[0] == 0.0f && a[N - 1] == 0.0f);
+    /* more streams than the fused loops take: the block-buffer fallback */
+    const float *many[7] = {b, b, b, b, b, b, a};
+    float *out5[5] = {c, c, c, c, c};
+    CHECK(fd_stream_f32(N, 7, many, 5, out5) == FD_OK); /* a is 0 now: c = 6 */
+    bad = 0;
+    for (int i = 0; i < N; i++) bad += c[i] != 6.0f;
+    CHECK(bad == 0);
+    double d[5] = {1, 2, 3, 4, 5}, e[5] = {0};
+    const double *sd[1] = {d};
+    double *dd[1] = {e};
+    CHECK(fd_stream_f64(5, 1, sd, 1, dd) == FD_OK);
+    CHECK(e[0] == 1 && e[4] == 5);
+    free(a); free(b); free(c);
+}
+
+/* ------------------------------------------------------------------ multi-tensor distribution */
+/* A table of many tiny tensors and a few large ones, updated with SGD+momentum on 1 and 2 threads
+ * and both code paths, checked against a scalar loop in this file; norm_pow_sum must not depend on
+ * the thread count. */
+static double frand(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(*s >> 11) / 9007199254740992.0 * 2.0 - 1.0;
+}
+
+static void test_distribution(void)
+{
+    enum { NT = 3000 };
+    int64_t sizes[NT];
+    int64_t total = 0;
+    for (int i = 0; i < NT; i++) {
+        sizes[i] = (i % 1000 == 17) ? 70001 + i : (i % 7); /* zeros, tiny, and ~70k tensors */
+        total += sizes[i];
+    }
+    float *pblock = malloc(total * sizeof(float)), *bblock = malloc(total * sizeof(float));
+    float *gblock = malloc(total * sizeof(float)), *ref = malloc(total * sizeof(float));
+    float *refb = malloc(total * sizeof(float));
+    float *pp[NT], *pb[NT];
+    const float *pg[NT];
+    int64_t off = 0;
+    for (int i = 0; i < NT; i++) {
+        pp[i] = pblock + off; pb[i] = bblock + off; pg[i] = gblock + off;
+        off += sizes[i];
+    }
+    uint64_t seed = 42;
+    int paths[2] = {FD_PATH_GENERIC, FD_PATH_AVX2_FMA};
+    /* grains: the defaults (the ~70k tensors are split), and a small one (pieces of ~1.6k elements
+     * that also cut through runs of tiny tensors) */
+    int64_t grains[2] = {0, 512};
+    for (int pi = 0; pi < 2; pi++) {
+        if (fd_set_simd_path(paths[pi]) != FD_OK) continue;
+        for (int run = 0; run < 4; run++) {
+            int threads = 1 + (run & 1);
+            CHECK(fd_set_parallel_grain(grains[run >> 1]) == FD_OK);
+            CHECK(fd_set_num_threads(threads) == FD_OK);
+            for (int64_t i = 0; i < total; i++) {
+                pblock[i] = ref[i] = (float)frand(&seed);
+                gblock[i] = (float)frand(&seed);
+                bblock[i] = refb[i] = (float)frand(&seed);
+            }
+            const float lr = 0.1f, mom = 0.9f, omd = 0.75f, wd = 0.01f;
+            CHECK(fd_sgd_f32(NT, sizes, pp, pb, pg, 0.1, 0.9, 0.25, 0.01, 0, 0, 0) == FD_OK);
+            int64_t bad = 0;
+            for (int64_t i = 0; i < total; i++) {
+                float gi = gblock[i] + wd * ref[i];
+                float bi = refb[i] * mom + omd * gi;
+                float pi2 = ref[i] - lr * bi;
+                bad += fabsf(pblock[i] - pi2) > 1e-6f * (1 + fabsf(pi2)) ||
+                       fabsf(bblock[i] - bi) > 1e-6f * (1 + fabsf(bi));
+            }
+            CHECK(bad == 0);
+#if defined(__x86_64__) || defined(__i386__)
+            { /* no multiply-add contraction on either path (nor here): bit-exact with the loop */
+                int64_t diff = 0;
+                for (int64_t i = 0; i < total; i++) {
+                    float gi = gblock[i] + wd * ref[i];
+                    float bi = refb[i] * mom + omd * gi;
+                    diff += pblock[i] != ref[i] - lr * bi;
+                }
+                CHECK(diff == 0);
+            }
+#endif
+        }
+        /* norm_pow_sum: identical on 1 and 2 threads (small grain: the chunks really are spread
+         * over the threads) and with the default grain, and close to a float64 scalar sum */
+        double r1, r2, r0, rinf1, rinf2, want = 0;
+        for (int64_t i = 0; i < total; i++) want += (double)gblock[i] * gblock[i];
+        CHECK(fd_set_parallel_grain(0) == FD_OK);
+        CHECK(fd_norm_pow_sum_f32(NT, sizes, pg, 2.0, &r0) == FD_OK);
+        CHECK(fd_set_parallel_grain(512) == FD_OK);
+        CHECK(fd_set_num_threads(1) == FD_OK);
+        CHECK(fd_norm_pow_sum_f32(NT, sizes, pg, 2.0, &r1) == FD_OK);
+        CHECK(fd_norm_pow_sum_f32(NT, sizes, pg, INFINITY, &rinf1) == FD_OK);
+        CHECK(fd_set_num_threads(2) == FD_OK);
+        CHECK(fd_norm_pow_sum_f32(NT, sizes, pg, 2.0, &r2) == FD_OK);
+        CHECK(fd_norm_pow_sum_f32(NT, sizes, pg, INFINITY, &rinf2) == FD_OK);
+        CHECK(r1 == r2);
+        CHECK(r1 == r0);
+        CHECK(rinf1 == rinf2);
+        CHECK_CLOSE(r1, want, 1e-12);
+        int ok = 0;
+        gblock[total - 1] = INFINITY;
+        CHECK(fd_all_finite_f32(NT, sizes, pg, &ok) == FD_OK);
+        CHECK(ok == 0);
+        gblock[total - 1] = 0.0f;
+        CHECK(fd_all_finite_f32(NT, sizes, pg, &ok) == FD_OK);
+        CHECK(ok == 1);
+        CHECK(fd_set_parallel_grain(0) == FD_OK);
+    }
+    fd_set_num_threads(0);
+    fd_set_simd_path(-1);
+    fd_set_parallel_grain(0);
+    free(pblock); free(bblock); free(gblock); free(ref); free(refb);
+}
+
+int main(void)
+{
+    test_info();
+    test_errors();
+    test_sgd_values();
+    test_adam_values();
+    test_rmsprop_adagrad_values();
+    test_clip_values();
+    test_stream_values();
+    test_distribution();
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}

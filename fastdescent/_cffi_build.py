@@ -1,0 +1,116 @@
+"""cffi build script of the ``c`` backend: the extension module ``fastdescent._fastdescent_c``.
+
+Run by setuptools through ``setup.py`` (``cffi_modules=["fastdescent/_cffi_build.py:ffibuilder"]``),
+or by hand (``python fastdescent/_cffi_build.py`` builds the module next to this file). It never
+imports the fastdescent package.
+
+- The cdef is ``csrc/fastdescent.h`` itself (one source of truth), minus its preprocessor lines and
+  the lines inside ``#ifdef __cplusplus`` blocks.
+- API mode: the extension compiles every ``csrc/fd_*.c`` (the dense-layer files included) with -O3,
+  -fno-math-errno and OpenMP, or without OpenMP if the compiler cannot build an OpenMP program (or
+  ``FASTDESCENT_NO_OPENMP=1`` is set). No ``-march``: the library picks its AVX2+FMA path at run time.
+- The extension is ``optional``: if it cannot be compiled, ``pip install`` still succeeds and the
+  ``c`` backend reports itself unavailable with the cause.
+"""
+
+import glob
+import os
+import shlex
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+from cffi import FFI
+
+MODULE = "fastdescent._fastdescent_c"
+_HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(_HERE)
+CSRC = os.path.join(ROOT, "csrc")
+HEADER = os.path.join(CSRC, "fastdescent.h")
+
+
+def read_cdef(path=HEADER):
+    """The header as a cffi cdef: without preprocessor lines and ``#ifdef __cplusplus`` blocks."""
+    out, skip_depth, depth = [], None, 0
+    with open(path) as f:
+        for line in f:
+            s = line.strip()
+            if s.startswith("#"):
+                directive = s[1:].strip()
+                if directive.startswith(("if", "ifdef", "ifndef")):
+                    depth += 1
+                    if skip_depth is None and directive.split()[:2] == ["ifdef", "__cplusplus"]:
+                        skip_depth = depth
+                elif directive.startswith("endif"):
+                    if skip_depth == depth:
+                        skip_depth = None
+                    depth -= 1
+                continue
+            if skip_depth is None:
+                out.append(line)
+    return "".join(out)
+
+
+def _rel(path):
+    """``path`` relative to the current directory when below it (setuptools prefers relative
+    source paths), else absolute."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def _unix_compiler():
+    return not sys.platform.startswith("win")
+
+
+def _openmp_flags():
+    """(compile flags, link flags) for OpenMP, or ([], []) if the C compiler cannot use it."""
+    if os.environ.get("FASTDESCENT_NO_OPENMP", "") not in ("", "0"):
+        return [], []
+    if not _unix_compiler():
+        return ["/openmp"], []
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp_check.c")
+        with open(src, "w") as f:
+            f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+        try:
+            r = subprocess.run(shlex.split(cc) + ["-fopenmp", src, "-o", os.path.join(tmp, "a.out")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        except (OSError, subprocess.SubprocessError):
+            return [], []
+    return (["-fopenmp"], ["-fopenmp"]) if r.returncode == 0 else ([], [])
+
+
+def make_ffibuilder():
+    ffi = FFI()
+    ffi.cdef(read_cdef())
+    sources = sorted(glob.glob(os.path.join(CSRC, "fd_*.c")))
+    depends = sorted(glob.glob(os.path.join(CSRC, "*.h")))
+    omp_compile, omp_link = _openmp_flags()
+    if _unix_compiler():
+        extra_compile = ["-O3", "-std=gnu11", "-fno-math-errno"] + omp_compile
+        libraries = ["m"]
+    else:
+        extra_compile = ["/O2"] + omp_compile
+        libraries = []
+    ffi.set_source(
+        MODULE,
+        '#include "fastdescent.h"\n',
+        sources=[_rel(s) for s in sources],
+        depends=[_rel(d) for d in depends],
+        include_dirs=[_rel(CSRC)],
+        extra_compile_args=extra_compile,
+        extra_link_args=omp_link,
+        libraries=libraries,
+        optional=True,  # a failed compile leaves the c backend unavailable, not the install broken
+    )
+    return ffi
+
+
+ffibuilder = make_ffibuilder()
+
+if __name__ == "__main__":
+    # Build in place: the module lands in fastdescent/ (next to this file).
+    os.chdir(ROOT)
+    ffibuilder.compile(tmpdir=ROOT, verbose=True)

@@ -1,0 +1,106 @@
+"""The ``c`` backend: the C library in ``csrc/`` bound through cffi (API mode), the default on CPU.
+
+Every kernel is one call into ``libfastdescent`` (``csrc/fastdescent.h``) per tensor table: the
+table's columns are packed once into arrays of data pointers (int64 address arrays viewed as
+``T *[]``), so a step costs one C call whatever the number of tensors. Threads: OpenMP inside the
+library (:func:`set_num_threads`, :func:`set_parallel_grain`); AVX2+FMA code is chosen at run time
+(:func:`set_simd_path`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import collect_kernels
+from ._lib import IMPORT_ERROR, Table, ffi, kernel_error, lib
+
+NAME = "c"
+DEVICE = False
+
+__all__ = ["NAME", "DEVICE", "Table", "KERNELS", "check_available", "describe", "get_num_threads",
+           "set_num_threads", "get_parallel_grain", "set_parallel_grain", "get_simd_path", "set_simd_path",
+           "ffi", "lib"]
+
+
+def check_available():
+    """Raise ImportError, with the cause chained, if the compiled extension cannot be used."""
+    if IMPORT_ERROR is not None:
+        raise ImportError(
+            "the c backend's extension fastdescent._fastdescent_c is not available "
+            f"(it did not build or does not load here): {IMPORT_ERROR}"
+        ) from IMPORT_ERROR
+
+
+def get_num_threads():
+    """Threads the C kernels may use."""
+    return int(lib.fd_get_num_threads())
+
+
+def set_num_threads(n):
+    """Set the C kernels' thread count (n >= 1), or 0 for OpenMP's default (OMP_NUM_THREADS or the
+    CPU count). Without OpenMP the kernels stay single-threaded."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    rc = lib.fd_set_num_threads(int(n))
+    if rc:
+        raise kernel_error("set_num_threads", rc)
+
+
+def get_parallel_grain():
+    """Fewest elements per thread before a C kernel goes multi-threaded (0: built-in defaults)."""
+    return int(lib.fd_get_parallel_grain())
+
+
+def set_parallel_grain(n):
+    """Set the multi-threading grain (elements per thread, >= 1), or 0 for the built-in defaults
+    (65536 for the optimizer updates, 131072 for the light kernels)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    rc = lib.fd_set_parallel_grain(int(n))
+    if rc:
+        raise kernel_error("set_parallel_grain", rc)
+
+
+_PATHS = {"generic": 0, "avx2-fma": 1}
+
+
+def get_simd_path():
+    """The kernel code path in use: ``"generic"`` or ``"avx2-fma"``."""
+    return "avx2-fma" if lib.fd_get_simd_path() == 1 else "generic"
+
+
+def set_simd_path(path):
+    """Force ``"generic"`` or ``"avx2-fma"`` (KernelError if this CPU/build lacks it), or
+    ``"auto"`` for the best one available."""
+    if path == "auto":
+        code = -1
+    elif path in _PATHS:
+        code = _PATHS[path]
+    else:
+        raise ValueError(f"path must be one of {sorted(_PATHS)} or 'auto', got {path!r}")
+    rc = lib.fd_set_simd_path(code)
+    if rc:
+        raise kernel_error("set_simd_path", rc)
+
+
+_FEATURES = [(1, "sse2"), (2, "avx"), (4, "avx2"), (8, "fma"), (16, "avx512f"), (32, "neon")]
+
+
+def describe():
+    """Version, build, threads, CPU features and the active code paths, for fastdescent.info()."""
+    feats = int(lib.fd_cpu_features())
+    omp = int(lib.fd_openmp_version())
+    return {
+        "version": ffi.string(lib.fd_version()).decode(),
+        "build": ffi.string(lib.fd_build_info()).decode(),
+        "threads": get_num_threads(),
+        "parallel_grain": get_parallel_grain(),
+        "openmp": bool(omp),
+        "openmp_version": omp,
+        "cpu_features": [name for bit, name in _FEATURES if feats & bit],
+        "simd_path": get_simd_path(),
+        "avx2": get_simd_path() == "avx2-fma",
+    }
+
+
+KERNELS = collect_kernels(__name__) if IMPORT_ERROR is None else {}

@@ -1,0 +1,110 @@
+"""The ``numba`` backend: ``@njit`` kernels over tensor tables, parallel where it pays.
+
+One jitted call per table, whatever its number of tensors: a column reaches the kernel as an int64
+array of data addresses (:meth:`Table._pack`), and the kernel rebuilds typed arrays from them
+(``_ptr.segment``). Work is split into fixed-size chunks of the flattened (tensor, element) space, so one
+huge tensor and thousands of tiny ones both spread over the threads; small tables run the serial
+variant of the same body. Options (caching, GIL release, error model, sizes) live in ``_config``.
+
+Importing :mod:`fastdescent` never imports this package; the registry imports it on first use. If Numba
+is missing, this package still imports (with no kernels) and :func:`check_available` raises
+``ImportError`` with the cause chained, which the registry reports as ``BackendUnavailableError``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._table import TensorTable, addresses
+
+NAME = "numba"
+DEVICE = False
+
+try:
+    import numba as _numba
+except ImportError as _exc:  # pragma: no cover - exercised only without numba
+    _numba = None
+    _IMPORT_ERROR = _exc
+else:
+    _IMPORT_ERROR = None
+
+
+def check_available():
+    """Raise ``ImportError`` (cause chained) if the backend cannot run here."""
+    if _IMPORT_ERROR is not None:
+        raise ImportError(f"the numba backend needs the 'numba' package: {_IMPORT_ERROR}") \
+            from _IMPORT_ERROR
+
+
+if _numba is not None:
+    from . import _config
+    from ._ptr import PROTOS
+
+    class Table(TensorTable):
+        """Tensor table whose columns are int64 arrays of data addresses.
+
+        Besides the columns it holds the chunk plan the kernels walk: ``offsets`` (n + 1 prefix sums
+        of the sizes), ``chunk`` (elements per chunk), ``chunk_first`` (for each chunk, the tensor
+        holding its first element), ``proto`` (an empty array of the dtype, which selects the compiled
+        specialisation) and ``parallel`` (whether the table is big enough for the threaded variant).
+        """
+
+        def __init__(self, dtype, sizes):
+            super().__init__(dtype, sizes)
+            try:
+                self.proto = PROTOS[self.dtype]
+            except KeyError:
+                raise TypeError(f"the numba backend supports float32 and float64, not {self.dtype}") \
+                    from None
+            offsets = np.zeros(self.n + 1, dtype=np.int64)
+            np.cumsum(self.sizes, out=offsets[1:])
+            self.offsets = offsets
+            self.plan()
+
+        def plan(self, chunk=None, parallel=None):
+            """(Re)compute the chunk plan: ``chunk`` elements per work item (default
+            ``_config.CHUNK``); ``parallel`` forces the threaded (True) or serial (False) variant,
+            default: threaded when the table has at least ``_config.PARALLEL_MIN`` elements and Numba
+            has more than one thread. Returns the table."""
+            chunk = _config.CHUNK if chunk is None else int(chunk)
+            if chunk < 1:
+                raise ValueError(f"chunk must be >= 1, got {chunk}")
+            self.chunk = chunk
+            starts = np.arange(0, self.total, chunk, dtype=np.int64)
+            # the last tensor whose offset is <= start holds element `start` (this skips empty ones)
+            self.chunk_first = np.searchsorted(self.offsets, starts, side="right").astype(np.int64) - 1
+            if parallel is None:
+                parallel = self.total >= _config.PARALLEL_MIN and _numba.config.NUMBA_NUM_THREADS > 1
+            self.parallel = bool(parallel)
+            return self
+
+        def _pack(self, arrays, addrs):
+            if addrs is None:
+                return addresses(arrays)
+            return np.ascontiguousarray(addrs, dtype=np.int64)
+
+    from .. import collect_kernels
+
+    KERNELS = collect_kernels(__name__)
+else:  # pragma: no cover
+    Table = TensorTable
+    KERNELS = {}
+
+
+def describe():
+    """Numba version, threading layer, thread count, cache directory, chunking."""
+    check_available()
+    cfg = _numba.config
+    try:
+        layer = _numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet in this process
+        layer = f"not started (configured: {cfg.THREADING_LAYER})"
+    return {
+        "numba": _numba.__version__,
+        "threading_layer": layer,
+        "threads": _numba.get_num_threads(),
+        "cache_dir": cfg.CACHE_DIR or "__pycache__ next to the kernel sources (NUMBA_CACHE_DIR unset)",
+        "chunk": _config.CHUNK,
+        "parallel_min": _config.PARALLEL_MIN,
+        "jit_options": dict(_config.JIT_OPTIONS),
+    }

@@ -1,0 +1,60 @@
+"""Adagrad (Numba). Mirrors csrc/fd_adagrad.c and backends/numpy_ref/adagrad.py.
+
+Shapes: ``param``, ``grad``, ``sum`` hold ``n`` tensors with the table's sizes. Element arithmetic in
+the table's dtype, in the NumPy backend's order:
+``g = -g (maximize); g = g + wd*p; s = s + g*g; p = p - clr * (g / (sqrt(s) + eps))``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._config import jit, jit_inline, jit_variants
+from ._ptr import chunk_segment, like, segment
+
+
+@jit_inline
+def _adagrad_loop(p, g, s, neg, use_wd, wd, clr, eps):
+    for i in range(p.shape[0]):
+        pi = p[i]
+        gi = g[i]
+        if neg:
+            gi = -gi
+        if use_wd:
+            gi = gi + wd * pi
+        si = s[i] + gi * gi
+        s[i] = si
+        std = np.sqrt(si) + eps
+        p[i] = pi - clr * (gi / std)
+
+
+def _adagrad_body(offsets, first, chunk, p_a, g_a, s_a, proto, clr, eps, weight_decay, maximize):
+    clr_ = like(clr, proto)
+    ep = like(eps, proto)
+    wd = like(weight_decay, proto)
+    use_wd = weight_decay != 0.0
+    neg = maximize != 0
+    total = offsets[offsets.shape[0] - 1]
+    for c in prange(first.shape[0]):
+        pos = c * chunk
+        end = min(pos + chunk, total)
+        t = first[c]
+        while pos < end:
+            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
+            if hi > lo:
+                k = hi - lo
+                _adagrad_loop(segment(p_a[t], lo, k, proto), segment(g_a[t], lo, k, proto),
+                              segment(s_a[t], lo, k, proto), neg, use_wd, wd, clr_, ep)
+            pos = nxt
+            t += 1
+
+
+_adagrad_serial, _adagrad_parallel = jit_variants(_adagrad_body)
+
+
+def adagrad(tab, *, clr, eps, weight_decay, maximize):
+    k = tab.packed
+    (_adagrad_parallel if tab.parallel else _adagrad_serial)(
+        tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"], k["sum"], tab.proto,
+        float(clr), float(eps), float(weight_decay), int(maximize))

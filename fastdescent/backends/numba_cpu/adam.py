@@ -1,0 +1,113 @@
+"""Adam / AdamW (Numba). Mirrors csrc/fd_adam.c and backends/numpy_ref/adam.py.
+
+Shapes: every column holds ``n`` tensors with the table's sizes; ``max_exp_avg_sq`` only if amsgrad.
+Element arithmetic in the table's dtype, in the NumPy backend's order:
+``p *= decay; g += wd*p; m = m*b1 + (1-b1)*g; v = v*b2 + ((1-b2)*g)*g; vv = max(vmax, v) or v;
+p -= step_size * (m / (sqrt(vv)/bc2_sqrt + eps))``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._config import jit, jit_inline, jit_variants
+from ._ptr import EMPTY_ADDRS, chunk_segment, like, segment
+
+
+@jit
+def _moments(pi, gi, mi, vi, neg, use_decay, decay, use_wd, wd, b1, c1, b2, c2):
+    if neg:
+        gi = -gi
+    if use_decay:
+        pi = pi * decay
+    if use_wd:
+        gi = gi + wd * pi
+    mi = mi * b1
+    mi = mi + c1 * gi
+    vi = vi * b2
+    vi = vi + c2 * gi * gi
+    return pi, mi, vi
+
+
+@jit_inline
+def _adam_loop(p, g, m, v, neg, use_decay, decay, use_wd, wd, b1, c1, b2, c2, eps, ss, bc):
+    for i in range(p.shape[0]):
+        pi, mi, vi = _moments(p[i], g[i], m[i], v[i], neg, use_decay, decay, use_wd, wd, b1, c1,
+                              b2, c2)
+        m[i] = mi
+        v[i] = vi
+        denom = (np.sqrt(vi) / bc) + eps
+        p[i] = pi - ss * (mi / denom)
+
+
+@jit_inline
+def _amsgrad_loop(p, g, m, v, w, neg, use_decay, decay, use_wd, wd, b1, c1, b2, c2, eps, ss, bc):
+    for i in range(p.shape[0]):
+        pi, mi, vi = _moments(p[i], g[i], m[i], v[i], neg, use_decay, decay, use_wd, wd, b1, c1,
+                              b2, c2)
+        m[i] = mi
+        v[i] = vi
+        wi = w[i]
+        if wi == wi and not (vi <= wi):  # np.maximum: a NaN in either operand propagates
+            wi = vi
+        w[i] = wi
+        denom = (np.sqrt(wi) / bc) + eps
+        p[i] = pi - ss * (mi / denom)
+
+
+def _adam_body(offsets, first, chunk, p_a, g_a, m_a, v_a, w_a, proto, beta1, beta2, eps,
+               weight_decay, decay, step_size, bias_correction2_sqrt, amsgrad, maximize):
+    b1 = like(beta1, proto)
+    c1 = like(1.0 - beta1, proto)
+    b2 = like(beta2, proto)
+    c2 = like(1.0 - beta2, proto)
+    ep = like(eps, proto)
+    wd = like(weight_decay, proto)
+    dc = like(decay, proto)
+    ss = like(step_size, proto)
+    bc = like(bias_correction2_sqrt, proto)
+    use_wd = weight_decay != 0.0
+    use_decay = decay != 1.0
+    neg = maximize != 0
+    ams = amsgrad != 0
+    total = offsets[offsets.shape[0] - 1]
+    for c in prange(first.shape[0]):
+        pos = c * chunk
+        end = min(pos + chunk, total)
+        t = first[c]
+        while pos < end:
+            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
+            if hi > lo:
+                k = hi - lo
+                p = segment(p_a[t], lo, k, proto)
+                g = segment(g_a[t], lo, k, proto)
+                m = segment(m_a[t], lo, k, proto)
+                v = segment(v_a[t], lo, k, proto)
+                if ams:
+                    w = segment(w_a[t], lo, k, proto)
+                    _amsgrad_loop(p, g, m, v, w, neg, use_decay, dc, use_wd, wd, b1, c1, b2, c2,
+                                  ep, ss, bc)
+                else:
+                    _adam_loop(p, g, m, v, neg, use_decay, dc, use_wd, wd, b1, c1, b2, c2, ep, ss,
+                               bc)
+            pos = nxt
+            t += 1
+
+
+_adam_serial, _adam_parallel = jit_variants(_adam_body)
+
+
+def adam(tab, *, beta1, beta2, eps, weight_decay, decay, step_size, bias_correction2_sqrt, amsgrad,
+         maximize):
+    k = tab.packed
+    w = None
+    if amsgrad:
+        w = k.get("max_exp_avg_sq")
+        if w is None:
+            raise ValueError("adam: amsgrad=1 needs the max_exp_avg_sq column")
+    (_adam_parallel if tab.parallel else _adam_serial)(
+        tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"], k["exp_avg"],
+        k["exp_avg_sq"], EMPTY_ADDRS if w is None else w, tab.proto, float(beta1),
+        float(beta2), float(eps), float(weight_decay), float(decay), float(step_size),
+        float(bias_correction2_sqrt), int(amsgrad), int(maximize))

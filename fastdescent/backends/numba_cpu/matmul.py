@@ -1,0 +1,500 @@
+"""Batched dense-layer matmul, forward and backward (Numba). Mirrors csrc/fd_matmul.c and
+backends/numpy_ref/matmul.py.
+
+Shapes (C-contiguous, one dtype): x (B, M, K), w (Bw, K, N) with Bw in {1, B}, b (Bw, N) or None,
+y / dy (B, M, N); dx like x, dw like w, db like b. Item i uses weight j = 0 if Bw == 1 else i.
+
+    matmul_fwd    y[i]   = x[i] @ w[j] (+ b[j])                 (overwrites y)
+    matmul_bwd_x  dx[i] += dy[i] @ w[j].T                       (accumulates)
+    matmul_bwd_w  dw[j] += sum of x[i].T @ dy[i] over i -> j    (accumulates; db likewise, if given)
+
+With Bw == 1 the batch folds into the rows (B*M rows for fwd / bwd_x, a reduction of length B*M for
+bwd_w), so an MLP layer is one GEMM.
+
+Two GEMM micro-kernels, both written so that LLVM's loop vectoriser (Numba enables no SLP
+vectoriser) does the SIMD work on the innermost loop:
+
+* :func:`_gemm_nn` (``c += a @ b``, "axpy" form): the innermost loop runs along a row of ``c`` and
+  ``b``; four rows of ``c`` share every load of ``b`` and the reduction is unrolled by four, so each
+  vector FMA costs about 1.25 loads and a quarter of a load/store of ``c``. Good when the output rows
+  are long (N >= 16); needs ``b`` and ``c`` with unit-stride rows, ``a`` may have any strides (it is
+  read as scalars), so ``x.T`` is read in place.
+* :func:`_gemm_nt` (``c += a @ bt.T``, dot-product form): 2 x 4 dot products share one pass over
+  their rows, reduced along the unit-stride reduction axis (``reassoc`` lets LLVM keep vector partial
+  sums; the order is fixed at compile time, so results stay deterministic). Good when the reduction is
+  long and the output rows are short (the 256 -> 10 layer of an MLP), and for ``dy @ w.T`` with a long
+  N, which it reads in place.
+
+Which one runs is decided per call from the shape (:func:`_plan`); where the chosen form needs the
+transpose of a weight, it is packed into a weight-sized scratch buffer (once per call when Bw == 1,
+once per item into a per-task slot when Bw == B). Nothing else is allocated.
+
+Determinism: every output element is computed by one task in an order fixed by the shape (tiles are
+multiples of the unroll factors), never by atomics or racing partial sums, so results are identical
+run to run and independent of the thread count. Threads: a parallel variant (prange over tiles of
+the output: row blocks for fwd / bwd_x, blocks of dw rows or columns for the Bw == 1 reduction,
+items for Bw == B) runs above ``_PAR_MACS`` multiply-adds; below it the serial variant of the same
+body. Arithmetic: element type, FMA contraction allowed (``fastmath={'contract'}``, no nnan/ninf).
+"""
+
+from __future__ import annotations
+
+import types as _pytypes
+
+import numba
+import numpy as np
+from numba import prange
+
+from numba import carray
+
+from ._config import JIT_OPTIONS
+from ._ptr import pointer
+
+__all__ = ["matmul_fwd", "matmul_bwd_x", "matmul_bwd_w"]
+
+_FM_NN = {"contract"}
+_FM_DOT = {"contract", "reassoc"}  # lets the reduction loop of the dot form vectorise
+
+#: reduction blocking of _gemm_nn: a _KC-row panel of b stays in cache while rows of a stream past.
+_KC = 256
+#: rows of bt kept hot in L1 by _gemm_nt while it sweeps the rows of a.
+_JB = 16
+#: below this many multiply-adds a call runs the serial variant (thread wake-up costs ~2 us).
+_PAR_MACS = 1 << 16
+
+
+def _jit(fastmath, **extra):
+    return numba.njit(fastmath=fastmath, **JIT_OPTIONS, **extra)
+
+
+def _variants(body, fastmath):
+    """(serial, parallel) dispatchers of one body; renamed copies so Numba's cache keeps them apart."""
+    out = []
+    for suffix, par in (("_serial", False), ("_parallel", True)):
+        fn = _pytypes.FunctionType(body.__code__, body.__globals__, body.__name__ + suffix,
+                                   body.__defaults__, body.__closure__)
+        fn.__qualname__ = body.__qualname__ + suffix
+        fn.__module__ = body.__module__
+        fn.__doc__ = body.__doc__
+        out.append(_jit(fastmath, parallel=par)(fn))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------------- helpers
+@_jit(_FM_NN)
+def _shift_cols(arr, j0):
+    """A C-contiguous 2-D array starting at column j0 of ``arr`` (same shape and row stride).
+
+    Only columns [0, ncols - j0) of the result may be touched. The micro-kernels index rows from
+    column 0 so that LLVM can prove the inner index non-negative: Numba's negative-index wraparound
+    then folds away and the loop vectorises (an offset inner index, or a strided view, does not).
+    """
+    if j0 == 0:
+        return arr
+    return carray(pointer(arr.ctypes.data, j0, arr), arr.shape)
+
+
+@_jit(_FM_NN)
+def _split(n, parts, multiple):
+    """Block size, a multiple of ``multiple``, cutting n into about ``parts`` blocks."""
+    parts = max(parts, 1)
+    blk = (n + parts - 1) // parts
+    blk = (blk + multiple - 1) // multiple * multiple
+    return max(blk, multiple)
+
+
+@_jit(_FM_NN)
+def _transpose(dst, src):
+    """dst = src.T (2-D; dst (n, m) C-contiguous, src (m, n)), in 8 x 8 blocks."""
+    m, n = src.shape
+    for r0 in range(0, m, 8):
+        r1 = min(r0 + 8, m)
+        for q0 in range(0, n, 8):
+            q1 = min(q0 + 8, n)
+            for q in range(q0, q1):
+                for r in range(r0, r1):
+                    dst[q, r] = src[r, q]
+
+
+@_jit(_FM_NN)
+def _init_rows(y, r0, r1, n, b, has_b, bj):
+    """y[r0:r1, :n] = b[bj, :n] if has_b else 0  (y, b column-shifted alike by the caller)."""
+    for r in range(r0, r1):
+        if has_b:
+            for j in range(n):
+                y[r, j] = b[bj, j]
+        else:
+            for j in range(n):
+                y[r, j] = 0
+
+
+@_jit(_FM_NN)
+def _colsum_add(db, bj, dy, r0, r1, n):
+    """db[bj, :n] += column sums of dy[r0:r1, :n]: rows added in pairs, pairs in order."""
+    r2 = r0 + (r1 - r0) // 2 * 2
+    for r in range(r0, r2, 2):
+        for j in range(n):
+            db[bj, j] += dy[r, j] + dy[r + 1, j]
+    for r in range(r2, r1):
+        for j in range(n):
+            db[bj, j] += dy[r, j]
+
+
+@_jit(_FM_NN)
+def _add_transposed(dw, t, r0, r1):
+    """dw[r0:r1, :] += t[:, r0:r1].T  (dw (K, N), t (N, K))."""
+    N = dw.shape[1]
+    for r in range(r0, r1):
+        for j in range(N):
+            dw[r, j] += t[j, r]
+
+
+# ----------------------------------------------------------------------------------- micro-kernels
+@_jit(_FM_NN)
+def _gemm_nn_panel(c, a, b, i0, i1, kb, ke, n):
+    """c[i0:i1, :n] += a[i0:i1, kb:ke] @ b[kb:ke, :n]  (2-D; c, b C-contiguous; a any strides).
+
+    Every c[i, j] goes through the same sequence (k in groups of four from kb, then the rest one by
+    one) whichever block of four rows it falls in, so the caller's tiling of rows and columns never
+    changes the result.
+    """
+    k4 = kb + (ke - kb) // 4 * 4
+    i4 = i0 + (i1 - i0) // 4 * 4
+    for i in range(i0, i4, 4):
+        for k in range(kb, k4, 4):
+            a00 = a[i, k]
+            a01 = a[i, k + 1]
+            a02 = a[i, k + 2]
+            a03 = a[i, k + 3]
+            a10 = a[i + 1, k]
+            a11 = a[i + 1, k + 1]
+            a12 = a[i + 1, k + 2]
+            a13 = a[i + 1, k + 3]
+            a20 = a[i + 2, k]
+            a21 = a[i + 2, k + 1]
+            a22 = a[i + 2, k + 2]
+            a23 = a[i + 2, k + 3]
+            a30 = a[i + 3, k]
+            a31 = a[i + 3, k + 1]
+            a32 = a[i + 3, k + 2]
+            a33 = a[i + 3, k + 3]
+            for j in range(n):
+                b0 = b[k, j]
+                b1 = b[k + 1, j]
+                b2 = b[k + 2, j]
+                b3 = b[k + 3, j]
+                c[i, j] += a00 * b0 + a01 * b1 + a02 * b2 + a03 * b3
+                c[i + 1, j] += a10 * b0 + a11 * b1 + a12 * b2 + a13 * b3
+                c[i + 2, j] += a20 * b0 + a21 * b1 + a22 * b2 + a23 * b3
+                c[i + 3, j] += a30 * b0 + a31 * b1 + a32 * b2 + a33 * b3
+        for k in range(k4, ke):
+            a0 = a[i, k]
+            a1 = a[i + 1, k]
+            a2 = a[i + 2, k]
+            a3 = a[i + 3, k]
+            for j in range(n):
+                bk = b[k, j]
+                c[i, j] += a0 * bk
+                c[i + 1, j] += a1 * bk
+                c[i + 2, j] += a2 * bk
+                c[i + 3, j] += a3 * bk
+    for i in range(i4, i1):
+        for k in range(kb, k4, 4):
+            a0 = a[i, k]
+            a1 = a[i, k + 1]
+            a2 = a[i, k + 2]
+            a3 = a[i, k + 3]
+            for j in range(n):
+                c[i, j] += a0 * b[k, j] + a1 * b[k + 1, j] + a2 * b[k + 2, j] + a3 * b[k + 3, j]
+        for k in range(k4, ke):
+            a0 = a[i, k]
+            for j in range(n):
+                c[i, j] += a0 * b[k, j]
+
+
+@_jit(_FM_NN)
+def _gemm_nn(c, a, b, i0, i1, K, n):
+    """c[i0:i1, :n] += a[i0:i1, :K] @ b[:K, :n], in panels of _KC rows of b (a multiple of 4, so
+    the result is the same as one panel's) that stay in cache while the rows of c go past."""
+    if K <= _KC:
+        _gemm_nn_panel(c, a, b, i0, i1, 0, K, n)
+    else:
+        for kb in range(0, K, _KC):
+            _gemm_nn_panel(c, a, b, i0, i1, kb, min(kb + _KC, K), n)
+
+
+@_jit(_FM_DOT)
+def _gemm_nt(c, a, bt, i0, i1, j0, j1):
+    """c[i0:i1, j0:j1] += a[i0:i1, :] @ bt[j0:j1, :].T  (2-D; a, bt with unit-stride rows).
+
+    2 x 4 blocks of dot products over the full reduction length. Callers tile rows in multiples of
+    2 and columns in multiples of _JB, so an element's summation order depends on the shape only.
+    """
+    K = a.shape[1]
+    z = c.dtype.type(0)
+    for jb in range(j0, j1, _JB):
+        je = min(jb + _JB, j1)
+        j4 = jb + (je - jb) // 4 * 4
+        i2 = i0 + (i1 - i0) // 2 * 2
+        for i in range(i0, i2, 2):
+            for j in range(jb, j4, 4):
+                s00 = z
+                s01 = z
+                s02 = z
+                s03 = z
+                s10 = z
+                s11 = z
+                s12 = z
+                s13 = z
+                for k in range(K):
+                    a0 = a[i, k]
+                    a1 = a[i + 1, k]
+                    b0 = bt[j, k]
+                    b1 = bt[j + 1, k]
+                    b2 = bt[j + 2, k]
+                    b3 = bt[j + 3, k]
+                    s00 += a0 * b0
+                    s01 += a0 * b1
+                    s02 += a0 * b2
+                    s03 += a0 * b3
+                    s10 += a1 * b0
+                    s11 += a1 * b1
+                    s12 += a1 * b2
+                    s13 += a1 * b3
+                c[i, j] += s00
+                c[i, j + 1] += s01
+                c[i, j + 2] += s02
+                c[i, j + 3] += s03
+                c[i + 1, j] += s10
+                c[i + 1, j + 1] += s11
+                c[i + 1, j + 2] += s12
+                c[i + 1, j + 3] += s13
+            for j in range(j4, je):
+                s0 = z
+                s1 = z
+                for k in range(K):
+                    bk = bt[j, k]
+                    s0 += a[i, k] * bk
+                    s1 += a[i + 1, k] * bk
+                c[i, j] += s0
+                c[i + 1, j] += s1
+        for i in range(i2, i1):
+            for j in range(jb, je):
+                s0 = z
+                for k in range(K):
+                    s0 += a[i, k] * bt[j, k]
+                c[i, j] += s0
+
+
+# ----------------------------------------------------------------------------------- kernel bodies
+# ``mode`` selects the GEMM form (chosen by the wrappers below); ``pack`` is the weight-transpose
+# scratch, shape (slots, N, K) -- (0, 0, 0) when the form needs none; ``tasks`` is the number of
+# tiles to aim for (the thread count; results do not depend on it). An absent bias / bias gradient
+# arrives as an empty array with has_b = False (one compiled specialisation instead of two).
+def _fwd_body(y, x, w, b, has_b, pack, mode, tasks):
+    B, M, K = x.shape
+    N = w.shape[2]
+    if w.shape[0] == 1:  # one GEMM over the B*M rows
+        R = B * M
+        x2 = x.reshape((R, K))
+        y2 = y.reshape((R, N))
+        w0 = w[0]
+        if mode == 1:
+            _transpose(pack[0], w0)
+        rb = _split(R, tasks, 4)
+        nrb = (R + rb - 1) // rb
+        cb = N
+        if nrb < tasks:  # too few rows for the threads: split the columns as well
+            cb = _split(N, tasks, _JB)
+        ncb = (N + cb - 1) // cb
+        for t in prange(nrb * ncb):
+            r0 = (t // ncb) * rb
+            r1 = min(r0 + rb, R)
+            c0 = (t % ncb) * cb
+            c1 = min(c0 + cb, N)
+            _init_rows(_shift_cols(y2, c0), r0, r1, c1 - c0, _shift_cols(b, c0), has_b, 0)
+            if mode == 1:
+                _gemm_nt(y2, x2, pack[0], r0, r1, c0, c1)
+            else:
+                _gemm_nn(_shift_cols(y2, c0), x2, _shift_cols(w0, c0), r0, r1, K, c1 - c0)
+    else:  # independent items; with a packed transpose, one scratch slot per group of items
+        nslot = pack.shape[0] if mode == 1 else B
+        for s in prange(nslot):
+            for i in range(s * B // nslot, (s + 1) * B // nslot):
+                _init_rows(y[i], 0, M, N, b, has_b, i)
+                if mode == 1:
+                    _transpose(pack[s], w[i])
+                    _gemm_nt(y[i], x[i], pack[s], 0, M, 0, N)
+                else:
+                    _gemm_nn(y[i], x[i], w[i], 0, M, K, N)
+
+
+def _bwd_x_body(dx, dy, w, pack, mode, tasks):
+    # mode 0: dot form over rows of dy and w, in place; mode 1: axpy form on w.T packed (N, K)
+    B, M, K = dx.shape
+    N = w.shape[2]
+    if w.shape[0] == 1:
+        R = B * M
+        dx2 = dx.reshape((R, K))
+        dy2 = dy.reshape((R, N))
+        w0 = w[0]
+        if mode == 1:
+            _transpose(pack[0], w0)
+        rb = _split(R, tasks, 4)
+        nrb = (R + rb - 1) // rb
+        cb = K
+        if nrb < tasks:
+            cb = _split(K, tasks, _JB)
+        ncb = (K + cb - 1) // cb
+        for t in prange(nrb * ncb):
+            r0 = (t // ncb) * rb
+            r1 = min(r0 + rb, R)
+            c0 = (t % ncb) * cb
+            c1 = min(c0 + cb, K)
+            if mode == 1:
+                _gemm_nn(_shift_cols(dx2, c0), dy2, _shift_cols(pack[0], c0), r0, r1, N, c1 - c0)
+            else:
+                _gemm_nt(dx2, dy2, w0, r0, r1, c0, c1)
+    else:
+        nslot = pack.shape[0] if mode == 1 else B
+        for s in prange(nslot):
+            for i in range(s * B // nslot, (s + 1) * B // nslot):
+                if mode == 1:
+                    _transpose(pack[s], w[i])
+                    _gemm_nn(dx[i], dy[i], pack[s], 0, M, N, K)
+                else:
+                    _gemm_nt(dx[i], dy[i], w[i], 0, M, 0, K)
+
+
+def _bwd_w_body(dw, db, has_b, x, dy, pack, mode, tasks):
+    # mode 0: dw += x.T @ dy in the axpy form (x.T read in place, strided);
+    # mode 1 (short rows, N small): t = dy.T @ x into pack (N, K), then dw += t.T
+    B, M, K = x.shape
+    N = dy.shape[2]
+    if dw.shape[0] == 1:  # one reduction over all B*M rows; tiles of dw, never of the reduction
+        R = B * M
+        x2 = x.reshape((R, K))
+        dy2 = dy.reshape((R, N))
+        dw0 = dw[0]
+        if mode == 1:
+            t0 = pack[0]
+            t0[:, :] = 0
+            kb = _split(K, tasks, _JB)
+            nkb = (K + kb - 1) // kb
+            for t in prange(nkb):
+                k0 = t * kb
+                k1 = min(k0 + kb, K)
+                _gemm_nn(_shift_cols(t0, k0), dy2.T, _shift_cols(x2, k0), 0, N, R, k1 - k0)
+                _add_transposed(dw0, t0, k0, k1)
+                if has_b and t == 0:
+                    _colsum_add(db, 0, dy2, 0, R, N)
+        else:
+            kb = _split(K, tasks, 4)
+            nkb = (K + kb - 1) // kb
+            cb = N
+            if nkb < tasks:
+                cb = _split(N, tasks, _JB)
+            ncb = (N + cb - 1) // cb
+            for t in prange(nkb * ncb):
+                k0 = (t // ncb) * kb
+                k1 = min(k0 + kb, K)
+                c0 = (t % ncb) * cb
+                c1 = min(c0 + cb, N)
+                _gemm_nn(_shift_cols(dw0, c0), x2.T, _shift_cols(dy2, c0), k0, k1, R, c1 - c0)
+                if has_b and k0 == 0:
+                    _colsum_add(_shift_cols(db, c0), 0, _shift_cols(dy2, c0), 0, R, c1 - c0)
+    else:
+        nslot = pack.shape[0] if mode == 1 else B
+        for s in prange(nslot):
+            for i in range(s * B // nslot, (s + 1) * B // nslot):
+                if mode == 1:
+                    ti = pack[s]
+                    ti[:, :] = 0
+                    _gemm_nn(ti, dy[i].T, x[i], 0, N, M, K)
+                    _add_transposed(dw[i], ti, 0, K)
+                else:
+                    _gemm_nn(dw[i], x[i].T, dy[i], 0, K, M, N)
+                if has_b:
+                    _colsum_add(db, i, dy[i], 0, M, N)
+
+
+_FWD = _variants(_fwd_body, _FM_NN)
+_BWD_X = _variants(_bwd_x_body, _FM_NN)
+_BWD_W = _variants(_bwd_w_body, _FM_NN)
+
+_NOPACK = {np.dtype(np.float32): np.empty((0, 0, 0), np.float32),
+           np.dtype(np.float64): np.empty((0, 0, 0), np.float64)}
+_NOBIAS = {np.dtype(np.float32): np.empty((0, 0), np.float32),
+           np.dtype(np.float64): np.empty((0, 0), np.float64)}
+
+
+def _short(n, dtype):
+    """True when rows of length n are too short for the axpy form (under two AVX2 vectors)."""
+    return n < (16 if dtype.itemsize == 4 else 8)
+
+
+def _pack(dtype, B, Bw, N, K):
+    """Scratch for a transposed weight: one slot if Bw == 1, else one per task."""
+    slots = 1 if Bw == 1 else min(B, 4 * numba.get_num_threads())
+    return np.empty((slots, N, K), dtype)
+
+
+def _variant(pair, macs):
+    """(kernel, tiles to aim for): the parallel variant over all threads for big calls."""
+    if macs >= _PAR_MACS:
+        threads = numba.get_num_threads()
+        if threads > 1:
+            return pair[1], threads
+    return pair[0], 1
+
+
+# ----------------------------------------------------------------------------------- contract rows
+def matmul_fwd(y, x, w, b):
+    """y = x @ w (+ b); see the module docstring for shapes."""
+    B, M, K = x.shape
+    Bw, _, N = w.shape
+    if y.size == 0:
+        return
+    dt = x.dtype
+    if _short(N, dt) and K >= 32:  # long reduction, short rows: dot form on a packed w.T
+        mode, pack = 1, _pack(dt, B, Bw, N, K)
+    else:
+        mode, pack = 0, _NOPACK[dt]
+    has_b = b is not None
+    fn, tasks = _variant(_FWD, B * M * K * N)
+    fn(y, x, w, b if has_b else _NOBIAS[dt], has_b, pack, mode, tasks)
+
+
+def matmul_bwd_x(dx, dy, w):
+    """dx += dy @ w.T (per item); see the module docstring for shapes."""
+    B, M, K = dx.shape
+    Bw, _, N = w.shape
+    if dx.size == 0 or N == 0:
+        return
+    dt = dx.dtype
+    if N >= 32 or _short(K, dt):  # the reduction (N) is long: dot form, w read in place
+        mode, pack = 0, _NOPACK[dt]
+    else:
+        mode, pack = 1, _pack(dt, B, Bw, N, K)
+    fn, tasks = _variant(_BWD_X, B * M * K * N)
+    fn(dx, dy, w, pack, mode, tasks)
+
+
+def matmul_bwd_w(dw, db, x, dy):
+    """dw += x.T @ dy, db += column sums of dy (summed over the batch when Bw == 1)."""
+    B, M, K = x.shape
+    Bw, _, N = dw.shape
+    if dy.size == 0:  # dw += 0 (empty reduction or empty dw), db += 0
+        return
+    if K == 0:  # dw is empty; only the bias gradient is left
+        if db is not None:
+            db += dy.sum(axis=(0, 1) if Bw == 1 else 1, dtype=dy.dtype)
+        return
+    dt = x.dtype
+    if _short(N, dt) and K > N:
+        mode, pack = 1, _pack(dt, B, Bw, N, K)
+    else:
+        mode, pack = 0, _NOPACK[dt]
+    has_b = db is not None
+    fn, tasks = _variant(_BWD_W, B * M * K * N)
+    fn(dw, db if has_b else _NOBIAS[dt], has_b, x, dy, pack, mode, tasks)

@@ -1,0 +1,143 @@
+"""RMSprop (Numba). Mirrors csrc/fd_rmsprop.c and backends/numpy_ref/rmsprop.py.
+
+Shapes: ``param``, ``grad``, ``square_avg``, ``grad_avg`` (centered only) and ``momentum_buffer``
+(momentum > 0 only) hold ``n`` tensors with the table's sizes. Element arithmetic in the table's
+dtype, in the NumPy backend's order:
+``g = -g (maximize); g = g + wd*p; v = v*alpha + ((1-alpha)*g)*g;
+avg = sqrt(v - a*a) + eps with a = a*alpha + (1-alpha)*g (centered), else sqrt(v) + eps;
+b = b*mu + g/avg; p = p - lr*b (momentum > 0), else p = p - lr*(g/avg)``.
+
+Each combination of the optional columns has its own loop, so a loop only ever touches the arrays
+that exist (and the compiler's alias checks only involve those).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._config import jit, jit_inline, jit_variants
+from ._ptr import EMPTY_ADDRS, chunk_segment, like, segment
+
+
+@jit
+def _grad_sq(gi, pi, vi, neg, use_wd, wd, al, c):
+    if neg:
+        gi = -gi
+    if use_wd:
+        gi = gi + wd * pi
+    vi = vi * al
+    vi = vi + c * gi * gi
+    return gi, vi
+
+
+@jit_inline
+def _plain_loop(p, g, v, neg, use_wd, wd, al, c, eps, lr):
+    for i in range(p.shape[0]):
+        pi = p[i]
+        gi, vi = _grad_sq(g[i], pi, v[i], neg, use_wd, wd, al, c)
+        v[i] = vi
+        avg = np.sqrt(vi) + eps
+        p[i] = pi - lr * (gi / avg)
+
+
+@jit_inline
+def _centered_loop(p, g, v, a, neg, use_wd, wd, al, c, eps, lr):
+    for i in range(p.shape[0]):
+        pi = p[i]
+        gi, vi = _grad_sq(g[i], pi, v[i], neg, use_wd, wd, al, c)
+        v[i] = vi
+        ai = a[i] * al
+        ai = ai + c * gi
+        a[i] = ai
+        avg = np.sqrt(vi - ai * ai) + eps
+        p[i] = pi - lr * (gi / avg)
+
+
+@jit_inline
+def _momentum_loop(p, g, v, b, neg, use_wd, wd, al, c, eps, lr, mu):
+    for i in range(p.shape[0]):
+        pi = p[i]
+        gi, vi = _grad_sq(g[i], pi, v[i], neg, use_wd, wd, al, c)
+        v[i] = vi
+        avg = np.sqrt(vi) + eps
+        bi = b[i] * mu
+        bi = bi + gi / avg
+        b[i] = bi
+        p[i] = pi - lr * bi
+
+
+@jit_inline
+def _centered_momentum_loop(p, g, v, a, b, neg, use_wd, wd, al, c, eps, lr, mu):
+    for i in range(p.shape[0]):
+        pi = p[i]
+        gi, vi = _grad_sq(g[i], pi, v[i], neg, use_wd, wd, al, c)
+        v[i] = vi
+        ai = a[i] * al
+        ai = ai + c * gi
+        a[i] = ai
+        avg = np.sqrt(vi - ai * ai) + eps
+        bi = b[i] * mu
+        bi = bi + gi / avg
+        b[i] = bi
+        p[i] = pi - lr * bi
+
+
+def _rmsprop_body(offsets, first, chunk, p_a, g_a, v_a, a_a, b_a, proto, lr, alpha, eps,
+                  weight_decay, momentum, centered, maximize):
+    lr_ = like(lr, proto)
+    al = like(alpha, proto)
+    c = like(1.0 - alpha, proto)
+    ep = like(eps, proto)
+    wd = like(weight_decay, proto)
+    mu = like(momentum, proto)
+    use_wd = weight_decay != 0.0
+    use_mom = momentum > 0.0
+    cen = centered != 0
+    neg = maximize != 0
+    total = offsets[offsets.shape[0] - 1]
+    for ci in prange(first.shape[0]):
+        pos = ci * chunk
+        end = min(pos + chunk, total)
+        t = first[ci]
+        while pos < end:
+            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
+            if hi > lo:
+                k = hi - lo
+                p = segment(p_a[t], lo, k, proto)
+                g = segment(g_a[t], lo, k, proto)
+                v = segment(v_a[t], lo, k, proto)
+                if cen:
+                    a = segment(a_a[t], lo, k, proto)
+                    if use_mom:
+                        b = segment(b_a[t], lo, k, proto)
+                        _centered_momentum_loop(p, g, v, a, b, neg, use_wd, wd, al, c, ep, lr_, mu)
+                    else:
+                        _centered_loop(p, g, v, a, neg, use_wd, wd, al, c, ep, lr_)
+                elif use_mom:
+                    b = segment(b_a[t], lo, k, proto)
+                    _momentum_loop(p, g, v, b, neg, use_wd, wd, al, c, ep, lr_, mu)
+                else:
+                    _plain_loop(p, g, v, neg, use_wd, wd, al, c, ep, lr_)
+            pos = nxt
+            t += 1
+
+
+_rmsprop_serial, _rmsprop_parallel = jit_variants(_rmsprop_body)
+
+
+def rmsprop(tab, *, lr, alpha, eps, weight_decay, momentum, centered, maximize):
+    k = tab.packed
+    a = b = None
+    if centered:
+        a = k.get("grad_avg")
+        if a is None:
+            raise ValueError("rmsprop: centered=1 needs the grad_avg column")
+    if momentum > 0:
+        b = k.get("momentum_buffer")
+        if b is None:
+            raise ValueError("rmsprop: momentum > 0 needs the momentum_buffer column")
+    (_rmsprop_parallel if tab.parallel else _rmsprop_serial)(
+        tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"], k["square_avg"],
+        EMPTY_ADDRS if a is None else a, EMPTY_ADDRS if b is None else b, tab.proto, float(lr),
+        float(alpha), float(eps), float(weight_decay), float(momentum), int(centered), int(maximize))

@@ -1,0 +1,96 @@
+"""SGD family (Numba). Mirrors csrc/fd_sgd.c and backends/numpy_ref/sgd.py.
+
+Shapes: ``param``, ``grad`` and (when momentum != 0) ``momentum_buffer`` hold ``n`` tensors with the
+table's sizes. Element arithmetic in the table's dtype, in the NumPy backend's order:
+``g = -g (maximize); g = g + wd*p; b = g (first step) or b*mu + (1-dampening)*g;
+g = g + mu*b (nesterov) or b; p = p - lr*g``.
+"""
+
+from __future__ import annotations
+
+from numba import prange
+
+from ._config import jit, jit_inline, jit_variants
+from ._ptr import EMPTY_ADDRS, chunk_segment, like, segment
+
+
+@jit
+def _grad(gi, pi, neg, use_wd, wd):
+    if neg:
+        gi = -gi
+    if use_wd:
+        gi = gi + wd * pi
+    return gi
+
+
+@jit_inline
+def _sgd_loop(p, g, neg, use_wd, wd, lr):
+    for i in range(p.shape[0]):
+        pi = p[i]
+        gi = _grad(g[i], pi, neg, use_wd, wd)
+        p[i] = pi - lr * gi
+
+
+@jit_inline
+def _momentum_loop(p, g, b, neg, use_wd, wd, lr, mu, c, first, nesterov):
+    for i in range(p.shape[0]):
+        pi = p[i]
+        gi = _grad(g[i], pi, neg, use_wd, wd)
+        if first:
+            bi = gi
+        else:
+            bi = b[i] * mu
+            bi = bi + c * gi
+        b[i] = bi
+        if nesterov:
+            gi = gi + mu * bi
+        else:
+            gi = bi
+        p[i] = pi - lr * gi
+
+
+def _sgd_body(offsets, first_tensor, chunk, p_a, g_a, b_a, proto, lr, momentum, dampening,
+              weight_decay, nesterov, maximize, first_step):
+    lr_ = like(lr, proto)
+    mu = like(momentum, proto)
+    c = like(1.0 - dampening, proto)
+    wd = like(weight_decay, proto)
+    use_wd = weight_decay != 0.0
+    use_mom = momentum != 0.0
+    neg = maximize != 0
+    nest = nesterov != 0
+    first = first_step != 0
+    total = offsets[offsets.shape[0] - 1]
+    for ci in prange(first_tensor.shape[0]):
+        pos = ci * chunk
+        end = min(pos + chunk, total)
+        t = first_tensor[ci]
+        while pos < end:
+            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
+            if hi > lo:
+                k = hi - lo
+                p = segment(p_a[t], lo, k, proto)
+                g = segment(g_a[t], lo, k, proto)
+                if use_mom:
+                    b = segment(b_a[t], lo, k, proto)
+                    _momentum_loop(p, g, b, neg, use_wd, wd, lr_, mu, c, first, nest)
+                else:
+                    _sgd_loop(p, g, neg, use_wd, wd, lr_)
+            pos = nxt
+            t += 1
+
+
+_sgd_serial, _sgd_parallel = jit_variants(_sgd_body)
+
+
+def sgd(tab, *, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
+    k = tab.packed
+    b = None
+    if momentum != 0:
+        b = k.get("momentum_buffer")
+        if b is None:
+            raise ValueError("sgd: momentum != 0 needs the momentum_buffer column")
+    (_sgd_parallel if tab.parallel else _sgd_serial)(
+        tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"],
+        EMPTY_ADDRS if b is None else b, tab.proto, float(lr), float(momentum),
+        float(dampening), float(weight_decay), int(nesterov), int(maximize), int(first_step))

@@ -1,0 +1,410 @@
+"""Device plumbing of the ``cuda`` backend: pointer tables, launch configuration, device state hooks.
+
+Design
+------
+A kernel never receives a list of arrays. A :class:`DeviceTable` packs each column into the *data
+addresses* of its arrays (read once from ``__cuda_array_interface__`` when the column is set, which
+the optimizer does once per bucket, and again only when the gradient arrays change identity):
+
+* a table of one tensor (a bucket coalesced into one flat tensor, or a single parameter) is launched
+  as a plain grid-stride loop whose arguments are the column addresses as ``int64`` scalars;
+* a table of several tensors is launched ONCE for all of them: each column becomes a small ``int64``
+  device array of addresses (a device-side pointer table, as torch's fused optimizers and apex's
+  ``multi_tensor_apply`` use), and a block -> (tensor, chunk) map, built once per table, splits large
+  tensors into chunks and lets many small tensors share the launch. Blocks grid-stride over chunks,
+  threads stride within a chunk (coalesced).
+
+Inside a kernel, :func:`_ptr` turns an address into something indexable: on a GPU an ``@intrinsic``
+that emits ``inttoptr`` into the global address space (``ld.global``/``st.global``); under Numba's
+CUDA simulator, where "device" memory is host memory (a simulator device array wraps a NumPy array,
+and :func:`_install_simulator_cai` gives it a ``__cuda_array_interface__`` reporting that host
+address), the same call builds a NumPy view over the address. The kernel source is identical in
+both; only these two helpers (and :func:`_sqrt`, whose simulator version keeps float32 in float32)
+differ. Compared with passing tuples of device arrays, launch cost does not grow with the number of
+tensors (no per-array argument marshalling, no 4 KiB kernel-parameter limit, one launch per bucket).
+
+Every launch goes to Numba's default stream (the legacy default stream), which is ordered with the
+default streams of CuPy and torch; work queued on other streams must be synchronised by the caller.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import cuda
+
+from .._table import TensorTable
+
+__all__ = [
+    "SIM", "REDUCE_THREADS", "LaunchConfig", "config", "set_launch_config", "DeviceTable", "launch",
+    "zeros", "to_host", "from_host", "copy_", "flat_view", "DeviceSpan", "address_of", "describe",
+]
+
+
+def _is_simulator():
+    try:
+        from numba.core import config
+        if getattr(config, "ENABLE_CUDASIM", 0):
+            return True
+    except ImportError:  # pragma: no cover - numba layout changed
+        pass
+    return "simulator" in getattr(cuda.jit, "__module__", "")
+
+
+#: True when numba.cuda is Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1).
+SIM = _is_simulator()
+
+#: threads per block of the reduction kernels: a compile-time constant (shared-memory size).
+REDUCE_THREADS = 32 if SIM else 256
+
+
+# ----------------------------------------------------------------------------- launch configuration
+@dataclass
+class LaunchConfig:
+    """Launch shapes. ``threads`` per block of the element-wise kernels; ``chunk`` elements per work
+    item of a multi-tensor launch; ``max_blocks`` caps element-wise grids (grid-stride beyond);
+    ``reduce_blocks`` is the stage-1 grid of reductions (a fixed number, for determinism)."""
+
+    threads: int
+    chunk: int
+    max_blocks: int
+    reduce_blocks: int
+
+
+def _default_config():
+    if SIM:
+        # The simulator runs every thread as a Python thread: tiny launches.
+        return LaunchConfig(threads=32, chunk=64, max_blocks=2, reduce_blocks=2)
+    sms = 80
+    try:
+        sms = int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+    except Exception:  # pragma: no cover - attribute missing on an exotic driver
+        pass
+    return LaunchConfig(threads=256, chunk=8192, max_blocks=32 * sms, reduce_blocks=min(1024, 4 * sms))
+
+
+_config = None
+
+
+def config():
+    """The :class:`LaunchConfig` in force (created on first use, from the current device)."""
+    global _config
+    if _config is None:
+        _config = _default_config()
+    return _config
+
+
+def set_launch_config(**changes):
+    """Change launch shapes (tests, tuning); returns the previous config. Results do not depend on
+    them except the rounding of reductions (deterministic for a given config)."""
+    old = config()
+    new = LaunchConfig(**{**old.__dict__, **changes})
+    if new.threads < 1 or new.chunk < 1 or new.max_blocks < 1 or new.reduce_blocks < 1:
+        raise ValueError(f"launch config values must be >= 1, got {new}")
+    global _config
+    _config = new
+    return old
+
+
+# ----------------------------------------------------------------------------- address -> pointer
+if SIM:
+    def _ptr(addr, n, like):
+        """NumPy view of ``n`` elements of ``like``'s type at host address ``addr`` (simulator)."""
+        dt = np.dtype(type(like))
+        addr, n = int(addr), int(n)
+        if addr == 0 or n <= 0:
+            return np.empty(0, dt)
+        return np.frombuffer((ctypes.c_char * (n * dt.itemsize)).from_address(addr), dtype=dt)
+
+    def _sqrt(x):
+        # math.sqrt returns a Python float; np.sqrt keeps float32 in float32 as the GPU does.
+        return np.sqrt(x)
+
+else:
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _ptr(typingctx, addr, n, like):
+        """Typed global-memory pointer (``CPointer(typeof(like))``) from an int64 address."""
+        if not isinstance(addr, types.Integer) or not isinstance(like, types.Float):
+            return None
+        sig = types.CPointer(like)(addr, n, like)
+
+        def codegen(context, builder, signature, args):
+            elty = context.get_data_type(signature.args[2])
+            gptr = builder.inttoptr(args[0], ir.PointerType(elty, addrspace=1))
+            # back to a generic pointer: NVVM infers the global space for every load and store
+            return builder.addrspacecast(gptr, ir.PointerType(elty))
+
+        return sig, codegen
+
+    @cuda.jit(device=True, inline=True)
+    def _sqrt(x):
+        return math.sqrt(x)
+
+
+@cuda.jit(device=True, inline=True)
+def _nanmax(a, b):
+    """max(a, b) propagating NaN from either side (np.maximum's rule)."""
+    if a != a or a >= b:
+        return a
+    return b
+
+
+# ----------------------------------------------------------------------------- helper kernels
+@cuda.jit(cache=True)
+def _fill_flat(addr, n, value):
+    x = _ptr(addr, n, value)
+    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
+        x[j] = value
+
+
+@cuda.jit(cache=True)
+def _copy_flat(dst, src, n, like):
+    d = _ptr(dst, n, like)
+    s = _ptr(src, n, like)
+    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
+        d[j] = s[j]
+
+
+def flat_grid(n):
+    cfg = config()
+    return max(1, min(cfg.max_blocks, -(-n // cfg.threads))), cfg.threads
+
+
+# ----------------------------------------------------------------------------- addresses
+if SIM:
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _FakeCUDAArray
+
+    def _install_simulator_cai():
+        """Give the simulator's device arrays a ``__cuda_array_interface__``.
+
+        Real Numba device arrays expose it; the simulator's (which wrap a NumPy array) do not, so
+        fastdescent's validation would not recognise them as device arrays. The interface reports
+        the wrapped array's host address, which is what simulated kernels dereference.
+        """
+        if "__cuda_array_interface__" in vars(_FakeCUDAArray):
+            return
+
+        def __cuda_array_interface__(self):
+            a = self._ary
+            return {
+                "shape": tuple(a.shape),
+                "typestr": a.dtype.str,
+                "data": (a.__array_interface__["data"][0], not a.flags.writeable),
+                "strides": None if a.flags.c_contiguous else tuple(a.strides),
+                "version": 3,
+            }
+
+        _FakeCUDAArray.__cuda_array_interface__ = property(__cuda_array_interface__)
+
+    _install_simulator_cai()
+
+_REAL_GPU_MODULES = ("torch", "cupy", "jax", "jaxlib", "cudf")
+
+
+def address_of(a, what="array"):
+    """Data address of a device array (``__cuda_array_interface__``), with a clear error otherwise."""
+    if isinstance(a, np.ndarray):
+        raise TypeError(f"{what}: the cuda backend works on device arrays, got a host numpy.ndarray")
+    cai = getattr(a, "__cuda_array_interface__", None)
+    if cai is None:
+        raise TypeError(f"{what} must expose __cuda_array_interface__, got {type(a).__name__}")
+    if SIM and type(a).__module__.startswith(_REAL_GPU_MODULES):
+        raise TypeError(f"{what}: a {type(a).__module__}.{type(a).__name__} lives in real GPU memory, "
+                        "which Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) cannot access")
+    return int(cai["data"][0] or 0)
+
+
+# ----------------------------------------------------------------------------- tables
+class _Column:
+    __slots__ = ("host", "dev")
+
+    def __init__(self, host, dev):
+        self.host = host  # int64 numpy array of addresses
+        self.dev = dev  # the same on the device (None for one-tensor tables)
+
+
+class DeviceTable(TensorTable):
+    """Tensor table over device arrays: each column packed to its arrays' data addresses.
+
+    One-tensor tables keep the address on the host (passed as a kernel scalar); larger tables upload
+    an ``int64`` address array per column and, on first launch, the block -> (tensor, chunk) map.
+    """
+
+    device = True
+
+    def __init__(self, dtype, sizes):
+        super().__init__(dtype, sizes)
+        self._plan = None
+        self._zero_addrs = None
+        self._scratch = None
+
+    def _pack(self, arrays, addrs):
+        if len(arrays) != self.n:
+            raise ValueError(f"expected {self.n} arrays, got {len(arrays)}")
+        if addrs is None:
+            addrs = [address_of(a, f"tensor {i}") for i, a in enumerate(arrays)]
+        host = np.array(addrs, dtype=np.int64)
+        return _Column(host, None if self.n == 1 else cuda.to_device(host))
+
+    def plan(self, chunk):
+        """(sizes, chunk_tensor, chunk_offset, nchunks) on the device for this chunk size (cached)."""
+        if self._plan is None or self._plan[0] != chunk:
+            sizes = self.sizes
+            counts = -(-sizes // chunk)  # zero-size tensors get no chunk
+            nchunks = int(counts.sum())
+            ctens = np.repeat(np.arange(self.n, dtype=np.int32), counts)
+            first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+            coffs = (np.arange(nchunks, dtype=np.int64) - np.repeat(first, counts)) * chunk
+            dev = (cuda.to_device(sizes), cuda.to_device(ctens if nchunks else np.zeros(1, np.int32)),
+                   cuda.to_device(coffs if nchunks else np.zeros(1, np.int64)), nchunks)
+            self._plan = (chunk, dev)
+        return self._plan[1]
+
+    def column(self, name):
+        """Packed column ``name``: an int (one tensor) or a device address array; 0 / zeros if absent."""
+        col = self.packed.get(name)
+        if self.n == 1:
+            return 0 if col is None else int(col.host[0])
+        if col is None:
+            if self._zero_addrs is None:
+                self._zero_addrs = cuda.to_device(np.zeros(self.n, dtype=np.int64))
+            return self._zero_addrs
+        return col.dev
+
+    def scratch(self, nblocks):
+        """Per-table float64 buffers of the two-stage reductions: (partials[nblocks], out[1])."""
+        if self._scratch is None or self._scratch[0].shape[0] < nblocks:
+            self._scratch = (cuda.device_array(nblocks, dtype=np.float64),
+                             cuda.device_array(1, dtype=np.float64))
+        return self._scratch
+
+
+def launch(tab, flat_kernel, multi_kernel, columns, scalars):
+    """Launch an element-wise row over ``tab``: ``flat_kernel(*addresses, n, *scalars)`` for one
+    tensor, else ``multi_kernel(*address_tables, sizes, ctens, coffs, nchunks, chunk, *scalars)``."""
+    if tab.total == 0:
+        return
+    cfg = config()
+    cols = [tab.column(c) for c in columns]
+    if tab.n == 1:
+        grid, threads = flat_grid(tab.total)
+        flat_kernel[grid, threads](*cols, tab.total, *scalars)
+        return
+    sizes, ctens, coffs, nchunks = tab.plan(cfg.chunk)
+    grid = max(1, min(cfg.max_blocks, nchunks))
+    multi_kernel[grid, cfg.threads](*cols, sizes, ctens, coffs, nchunks, cfg.chunk, *scalars)
+
+
+# ----------------------------------------------------------------------------- device state hooks
+def zeros(n, dtype, fill=0.0):
+    """A new 1-D device array of ``n`` elements set to ``fill`` (the optimizer's state blocks)."""
+    dtype = np.dtype(dtype)
+    out = cuda.device_array(int(n), dtype=dtype)
+    if n:
+        grid, threads = flat_grid(n)
+        _fill_flat[grid, threads](address_of(out), int(n), dtype.type(fill))
+    return out
+
+
+def to_host(a):
+    """A host NumPy copy of device array ``a`` (same shape)."""
+    if hasattr(a, "copy_to_host"):
+        return a.copy_to_host()
+    cai = a.__cuda_array_interface__
+    if SIM:
+        shape = tuple(cai["shape"])
+        dt = np.dtype(cai["typestr"])
+        n = int(np.prod(shape, dtype=np.int64))
+        if cai.get("strides") is not None:
+            raise ValueError("to_host: only C-contiguous device arrays are supported")
+        return _ptr(cai["data"][0], n, dt.type(0)).reshape(shape).copy()
+    return cuda.from_cuda_array_interface(cai, owner=a).copy_to_host()
+
+
+def from_host(host):
+    """A new device array holding a copy of the host array ``host`` (same shape and dtype)."""
+    return cuda.to_device(np.require(host, requirements="C"))  # (ascontiguousarray makes 0-d 1-d)
+
+
+def copy_(dst, src):
+    """Device-to-device copy of ``src`` into ``dst`` (same number of elements and dtype)."""
+    d, s = dst.__cuda_array_interface__, src.__cuda_array_interface__
+    dt = np.dtype(d["typestr"])
+    if np.dtype(s["typestr"]) != dt:
+        raise TypeError(f"copy_: dtype {np.dtype(s['typestr'])} into {dt}")
+    n = int(np.prod(d["shape"], dtype=np.int64))
+    if int(np.prod(s["shape"], dtype=np.int64)) != n:
+        raise ValueError(f"copy_: {s['shape']} into {d['shape']}")
+    if n:
+        grid, threads = flat_grid(n)
+        _copy_flat[grid, threads](address_of(dst), address_of(src), n, dt.type(0))
+
+
+class DeviceSpan:
+    """A flat 1-D device array over adjacent device arrays (a coalesced bucket).
+
+    Exposes ``__cuda_array_interface__`` and keeps the arrays it spans alive.
+    """
+
+    __slots__ = ("shape", "size", "dtype", "_addr", "_readonly", "_owners")
+
+    def __init__(self, addr, size, dtype, owners, readonly=False):
+        self.shape = (int(size),)
+        self.size = int(size)
+        self.dtype = np.dtype(dtype)
+        self._addr = int(addr)
+        self._readonly = bool(readonly)
+        self._owners = owners
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self._addr, self._readonly),
+                "strides": None, "version": 3}
+
+    def __repr__(self):
+        return f"DeviceSpan({self.size} x {self.dtype} at {self._addr:#x}, over {len(self._owners)} arrays)"
+
+
+def flat_view(arrays, infos):
+    """One flat device array over ``arrays`` if they are adjacent in memory, in order; else None.
+
+    ``infos`` are :class:`fastdescent._arrays.ArrayInfo` of the arrays (same dtype, contiguous).
+    Adjacent arrays need not share an allocation: an element-wise update of their union touches
+    exactly their bytes.
+    """
+    if len(arrays) < 2:
+        return None
+    for k in range(1, len(infos)):
+        if infos[k].dtype != infos[0].dtype or not infos[k].addr or \
+                infos[k].addr != infos[k - 1].addr + infos[k - 1].nbytes:
+            return None
+    if not infos[0].addr:
+        return None
+    total = sum(i.size for i in infos)
+    readonly = any(not i.writeable for i in infos)
+    return DeviceSpan(infos[0].addr, total, infos[0].dtype, list(arrays), readonly)
+
+
+def describe():
+    out = {"simulator": SIM, "implementation": getattr(cuda, "implementation", "unknown")}
+    try:
+        import numba
+        out["numba"] = numba.__version__
+    except Exception:  # pragma: no cover
+        pass
+    if not SIM:
+        try:
+            dev = cuda.get_current_device()
+            out["device"] = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+            out["compute_capability"] = ".".join(map(str, dev.compute_capability))
+        except Exception as exc:  # pragma: no cover - describe never raises
+            out["device_error"] = repr(exc)
+    out["launch"] = dict(config().__dict__, reduce_threads=REDUCE_THREADS)
+    return out

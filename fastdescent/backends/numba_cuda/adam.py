@@ -1,0 +1,78 @@
+"""Adam / AdamW (CUDA). Mirrors backends/numpy_ref/adam.py (expression order) and csrc/fd_adam.c.
+
+Scalars arrive as float64 and are rounded once to the element type on the host (derived constants
+such as ``1 - beta1`` first computed in float64); per-element arithmetic is in the element type.
+"""
+
+from numba import cuda
+
+from ._device import _nanmax, _ptr, _sqrt, launch
+
+
+@cuda.jit(device=True, inline=True)
+def _adam_elem(p, g, m, v, vmax, j, beta1, omb1, beta2, omb2, eps, weight_decay, decay, step_size,
+               bc2_sqrt, amsgrad, maximize, use_decay, use_wd):
+    pj = p[j]
+    gj = g[j]
+    mj = m[j]
+    vj = v[j]
+    if maximize:
+        gj = -gj
+    if use_decay:
+        pj = pj * decay
+    if use_wd:
+        gj = gj + weight_decay * pj
+    mj = mj * beta1 + omb1 * gj
+    vj = vj * beta2 + omb2 * gj * gj
+    m[j] = mj
+    v[j] = vj
+    if amsgrad:
+        vj = _nanmax(vmax[j], vj)
+        vmax[j] = vj
+    denom = _sqrt(vj) / bc2_sqrt + eps
+    p[j] = pj - step_size * (mj / denom)
+
+
+@cuda.jit(cache=True)
+def _adam_flat(ap, ag, am, av, avmax, n, beta1, omb1, beta2, omb2, eps, weight_decay, decay,
+               step_size, bc2_sqrt, amsgrad, maximize, use_decay, use_wd):
+    p = _ptr(ap, n, beta1)
+    g = _ptr(ag, n, beta1)
+    m = _ptr(am, n, beta1)
+    v = _ptr(av, n, beta1)
+    vmax = _ptr(avmax, n, beta1)
+    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
+        _adam_elem(p, g, m, v, vmax, j, beta1, omb1, beta2, omb2, eps, weight_decay, decay,
+                   step_size, bc2_sqrt, amsgrad, maximize, use_decay, use_wd)
+
+
+@cuda.jit(cache=True)
+def _adam_multi(ap, ag, am, av, avmax, sizes, ctens, coffs, nchunks, chunk, beta1, omb1, beta2,
+                omb2, eps, weight_decay, decay, step_size, bc2_sqrt, amsgrad, maximize, use_decay,
+                use_wd):
+    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
+        t = ctens[c]
+        n = sizes[t]
+        end = coffs[c] + chunk
+        if end > n:
+            end = n
+        p = _ptr(ap[t], n, beta1)
+        g = _ptr(ag[t], n, beta1)
+        m = _ptr(am[t], n, beta1)
+        v = _ptr(av[t], n, beta1)
+        vmax = _ptr(avmax[t], n, beta1)
+        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+            _adam_elem(p, g, m, v, vmax, j, beta1, omb1, beta2, omb2, eps, weight_decay, decay,
+                       step_size, bc2_sqrt, amsgrad, maximize, use_decay, use_wd)
+
+
+_COLUMNS = ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def adam(tab, *, beta1, beta2, eps, weight_decay, decay, step_size, bias_correction2_sqrt, amsgrad,
+         maximize):
+    T = tab.dtype.type
+    scalars = (T(beta1), T(1 - beta1), T(beta2), T(1 - beta2), T(eps), T(weight_decay), T(decay),
+               T(step_size), T(bias_correction2_sqrt), int(bool(amsgrad)), int(bool(maximize)),
+               int(decay != 1), int(weight_decay != 0))
+    launch(tab, _adam_flat, _adam_multi, _COLUMNS, scalars)

@@ -1,0 +1,73 @@
+"""RMSprop (CUDA). Mirrors backends/numpy_ref/rmsprop.py (expression order) and csrc/fd_rmsprop.c."""
+
+from numba import cuda
+
+from ._device import _ptr, _sqrt, launch
+
+
+@cuda.jit(device=True, inline=True)
+def _rmsprop_elem(p, v, a, b, g, j, lr, alpha, oma, eps, weight_decay, momentum, centered, maximize,
+                  use_wd, use_mom):
+    pj = p[j]
+    gj = g[j]
+    if maximize:
+        gj = -gj
+    if use_wd:
+        gj = gj + weight_decay * pj
+    vj = v[j] * alpha + oma * gj * gj
+    v[j] = vj
+    if centered:
+        aj = a[j] * alpha + oma * gj
+        a[j] = aj
+        avg = _sqrt(vj - aj * aj)
+    else:
+        avg = _sqrt(vj)
+    avg = avg + eps
+    if use_mom:
+        bj = b[j] * momentum + gj / avg
+        b[j] = bj
+        p[j] = pj - lr * bj
+    else:
+        p[j] = pj - lr * (gj / avg)
+
+
+@cuda.jit(cache=True)
+def _rmsprop_flat(ap, av, aa, ab, ag, n, lr, alpha, oma, eps, weight_decay, momentum, centered,
+                  maximize, use_wd, use_mom):
+    p = _ptr(ap, n, lr)
+    v = _ptr(av, n, lr)
+    a = _ptr(aa, n, lr)
+    b = _ptr(ab, n, lr)
+    g = _ptr(ag, n, lr)
+    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
+        _rmsprop_elem(p, v, a, b, g, j, lr, alpha, oma, eps, weight_decay, momentum, centered,
+                      maximize, use_wd, use_mom)
+
+
+@cuda.jit(cache=True)
+def _rmsprop_multi(ap, av, aa, ab, ag, sizes, ctens, coffs, nchunks, chunk, lr, alpha, oma, eps,
+                   weight_decay, momentum, centered, maximize, use_wd, use_mom):
+    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
+        t = ctens[c]
+        n = sizes[t]
+        end = coffs[c] + chunk
+        if end > n:
+            end = n
+        p = _ptr(ap[t], n, lr)
+        v = _ptr(av[t], n, lr)
+        a = _ptr(aa[t], n, lr)
+        b = _ptr(ab[t], n, lr)
+        g = _ptr(ag[t], n, lr)
+        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+            _rmsprop_elem(p, v, a, b, g, j, lr, alpha, oma, eps, weight_decay, momentum, centered,
+                          maximize, use_wd, use_mom)
+
+
+_COLUMNS = ("param", "square_avg", "grad_avg", "momentum_buffer", "grad")
+
+
+def rmsprop(tab, *, lr, alpha, eps, weight_decay, momentum, centered, maximize):
+    T = tab.dtype.type
+    scalars = (T(lr), T(alpha), T(1 - alpha), T(eps), T(weight_decay), T(momentum),
+               int(bool(centered)), int(bool(maximize)), int(weight_decay != 0), int(momentum > 0))
+    launch(tab, _rmsprop_flat, _rmsprop_multi, _COLUMNS, scalars)

@@ -1,0 +1,116 @@
+"""The memory-roofline probe: a plain streaming kernel that moves the same bytes as an update.
+
+An elementwise optimizer update is memory-bound: Adam in float32 reads p, g, m, v and writes p, m, v
+in place, 7 x 4 = 28 bytes per parameter, and does a handful of flops on each. The fastest it can
+possibly run is the time a kernel needs to stream those bytes and do nothing else. The probe is that
+kernel, with the same number of arrays read and written in place, the same element count, the same
+threads; ``fraction of roofline = probe time / kernel time`` (1.0 means the kernel is as fast as
+memory allows).
+
+Providers, first that loads wins:
+
+``c``      ``fastdescent.backends.c_cffi.stream`` (``fd_stream_f32``: every dst[i] = sum of the
+           srcs[i], dsts among the srcs): OpenMP, the same threading as the C kernels (the
+           reference probe);
+``numba``  a generated ``@njit(parallel=True)`` loop over the same arrays (used when the C library
+           did not build).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+__all__ = ["StreamProbe", "probe_provider", "stream_function"]
+
+
+
+@functools.lru_cache(maxsize=None)
+def _c_stream():
+    """``prepare_stream(dsts, srcs) -> callable`` of the C backend (raises if it cannot load)."""
+    from ..backends import get_backend
+
+    get_backend("c")  # raises BackendUnavailableError with the cause
+    from ..backends.c_cffi.stream import prepare_stream
+
+    return prepare_stream
+
+
+@functools.lru_cache(maxsize=None)
+def _numba_stream(n_reads, n_writes):
+    import numba
+
+    srcs = [f"s{i}" for i in range(n_reads)]
+    dsts = [f"d{j}" for j in range(n_writes)]
+    body = " + ".join(f"{s}[i]" for s in srcs)
+    lines = [f"def _k({', '.join(dsts + srcs)}, scale):",
+             f"    for i in numba.prange({srcs[0]}.shape[0]):",
+             f"        acc = ({body}) * scale"]
+    lines += [f"        {d}[i] = acc" for d in dsts]
+    ns = {"numba": numba}
+    exec("\n".join(lines), ns)  # noqa: S102 - generated from integers only
+    return numba.njit(parallel=True, nogil=True, cache=False)(ns["_k"])
+
+
+def probe_provider():
+    """``(name, None)`` of the provider that will be used, or ``(None, reason)`` if none loads."""
+    reasons = []
+    try:
+        _c_stream()
+        return "c", None
+    except Exception as exc:  # noqa: BLE001 - any failure means "not this provider"
+        reasons.append(f"c: {type(exc).__name__}: {exc}")
+    try:
+        import numba  # noqa: F401
+
+        return "numba", None
+    except Exception as exc:  # noqa: BLE001
+        reasons.append(f"numba: {type(exc).__name__}: {exc}")
+    return None, "; ".join(reasons)
+
+
+def stream_function():
+    """The C backend's ``prepare_stream(dsts, srcs)`` (returns a no-argument callable), or None."""
+    try:
+        return _c_stream()
+    except Exception:  # noqa: BLE001
+        return None
+
+
+class StreamProbe:
+    """Arrays and a callable that stream ``n_reads`` arrays and write ``n_writes`` of them in place.
+
+    Parameters
+    ----------
+    n_elements : int
+        Elements per array (a multi-tensor layout is probed as one flat tensor of its total size:
+        the same bytes, the best case).
+    n_reads, n_writes : int
+        Arrays read, and how many of those are also written (in place, like an optimizer's
+        param and state columns); ``n_writes <= n_reads``.
+    dtype : numpy dtype
+    """
+
+    def __init__(self, n_elements, n_reads, n_writes, dtype=np.float32):
+        if not 1 <= n_writes <= n_reads:
+            raise ValueError(f"need 1 <= n_writes <= n_reads, got {n_writes}, {n_reads}")
+        self.n_elements = int(n_elements)
+        self.n_reads, self.n_writes = int(n_reads), int(n_writes)
+        self.dtype = np.dtype(dtype)
+        self.bytes = (self.n_reads + self.n_writes) * self.n_elements * self.dtype.itemsize
+        rng = np.random.default_rng(0)
+        self.arrays = [rng.random(self.n_elements, dtype=self.dtype) for _ in range(self.n_reads)]
+        self.provider, reason = probe_provider()
+        if self.provider is None:
+            raise RuntimeError(f"no streaming kernel is available ({reason})")
+        srcs, dsts = self.arrays, self.arrays[: self.n_writes]
+        if self.provider == "c":
+            self.run = _c_stream()(dsts, srcs)
+        else:
+            k = _numba_stream(self.n_reads, self.n_writes)
+            scale = self.dtype.type(1.0 / self.n_reads)
+            self.run = functools.partial(k, *dsts, *srcs, scale)
+
+    def __call__(self):
+        self.run()

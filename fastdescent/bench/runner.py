@@ -1,0 +1,217 @@
+"""Run cases: availability, build, correctness check, interleaved timing, derived figures.
+
+Cases are taken group by group (``case.group``: same hot path and data, different implementations).
+Within a group every implementation that is available is built and checked against the NumPy
+reference first; then all of them are timed side by side (:func:`~fastdescent.bench.timing.
+measure_interleaved`), unless their arrays together would exceed the memory budget, in which case they
+are built, checked and timed one after the other (``"interleaved": false`` in the row).
+
+Each case gives one *row* (a JSON-serialisable dict): ``status`` is ``"ok"``, ``"skipped"`` (with the
+``reason`` it is unavailable), ``"check-failed"`` (its result disagrees with the reference: it is not
+timed) or ``"error"`` (it raised).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+import traceback
+
+from . import cases as C
+from .timing import measure_interleaved
+
+__all__ = ["run", "run_group", "default_mem_budget"]
+
+GiB = 1 << 30
+
+
+def default_mem_budget():
+    """Bytes a group may keep alive to be timed interleaved: min(6 GiB, half the available RAM)."""
+    env = os.environ.get("FASTDESCENT_BENCH_MEM_GIB")
+    if env:
+        return int(float(env) * GiB)
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    budget = 6 * GiB
+    return min(budget, avail // 2) if avail else budget
+
+
+def _base_row(case):
+    row = {"id": case.id, "section": case.section, "group": case.group, "op": case.op,
+           "impl": case.impl, "kind": case.kind, "status": None, "reason": None}
+    layout = getattr(case, "layout", None)
+    if layout is not None:
+        row.update(layout=layout.name, elements=layout.elements, n_tensors=layout.n_tensors,
+                   dtype=str(case.dtype))
+    shape = getattr(case, "shape", None)
+    if shape is not None:
+        row.update(layout=shape.name, shape=dict(B=shape.B, M=shape.M, K=shape.K, N=shape.N,
+                                                 Bw=shape.Bw), dtype=str(case.dtype))
+    if getattr(case, "sizes", None) is not None and case.section == "mlp":
+        row.update(layout="digits " + "-".join(map(str, case.sizes)))
+    return row
+
+
+def _fail(row, status, exc, debug=False):
+    row["status"] = status
+    row["reason"] = f"{type(exc).__name__}: {exc}" if status == "error" else str(exc)
+    if debug:
+        row["traceback"] = traceback.format_exc()
+    return row
+
+
+def _prepare(case, row, debug=False):
+    """Build and check one case; return the instance (or None, with ``row`` filled in)."""
+    reason = case.unavailable()
+    if reason is not None:
+        row["status"], row["reason"] = "skipped", reason
+        return None
+    inst = None
+    t0 = time.perf_counter()
+    try:
+        inst = case.build()
+        row["check"] = case.check(inst)
+        row["prepare_s"] = time.perf_counter() - t0
+    except C.CheckError as exc:
+        _fail(row, "check-failed", exc, debug)
+    except Exception as exc:  # noqa: BLE001 - reported in the row, the run goes on
+        _fail(row, "error", exc, debug)
+    if row["status"] is not None:
+        if inst is not None:
+            inst.close()
+        return None
+    if inst.note:
+        row["note"] = inst.note
+    return inst
+
+
+def _finish(row, inst, timing, interleaved):
+    t = timing.median
+    row["status"] = "ok"
+    row["time_s"] = t
+    row["timing"] = timing.as_dict()
+    row["interleaved"] = interleaved
+    if inst.bytes_per_step:
+        row["bytes_per_step"] = inst.bytes_per_step
+        row["gbps"] = inst.bytes_per_step / t / 1e9
+    if inst.flops_per_step:
+        row["flops_per_step"] = inst.flops_per_step
+        row["gflops"] = inst.flops_per_step / t / 1e9
+    if getattr(inst, "steps_per_unit", None):
+        row["steps_per_epoch"] = inst.steps_per_unit
+        row["steps_per_s"] = inst.steps_per_unit / t
+        try:
+            row["test_accuracy"] = inst.accuracy()
+        except Exception as exc:  # noqa: BLE001
+            row["accuracy_error"] = repr(exc)
+    if "elements" in row:
+        row["elements_per_s"] = row["elements"] / t
+    return row
+
+
+#: below this probe time the "roofline" is call overhead, not memory traffic: no fraction is given
+ROOFLINE_MIN_PROBE_S = 50e-6
+
+
+def _derive(rows):
+    """Roofline fraction (probe time / kernel time) within each group, where the probe itself is
+    bandwidth-bound (takes at least ROOFLINE_MIN_PROBE_S)."""
+    probe = {r["group"]: r["time_s"] for r in rows if r["impl"] == "roofline" and r["status"] == "ok"}
+    for r in rows:
+        if r["status"] == "ok" and r["group"] in probe and r["impl"] != "roofline":
+            if probe[r["group"]] >= ROOFLINE_MIN_PROBE_S:
+                r["roofline_fraction"] = probe[r["group"]] / r["time_s"]
+            else:
+                r["roofline_note"] = (f"no roofline fraction: the streaming probe takes "
+                                      f"{probe[r['group']] * 1e6:.1f} us, under "
+                                      f"{ROOFLINE_MIN_PROBE_S * 1e6:.0f} us (call overhead dominates)")
+    return rows
+
+
+def run_group(group, *, rounds=5, min_time=0.05, warmup=1, mem_budget=None, on_row=None,
+              debug=False):
+    """Run the cases of one group (same hot path and data); return their rows in order."""
+    mem_budget = default_mem_budget() if mem_budget is None else mem_budget
+    rows = [_base_row(c) for c in group]
+    runnable = [i for i, c in enumerate(group) if c.unavailable() is None]
+    total_mem = sum(group[i].memory_estimate for i in runnable)
+    interleave = total_mem <= mem_budget
+    if interleave:
+        insts = {}
+        for i, case in enumerate(group):
+            inst = _prepare(case, rows[i], debug)
+            if inst is not None:
+                insts[i] = inst
+            elif on_row is not None:
+                on_row(case, rows[i])
+        order = list(insts)
+        try:
+            timings = measure_interleaved([insts[i].step for i in order], rounds=rounds,
+                                          min_time=min_time, warmup=warmup) if order else []
+        except Exception as exc:  # noqa: BLE001 - time them one by one to find the culprit
+            timings = None
+            first = exc
+        if timings is None:
+            for i in order:
+                try:
+                    (tm,) = measure_interleaved([insts[i].step], rounds=rounds, min_time=min_time,
+                                                warmup=0)
+                    _finish(rows[i], insts[i], tm, False)
+                except Exception as exc:  # noqa: BLE001
+                    _fail(rows[i], "error", exc, debug)
+            rows[order[0]].setdefault("note", f"interleaved timing failed: {first!r}")
+        else:
+            for i, tm in zip(order, timings):
+                _finish(rows[i], insts[i], tm, True)
+        for i in order:
+            insts[i].close()
+            if on_row is not None:
+                on_row(group[i], rows[i])
+        insts.clear()
+    else:
+        for i, case in enumerate(group):
+            inst = _prepare(case, rows[i], debug)
+            if inst is not None:
+                try:
+                    (tm,) = measure_interleaved([inst.step], rounds=rounds, min_time=min_time,
+                                                warmup=warmup)
+                    _finish(rows[i], inst, tm, False)
+                except Exception as exc:  # noqa: BLE001
+                    _fail(rows[i], "error", exc, debug)
+                inst.close()
+                del inst
+                gc.collect()
+            if on_row is not None:
+                on_row(case, rows[i])
+    gc.collect()
+    return _derive(rows)
+
+
+def groups_of(cases):
+    """Cases grouped by ``case.group``, groups and members in first-seen order."""
+    out = {}
+    for c in cases:
+        out.setdefault((c.section, c.group), []).append(c)
+    return list(out.values())
+
+
+def run(cases, *, rounds=5, min_time=0.05, warmup=1, mem_budget=None, on_row=None, debug=False):
+    """Run every case, group by group; return the rows."""
+    rows = []
+    for group in groups_of(cases):
+        rows.extend(run_group(group, rounds=rounds, min_time=min_time, warmup=warmup,
+                              mem_budget=mem_budget, on_row=on_row, debug=debug))
+    C._base_data.cache_clear()
+    C._reference_params.cache_clear()
+    C._mm_data.cache_clear()
+    C._mm_reference.cache_clear()
+    gc.collect()
+    return rows

@@ -1,0 +1,478 @@
+"""The training loop: :func:`fit` and the :class:`History` it returns."""
+
+from __future__ import annotations
+
+import math
+import operator
+import time
+import warnings
+
+import numpy as np
+
+from .losses import get_loss
+from .model import Sequential
+from .schedulers import ReduceLROnPlateau
+
+__all__ = ["fit", "History"]
+
+
+class History:
+    """Per-epoch record of a :func:`fit` run.
+
+    Attributes
+    ----------
+    epoch : list of int
+        Epoch numbers, starting at 1.
+    history : dict of str -> list of float
+        ``"loss"`` (mean training loss over the epoch's minibatches, each computed before its
+        update), ``"val_loss"`` and ``"val_accuracy"`` (classification) when there is validation
+        data, ``"lr"`` (the first param group's lr in force during the epoch), ``"time"`` (seconds
+        for the whole epoch) and ``"train_time"`` (the minibatch loop alone). Also readable as
+        attributes: ``hist.loss``, ``hist.val_accuracy`` ...
+    monitor : str
+        The metric watched by the convergence test, ``restore_best`` and ``ReduceLROnPlateau``.
+    stop_reason : str
+        ``"max_epochs"``, ``"converged"`` (tol / n_iter_no_change), ``"callback"`` or
+        ``"nonfinite_loss"``.
+    converged : bool
+        True when training stopped on the convergence criterion.
+    """
+
+    def __init__(self, monitor="loss", params=None):
+        self.epoch = []
+        self.history = {}
+        self.monitor = monitor
+        self.params = dict(params or {})
+        self.stop_reason = None
+        self.converged = False
+        self.restored_best = False
+
+    def _append(self, epoch, logs):
+        self.epoch.append(epoch)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+
+    def __getattr__(self, name):
+        hist = self.__dict__.get("history")
+        if hist is not None and name in hist:
+            return hist[name]
+        raise AttributeError(f"'History' has no attribute {name!r} (recorded: {sorted(hist or {})})")
+
+    def __len__(self):
+        return len(self.epoch)
+
+    @property
+    def _mode_max(self):
+        return self.monitor.endswith("accuracy")
+
+    @property
+    def best_epoch(self):
+        """Epoch number (1-based) with the best value of :attr:`monitor` (the first on ties)."""
+        values = self.history.get(self.monitor)
+        if not values:
+            return None
+        arr = np.asarray(values, dtype=float)
+        arr = np.where(np.isnan(arr), -np.inf if self._mode_max else np.inf, arr)
+        return self.epoch[int(np.argmax(arr) if self._mode_max else np.argmin(arr))]
+
+    @property
+    def best(self):
+        """The best value of :attr:`monitor`."""
+        e = self.best_epoch
+        return None if e is None else self.history[self.monitor][self.epoch.index(e)]
+
+    @property
+    def n_epochs(self):
+        return len(self.epoch)
+
+    @property
+    def total_time(self):
+        """Seconds spent in all epochs."""
+        return float(sum(self.history.get("time", [])))
+
+    @property
+    def epoch_time(self):
+        """Median seconds of the minibatch loop per epoch (excluding validation)."""
+        t = self.history.get("train_time")
+        return float(np.median(t)) if t else None
+
+    def final(self, name):
+        """Last recorded value of metric ``name``."""
+        return self.history[name][-1]
+
+    def as_dict(self):
+        """Plain dict (JSON-serialisable): ``{"epoch": [...], <metric>: [...], ...}``."""
+        out = {"epoch": list(self.epoch)}
+        out.update({k: list(v) for k, v in self.history.items()})
+        return out
+
+    def plot(self, path=None, *, metrics=None, logy=None, title=None):
+        """Plot the loss curve(s) (and accuracy, if recorded) and save it as a PNG.
+
+        Parameters
+        ----------
+        path : str or path-like, optional
+            Output file (default ``"history.png"``).
+        metrics : list of str, optional
+            Losses to draw on the first panel (default: ``loss`` and ``val_loss`` if present).
+            Accuracy metrics, if recorded, go on a second panel.
+        logy : bool, optional
+            Logarithmic loss axis (default: when the loss spans more than two decades).
+        title : str, optional
+
+        Returns
+        -------
+        str : the path written.
+
+        Needs matplotlib (uses its Agg canvas; the pyplot state is left alone).
+        """
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+        except ImportError as exc:
+            raise ImportError("History.plot needs matplotlib, which is not installed: "
+                              "pip install matplotlib (or pip install 'fastdescent[demo]')") from exc
+        if not self.epoch:
+            raise ValueError("History.plot: nothing to plot (no epoch recorded)")
+        path = "history.png" if path is None else str(path)
+        metrics = metrics or [m for m in ("loss", "val_loss") if m in self.history]
+        for m in metrics:
+            if m not in self.history:
+                raise ValueError(f"metrics: {m!r} was not recorded; recorded: {sorted(self.history)}")
+        accs = [m for m in ("accuracy", "val_accuracy") if m in self.history]
+        fig = Figure(figsize=(9 if accs else 6, 4))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 2 if accs else 1, 1)
+        vals = np.concatenate([np.asarray(self.history[m], float) for m in metrics])
+        vals = vals[np.isfinite(vals) & (vals > 0)]
+        if logy is None:
+            logy = vals.size > 0 and vals.max() / vals.min() > 100
+        for m in metrics:
+            ax.plot(self.epoch, self.history[m], marker="." if len(self.epoch) < 60 else None, label=m)
+        if logy:
+            ax.set_yscale("log")
+        be = self.best_epoch
+        if be is not None and self.monitor in metrics:
+            ax.axvline(be, color="grey", ls=":", lw=1, label=f"best epoch ({be})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        if accs:
+            ax2 = fig.add_subplot(1, 2, 2)
+            for m in accs:
+                ax2.plot(self.epoch, self.history[m], label=m)
+            ax2.set_xlabel("epoch")
+            ax2.set_ylabel("accuracy")
+            ax2.grid(True, alpha=0.3)
+            ax2.legend()
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        return path
+
+    def __repr__(self):
+        if not self.epoch:
+            return "History(empty)"
+        last = ", ".join(f"{k}={v[-1]:.4g}" for k, v in self.history.items()
+                         if k not in ("time", "train_time"))
+        return (f"History({len(self.epoch)} epochs, stop_reason={self.stop_reason!r}, "
+                f"best_epoch={self.best_epoch}, last: {last})")
+
+
+# ---------------------------------------------------------------------------------------- checks
+def _as_int(name, value, lo):
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+    if v < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {v}")
+    return v
+
+
+def _rng(seed):
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"seed must be an int, a numpy Generator or None, got {seed!r}")
+    return np.random.default_rng(seed)
+
+
+def _schedulers(scheduler, optimizer):
+    if scheduler is None:
+        return []
+    scheds = list(scheduler) if isinstance(scheduler, (list, tuple)) else [scheduler]
+    for i, s in enumerate(scheds):
+        if not callable(getattr(s, "step", None)) or not hasattr(s, "optimizer"):
+            raise TypeError(f"scheduler[{i}] must be a learning-rate scheduler "
+                            f"(fd.nn.StepLR(opt, ...) ...), got {type(s).__name__}")
+        if s.optimizer is not optimizer:
+            raise ValueError(f"scheduler[{i}] was built on a different optimizer than the one passed "
+                             "to fit")
+    return scheds
+
+
+# ---------------------------------------------------------------------------------------- fit
+def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_size=32, shuffle=True,
+        seed=0, validation_split=None, validation_data=None, scheduler=None, tol=None,
+        n_iter_no_change=10, monitor=None, restore_best=False, callback=None, progress=True):
+    """Train ``model`` on ``(X, y)`` with minibatch gradient descent; return a :class:`History`.
+
+    Parameters
+    ----------
+    model : fastdescent.nn.Sequential (or MLP)
+    X : array (n, in_features)
+        Inputs (any real dtype; converted once to the model's dtype). For a model with one input,
+        shape ``(n,)`` is accepted.
+    y : array
+        ``loss="cross_entropy"``: integer class labels ``(n,)`` in ``[0, out_features)``.
+        ``loss="mse"``: targets ``(n, out_features)`` (or ``(n,)`` for one output).
+    loss : {"cross_entropy", "mse"} or fastdescent.nn.cross_entropy / fastdescent.nn.mse
+    optimizer : fastdescent optimizer, optional
+        Built on the model's parameters (``fd.Adam(model.parameters(), lr=...)``); default
+        ``fd.Adam(model.parameters(), lr=1e-3)`` on the model's backend.
+    epochs : int, default 10
+        Maximum number of epochs (passes over the training data).
+    batch_size : int or None, default 32
+        Minibatch size; None means full-batch gradient descent (one step per epoch). A size larger
+        than the training set is clipped to it. The last minibatch of an epoch may be smaller.
+    shuffle : bool, default True
+        Draw a new permutation of the training data every epoch (from ``seed``).
+    seed : int, numpy Generator or None, default 0
+        Seeds the shuffling and the ``validation_split`` draw.
+    validation_split : float in (0, 1), optional
+        Hold out this fraction of ``(X, y)`` (a seeded random subset) for validation.
+    validation_data : (X_val, y_val), optional
+        Explicit validation set (exclusive with ``validation_split``).
+    scheduler : scheduler or list of schedulers, optional
+        ``fd.nn.StepLR`` ... built on ``optimizer``; stepped after every epoch (in list order, as
+        torch chains them). ``ReduceLROnPlateau`` is stepped with the monitored metric.
+    tol : float or None, default None
+        Convergence test (off when None): an epoch counts as "no change" when the monitored metric
+        did not improve on the best value so far by more than ``tol`` (``loss >= best - tol``);
+        training stops after ``n_iter_no_change`` such epochs in a row (scikit-learn's rule, with
+        ``tol=0`` also stopping on an exactly flat loss).
+    n_iter_no_change : int, default 10
+    monitor : str, optional
+        Metric for the convergence test / ``restore_best`` / ``ReduceLROnPlateau``: ``"loss"``,
+        ``"val_loss"`` or ``"val_accuracy"``. Default: ``"val_loss"`` with validation data, else
+        ``"loss"``.
+    restore_best : bool, default False
+        At the end, put back the parameters of the best epoch (by ``monitor``).
+    callback : callable, optional
+        ``callback(epoch, logs, model) -> bool``, called after every epoch with that epoch's metrics;
+        returning True stops training.
+    progress : bool, default True
+        Show a tqdm progress bar over epochs (with the latest metrics).
+
+    Returns
+    -------
+    History
+
+    Notes
+    -----
+    Inputs are validated once (shapes against the model, finiteness, label range); the minibatch
+    loop then only calls the closure made by :meth:`Sequential.make_train_step`, which makes kernel
+    calls into buffers allocated before the first epoch. Each epoch the training set is permuted
+    into one preallocated copy, so minibatches are contiguous views of it.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdescent as fd
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 4)); y = (X[:, 0] > 0).astype(int)
+    >>> model = fd.nn.MLP([4, 16, 2], seed=0)
+    >>> hist = fd.fit(model, X, y, loss="cross_entropy", optimizer=fd.Adam(model.parameters(), lr=1e-2),
+    ...               epochs=30, batch_size=32, progress=False)
+    >>> model.score(X, y) > 0.9
+    True
+    """
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a fastdescent.nn model (Sequential, MLP), got {type(model).__name__}")
+    spec = get_loss(loss)
+    epochs = _as_int("epochs", epochs, 1)
+    if batch_size is not None:
+        batch_size = _as_int("batch_size", batch_size, 1)
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be a bool, got {progress!r}")
+    if not isinstance(restore_best, (bool, np.bool_)):
+        raise TypeError(f"restore_best must be a bool, got {restore_best!r}")
+    if tol is not None:
+        if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, (int, float, np.integer, np.floating)):
+            raise TypeError(f"tol must be a real number or None, got {tol!r}")
+        tol = float(tol)
+        if not math.isfinite(tol) or tol < 0:
+            raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    n_iter_no_change = _as_int("n_iter_no_change", n_iter_no_change, 1)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    rng = _rng(seed)
+
+    x2, lead = model._check_X(X, "X")
+    if len(lead) != 1:
+        raise ValueError(f"X must have shape (n_samples, {model.in_features}), got {np.shape(X)}")
+    yy = spec.prepare_targets(y, model.out_features, model.dtype, "y")
+    if yy.shape[0] != x2.shape[0]:
+        raise ValueError(f"y has {yy.shape[0]} rows but X has {x2.shape[0]}")
+
+    if validation_split is not None and validation_data is not None:
+        raise ValueError("pass validation_split or validation_data, not both")
+    xv = yv = None
+    if validation_split is not None:
+        if isinstance(validation_split, (bool, np.bool_)) or not isinstance(
+                validation_split, (int, float, np.integer, np.floating)):
+            raise TypeError(f"validation_split must be a float in (0, 1), got {validation_split!r}")
+        vs = float(validation_split)
+        if not 0.0 < vs < 1.0:
+            raise ValueError(f"validation_split must be in (0, 1), got {validation_split!r}")
+        n_all = x2.shape[0]
+        n_val = int(round(n_all * vs))
+        if n_val < 1 or n_all - n_val < 1:
+            raise ValueError(f"validation_split={validation_split!r} of {n_all} samples leaves an empty "
+                             "training or validation set")
+        perm = rng.permutation(n_all)
+        vidx, tidx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        xv, yv = x2[vidx], yy[vidx]
+        x2, yy = x2[tidx], yy[tidx]
+    elif validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError("validation_data must be a pair (X_val, y_val)")
+        xv, vlead = model._check_X(validation_data[0], "validation_data[0]")
+        if len(vlead) != 1:
+            raise ValueError(f"validation_data[0] must have shape (n, {model.in_features})")
+        yv = spec.prepare_targets(validation_data[1], model.out_features, model.dtype, "validation_data[1]")
+        if yv.shape[0] != xv.shape[0]:
+            raise ValueError(f"validation_data[1] has {yv.shape[0]} rows but validation_data[0] has "
+                             f"{xv.shape[0]}")
+        if xv.shape[0] == 0:
+            raise ValueError("validation_data is empty")
+    has_val = xv is not None
+
+    n = x2.shape[0]
+    if n == 0:
+        raise ValueError("X has no rows")
+    if monitor is None:
+        monitor = "val_loss" if has_val else "loss"
+    allowed = ("loss", "val_loss", "val_accuracy") if has_val else ("loss",)
+    if spec.name != "cross_entropy":
+        allowed = tuple(m for m in allowed if not m.endswith("accuracy"))
+    if monitor not in allowed:
+        raise ValueError(f"monitor must be one of {allowed} here, got {monitor!r}")
+    mode_max = monitor.endswith("accuracy")
+
+    if optimizer is None:
+        from ..optim import Adam
+        optimizer = Adam(model.parameters(), lr=1e-3, backend=model.backend)
+    scheds = _schedulers(scheduler, optimizer)
+    bs = n if batch_size is None else min(batch_size, n)
+
+    # ---- buffers and compiled steps, once
+    K = model.in_features
+    do_shuffle = bool(shuffle) and bs < n
+    if do_shuffle:
+        xp = np.empty_like(x2)
+        yp = np.empty_like(yy)
+    else:
+        xp, yp = x2, yy
+    steps = {}
+    batches = []
+    for s in range(0, n, bs):
+        e = min(n, s + bs)
+        m = e - s
+        if m not in steps:
+            steps[m] = _fast(model.make_train_step(optimizer, spec, rows=m))
+        batches.append((steps[m], xp[s:e].reshape(1, m, K), yp[s:e], m))
+
+    hist = History(monitor=monitor, params=dict(
+        epochs=epochs, batch_size=batch_size, n_train=n, n_val=0 if not has_val else xv.shape[0],
+        loss=spec.name, optimizer=type(optimizer).__name__, backend=model.backend))
+    best = -math.inf if mode_max else math.inf
+    no_change = 0
+    best_params = model.arena.flat_params.copy() if restore_best else None
+    groups = optimizer.param_groups
+
+    bar = None
+    if progress:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            warnings.warn("progress=True needs tqdm (pip install tqdm); training without a progress bar",
+                          RuntimeWarning, stacklevel=2)
+        else:
+            bar = tqdm(total=epochs, unit="epoch", desc="fit", leave=True)
+
+    try:
+        for epoch in range(1, epochs + 1):
+            lr = groups[0]["lr"]
+            t0 = time.perf_counter()
+            if do_shuffle:
+                perm = rng.permutation(n)
+                np.take(x2, perm, axis=0, out=xp)
+                np.take(yy, perm, axis=0, out=yp)
+            total = 0.0
+            for step, xb, yb, m in batches:
+                total += step(xb, yb) * m
+            t1 = time.perf_counter()
+            logs = {"loss": total / n}
+            if has_val:
+                ev = model._evaluate2(xv, yv, spec)
+                logs["val_loss"] = ev["loss"]
+                if "accuracy" in ev:
+                    logs["val_accuracy"] = ev["accuracy"]
+            logs["lr"] = float(lr)
+            t2 = time.perf_counter()
+            logs["time"] = t2 - t0
+            logs["train_time"] = t1 - t0
+            hist._append(epoch, logs)
+
+            value = logs[monitor]
+            if not math.isfinite(logs["loss"]) or not math.isfinite(value):
+                hist.stop_reason = "nonfinite_loss"
+                warnings.warn(f"fit: the {'training' if not math.isfinite(logs['loss']) else monitor} "
+                              f"loss became non-finite at epoch {epoch}; stopping (lower the learning "
+                              "rate?)", RuntimeWarning, stacklevel=2)
+                break
+            improved = value > best if mode_max else value < best
+            if tol is not None:
+                small = (value <= best + tol) if mode_max else (value >= best - tol)
+                no_change = no_change + 1 if small else 0
+            if improved:
+                best = value
+                if best_params is not None:
+                    best_params[...] = model.arena.flat_params
+            for s_ in scheds:
+                if isinstance(s_, ReduceLROnPlateau):
+                    s_.step(value)
+                else:
+                    s_.step()
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k not in ("time", "train_time")},
+                                refresh=False)
+                bar.update(1)
+            if callback is not None and callback(epoch, dict(logs), model):
+                hist.stop_reason = "callback"
+                break
+            if tol is not None and no_change >= n_iter_no_change:
+                hist.stop_reason = "converged"
+                hist.converged = True
+                break
+        else:
+            hist.stop_reason = "max_epochs"
+    finally:
+        if bar is not None:
+            bar.close()
+    if best_params is not None and math.isfinite(best):
+        model.arena.flat_params[...] = best_params
+        hist.restored_best = True
+    return hist
+
+
+def _fast(step):
+    """The inner (1, rows, in)-only closure of a ``make_train_step(rows=...)`` callable, if it has one."""
+    return getattr(step, "fast", step)

@@ -1,0 +1,302 @@
+"""The benchmark machinery (fastdescent.bench): shared case definitions, correctness checks that catch a
+wrong kernel, timing, the roofline probe, targets, and the report writers. Timings are never asserted."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastdescent as fd
+from fastdescent.bench import cases as C
+from fastdescent.bench import report as R
+from fastdescent.bench import runner, timing
+from fastdescent.bench.commands import UsageError, parse_size, parse_sizes
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+SMALL = C.Layout("3 tensors", ((7, 5), (5,), (300,)))
+
+
+def compiled_backend():
+    """A compiled CPU backend that loads here and implements the optimizer kernels, or skip."""
+    for name in ("c", "numba"):
+        if C.backend_unavailable(name) is None and "adam" in fd.get_backend(name).KERNELS:
+            return name
+    pytest.skip("no compiled CPU backend (c, numba) is available here")
+
+
+# ---------------------------------------------------------------------------- shared definitions
+BENCH_FILES = {
+    "bench_adam.py": lambda: C.optimizer_cases(("adam", "adamw"), C.HEADLINE_LAYOUTS),
+    "bench_sgd.py": lambda: C.optimizer_cases(("sgd", "sgd_momentum"), C.HEADLINE_LAYOUTS),
+    "bench_rmsprop.py": lambda: C.optimizer_cases(("rmsprop",), C.HEADLINE_LAYOUTS),
+    "bench_adagrad.py": lambda: C.optimizer_cases(("adagrad",), C.HEADLINE_LAYOUTS),
+    "bench_matmul.py": lambda: C.matmul_cases(),
+    "bench_mlp.py": lambda: C.mlp_cases(("numpy", "c", "numba") + C.MLP_PEERS),
+}
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location(f"_fd_bench_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.skipif(not BENCH_DIR.is_dir(), reason="benchmarks/ is not next to tests/ here")
+@pytest.mark.parametrize("fname", sorted(BENCH_FILES))
+def test_benchmark_files_use_the_shared_cases(fname):
+    path = BENCH_DIR / fname
+    tree = ast.parse(path.read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "fastdescent.bench" in imported, f"{fname} must take its cases from fastdescent.bench.cases"
+    mod = _load(path)
+    assert mod.CASES == BENCH_FILES[fname](), f"{fname} measures something else than the CLI"
+    assert all(type(c) in (C.OptimizerCase, C.MatmulCase, C.MlpCase) for c in mod.CASES)
+
+
+@pytest.mark.skipif(not BENCH_DIR.is_dir(), reason="benchmarks/ is not next to tests/ here")
+def test_every_optimizer_and_hot_path_has_a_benchmark_file():
+    ops = set()
+    for fname, make in BENCH_FILES.items():
+        assert (BENCH_DIR / fname).is_file()
+        ops |= {c.op for c in make()}
+    assert set(C.OPS) <= ops
+    assert {"matmul_fwd", "matmul_bwd_x", "matmul_bwd_w", "matmul_fwd_bwd", "mlp"} <= ops
+
+
+def test_bytes_per_element_count_the_traffic():
+    per = {n: s.bytes_per_element(np.float32) for n, s in C.OPTIMIZERS.items()}
+    assert per == {"adam": 28, "adamw": 28, "sgd": 12, "sgd_momentum": 20, "rmsprop": 20, "adagrad": 20}
+    assert C.OPTIMIZERS["adam"].bytes_per_element(np.float64) == 56
+    case = C.OptimizerCase("adam", C.single(2 ** 25), "roofline")
+    assert case.bytes_per_step == 28 * 2 ** 25
+
+
+def test_layouts_of_issue_2():
+    one, mixed, small = C.HEADLINE_LAYOUTS
+    assert one.shapes == ((2 ** 25,),) and one.name == "1x2^25"
+    assert mixed.n_tensors == 400
+    assert sum(s == (256, 256) for s in mixed.shapes) == 200 and sum(s == (256,) for s in mixed.shapes) == 200
+    assert small.n_tensors == 1000 and small.elements == 64000
+    assert [s.name for s in C.MATMUL_SHAPES] == ["4096x(16x16)", "64x(128x128)", "1x(1024x1024)"]
+    assert C.MatmulCase("fwd_bwd", C.MATMUL_SHAPES[2], "numpy").flops_per_step == 3 * 2 * 1024 ** 3
+
+
+def test_sweeps_cover_the_documented_ranges():
+    assert min(C.SWEEP_SIZES) == 2 ** 10 and max(C.SWEEP_SIZES) == 2 ** 26 and 2 ** 25 in C.SWEEP_SIZES
+    assert min(C.SWEEP_COUNTS) == 1 and max(C.SWEEP_COUNTS) == 4096 and 1000 in C.SWEEP_COUNTS
+    assert set(C.QUICK_SIZES) <= set(C.SWEEP_SIZES)
+
+
+# ---------------------------------------------------------------------------- correctness checks
+@pytest.mark.parametrize("op", C.OPS)
+def test_numpy_backend_and_textbook_pass_the_check(op):
+    for impl in ("numpy", "numpy-textbook"):
+        case = C.OptimizerCase(op, SMALL, impl)
+        inst = case.build()
+        info = case.check(inst)
+        assert info["max_abs_err"] <= info["atol"] + info["rtol"]
+        inst.close()
+
+
+@pytest.mark.parametrize("op", C.OPS)
+def test_compiled_backend_passes_the_check(op):
+    name = compiled_backend()
+    case = C.OptimizerCase(op, SMALL, name)
+    inst = case.build()
+    case.check(inst)
+    inst.close()
+
+
+@pytest.mark.parametrize("impl", ["torch-forloop", "torch-foreach", "torch-fused"])
+@pytest.mark.parametrize("op", C.OPS)
+def test_torch_peers_pass_the_check(op, impl):
+    case = C.OptimizerCase(op, SMALL, impl)
+    reason = case.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    inst = case.build()
+    case.check(inst)
+    inst.close()
+
+
+def _wrong(kernel):
+    def bad(tab, **kw):
+        kernel(tab, **kw)
+        p = tab.columns["param"][0]
+        p.reshape(-1)[3] += 1e-3  # one element off by 1e-3: must be caught
+    return bad
+
+
+def test_check_catches_a_wrong_backend_kernel(monkeypatch):
+    name = compiled_backend()
+    mod = fd.get_backend(name)
+    monkeypatch.setitem(mod.KERNELS, "adam", _wrong(fd.get_backend("numpy").KERNELS["adam"]))
+    case = C.OptimizerCase("adam", SMALL, name)
+    inst = case.build()
+    with pytest.raises(C.CheckError, match="differs from the NumPy reference"):
+        case.check(inst)
+
+
+def test_check_catches_a_wrong_textbook_peer(monkeypatch):
+    real = C._textbook
+
+    def wrong(spec, params, grads):
+        step = real(spec, params, grads)
+
+        def bad():
+            step()
+            params[-1][0] *= 1.01
+        return bad
+
+    monkeypatch.setattr(C, "_textbook", wrong)
+    case = C.OptimizerCase("sgd", SMALL, "numpy-textbook")
+    with pytest.raises(C.CheckError):
+        case.check(case.build())
+
+
+def test_runner_does_not_time_a_wrong_kernel(monkeypatch):
+    name = compiled_backend()
+    mod = fd.get_backend(name)
+    monkeypatch.setitem(mod.KERNELS, "adam", _wrong(fd.get_backend("numpy").KERNELS["adam"]))
+    group = [C.OptimizerCase("adam", SMALL, impl) for impl in ("numpy", name)]
+    rows = runner.run_group(group, rounds=1, min_time=0.0)
+    assert rows[0]["status"] == "ok" and rows[0]["time_s"] > 0
+    assert rows[1]["status"] == "check-failed" and "time_s" not in rows[1]
+    assert "NumPy reference" in rows[1]["reason"]
+
+
+def _mm_backend(row_names):
+    for name in ("c", "numba", "numpy"):
+        if C.backend_unavailable(name) is None and all(r in fd.get_backend(name).KERNELS for r in row_names):
+            return name
+    pytest.skip("no backend implements the matmul kernels yet")
+
+
+@pytest.mark.parametrize("kernel", C.MATMUL_KERNELS)
+def test_matmul_cases_pass_the_check(kernel):
+    shape = C.MatmulShape("3x(5x7x4)", 3, 5, 7, 4)
+    impls = ["np.matmul", "torch.bmm", "torch-autograd"]
+    for name in ("numpy", "c", "numba"):
+        impls.append(name)
+    ran = 0
+    for impl in impls:
+        case = C.MatmulCase(kernel, shape, impl)
+        if case.unavailable() is not None:
+            continue
+        case.check(case.build())
+        ran += 1
+    assert ran >= 1
+
+
+def test_matmul_check_catches_a_wrong_kernel(monkeypatch):
+    name = _mm_backend(["matmul_fwd"])
+    mod = fd.get_backend(name)
+    real = mod.KERNELS["matmul_fwd"]
+
+    def bad(y, x, w, b):
+        real(y, x, w, b)
+        y.reshape(-1)[0] += 1.0
+
+    monkeypatch.setitem(mod.KERNELS, "matmul_fwd", bad)
+    case = C.MatmulCase("fwd", C.MatmulShape("2x(4x4)", 2, 4, 4, 4), name)
+    with pytest.raises(C.CheckError):
+        case.check(case.build())
+
+
+def test_unavailable_cases_say_why():
+    assert "unknown" in C.OptimizerCase("adam", SMALL, "nope").unavailable()
+    assert C.OptimizerCase("rmsprop", SMALL, "torch-fused").unavailable()  # no fused RMSprop in torch
+    row = runner.run_group([C.OptimizerCase("adam", SMALL, "nope")], rounds=1, min_time=0)[0]
+    assert row["status"] == "skipped" and "unknown implementation" in row["reason"]
+
+
+# ---------------------------------------------------------------------------- timing and roofline
+def test_measure_takes_the_median_of_rounds():
+    calls = []
+    t = timing.measure(lambda: calls.append(1), rounds=5, min_time=0.0, warmup=2)
+    assert len(t.rounds) == 5 and t.median == sorted(t.rounds)[2] and t.inner >= 1
+    assert len(calls) >= 2 + 5
+
+
+def test_interleaved_rotates_the_order():
+    order = []
+    fns = [lambda i=i: order.append(i) for i in range(3)]
+    timing.measure_interleaved(fns, rounds=3, min_time=0.0, warmup=0)
+    tail = order[-9:]  # three rounds of one call each
+    assert tail == [0, 1, 2, 1, 2, 0, 2, 0, 1]
+
+
+def test_stream_probe_moves_the_same_bytes():
+    from fastdescent.bench.roofline import StreamProbe, probe_provider
+
+    if probe_provider()[0] is None:
+        pytest.skip(probe_provider()[1])
+    probe = StreamProbe(1000, 4, 3)
+    assert probe.bytes == 28 * 1000
+    written, read_only = probe.arrays[0].copy(), probe.arrays[3].copy()
+    probe()
+    assert not np.array_equal(probe.arrays[0], written)  # the first three arrays are written in place
+    np.testing.assert_array_equal(probe.arrays[3], read_only)  # the fourth is only read
+
+
+# ---------------------------------------------------------------------------- targets and reports
+def _row(op, layout, impl, t, section="headline", **kw):
+    r = {"id": f"{op}-{layout}-{impl}", "section": section, "group": f"{op} {layout}", "op": op,
+         "impl": impl, "kind": "fastdescent" if impl in C.BACKENDS else "peer", "status": "ok",
+         "reason": None, "layout": layout, "time_s": t, "elements": 2 ** 25, "n_tensors": 1,
+         "gbps": 28 * 2 ** 25 / t / 1e9}
+    r.update(kw)
+    return r
+
+
+def test_targets_are_evaluated_from_one_run():
+    rows = [_row("adam", "1x2^25", "c", 0.09, roofline_fraction=0.95),
+            _row("adam", "1x2^25", "numba", 0.12, roofline_fraction=0.7),
+            _row("adam", "1x2^25", "torch-fused", 0.10),
+            _row("rmsprop", "1x2^25", "c", 0.05), _row("rmsprop", "1x2^25", "torch-foreach", 0.3),
+            _row("adam", "1000x64", "c", 2e-4), _row("adam", "1000x64", "torch-fused", 2e-3)]
+    t = {(d["what"], d["impl"], d["metric"]): d for d in R.evaluate_targets(rows)}
+    assert t[("Adam 2^25", "c", "ratio")]["met"] is True
+    assert math.isclose(t[("Adam 2^25", "c", "ratio")]["measured"], 0.9)
+    assert t[("Adam 2^25", "c", "roofline")]["met"] is True
+    assert t[("Adam 2^25", "numba", "ratio")]["met"] is False  # 1.2 > 1.15
+    assert math.isclose(t[("RMSprop 2^25", "c", "speedup")]["measured"], 6.0)
+    assert t[("Adam 1000 x 64", "c", "ms")]["met"] is True
+    assert t[("Adam 1000 x 64", "c", "speedup")]["met"] is False  # 10x < 20x
+    missing = t[("AdamW 2^25", "c", "ratio")]
+    assert missing["measured"] is None and missing["met"] is None and "not run" in missing["why_missing"]
+
+
+def test_markdown_json_and_plot_from_rows(tmp_path):
+    rows = [_row("adam", "1x2^25", impl, t, section="size") for impl, t in
+            (("c", 0.1), ("numba", 0.11), ("torch-fused", 0.1), ("roofline", 0.09))]
+    rows[0]["roofline_fraction"] = 0.9
+    rows.append(dict(_row("adam", "1x2^10", "c", 1e-5, section="size"), elements=1024))
+    rows.append({"id": "x", "section": "size", "group": "adam 1x2^25", "op": "adam", "impl": "cuda",
+                 "kind": "fastdescent", "status": "skipped", "reason": "no GPU", "layout": "1x2^25"})
+    report = {"command": "fastdescent bench", "machine": {"cpu_model": "cpu", "logical_cores": 2,
+                                                         "loadavg_start": [9.0, 1, 1]},
+              "loadavg_end": [1.0, 1, 1], "results": rows, "targets": R.evaluate_targets(rows)}
+    md = R.to_markdown(report)
+    assert "## Issue 2 targets" in md and "| case | c | numba | cuda | torch-fused | roofline |" in md
+    assert "| 1x2^25 |" in md and "90%" in md and "no GPU" in md and "busy" in md
+    R.write_json(tmp_path / "r.json", report)
+    assert json.loads((tmp_path / "r.json").read_text())["results"][0]["impl"] == "c"
+    pytest.importorskip("matplotlib")
+    R.plot(tmp_path / "r.png", report)
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_size_parsing():
+    assert parse_size("2^10") == 1024 and parse_size("2**4") == 16 and parse_size("64k") == 65536
+    assert parse_sizes("1,2^3, 1M") == (1, 8, 1 << 20)
+    for bad in ("abc", "0", "-4", "2^x"):
+        with pytest.raises(UsageError):
+            parse_size(bad)

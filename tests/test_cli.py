@@ -1,0 +1,145 @@
+"""The ``fastdescent`` command: parsing, ``info``, ``bench`` (tiny sizes), ``demo``, and clean errors.
+
+The commands run in a subprocess (``python -m fastdescent``) from a temporary directory, so they use
+the installed package, as a user's shell does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fastdescent.__main__ import build_parser, main
+from fastdescent.bench import cases as C
+
+
+def cli(*args, cwd, timeout=300):
+    env = dict(os.environ, COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "fastdescent", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_parser_knows_the_subcommands():
+    p = build_parser()
+    a = p.parse_args(["bench", "--quick", "--backends", "numpy,c", "--ops", "adam,sgd", "--json", "o.json",
+                      "--md", "o.md", "--plot", "o.png", "--sizes", "2^10", "--counts", "1,4"])
+    assert a.command == "bench" and a.quick and a.backends == "numpy,c" and a.plot == "o.png"
+    assert p.parse_args(["demo"]).epochs == 5
+    assert p.parse_args(["info", "--json"]).json
+    with pytest.raises(SystemExit) as e:
+        p.parse_args(["frobnicate"])
+    assert e.value.code == 2
+
+
+def test_help_and_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    assert "bench" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == __import__("fastdescent").__version__
+    assert main([]) == 2  # no command: help, non-zero
+
+
+def test_info(tmp_path):
+    r = cli("info", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in ("numpy", "c", "numba", "cuda"):
+        assert name in r.stdout
+    r = cli("info", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["backends"]["numpy"]["available"] is True
+    assert set(info["backends"]) == {"numpy", "c", "numba", "cuda"}
+    assert "cpu" in info and "version" in info
+
+
+def test_bench_quick_tiny_writes_json_markdown_and_png(tmp_path):
+    out = tmp_path / "r"
+    r = cli("bench", "--quick", "--sizes", "2^10,2^12", "--counts", "1,8", "--ops",
+            "adam,sgd_momentum,matmul", "--shapes", "2x8x8x8", "--rounds", "2", "--min-time", "0",
+            "--json", f"{out}.json", "--md", f"{out}.md", "--plot", f"{out}.png", "--quiet",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["schema"] == "fastdescent-bench/1"
+    m = rep["machine"]
+    for key in ("cpu_model", "logical_cores", "versions", "fastdescent_info", "date_utc"):
+        assert key in m
+    assert m["versions"]["numpy"] and m["fastdescent_info"]["backends"]["numpy"]["available"]
+    rows = rep["results"]
+    ok = [x for x in rows if x["status"] == "ok"]
+    assert {x["section"] for x in rows} >= {"size", "count", "matmul"}
+    assert {x["op"] for x in ok} >= {"adam", "sgd_momentum"}
+    for x in ok:
+        assert x["time_s"] > 0 and len(x["timing"]["rounds_s"]) == 2
+        if x["kind"] == "fastdescent" or x["impl"] == "numpy-textbook":
+            assert x["check"]["max_abs_err"] <= x["check"]["atol"] + x["check"]["rtol"]
+    numpy_rows = [x for x in ok if x["impl"] == "numpy" and x["section"] == "size"]
+    assert numpy_rows and all(x["bytes_per_step"] in (28 * x["elements"], 20 * x["elements"])
+                              for x in numpy_rows)
+    assert all(x["status"] in ("ok", "skipped") for x in rows), \
+        [(x["id"], x["status"], x["reason"]) for x in rows if x["status"] not in ("ok", "skipped")]
+    assert all(x["reason"] for x in rows if x["status"] == "skipped")
+    assert isinstance(rep["targets"], list) and rep["targets"]
+    md = (tmp_path / "r.md").read_text()
+    assert md.startswith("# fastdescent benchmark results")
+    assert "| case |" in md and "1x2^10" in md and "| 1x64 |" in md
+    r2 = cli("bench", "--from-json", f"{out}.json", "--md", f"{out}2.md", cwd=tmp_path)
+    assert r2.returncode == 0, r2.stderr
+    assert (tmp_path / "r2.md").read_text() == md  # the reports are a pure function of the JSON
+    png = (tmp_path / "r.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    mpl_image = pytest.importorskip("matplotlib.image")
+    img = mpl_image.imread(str(tmp_path / "r.png"))
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "--backends", "nope"], "unknown backend 'nope'"),
+    (["bench", "--ops", "adam,frob"], "unknown op 'frob'"),
+    (["bench", "--sizes", "two"], "bad size 'two'"),
+    (["demo", "--epochs", "0"], "--epochs must be >= 1"),
+])
+def test_bad_arguments_exit_nonzero_with_a_message(tmp_path, args, message):
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unavailable_backend_names_the_cause(monkeypatch, capsys):
+    real = C.backend_unavailable
+
+    def fake(name, **kw):
+        return "ImportError: the fake cause" if name == "numba" else real(name, **kw)
+
+    monkeypatch.setattr(C, "backend_unavailable", fake)
+    assert main(["bench", "--backends", "numba", "--quick"]) == 3
+    err = capsys.readouterr().err
+    assert "backend 'numba' is not available here: ImportError: the fake cause" in err
+
+
+def test_cuda_without_a_gpu_is_refused_with_the_reason(tmp_path):
+    if C.backend_unavailable("cuda") is None:
+        pytest.skip("a real GPU is present: the cuda backend is available")
+    r = cli("bench", "--backends", "cuda", cwd=tmp_path)
+    assert r.returncode == 3
+    assert "backend 'cuda' is not available here" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_demo_runs_small(tmp_path):
+    trainable = [b for b in ("c", "numba", "numpy") if C.MlpCase(b).unavailable() is None]
+    backend = trainable[0] if trainable else "numpy"
+    r = cli("demo", "--epochs", "1", "--size", "2^14", "--backends", backend, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Adam kernel" in r.stdout and "roofline" in r.stdout and "Traceback" not in r.stderr
+    if trainable:
+        assert "test accuracy" in r.stdout
+    else:
+        assert "not available" in r.stdout
