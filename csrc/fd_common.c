@@ -265,7 +265,7 @@ static int64_t grain(int64_t min_per_thread)
 static int threads_for(int64_t total, int64_t min_per_thread)
 {
 #ifdef _OPENMP
-    if (total < 2 * min_per_thread) return 1;
+    if (total / 2 < min_per_thread) return 1;
     int64_t cap = total / min_per_thread;
     int nth = fd_threads_now();
     return (int64_t)nth > cap ? (int)cap : nth;

@@ -662,10 +662,12 @@ static int GF(run_ksplit)(const GF(item) *g, int64_t ck, int nt)
     GT *part = (GT *)GF(alloc)(nch * per);
     if (!part) return -1;
     if (nt > nch) nt = (int)nch;
+    /* dynamic: a thread held up by another process does not hold up the others (any schedule gives
+     * the same bits: each chunk is computed whole by one thread, and combined in chunk order) */
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
         GT *bufa = NULL, *bufb = NULL;
-        G_OMP(omp for schedule(static))
+        G_OMP(omp for schedule(dynamic, 1))
         for (int64_t ch = 0; ch < nch; ch++) {
             GF(item) s = *g;
             const int64_t p0 = ch * ck;
@@ -732,10 +734,13 @@ static void GF(gemm)(const fd_gemm_args *args, int nthreads)
         return;
     }
     if (nt > batch) nt = (int)batch;
+    /* dynamic in runs of items (about 16 runs per thread): as robust as the k-split to a busy core */
+    int64_t run = batch / (16 * (int64_t)nt);
+    if (run < 1) run = 1;
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
         GT *bufa = NULL, *bufb = NULL;
-        G_OMP(omp for schedule(static))
+        G_OMP(omp for schedule(dynamic, run))
         for (int64_t t = 0; t < batch; t++) {
             GF(item) g;
             GF(item_of)(args, t, &g);

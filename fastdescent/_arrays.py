@@ -126,14 +126,21 @@ def flat_view(arrays, infos):
     root = arrays[0].base if arrays[0].base is not None else arrays[0]
     if not isinstance(root, np.ndarray) or not root.flags.c_contiguous:
         return None
-    for k in range(len(arrays)):
-        a = arrays[k]
+    prev = None  # last non-empty array: empty ones may report any address (NumPy gives the start)
+    for k, a in enumerate(arrays):
         if (a.base if a.base is not None else a) is not root:
             return None
-        if k and infos[k].addr != infos[k - 1].addr + infos[k - 1].nbytes:
+        if infos[k].nbytes == 0:
+            continue
+        if prev is not None and infos[k].addr != infos[prev].addr + infos[prev].nbytes:
             return None
-    start = infos[0].addr - root.__array_interface__["data"][0]
-    nbytes = infos[-1].addr + infos[-1].nbytes - infos[0].addr
+        if prev is None:
+            first = k
+        prev = k
+    if prev is None:
+        return None
+    start = infos[first].addr - root.__array_interface__["data"][0]
+    nbytes = infos[prev].addr + infos[prev].nbytes - infos[first].addr
     flat = root.reshape(-1).view(np.uint8)[start:start + nbytes].view(infos[0].dtype)
     if not arrays[0].flags.writeable:
         flat.flags.writeable = False

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-__all__ = ["Case", "CASES", "CUDA_CASES", "BY_KIND", "CLASS_NAMES", "TORCH_NAMES", "make", "params_of"]
+__all__ = ["Case", "CASES", "CUDA_CASES", "BY_KIND", "CLASS_NAMES", "TORCH_NAMES", "make"]
 
 #: reference kind -> fastdescent class name (torch.optim uses the same names)
 CLASS_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
@@ -113,8 +113,3 @@ CUDA_CASES = [c for k in CLASS_NAMES for c in _each_choice(BY_KIND[k])]
 def make(fd, case, params, **kw):
     """Construct the fastdescent optimizer of ``case`` over ``params`` (arrays, groups or arena)."""
     return getattr(fd, case.cls_name)(params, **case.hp, **kw)
-
-
-def params_of(case):
-    """Hyperparameters of ``case`` as a param-group dict (no ``params`` key)."""
-    return dict(case.hp)

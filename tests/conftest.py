@@ -59,9 +59,6 @@ class Device:
             return a.copy_to_host()
         return np.array(a, copy=True)
 
-    def empty_like(self, a, fill=0.0):
-        return self.put(np.full(np.shape(a), fill, dtype=np.asarray(self.get(a)).dtype))
-
 
 @pytest.fixture(params=ALL_BACKENDS)
 def backend(request):

@@ -31,8 +31,8 @@ def grads_of(backend, dtype, seed=0, scale=1.0):
 @pytest.mark.parametrize("norm_type", NORMS)
 @pytest.mark.parametrize("dtype", ["float32", "float64", "mixed"])
 def test_clip_matches_reference(backend, dtype, norm_type, max_norm):
-    if backend == "cuda" and dtype != "mixed":
-        pytest.skip("cuda (simulator, slow reductions): mixed dtypes only (both buckets)")
+    if backend == "cuda" and (dtype != "mixed" or max_norm != 0.5):
+        pytest.skip("cuda (simulator, slow reductions): mixed dtypes, clipping, only")
     dev = Device(backend)
     host = grads_of(backend, dtype, scale=3.0)
     total_ref, clipped = clip_grad_norm(host, max_norm, norm_type)

@@ -149,6 +149,7 @@ def _hid(kind, hp):
     return kind + "-" + ",".join(f"{k}={v!r}" for k, v in hp.items())
 
 
+CUDA_HYPER = {"adam-lr=nan", "adam-betas=(1.0, 0.999)", "adam-amsgrad=1"}
 HYPER_CASES = [pytest.param(k, hp, exc, name, id=_hid(k, hp))
                for kinds, hp, exc, name in HYPER
                for k in (KINDS if kinds == "all" else kinds.split())]
@@ -170,8 +171,8 @@ def test_bad_hyperparameter_in_constructor(kind, hp, exc, name):
 def test_bad_hyperparameter_set_mid_run(backend, kind, hp, exc, name):
     """A bad value written into param_groups between steps is caught by step(), before any change."""
     cuda_subset(backend, kind)
-    if backend == "cuda" and name not in ("lr", "betas[0]", "amsgrad"):
-        pytest.skip("cuda (simulator): lr, betas and amsgrad rows only")
+    if backend == "cuda" and _hid(kind, hp) not in CUDA_HYPER:
+        pytest.skip("cuda (simulator): three representative rows only")
     dev, mine, twin = setup(kind, backend)
     opt, params, grads, _ = mine
     snap = snapshot(opt, params, dev)
@@ -247,10 +248,17 @@ GRADS = {
 }
 
 
+#: grads cases that exercise device-array inspection (the rest is the same Python code)
+CUDA_GRADS = {"wrong_shape", "float64_for_float32", "too_few", "aliases_its_param",
+              "host_grad_for_device_param"}
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("what", list(GRADS))
 def test_bad_grads(backend, what, kind):
     cuda_subset(backend, kind)
+    if backend == "cuda" and what not in CUDA_GRADS:
+        pytest.skip("cuda (simulator): device-array inspection cases only")
     fn, exc, name, host_only = GRADS[what]
     if host_only and backend == "cuda":
         pytest.skip("host-array layout case")

@@ -11,30 +11,34 @@ y / dy (B, M, N); dx like x, dw like w, db like b. Item i uses weight j = 0 if B
 With Bw == 1 the batch folds into the rows (B*M rows for fwd / bwd_x, a reduction of length B*M for
 bwd_w), so an MLP layer is one GEMM.
 
-Two GEMM micro-kernels, both written so that LLVM's loop vectoriser (Numba enables no SLP
-vectoriser) does the SIMD work on the innermost loop:
+Two GEMM micro-kernels, written so that LLVM's loop vectoriser (Numba runs no SLP vectoriser) does
+the SIMD work on the innermost loop:
 
-* :func:`_gemm_nn` (``c += a @ b``, "axpy" form): the innermost loop runs along a row of ``c`` and
-  ``b``; four rows of ``c`` share every load of ``b`` and the reduction is unrolled by four, so each
-  vector FMA costs about 1.25 loads and a quarter of a load/store of ``c``. Good when the output rows
-  are long (N >= 16); needs ``b`` and ``c`` with unit-stride rows, ``a`` may have any strides (it is
-  read as scalars), so ``x.T`` is read in place.
+* :func:`_gemm_nn_panel` (``c += a @ b``, axpy form): the inner loop runs along a row of ``c`` and
+  of ``b``; four rows of ``c`` share every load of ``b`` and the reduction is unrolled by four, so a
+  vector FMA costs about 1.25 loads and a quarter of a load/store of ``c``. ``a`` is read as scalars,
+  with any strides, so ``x.T`` and ``dy.T`` are read in place. Inner loops index from column 0 of
+  views built by :func:`_shift_cols` (an offset index would keep Numba's negative-index wraparound
+  in the loop and stop vectorisation). :func:`_gemm_nn` adds L2 blocking for big operands.
 * :func:`_gemm_nt` (``c += a @ bt.T``, dot-product form): 2 x 4 dot products share one pass over
-  their rows, reduced along the unit-stride reduction axis (``reassoc`` lets LLVM keep vector partial
-  sums; the order is fixed at compile time, so results stay deterministic). Good when the reduction is
-  long and the output rows are short (the 256 -> 10 layer of an MLP), and for ``dy @ w.T`` with a long
-  N, which it reads in place.
+  their rows, reduced along the unit-stride axis (``reassoc`` lets LLVM keep vector partial sums, in
+  an order fixed at compile time).
 
-Which one runs is decided per call from the shape (:func:`_plan`); where the chosen form needs the
-transpose of a weight, it is packed into a weight-sized scratch buffer (once per call when Bw == 1,
-once per item into a per-task slot when Bw == B). Nothing else is allocated.
+Which form runs depends on the shape only. Normally the vector axis is N (fwd: axpy; bwd_w: axpy on
+x.T; bwd_x: dot products along N, w read in place). When the output rows are short next to a long K
+(:func:`_short_rows`: N <= 32, K >= 32, e.g. the 256 -> 10 layer of an MLP), all three switch to
+forms whose vector axis is K: fwd takes dot products against a packed w.T, bwd_x runs the axpy form
+on a packed w.T, bwd_w computes dw.T = dy.T @ x and adds it transposed. Those packed copies (at most
+32 x K elements per slot: one slot when Bw == 1, one per group of items when Bw == B) are the only
+per-call allocations.
 
-Determinism: every output element is computed by one task in an order fixed by the shape (tiles are
-multiples of the unroll factors), never by atomics or racing partial sums, so results are identical
-run to run and independent of the thread count. Threads: a parallel variant (prange over tiles of
-the output: row blocks for fwd / bwd_x, blocks of dw rows or columns for the Bw == 1 reduction,
-items for Bw == B) runs above ``_PAR_MACS`` multiply-adds; below it the serial variant of the same
-body. Arithmetic: element type, FMA contraction allowed (``fastmath={'contract'}``, no nnan/ninf).
+Determinism: every output element is computed by one task, in an order fixed by the shape (tiles
+are multiples of the unroll factors, and the blocking of the reduction is a multiple of four), never
+by atomics or racing partial sums: results are identical run to run, serial or threaded, with any
+number of threads. Threads: the parallel variant (prange over tiles of the output: row blocks for
+fwd / bwd_x, blocks of dw rows or columns for the Bw == 1 reduction, items for Bw == B) runs from
+``_PAR_MACS`` multiply-adds up; below, the serial variant of the same body. Arithmetic: element
+type, FMA contraction allowed (``fastmath={'contract'}``, never nnan/ninf).
 """
 
 from __future__ import annotations
@@ -55,8 +59,10 @@ __all__ = ["matmul_fwd", "matmul_bwd_x", "matmul_bwd_w"]
 _FM_NN = {"contract"}
 _FM_DOT = {"contract", "reassoc"}  # lets the reduction loop of the dot form vectorise
 
-#: reduction blocking of _gemm_nn: a _KC-row panel of b stays in cache while rows of a stream past.
+#: blocking of _gemm_nn: a _KC x _NC panel of b (at most 512 KiB in float32) stays in L2 while the rows
+#: of a and c stream past.
 _KC = 256
+_NC = 512
 #: rows of bt kept hot in L1 by _gemm_nt while it sweeps the rows of a.
 _JB = 16
 #: below this many multiply-adds a call runs the serial variant (thread wake-up costs ~2 us).
@@ -214,13 +220,18 @@ def _gemm_nn_panel(c, a, b, i0, i1, kb, ke, n):
 
 @_jit(_FM_NN)
 def _gemm_nn(c, a, b, i0, i1, K, n):
-    """c[i0:i1, :n] += a[i0:i1, :K] @ b[:K, :n], in panels of _KC rows of b (a multiple of 4, so
-    the result is the same as one panel's) that stay in cache while the rows of c go past."""
-    if K <= _KC:
+    """c[i0:i1, :n] += a[i0:i1, :K] @ b[:K, :n], over _KC x _NC panels of b that stay in L2 while
+    the rows of a and c go past. _KC is a multiple of 4, so every element sees the same operation
+    sequence as without the blocking."""
+    if K <= _KC and n <= _NC:
         _gemm_nn_panel(c, a, b, i0, i1, 0, K, n)
     else:
-        for kb in range(0, K, _KC):
-            _gemm_nn_panel(c, a, b, i0, i1, kb, min(kb + _KC, K), n)
+        for jb in range(0, n, _NC):
+            cs = _shift_cols(c, jb)
+            bs = _shift_cols(b, jb)
+            nb = min(_NC, n - jb)
+            for kb in range(0, K, _KC):
+                _gemm_nn_panel(cs, a, bs, i0, i1, kb, min(kb + _KC, K), nb)
 
 
 @_jit(_FM_DOT)
@@ -428,13 +439,15 @@ _NOBIAS = {np.dtype(np.float32): np.empty((0, 0), np.float32),
            np.dtype(np.float64): np.empty((0, 0), np.float64)}
 
 
-def _short(n, dtype):
-    """True when rows of length n are too short for the axpy form (under two AVX2 vectors)."""
-    return n < (16 if dtype.itemsize == 4 else 8)
+def _short_rows(K, N):
+    """Output rows too short for the axpy form (N <= 32) next to a long K: every row then switches
+    to the form whose vector axis is K (measured crossover on AVX2, float32 and float64 alike)."""
+    return N <= 32 and K >= 32
 
 
 def _pack(dtype, B, Bw, N, K):
-    """Scratch for a transposed weight: one slot if Bw == 1, else one per task."""
+    """Scratch for a transposed weight (only for short rows, so at most 32 x K per slot): one slot
+    if Bw == 1, else one per group of items."""
     slots = 1 if Bw == 1 else min(B, 4 * numba.get_num_threads())
     return np.empty((slots, N, K), dtype)
 
@@ -456,7 +469,7 @@ def matmul_fwd(y, x, w, b):
     if y.size == 0:
         return
     dt = x.dtype
-    if _short(N, dt) and K >= 32:  # long reduction, short rows: dot form on a packed w.T
+    if _short_rows(K, N):  # dot products along K, on a packed w.T
         mode, pack = 1, _pack(dt, B, Bw, N, K)
     else:
         mode, pack = 0, _NOPACK[dt]
@@ -472,10 +485,10 @@ def matmul_bwd_x(dx, dy, w):
     if dx.size == 0 or N == 0:
         return
     dt = dx.dtype
-    if N >= 32 or _short(K, dt):  # the reduction (N) is long: dot form, w read in place
-        mode, pack = 0, _NOPACK[dt]
-    else:
+    if _short_rows(K, N):  # short reduction (N): axpy form along K on a packed w.T
         mode, pack = 1, _pack(dt, B, Bw, N, K)
+    else:  # dot products along N, w read in place
+        mode, pack = 0, _NOPACK[dt]
     fn, tasks = _variant(_BWD_X, B * M * K * N)
     fn(dx, dy, w, pack, mode, tasks)
 
@@ -491,7 +504,7 @@ def matmul_bwd_w(dw, db, x, dy):
             db += dy.sum(axis=(0, 1) if Bw == 1 else 1, dtype=dy.dtype)
         return
     dt = x.dtype
-    if _short(N, dt) and K > N:
+    if _short_rows(K, N):  # dw.T = dy.T @ x along K into a scratch, then added transposed
         mode, pack = 1, _pack(dt, B, Bw, N, K)
     else:
         mode, pack = 0, _NOPACK[dt]
