@@ -16,13 +16,15 @@ from .backends import available_backends, get_backend, use_backend
 from .errors import BackendUnavailableError, FastDescentError, KernelError
 from .functional import clip_grad_norm_
 from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from . import nn
+from .nn import fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "ParamArena", "functional",
     "clip_grad_norm_", "available_backends", "get_backend", "use_backend", "info",
-    "FastDescentError", "BackendUnavailableError", "KernelError", "__version__",
+    "FastDescentError", "BackendUnavailableError", "KernelError", "__version__", "nn", "fit",
 ]
 
 

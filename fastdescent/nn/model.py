@@ -16,7 +16,8 @@ kernel (loss value and d loss / d output in one pass), ``act_bwd``/``matmul_bwd_
 per layer, then ``optimizer.step``. :func:`fastdescent.fit` calls that closure per minibatch.
 
 A backend may offer a fused training step (forward + backward + update in one call): if the backend
-module has ``fused_train_step(model, optimizer, loss_name, rows)`` returning a callable
+package has a module ``fused`` (``backends/<backend>/fused.py``, the hot path's stem like every other
+kernel file) defining ``fused_train_step(model, optimizer, loss_name, rows)`` returning a callable
 ``step(x, y) -> float`` (or None when it cannot handle this model/optimizer), ``make_train_step``
 uses it instead of the kernel-by-kernel closure; ``fit`` needs no change. Such a callable receives
 ``x`` of shape ``(1, rows, in_features)`` (C-contiguous, the model's dtype) and ``y`` as
@@ -44,6 +45,20 @@ __all__ = ["Sequential", "MLP"]
 CHUNK_ROWS = 4096
 #: number of per-batch-size workspaces (and compiled steps) kept
 _CACHE_SIZE = 8
+
+
+def _fused_train_step(be):
+    """The backend's ``fused.fused_train_step`` if it has one (imported lazily), else None."""
+    import importlib
+
+    name = be.__name__ + ".fused"
+    try:
+        mod = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return getattr(be, "fused_train_step", None)
+    return getattr(mod, "fused_train_step", None)
 
 
 class _Workspace:
@@ -461,7 +476,7 @@ class Sequential:
         opt_step = optimizer.step
         if rows is not None:
             rows = _positive_int("rows", rows)
-            fused = getattr(self._be, "fused_train_step", None)
+            fused = _fused_train_step(self._be)
             if fused is not None:
                 fn = fused(self, optimizer, spec.name, rows)
                 if fn is not None:

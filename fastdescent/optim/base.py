@@ -116,6 +116,7 @@ class Optimizer:
         self._grad_infos = None
         self._none_mask = None
         self._finite_tabs = None
+        self._checked = []
 
     # ------------------------------------------------------------------ groups and params
     @property
@@ -366,6 +367,23 @@ class Optimizer:
                 b.tab_multi.set("grad", gs, addrs)
                 b.tab = b.tab_multi
 
+    def _check_groups(self):
+        """Validate every group's hyperparameters, skipping groups unchanged since their last check
+        (schedulers and users may edit ``param_groups`` between steps; an unchanged group costs one
+        tuple comparison instead of a full validation)."""
+        checked = self._checked
+        if len(checked) != len(self.param_groups):
+            checked = self._checked = [None] * len(self.param_groups)
+        for i, group in enumerate(self.param_groups):
+            snap = tuple(kv for kv in group.items() if kv[0] != "params")
+            old = checked[i]
+            if old is not None and len(old) == len(snap) and all(
+                    a[0] == b[0] and a[1] is b[1] and not isinstance(b[1], (list, dict, np.ndarray))
+                    for a, b in zip(old, snap)):
+                continue
+            self._check_group(group)
+            checked[i] = snap
+
     def _grad_tables(self):
         """One table per dtype over the present gradients (for the finiteness check)."""
         by_dtype = {}
@@ -395,8 +413,7 @@ class Optimizer:
         A ``None`` entry skips that parameter (its state and step count do not change), as torch
         skips parameters whose ``.grad`` is None. Nothing is modified if any check fails.
         """
-        for group in self.param_groups:
-            self._check_group(group)
+        self._check_groups()
         changed = self._prepare_grads(grads)
         kernels = self._backend.KERNELS
         if self.skip_nonfinite:

@@ -91,6 +91,15 @@ else:  # pragma: no cover
     KERNELS = {}
 
 
+def _cache_dir():
+    try:  # where Numba actually stores this backend's compiled kernels (a private attribute)
+        from .adam import _adam_serial
+
+        return _adam_serial._cache._cache_path
+    except Exception:  # pragma: no cover - older/newer Numba internals
+        return _numba.config.CACHE_DIR or "__pycache__ next to the kernel sources"
+
+
 def describe():
     """Numba version, threading layer, thread count, cache directory, chunking."""
     check_available()
@@ -103,7 +112,7 @@ def describe():
         "numba": _numba.__version__,
         "threading_layer": layer,
         "threads": _numba.get_num_threads(),
-        "cache_dir": cfg.CACHE_DIR or "__pycache__ next to the kernel sources (NUMBA_CACHE_DIR unset)",
+        "cache_dir": _cache_dir(),
         "chunk": _config.CHUNK,
         "parallel_min": _config.PARALLEL_MIN,
         "jit_options": dict(_config.JIT_OPTIONS),
