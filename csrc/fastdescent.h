@@ -224,6 +224,34 @@ int fd_xent_fwd_bwd_f32(int64_t R, int64_t C, float *dlogits, const float *logit
 int fd_xent_fwd_bwd_f64(int64_t R, int64_t C, double *dlogits, const double *logits,
                         const int64_t *labels, double scale, double *loss_out);
 
+/* ---- fused training step (fd_fused.c) ---- */
+/* One training step of a stack of dense layers, in one call: grad = 0, dact_block = 0; forward
+ * (matmul_fwd / act_fwd per layer); xent_fwd_bwd (loss_kind 0, labels) or mse_fwd_bwd (loss_kind 1,
+ * target) into dact[last]; backward (matmul_bwd_w, matmul_bwd_x, act_bwd, as a model's kernel-by-kernel
+ * step runs them); then fd_adam on the flat (nparams,) blocks with the given scalars. The same kernels
+ * in the same order: bit-identical to the kernel-by-kernel step. desc is (nlayers, 4) int64, per layer
+ * {type (0 Linear, 1 activation), in, out, activation kind}; w, b, dw, db, act, dact hold one pointer
+ * per layer (NULL for an activation's w/b/dw/db, b and db NULL for a Linear without bias); act[i],
+ * dact[i] are (rows, out_i); x is (rows, in_0); every dw/db lies in grad, every dact in dact_block
+ * (ndact elements). *loss_out = the mean loss before the update. FD_ERR_SIZE / FD_ERR_NULL /
+ * FD_ERR_SHAPE / FD_ERR_ARG (bad layer, loss kind or label): nothing written. */
+int fd_mlp_step_f32(int64_t nlayers, const int64_t *desc, float *const *w, float *const *b,
+                    float *const *dw, float *const *db, float *const *act, float *const *dact,
+                    int64_t rows, const float *x, int loss_kind, const int64_t *labels,
+                    const float *target, double loss_scale, int64_t nparams, float *param,
+                    float *exp_avg, float *exp_avg_sq, float *max_exp_avg_sq, float *grad,
+                    float *dact_block, int64_t ndact, double beta1, double beta2, double eps,
+                    double weight_decay, double decay, double step_size,
+                    double bias_correction2_sqrt, int amsgrad, int maximize, double *loss_out);
+int fd_mlp_step_f64(int64_t nlayers, const int64_t *desc, double *const *w, double *const *b,
+                    double *const *dw, double *const *db, double *const *act, double *const *dact,
+                    int64_t rows, const double *x, int loss_kind, const int64_t *labels,
+                    const double *target, double loss_scale, int64_t nparams, double *param,
+                    double *exp_avg, double *exp_avg_sq, double *max_exp_avg_sq, double *grad,
+                    double *dact_block, int64_t ndact, double beta1, double beta2, double eps,
+                    double weight_decay, double decay, double step_size,
+                    double bias_correction2_sqrt, int amsgrad, int maximize, double *loss_out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -47,7 +47,8 @@ def build_parser():
             "reference before it is timed."),
         epilog=f"ops: {', '.join(C.OPS)}, matmul, mlp. Sizes accept 2^k, k/M/G suffixes.")
     b.add_argument("--quick", action="store_true",
-                   help="a subset (sizes 2^10..2^22, 1/64/1000 tensors, 3 rounds): ~2 minutes")
+                   help="a subset (sizes 2^10..2^22, 1/64/1000 tensors, no 400-tensor layout, "
+                        "3 rounds): about 2 minutes on 2 idle cores")
     b.add_argument("--backends", metavar="LIST",
                    help="comma-separated backends (numpy,c,numba,cuda); default: all available here")
     b.add_argument("--ops", metavar="LIST", help="comma-separated ops; default: all")

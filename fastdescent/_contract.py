@@ -153,7 +153,9 @@ KERNELS = {
         KernelRow(
             "act_bwd", hotpath="activation", kind="array",
             writes=("dx",), reads=("dy", "x", "y"), scalars=("kind",),
-            doc="dx += dy * f'(x), using y = f(x) where cheaper (tanh, sigmoid).",
+            doc="dx += dy * f'(x), using y = f(x) where cheaper (tanh: 1 - y*y, sigmoid: y*(1 - y)); "
+                "relu: f'(x) = 1 if x > 0 else 0 (0 at x == 0, as torch); gelu: "
+                "f'(x) = Phi(x) + x*phi(x) (standard normal cdf / pdf).",
         ),
         KernelRow(
             "mse_fwd_bwd", hotpath="loss", kind="array",

@@ -238,12 +238,15 @@ def test_stream_probe_moves_the_same_bytes():
 
     if probe_provider()[0] is None:
         pytest.skip(probe_provider()[1])
-    probe = StreamProbe(1000, 4, 3)
+    spec = C.OPTIMIZERS["adam"]
+    probe = StreamProbe(1000, spec.reads, spec.writes)
     assert probe.bytes == 28 * 1000
-    written, read_only = probe.arrays[0].copy(), probe.arrays[3].copy()
+    p, g = probe.arrays[0].copy(), probe.arrays[1].copy()
     probe()
-    assert not np.array_equal(probe.arrays[0], written)  # the first three arrays are written in place
-    np.testing.assert_array_equal(probe.arrays[3], read_only)  # the fourth is only read
+    assert not np.array_equal(probe.arrays[0], p)  # param, exp_avg, exp_avg_sq are written in place
+    np.testing.assert_array_equal(probe.arrays[1], g)  # the gradient is only read
+    with pytest.raises(ValueError):
+        StreamProbe(10, ("param", "grad"), ("exp_avg",))
 
 
 # ---------------------------------------------------------------------------- targets and reports

@@ -373,7 +373,11 @@ def test_xent_is_stable_for_huge_logits(be, dtype):
 # ------------------------------------------------------------------------------------ determinism
 def _run_all(be, dtype):
     out = []
-    for B, Bw, M, K, N in [(1, 1, 96, 80, 72), (1, 1, 64, 256, 10), (8, 8, 16, 16, 16), (4, 1, 50, 64, 9)]:
+    # big enough for numba's threaded variant (>= 2**18 multiply-adds), every GEMM form and tiling:
+    # shared weight (row blocks; column blocks when rows are few; short rows), Bw == B (whole items;
+    # per-slot packing)
+    for B, Bw, M, K, N in [(3, 1, 50, 70, 40), (1, 1, 256, 256, 10), (1, 1, 4, 256, 256),
+                           (64, 64, 16, 16, 16), (16, 16, 32, 64, 8)]:
         x, w, b, dy = _layer(B, Bw, M, K, N, dtype, seed=26)
         out += [be.fwd(x, w, b), *be.bwd(x, w, dy, True)]
     x = _data((300, 301), dtype, 27)

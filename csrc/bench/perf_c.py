@@ -15,6 +15,9 @@ Cases (fp32):
 --threads N sets both fastdescent's and torch's thread counts (default: each library's default).
 The many-tensor cases also report the calling thread's CPU time per step (time.thread_time), which
 on a busy machine estimates the quiet wall time of a step that runs on one thread.
+fd and torch share one OpenMP runtime (libgomp); with the default wait policy its threads spin after
+each parallel region, which slows whatever runs next on a busy machine: there, run with
+OMP_WAIT_POLICY=passive (see csrc/README.md).
 """
 
 import argparse

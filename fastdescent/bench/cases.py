@@ -416,7 +416,7 @@ class OptimizerCase:
         if impl == "roofline":
             from .roofline import StreamProbe
 
-            probe = StreamProbe(self.layout.elements, len(spec.reads), len(spec.writes), self.dtype)
+            probe = StreamProbe(self.layout.elements, spec.reads, spec.writes, self.dtype)
             return Instance(probe.run, None, bytes_per_step=probe.bytes, keep=probe,
                             note=f"streaming probe ({probe.provider}): {len(spec.reads)} arrays read, "
                                  f"{len(spec.writes)} written in place")

@@ -220,7 +220,7 @@ def run_bench(args, argv=None):
     sizes = parse_sizes(args.sizes) if args.sizes else (C.QUICK_SIZES if quick else C.SWEEP_SIZES)
     counts = parse_sizes(args.counts) if args.counts else (C.QUICK_COUNTS if quick else C.SWEEP_COUNTS)
     shapes = tuple(parse_shape(s) for s in parse_list(args.shapes)) if args.shapes else C.MATMUL_SHAPES
-    layouts = () if quick or args.sizes else (C.MIXED400,)
+    layouts = () if quick else (C.MIXED400,)
     rounds = args.rounds if args.rounds is not None else (3 if quick else 5)
     min_time = args.min_time if args.min_time is not None else (0.02 if quick else 0.05)
     if rounds < 1:

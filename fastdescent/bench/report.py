@@ -11,8 +11,8 @@ import math
 import sys
 from dataclasses import dataclass
 
-__all__ = ["TARGETS", "evaluate_targets", "load_warning", "write_json", "to_markdown", "write_markdown", "plot",
-           "print_report", "fmt_time", "IMPL_ORDER"]
+__all__ = ["TARGETS", "evaluate_targets", "load_warning", "write_json", "to_markdown", "write_markdown",
+           "plot", "print_report", "fmt_time", "IMPL_ORDER"]
 
 IMPL_ORDER = ("numpy", "c", "numba", "cuda", "torch-forloop", "torch-foreach", "torch-fused",
               "numpy-textbook", "np.matmul", "torch.bmm", "torch-autograd", "torch", "sklearn",
@@ -124,8 +124,10 @@ class Target:
 
     @property
     def goal_text(self):
-        return {"ratio": f"≤ {self.goal:g}× {self.peer}", "speedup": f"≥ {self.goal:g}× faster than {self.peer}",
-                "roofline": f"≥ {100 * self.goal:.0f}% of roofline", "ms": f"≤ {self.goal:g} ms/step"}[self.metric]
+        return {"ratio": f"≤ {self.goal:g}× {self.peer}",
+                "speedup": f"≥ {self.goal:g}× faster than {self.peer}",
+                "roofline": f"≥ {100 * self.goal:.0f}% of roofline",
+                "ms": f"≤ {self.goal:g} ms/step"}[self.metric]
 
 
 def _targets():
@@ -294,7 +296,8 @@ def to_markdown(report, *, title="fastdescent benchmark results"):
     if probs:
         out += ["## Not measured", ""]
         for (impl, status, reason), where in probs.items():
-            out.append(f"- **{impl}** ({status}, {len(where)} case{'s' if len(where) != 1 else ''}): {reason}")
+            n = len(where)
+            out.append(f"- **{impl}** ({status}, {n} case{'s' if n != 1 else ''}): {reason}")
         out.append("")
     return "\n".join(out)
 
@@ -371,7 +374,8 @@ def plot(path, report):
             ops.append(r["op"])
     panels = [("size", op) for op in ops]
     if count_rows:
-        panels.append(("count", "adam" if any(r["op"] == "adam" for r in count_rows) else count_rows[0]["op"]))
+        first = "adam" if any(r["op"] == "adam" for r in count_rows) else count_rows[0]["op"]
+        panels.append(("count", first))
     if mm_rows:
         panels.append(("matmul", None))
     if not panels:

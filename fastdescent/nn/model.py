@@ -48,16 +48,20 @@ _CACHE_SIZE = 8
 
 
 def _fused_train_step(be):
-    """The backend's ``fused.fused_train_step`` if it has one (imported lazily), else None."""
+    """The backend's fused training step: an attribute of the backend package (set by a plug-in or
+    a test), else ``fused.fused_train_step`` from its ``fused`` module (imported lazily), else None."""
     import importlib
 
+    fn = getattr(be, "fused_train_step", None)
+    if fn is not None:
+        return fn
     name = be.__name__ + ".fused"
     try:
         mod = importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name != name:
             raise
-        return getattr(be, "fused_train_step", None)
+        return None
     return getattr(mod, "fused_train_step", None)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import numba
-import numpy as np
 from numba import prange
 
 from ._config import CHUNK, PARALLEL_MIN, jit, jit_variants
@@ -107,7 +106,8 @@ def _pick(pair, n):
 def _kind(kind):
     k = int(kind)
     if k not in (RELU, TANH, SIGMOID, GELU):  # unreachable through the API layer
-        raise ValueError(f"activation kind must be 0 (relu), 1 (tanh), 2 (sigmoid) or 3 (gelu), got {kind!r}")
+        raise ValueError(
+            f"activation kind must be 0 (relu), 1 (tanh), 2 (sigmoid) or 3 (gelu), got {kind!r}")
     return k
 
 

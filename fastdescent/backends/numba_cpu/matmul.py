@@ -47,9 +47,7 @@ import types as _pytypes
 
 import numba
 import numpy as np
-from numba import prange
-
-from numba import carray
+from numba import carray, prange
 
 from ._config import JIT_OPTIONS
 from ._ptr import pointer
@@ -59,14 +57,15 @@ __all__ = ["matmul_fwd", "matmul_bwd_x", "matmul_bwd_w"]
 _FM_NN = {"contract"}
 _FM_DOT = {"contract", "reassoc"}  # lets the reduction loop of the dot form vectorise
 
-#: blocking of _gemm_nn: a _KC x _NC panel of b (at most 512 KiB in float32) stays in L2 while the rows
-#: of a and c stream past.
+#: blocking of _gemm_nn: a _KC x _NC panel of b (at most 512 KiB in float32) stays in L2 while the
+#: rows of a and c stream past.
 _KC = 256
 _NC = 512
 #: rows of bt kept hot in L1 by _gemm_nt while it sweeps the rows of a.
 _JB = 16
-#: below this many multiply-adds a call runs the serial variant (thread wake-up costs ~2 us).
-_PAR_MACS = 1 << 16
+#: below this many multiply-adds (~10 us of one core) a call runs the serial variant: waking the
+#: threads (2-4 us) and splitting the work would cost more than it saves.
+_PAR_MACS = 1 << 18
 
 
 def _jit(fastmath, **extra):
@@ -135,6 +134,15 @@ def _init_rows(y, r0, r1, n, b, has_b, bj):
 
 
 @_jit(_FM_NN)
+def _zero(a):
+    """a[:, :] = 0 (a helper call rather than an array expression, which the parallel variant would
+    turn into a nested parallel loop of its own)."""
+    for r in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            a[r, j] = 0
+
+
+@_jit(_FM_NN)
 def _colsum_add(db, bj, dy, r0, r1, n):
     """db[bj, :n] += column sums of dy[r0:r1, :n]: rows added in pairs, pairs in order."""
     r2 = r0 + (r1 - r0) // 2 * 2
@@ -193,17 +201,6 @@ def _gemm_nn_panel(c, a, b, i0, i1, kb, ke, n):
                 c[i + 1, j] += a10 * b0 + a11 * b1 + a12 * b2 + a13 * b3
                 c[i + 2, j] += a20 * b0 + a21 * b1 + a22 * b2 + a23 * b3
                 c[i + 3, j] += a30 * b0 + a31 * b1 + a32 * b2 + a33 * b3
-        for k in range(k4, ke):
-            a0 = a[i, k]
-            a1 = a[i + 1, k]
-            a2 = a[i + 2, k]
-            a3 = a[i + 3, k]
-            for j in range(n):
-                bk = b[k, j]
-                c[i, j] += a0 * bk
-                c[i + 1, j] += a1 * bk
-                c[i + 2, j] += a2 * bk
-                c[i + 3, j] += a3 * bk
     for i in range(i4, i1):
         for k in range(kb, k4, 4):
             a0 = a[i, k]
@@ -212,6 +209,9 @@ def _gemm_nn_panel(c, a, b, i0, i1, kb, ke, n):
             a3 = a[i, k + 3]
             for j in range(n):
                 c[i, j] += a0 * b[k, j] + a1 * b[k + 1, j] + a2 * b[k + 2, j] + a3 * b[k + 3, j]
+    # the last (ke - kb) % 4 steps of the reduction, one at a time, after the groups of four (the
+    # same order for every row, so one loop serves them all)
+    for i in range(i0, i1):
         for k in range(k4, ke):
             a0 = a[i, k]
             for j in range(n):
@@ -298,135 +298,134 @@ def _gemm_nt(c, a, bt, i0, i1, j0, j1):
 
 
 # ----------------------------------------------------------------------------------- kernel bodies
-# ``mode`` selects the GEMM form (chosen by the wrappers below); ``pack`` is the weight-transpose
-# scratch, shape (slots, N, K) -- (0, 0, 0) when the form needs none; ``tasks`` is the number of
-# tiles to aim for (the thread count; results do not depend on it). An absent bias / bias gradient
-# arrives as an empty array with has_b = False (one compiled specialisation instead of two).
+# One prange per body, over tasks = (slot, tile). With a shared weight (Bw == 1) the batch folds into
+# one item of B*M rows, cut into row blocks (and column blocks when the rows are too few for the
+# threads): slot 0, many tiles. With Bw == B every item is independent: a slot is a group of items,
+# each done whole (one slot per item, or per packing scratch slot). ``mode`` selects the GEMM form
+# (see _short_rows); ``pack`` is the weight-transpose scratch (slots, N, K), (0, 0, 0) when unused;
+# ``tasks`` is the number of tiles to aim for (the thread count; results do not depend on it). An
+# absent bias (gradient) arrives as an empty array with has_b = False: one specialisation, not two.
+@_jit(_FM_NN)
+def _plan(nrows, ncols, shared, nitems, nslot_packed, tasks, row_mult, split_cols):
+    """(nslot, rb, nrb, cb, ncb) for the bodies below: slots, then row / column blocks per slot.
+
+    Shared weight: one slot, row blocks (a multiple of row_mult), and column blocks (a multiple of
+    _JB) when the row blocks are fewer than the threads. Otherwise one slot per item, or per packing
+    slot (nslot_packed > 0), with whole items as tiles.
+    """
+    if shared:
+        rb = _split(nrows, tasks, row_mult)
+        nrb = (nrows + rb - 1) // rb
+        cb = ncols
+        if nrb < tasks and split_cols:
+            cb = _split(ncols, tasks, _JB)
+        return 1, rb, nrb, cb, (ncols + cb - 1) // cb
+    return (nslot_packed if nslot_packed > 0 else nitems), nrows, 1, ncols, 1
+
+
 def _fwd_body(y, x, w, b, has_b, pack, mode, tasks):
     B, M, K = x.shape
     N = w.shape[2]
-    if w.shape[0] == 1:  # one GEMM over the B*M rows
-        R = B * M
-        x2 = x.reshape((R, K))
-        y2 = y.reshape((R, N))
-        w0 = w[0]
+    shared = w.shape[0] == 1
+    if shared:  # one item of B*M rows
+        x3 = x.reshape((1, B * M, K))
+        y3 = y.reshape((1, B * M, N))
         if mode == 1:
-            _transpose(pack[0], w0)
-        rb = _split(R, tasks, 4)
-        nrb = (R + rb - 1) // rb
-        cb = N
-        if nrb < tasks:  # too few rows for the threads: split the columns as well
-            cb = _split(N, tasks, _JB)
-        ncb = (N + cb - 1) // cb
-        for t in prange(nrb * ncb):
-            r0 = (t // ncb) * rb
-            r1 = min(r0 + rb, R)
-            c0 = (t % ncb) * cb
-            c1 = min(c0 + cb, N)
-            _init_rows(_shift_cols(y2, c0), r0, r1, c1 - c0, _shift_cols(b, c0), has_b, 0)
+            _transpose(pack[0], w[0])
+    else:
+        x3 = x
+        y3 = y
+    nitems, rows = x3.shape[0], x3.shape[1]
+    nslot, rb, nrb, cb, ncb = _plan(rows, N, shared, nitems, pack.shape[0], tasks, 4, True)
+    for t in prange(nslot * nrb * ncb):
+        s = t // (nrb * ncb)
+        r0 = (t % (nrb * ncb)) // ncb * rb
+        r1 = min(r0 + rb, rows)
+        c0 = (t % ncb) * cb
+        c1 = min(c0 + cb, N)
+        for i in range(s * nitems // nslot, (s + 1) * nitems // nslot):
+            j = 0 if shared else i
+            yi = y3[i]
+            _init_rows(_shift_cols(yi, c0), r0, r1, c1 - c0, _shift_cols(b, c0), has_b, j)
             if mode == 1:
-                _gemm_nt(y2, x2, pack[0], r0, r1, c0, c1)
-            else:
-                _gemm_nn(_shift_cols(y2, c0), x2, _shift_cols(w0, c0), r0, r1, K, c1 - c0)
-    else:  # independent items; with a packed transpose, one scratch slot per group of items
-        nslot = pack.shape[0] if mode == 1 else B
-        for s in prange(nslot):
-            for i in range(s * B // nslot, (s + 1) * B // nslot):
-                _init_rows(y[i], 0, M, N, b, has_b, i)
-                if mode == 1:
+                if not shared:
                     _transpose(pack[s], w[i])
-                    _gemm_nt(y[i], x[i], pack[s], 0, M, 0, N)
-                else:
-                    _gemm_nn(y[i], x[i], w[i], 0, M, K, N)
+                _gemm_nt(yi, x3[i], pack[s], r0, r1, c0, c1)
+            else:
+                _gemm_nn(_shift_cols(yi, c0), x3[i], _shift_cols(w[j], c0), r0, r1, K, c1 - c0)
 
 
 def _bwd_x_body(dx, dy, w, pack, mode, tasks):
-    # mode 0: dot form over rows of dy and w, in place; mode 1: axpy form on w.T packed (N, K)
+    # mode 0: dot products along N against the rows of w, in place; mode 1: axpy form on w.T packed
     B, M, K = dx.shape
     N = w.shape[2]
-    if w.shape[0] == 1:
-        R = B * M
-        dx2 = dx.reshape((R, K))
-        dy2 = dy.reshape((R, N))
-        w0 = w[0]
+    shared = w.shape[0] == 1
+    if shared:
+        dx3 = dx.reshape((1, B * M, K))
+        dy3 = dy.reshape((1, B * M, N))
         if mode == 1:
-            _transpose(pack[0], w0)
-        rb = _split(R, tasks, 4)
-        nrb = (R + rb - 1) // rb
-        cb = K
-        if nrb < tasks:
-            cb = _split(K, tasks, _JB)
-        ncb = (K + cb - 1) // cb
-        for t in prange(nrb * ncb):
-            r0 = (t // ncb) * rb
-            r1 = min(r0 + rb, R)
-            c0 = (t % ncb) * cb
-            c1 = min(c0 + cb, K)
-            if mode == 1:
-                _gemm_nn(_shift_cols(dx2, c0), dy2, _shift_cols(pack[0], c0), r0, r1, N, c1 - c0)
-            else:
-                _gemm_nt(dx2, dy2, w0, r0, r1, c0, c1)
+            _transpose(pack[0], w[0])
     else:
-        nslot = pack.shape[0] if mode == 1 else B
-        for s in prange(nslot):
-            for i in range(s * B // nslot, (s + 1) * B // nslot):
-                if mode == 1:
+        dx3 = dx
+        dy3 = dy
+    nitems, rows = dx3.shape[0], dx3.shape[1]
+    nslot, rb, nrb, cb, ncb = _plan(rows, K, shared, nitems, pack.shape[0], tasks, 4, True)
+    for t in prange(nslot * nrb * ncb):
+        s = t // (nrb * ncb)
+        r0 = (t % (nrb * ncb)) // ncb * rb
+        r1 = min(r0 + rb, rows)
+        c0 = (t % ncb) * cb
+        c1 = min(c0 + cb, K)
+        for i in range(s * nitems // nslot, (s + 1) * nitems // nslot):
+            j = 0 if shared else i
+            if mode == 1:
+                if not shared:
                     _transpose(pack[s], w[i])
-                    _gemm_nn(dx[i], dy[i], pack[s], 0, M, N, K)
-                else:
-                    _gemm_nt(dx[i], dy[i], w[i], 0, M, 0, K)
+                _gemm_nn(_shift_cols(dx3[i], c0), dy3[i], _shift_cols(pack[s], c0), r0, r1, N, c1 - c0)
+            else:
+                _gemm_nt(dx3[i], dy3[i], w[j], r0, r1, c0, c1)
 
 
 def _bwd_w_body(dw, db, has_b, x, dy, pack, mode, tasks):
-    # mode 0: dw += x.T @ dy in the axpy form (x.T read in place, strided);
-    # mode 1 (short rows, N small): t = dy.T @ x into pack (N, K), then dw += t.T
+    # mode 0: dw += x.T @ dy in the axpy form (x.T read in place); tiles are blocks of dw rows (k)
+    #         and columns (n), each reducing over all the rows of its item;
+    # mode 1: t = dy.T @ x into pack (N, K), then dw += t.T; tiles are blocks of t's columns (k)
     B, M, K = x.shape
     N = dy.shape[2]
-    if dw.shape[0] == 1:  # one reduction over all B*M rows; tiles of dw, never of the reduction
-        R = B * M
-        x2 = x.reshape((R, K))
-        dy2 = dy.reshape((R, N))
-        dw0 = dw[0]
+    shared = dw.shape[0] == 1
+    if shared:  # one reduction over all B*M rows
+        x3 = x.reshape((1, B * M, K))
+        dy3 = dy.reshape((1, B * M, N))
         if mode == 1:
-            t0 = pack[0]
-            t0[:, :] = 0
-            kb = _split(K, tasks, _JB)
-            nkb = (K + kb - 1) // kb
-            for t in prange(nkb):
-                k0 = t * kb
-                k1 = min(k0 + kb, K)
-                _gemm_nn(_shift_cols(t0, k0), dy2.T, _shift_cols(x2, k0), 0, N, R, k1 - k0)
-                _add_transposed(dw0, t0, k0, k1)
-                if has_b and t == 0:
-                    _colsum_add(db, 0, dy2, 0, R, N)
-        else:
-            kb = _split(K, tasks, 4)
-            nkb = (K + kb - 1) // kb
-            cb = N
-            if nkb < tasks:
-                cb = _split(N, tasks, _JB)
-            ncb = (N + cb - 1) // cb
-            for t in prange(nkb * ncb):
-                k0 = (t // ncb) * kb
-                k1 = min(k0 + kb, K)
-                c0 = (t % ncb) * cb
-                c1 = min(c0 + cb, N)
-                _gemm_nn(_shift_cols(dw0, c0), x2.T, _shift_cols(dy2, c0), k0, k1, R, c1 - c0)
-                if has_b and k0 == 0:
-                    _colsum_add(_shift_cols(db, c0), 0, _shift_cols(dy2, c0), 0, R, c1 - c0)
+            _zero(pack[0])
     else:
-        nslot = pack.shape[0] if mode == 1 else B
-        for s in prange(nslot):
-            for i in range(s * B // nslot, (s + 1) * B // nslot):
-                if mode == 1:
-                    ti = pack[s]
-                    ti[:, :] = 0
-                    _gemm_nn(ti, dy[i].T, x[i], 0, N, M, K)
-                    _add_transposed(dw[i], ti, 0, K)
-                else:
-                    _gemm_nn(dw[i], x[i].T, dy[i], 0, K, M, N)
-                if has_b:
-                    _colsum_add(db, i, dy[i], 0, M, N)
+        x3 = x
+        dy3 = dy
+    nitems, red = x3.shape[0], x3.shape[1]
+    # mode 1 tiles are column blocks of t (row blocks of dw), never split along N
+    nslot, kb, nkb, cb, ncb = _plan(K, N, shared, nitems, pack.shape[0], tasks,
+                                    _JB if mode == 1 else 4, mode == 0)
+    for t in prange(nslot * nkb * ncb):
+        s = t // (nkb * ncb)
+        k0 = (t % (nkb * ncb)) // ncb * kb
+        k1 = min(k0 + kb, K)
+        c0 = (t % ncb) * cb
+        c1 = min(c0 + cb, N)
+        for i in range(s * nitems // nslot, (s + 1) * nitems // nslot):
+            xi = x3[i]
+            dyi = dy3[i]
+            dwi = dw[0 if shared else i]
+            if mode == 1:
+                ti = pack[s]
+                if not shared:
+                    _zero(ti)
+                _gemm_nn(_shift_cols(ti, k0), dyi.T, _shift_cols(xi, k0), 0, N, red, k1 - k0)
+                _add_transposed(dwi, ti, k0, k1)
+            else:
+                _gemm_nn(_shift_cols(dwi, c0), xi.T, _shift_cols(dyi, c0), k0, k1, red, c1 - c0)
+            if has_b and k0 == 0:
+                _colsum_add(_shift_cols(db, c0), 0 if shared else i, _shift_cols(dyi, c0), 0, red,
+                            c1 - c0)
 
 
 _FWD = _variants(_fwd_body, _FM_NN)

@@ -64,6 +64,12 @@ def _act_bwd(adx, ady, ax, ay, n, kind, zero, one, half, c, c2):
             dx[j] += dy[j] * (cdf + v * pdf)
 
 
+def _dtype(a):
+    """Element dtype of a device array (Numba, CuPy, torch...), from __cuda_array_interface__."""
+    cai = getattr(a, "__cuda_array_interface__", None)
+    return np.dtype(cai["typestr"] if cai is not None else a.dtype)
+
+
 def _size(a):
     n = 1
     for s in a.shape:
@@ -79,7 +85,8 @@ def _consts(dtype):
 def _kind(kind):
     k = int(kind)
     if k not in (RELU, TANH, SIGMOID, GELU):  # unreachable through the API layer
-        raise ValueError(f"activation kind must be 0 (relu), 1 (tanh), 2 (sigmoid) or 3 (gelu), got {kind!r}")
+        raise ValueError(
+            f"activation kind must be 0 (relu), 1 (tanh), 2 (sigmoid) or 3 (gelu), got {kind!r}")
     return k
 
 
@@ -87,7 +94,7 @@ def act_fwd(y, x, *, kind):
     n = _size(x)
     if n == 0:
         return
-    dtype = np.dtype(x.dtype)
+    dtype = _dtype(x)
     grid, threads = flat_grid(n)
     _act_fwd[grid, threads](address_of(y, "y"), address_of(x, "x"), n, _kind(kind), *_consts(dtype))
 
@@ -96,7 +103,7 @@ def act_bwd(dx, dy, x, y, *, kind):
     n = _size(x)
     if n == 0:
         return
-    dtype = np.dtype(x.dtype)
+    dtype = _dtype(x)
     grid, threads = flat_grid(n)
     _act_bwd[grid, threads](address_of(dx, "dx"), address_of(dy, "dy"), address_of(x, "x"),
                             address_of(y, "y"), n, _kind(kind), *_consts(dtype),

@@ -145,6 +145,12 @@ def _f64_buffer(n):
         return buf
 
 
+def _dtype(a):
+    """Element dtype of a device array (Numba, CuPy, torch...), from __cuda_array_interface__."""
+    cai = getattr(a, "__cuda_array_interface__", None)
+    return np.dtype(cai["typestr"] if cai is not None else a.dtype)
+
+
 def _size(a):
     n = 1
     for s in a.shape:
@@ -156,7 +162,7 @@ def mse_fwd_bwd(dpred, pred, target, *, scale):
     n = _size(pred)
     if n == 0:
         return 0.0
-    dtype = np.dtype(pred.dtype)
+    dtype = _dtype(pred)
     nblocks = max(1, min(config().reduce_blocks, -(-n // THREADS)))
     buf = _f64_buffer(nblocks + 1)
     partials, out = buf[:nblocks], buf[nblocks:nblocks + 1]
@@ -173,6 +179,6 @@ def xent_fwd_bwd(dlogits, logits, labels, *, scale):
     buf = _f64_buffer(R + 1)
     rowloss, out = buf[:R], buf[R:R + 1]
     grid = max(1, min(R, 65535 if not SIM else 4))
-    _xent_kernel(logits.dtype)[grid, THREADS](dlogits, logits, labels, float(scale), rowloss)
+    _xent_kernel(_dtype(logits))[grid, THREADS](dlogits, logits, labels, float(scale), rowloss)
     _sum_final[1, THREADS](rowloss, R, out)
     return scale * float(out.copy_to_host()[0])

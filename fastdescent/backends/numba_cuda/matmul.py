@@ -252,6 +252,12 @@ def _dummy(dtype):
     return _buffer(dtype, 1)[:1].reshape((1, 1))
 
 
+def _dtype(a):
+    """Element dtype of a device array (Numba, CuPy, torch...), from __cuda_array_interface__."""
+    cai = getattr(a, "__cuda_array_interface__", None)
+    return np.dtype(cai["typestr"] if cai is not None else a.dtype)
+
+
 def _cdiv(a, b):
     return -(-a // b)
 
@@ -265,10 +271,11 @@ def matmul_fwd(y, x, w, b):
     Bw, _, N = w.shape
     if B * M * N == 0:
         return
-    fwd = _kernels(x.dtype)[0]
+    dtype = _dtype(x)
+    fwd = _kernels(dtype)[0]
     has_b = b is not None
     fwd[_grid(_cdiv(N, TILE), _cdiv(M, TILE), B), (TILE, TILE)](
-        y, x, w, b if has_b else _dummy(x.dtype), has_b, Bw != 1)
+        y, x, w, b if has_b else _dummy(dtype), has_b, Bw != 1)
 
 
 def matmul_bwd_x(dx, dy, w):
@@ -276,7 +283,7 @@ def matmul_bwd_x(dx, dy, w):
     Bw, _, N = w.shape
     if B * M * K == 0 or N == 0:
         return
-    bwd_x = _kernels(dx.dtype)[1]
+    bwd_x = _kernels(_dtype(dx))[1]
     bwd_x[_grid(_cdiv(K, TILE), _cdiv(M, TILE), B), (TILE, TILE)](dx, dy, w, Bw != 1)
 
 
@@ -285,7 +292,7 @@ def matmul_bwd_w(dw, db, x, dy):
     Bw, _, N = dw.shape
     if B * M * N == 0:
         return
-    dtype = np.dtype(x.dtype)
+    dtype = _dtype(x)
     _, _, bwd_w, sum_partials = _kernels(dtype)
     has_b = db is not None
     ntk, ntn = max(_cdiv(K, TILE), 1), _cdiv(N, TILE)

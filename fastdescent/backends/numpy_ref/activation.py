@@ -33,7 +33,8 @@ INV_SQRT2PI = 0.3989422804014327  # 1 / sqrt(2 pi)
 
 
 def _bad_kind(kind):  # unreachable through the API layer, which validates kind
-    return ValueError(f"activation kind must be 0 (relu), 1 (tanh), 2 (sigmoid) or 3 (gelu), got {kind!r}")
+    return ValueError(
+        f"activation kind must be 0 (relu), 1 (tanh), 2 (sigmoid) or 3 (gelu), got {kind!r}")
 
 
 def act_fwd(y, x, *, kind):

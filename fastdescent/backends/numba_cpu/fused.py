@@ -1,0 +1,237 @@
+"""Fused training step of a dense-layer model (Numba): forward, loss, backward and the Adam / AdamW
+update in ONE ``@njit`` call. Mirrors backends/c_cffi/fused.py and csrc/fd_fused.c.
+
+``fused_train_step(model, optimizer, loss_name, rows)`` (the protocol of ``fastdescent.nn.model``)
+returns ``step(x, y) -> float`` for batches of ``rows`` rows, or None for a configuration it does not
+handle (see :class:`fastdescent.backends.c_cffi.fused.Binding`, shared by both backends: Linear and
+activation layers, float32 / float64, ``cross_entropy`` / ``mse``, Adam / AdamW with every option,
+one param group over the model's arena, host arrays, no ``skip_nonfinite``).
+
+:func:`_mlp_step` runs the serial variants of this backend's own kernel bodies (matmul, activation,
+loss) and the Adam element loop, in the order of the model's kernel-by-kernel step, with the same
+GEMM forms (``matmul._short_rows``) and scalar roundings, so it gives the same bits as that step. It
+reaches every buffer through a table of data addresses (``_ptr.pointer``), so a call unboxes a handful
+of arguments, not one per layer. Serial: at the sizes where a Python-bound step matters (small MLPs,
+small batches) threads would not pay.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import carray
+
+from . import activation as _act
+from . import loss as _loss
+from . import matmul as _mm
+from ._config import CHUNK, jit
+from ._ptr import like, pointer
+from .adam import _adam_loop, _amsgrad_loop
+
+__all__ = ["fused_train_step"]
+
+_mm_fwd = _mm._FWD[0]
+_mm_bwd_x = _mm._BWD_X[0]
+_mm_bwd_w = _mm._BWD_W[0]
+_act_fwd = _act._FWD[0]
+_act_bwd = _act._BWD[0]
+_xent = _loss._XENT[0]
+_mse = _loss._MSE[0]
+
+# columns of the per-layer table (int64)
+T_TYPE, T_IN, T_OUT, T_KIND, T_MODE, T_W, T_B, T_GW, T_GB, T_ACT, T_DACT, T_PACK = range(12)
+NCOL = 12
+# entries of the global address vector
+G_PARAM, G_GRAD, G_M, G_V, G_VMAX, G_DBLOCK, G_NPARAMS, G_NDACT = range(8)
+
+
+@jit
+def _mlp_step(tab, glob, x, labels, target, proto, loss_kind, scale, beta1, beta2, eps,
+              weight_decay, decay, step_size, bias_correction2_sqrt, amsgrad, maximize):
+    L = tab.shape[0]
+    R = labels.shape[0] if loss_kind == 0 else target.shape[0]
+    n = glob[G_NPARAMS]
+    param = carray(pointer(glob[G_PARAM], 0, proto), n)
+    grad = carray(pointer(glob[G_GRAD], 0, proto), n)
+    dblock = carray(pointer(glob[G_DBLOCK], 0, proto), glob[G_NDACT])
+    zero = like(0.0, proto)
+    for i in range(n):
+        grad[i] = zero
+    for i in range(dblock.shape[0]):
+        dblock[i] = zero
+    K0 = tab[0, T_IN]
+    x3 = carray(pointer(x.ctypes.data, 0, proto), (1, R, K0))
+
+    # forward
+    for i in range(L):
+        K = tab[i, T_IN]
+        N = tab[i, T_OUT]
+        src = x3 if i == 0 else carray(pointer(tab[i - 1, T_ACT], 0, proto), (1, R, K))
+        y = carray(pointer(tab[i, T_ACT], 0, proto), (1, R, N))
+        if tab[i, T_TYPE] == 0:
+            w = carray(pointer(tab[i, T_W], 0, proto), (1, K, N))
+            has_b = tab[i, T_B] != 0
+            b = carray(pointer(tab[i, T_B], 0, proto), (1, N if has_b else 0))
+            mode = tab[i, T_MODE]
+            pack = carray(pointer(tab[i, T_PACK], 0, proto), (1, N, K) if mode == 1 else (0, 0, 0))
+            _mm_fwd(y, src, w, b, has_b, pack, mode, 1)
+        else:
+            _act_fwd(y.reshape(R * N), src.reshape(R * K), tab[i, T_KIND], CHUNK)
+
+    # loss and d loss / d output
+    C = tab[L - 1, T_OUT]
+    out = carray(pointer(tab[L - 1, T_ACT], 0, proto), (R, C))
+    dout = carray(pointer(tab[L - 1, T_DACT], 0, proto), (R, C))
+    if loss_kind == 0:
+        total = _xent(dout, out, labels, scale, max(1, CHUNK // C))
+    else:
+        total = _mse(dout.reshape(R * C), out.reshape(R * C), target.reshape(R * C),
+                     like(2 * scale, proto), CHUNK)
+    loss = scale * total
+
+    # backward (dact[i-1] only if a parameter lies before layer i)
+    first_linear = L
+    for i in range(L):
+        if tab[i, T_TYPE] == 0:
+            first_linear = i
+            break
+    for i in range(L - 1, -1, -1):
+        K = tab[i, T_IN]
+        N = tab[i, T_OUT]
+        need_dx = i > 0 and first_linear < i
+        dy = carray(pointer(tab[i, T_DACT], 0, proto), (1, R, N))
+        src = x3 if i == 0 else carray(pointer(tab[i - 1, T_ACT], 0, proto), (1, R, K))
+        if tab[i, T_TYPE] == 0:
+            has_b = tab[i, T_GB] != 0
+            gw = carray(pointer(tab[i, T_GW], 0, proto), (1, K, N))
+            gb = carray(pointer(tab[i, T_GB], 0, proto), (1, N if has_b else 0))
+            mode = tab[i, T_MODE]
+            pack = carray(pointer(tab[i, T_PACK], 0, proto), (1, N, K) if mode == 1 else (0, 0, 0))
+            _mm_bwd_w(gw, gb, has_b, src, dy, pack, mode, 1)
+            if need_dx:
+                w = carray(pointer(tab[i, T_W], 0, proto), (1, K, N))
+                dx = carray(pointer(tab[i - 1, T_DACT], 0, proto), (1, R, K))
+                _mm_bwd_x(dx, dy, w, pack, mode, 1)
+        elif need_dx:
+            dx = carray(pointer(tab[i - 1, T_DACT], 0, proto), R * K)
+            yv = carray(pointer(tab[i, T_ACT], 0, proto), R * N)
+            _act_bwd(dx, dy.reshape(R * N), src.reshape(R * K), yv, tab[i, T_KIND], CHUNK)
+
+    # Adam / AdamW over the flat blocks (scalars rounded as adam._adam_body does)
+    m = carray(pointer(glob[G_M], 0, proto), n)
+    v = carray(pointer(glob[G_V], 0, proto), n)
+    b1 = like(beta1, proto)
+    c1 = like(1.0 - beta1, proto)
+    b2 = like(beta2, proto)
+    c2 = like(1.0 - beta2, proto)
+    ep = like(eps, proto)
+    wd = like(weight_decay, proto)
+    dc = like(decay, proto)
+    ss = like(step_size, proto)
+    bc = like(bias_correction2_sqrt, proto)
+    use_wd = weight_decay != 0.0
+    use_decay = decay != 1.0
+    neg = maximize != 0
+    if amsgrad != 0:
+        vmax = carray(pointer(glob[G_VMAX], 0, proto), n)
+        _amsgrad_loop(param, grad, m, v, vmax, neg, use_decay, dc, use_wd, wd, b1, c1, b2, c2, ep,
+                      ss, bc)
+    else:
+        _adam_loop(param, grad, m, v, neg, use_decay, dc, use_wd, wd, b1, c1, b2, c2, ep, ss, bc)
+    return loss
+
+
+#: how many fused steps ran (all models; tests read it to see that the fused path is taken)
+calls = 0
+
+
+def _addr(a):
+    return 0 if a is None else a.__array_interface__["data"][0]
+
+
+def fused_train_step(model, optimizer, loss_name, rows):
+    """``step(x, y) -> loss`` running the whole training step in one jitted call, or None."""
+    from ..c_cffi.fused import LINEAR, XENT, Binding
+
+    bd = Binding.create(model, optimizer, loss_name, rows)
+    if bd is None or not bd.bind():
+        return None
+    dt = model.dtype
+    proto = np.empty(0, dt)
+    ws = bd.ws
+    L = len(bd.layers)
+    tab = np.zeros((L, NCOL), np.int64)
+    keep = [ws.dblock, model.arena.flat_grads, model.arena.flat_params]
+    for i, ((typ, K, N, kind), (w, b, gw, gb)) in enumerate(zip(bd.desc.tolist(), bd.layers)):
+        tab[i, :4] = (typ, K, N, kind)
+        tab[i, T_ACT] = _addr(ws.acts[i])
+        tab[i, T_DACT] = _addr(ws.dacts[i])
+        keep += [ws.acts[i], ws.dacts[i]]
+        if typ == LINEAR:
+            mode = 1 if _mm._short_rows(K, N) else 0
+            tab[i, T_MODE] = mode
+            tab[i, T_W], tab[i, T_B], tab[i, T_GW], tab[i, T_GB] = map(_addr, (w, b, gw, gb))
+            keep += [w, b, gw, gb]
+            if mode == 1:
+                pk = np.empty(N * K, dt)
+                keep.append(pk)
+                tab[i, T_PACK] = _addr(pk)
+    glob = np.zeros(8, np.int64)
+    glob[G_GRAD] = _addr(model.arena.flat_grads)
+    glob[G_DBLOCK] = _addr(ws.dblock)
+    glob[G_NPARAMS] = model.arena.size
+    glob[G_NDACT] = ws.dblock.size
+    state = {}
+
+    def rebind():
+        state.clear()
+        if not bd.bind():
+            return False
+        glob[G_PARAM] = _addr(bd.param)
+        glob[G_M] = _addr(bd.m)
+        glob[G_V] = _addr(bd.v)
+        glob[G_VMAX] = _addr(bd.vmax)
+        state["arrays"] = (bd.param, bd.m, bd.v, bd.vmax)  # alive while their addresses are used
+        return True
+
+    rebind()
+    xent = bd.loss_kind == XENT
+    loss_kind, scale = bd.loss_kind, bd.scale
+    no_labels = np.zeros(rows, np.int64)  # gives R to the kernel when the loss is mse: unused
+    no_target = np.zeros((rows, model.out_features), dt)
+    nx = rows * model.in_features
+    ny = rows if xent else rows * model.out_features
+    ydt = np.dtype(np.int64) if xent else dt
+    tshape = (rows, model.out_features)
+    xshape = (1, rows, model.in_features)
+    fn = _mlp_step
+
+    def step(x, y):
+        global calls
+        if not (state and bd.usable()):
+            loss = bd.slow_step()(x.reshape(1, rows, -1), y)
+            rebind()
+            return loss
+        if (x.dtype != dt or x.size != nx or not x.flags.c_contiguous or y.dtype != ydt
+                or y.size != ny or not y.flags.c_contiguous):
+            raise ValueError(f"fused step: x must hold {nx} {dt} values and y {ny} {ydt} values "
+                             f"(C-contiguous), got x {x.shape} {x.dtype}, y {y.shape} {y.dtype}")
+        if x.ndim != 3:  # one compiled signature: x always (1, rows, in)
+            x = x.reshape(xshape)
+        b = bd.bucket
+        t = b.step + 1
+        b1, b2, eps, wd, decay, ss, bc2, ams, mx = bd.scalars(t)
+        if xent:
+            loss = fn(tab, glob, x, y, no_target, proto, loss_kind, scale, b1, b2, eps, wd, decay, ss,
+                      bc2, ams, mx)
+        else:
+            loss = fn(tab, glob, x, no_labels, y.reshape(tshape), proto, loss_kind, scale, b1, b2, eps,
+                      wd, decay, ss, bc2, ams, mx)
+        b.step = t
+        b.fresh = False
+        calls += 1
+        return loss
+
+    step._keepalive = (keep, tab, glob, proto, no_labels, no_target)
+    step.fast = step
+    step.fused = True
+    return step
