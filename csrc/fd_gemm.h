@@ -13,15 +13,18 @@
  *   - packed (BLIS style): B panels KC x NC and A blocks MC x KC are packed into aligned scratch,
  *     a register-blocked MR x NR micro-kernel (6x16 f32 / 6x8 f64 with AVX2+FMA) runs over them;
  *     threads split the output 2-D (rows x column strips) and pack B panels cooperatively;
- *   - direct (no packing): for small matrices, the micro-kernel reads A and B where they lie
- *     (a B strip that is transposed or narrower than NR is copied to a zero-padded stack buffer);
+ *   - direct (no packing of whole operands): for small matrices, or when A is swept only once or
+ *     twice, the micro-kernel reads A and B where they lie (a B strip that is transposed or narrower
+ *     than NR, and a micro-panel of a transposed A reused by several strips, are copied to stack
+ *     buffers);
  *   - batch-parallel: many small items are spread over threads, each item run by one thread;
  *   - k-split: a long reduction into a small output (dw of a shared weight over a big batch) is cut
  *     into chunks whose size depends only on the shapes; per-chunk partials are summed in chunk order.
  * Every output element is the same fused multiply-add chain over p (blocked by KC, block results
- * added to C in order, then the bias), whatever the path, thread count or partition: results are
- * bit-identical from run to run and between thread counts (except that the k-split, a function of
- * the shapes only, groups the reduction differently).
+ * added to C in order, then the bias), whatever the path, thread count, partition or schedule, so
+ * results are bit-identical from run to run and between thread counts. (The k-split, chosen from the
+ * shapes alone, groups a long reduction differently from an unsplit product; it too is independent
+ * of the thread count.)
  *
  * The packing scratch is the one allocation of the dense-layer kernels (as in any BLAS); if it
  * cannot be had, the direct path, which needs none, computes the same result.
