@@ -10,16 +10,7 @@
 
 #include "fastdescent.h"
 
-static int n_pass = 0, n_fail = 0;
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (cond) n_pass++;                                                  \
-        else {                                                               \
-            n_fail++;                                                        \
-            printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);           \
-        }                                                                    \
-    } while (0)
+#include "fd_check.h"
 
 #define CHECK_CLOSE(got, want, rtol)                                                        \
     do {                                                                                    \
@@ -436,6 +427,5 @@ int main(void)
     test_clip_values();
     test_stream_values();
     test_distribution();
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return check_summary();
 }

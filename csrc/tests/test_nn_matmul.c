@@ -12,25 +12,8 @@
 
 #include "fastdescent.h"
 
-static int n_pass = 0, n_fail = 0;
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (cond) n_pass++;                                                  \
-        else {                                                               \
-            n_fail++;                                                        \
-            printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);           \
-        }                                                                    \
-    } while (0)
-
-static uint64_t rng = 88172645463325252ull;
-static double urand(void) /* in [-1, 1) */
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) * (2.0 / 9007199254740992.0) - 1.0;
-}
+#define FD_TEST_SEED 88172645463325252ull
+#include "fd_check.h"
 
 typedef struct {
     int64_t B, Bw, M, K, N;
@@ -290,6 +273,5 @@ int main(void)
         test_errors();
     }
     fd_set_simd_path(-1);
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return check_summary();
 }
