@@ -31,7 +31,8 @@ __all__ = [
 def info():
     """What is available here and why: a JSON-serialisable dict.
 
-    Keys: ``version``, ``default`` (the backend name in force), ``auto`` (what 'auto' resolves to for
+    Keys: ``version``, ``default`` (the backend name in force; None, with ``default_error``
+    saying why, when ``$FASTDESCENT_BACKEND`` names no backend), ``auto`` (what 'auto' resolves to for
     host arrays), ``backends`` ({name: {"available": bool, "reason": str or None, ...details}}),
     ``cpu`` (model, cores, features), ``python``, ``numpy``.
     """
@@ -43,7 +44,16 @@ def info():
     from . import backends as _b
 
     status = _b.backend_status()
-    out = {"version": __version__, "default": _b.default_backend(), "backends": {}}
+    try:
+        default = _b.default_backend()
+    except ValueError as exc:  # e.g. FASTDESCENT_BACKEND=bogus: report it, do not raise
+        default = None
+        default_error = str(exc)
+    else:
+        default_error = None
+    out = {"version": __version__, "default": default, "backends": {}}
+    if default_error is not None:
+        out["default_error"] = default_error
     for name, reason in status.items():
         entry = {"available": reason is None, "reason": reason}
         if reason is None:
@@ -52,7 +62,7 @@ def info():
             except Exception as exc:  # describe must never break info()
                 entry["describe_error"] = repr(exc)
         out["backends"][name] = entry
-    out["auto"] = _b.resolve("auto").NAME
+    out["auto"] = _b.resolve("auto").NAME  # 'auto' never consults $FASTDESCENT_BACKEND
     from ._cpu import cpu_info
     out["cpu"] = cpu_info()
     out["python"] = platform.python_version()

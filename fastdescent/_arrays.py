@@ -74,8 +74,18 @@ def find_overlap(infos):
 
 
 def inspect(a, what):
-    """Describe ``a``; ``what`` names the argument in error messages (e.g. ``"params[3]"``)."""
+    """Describe ``a``; ``what`` names the argument in error messages (e.g. ``"params[3]"``).
+
+    ndarray subclasses are described by a plain ``ndarray`` view of the same memory (``info.obj``),
+    so that no kernel ever sees subclass arithmetic (``np.matrix`` makes ``g * g`` a matrix
+    product); masked arrays are refused, since a kernel would silently ignore their mask.
+    """
     if isinstance(a, np.ndarray):
+        if type(a) is not np.ndarray:
+            if isinstance(a, np.ma.MaskedArray):
+                raise TypeError(f"{what} is a masked array: kernels would ignore its mask; pass "
+                                "a plain array (e.g. np.ma.filled(x, 0))")
+            a = a.view(np.ndarray)
         flags = a.flags
         return ArrayInfo(a, a.shape, a.dtype, a.__array_interface__["data"][0],
                          flags.c_contiguous, flags.writeable, False, a.size)
@@ -107,8 +117,25 @@ def check_param(info, what):
     if not info.contiguous:
         raise ValueError(f"{what} is not C-contiguous; kernels update contiguous arrays in place "
                          "(pass np.ascontiguousarray(x) and keep that array)")
+    check_aligned(info, what)
     if not info.writeable:
         raise ValueError(f"{what} is read-only")
+
+
+def check_aligned(info, what):
+    """Raise if ``info``'s data is not aligned to its element size (compiled kernels would read
+    it with undefined behaviour; e.g. ``np.frombuffer(buf, np.float32, offset=1)``)."""
+    if info.nbytes and info.addr % info.dtype.itemsize:
+        raise ValueError(f"{what} is not aligned: its data starts at an address that is not a "
+                         f"multiple of {info.dtype.itemsize} bytes (its element size); pass an "
+                         "aligned copy (np.array(x))")
+
+
+def check_readable(info, what):
+    """Raise if a kernel cannot read ``info`` as a flat array (contiguity, alignment)."""
+    if not info.contiguous:
+        raise ValueError(f"{what} is not C-contiguous")
+    check_aligned(info, what)
 
 
 def address_array(infos):
@@ -126,6 +153,7 @@ def flat_view(arrays, infos):
     root = arrays[0].base if arrays[0].base is not None else arrays[0]
     if not isinstance(root, np.ndarray) or not root.flags.c_contiguous:
         return None
+    plain_root = root if type(root) is np.ndarray else root.view(np.ndarray)
     prev = None  # last non-empty array: empty ones may report any address (NumPy gives the start)
     for k, a in enumerate(arrays):
         if (a.base if a.base is not None else a) is not root:
@@ -139,9 +167,9 @@ def flat_view(arrays, infos):
         prev = k
     if prev is None:
         return None
-    start = infos[first].addr - root.__array_interface__["data"][0]
+    start = infos[first].addr - plain_root.__array_interface__["data"][0]
     nbytes = infos[prev].addr + infos[prev].nbytes - infos[first].addr
-    flat = root.reshape(-1).view(np.uint8)[start:start + nbytes].view(infos[0].dtype)
+    flat = plain_root.reshape(-1).view(np.uint8)[start:start + nbytes].view(infos[0].dtype)
     if not arrays[0].flags.writeable:
         flat.flags.writeable = False
     return flat

@@ -1,9 +1,13 @@
 """Stateless functional API: one optimizer step over lists of arrays the caller owns.
 
 For libraries that keep their own optimizer state. Each function validates its arguments (shapes,
-dtypes, contiguity, aliasing, hyperparameters; nothing is modified if a check fails), groups the tensors
-by dtype and makes one multi-tensor kernel call per dtype on the chosen backend. Pass ``check=False``
-to skip the per-array validation in a hot loop once the inputs are known to be good.
+dtypes, contiguity, alignment, aliasing, hyperparameters; nothing is modified if a check fails), groups
+the tensors by dtype and makes one multi-tensor kernel call per dtype on the chosen backend.
+
+Validated tables are cached by array identity: a loop that passes the same array objects every call
+pays the per-array inspection once (the last tables of each kind keep their arrays alive; release
+them with :func:`clear_cache`). ``check=False`` skips the aliasing checks between arrays (an
+O(n log n) sweep); the per-array checks that keep every kernel inside each array's memory always run.
 
 The per-step scalars come from the same functions the optimizer classes use, so the functional and
 class APIs give identical numbers.
@@ -22,6 +26,7 @@ array([0.9, 0.9, 0.9, 0.9], dtype=float32)
 from __future__ import annotations
 
 import math
+import operator
 import warnings
 
 import numpy as np
@@ -34,7 +39,7 @@ from .optim.base import check_hyper
 from .optim.rmsprop import check_rmsprop, rmsprop_scalars
 from .optim.sgd import check_sgd, sgd_scalars
 
-__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "clip_grad_norm_", "all_finite"]
+__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "clip_grad_norm_", "all_finite", "clear_cache"]
 
 
 def _as_list(x, name):
@@ -47,18 +52,37 @@ def _as_list(x, name):
     return list(x)
 
 
+#: the last validated tables per (backend, columns, check): {key: (lists, tables)}. An entry holds
+#: strong references to the arrays it was built over, so their memory can neither be freed nor moved
+#: (``ndarray.resize`` refuses arrays that are referenced) while the packed pointers exist; a call
+#: with the very same array objects reuses the tables instead of inspecting every array again.
+_CACHE = {}
+_CACHE_MAX = 16
+
+
 def _tables(backend, columns, check=True):
     """Validate ``columns`` and build one backend table per dtype.
 
-    ``columns`` maps a contract column name to ``(argument name, list or None, written?)``. The first
-    column is the reference: every other column must match it array by array in shape and dtype.
-    Error messages use the caller's argument names (``grads[3]``, ``exp_avgs[0]``...).
+    ``columns`` maps a contract column name to ``(argument name, list or None, written?)``, or
+    ``(argument name, list or None, written?, required?)`` (default: required). The first column is
+    the reference: every other column must match it array by array in shape and dtype. Error
+    messages use the caller's argument names (``grads[3]``, ``exp_avgs[0]``...).
+
+    ``check=False`` skips the aliasing checks (O(n log n) over the arrays); the O(1) per-array checks
+    that keep the kernels within each array's memory (dtype, size, contiguity, alignment, writeable)
+    always run. Tables are cached by array identity (see ``_CACHE``), so a loop that passes the same
+    arrays every call pays the per-array inspection once.
     Returns (backend module, [table, ...]).
     """
     names = list(columns)
     arg = {n: columns[n][0] for n in names}
     written = {n: columns[n][2] for n in names}
-    lists = {n: _as_list(columns[n][1], arg[n]) for n in names}
+    lists = {}
+    for n in names:
+        lst = _as_list(columns[n][1], arg[n])
+        if lst is None and (len(columns[n]) < 4 or columns[n][3]):
+            raise ValueError(f"{arg[n]}: required, got None")
+        lists[n] = lst
     first = lists[names[0]]
     if not first:
         raise ValueError(f"{arg[names[0]]}: expected a non-empty list of arrays")
@@ -69,63 +93,85 @@ def _tables(backend, columns, check=True):
                              f"got {len(lists[name])}")
     device = _arrays.is_device_array(first[0])
     mod = resolve(backend, device=device)
+    key = (mod.NAME, tuple((name, lists[name] is None) for name in names), bool(check))
+    hit = _CACHE.get(key)
+    if hit is not None:
+        cached, tables = hit
+        if all(lists[name] is None or (len(lists[name]) == len(cached[name])
+                                       and all(map(operator.is_, lists[name], cached[name])))
+               for name in names):
+            return mod, tables
     first_infos = []
-    if check:
-        w_infos = []
-        for i in range(n):
-            ref = None
-            infos = []
-            for name in names:
-                arrs = lists[name]
-                if arrs is None:
-                    continue
-                what = f"{arg[name]}[{i}]"
-                info = _arrays.inspect(arrs[i], what)
-                if info.device != device:
-                    raise ValueError(f"{what}: mixing host and device arrays is not supported")
-                if ref is None:
-                    ref = info
-                    first_infos.append(info)
-                    if written[name]:
-                        _arrays.check_param(info, what)
-                    elif info.dtype not in _arrays.SUPPORTED_DTYPES or not info.contiguous:
-                        raise TypeError(f"{what} must be a C-contiguous float32/float64 array")
-                else:
-                    ref_what = f"{arg[names[0]]}[{i}]"
-                    if info.shape != ref.shape:
-                        raise ValueError(f"{what} has shape {info.shape}, but {ref_what} has shape "
-                                         f"{ref.shape}")
-                    if info.dtype != ref.dtype:
-                        raise TypeError(f"{what} has dtype {info.dtype}, but {ref_what} has dtype "
-                                        f"{ref.dtype}")
-                    if not info.contiguous:
-                        raise ValueError(f"{what} is not C-contiguous")
-                    if written[name] and not info.writeable:
-                        raise ValueError(f"{what} is read-only")
-                infos.append((what, info))
+    w_infos = []
+    for i in range(n):
+        ref = None
+        infos = []
+        for name in names:
+            arrs = lists[name]
+            if arrs is None:
+                continue
+            what = f"{arg[name]}[{i}]"
+            info = _arrays.inspect(arrs[i], what)
+            if info.device != device:
+                raise ValueError(f"{what}: mixing host and device arrays is not supported")
+            if ref is None:
+                ref = info
+                first_infos.append(info)
                 if written[name]:
-                    w_infos.append((what, info))
+                    _arrays.check_param(info, what)
+                elif info.dtype not in _arrays.SUPPORTED_DTYPES or not info.contiguous:
+                    raise TypeError(f"{what} must be a C-contiguous float32/float64 array")
+                else:
+                    _arrays.check_aligned(info, what)
+            else:
+                ref_what = f"{arg[names[0]]}[{i}]"
+                if info.shape != ref.shape:
+                    raise ValueError(f"{what} has shape {info.shape}, but {ref_what} has shape "
+                                     f"{ref.shape}")
+                if info.dtype != ref.dtype:
+                    raise TypeError(f"{what} has dtype {info.dtype}, but {ref_what} has dtype "
+                                    f"{ref.dtype}")
+                _arrays.check_readable(info, what)
+                if written[name] and not info.writeable:
+                    raise ValueError(f"{what} is read-only")
+            infos.append((what, info))
+            if written[name]:
+                w_infos.append((what, info))
+        if check:
             for a in range(len(infos)):
                 for b in range(a + 1, len(infos)):
                     if infos[a][1].overlaps(infos[b][1]):
                         raise ValueError(f"{infos[b][0]} shares memory with {infos[a][0]}")
+    if check:
         clash = _arrays.find_overlap([info for _, info in w_infos])
         if clash is not None:
             i, j = clash
             raise ValueError(f"{w_infos[j][0]} shares memory with {w_infos[i][0]}")
-    else:
-        first_infos = [_arrays.inspect(a, f"{arg[names[0]]}[{i}]") for i, a in enumerate(first)]
     by_dtype = {}
     for i, info in enumerate(first_infos):
         by_dtype.setdefault(info.dtype.str, []).append(i)
+    plain = {name: None if lists[name] is None else [_plain(a) for a in lists[name]] for name in names}
     tables = []
     for dt, idx in by_dtype.items():
         tab = mod.Table(np.dtype(dt), [first_infos[i].size for i in idx])
         for name in names:
-            arrs = lists[name]
+            arrs = plain[name]
             tab.set(name, None if arrs is None else [arrs[i] for i in idx])
         tables.append(tab)
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[key] = ({name: lists[name] for name in names}, tables)
     return mod, tables
+
+
+def clear_cache():
+    """Drop the cached tables (and with them the references to the arrays of the last calls)."""
+    _CACHE.clear()
+
+
+def _plain(a):
+    """A plain ndarray view of an ndarray subclass (np.matrix, np.memmap...); anything else as is."""
+    return a.view(np.ndarray) if isinstance(a, np.ndarray) and type(a) is not np.ndarray else a
 
 
 def _run(kernel, mod, tables, scalars):
@@ -142,7 +188,7 @@ def sgd(params, grads, momentum_buffers=None, *, lr=1e-3, momentum=0.0, dampenin
     if momentum != 0 and momentum_buffers is None:
         raise ValueError("momentum_buffers: required when momentum != 0")
     mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
-                                  "momentum_buffer": ("momentum_buffers", momentum_buffers if momentum != 0 else None, True)},
+                                  "momentum_buffer": ("momentum_buffers", momentum_buffers if momentum != 0 else None, True, False)},
                         check)
     _run("sgd", mod, tabs, sgd_scalars(lr, momentum, dampening, weight_decay, nesterov, maximize,
                                        first_step))
@@ -163,7 +209,7 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr
         raise ValueError("max_exp_avg_sqs: required when amsgrad=True")
     mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
                                   "exp_avg": ("exp_avgs", exp_avgs, True), "exp_avg_sq": ("exp_avg_sqs", exp_avg_sqs, True),
-                                  "max_exp_avg_sq": ("max_exp_avg_sqs", max_exp_avg_sqs if amsgrad else None, True)},
+                                  "max_exp_avg_sq": ("max_exp_avg_sqs", max_exp_avg_sqs if amsgrad else None, True, False)},
                         check)
     _run("adam", mod, tabs, adam_scalars(lr, betas, eps, weight_decay, amsgrad, maximize,
                                          decoupled, step))
@@ -189,8 +235,8 @@ def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *
         raise ValueError("momentum_buffers: required when momentum > 0")
     mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
                                   "square_avg": ("square_avgs", square_avgs, True),
-                                  "grad_avg": ("grad_avgs", grad_avgs if centered else None, True),
-                                  "momentum_buffer": ("momentum_buffers", momentum_buffers if momentum > 0 else None, True)},
+                                  "grad_avg": ("grad_avgs", grad_avgs if centered else None, True, False),
+                                  "momentum_buffer": ("momentum_buffers", momentum_buffers if momentum > 0 else None, True, False)},
                         check)
     _run("rmsprop", mod, tabs, rmsprop_scalars(lr, alpha, eps, weight_decay, momentum, centered,
                                                maximize))

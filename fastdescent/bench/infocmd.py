@@ -58,6 +58,8 @@ def run_info(args):
     con = Console()
     con.print(f"[bold]fastdescent {info['version']}[/]   default backend: [cyan]{info['default']}[/]"
               f" (auto → [cyan]{info['auto']}[/])", highlight=False)
+    if info.get("default_error"):
+        con.print(f"[red]FASTDESCENT_BACKEND is invalid:[/] {info['default_error']}", highlight=False)
     tab = Table(title="backends", title_justify="left", show_lines=True)
     tab.add_column("name", style="bold")
     tab.add_column("available")

@@ -60,6 +60,11 @@ class Adam(Optimizer):
     amsgrad : bool, default False
         Keep ``max_exp_avg_sq``, the running max of the raw ``exp_avg_sq``.
     maximize : bool, default False
+    decoupled_weight_decay : bool, default False (Adam) / True (AdamW)
+        Decoupled weight decay, as torch 2.13's ``Adam(decoupled_weight_decay=True)``: the group
+        follows AdamW's rule. A per-group option, so a torch ``AdamW`` state_dict (whose groups
+        carry ``decoupled_weight_decay=True``) loaded into :class:`Adam` keeps AdamW's rule, as in
+        torch.
     backend : str, optional
     skip_nonfinite : bool, default False
 
@@ -80,20 +85,23 @@ class Adam(Optimizer):
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, *, maximize=False, backend=None, skip_nonfinite=False):
+                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False, backend=None,
+                 skip_nonfinite=False):
         defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps,
-                        weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
+                        weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+                        decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
 
     def _check_group(self, g):
         check_adam(g["lr"], g["betas"], g["eps"], g["weight_decay"], g["amsgrad"], g["maximize"])
+        _check_flag("decoupled_weight_decay", g["decoupled_weight_decay"])
 
     def _state_names(self, g):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if g["amsgrad"] else ("exp_avg", "exp_avg_sq")
 
     def _scalars(self, g, step, fresh):
         return adam_scalars(g["lr"], g["betas"], g["eps"], g["weight_decay"], g["amsgrad"],
-                            g["maximize"], self._decoupled, step)
+                            g["maximize"], g["decoupled_weight_decay"], step)
 
 
 class AdamW(Adam):
@@ -107,5 +115,5 @@ class AdamW(Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, maximize=False, backend=None, skip_nonfinite=False):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize, backend=backend,
-                         skip_nonfinite=skip_nonfinite)
+                         amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True,
+                         backend=backend, skip_nonfinite=skip_nonfinite)

@@ -17,8 +17,12 @@ is coalesced to one flat tensor, so a whole model's update is one pass over memo
 
 from __future__ import annotations
 
+import bisect
 import math
 import operator
+import os
+import threading
+import weakref
 
 import numpy as np
 
@@ -36,7 +40,10 @@ def check_hyper(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False, 
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # a Python int beyond float's range (10**400)
+        raise ValueError(f"{name} must be finite, got an int too large for a float ({value!r:.40}...)") from None
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {value!r}")
     if lo is not None and (v < lo or (lo_open and v == lo)):
@@ -50,6 +57,39 @@ def _check_flag(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
     return bool(value)
+
+
+class _ParamList(list):
+    """The ``"params"`` list of a param group: readable like a list, but fixed.
+
+    The optimizer's tables, state and aliasing checks are built from the parameter list given at
+    construction (or :meth:`Optimizer.add_param_group`); editing the list in place would leave them
+    describing other arrays, so every in-place edit raises a ``TypeError`` saying what to do instead.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("param_groups[i]['params'] cannot be edited in place: the optimizer's "
+                        "tables and state are built from it; use add_param_group() to add "
+                        "parameters, or build a new optimizer")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+
+# Optimizers whose lock must be renewed in a forked child (a lock held by another thread at fork
+# time would otherwise stay locked forever in the child, which has only the forking thread).
+_LIVE = weakref.WeakSet()
+
+
+def _renew_locks_after_fork():
+    for opt in list(_LIVE):
+        opt._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks_after_fork)
 
 
 class _Bucket:
@@ -86,8 +126,10 @@ class Optimizer:
     def __init__(self, params, defaults, *, backend=None, skip_nonfinite=False):
         from ..arena import ParamArena
 
+        self._lock = threading.RLock()
+        _LIVE.add(self)
         self.defaults = dict(defaults)
-        self.skip_nonfinite = _check_flag("skip_nonfinite", skip_nonfinite)
+        self._skip_nonfinite = _check_flag("skip_nonfinite", skip_nonfinite)
         self.last_step_skipped = False
         self.skipped_steps = 0
         self._arena = None
@@ -116,7 +158,20 @@ class Optimizer:
         self._grad_infos = None
         self._none_mask = None
         self._finite_tabs = None
+        self._finite_for = None  # the grads list the finiteness tables were built over
+        self._grads_packed = False  # the kernel tables hold the current gradient arrays
+        self._write_ranges = None  # sorted (start, end) byte ranges of params and state blocks
         self._checked = []
+
+    @property
+    def skip_nonfinite(self):
+        """If True, a step whose gradients hold a NaN or Inf changes nothing (may be toggled between
+        steps; each step follows the value in force when it starts)."""
+        return self._skip_nonfinite
+
+    @skip_nonfinite.setter
+    def skip_nonfinite(self, value):
+        self._skip_nonfinite = _check_flag("skip_nonfinite", value)
 
     # ------------------------------------------------------------------ groups and params
     @property
@@ -126,6 +181,10 @@ class Optimizer:
 
     def add_param_group(self, param_group):
         """Add a param group (dict with ``"params"`` and optional hyperparameters)."""
+        with self._lock:
+            self._add_param_group(param_group)
+
+    def _add_param_group(self, param_group):
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
         group = dict(param_group)
@@ -155,16 +214,18 @@ class Optimizer:
                              "a distinct, non-overlapping array")
         for k, v in self.defaults.items():
             group.setdefault(k, v)
-        group["params"] = ps
+        group["params"] = _ParamList(ps)
         self._check_group(group)
         if self._backend is None:
             self._backend = resolve(self._requested_backend, device=bool(self._device))
         self.param_groups.append(group)
-        self._params.extend(ps)
+        self._plists = getattr(self, "_plists", []) + [group["params"]]
+        self._params.extend(info.obj for info in infos)  # plain ndarray views of subclasses
         self._infos.extend(infos)
         if getattr(self, "_buckets", None) is not None:
             self._invalidate()
         self._grads_ref = None
+        self._write_ranges = None
 
     # ------------------------------------------------------------------ subclass hooks
     def _check_group(self, group):
@@ -297,6 +358,29 @@ class Optimizer:
             for i in indices:
                 self._bucket_of[i] = b
         self._buckets = buckets
+        self._grads_packed = False
+
+    def _write_set(self):
+        """Sorted, disjoint (start, end, label) byte ranges of everything a step writes: the
+        parameters and the state blocks (per device). Rebuilt when the buckets or params change."""
+        if self._write_ranges is None or self._write_ranges[0] is not self._buckets:
+            ranges = [(info.device, info.addr, info.addr + info.nbytes, f"params[{i}]")
+                      for i, info in enumerate(self._infos) if info.nbytes]
+            if self._buckets is not None:
+                arrays = [(f"the optimizer state {name!r} of params{list(b.indices)[:3]}"
+                           f"{'...' if len(b.indices) > 3 else ''}", arr)
+                          for b in self._buckets for name, arr in b.flat.items()]
+            else:
+                arrays = [(f"optimizer state {name!r} of params[{i}]", arr)
+                          for i, st in self._state.items() for name, arr in st.items()]
+            for label, arr in arrays:
+                info = _arrays.inspect(arr, label)
+                if info.nbytes:
+                    ranges.append((info.device, info.addr, info.addr + info.nbytes, label))
+            ranges.sort()
+            keys = [(r[0], r[1]) for r in ranges]
+            self._write_ranges = (self._buckets, ranges, keys)
+        return self._write_ranges[1], self._write_ranges[2]
 
     def _check_grads(self, grads):
         n = len(self._params)
@@ -305,6 +389,7 @@ class Optimizer:
                              f"got {len(grads)}")
         infos = []
         none = []
+        ranges = keys = None
         for i, (g, pinfo) in enumerate(zip(grads, self._infos)):
             if g is None:
                 infos.append(None)
@@ -321,17 +406,27 @@ class Optimizer:
             if info.dtype != pinfo.dtype:
                 raise TypeError(f"{what} has dtype {info.dtype}, expected {pinfo.dtype} "
                                 f"(the dtype of params[{i}])")
-            if not info.contiguous:
-                raise ValueError(f"{what} is not C-contiguous")
-            if info.overlaps(pinfo):
-                raise ValueError(f"{what} shares memory with params[{i}]: a gradient must not alias "
-                                 "its parameter")
+            _arrays.check_readable(info, what)
+            if info.nbytes:
+                if ranges is None:
+                    ranges, keys = self._write_set()
+                # the write ranges are disjoint and sorted: only the last one starting before the
+                # gradient's end can overlap it
+                k = bisect.bisect_left(keys, (info.device, info.addr + info.nbytes)) - 1
+                if k >= 0 and ranges[k][0] == info.device and ranges[k][2] > info.addr:
+                    label = ranges[k][3]
+                    if label == f"params[{i}]":
+                        raise ValueError(f"{what} shares memory with params[{i}]: a gradient must "
+                                         "not alias its parameter")
+                    raise ValueError(f"{what} shares memory with {label}: a gradient must not alias "
+                                     "memory that the step writes (a parameter or optimizer state)")
             infos.append(info)
             none.append(False)
         return infos, none
 
     def _prepare_grads(self, grads):
-        """Validate and (re)pack the gradient columns if the gradient arrays changed."""
+        """Validate the gradients if the gradient arrays changed. Returns True when the kernel tables
+        must be (re)packed with them (:meth:`_pack_grads`)."""
         if grads is None:
             if self._arena is None:
                 raise TypeError("step() needs grads: a list of arrays aligned with the parameters "
@@ -339,10 +434,13 @@ class Optimizer:
             grads = self._arena.grads
         if isinstance(grads, np.ndarray) or _arrays.is_device_array(grads):
             grads = [grads]
+        elif not isinstance(grads, (list, tuple)):
+            raise TypeError(f"grads must be a list of arrays aligned with the parameters, got "
+                            f"{type(grads).__name__}")
         ref = self._grads_ref
         if (ref is not None and len(ref) == len(grads) and self._buckets is not None
                 and all(map(operator.is_, grads, ref))):
-            return False
+            return not self._grads_packed
         grads = list(grads)
         infos, none = self._check_grads(grads)
         if self._none_mask != none:
@@ -350,12 +448,13 @@ class Optimizer:
             self._invalidate()
         self._grads_ref = grads
         self._grad_infos = infos
+        self._grads_packed = False
         return True
 
     def _pack_grads(self):
-        grads, infos = self._grads_ref, self._grad_infos
+        infos = self._grad_infos
         for b in self._buckets:
-            gs = [grads[i] for i in b.indices]
+            gs = [infos[i].obj for i in b.indices]  # plain ndarray views (subclasses unwrapped)
             gflat = None
             if b.tab_flat is not None:
                 gflat = self._flat_view(gs, [infos[i] for i in b.indices])
@@ -366,11 +465,21 @@ class Optimizer:
                 addrs = np.array([infos[i].addr for i in b.indices], dtype=np.int64)
                 b.tab_multi.set("grad", gs, addrs)
                 b.tab = b.tab_multi
+        self._grads_packed = True
 
     def _check_groups(self):
         """Validate every group's hyperparameters, skipping groups unchanged since their last check
         (schedulers and users may edit ``param_groups`` between steps; an unchanged group costs one
         tuple comparison instead of a full validation)."""
+        if len(self.param_groups) != len(self._plists):
+            raise ValueError(f"param_groups has {len(self.param_groups)} groups, the optimizer was "
+                             f"built with {len(self._plists)}: add groups with add_param_group(), "
+                             "never by editing the list")
+        for i, group in enumerate(self.param_groups):
+            if not isinstance(group, dict) or group.get("params") is not self._plists[i]:
+                raise ValueError(f"param_groups[{i}]['params'] was replaced: the optimizer's tables "
+                                 "and state are built from the parameters it was given; use "
+                                 "add_param_group() or build a new optimizer")
         checked = self._checked
         if len(checked) != len(self.param_groups):
             checked = self._checked = [None] * len(self.param_groups)
@@ -393,7 +502,7 @@ class Optimizer:
         tabs = []
         for dt, idx in by_dtype.items():
             tab = self._backend.Table(np.dtype(dt), [self._grad_infos[i].size for i in idx])
-            tab.set("grad", [self._grads_ref[i] for i in idx],
+            tab.set("grad", [self._grad_infos[i].obj for i in idx],
                     np.array([self._grad_infos[i].addr for i in idx], dtype=np.int64))
             tabs.append(tab)
         return tabs
@@ -412,23 +521,30 @@ class Optimizer:
 
         A ``None`` entry skips that parameter (its state and step count do not change), as torch
         skips parameters whose ``.grad`` is None. Nothing is modified if any check fails.
+
+        Thread-safe: ``step``, ``state_dict``, ``load_state_dict`` and ``add_param_group`` of one
+        optimizer are serialised by a per-optimizer lock (separate optimizers run concurrently).
         """
+        with self._lock:
+            return self._step(grads)
+
+    def _step(self, grads):
         self._check_groups()
-        changed = self._prepare_grads(grads)
+        self._prepare_grads(grads)
         kernels = self._backend.KERNELS
-        if self.skip_nonfinite:
-            if changed or self._finite_tabs is None:
+        if self._skip_nonfinite:
+            if self._finite_tabs is None or self._finite_for is not self._grads_ref:
                 self._finite_tabs = self._grad_tables()
+                self._finite_for = self._grads_ref
             finite = kernels["all_finite"]
             if not all(finite(t) for t in self._finite_tabs):
                 self.last_step_skipped = True
                 self.skipped_steps += 1
                 return False
-            self.last_step_skipped = False
+        self.last_step_skipped = False
         if self._needs_rebuild():
             self._build_buckets()
-            changed = True
-        if changed:
+        if not self._grads_packed:
             self._pack_grads()
         kernel = kernels[self._kernel]
         for b in self._buckets:
@@ -440,88 +556,155 @@ class Optimizer:
         return True
 
     # ------------------------------------------------------------------ state_dict
+    #: group keys that torch.optim writes for its own implementation choices: accepted from a
+    #: state_dict and ignored (fastdescent always runs its fused multi-tensor kernels), plus the
+    #: ``initial_lr`` that torch's (and fastdescent's) schedulers add to a group.
+    _BOOKKEEPING_KEYS = ("foreach", "fused", "capturable", "differentiable", "initial_lr")
+    #: False for optimizers whose torch state_dict has no ``step`` entry (SGD)
+    _step_in_state = True
+
     def state_dict(self):
         """A torch-like, self-contained copy: ``{"state": {index: {...}}, "param_groups": [...]}``.
 
         State arrays are host NumPy copies (also for device parameters); ``step`` is an int.
         """
-        groups = []
-        idx = 0
-        for group in self.param_groups:
-            g = {k: v for k, v in group.items() if k != "params"}
-            n = len(group["params"])
-            g["params"] = list(range(idx, idx + n))
-            idx += n
-            groups.append(g)
-        state = {}
-        for i, st in self._state.items():
-            d = {"step": int(self._step_of(i))}
-            for name, arr in st.items():
-                d[name] = self._to_host(arr).copy()
-            state[i] = d
-        return {"state": state, "param_groups": groups}
+        with self._lock:
+            groups = []
+            idx = 0
+            for group in self.param_groups:
+                g = {k: v for k, v in group.items() if k != "params"}
+                n = len(group["params"])
+                g["params"] = list(range(idx, idx + n))
+                idx += n
+                groups.append(g)
+            state = {}
+            for i, st in self._state.items():
+                d = {"step": int(self._step_of(i))}
+                for name, arr in st.items():
+                    d[name] = self._to_host(arr).copy()
+                state[i] = d
+            return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
         """Load a state produced by :meth:`state_dict` (or torch's, same layout). Exact round trip.
 
-        Validates everything (group count and sizes, state shapes, names) before changing anything.
+        Atomic: every group, hyperparameter, step count and state array is validated and converted
+        before anything changes, so a bad state_dict raises ``ValueError``/``TypeError`` naming the
+        entry and leaves the optimizer exactly as it was. Group keys that torch writes for its own
+        implementation choices (``foreach``, ``fused``, ``capturable``, ``differentiable``) and
+        schedulers' ``initial_lr`` are accepted and ignored; any other key this optimizer does not
+        know raises, since it could change the update rule.
         """
-        if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
+        with self._lock:
+            new_groups, new_state, new_steps = self._validate_state_dict(state_dict)
+            # convert (and, on a device backend, upload) every array before changing anything
+            converted = {i: {n: self._from_host(h, self._infos[i].shape, self._infos[i].dtype)
+                             for n, h in d.items()} for i, d in new_state.items()}
+            for mine, g in zip(self.param_groups, new_groups):
+                mine.clear()
+                mine.update(g)
+            self._state = converted
+            self._steps = new_steps
+            self._buckets = None
+            self._grads_ref = None
+            self._finite_tabs = None
+            self._write_ranges = None
+            self._checked = []
+
+    def _validate_state_dict(self, state_dict):
+        from collections.abc import Mapping, Sequence
+
+        if not isinstance(state_dict, Mapping) or "state" not in state_dict \
+                or "param_groups" not in state_dict:
             raise ValueError("state_dict must be a dict with 'state' and 'param_groups' keys")
-        groups = state_dict["param_groups"]
+        groups, states = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(groups, Sequence) or isinstance(groups, (str, bytes)):
+            raise ValueError(f"state_dict['param_groups'] must be a list of dicts, got "
+                             f"{type(groups).__name__}")
+        if not isinstance(states, Mapping):
+            raise ValueError(f"state_dict['state'] must be a dict, got {type(states).__name__}")
         if len(groups) != len(self.param_groups):
             raise ValueError(f"state_dict has {len(groups)} param groups, the optimizer has "
                              f"{len(self.param_groups)}")
-        id_map = {}
-        for gi, (saved, mine) in enumerate(zip(groups, self.param_groups)):
-            if len(saved["params"]) != len(mine["params"]):
-                raise ValueError(f"state_dict param_groups[{gi}] has {len(saved['params'])} params, "
-                                 f"the optimizer's has {len(mine['params'])}")
-        idx = 0
-        for saved in groups:
-            for key in saved["params"]:
-                id_map[key] = idx
-                idx += 1
+        id_map, owner = {}, {}
         new_groups = []
-        for saved, mine in zip(groups, self.param_groups):
+        idx = 0
+        for gi, (saved, mine) in enumerate(zip(groups, self.param_groups)):
+            if not isinstance(saved, Mapping):
+                raise ValueError(f"state_dict['param_groups'][{gi}] must be a dict, got "
+                                 f"{type(saved).__name__}")
+            ids = saved.get("params")
+            if not isinstance(ids, Sequence) or isinstance(ids, (str, bytes)):
+                raise ValueError(f"state_dict['param_groups'][{gi}]['params'] must be a list of "
+                                 f"parameter ids, got {type(ids).__name__}")
+            if len(ids) != len(mine["params"]):
+                raise ValueError(f"state_dict param_groups[{gi}] has {len(ids)} params, the "
+                                 f"optimizer's has {len(mine['params'])}")
+            for key in ids:
+                try:
+                    hash(key)
+                except TypeError:
+                    raise ValueError(f"state_dict['param_groups'][{gi}]['params'] holds an "
+                                     f"unhashable id {key!r}") from None
+                if key in id_map:
+                    raise ValueError(f"state_dict['param_groups'][{gi}]['params']: parameter id "
+                                     f"{key!r} appears twice")
+                id_map[key] = idx
+                owner[idx] = gi
+                idx += 1
             g = dict(mine)
-            g.update({k: v for k, v in saved.items() if k != "params"})
+            for k, v in saved.items():
+                if k == "params" or k in self._BOOKKEEPING_KEYS and k not in mine:
+                    continue
+                if k not in mine:
+                    raise ValueError(
+                        f"state_dict['param_groups'][{gi}] has the key {k!r}, which "
+                        f"{type(self).__name__} does not know (it keeps "
+                        f"{sorted(x for x in mine if x != 'params')}); refusing to ignore it, "
+                        "since it may change the update rule: drop it from the state_dict if it "
+                        "does not")
+                g[k] = v
+            try:
+                self._check_group(g)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"state_dict['param_groups'][{gi}]: {exc}") from None
             g["params"] = mine["params"]
-            self._check_group(g)
             new_groups.append(g)
         new_state, new_steps = {}, {}
-        for key, st in state_dict["state"].items():
-            if key not in id_map:
-                raise ValueError(f"state_dict['state'] has an entry {key!r} that names no parameter")
-            i = id_map[key]
+        for key, st in states.items():
+            where = f"state_dict['state'][{key!r}]"
+            try:
+                i = id_map.get(key)
+            except TypeError:
+                i = None
+            if i is None:
+                raise ValueError(f"{where} names no parameter of state_dict['param_groups']")
+            if not isinstance(st, Mapping):
+                raise ValueError(f"{where} must be a dict, got {type(st).__name__}")
             info = self._infos[i]
-            d = {}
+            needed = self._state_names(new_groups[owner[i]])
+            d, step = {}, None
             for name, val in st.items():
                 if name == "step":
-                    s = float(np.asarray(val))
-                    if not math.isfinite(s) or s < 0 or s != int(s):
-                        raise ValueError(f"state_dict['state'][{key!r}]['step'] must be a "
-                                         f"non-negative integer, got {val!r}")
-                    new_steps[i] = int(s)
+                    step = _state_step(val, f"{where}['step']")
                     continue
                 if name not in self._all_state_names:
-                    raise ValueError(f"state_dict['state'][{key!r}] has an unknown entry {name!r}; "
+                    raise ValueError(f"{where} has an unknown entry {name!r}; "
                                      f"{type(self).__name__} keeps {('step',) + self._all_state_names}")
-                host = np.asarray(val.cpu() if hasattr(val, "cpu") else val)
-                if host.size != info.size:
-                    raise ValueError(f"state_dict['state'][{key!r}][{name!r}] has {host.size} "
-                                     f"elements, params[{i}] has {info.size}")
-                d[name] = host
+                if val is None and name not in needed:
+                    continue  # torch writes e.g. momentum_buffer=None when there is none
+                d[name] = _state_array(val, info, f"{where}[{name!r}]", i)
+            if d or (step or 0) > 0:
+                missing = [n for n in needed if n not in d]
+                if missing:
+                    raise ValueError(f"{where} lacks {missing}, which params[{i}]'s group needs "
+                                     f"(it holds {sorted(st)})")
+                if step is None and self._step_in_state:
+                    raise ValueError(f"{where} lacks 'step' (the step count its buffers belong to)")
+            if step is not None:
+                new_steps[i] = step
             new_state[i] = d
-        # everything checked: apply
-        for mine, g in zip(self.param_groups, new_groups):
-            mine.clear()
-            mine.update(g)
-        self._state = {i: {n: self._from_host(h, self._infos[i].shape, self._infos[i].dtype)
-                           for n, h in d.items()} for i, d in new_state.items()}
-        self._steps = new_steps
-        self._buckets = None
-        self._grads_ref = None
+        return new_groups, new_state, new_steps
 
     def __repr__(self):
         lines = [f"{type(self).__name__} (backend={self.backend!r})"]
@@ -529,3 +712,64 @@ class Optimizer:
             hp = ", ".join(f"{k}={v!r}" for k, v in g.items() if k != "params")
             lines.append(f"  group {i}: {len(g['params'])} params, {hp}")
         return "\n".join(lines)
+
+
+def _state_step(val, where):
+    """A step count from a state_dict: an int, an integral float, or a 0-d array/tensor of one."""
+    if hasattr(val, "detach") and hasattr(val, "cpu"):  # a torch tensor (torch keeps step as one)
+        val = val.detach().cpu()
+        val = val.double() if val.is_floating_point() else val
+        val = val.numpy()
+    if isinstance(val, np.ndarray):
+        if val.shape not in ((), (1,)):
+            raise ValueError(f"{where} must be a scalar, got an array of shape {val.shape}")
+        val = val.reshape(()).item() if val.dtype.kind in "iuf" else val
+    if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{where} must be a non-negative integer, got {type(val).__name__} {val!r}")
+    if isinstance(val, (float, np.floating)):
+        if not math.isfinite(val) or val != math.floor(val):
+            raise ValueError(f"{where} must be a non-negative integer, got {val!r}")
+    step = int(val)
+    if not 0 <= step < 2 ** 62:
+        raise ValueError(f"{where} must be a non-negative integer below 2**62, got {val!r}")
+    return step
+
+
+def _state_array(val, info, where, i):
+    """A host float array with params[i]'s shape, from a state_dict value (NumPy array, torch
+    tensor, or nested list). Values that are finite before the conversion to the parameter's dtype
+    must stay finite after it (1e300 into float32 is an error, not an inf)."""
+    if hasattr(val, "detach") and hasattr(val, "cpu"):  # torch tensor, on any device
+        val = val.detach().cpu()
+        if getattr(val, "is_complex", lambda: False)():
+            raise ValueError(f"{where} is a complex tensor; state must be real")
+        if val.is_floating_point() and val.element_size() < 4:  # bfloat16/float16: no NumPy view
+            val = val.float()
+        val = val.numpy()
+    if isinstance(val, np.ma.MaskedArray):
+        raise ValueError(f"{where} is a masked array; state must be a plain array")
+    if not isinstance(val, (np.ndarray, list, tuple, float, int, np.floating, np.integer)) \
+            or isinstance(val, (bool, np.bool_)):
+        raise ValueError(f"{where} must be a real array (NumPy array or torch tensor), got "
+                        f"{type(val).__name__}")
+    try:
+        host = np.asarray(val)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{where} is not an array of numbers: {exc}") from None
+    if host.dtype.kind not in "fiu":
+        raise ValueError(f"{where} has dtype {host.dtype}; state must hold real numbers "
+                        "(float or int)")
+    if host.shape != tuple(info.shape):
+        raise ValueError(f"{where} has shape {host.shape}, params[{i}] has shape {tuple(info.shape)}")
+    out = np.array(host, dtype=info.dtype, order="C", copy=True)
+    if host.dtype.kind == "f" and host.dtype.itemsize > info.dtype.itemsize:
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad = np.isfinite(host) & ~np.isfinite(out)
+        if bad.any():
+            k = int(np.flatnonzero(bad.reshape(-1))[0])
+            raise ValueError(f"{where} holds {host.reshape(-1)[k]!r}, which overflows "
+                             f"{info.dtype} (params[{i}]'s dtype)")
+    elif host.dtype.kind in "iu" and host.size:
+        if not np.isfinite(out).all():
+            raise ValueError(f"{where} holds integers too large for {info.dtype}")
+    return out

@@ -65,6 +65,7 @@ class SGD(Optimizer):
 
     _kernel = "sgd"
     _all_state_names = ("momentum_buffer",)
+    _step_in_state = False  # torch's SGD state has no step; the momentum buffer says it all
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False, backend=None, skip_nonfinite=False):
