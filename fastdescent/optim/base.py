@@ -761,7 +761,8 @@ def _state_array(val, info, where, i):
                         "(float or int)")
     if host.shape != tuple(info.shape):
         raise ValueError(f"{where} has shape {host.shape}, params[{i}] has shape {tuple(info.shape)}")
-    out = np.array(host, dtype=info.dtype, order="C", copy=True)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.array(host, dtype=info.dtype, order="C", copy=True)
     if host.dtype.kind == "f" and host.dtype.itemsize > info.dtype.itemsize:
         with np.errstate(over="ignore", invalid="ignore"):
             bad = np.isfinite(host) & ~np.isfinite(out)
