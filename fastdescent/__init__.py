@@ -14,6 +14,7 @@ from . import functional
 from .arena import ParamArena
 from .backends import available_backends, get_backend, use_backend
 from .errors import BackendUnavailableError, FastDescentError, KernelError
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .functional import clip_grad_norm_
 from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
 from . import nn
@@ -25,6 +26,7 @@ __all__ = [
     "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "ParamArena", "functional",
     "clip_grad_norm_", "available_backends", "get_backend", "use_backend", "info",
     "FastDescentError", "BackendUnavailableError", "KernelError", "__version__", "nn", "fit",
+    "save_checkpoint", "load_checkpoint", "CheckpointError",
 ]
 
 

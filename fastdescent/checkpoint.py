@@ -1,0 +1,729 @@
+"""Checkpoints without pickle: optimizer state, model parameters and user metadata in one ``.npz``.
+
+:func:`save_checkpoint` writes one NumPy ``.npz`` archive (a zip of ``.npy`` members) holding only
+plain numeric arrays and a JSON header; :func:`load_checkpoint` reads it back with
+``np.load(..., allow_pickle=False)``, so loading a file from an untrusted source never runs code.
+
+File layout (format version 1)
+------------------------------
+``header``
+    uint8 array: UTF-8 JSON ``{"format": "fastdescent-checkpoint", "version": 1, "optimizer": ...,
+    "model": ..., "extra": ...}``. The optimizer entry holds its class name, the parameters' shapes
+    and dtypes, each param group's hyperparameters and parameter count, and per parameter the step
+    count and the names of its state arrays. Backend-independent: state is stored as host arrays.
+``optimizer/state/<i>/<name>``
+    state array ``name`` (``exp_avg``, ``momentum_buffer``, ...) of parameter ``i`` (the index in
+    ``optimizer.state_dict()``), with the parameter's shape and dtype.
+``model/<key>``
+    the array ``model.state_dict()[key]``.
+
+Hyperparameters keep their Python types exactly: floats (``repr`` round trip), ints, bools, None,
+strings, tuples (torch's ``betas``) and lists, nested dicts with string keys, NumPy scalars (their
+dtype is recorded). Anything else raises :class:`CheckpointError` at save time.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import secrets
+import stat
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+
+from .errors import FastDescentError
+
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "FORMAT_VERSION"]
+
+FORMAT_NAME = "fastdescent-checkpoint"
+#: the file format version this module writes (and the only one it reads)
+FORMAT_VERSION = 1
+
+_HEADER = "header"
+_OPT = "optimizer/state/"
+_MODEL = "model/"
+_MAX_HEADER_BYTES = 256 << 20
+_NPY_HEADER_SLACK = 1 << 16  # an .npy member is its array data plus a (small) header
+_FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+class CheckpointError(FastDescentError, ValueError):
+    """A checkpoint cannot be written or read: a non-serialisable value at save time, or a file
+    that is not a valid fastdescent checkpoint, is corrupted or truncated, or does not match the
+    optimizer/model it is loaded into. The message names the problem. When it is raised by
+    :func:`load_checkpoint`, nothing (optimizer state, param groups, model parameters) was changed.
+    """
+
+
+# ---------------------------------------------------------------------------------------- encoding
+def _encode_value(v, where):
+    """A Python value -> JSON, tagging what JSON cannot say (tuples, NumPy scalars, odd floats).
+
+    Plain dicts in the encoding are always tags: ``{"tuple": [...]}``, ``{"dict": {...}}``,
+    ``{"numpy": dtype, "value": ...}``, ``{"float": "nan"|"inf"|"-inf"}``.
+    """
+    if v is None or isinstance(v, (bool, str)) and type(v) in (bool, str):
+        return v
+    if type(v) is int:
+        return v
+    if type(v) is float:
+        if math.isfinite(v):
+            return v
+        return {"float": repr(v)}
+    if isinstance(v, np.generic):
+        dt = v.dtype
+        if dt.kind == "b":
+            return {"numpy": dt.str, "value": bool(v)}
+        if dt.kind in "iu":
+            return {"numpy": dt.str, "value": int(v)}
+        if dt.kind == "f" and dt.name in _FLOAT_DTYPES:
+            return {"numpy": dt.str, "value": _encode_value(float(v), where)}
+        raise CheckpointError(f"{where} is a NumPy {dt} scalar, which a checkpoint cannot store")
+    if type(v) is tuple:
+        return {"tuple": [_encode_value(x, f"{where}[{k}]") for k, x in enumerate(v)]}
+    if type(v) is list:
+        return [_encode_value(x, f"{where}[{k}]") for k, x in enumerate(v)]
+    if type(v) is dict:
+        out = {}
+        for k, x in v.items():
+            if type(k) is not str:
+                raise CheckpointError(f"{where} has a key {k!r} that is not a str; a checkpoint "
+                                      "stores dicts with string keys only")
+            out[k] = _encode_value(x, f"{where}[{k!r}]")
+        return {"dict": out}
+    raise CheckpointError(
+        f"{where} is a {type(v).__name__} ({v!r:.80}), which a checkpoint cannot store: "
+        "hyperparameters must be None, bool, int, float, str, NumPy scalars, or tuples/lists/dicts "
+        "of these")
+
+
+def _decode_value(v, where):
+    if v is None or type(v) in (bool, int, float, str):
+        return v
+    if type(v) is list:
+        return [_decode_value(x, f"{where}[{k}]") for k, x in enumerate(v)]
+    if type(v) is dict:
+        keys = set(v)
+        if keys == {"tuple"} and type(v["tuple"]) is list:
+            return tuple(_decode_value(x, f"{where}[{k}]") for k, x in enumerate(v["tuple"]))
+        if keys == {"dict"} and type(v["dict"]) is dict:
+            return {k: _decode_value(x, f"{where}[{k!r}]") for k, x in v["dict"].items()}
+        if keys == {"float"} and v["float"] in ("nan", "inf", "-inf"):
+            return float(v["float"])
+        if keys == {"numpy", "value"} and type(v["numpy"]) is str:
+            try:
+                dt = np.dtype(v["numpy"])
+            except TypeError:
+                dt = None
+            val = v["value"]
+            if dt is not None and dt.kind == "b" and type(val) is bool:
+                return np.bool_(val)
+            if dt is not None and dt.kind in "iu" and type(val) is int:
+                info = np.iinfo(dt)
+                if info.min <= val <= info.max:
+                    return dt.type(val)
+            if dt is not None and dt.kind == "f" and dt.name in _FLOAT_DTYPES:
+                f = _decode_value(val, where)
+                if type(f) is float:
+                    return dt.type(f)
+    raise CheckpointError(f"header: {where} is not a valid encoded value: {v!r:.200}")
+
+
+def _check_extra(v, where="extra"):
+    """``extra`` must survive a JSON round trip unchanged (types included)."""
+    if v is None or isinstance(v, (bool, str)):
+        return
+    if type(v) is int:
+        return
+    if isinstance(v, float):  # float or np.float64 (a float subclass): stored as a float;
+        return  # inf/nan as JSON's NaN/Infinity extension (Python's json reads them back)
+    if type(v) is list:
+        for k, x in enumerate(v):
+            _check_extra(x, f"{where}[{k}]")
+        return
+    if type(v) is dict:
+        for k, x in v.items():
+            if type(k) is not str:
+                raise CheckpointError(f"{where} has a key {k!r} that is not a str (JSON objects have "
+                                      "string keys)")
+            _check_extra(x, f"{where}[{k!r}]")
+        return
+    hint = "; use a list" if isinstance(v, tuple) else ""
+    raise CheckpointError(f"{where} is a {type(v).__name__} ({v!r:.80}), which is not JSON{hint}: "
+                          "extra must hold only dicts (str keys), lists, str, int, float, bool "
+                          "and None")
+
+
+# ---------------------------------------------------------------------------------------- saving
+def _dtype_name(dt):
+    return np.dtype(dt).str
+
+
+def _host_array(a, where):
+    if not isinstance(a, np.ndarray):
+        if hasattr(a, "copy_to_host"):
+            a = a.copy_to_host()
+        elif hasattr(a, "detach"):
+            a = a.detach().cpu().numpy()
+        else:
+            a = np.asarray(a)
+    if a.dtype.kind not in "biuf" or a.dtype.hasobject:
+        raise CheckpointError(f"{where} has dtype {a.dtype}; a checkpoint stores numeric arrays only")
+    return a if a.flags.c_contiguous else a.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
+
+
+def _optimizer_section(optimizer, arrays):
+    sd = optimizer.state_dict()
+    if not isinstance(sd, dict) or "state" not in sd or "param_groups" not in sd:
+        raise CheckpointError(f"optimizer.state_dict() of {type(optimizer).__name__} does not have "
+                              "the {'state', 'param_groups'} layout")
+    params_meta = []
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            params_meta.append({"shape": [int(n) for n in p.shape], "dtype": _dtype_name(p.dtype)})
+    groups = []
+    index = {}  # state_dict param key -> position
+    pos = 0
+    for gi, g in enumerate(sd["param_groups"]):
+        keys = list(g["params"])
+        for k in keys:
+            index[k] = pos
+            pos += 1
+        hyper = {}
+        for name, v in g.items():
+            if name == "params":
+                continue
+            if type(name) is not str:
+                raise CheckpointError(f"optimizer.param_groups[{gi}] has a key {name!r} that is not "
+                                      "a str")
+            hyper[name] = _encode_value(v, f"optimizer.param_groups[{gi}][{name!r}]")
+        groups.append({"n_params": len(keys), "hyperparameters": hyper})
+    if pos != len(params_meta):
+        raise CheckpointError(f"optimizer.state_dict() names {pos} parameters, the optimizer has "
+                              f"{len(params_meta)}")
+    state = {}
+    for key, st in sd["state"].items():
+        if key not in index:
+            raise CheckpointError(f"optimizer.state_dict()['state'] has an entry {key!r} that names "
+                                  "no parameter")
+        i = index[key]
+        entry = {"step": None, "arrays": []}
+        for name, val in st.items():
+            where = f"optimizer state[{i}][{name!r}]"
+            if name == "step":
+                s = val if type(val) is int or not hasattr(val, "item") else val.item()
+                if isinstance(s, float) and s.is_integer():
+                    s = int(s)
+                if type(s) is not int or s < 0:
+                    raise CheckpointError(f"{where} must be a non-negative int, got {val!r}")
+                entry["step"] = s
+                continue
+            if type(name) is not str or not name or "/" in name:
+                raise CheckpointError(f"{where}: state names must be non-empty strings without '/'")
+            arr = _host_array(val, where)
+            meta = params_meta[i]
+            if list(arr.shape) != meta["shape"] or arr.dtype.str != meta["dtype"]:
+                raise CheckpointError(f"{where} has shape {arr.shape} and dtype {arr.dtype}, its "
+                                      f"parameter {tuple(meta['shape'])} and {meta['dtype']}")
+            arrays[f"{_OPT}{i}/{name}"] = arr
+            entry["arrays"].append(name)
+        state[str(i)] = entry
+    return {"class": type(optimizer).__name__, "params": params_meta, "param_groups": groups,
+            "state": state}
+
+
+def _model_section(model, arrays):
+    if not (callable(getattr(model, "state_dict", None))
+            and callable(getattr(model, "load_state_dict", None))):
+        raise TypeError(f"model must have state_dict() and load_state_dict() (a fastdescent.nn model), "
+                        f"got {type(model).__name__}")
+    sd = model.state_dict()
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"model.state_dict() returned a {type(sd).__name__}, not a dict")
+    entries = []
+    for key, val in sd.items():
+        if type(key) is not str or not key or not key.isprintable():
+            raise CheckpointError(f"model.state_dict() has a key {key!r}: keys must be non-empty "
+                                  "printable strings")
+        arr = _host_array(val, f"model.state_dict()[{key!r}]")
+        arrays[_MODEL + key] = arr
+        entries.append({"key": key, "shape": list(arr.shape), "dtype": arr.dtype.str})
+    return {"class": type(model).__name__, "arrays": entries}
+
+
+def _fsync_dir(dirname):
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(dirname, flags)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # not supported by this file system
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_archive(f, members):
+    """Write ``members`` ({name: ndarray}) as an uncompressed .npz into the binary file ``f``."""
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, arr in members.items():
+            with zf.open(name + ".npy", mode="w", force_zip64=arr.nbytes > (1 << 30)) as out:
+                np.lib.format.write_array(out, arr, allow_pickle=False)
+
+
+def save_checkpoint(path, *, optimizer=None, model=None, extra=None):
+    """Write a checkpoint of ``optimizer`` and/or ``model`` (and ``extra``) to exactly ``path``.
+
+    The file is a NumPy ``.npz`` archive holding only numeric arrays and a JSON header -- no pickled
+    objects (see the module docstring for the layout). ``path`` is used as given: no ``.npz`` suffix
+    is appended (unlike ``np.savez``).
+
+    The write is atomic: the archive goes to a temporary file in the same directory, which is
+    flushed and ``fsync``-ed, then renamed over ``path`` with ``os.replace`` (and the directory is
+    ``fsync``-ed where supported). If anything fails or the process dies mid-write, an existing file
+    at ``path`` is left intact, and the temporary file is removed (on an exception).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file.
+    optimizer : fastdescent Optimizer, optional
+        Its ``state_dict()`` is saved: per-parameter state arrays and step counts, each param
+        group's hyperparameters, and the class name and parameter shapes/dtypes (checked at load).
+        Parameter *values* are not part of an optimizer's state: save them with ``model=``.
+    model : fastdescent.nn model, optional
+        Anything with ``state_dict()`` (``{str: array}``) and ``load_state_dict()``.
+    extra : dict, optional
+        JSON data to store alongside (epoch, RNG seeds, metrics...): dicts with str keys, lists,
+        str, int, float, bool, None -- it must come back unchanged, so tuples are refused. Non-finite
+        floats (e.g. ``ReduceLROnPlateau``'s ``best = inf``) are written as JSON's ``Infinity``/``NaN``
+        extension, which Python's ``json`` reads back. A scheduler's ``state_dict()`` fits here.
+
+    Raises
+    ------
+    CheckpointError
+        A value cannot be stored (``extra`` not JSON, a hyperparameter of an unsupported type);
+        raised before anything is written.
+    TypeError
+        ``optimizer`` and ``model`` are both None, or ``model`` has no ``state_dict``.
+    OSError
+        The file cannot be written (the previous file, if any, is unchanged).
+
+    Examples
+    --------
+    >>> import numpy as np, fastdescent as fd, tempfile, os
+    >>> model = fd.nn.MLP([4, 8, 2], seed=0)
+    >>> opt = fd.Adam(model.parameters(), lr=1e-2)
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.npz")
+    >>> save_checkpoint(path, optimizer=opt, model=model, extra={"epoch": 3})
+    >>> load_checkpoint(path, optimizer=opt, model=model)
+    {'epoch': 3}
+    """
+    path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if optimizer is None and model is None:
+        raise TypeError("save_checkpoint: give an optimizer=, a model= or both")
+    if extra is not None:
+        if type(extra) is not dict:
+            raise CheckpointError(f"extra must be a dict (or None), got {type(extra).__name__}")
+        try:
+            _check_extra(extra)
+        except RecursionError:
+            raise CheckpointError("extra is nested too deeply (or contains itself)") from None
+    arrays = {}
+    header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "optimizer": None, "model": None,
+              "extra": extra}
+    if optimizer is not None:
+        header["optimizer"] = _optimizer_section(optimizer, arrays)
+    if model is not None:
+        header["model"] = _model_section(model, arrays)
+    try:
+        text = json.dumps(header, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:  # (the checks above should have caught it)
+        raise CheckpointError(f"checkpoint header is not JSON: {exc}") from None
+    members = {_HEADER: np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
+    members.update(arrays)
+
+    if os.path.islink(path):  # write through a symlink (as open() would), not over it
+        path = os.path.realpath(path)
+    dirname = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(dirname, f".{os.path.basename(path)[:200]}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        try:  # a file being replaced keeps its permissions
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        except OSError:
+            pass
+        with os.fdopen(fd, "wb") as f:
+            _write_archive(f, members)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(dirname)
+
+
+# ---------------------------------------------------------------------------------------- loading
+_READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, struct.error, EOFError,
+                ValueError, KeyError, IndexError, OverflowError, NotImplementedError, RuntimeError,
+                UnicodeDecodeError, TypeError, OSError)
+
+
+def _expect(cond, msg):
+    if not cond:
+        raise CheckpointError(msg)
+
+
+def _is_int(v):
+    return type(v) is int
+
+
+def _is_shape(v):
+    return type(v) is list and all(_is_int(n) and n >= 0 for n in v)
+
+
+def _parse_dtype(s, where):
+    _expect(type(s) is str, f"header: {where} dtype must be a string")
+    try:
+        dt = np.dtype(s)
+    except TypeError:
+        raise CheckpointError(f"header: {where} has an invalid dtype {s!r}") from None
+    _expect(dt.kind in "biuf" and not dt.hasobject and dt.str == s,
+            f"header: {where} has an unsupported dtype {s!r}")
+    return dt
+
+
+def _read_header(zf, names):
+    _expect(_HEADER in names, "not a fastdescent checkpoint: the archive has no 'header' array")
+    raw = _read_member(zf, _HEADER, np.dtype(np.uint8), None, _MAX_HEADER_BYTES)
+    _expect(raw.ndim == 1, "header: the 'header' array must be 1-D uint8")
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"header: not valid JSON ({exc})") from None
+    _expect(type(header) is dict, "header: must be a JSON object")
+    _expect(header.get("format") == FORMAT_NAME,
+            f"not a fastdescent checkpoint (header format {header.get('format')!r})")
+    version = header.get("version")
+    _expect(_is_int(version), f"header: format version must be an int, got {version!r}")
+    _expect(version == FORMAT_VERSION,
+            f"unsupported checkpoint format version {version} (this fastdescent reads version "
+            f"{FORMAT_VERSION})")
+    unexpected = set(header) - {"format", "version", "optimizer", "model", "extra"}
+    _expect(not unexpected, f"header: unexpected entries {sorted(unexpected)}")
+    return header
+
+
+def _read_member(zf, name, dtype, shape, limit=None):
+    """Read member ``name`` (.npy) with np.load(allow_pickle=False); check its dtype and shape."""
+    info = zf.getinfo(name + ".npy")
+    if limit is None:
+        limit = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize + _NPY_HEADER_SLACK
+    _expect(info.file_size <= limit, f"array {name!r} is {info.file_size} bytes, more than its "
+                                     f"declared shape and dtype allow")
+    _expect(info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED),
+            f"array {name!r}: unsupported zip compression {info.compress_type}")
+    data = zf.read(info)  # checks the member's CRC-32
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as exc:
+        raise CheckpointError(f"array {name!r} cannot be read without unpickling, or is malformed: "
+                              f"{exc}") from None
+    _expect(isinstance(arr, np.ndarray), f"array {name!r} is not an .npy array")
+    _expect(arr.dtype == dtype and arr.dtype.str == dtype.str and not arr.dtype.hasobject,
+            f"array {name!r} has dtype {arr.dtype}, expected {dtype}")
+    if shape is not None:
+        _expect(arr.shape == tuple(shape), f"array {name!r} has shape {arr.shape}, expected "
+                                           f"{tuple(shape)}")
+    return arr
+
+
+def _parse_optimizer(sec):
+    """Check the header's optimizer entry; return (class, params meta, groups, state)."""
+    _expect(type(sec) is dict and set(sec) == {"class", "params", "param_groups", "state"},
+            "header: malformed optimizer entry")
+    cls = sec["class"]
+    _expect(type(cls) is str, "header: optimizer class must be a string")
+    params = sec["params"]
+    _expect(type(params) is list, "header: optimizer params must be a list")
+    metas = []
+    for i, m in enumerate(params):
+        _expect(type(m) is dict and set(m) == {"shape", "dtype"} and _is_shape(m["shape"]),
+                f"header: malformed optimizer params[{i}]")
+        metas.append((tuple(m["shape"]), _parse_dtype(m["dtype"], f"optimizer params[{i}]")))
+    groups = []
+    total = 0
+    _expect(type(sec["param_groups"]) is list and sec["param_groups"],
+            "header: optimizer param_groups must be a non-empty list")
+    for gi, g in enumerate(sec["param_groups"]):
+        _expect(type(g) is dict and set(g) == {"n_params", "hyperparameters"}
+                and _is_int(g["n_params"]) and g["n_params"] > 0
+                and type(g["hyperparameters"]) is dict,
+                f"header: malformed optimizer param_groups[{gi}]")
+        _expect("params" not in g["hyperparameters"],
+                f"header: optimizer param_groups[{gi}] hyperparameters name 'params'")
+        hyper = {k: _decode_value(v, f"optimizer param_groups[{gi}][{k!r}]")
+                 for k, v in g["hyperparameters"].items()}
+        groups.append((g["n_params"], hyper))
+        total += g["n_params"]
+    _expect(total == len(metas), f"header: optimizer param_groups hold {total} params, its params "
+                                 f"list {len(metas)}")
+    state = {}
+    _expect(type(sec["state"]) is dict, "header: optimizer state must be an object")
+    for key, entry in sec["state"].items():
+        _expect(key.isdigit() and str(int(key)) == key and int(key) < len(metas),
+                f"header: optimizer state has an entry {key!r} that names no parameter")
+        _expect(type(entry) is dict and set(entry) == {"step", "arrays"}
+                and (entry["step"] is None or _is_int(entry["step"]) and entry["step"] >= 0)
+                and type(entry["arrays"]) is list
+                and all(type(n) is str and n and "/" not in n for n in entry["arrays"])
+                and len(set(entry["arrays"])) == len(entry["arrays"]),
+                f"header: malformed optimizer state[{key}]")
+        state[int(key)] = (entry["step"], list(entry["arrays"]))
+    return cls, metas, groups, state
+
+
+def _parse_model(sec):
+    _expect(type(sec) is dict and set(sec) == {"class", "arrays"} and type(sec["class"]) is str
+            and type(sec["arrays"]) is list, "header: malformed model entry")
+    out = {}
+    for k, e in enumerate(sec["arrays"]):
+        _expect(type(e) is dict and set(e) == {"key", "shape", "dtype"} and type(e["key"]) is str
+                and e["key"] and _is_shape(e["shape"]), f"header: malformed model arrays[{k}]")
+        _expect(e["key"] not in out, f"header: model array {e['key']!r} listed twice")
+        out[e["key"]] = (tuple(e["shape"]), _parse_dtype(e["dtype"], f"model array {e['key']!r}"))
+    return out
+
+
+def _check_against_optimizer(optimizer, cls, metas, groups, state):
+    """Compare the file's optimizer entry with ``optimizer``; raise on any mismatch."""
+    mine = type(optimizer).__name__
+    _expect(cls == mine, f"the checkpoint holds the state of a {cls} optimizer; it cannot be loaded "
+                         f"into a {mine}")
+    pgs = optimizer.param_groups
+    _expect(len(groups) == len(pgs), f"checkpoint has {len(groups)} param groups, the optimizer has "
+                                     f"{len(pgs)}")
+    pos = 0
+    for gi, ((n, hyper), g) in enumerate(zip(groups, pgs)):
+        _expect(n == len(g["params"]), f"checkpoint param_groups[{gi}] has {n} params, the "
+                                       f"optimizer's has {len(g['params'])}")
+        # every hyperparameter the class defines must be in the file; other keys (a scheduler's
+        # "initial_lr", user tags) are taken from the file, or kept when the file lacks them
+        missing = sorted(set(getattr(optimizer, "defaults", {})) - set(hyper))
+        _expect(not missing, f"checkpoint param_groups[{gi}] lacks the hyperparameters {missing} of "
+                             f"{mine}")
+        check = getattr(optimizer, "_check_group", None)
+        if check is not None:
+            merged = {k: v for k, v in g.items() if k != "params"}
+            merged.update(hyper)
+            merged["params"] = g["params"]
+            try:
+                check(merged)
+            except (TypeError, ValueError, KeyError) as exc:
+                raise CheckpointError(f"checkpoint param_groups[{gi}]: invalid hyperparameter: "
+                                      f"{exc}") from None
+        for k, p in enumerate(g["params"]):
+            shape, dtype = metas[pos]
+            _expect(tuple(p.shape) == shape and np.dtype(p.dtype) == dtype,
+                    f"checkpoint params[{pos}] has shape {shape} and dtype {dtype}, the optimizer's "
+                    f"param_groups[{gi}]['params'][{k}] has {tuple(p.shape)} and {np.dtype(p.dtype)}")
+            pos += 1
+    names = getattr(optimizer, "_all_state_names", None)
+    if names:
+        for i, (_, arrays) in state.items():
+            bad = sorted(set(arrays) - set(names))
+            _expect(not bad, f"checkpoint optimizer state[{i}] has unknown entries {bad}; "
+                             f"{mine} keeps {list(names)}")
+
+
+def _check_against_model(model, entries):
+    mine = model.state_dict()
+    missing = sorted(set(mine) - set(entries))
+    unexpected = sorted(set(entries) - set(mine))
+    _expect(not missing and not unexpected,
+            f"checkpoint model arrays do not match the model (missing {missing}, unexpected "
+            f"{unexpected})")
+    for key, ref in mine.items():
+        ref = np.asarray(ref)
+        shape, dtype = entries[key]
+        _expect(shape == ref.shape, f"checkpoint model array {key!r} has shape {shape}, the model's "
+                                    f"{ref.shape}")
+        _expect(dtype == ref.dtype, f"checkpoint model array {key!r} has dtype {dtype}, the model's "
+                                    f"{ref.dtype}")
+
+
+def _parse(path, f, optimizer, model):
+    """Parse and fully validate the file's bytes; return (optimizer state_dict or None, model dict
+    or None, extra). Raises CheckpointError; touches neither ``optimizer`` nor ``model``."""
+    try:
+        zf = zipfile.ZipFile(f)
+    except zipfile.BadZipFile:
+        raise CheckpointError(f"{path!r} is not a fastdescent checkpoint (not an .npz/zip "
+                              "archive, or truncated)") from None
+    with zf:
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        _expect(len(set(names)) == len(names), "archive lists an array twice")
+        _expect(all(n.endswith(".npy") for n in names),
+                f"archive holds non-.npy members {[n for n in names if not n.endswith('.npy')][:5]}")
+        names = {n[:-4] for n in names}
+        header = _read_header(zf, names)
+
+        expected = {_HEADER: None}  # member name -> (shape, dtype)
+        opt_sec = header["optimizer"]
+        if opt_sec is not None:
+            cls, metas, groups, state = _parse_optimizer(opt_sec)
+            for i, (_, arrays) in state.items():
+                for n in arrays:
+                    expected[f"{_OPT}{i}/{n}"] = metas[i]
+        model_sec = header["model"]
+        if model_sec is not None:
+            entries = _parse_model(model_sec)
+            for key, meta in entries.items():
+                expected[_MODEL + key] = meta
+        extra = header["extra"]
+        _expect(extra is None or type(extra) is dict, "header: extra must be an object or null")
+        missing = sorted(set(expected) - names)
+        unexpected = sorted(names - set(expected))
+        _expect(not missing, f"checkpoint is missing arrays {missing[:10]}")
+        _expect(not unexpected, f"checkpoint has unexpected arrays {unexpected[:10]}")
+
+        # compare with the targets before reading the bulk of the data
+        if optimizer is not None:
+            _expect(opt_sec is not None, "checkpoint holds no optimizer state (it was saved without "
+                                         "optimizer=)")
+            _check_against_optimizer(optimizer, cls, metas, groups, state)
+        if model is not None:
+            _expect(model_sec is not None, "checkpoint holds no model (it was saved without model=)")
+            _check_against_model(model, entries)
+
+        # read every array (all of them: a corrupted file is refused even in parts not loaded)
+        loaded = {}
+        for name, meta in expected.items():
+            if name == _HEADER:
+                continue
+            shape, dtype = meta
+            loaded[name] = _read_member(zf, name, dtype, shape)
+
+    opt_sd = None
+    if opt_sec is not None:
+        pg, pos = [], 0
+        for n, hyper in groups:
+            pg.append({**hyper, "params": list(range(pos, pos + n))})
+            pos += n
+        st = {}
+        for i in sorted(state):
+            step, arrays = state[i]
+            d = {} if step is None else {"step": step}
+            for n in arrays:
+                d[n] = loaded[f"{_OPT}{i}/{n}"]
+            st[i] = d
+        opt_sd = {"state": st, "param_groups": pg}
+    model_sd = None
+    if model_sec is not None:
+        model_sd = {key: loaded[_MODEL + key] for key in entries}
+        if model is not None:
+            for key, arr in model_sd.items():
+                # fastdescent.nn models refuse non-finite parameters: find it before loading anything
+                if arr.dtype.kind == "f":
+                    _expect(bool(np.isfinite(arr).all()),
+                            f"checkpoint model array {key!r} contains NaN or infinity")
+    return opt_sd, model_sd, ({} if extra is None else extra)
+
+
+def load_checkpoint(path, *, optimizer=None, model=None):
+    """Load a checkpoint written by :func:`save_checkpoint` into ``optimizer`` and/or ``model``.
+
+    The file is read with ``np.load(..., allow_pickle=False)`` (an object array is refused, never
+    unpickled) and validated completely -- header JSON and format version, the optimizer class
+    name, number of param groups and of parameters per group, parameter shapes and dtypes, the
+    hyperparameters (every one the optimizer class defines present, all values valid), every array
+    present with the expected dtype and shape and no other, zip CRCs, model arrays finite --
+    before anything is changed. Group keys the target optimizer does not have are left to its
+    ``load_state_dict`` (fastdescent's ignores a scheduler's ``initial_lr`` and refuses others);
+    keys the target has and the file lacks keep their values. Then the optimizer's ``load_state_dict`` and the model's
+    ``load_state_dict`` are called; if either raises, both are restored, so a failed load changes
+    nothing. Sections of the file that are not asked for (e.g. the optimizer, when only ``model=``
+    is given) are validated but not loaded. State saved on one backend loads on any other.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint file, read exactly as named (no ``.npz`` suffix is appended).
+    optimizer : fastdescent Optimizer, optional
+        Must be of the saved class, over parameters of the saved shapes and dtypes, grouped the same
+        way. Its hyperparameters, state and step counts become the saved ones.
+    model : fastdescent.nn model, optional
+        Must have the saved ``state_dict`` keys, shapes and dtypes. Its parameters are copied in
+        place (optimizers built on it stay bound).
+
+    Returns
+    -------
+    dict
+        The ``extra`` dict that was saved (``{}`` if none was).
+
+    Raises
+    ------
+    CheckpointError
+        The file is not a fastdescent checkpoint, is truncated or corrupted, has another format
+        version, holds a pickled/object array, or does not match ``optimizer``/``model``.
+        Nothing was changed.
+    OSError
+        The file cannot be read (e.g. ``FileNotFoundError``).
+    """
+    path = os.fspath(path)
+    if model is not None and not (callable(getattr(model, "state_dict", None))
+                                  and callable(getattr(model, "load_state_dict", None))):
+        raise TypeError(f"model must have state_dict() and load_state_dict() (a fastdescent.nn model), "
+                        f"got {type(model).__name__}")
+    with open(path, "rb") as f:  # OSError (missing file, permissions) propagates as is
+        try:
+            opt_sd, model_sd, extra = _parse(path, f, optimizer, model)
+        except CheckpointError:
+            raise
+        except MemoryError:
+            raise
+        except _READ_ERRORS as exc:
+            raise CheckpointError(f"{path!r} is corrupted or truncated: {type(exc).__name__}: "
+                                  f"{exc}") from None
+
+    opt_before = optimizer.state_dict() if optimizer is not None else None
+    model_before = model.state_dict() if model is not None else None
+    try:
+        if optimizer is not None:
+            try:
+                optimizer.load_state_dict(opt_sd)
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"the optimizer rejected the checkpoint: {exc}") from exc
+        if model is not None:
+            try:
+                model.load_state_dict(model_sd)
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"the model rejected the checkpoint: {exc}") from exc
+    except BaseException:
+        # put both back as they were (each load_state_dict is an exact round trip)
+        if optimizer is not None:
+            try:
+                optimizer.load_state_dict(opt_before)
+            except Exception:  # pragma: no cover - best effort; the original error matters more
+                pass
+        if model is not None:
+            try:
+                model.load_state_dict(model_before)
+            except Exception:  # pragma: no cover
+                pass
+        raise
+    return extra
