@@ -29,6 +29,61 @@ def _finite_check(a, what):
         raise ValueError(f"{what} contains NaN or infinity (first at index {at[0] if len(at) == 1 else at})")
 
 
+def _as_array(x, what):
+    """``x`` as a plain ``numpy.ndarray`` (the caller then checks its dtype and shape).
+
+    ``np.matrix`` and other subclasses become plain arrays (a matrix stays 2-D under ``reshape(-1)``);
+    a masked array is taken only when no entry is masked (its masked values are arbitrary); a torch
+    tensor is detached and copied to the host (bfloat16/float16 through float64, exactly)."""
+    if type(x) is np.ndarray:
+        return x
+    if isinstance(x, np.ma.MaskedArray):
+        mask = np.ma.getmask(x)
+        if mask is not np.ma.nomask and mask.any():
+            raise ValueError(f"{what} is a masked array with {int(np.count_nonzero(mask))} masked "
+                             "entries; fill them (.filled(value)) or drop those rows first")
+        return np.asarray(x.data)
+    if hasattr(x, "detach") and hasattr(x, "cpu") and hasattr(x, "numpy"):  # a torch tensor
+        t = x.detach().cpu()
+        try:
+            return t.numpy()
+        except TypeError:  # dtypes numpy lacks (bfloat16 ...)
+            if getattr(t, "is_floating_point", lambda: False)():
+                return t.double().numpy()
+            raise TypeError(f"{what}: a tensor of dtype {t.dtype} is not supported") from None
+    try:
+        return np.asarray(x)
+    except Exception as exc:
+        raise TypeError(f"{what} must be array-like, got {type(x).__name__}") from exc
+
+
+def _check_real(a, what, purpose="real numbers"):
+    if a.dtype == np.bool_ or a.dtype.kind not in "iuf":
+        raise TypeError(f"{what} must hold {purpose}, got dtype {a.dtype}")
+
+
+def _to_dtype(a, dtype, what, rows=False):
+    """``a`` (a real ndarray) converted to ``dtype`` (C-contiguous), checked finite AFTER the conversion.
+
+    A value that is finite in ``a`` but overflows ``dtype`` (1e39 for float32) is named as not
+    representable; NaN and infinity as such. ``rows=True`` reports the first bad row of a 2-D array
+    (inputs), else the first bad index. No overflow warning escapes: the error says it all."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(a, dtype=dtype)
+    if out.dtype.kind == "f" and not np.isfinite(out).all():
+        bad = ~np.isfinite(out)
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        src = a[at]  # a has out's shape
+        where = (f"first in row {at[0]}" if rows
+                 else f"first at index {at[0] if len(at) == 1 else at}")
+        if a.dtype.kind in "iu" or np.isfinite(src):
+            lim = float(np.finfo(out.dtype).max)
+            raise ValueError(f"{what} holds a value not representable in {out.dtype} ({where}: "
+                             f"{str(src)} overflows to infinity; |values| must be <= {lim:.4g})")
+        raise ValueError(f"{what} contains NaN or infinity ({where})")
+    return out
+
+
 class LossSpec:
     """How a loss runs inside a model: its kernel, target validation and reduction scale."""
 
@@ -46,27 +101,21 @@ class LossSpec:
 
         cross_entropy: int64 labels of shape ``(R,)`` in ``[0, n_out)`` (integer dtype, or floats
         holding whole numbers). mse: ``dtype`` targets of shape ``(R, n_out)`` (``(R,)`` when
-        ``n_out == 1``). Raises ``TypeError``/``ValueError`` naming ``what``.
+        ``n_out == 1``), finite once converted to ``dtype``. Raises ``TypeError``/``ValueError``
+        naming ``what``.
         """
-        if isinstance(y, np.ndarray):
-            a = y
-        else:
-            try:
-                a = np.asarray(y)
-            except Exception as exc:
-                raise TypeError(f"{what} must be array-like, got {type(y).__name__}") from exc
+        a = _as_array(y, what)
         if self.classification:
             return _prepare_labels(a, n_out, what)
-        if a.dtype.kind not in "iuf" or a.dtype == np.bool_:
-            raise TypeError(f"{what} must hold real numbers for loss='mse', got dtype {a.dtype}")
+        _check_real(a, what, "real numbers for loss='mse'")
         if a.ndim == 1 and n_out == 1:
             a = a.reshape(-1, 1)
         if a.ndim != 2 or a.shape[1] != n_out:
             expect = "(n,) or (n, 1)" if n_out == 1 else f"(n, {n_out})"
             raise ValueError(f"{what} has shape {a.shape}; loss='mse' on a model with {n_out} outputs "
                              f"expects {expect}")
-        _finite_check(a, what)
-        return np.ascontiguousarray(a, dtype=dtype)
+        # finite in the model's dtype: 1e39 is a finite float64 but inf as a float32 target
+        return _to_dtype(a, dtype, what)
 
     def __repr__(self):
         return f"LossSpec({self.name!r})"
@@ -94,7 +143,8 @@ def _prepare_labels(a, n_out, what):
         if lo < 0 or hi >= n_out:
             bad = lo if lo < 0 else hi
             i = int(np.argmax(a == bad))
-            bad = int(bad) if float(bad).is_integer() else float(bad)
+            bad = int(bad) if a.dtype.kind in "iu" else float(bad)
+            bad = int(bad) if isinstance(bad, float) and bad.is_integer() and abs(bad) < 2**53 else bad
             raise ValueError(f"{what}: class labels must lie in [0, {n_out}) for a model with {n_out} "
                              f"outputs; {what}[{i}] = {bad}")
     return np.ascontiguousarray(a, dtype=np.int64)
@@ -126,8 +176,7 @@ def get_loss(loss):
 
 
 def _float_input(a, what):
-    if not isinstance(a, np.ndarray):
-        a = np.asarray(a)
+    a = _as_array(a, what)
     if a.dtype not in (np.float32, np.float64):
         if a.dtype.kind in "iu":
             a = a.astype(np.float64)
@@ -166,7 +215,7 @@ def cross_entropy(logits, labels, *, backend=None, return_grad=False):
         raise ValueError(f"logits must have shape (rows, classes), got shape {z.shape}")
     C = z.shape[-1]
     z2 = z.reshape(-1, C)
-    lab = np.asarray(labels)
+    lab = _as_array(labels, "labels")
     if lab.shape not in (z.shape[:-1], (z2.shape[0],)):
         raise ValueError(f"labels has shape {lab.shape}, expected {z.shape[:-1]} (the rows of logits)")
     _finite_check(z2, "logits")
@@ -199,7 +248,7 @@ def mse(pred, target, *, backend=None, return_grad=False):
     2.0
     """
     p = _float_input(pred, "pred")
-    t = np.asarray(target)
+    t = _as_array(target, "target")
     if t.shape != p.shape:
         if p.ndim == 2 and p.shape[1] == 1 and t.shape == (p.shape[0],):
             t = t.reshape(p.shape)
@@ -210,8 +259,7 @@ def mse(pred, target, *, backend=None, return_grad=False):
     if p.size == 0:
         raise ValueError("pred is empty")
     _finite_check(p, "pred")
-    _finite_check(t, "target")
-    t = np.ascontiguousarray(t, dtype=p.dtype)
+    t = _to_dtype(t, p.dtype, "target")  # finite in pred's dtype (1e39 overflows float32)
     mod = resolve_dense(backend, ("mse_fwd_bwd",))
     grad = np.zeros_like(p)
     loss = float(mod.KERNELS["mse_fwd_bwd"](grad.reshape(-1), p.reshape(-1), t.reshape(-1),

@@ -24,7 +24,10 @@ uses it instead of the kernel-by-kernel closure; ``fit`` needs no change. Such a
 ``model.prepare_targets`` returns it (int64 labels, or targets ``(rows, out_features)``), updates
 the parameters in ``model.arena`` and the optimizer's state as ``optimizer.step`` would, and
 returns the mean batch loss before the update (``fit`` never reads the gradient block after a
-step). It finds what it needs in ``model.layers`` (``Linear.weight`` ``(in, out)``, ``bias``,
+step). Like ``optimizer.step`` it must validate the groups on every call with the optimizer's own
+check (``optimizer._check_groups()``: by value, so a list-valued hyperparameter edited in place is
+seen) and take the group's values as they are then (``optimizer._scalars``), raising before it writes
+anything. It finds what it needs in ``model.layers`` (``Linear.weight`` ``(in, out)``, ``bias``,
 activation ``kind``), ``model.arena`` and ``optimizer.param_groups`` / ``optimizer.state``.
 """
 
@@ -37,7 +40,7 @@ import numpy as np
 from ..arena import ParamArena
 from ._backend import resolve_dense
 from .layers import Activation, Layer, Linear, _positive_int, activation
-from .losses import get_loss
+from .losses import _as_array, _check_real, _to_dtype, get_loss
 
 __all__ = ["Sequential", "MLP"]
 
@@ -249,8 +252,10 @@ class Sequential:
     def load_state_dict(self, state_dict, layout="fastdescent"):
         """Copy parameters in place from ``state_dict`` (as :meth:`state_dict` makes it; with
         ``layout="torch"`` a torch ``nn.Sequential.state_dict()`` of the same architecture also works,
-        tensors included). Everything is checked before anything is written; optimizers built on the
-        model stay bound to it."""
+        tensors included). Entries must hold real numbers (not bool, complex, datetime, object ...)
+        that are finite once converted to the model's dtype. Everything is checked and converted
+        before anything is written (a bad entry changes nothing); optimizers built on the model stay
+        bound to it."""
         if layout not in ("fastdescent", "torch"):
             raise ValueError(f"layout must be 'fastdescent' or 'torch', got {layout!r}")
         if not isinstance(state_dict, dict):
@@ -263,18 +268,17 @@ class Sequential:
                              f"unexpected {extra})")
         new = {}
         for key, ref in mine.items():
-            v = state_dict[key]
-            if hasattr(v, "detach"):
-                v = v.detach().cpu().numpy()
-            v = np.asarray(v)
+            what = f"state_dict[{key!r}]"
+            v = _as_array(state_dict[key], what)
+            _check_real(v, what)
             if layout == "torch" and key.endswith(".weight"):
                 v = v.T
             if v.shape != ref.shape:
-                raise ValueError(f"state_dict[{key!r}] has shape {v.shape}, expected {ref.shape}"
+                raise ValueError(f"{what} has shape {v.shape}, expected {ref.shape}"
                                  f"{' (torch layout: (out, in))' if layout == 'torch' else ''}")
-            if not np.isfinite(v).all():
-                raise ValueError(f"state_dict[{key!r}] contains NaN or infinity")
-            new[key] = v
+            # finite in the model's dtype (1e300 is finite in float64, inf in float32)
+            new[key] = _to_dtype(v, self.dtype, what)
+        # everything checked and converted: the writes below cannot fail
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Linear):
                 layer.weight[...] = new[f"{i}.weight"]
@@ -283,16 +287,13 @@ class Sequential:
 
     # ------------------------------------------------------------------ input checks
     def _check_X(self, X, what="X"):
-        """Validate inputs once: returns (2-D C-contiguous array of the model dtype, leading shape)."""
-        if isinstance(X, np.ndarray):
-            a = X
-        else:
-            try:
-                a = np.asarray(X)
-            except Exception as exc:
-                raise TypeError(f"{what} must be array-like, got {type(X).__name__}") from exc
-        if a.dtype == np.bool_ or a.dtype.kind not in "iuf":
-            raise TypeError(f"{what} must hold real numbers, got dtype {a.dtype}")
+        """Validate inputs once: returns (2-D C-contiguous array of the model dtype, leading shape).
+
+        The values are checked finite AFTER the conversion to the model's dtype (1e39 is finite in
+        float64 but not representable in float32), and the result never shares memory with the
+        model's parameters or gradients (training would change its own inputs)."""
+        a = _as_array(X, what)
+        _check_real(a, what)
         K = self.in_features
         if a.ndim == 0:
             raise ValueError(f"{what} must have shape (n_samples, {K}), got a scalar")
@@ -305,11 +306,15 @@ class Sequential:
             raise ValueError(f"{what} has {a.shape[-1]} features (shape {a.shape}), but the model's "
                              f"input size (layers[0].in_features) is {K}")
         lead = a.shape[:-1]
-        a2 = np.ascontiguousarray(a.reshape(-1, K), dtype=self.dtype)
-        if not np.isfinite(a2).all():
-            row = int(np.argmax(~np.isfinite(a2).all(axis=1)))
-            raise ValueError(f"{what} contains NaN or infinity (first in row {row})")
+        a2 = self._unaliased(_to_dtype(a.reshape(-1, K), self.dtype, what, rows=True))
         return a2, lead
+
+    def _unaliased(self, a):
+        """``a``, or a copy of it if it may share memory with the parameter or gradient block."""
+        arena = self.arena
+        if np.may_share_memory(a, arena.flat_params) or np.may_share_memory(a, arena.flat_grads):
+            return a.copy()
+        return a
 
     def _check_rows(self, x2, y, what="y"):
         if y.shape[0] != x2.shape[0]:
@@ -509,7 +514,11 @@ class Sequential:
 
     def prepare_targets(self, y, loss="cross_entropy", what="y"):
         """Validate and convert targets for ``loss`` (see :meth:`LossSpec.prepare_targets`)."""
-        return get_loss(loss).prepare_targets(y, self.out_features, self.dtype, what)
+        return self._targets(get_loss(loss), y, what)
+
+    def _targets(self, spec, y, what="y"):
+        """``spec.prepare_targets`` for this model, never sharing memory with its parameters."""
+        return self._unaliased(spec.prepare_targets(y, self.out_features, self.dtype, what))
 
     def train_step(self, x, y, optimizer, loss="cross_entropy"):
         """One validated training step on the batch ``(x, y)``: forward, backward, ``optimizer.step``.
@@ -519,7 +528,7 @@ class Sequential:
         """
         x2, _ = self._check_X(x, "x")
         spec = get_loss(loss)
-        yy = spec.prepare_targets(y, self.out_features, self.dtype, "y")
+        yy = self._targets(spec, y)
         self._check_rows(x2, yy)
         rows = x2.shape[0]
         key = ("train", rows, spec.name, id(optimizer))
@@ -543,7 +552,7 @@ class Sequential:
         """
         x2, _ = self._check_X(x, "x")
         spec = get_loss(loss)
-        yy = spec.prepare_targets(y, self.out_features, self.dtype, "y")
+        yy = self._targets(spec, y)
         self._check_rows(x2, yy)
         rows = x2.shape[0]
         if rows == 0:
@@ -603,7 +612,8 @@ class Sequential:
             e = min(n, s + batch_rows)
             rows = e - s
             out = self._forward_fn(rows)(x2[s:e].reshape(1, rows, K))
-            ws = self._workspaces[rows]
+            # (the forward closure may outlive its workspace's cache entry: fetch or remake it)
+            ws = self._workspace(rows)
             if ws.scratch is None:
                 ws.scratch = np.empty((rows, N), self.dtype)
             out2 = out.reshape(rows, N)
@@ -620,7 +630,7 @@ class Sequential:
         prediction: ``{"loss": float, "accuracy": float}``."""
         x2, _ = self._check_X(X)
         spec = get_loss(loss)
-        yy = spec.prepare_targets(y, self.out_features, self.dtype, "y")
+        yy = self._targets(spec, y)
         self._check_rows(x2, yy)
         if x2.shape[0] == 0:
             raise ValueError("X has no rows")

@@ -32,14 +32,24 @@ from __future__ import annotations
 import math
 import operator
 
+import numpy as np
+
 __all__ = ["LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR",
            "ReduceLROnPlateau"]
 
 
+def _is_bool(value):
+    return isinstance(value, (bool, np.bool_))
+
+
 def _real(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+    if (_is_bool(value) or isinstance(value, (str, bytes, complex))
+            or not isinstance(value, (int, float)) and not hasattr(value, "__float__")):
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):  # e.g. a numpy array of several values
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {value!r}")
     if lo is not None and (v < lo or (lo_open and v == lo)):
@@ -50,7 +60,7 @@ def _real(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False):
 
 
 def _int(name, value, lo):
-    if isinstance(value, bool):
+    if _is_bool(value):
         raise TypeError(f"{name} must be an int, got {value!r}")
     try:
         v = operator.index(value)
@@ -59,6 +69,16 @@ def _int(name, value, lo):
     if v < lo:
         raise ValueError(f"{name} must be >= {lo}, got {v}")
     return v
+
+
+def _metric(value):
+    """A monitored value as a float (NaN allowed: it counts as a bad epoch, as in torch)."""
+    if _is_bool(value) or isinstance(value, (str, bytes, complex)) or not hasattr(value, "__float__"):
+        raise TypeError(f"metrics must be a real number, got {type(value).__name__} {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"metrics must be a real number, got {type(value).__name__} {value!r}") from None
 
 
 def _groups(optimizer):
@@ -253,7 +273,7 @@ class ReduceLROnPlateau:
 
     def step(self, metrics):
         """Record this epoch's ``metrics`` value and reduce the lr if it has plateaued."""
-        current = float(metrics)
+        current = _metric(metrics)
         self.last_epoch += 1
         if self.is_better(current, self.best):
             self.best = current

@@ -317,7 +317,7 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
     x2, lead = model._check_X(X, "X")
     if len(lead) != 1:
         raise ValueError(f"X must have shape (n_samples, {model.in_features}), got {np.shape(X)}")
-    yy = spec.prepare_targets(y, model.out_features, model.dtype, "y")
+    yy = model._targets(spec, y)
     if yy.shape[0] != x2.shape[0]:
         raise ValueError(f"y has {yy.shape[0]} rows but X has {x2.shape[0]}")
 
@@ -346,7 +346,7 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
         xv, vlead = model._check_X(validation_data[0], "validation_data[0]")
         if len(vlead) != 1:
             raise ValueError(f"validation_data[0] must have shape (n, {model.in_features})")
-        yv = spec.prepare_targets(validation_data[1], model.out_features, model.dtype, "validation_data[1]")
+        yv = model._targets(spec, validation_data[1], "validation_data[1]")
         if yv.shape[0] != xv.shape[0]:
             raise ValueError(f"validation_data[1] has {yv.shape[0]} rows but validation_data[0] has "
                              f"{xv.shape[0]}")

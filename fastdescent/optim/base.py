@@ -484,7 +484,7 @@ class Optimizer:
         if len(checked) != len(self.param_groups):
             checked = self._checked = [None] * len(self.param_groups)
         for i, group in enumerate(self.param_groups):
-            snap = tuple(kv for kv in group.items() if kv[0] != "params")
+            snap = tuple([kv for kv in group.items() if kv[0] != "params"])
             old = checked[i]
             if old is not None and len(old) == len(snap) and all(
                     a[0] == b[0] and a[1] is b[1] and not isinstance(b[1], (list, dict, np.ndarray))

@@ -11,8 +11,11 @@ model's parameters in order, on host arrays, without ``skip_nonfinite``.
 State: the step writes into the optimizer's own flat state blocks (the single coalesced bucket that
 ``Optimizer.step`` builds for a model arena) and advances the bucket's step count, so ``opt.state``,
 ``state_dict()`` and a later ``opt.step()`` see exactly what the kernel-by-kernel path would have left.
-The per-step scalars are computed in float64 here as ``adam_scalars`` does, from ``param_groups[0]``
-read at every call (so schedulers' lr changes apply). When the optimizer's buckets change under the
+Every call first validates the param groups with the optimizer's own check (``_check_groups``, by
+value, as ``Optimizer.step`` does), then takes the per-step scalars from the optimizer's own
+``_scalars`` (``adam_scalars``, float64) on ``param_groups[0]`` as it is now, so a scheduler's lr or a
+hyperparameter edited in place (``betas[0] = 0.0`` on a list) applies at once, and a bad value raises
+(naming it) before anything is written. When the optimizer's buckets change under the
 step (``load_state_dict``, ``add_param_group``, amsgrad switched, ``skip_nonfinite`` set), that call
 runs the kernel-by-kernel step, which rebuilds them, and the fused path binds again afterwards.
 
@@ -21,8 +24,6 @@ backend's ``fused`` module uses it too.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -88,9 +89,7 @@ class Binding:
         self.scale = spec.scale(rows, model.out_features)
         self.grads = model._optimizer_grads(optimizer)
         self.group = optimizer.param_groups[0]
-        self.decoupled = bool(optimizer._decoupled)
         self.bucket = None
-        self._hyper = None
         return self
 
     def bind(self):
@@ -127,7 +126,6 @@ class Binding:
             return False
         self.buckets = bs
         self.bucket = b
-        self._hyper = None
         return True
 
     def usable(self):
@@ -136,28 +134,19 @@ class Binding:
         return (opt._buckets is self.buckets and not opt.skip_nonfinite
                 and bool(self.group["amsgrad"]) == self.amsgrad and len(opt.param_groups) == 1)
 
-    def scalars(self, step):
-        """The Adam kernel scalars for step number ``step``, as ``adam_scalars`` computes them (float64).
+    def check(self):
+        """Validate the optimizer's param groups with its own check, as ``Optimizer.step`` does first
+        thing every step (by value: a list-valued hyperparameter edited in place is seen). Raises
+        the optimizer's ``TypeError``/``ValueError`` naming the hyperparameter; nothing is written."""
+        self.opt._check_groups()
 
-        The group's hyperparameters are validated (``Optimizer.step`` does it every step) when they
-        differ from the last call's."""
-        g = self.group
-        key = (g["lr"], g["betas"], g["eps"], g["weight_decay"], g["maximize"])
-        if key != self._hyper:
-            self.opt._check_group(g)
-            self._hyper = key
-            lr, betas, eps, wd, maximize = key
-            self._b1, self._b2 = float(betas[0]), float(betas[1])
-            self._lr, self._wd, self._eps = float(lr), float(wd), float(eps)
-            self._max = int(bool(maximize))
-        b1, b2, lr, wd = self._b1, self._b2, self._lr, self._wd
-        bc1 = 1.0 - b1 ** step
-        bc2 = 1.0 - b2 ** step
-        if self.decoupled:
-            wdc, decay = 0.0, 1.0 - lr * wd
-        else:
-            wdc, decay = wd, 1.0
-        return b1, b2, self._eps, wdc, decay, lr / bc1, math.sqrt(bc2), int(self.amsgrad), self._max
+    def scalars(self, step):
+        """The Adam kernel scalars for step number ``step``: the optimizer's own ``_scalars``
+        (``adam_scalars``) on the group's values read now, so in-place edits (schedulers, callbacks,
+        ``betas[0] = ...`` on a list) apply at once. Call :meth:`check` first."""
+        s = self.opt._scalars(self.group, step, False)
+        return (s["beta1"], s["beta2"], s["eps"], s["weight_decay"], s["decay"], s["step_size"],
+                s["bias_correction2_sqrt"], int(self.amsgrad), s["maximize"])
 
     def slow_step(self):
         """The model's kernel-by-kernel step (used for a call the fused path cannot take)."""
@@ -224,8 +213,15 @@ def fused_train_step(model, optimizer, loss_name, rows):
     rebind()
     keepalive = (c_w, c_b, c_dw, c_db, c_act, c_dact, c_desc, c_dblock, c_grad, keep, bd.desc)
 
+    lock = optimizer._lock  # the optimizer's own lock: a fused step is one optimizer step
+
     def step(x, y):
+        with lock:
+            return _step(x, y)
+
+    def _step(x, y):
         global calls
+        bd.check()
         if not (state and bd.usable()):
             loss = bd.slow_step()(x.reshape(1, rows, -1), y)
             rebind()

@@ -205,8 +205,15 @@ def fused_train_step(model, optimizer, loss_name, rows):
     xshape = (1, rows, model.in_features)
     fn = _mlp_step
 
+    lock = optimizer._lock  # the optimizer's own lock: a fused step is one optimizer step
+
     def step(x, y):
+        with lock:
+            return _step(x, y)
+
+    def _step(x, y):
         global calls
+        bd.check()
         if not (state and bd.usable()):
             loss = bd.slow_step()(x.reshape(1, rows, -1), y)
             rebind()
