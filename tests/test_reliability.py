@@ -498,3 +498,16 @@ def test_many_tensor_aliasing_check_is_not_quadratic():
     grads[n // 2] = block[10:12]  # aliases params[5]
     with pytest.raises(ValueError, match=r"grads\[10000\] shares memory with params\[5\]"):
         opt.step(grads)
+
+
+def test_scheduler_load_state_dict_refuses_unknown_keys():
+    from fastdescent.nn.schedulers import ReduceLROnPlateau, StepLR
+
+    opt = fd.SGD([full(2, 0.0)], lr=0.1, backend="numpy")
+    for sched in (StepLR(opt, step_size=2), ReduceLROnPlateau(opt)):
+        sd = sched.state_dict()
+        for bad in ({**sd, "optimizer": None}, {**sd, "bogus": 1}, [1, 2]):
+            with pytest.raises(ValueError):
+                sched.load_state_dict(bad)
+        assert sched.optimizer is opt
+        sched.load_state_dict(sd)

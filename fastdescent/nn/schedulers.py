@@ -139,7 +139,10 @@ class LRScheduler:
         return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
     def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
+        """Restore a :meth:`state_dict` (torch's layout). Only the keys this scheduler's own
+        state_dict has are accepted (never ``optimizer``); anything else raises ``ValueError`` and
+        changes nothing."""
+        _load_scheduler_state(self, state_dict)
 
     def __repr__(self):
         return f"{type(self).__name__}(last_epoch={self.last_epoch}, lr={self._last_lr})"
@@ -300,8 +303,22 @@ class ReduceLROnPlateau:
         return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
     def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
+        """Restore a :meth:`state_dict`; unknown keys raise ``ValueError`` and change nothing."""
+        _load_scheduler_state(self, state_dict)
 
     def __repr__(self):
         return (f"ReduceLROnPlateau(mode={self.mode!r}, factor={self.factor}, patience={self.patience}, "
                 f"best={self.best}, lr={self._last_lr})")
+
+
+def _load_scheduler_state(sched, state_dict):
+    from collections.abc import Mapping
+
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+    known = set(sched.state_dict())
+    unknown = sorted(str(k) for k in state_dict if k not in known)
+    if unknown:
+        raise ValueError(f"state_dict has keys {unknown} that {type(sched).__name__} does not keep "
+                         f"(it keeps {sorted(known)})")
+    sched.__dict__.update(state_dict)
