@@ -6,6 +6,23 @@ array of data addresses (:meth:`Table._pack`), and the kernel rebuilds typed arr
 huge tensor and thousands of tiny ones both spread over the threads; small tables run the serial
 variant of the same body. Options (caching, GIL release, error model, sizes) live in ``_config``.
 
+Threads, fork and concurrency (``_threads``):
+
+* Several Python threads may step different optimizers at once (the kernels release the GIL). Under
+  Numba's ``omp`` and ``tbb`` threading layers the threaded kernels then run concurrently; under
+  ``workqueue``, which is not thread-safe (concurrent launches abort the process), this package's
+  threaded kernel calls are serialised by a lock.
+* ``fork()``: a child forked after the parent ran a threaded kernel under a fork-unsafe layer (GNU
+  OpenMP, ``omp``; Numba would kill the child with "fork() called from a process already using GNU
+  OpenMP, this is unsafe.") runs the serial variant of every kernel for the rest of its life, with
+  identical results. An at-fork handler (``os.register_at_fork``) sets this up; ``tbb`` and
+  ``workqueue`` children, children of processes that never went threaded, and ``spawn`` /
+  ``forkserver`` children keep the threaded kernels. ``describe()["threads_state"]`` shows the mode.
+
+Arguments are checked in Python before any jitted call (``_checks``): a missing or ``None``
+required column raises ``ValueError`` naming it (never a Numba ``TypingError`` after a compile), and
+the dense kernels raise the c backend's exception types for arrays that do not fit together.
+
 Importing :mod:`fastdescent` never imports this package; the registry imports it on first use. If Numba
 is missing, this package still imports (with no kernels) and :func:`check_available` raises
 ``ImportError`` with the cause chained, which the registry reports as ``BackendUnavailableError``.
@@ -37,7 +54,7 @@ def check_available():
 
 
 if _numba is not None:
-    from . import _config
+    from . import _config, _threads
     from ._ptr import PROTOS
 
     class Table(TensorTable):
@@ -116,4 +133,5 @@ def describe():
         "chunk": _config.CHUNK,
         "parallel_min": _config.PARALLEL_MIN,
         "jit_options": dict(_config.JIT_OPTIONS),
+        "threads_state": _threads.state(),
     }

@@ -38,6 +38,8 @@ import types as _pytypes
 
 import numba
 
+from ._threads import Parallel
+
 __all__ = ["JIT_OPTIONS", "REDUCE_FASTMATH", "CHUNK", "PARALLEL_MIN", "jit", "jit_inline", "jit_reduce",
            "jit_variants"]
 
@@ -102,10 +104,12 @@ def _renamed(fn, suffix):
 def jit_variants(body):
     """Compile one kernel body (written with ``numba.prange`` over chunks) twice.
 
-    Returns ``(serial, parallel)`` dispatchers: ``prange`` runs as ``range`` in the serial one and is
-    spread over Numba's thread pool in the parallel one. Compilation is lazy, per signature (dtype), so
-    a process only compiles or loads from cache the variants it calls.
+    Returns ``(serial, parallel)``: ``prange`` runs as ``range`` in the serial dispatcher and is spread
+    over Numba's thread pool in the parallel one, which comes wrapped in a :class:`._threads.Parallel`
+    (it runs the serial code in a forked child and takes a lock under the ``workqueue`` layer; see
+    :mod:`._threads`). Compilation is lazy, per signature (dtype), so a process only compiles or loads
+    from cache the variants it calls.
     """
     serial = numba.njit(**JIT_OPTIONS)(_renamed(body, "_serial"))
     parallel = numba.njit(parallel=True, **JIT_OPTIONS)(_renamed(body, "_parallel"))
-    return serial, parallel
+    return serial, Parallel(serial, parallel)

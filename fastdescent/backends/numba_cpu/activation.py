@@ -20,6 +20,7 @@ import math
 import numba
 from numba import prange
 
+from ._checks import FLOATS, bad_fit, buffers
 from ._config import CHUNK, PARALLEL_MIN, jit, jit_variants
 from ._ptr import like
 
@@ -111,10 +112,26 @@ def _kind(kind):
     return k
 
 
+def _check(kernel, written, read):
+    """The c backend's checks: one size and one float dtype, C-contiguous, writable outputs."""
+    arrays = {**written, **read}
+    try:
+        first = next(iter(written.values()))
+        n, dt = first.size, first.dtype
+        ok = dt in FLOATS and all(a.size == n and a.dtype == dt for a in arrays.values())
+    except AttributeError:
+        ok = False
+    if not ok:
+        raise bad_fit(kernel, arrays, "arrays of one size and one float dtype")
+    buffers(kernel, written, read)
+
+
 def act_fwd(y, x, *, kind):
+    _check("act_fwd", dict(y=y), dict(x=x))
     _pick(_FWD, x.size)(y.reshape(-1), x.reshape(-1), _kind(kind), CHUNK)
 
 
 def act_bwd(dx, dy, x, y, *, kind):
+    _check("act_bwd", dict(dx=dx), dict(dy=dy, x=x, y=y))
     _pick(_BWD, x.size)(dx.reshape(-1), dy.reshape(-1), x.reshape(-1), y.reshape(-1), _kind(kind),
                         CHUNK)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from ._checks import required
 from ._config import jit, jit_inline, jit_variants
 from ._ptr import EMPTY_ADDRS, chunk_segment, like, segment
 
@@ -100,7 +101,7 @@ _adam_serial, _adam_parallel = jit_variants(_adam_body)
 
 def adam(tab, *, beta1, beta2, eps, weight_decay, decay, step_size, bias_correction2_sqrt, amsgrad,
          maximize):
-    k = tab.packed
+    k = required(tab, "adam")
     w = None
     if amsgrad:
         w = k.get("max_exp_avg_sq")

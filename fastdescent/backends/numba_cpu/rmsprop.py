@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from ._checks import required
 from ._config import jit, jit_inline, jit_variants
 from ._ptr import EMPTY_ADDRS, chunk_segment, like, segment
 
@@ -127,7 +128,7 @@ _rmsprop_serial, _rmsprop_parallel = jit_variants(_rmsprop_body)
 
 
 def rmsprop(tab, *, lr, alpha, eps, weight_decay, momentum, centered, maximize):
-    k = tab.packed
+    k = required(tab, "rmsprop")
     a = b = None
     if centered:
         a = k.get("grad_avg")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from numba import prange
 
+from ._checks import required
 from ._config import jit, jit_inline, jit_variants
 from ._ptr import EMPTY_ADDRS, chunk_segment, like, segment
 
@@ -84,7 +85,7 @@ _sgd_serial, _sgd_parallel = jit_variants(_sgd_body)
 
 
 def sgd(tab, *, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
-    k = tab.packed
+    k = required(tab, "sgd")
     b = None
     if momentum != 0:
         b = k.get("momentum_buffer")
