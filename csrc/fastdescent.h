@@ -16,12 +16,22 @@
  * - Tensors of one table must not overlap each other or another column (the Python layer checks).
  * - Every function returns an fd_status (FD_OK = 0); fd_strerror(code) gives the text. The library
  *   never prints, exits or aborts; the optimizer and clipping kernels never allocate (the dense-layer
- *   section says which of its kernels may).
+ *   section says which of its kernels may). Arguments are checked before anything is written:
+ *   counts (FD_ERR_SIZE: negative, or a table / matrix product above 2^59 elements: never a signed
+ *   overflow), pointers (FD_ERR_NULL), alignment (FD_ERR_ALIGN: every data pointer of an array with
+ *   elements must be a multiple of the element size, 4 for float and 8 for double, 8 for int64_t;
+ *   pointer arrays and sizes aligned to their types) and scalars (FD_ERR_ARG: each kernel's comment
+ *   gives its domain, the one the Python optimizers accept; NaN and +-inf are outside every domain
+ *   unless said otherwise). These checks cost O(1) per scalar and O(ntensors) per table.
  * - Per-element arithmetic is done in the element type, following the expression order of the NumPy
  *   reference backend (fastdescent/backends/numpy_ref).
  * - Threads: OpenMP, over the flattened (tensor, element) space cut into equal pieces that threads
  *   take dynamically, so one huge tensor and thousands of tiny ones both split evenly; tables below
- *   the parallel grain (fd_set_parallel_grain) run on the calling thread. Reductions combine fixed
+ *   the parallel grain (fd_set_parallel_grain) run on the calling thread. fork(): in a process made
+ *   by fork() after the library was loaded (and its descendants) every kernel runs on the calling
+ *   thread and fd_get_num_threads() returns 1, since OpenMP's (libgomp's) thread pool does not
+ *   survive fork and a parallel region there would hang; results are the same (they never depend on
+ *   the thread count). exec() starts afresh. Reductions combine fixed
  *   per-chunk float64 partials in a fixed order: the result does not depend on the thread count.
  * - No multiply-add contraction in the update kernels: every code path performs exactly the IEEE
  *   operations of the reference, so results are bit-identical across paths and thread counts.
@@ -39,10 +49,18 @@ extern "C" {
 enum fd_status {
     FD_OK = 0,
     FD_ERR_NULL = 1,         /* a required pointer (column, tensor, sizes, out) is NULL */
-    FD_ERR_SIZE = 2,         /* a negative count or size */
-    FD_ERR_ARG = 3,          /* an argument outside its domain (e.g. norm_type <= 0, bad thread count) */
+    FD_ERR_SIZE = 2,         /* a negative count or size, or a total / product above 2^59 elements */
+    FD_ERR_ARG = 3,          /* an argument outside its domain (e.g. beta1 >= 1, a NaN or infinite
+                                scalar, norm_type <= 0, a thread count above FD_MAX_THREADS) */
     FD_ERR_SHAPE = 4,        /* shapes or batch sizes that do not fit together */
-    FD_ERR_UNSUPPORTED = 5   /* asked for something this build or CPU cannot do */
+    FD_ERR_UNSUPPORTED = 5,  /* asked for something this build or CPU cannot do */
+    FD_ERR_ALIGN = 6         /* an array's data pointer is not a multiple of its element size */
+};
+
+/* Most threads fd_set_num_threads accepts (more would only make libgomp fail to create them, which
+ * ends the process). */
+enum fd_limits {
+    FD_MAX_THREADS = 1024
 };
 
 /* Text for a status code (a static string; "unknown fastdescent status" for unknown codes). */
@@ -59,8 +77,9 @@ int fd_openmp_version(void);
 /* Threads a kernel may use: the value set by fd_set_num_threads, else OpenMP's default
  * (OMP_NUM_THREADS or the CPU count); 1 in a build without OpenMP. */
 int fd_get_num_threads(void);
-/* Set the thread count for later kernel calls (n >= 1), or 0 to go back to OpenMP's default.
- * FD_ERR_ARG if n < 0. Without OpenMP, any n >= 0 is accepted and kernels stay single-threaded. */
+/* Set the thread count for later kernel calls (1 <= n <= FD_MAX_THREADS), or 0 to go back to
+ * OpenMP's default (capped at FD_MAX_THREADS). FD_ERR_ARG if n < 0 or n > FD_MAX_THREADS. Without
+ * OpenMP (or in a fork child, see Threads above) kernels stay single-threaded whatever n. */
 int fd_set_num_threads(int n);
 
 /* Grain of the multi-threaded split: the fewest elements per thread before a kernel uses more than
@@ -97,7 +116,9 @@ int fd_set_simd_path(int path);
 /* g' = -g if maximize; g' += weight_decay*p if weight_decay != 0;
  * if momentum != 0: b = g' (first_step) or b = momentum*b + (1-dampening)*g';
  *                   g' = g' + momentum*b (nesterov) or g' = b;
- * p -= lr*g'. momentum_buffer may be NULL iff momentum == 0. */
+ * p -= lr*g'. momentum_buffer may be NULL iff momentum == 0.
+ * Domain (else FD_ERR_ARG): lr, momentum, weight_decay finite and >= 0; dampening finite; nesterov
+ * only with momentum > 0 and dampening == 0. */
 int fd_sgd_f32(int64_t ntensors, const int64_t *sizes,
                float *const *param, float *const *momentum_buffer, const float *const *grad,
                double lr, double momentum, double dampening, double weight_decay,
@@ -112,7 +133,9 @@ int fd_sgd_f64(int64_t ntensors, const int64_t *sizes,
  * m = beta1*m + (1-beta1)*g'; v = beta2*v + (1-beta2)*g'*g';
  * vmax = max(vmax, v) if amsgrad (then used in place of v);
  * p -= step_size * m / (sqrt(v)/bias_correction2_sqrt + eps).
- * max_exp_avg_sq may be NULL iff amsgrad == 0. */
+ * max_exp_avg_sq may be NULL iff amsgrad == 0.
+ * Domain (else FD_ERR_ARG): 0 <= beta1, beta2 < 1; eps, weight_decay, step_size finite and >= 0;
+ * decay finite and <= 1 (1 - lr*wd); 0 < bias_correction2_sqrt <= 1 (sqrt(1 - beta2**t)). */
 int fd_adam_f32(int64_t ntensors, const int64_t *sizes,
                 float *const *param, float *const *exp_avg, float *const *exp_avg_sq,
                 float *const *max_exp_avg_sq, const float *const *grad,
@@ -128,7 +151,8 @@ int fd_adam_f64(int64_t ntensors, const int64_t *sizes,
 /* g' = -g if maximize; g' += weight_decay*p if weight_decay != 0; v = alpha*v + (1-alpha)*g'*g';
  * centered: a = alpha*a + (1-alpha)*g', d = sqrt(v - a*a) + eps; else d = sqrt(v) + eps;
  * momentum > 0: b = momentum*b + g'/d, p -= lr*b; else p -= lr*(g'/d).
- * grad_avg may be NULL iff centered == 0; momentum_buffer may be NULL iff momentum <= 0. */
+ * grad_avg may be NULL iff centered == 0; momentum_buffer may be NULL iff momentum == 0.
+ * Domain (else FD_ERR_ARG): lr, alpha, eps, weight_decay, momentum finite and >= 0. */
 int fd_rmsprop_f32(int64_t ntensors, const int64_t *sizes,
                    float *const *param, float *const *square_avg, float *const *grad_avg,
                    float *const *momentum_buffer, const float *const *grad,
@@ -142,7 +166,8 @@ int fd_rmsprop_f64(int64_t ntensors, const int64_t *sizes,
 
 /* ---- Adagrad (fd_adagrad.c) -------------------------------------------------------------------- */
 /* g' = -g if maximize; g' += weight_decay*p if weight_decay != 0; s += g'*g';
- * p -= clr * (g' / (sqrt(s) + eps)). */
+ * p -= clr * (g' / (sqrt(s) + eps)).
+ * Domain (else FD_ERR_ARG): clr, eps, weight_decay finite and >= 0. */
 int fd_adagrad_f32(int64_t ntensors, const int64_t *sizes,
                    float *const *param, float *const *sum, const float *const *grad,
                    double clr, double eps, double weight_decay, int maximize);
@@ -158,7 +183,7 @@ int fd_norm_pow_sum_f32(int64_t ntensors, const int64_t *sizes, const float *con
                         double norm_type, double *out);
 int fd_norm_pow_sum_f64(int64_t ntensors, const int64_t *sizes, const double *const *grad,
                         double norm_type, double *out);
-/* g *= factor (factor rounded once to the element type). */
+/* g *= factor (factor rounded once to the element type). FD_ERR_ARG if factor is NaN or +-inf. */
 int fd_scale_f32(int64_t ntensors, const int64_t *sizes, float *const *grad, double factor);
 int fd_scale_f64(int64_t ntensors, const int64_t *sizes, double *const *grad, double factor);
 /* *out = 1 if every element of every tensor is finite, else 0. */
@@ -184,8 +209,9 @@ int fd_stream_f64(int64_t n, int nsrc, const double *const *src, int ndst, doubl
  * Register-blocked, cache-blocked GEMM (AVX2+FMA micro-kernel chosen at run time); deterministic,
  * bit-identical for any thread count. Outputs must not overlap inputs. These three kernels may
  * allocate packing scratch (released before returning); without it they still compute the result.
- * FD_ERR_SIZE: a negative dimension; FD_ERR_SHAPE: Bw not 1 or B; FD_ERR_NULL: a NULL array with
- * elements. Nothing is written on error. */
+ * FD_ERR_SIZE: a negative dimension, or an array (B*M*K, Bw*K*N, B*M*N) above 2^59 elements;
+ * FD_ERR_SHAPE: Bw not 1 or B; FD_ERR_NULL: a NULL array with elements; FD_ERR_ALIGN: a misaligned
+ * array. Nothing is written on error. */
 int fd_matmul_fwd_f32(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N,
                       float *y, const float *x, const float *w, const float *b);
 int fd_matmul_fwd_f64(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N,
@@ -214,7 +240,7 @@ int fd_act_bwd_f64(int64_t n, double *dx, const double *dy, const double *x, con
  * xent: logits (R, C), labels (R,) in [0, C): *loss_out = scale * sum_r (logsumexp(logits[r]) -
  *       logits[r, labels[r]]) (max-shifted, stable); dlogits += scale * (softmax(logits[r]) -
  *       onehot(labels[r])). FD_ERR_ARG if a label is out of range (nothing written, *loss_out
- *       untouched). */
+ *       untouched). FD_ERR_ARG also if scale is NaN or +-inf; FD_ERR_SIZE if R*C > 2^59. */
 int fd_mse_fwd_bwd_f32(int64_t n, float *dpred, const float *pred, const float *target,
                        double scale, double *loss_out);
 int fd_mse_fwd_bwd_f64(int64_t n, double *dpred, const double *pred, const double *target,
@@ -234,7 +260,8 @@ int fd_xent_fwd_bwd_f64(int64_t R, int64_t C, double *dlogits, const double *log
  * per layer (NULL for an activation's w/b/dw/db, b and db NULL for a Linear without bias); act[i],
  * dact[i] are (rows, out_i); x is (rows, in_0); every dw/db lies in grad, every dact in dact_block
  * (ndact elements). *loss_out = the mean loss before the update. FD_ERR_SIZE / FD_ERR_NULL /
- * FD_ERR_SHAPE / FD_ERR_ARG (bad layer, loss kind or label): nothing written. */
+ * FD_ERR_SHAPE / FD_ERR_ALIGN / FD_ERR_ARG (bad layer, loss kind, label, a non-finite loss_scale or
+ * Adam scalars outside fd_adam's domain): nothing written. */
 int fd_mlp_step_f32(int64_t nlayers, const int64_t *desc, float *const *w, float *const *b,
                     float *const *dw, float *const *db, float *const *act, float *const *dact,
                     int64_t rows, const float *x, int loss_kind, const int64_t *labels,

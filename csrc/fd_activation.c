@@ -18,7 +18,8 @@
  * Threads: fd_run_segments over the n elements (contiguous ranges, one per thread). The AVX2 float32
  * path runs tails through the same vector code (masked loads and stores), so every element gets the
  * same bits whatever the thread split.
- * Errors: FD_ERR_SIZE (n < 0), FD_ERR_NULL (NULL array with n > 0), FD_ERR_ARG (unknown kind).
+ * Errors: FD_ERR_SIZE (n < 0 or above FD_MAX_ELEMS), FD_ERR_NULL (NULL array with n > 0),
+ * FD_ERR_ALIGN (an array not aligned to its element type), FD_ERR_ARG (unknown kind).
  */
 #ifndef FD_T /* ------------------------------------------------------------ untyped part */
 #include <math.h>
@@ -30,7 +31,7 @@ enum { ACT_RELU = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_GELU = 3 };
 
 static int act_check(int64_t n, int kind)
 {
-    if (n < 0) return FD_ERR_SIZE;
+    if (n < 0 || n > FD_MAX_ELEMS) return FD_ERR_SIZE;
     if (kind < ACT_RELU || kind > ACT_GELU) return FD_ERR_ARG;
     return FD_OK;
 }
@@ -222,6 +223,7 @@ int FD_S(fd_act_fwd)(int64_t n, FD_T *y, const FD_T *x, int kind)
     FD_CHECK(act_check(n, kind));
     if (n == 0) return FD_OK;
     if (!y || !x) return FD_ERR_NULL;
+    if (!fd_aligned(y, sizeof(FD_T)) || !fd_aligned(x, sizeof(FD_T))) return FD_ERR_ALIGN;
     act_ctx c = {y, x, NULL, NULL, kind};
     fd_seg_fn fn = FD_PICK(FD_S(act_fwd_seg));
 #if FD_X86_DISPATCH
@@ -238,6 +240,9 @@ int FD_S(fd_act_bwd)(int64_t n, FD_T *dx, const FD_T *dy, const FD_T *x, const F
     if (!dx || !dy) return FD_ERR_NULL;
     if ((kind == ACT_RELU || kind == ACT_GELU) && !x) return FD_ERR_NULL;
     if ((kind == ACT_TANH || kind == ACT_SIGMOID) && !y) return FD_ERR_NULL;
+    if (!fd_aligned(dx, sizeof(FD_T)) || !fd_aligned(dy, sizeof(FD_T)) ||
+        !fd_aligned(x, sizeof(FD_T)) || !fd_aligned(y, sizeof(FD_T)))
+        return FD_ERR_ALIGN;
     act_ctx c = {dx, x, dy, y, kind};
     fd_seg_fn fn = FD_PICK(FD_S(act_bwd_seg));
 #if FD_X86_DISPATCH

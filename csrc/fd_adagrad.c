@@ -4,7 +4,7 @@
  *   param[i], sum[i]     written
  *   grad[i]              read
  * Scalars (float64 in, rounded once to the element type T): clr (= lr / (1 + (t-1)*lr_decay)), eps,
- * weight_decay; flag maximize.
+ * weight_decay; flag maximize. Domain (FD_ERR_ARG otherwise): clr, eps, weight_decay finite, >= 0.
  *
  * Per element, in the NumPy reference's order (backends/numpy_ref/adagrad.py):
  *   g = maximize ? -g : g
@@ -63,9 +63,10 @@ int FD_S(fd_adagrad)(int64_t ntensors, const int64_t *sizes, FD_T *const *param,
 {
     int64_t total;
     FD_CHECK(fd_check_sizes(ntensors, sizes, &total));
-    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(param)));
-    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(sum)));
-    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(param), sizeof(FD_T)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(sum), sizeof(FD_T)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad), sizeof(FD_T)));
+    FD_REQUIRE(fd_nonneg(clr) && fd_nonneg(eps) && fd_nonneg(weight_decay));
     if (total == 0) return FD_OK;
 
     FD_S(adagrad_ctx) c;

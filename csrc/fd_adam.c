@@ -6,7 +6,9 @@
  *   grad[i]                                    read
  * Scalars (float64 in, rounded once to the element type T): beta1, beta2, eps, weight_decay (coupled;
  * 0 for AdamW), decay (= 1 - lr*wd for AdamW, 1 for Adam), step_size (= lr/bc1),
- * bias_correction2_sqrt (= sqrt(bc2)); flags amsgrad, maximize.
+ * bias_correction2_sqrt (= sqrt(bc2)); flags amsgrad, maximize. Domain (FD_ERR_ARG otherwise, as
+ * optim.Adam and its derived scalars): 0 <= beta1, beta2 < 1; eps, weight_decay, step_size finite
+ * and >= 0; decay finite and <= 1; 0 < bias_correction2_sqrt <= 1.
  *
  * Per element, in the NumPy reference's order (backends/numpy_ref/adam.py):
  *   g = maximize ? -g : g
@@ -21,6 +23,17 @@
 #include "fd_internal.h"
 
 FD_EXACT_FP
+
+/* The scalars' domain (optim.Adam's checks, and what adam_scalars derives from them). */
+int fd_adam_check_scalars(double beta1, double beta2, double eps, double weight_decay, double decay,
+                          double step_size, double bias_correction2_sqrt)
+{
+    FD_REQUIRE(fd_unit(beta1) && fd_unit(beta2));
+    FD_REQUIRE(fd_nonneg(eps) && fd_nonneg(weight_decay) && fd_nonneg(step_size));
+    FD_REQUIRE(fd_finite(decay) && decay <= 1.0);
+    FD_REQUIRE(bias_correction2_sqrt > 0.0 && bias_correction2_sqrt <= 1.0);
+    return FD_OK;
+}
 
 #define FD_TYPED_FILE "fd_adam.c"
 #include "fd_typed.h"
@@ -87,11 +100,14 @@ int FD_S(fd_adam)(int64_t ntensors, const int64_t *sizes, FD_T *const *param, FD
 {
     int64_t total;
     FD_CHECK(fd_check_sizes(ntensors, sizes, &total));
-    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(param)));
-    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(exp_avg)));
-    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(exp_avg_sq)));
-    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad)));
-    if (amsgrad) FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(max_exp_avg_sq)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(param), sizeof(FD_T)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(exp_avg), sizeof(FD_T)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(exp_avg_sq), sizeof(FD_T)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad), sizeof(FD_T)));
+    if (amsgrad)
+        FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(max_exp_avg_sq), sizeof(FD_T)));
+    FD_CHECK(fd_adam_check_scalars(beta1, beta2, eps, weight_decay, decay, step_size,
+                                   bias_correction2_sqrt));
     if (total == 0) return FD_OK;
 
     FD_S(adam_ctx) c;

@@ -104,8 +104,8 @@ int FD_S(fd_norm_pow_sum)(int64_t ntensors, const int64_t *sizes, const FD_T *co
 {
     int64_t total;
     FD_CHECK(fd_check_sizes(ntensors, sizes, &total));
-    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad)));
-    if (out == NULL) return FD_ERR_NULL;
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad), sizeof(FD_T)));
+    FD_CHECK(fd_check_ptr(out, 1, sizeof(double)));
     if (!(norm_type > 0.0)) return FD_ERR_ARG; /* also NaN */
 
     FD_S(clip_ctx) c;
@@ -151,7 +151,8 @@ int FD_S(fd_scale)(int64_t ntensors, const int64_t *sizes, FD_T *const *grad, do
 {
     int64_t total;
     FD_CHECK(fd_check_sizes(ntensors, sizes, &total));
-    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad), sizeof(FD_T)));
+    FD_REQUIRE(fd_finite(factor));
     if (total == 0) return FD_OK;
     FD_S(clip_ctx) c;
     c.g = grad;
@@ -181,8 +182,8 @@ int FD_S(fd_all_finite)(int64_t ntensors, const int64_t *sizes, const FD_T *cons
 {
     int64_t total;
     FD_CHECK(fd_check_sizes(ntensors, sizes, &total));
-    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad)));
-    if (out == NULL) return FD_ERR_NULL;
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad), sizeof(FD_T)));
+    FD_CHECK(fd_check_ptr(out, 1, sizeof(int)));
     FD_S(clip_ctx) c;
     c.g = (FD_T *const *)grad;
     c.p = 0.0;

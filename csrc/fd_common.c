@@ -37,10 +37,11 @@ const char *fd_strerror(int status)
     switch (status) {
     case FD_OK: return "success";
     case FD_ERR_NULL: return "a required pointer argument is NULL";
-    case FD_ERR_SIZE: return "a count or size is negative";
+    case FD_ERR_SIZE: return "a count or size is negative or too large";
     case FD_ERR_ARG: return "an argument is outside its domain";
     case FD_ERR_SHAPE: return "shapes or batch sizes do not fit together";
     case FD_ERR_UNSUPPORTED: return "not supported by this build or CPU";
+    case FD_ERR_ALIGN: return "an array is not aligned to its element type";
     default: return "unknown fastdescent status";
     }
 }
@@ -76,6 +77,25 @@ const char *fd_build_info(void)
 /* ---------------------------------------------------------------------------- threads */
 static int g_threads = 0; /* 0: OpenMP's default */
 
+/* Fork: libgomp's thread pool does not survive fork(). A child of a process that ever ran an OpenMP
+ * team hangs forever in the next parallel region (it waits for pool threads that only exist in the
+ * parent). The child handler below marks every process created by fork() after this library was
+ * loaded, and in such a process fd_threads_now() is 1: the kernels run on the calling thread, never
+ * entering a parallel region, and give the same results (they do not depend on the thread count).
+ * The mark is inherited by further forks; exec() clears it. */
+static int g_forked = 0;
+
+#if defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__))
+#include <pthread.h>
+static void fd_atfork_child(void) { g_forked = 1; }
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((constructor)) static void fd_register_atfork(void)
+{
+    (void)pthread_atfork(NULL, NULL, fd_atfork_child);
+}
+#endif
+#endif
+
 int fd_openmp_version(void)
 {
 #ifdef _OPENMP
@@ -88,9 +108,11 @@ int fd_openmp_version(void)
 int fd_get_num_threads(void)
 {
 #ifdef _OPENMP
+    if (FD_LOAD(g_forked)) return 1;
     int n = FD_LOAD(g_threads);
     if (n > 0) return n;
     n = omp_get_max_threads();
+    if (n > FD_MAX_THREADS) n = FD_MAX_THREADS;
     return n > 0 ? n : 1;
 #else
     return 1;
@@ -99,10 +121,12 @@ int fd_get_num_threads(void)
 
 int fd_set_num_threads(int n)
 {
-    if (n < 0) return FD_ERR_ARG;
+    if (n < 0 || n > FD_MAX_THREADS) return FD_ERR_ARG;
     FD_STORE(g_threads, n);
     return FD_OK;
 }
+
+int fd_forked_child(void) { return FD_LOAD(g_forked); }
 
 int fd_threads_now(void) { return fd_get_num_threads(); }
 
@@ -188,21 +212,30 @@ int fd_check_sizes(int64_t ntensors, const int64_t *sizes, int64_t *total)
     int64_t sum = 0;
     if (ntensors < 0) return FD_ERR_SIZE;
     if (ntensors > 0 && sizes == NULL) return FD_ERR_NULL;
+    if (!fd_aligned(sizes, sizeof(int64_t))) return FD_ERR_ALIGN;
     for (int64_t i = 0; i < ntensors; i++) {
-        if (sizes[i] < 0) return FD_ERR_SIZE;
+        /* sum <= FD_MAX_ELEMS here, so the subtraction cannot overflow */
+        if (sizes[i] < 0 || sizes[i] > FD_MAX_ELEMS - sum) return FD_ERR_SIZE;
         sum += sizes[i];
     }
     *total = sum;
     return FD_OK;
 }
 
-int fd_check_column(int64_t ntensors, const int64_t *sizes, const void *const *col)
+int fd_check_column(int64_t ntensors, const int64_t *sizes, const void *const *col, size_t elem)
 {
     if (ntensors == 0) return FD_OK;
     if (col == NULL) return FD_ERR_NULL;
+    if (!fd_aligned(col, sizeof(void *))) return FD_ERR_ALIGN;
     int bad = 0;
-    for (int64_t i = 0; i < ntensors; i++) bad |= (col[i] == NULL) & (sizes[i] > 0);
-    return bad ? FD_ERR_NULL : FD_OK;
+    uintptr_t mis = 0;
+    for (int64_t i = 0; i < ntensors; i++) {
+        int live = sizes[i] > 0;
+        bad |= (col[i] == NULL) & live;
+        mis |= (uintptr_t)col[i] & (uintptr_t)(elem - 1) & ((uintptr_t)0 - (uintptr_t)live);
+    }
+    if (bad) return FD_ERR_NULL;
+    return mis ? FD_ERR_ALIGN : FD_OK;
 }
 
 /* ---------------------------------------------------------------------------- work distribution */

@@ -20,9 +20,11 @@
  * before it; activation -> act_bwd into dact[i-1] if a parameter lies before it; then fd_adam on
  * the flat blocks with the given per-step scalars (computed in float64 by the caller).
  *
- * Errors (nothing written): FD_ERR_SIZE (negative size), FD_ERR_NULL (missing array or loss_out),
- * FD_ERR_SHAPE (layer widths do not chain, or an activation with in != out), FD_ERR_ARG (unknown
- * layer type, loss kind or activation kind, or a label out of range).
+ * Errors (nothing written): FD_ERR_SIZE (negative size, or a size / product above FD_MAX_ELEMS),
+ * FD_ERR_NULL (missing array or loss_out), FD_ERR_ALIGN (a misaligned array), FD_ERR_SHAPE (layer
+ * widths do not chain, or an activation with in != out), FD_ERR_ARG (unknown layer type, loss kind
+ * or activation kind, a label out of range, a non-finite loss_scale, or Adam scalars outside
+ * fd_adam's domain).
  */
 #ifndef FD_T /* ------------------------------------------------------------ untyped part */
 #include <stdint.h>
@@ -33,25 +35,49 @@
 enum { FUSED_LINEAR = 0, FUSED_ACT = 1 };
 enum { FUSED_XENT = 0, FUSED_MSE = 1 };
 
-/* Everything that does not depend on the element type, checked before anything is written. */
-static int fused_check(int64_t nlayers, const int64_t *desc, const void *const *w, const void *const *dw,
+/* Everything that does not depend on the element type (but its size `es`), checked before anything
+ * is written: sizes (and their products, so no multiplication below can overflow), pointers and
+ * their alignment, kinds, labels. */
+#define FUSED_ALIGNED(p) fd_aligned((p), es)
+static int fused_check(int64_t nlayers, const int64_t *desc, const void *const *w,
+                       const void *const *b, const void *const *dw, const void *const *db,
                        const void *const *act, const void *const *dact, int64_t rows, const void *x,
                        int loss_kind, const int64_t *labels, const void *target, int64_t nparams,
                        const void *param, const void *m, const void *v, const void *vmax,
                        const void *grad, const void *dact_block, int64_t ndact, int amsgrad,
-                       const double *loss_out)
+                       const double *loss_out, size_t es)
 {
+    int64_t t;
     if (nlayers <= 0 || rows <= 0 || nparams < 0 || ndact < 0) return FD_ERR_SIZE;
-    if (!desc || !w || !dw || !act || !dact || !x || !loss_out || !dact_block) return FD_ERR_NULL;
+    if (nlayers > FD_MAX_ELEMS / 4 || nparams > FD_MAX_ELEMS || ndact > FD_MAX_ELEMS)
+        return FD_ERR_SIZE;
+    if (!desc || !w || !b || !dw || !db || !act || !dact || !x || !loss_out || !dact_block)
+        return FD_ERR_NULL;
     if (nparams > 0 && (!param || !m || !v || !grad || (amsgrad && !vmax))) return FD_ERR_NULL;
+    if (!fd_aligned(desc, sizeof(int64_t)) || !fd_aligned(loss_out, sizeof(double)) ||
+        !fd_aligned(w, sizeof(void *)) || !fd_aligned(b, sizeof(void *)) ||
+        !fd_aligned(dw, sizeof(void *)) || !fd_aligned(db, sizeof(void *)) ||
+        !fd_aligned(act, sizeof(void *)) || !fd_aligned(dact, sizeof(void *)))
+        return FD_ERR_ALIGN;
+    if (!FUSED_ALIGNED(x) || !FUSED_ALIGNED(target) || !FUSED_ALIGNED(param) ||
+        !FUSED_ALIGNED(m) || !FUSED_ALIGNED(v) || !FUSED_ALIGNED(vmax) || !FUSED_ALIGNED(grad) ||
+        !FUSED_ALIGNED(dact_block))
+        return FD_ERR_ALIGN;
     int64_t width = desc[1];
     for (int64_t i = 0; i < nlayers; i++) {
         const int64_t *d = desc + 4 * i;
         if (d[1] < 0 || d[2] < 0) return FD_ERR_SIZE;
         if (d[1] != width) return FD_ERR_SHAPE;
+        FD_CHECK(fd_mul_size(rows, d[1], &t));
+        FD_CHECK(fd_mul_size(rows, d[2], &t));
+        FD_CHECK(fd_mul_size(d[1], d[2], &t));
         if (!act[i] || !dact[i]) return FD_ERR_NULL;
+        if (!FUSED_ALIGNED(act[i]) || !FUSED_ALIGNED(dact[i])) return FD_ERR_ALIGN;
         if (d[0] == FUSED_LINEAR) {
-            if (d[1] * d[2] > 0 && (!w[i] || !dw[i])) return FD_ERR_NULL;
+            if (t > 0 && (!w[i] || !dw[i])) return FD_ERR_NULL;
+            if (!FUSED_ALIGNED(w[i]) || !FUSED_ALIGNED(dw[i]) || !FUSED_ALIGNED(b[i]) ||
+                !FUSED_ALIGNED(db[i]))
+                return FD_ERR_ALIGN;
         } else if (d[0] == FUSED_ACT) {
             if (d[2] != d[1]) return FD_ERR_SHAPE;
             if (d[3] < 0 || d[3] > 3) return FD_ERR_ARG;
@@ -62,6 +88,7 @@ static int fused_check(int64_t nlayers, const int64_t *desc, const void *const *
     }
     if (loss_kind == FUSED_XENT) {
         if (!labels) return FD_ERR_NULL;
+        if (!fd_aligned(labels, sizeof(int64_t))) return FD_ERR_ALIGN;
         int bad = 0;
         for (int64_t r = 0; r < rows; r++) bad |= (labels[r] < 0) | (labels[r] >= width);
         if (bad) return FD_ERR_ARG;
@@ -72,6 +99,7 @@ static int fused_check(int64_t nlayers, const int64_t *desc, const void *const *
     }
     return FD_OK;
 }
+#undef FUSED_ALIGNED
 
 #define FD_TYPED_FILE "fd_fused.c"
 #include "fd_typed.h"
@@ -87,10 +115,14 @@ int FD_S(fd_mlp_step)(int64_t nlayers, const int64_t *desc, FD_T *const *w, FD_T
                       double weight_decay, double decay, double step_size,
                       double bias_correction2_sqrt, int amsgrad, int maximize, double *loss_out)
 {
-    FD_CHECK(fused_check(nlayers, desc, (const void *const *)w, (const void *const *)dw,
+    FD_CHECK(fused_check(nlayers, desc, (const void *const *)w, (const void *const *)b,
+                         (const void *const *)dw, (const void *const *)db,
                          (const void *const *)act, (const void *const *)dact, rows, x, loss_kind,
                          labels, target, nparams, param, exp_avg, exp_avg_sq, max_exp_avg_sq, grad,
-                         dact_block, ndact, amsgrad, loss_out));
+                         dact_block, ndact, amsgrad, loss_out, sizeof(FD_T)));
+    FD_REQUIRE(fd_finite(loss_scale));
+    FD_CHECK(fd_adam_check_scalars(beta1, beta2, eps, weight_decay, decay, step_size,
+                                   bias_correction2_sqrt));
     const int64_t L = nlayers;
     if (nparams > 0) memset(grad, 0, (size_t)nparams * sizeof(FD_T));
     if (ndact > 0) memset(dact_block, 0, (size_t)ndact * sizeof(FD_T));

@@ -7,11 +7,13 @@
  *   in chunk order give the same result with 1 or N threads.
  * - Code paths: FD_MULTIVERSION compiles an always-inline body twice, for the baseline target and for
  *   AVX2+FMA (x86-64 GCC/clang only), and fd_avx2_active() picks one at run time. No -march needed.
- * - Argument checks shared by the kernels (null pointers, negative sizes).
+ * - Argument checks shared by the kernels (null pointers, negative or overflowing sizes, misaligned
+ *   arrays, scalars outside their domain), all O(1) per scalar and O(ntensors) per table.
  */
 #ifndef FD_INTERNAL_H
 #define FD_INTERNAL_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -71,8 +73,14 @@ typedef void (*fd_chunk_fn)(const void *ctx, int64_t t, int64_t off, int64_t len
 #define FD_PAR_MIN_LIGHT 131072
 #define FD_PAR_MIN_HEAVY 65536
 
-/* Threads a call may use (>= 1). */
+/* Threads a call may use (>= 1; 1 in a process made by fork(), see fd_common.c). */
 int fd_threads_now(void);
+/* Nonzero in a process made by fork() after the library was loaded (kernels stay single-threaded). */
+int fd_forked_child(void);
+
+/* FD_ERR_ARG unless fd_adam's scalars are in their domain (fastdescent.h); shared with fd_fused.c. */
+int fd_adam_check_scalars(double beta1, double beta2, double eps, double weight_decay, double decay,
+                          double step_size, double bias_correction2_sqrt);
 
 /* Run fn over every element of the table: on the calling thread when total < 2*min_per_thread
  * (or one thread is allowed), else on min(threads, total/min_per_thread) threads. */
@@ -88,12 +96,49 @@ void fd_run_chunks(int64_t ntensors, const int64_t *sizes, int64_t total, fd_chu
 /* Nonzero when the AVX2+FMA path is compiled in, supported and selected. */
 int fd_avx2_active(void);
 
-/* Check ntensors/sizes and compute the total element count: FD_ERR_SIZE for negatives,
- * FD_ERR_NULL for a NULL sizes array when ntensors > 0. */
+/* Most elements one table, array or matrix product may hold: 2^59 (any byte count of them fits in an
+ * int64 and the index arithmetic of the drivers cannot overflow). Larger -> FD_ERR_SIZE. */
+#define FD_MAX_ELEMS ((int64_t)1 << 59)
+
+/* Check ntensors/sizes and compute the total element count: FD_ERR_SIZE for negatives or a total
+ * above FD_MAX_ELEMS (never a signed overflow), FD_ERR_NULL for a NULL sizes array when
+ * ntensors > 0, FD_ERR_ALIGN for a sizes array not aligned to int64_t. */
 int fd_check_sizes(int64_t ntensors, const int64_t *sizes, int64_t *total);
-/* Check a column: FD_ERR_NULL if the pointer array is NULL (ntensors > 0) or a tensor with a
- * nonzero size has a NULL data pointer. */
-int fd_check_column(int64_t ntensors, const int64_t *sizes, const void *const *col);
+/* Check a column of elements of `elem` bytes (a power of two): FD_ERR_NULL if the pointer array is
+ * NULL (ntensors > 0) or a tensor with a nonzero size has a NULL data pointer; FD_ERR_ALIGN if the
+ * pointer array is misaligned or a tensor with a nonzero size has a data pointer that is not a
+ * multiple of `elem`. */
+int fd_check_column(int64_t ntensors, const int64_t *sizes, const void *const *col, size_t elem);
+
+/* p is a multiple of `align` (a power of two); NULL is aligned. */
+static inline int fd_aligned(const void *p, size_t align)
+{
+    return ((uintptr_t)p & (uintptr_t)(align - 1)) == 0;
+}
+/* FD_ERR_NULL if p is NULL and count > 0, FD_ERR_ALIGN if p is not aligned to `align`. */
+static inline int fd_check_ptr(const void *p, int64_t count, size_t align)
+{
+    if (count > 0 && p == NULL) return FD_ERR_NULL;
+    return fd_aligned(p, align) ? FD_OK : FD_ERR_ALIGN;
+}
+/* a * b for a, b >= 0 into *out: FD_ERR_SIZE if the product exceeds FD_MAX_ELEMS. */
+static inline int fd_mul_size(int64_t a, int64_t b, int64_t *out)
+{
+    if (a < 0 || b < 0) return FD_ERR_SIZE;
+    if (a != 0 && b > FD_MAX_ELEMS / a) return FD_ERR_SIZE;
+    *out = a * b;
+    return FD_OK;
+}
+
+/* Scalar domains (NaN fails every one of them). */
+static inline int fd_finite(double x) { return isfinite(x) != 0; }
+static inline int fd_nonneg(double x) { return x >= 0.0 && isfinite(x); }  /* finite, >= 0 */
+static inline int fd_unit(double x) { return x >= 0.0 && x < 1.0; }        /* [0, 1) */
+/* return FD_ERR_ARG unless cond */
+#define FD_REQUIRE(cond)                      \
+    do {                                      \
+        if (!(cond)) return FD_ERR_ARG;       \
+    } while (0)
 
 /* FD_MULTIVERSION(NAME, PARAMS, ARGS) defines `static void NAME_generic PARAMS` and, on x86 builds,
  * `NAME_avx2 PARAMS` (compiled for AVX2+FMA), both made from the always-inline `NAME_body ARGS`;

@@ -15,8 +15,9 @@
  * The loss sums over fixed chunks of the element space (fd_run_chunks: their number depends only on
  * the sizes), combined in chunk order: the same bits for any thread count. For xent a row belongs to
  * the chunk holding its first element.
- * Errors: FD_ERR_SIZE (negative size), FD_ERR_NULL (NULL array with elements, or NULL loss_out),
- * FD_ERR_ARG (label out of range).
+ * Errors: FD_ERR_SIZE (negative size, or above FD_MAX_ELEMS elements), FD_ERR_NULL (NULL array
+ * with elements, or NULL loss_out), FD_ERR_ALIGN (an array not aligned to its element type),
+ * FD_ERR_ARG (label out of range, or a NaN / infinite scale).
  */
 #ifndef FD_T /* ------------------------------------------------------------ untyped part */
 #include <math.h>
@@ -131,8 +132,12 @@ FD_MULTIVERSION(FD_S(mse_chunk),
 int FD_S(fd_mse_fwd_bwd)(int64_t n, FD_T *dpred, const FD_T *pred, const FD_T *target,
                          double scale, double *loss_out)
 {
-    if (n < 0) return FD_ERR_SIZE;
+    if (n < 0 || n > FD_MAX_ELEMS) return FD_ERR_SIZE;
     if (!loss_out || (n > 0 && (!dpred || !pred || !target))) return FD_ERR_NULL;
+    if (!fd_aligned(loss_out, sizeof(double)) || !fd_aligned(dpred, sizeof(FD_T)) ||
+        !fd_aligned(pred, sizeof(FD_T)) || !fd_aligned(target, sizeof(FD_T)))
+        return FD_ERR_ALIGN;
+    FD_REQUIRE(fd_finite(scale));
     if (n == 0) {
         *loss_out = 0.0;
         return FD_OK;
@@ -179,18 +184,24 @@ FD_MULTIVERSION(FD_S(xent_chunk),
 int FD_S(fd_xent_fwd_bwd)(int64_t R, int64_t C, FD_T *dlogits, const FD_T *logits,
                           const int64_t *labels, double scale, double *loss_out)
 {
+    int64_t total;
     if (R < 0 || C < 0) return FD_ERR_SIZE;
+    FD_CHECK(fd_mul_size(R, C, &total));
     if (!loss_out) return FD_ERR_NULL;
+    if (!fd_aligned(loss_out, sizeof(double))) return FD_ERR_ALIGN;
+    FD_REQUIRE(fd_finite(scale));
     if (R == 0) {
         *loss_out = 0.0;
         return FD_OK;
     }
     if (!labels || (C > 0 && (!dlogits || !logits))) return FD_ERR_NULL;
+    if (!fd_aligned(labels, sizeof(int64_t)) || !fd_aligned(dlogits, sizeof(FD_T)) ||
+        !fd_aligned(logits, sizeof(FD_T)))
+        return FD_ERR_ALIGN;
     int bad = 0;
     for (int64_t r = 0; r < R; r++) bad |= (labels[r] < 0) | (labels[r] >= C);
     if (bad) return FD_ERR_ARG;
     xent_ctx c = {dlogits, logits, labels, R, C, scale};
-    const int64_t total = R * C;
     double acc[FD_MAX_CHUNKS * FD_ACC_WORDS];
     fd_chunk_fn fn = FD_PICK(FD_S(xent_chunk));
 #if FD_X86_DISPATCH

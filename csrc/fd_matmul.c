@@ -16,8 +16,9 @@
  * bwd_w. Results are deterministic and independent of the thread count: every output element is
  * computed by one thread in a fixed order (no atomics, no racing partial sums); see fd_gemm.h.
  *
- * Errors: FD_ERR_SIZE for a negative dimension, FD_ERR_SHAPE if Bw is neither 1 nor B, FD_ERR_NULL
- * for a NULL array that has elements (b / db may always be NULL). Nothing is written on error.
+ * Errors: FD_ERR_SIZE for a negative dimension or an array above FD_MAX_ELEMS elements, FD_ERR_SHAPE
+ * if Bw is neither 1 nor B, FD_ERR_NULL for a NULL array that has elements (b / db may always be
+ * NULL), FD_ERR_ALIGN for an array not aligned to its element type. Nothing is written on error.
  */
 #ifndef FD_T /* untyped part */
 
@@ -28,15 +29,21 @@
 #include "fd_internal.h"
 #include "fd_gemm.h"
 
-/* Checks shared by the three kernels. `nonnull` lists (pointer, element count) pairs. */
+/* Checks shared by the three kernels: dimensions, and every array size (B*M*K, B*M*N, Bw*K*N, and
+ * the B*M rows) within FD_MAX_ELEMS, so that no product below (here or in the GEMM engine) can
+ * overflow. */
 static int mm_check_dims(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N)
 {
+    int64_t bm, t;
     if (B < 0 || Bw < 0 || M < 0 || K < 0 || N < 0) return FD_ERR_SIZE;
     if (Bw != 1 && Bw != B) return FD_ERR_SHAPE;
+    FD_CHECK(fd_mul_size(B, M, &bm));
+    FD_CHECK(fd_mul_size(bm, K, &t));
+    FD_CHECK(fd_mul_size(bm, N, &t));
+    FD_CHECK(fd_mul_size(Bw, K, &t));
+    FD_CHECK(fd_mul_size(t, N, &t));
     return FD_OK;
 }
-
-static int mm_check_ptr(const void *p, int64_t count) { return (count > 0 && !p) ? FD_ERR_NULL : FD_OK; }
 
 /* the GEMM of  out[i] (+)= x[i] @ w[j]  over the batch (fwd) */
 static void mm_fwd_args(fd_gemm_args *g, int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N,
@@ -98,10 +105,11 @@ int FD_S(fd_matmul_fwd)(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N, 
                         const FD_T *x, const FD_T *w, const FD_T *b)
 {
     FD_CHECK(mm_check_dims(B, Bw, M, K, N));
-    FD_CHECK(mm_check_ptr(y, B * M * N));
+    FD_CHECK(fd_check_ptr(y, B * M * N, sizeof(FD_T)));
     if (B * M * N == 0) return FD_OK; /* nothing to write */
-    FD_CHECK(mm_check_ptr(x, B * M * K));
-    FD_CHECK(mm_check_ptr(w, Bw * K * N));
+    FD_CHECK(fd_check_ptr(x, B * M * K, sizeof(FD_T)));
+    FD_CHECK(fd_check_ptr(w, Bw * K * N, sizeof(FD_T)));
+    FD_CHECK(fd_check_ptr(b, 0, sizeof(FD_T)));
     fd_gemm_args g;
     mm_fwd_args(&g, B, Bw, M, K, N, y, x, w, b);
     FD_S(fd_gemm)(&g);
@@ -112,10 +120,10 @@ int FD_S(fd_matmul_bwd_x)(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N
                           const FD_T *dy, const FD_T *w)
 {
     FD_CHECK(mm_check_dims(B, Bw, M, K, N));
-    FD_CHECK(mm_check_ptr(dx, B * M * K));
+    FD_CHECK(fd_check_ptr(dx, B * M * K, sizeof(FD_T)));
     if (B * M * K == 0 || N == 0) return FD_OK; /* dx += 0 */
-    FD_CHECK(mm_check_ptr(dy, B * M * N));
-    FD_CHECK(mm_check_ptr(w, Bw * K * N));
+    FD_CHECK(fd_check_ptr(dy, B * M * N, sizeof(FD_T)));
+    FD_CHECK(fd_check_ptr(w, Bw * K * N, sizeof(FD_T)));
     fd_gemm_args g;
     mm_bwd_x_args(&g, B, Bw, M, K, N, dx, dy, w);
     FD_S(fd_gemm)(&g);
@@ -126,10 +134,11 @@ int FD_S(fd_matmul_bwd_w)(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N
                           FD_T *db, const FD_T *x, const FD_T *dy)
 {
     FD_CHECK(mm_check_dims(B, Bw, M, K, N));
-    FD_CHECK(mm_check_ptr(dw, Bw * K * N));
+    FD_CHECK(fd_check_ptr(dw, Bw * K * N, sizeof(FD_T)));
+    FD_CHECK(fd_check_ptr(db, 0, sizeof(FD_T)));
     if (B * M * N == 0) return FD_OK; /* dy is empty: dw += 0, db += 0 */
-    FD_CHECK(mm_check_ptr(dy, B * M * N));
-    FD_CHECK(mm_check_ptr(x, B * M * K));
+    FD_CHECK(fd_check_ptr(dy, B * M * N, sizeof(FD_T)));
+    FD_CHECK(fd_check_ptr(x, B * M * K, sizeof(FD_T)));
     fd_gemm_args g;
     mm_bwd_w_args(&g, B, Bw, M, K, N, dw, db, x, dy);
     FD_S(fd_gemm)(&g);

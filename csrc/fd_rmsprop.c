@@ -6,7 +6,8 @@
  *   momentum_buffer[i]          written (momentum > 0 only; the column may be NULL otherwise)
  *   grad[i]                     read
  * Scalars (float64 in, rounded once to the element type T): lr, alpha, eps, weight_decay, momentum;
- * flags centered, maximize.
+ * flags centered, maximize. Domain (FD_ERR_ARG otherwise, as optim.RMSprop): lr, alpha, eps,
+ * weight_decay, momentum finite and >= 0 (alpha > 1 is accepted, as torch does).
  *
  * Per element, in the NumPy reference's order (backends/numpy_ref/rmsprop.py):
  *   g = maximize ? -g : g
@@ -99,11 +100,14 @@ int FD_S(fd_rmsprop)(int64_t ntensors, const int64_t *sizes, FD_T *const *param,
     int64_t total;
     int mom_on = momentum > 0.0;
     FD_CHECK(fd_check_sizes(ntensors, sizes, &total));
-    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(param)));
-    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(square_avg)));
-    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad)));
-    if (centered) FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad_avg)));
-    if (mom_on) FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(momentum_buffer)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(param), sizeof(FD_T)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(square_avg), sizeof(FD_T)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad), sizeof(FD_T)));
+    if (centered) FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad_avg), sizeof(FD_T)));
+    if (mom_on)
+        FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(momentum_buffer), sizeof(FD_T)));
+    FD_REQUIRE(fd_nonneg(lr) && fd_nonneg(alpha) && fd_nonneg(eps) && fd_nonneg(weight_decay) &&
+               fd_nonneg(momentum));
     if (total == 0) return FD_OK;
 
     FD_S(rmsprop_ctx) c;

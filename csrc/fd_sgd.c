@@ -5,7 +5,8 @@
  *   momentum_buffer[i]   written (only when momentum != 0; the column may be NULL otherwise)
  *   grad[i]              read
  * Scalars (float64 in, rounded once to the element type T): lr, momentum, dampening, weight_decay;
- * flags nesterov, maximize, first_step.
+ * flags nesterov, maximize, first_step. Domain (FD_ERR_ARG otherwise, as optim.SGD): lr, momentum,
+ * weight_decay finite and >= 0, dampening finite, nesterov only with momentum > 0, dampening == 0.
  *
  * Per element, in the NumPy reference's order (backends/numpy_ref/sgd.py):
  *   g = maximize ? -g : g
@@ -81,9 +82,13 @@ int FD_S(fd_sgd)(int64_t ntensors, const int64_t *sizes, FD_T *const *param,
     int64_t total;
     int mom_on = momentum != 0.0;
     FD_CHECK(fd_check_sizes(ntensors, sizes, &total));
-    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(param)));
-    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad)));
-    if (mom_on) FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(momentum_buffer)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(param), sizeof(FD_T)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad), sizeof(FD_T)));
+    if (mom_on)
+        FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(momentum_buffer), sizeof(FD_T)));
+    FD_REQUIRE(fd_nonneg(lr) && fd_nonneg(momentum) && fd_finite(dampening) &&
+               fd_nonneg(weight_decay));
+    FD_REQUIRE(!nesterov || (momentum > 0.0 && dampening == 0.0));
     if (total == 0) return FD_OK;
 
     FD_S(sgd_ctx) c;

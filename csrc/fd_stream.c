@@ -104,14 +104,15 @@ FD_MULTIVERSION(FD_S(stream_seg), (const void *ctx, int64_t t, int64_t off, int6
 
 int FD_S(fd_stream)(int64_t n, int nsrc, const FD_T *const *src, int ndst, FD_T *const *dst)
 {
-    if (n < 0) return FD_ERR_SIZE;
+    if (n < 0 || n > FD_MAX_ELEMS) return FD_ERR_SIZE;
     if (nsrc < 0 || ndst < 0) return FD_ERR_ARG;
     if ((nsrc > 0 && src == NULL) || (ndst > 0 && dst == NULL)) return FD_ERR_NULL;
+    if (!fd_aligned(src, sizeof(void *)) || !fd_aligned(dst, sizeof(void *))) return FD_ERR_ALIGN;
     if (n == 0) return FD_OK;
     for (int k = 0; k < nsrc; k++)
-        if (src[k] == NULL) return FD_ERR_NULL;
+        FD_CHECK(fd_check_ptr(src[k], n, sizeof(FD_T)));
     for (int j = 0; j < ndst; j++)
-        if (dst[j] == NULL) return FD_ERR_NULL;
+        FD_CHECK(fd_check_ptr(dst[j], n, sizeof(FD_T)));
     FD_S(stream_ctx) c;
     c.src = src;
     c.dst = dst;

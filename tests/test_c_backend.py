@@ -24,7 +24,7 @@ from fastdescent.errors import BackendUnavailableError, FastDescentError, Kernel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = os.path.join(ROOT, "csrc", "fastdescent.h")
-BUILD_SCRIPT = os.path.join(ROOT, "fastdescent", "_cffi_build.py")
+BUILD_SCRIPT = os.path.join(ROOT, "csrc", "cffi_build.py")
 MY_STEMS = ("sgd", "adam", "rmsprop", "adagrad", "clip")
 
 
@@ -46,7 +46,7 @@ def restore_settings(C):
 
 def _cdef_text():
     if not os.path.exists(BUILD_SCRIPT) or not os.path.exists(HEADER):
-        pytest.skip("source tree (csrc/, fastdescent/_cffi_build.py) not present")
+        pytest.skip("source tree (csrc/, csrc/cffi_build.py) not present")
     return runpy.run_path(BUILD_SCRIPT, run_name="fd_build_test")["read_cdef"](HEADER)
 
 

@@ -28,7 +28,7 @@ static void test_info(void)
     CHECK(strcmp(fd_version(), "0.1.0") == 0);
     CHECK(strlen(fd_build_info()) > 0);
     CHECK(strcmp(fd_strerror(FD_OK), "success") == 0);
-    for (int s = FD_ERR_NULL; s <= FD_ERR_UNSUPPORTED; s++) {
+    for (int s = FD_ERR_NULL; s <= FD_ERR_ALIGN; s++) {
         CHECK(fd_strerror(s) != NULL);
         CHECK(strcmp(fd_strerror(s), fd_strerror(FD_OK)) != 0);
         CHECK(strcmp(fd_strerror(s), fd_strerror(999)) != 0);

@@ -5,6 +5,18 @@ table's columns are packed once into arrays of data pointers (int64 address arra
 ``T *[]``), so a step costs one C call whatever the number of tensors. Threads: OpenMP inside the
 library (:func:`set_num_threads`, :func:`set_parallel_grain`); AVX2+FMA code is chosen at run time
 (:func:`set_simd_path`).
+
+fork: OpenMP's thread pool does not survive ``fork()``. In a process created by ``fork()``
+(``os.fork``, ``multiprocessing`` with the "fork" start method, ...) after the extension was loaded,
+the C library runs every kernel on the calling thread (:func:`get_num_threads` returns 1 there) and
+gives the same results; without this, a child of a process that had run a multi-threaded step would
+hang forever in its first parallel kernel. "spawn" and "forkserver" children start afresh, with
+threads.
+
+If the extension failed to build, :data:`IMPORT_ERROR` (shown by ``fastdescent.info()``) includes
+the compiler's output, which the build saved in ``fastdescent/_c_build_error.txt``.
+``FASTDESCENT_C_EXTENSION=/path/to/extension.so`` loads another build of the extension (the
+sanitizer CI stage uses it); see ``_lib.py``.
 """
 
 from __future__ import annotations
@@ -18,8 +30,8 @@ NAME = "c"
 DEVICE = False
 
 __all__ = ["NAME", "DEVICE", "Table", "KERNELS", "check_available", "describe", "get_num_threads",
-           "set_num_threads", "get_parallel_grain", "set_parallel_grain", "get_simd_path", "set_simd_path",
-           "ffi", "lib"]
+           "set_num_threads", "max_threads", "get_parallel_grain", "set_parallel_grain",
+           "get_simd_path", "set_simd_path", "ffi", "lib"]
 
 
 def check_available():
@@ -36,11 +48,19 @@ def get_num_threads():
     return int(lib.fd_get_num_threads())
 
 
+def max_threads():
+    """Most threads :func:`set_num_threads` accepts (``FD_MAX_THREADS``, 1024)."""
+    return int(lib.FD_MAX_THREADS)
+
+
 def set_num_threads(n):
-    """Set the C kernels' thread count (n >= 1), or 0 for OpenMP's default (OMP_NUM_THREADS or the
-    CPU count). Without OpenMP the kernels stay single-threaded."""
+    """Set the C kernels' thread count (1 <= n <= :func:`max_threads`), or 0 for OpenMP's default
+    (OMP_NUM_THREADS or the CPU count). Without OpenMP, or in a process made by ``fork()``, the
+    kernels stay single-threaded. ValueError (naming n) outside that range."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be an int >= 0, got {n!r}")
+    if n > max_threads():
+        raise ValueError(f"n must be <= {max_threads()} (FD_MAX_THREADS), got {n!r}")
     rc = lib.fd_set_num_threads(int(n))
     if rc:
         raise kernel_error("set_num_threads", rc)

@@ -1,14 +1,23 @@
 """cffi build script of the ``c`` backend: the extension module ``fastdescent._fastdescent_c``.
 
-Run by setuptools through ``setup.py`` (``cffi_modules=["fastdescent/_cffi_build.py:ffibuilder"]``),
-or by hand (``python fastdescent/_cffi_build.py`` builds the module next to this file). It never
-imports the fastdescent package.
+It lives in ``csrc/`` (next to the sources it compiles), outside the ``fastdescent`` package, so it
+is neither shipped in the wheel nor importable from an installed fastdescent. It never imports the
+fastdescent package.
 
+- Run by setuptools through ``setup.py`` (``cffi_modules=["csrc/cffi_build.py:ffibuilder"]``; the
+  ``build_ext`` there keeps the compiler's output of a failed build in
+  ``fastdescent/_c_build_error.txt``, which the c backend shows as the reason it is unavailable).
+- Or by hand: ``python csrc/cffi_build.py`` builds the module in place (in ``fastdescent/``);
+  ``python csrc/cffi_build.py --outdir DIR`` builds it into DIR instead (the sanitizer stage does this
+  with ``FASTDESCENT_EXTRA_CFLAGS="-fsanitize=address,undefined ..."``, then points
+  ``FASTDESCENT_C_EXTENSION`` at the result).
 - The cdef is ``csrc/fastdescent.h`` itself (one source of truth), minus its preprocessor lines and
   the lines inside ``#ifdef __cplusplus`` blocks.
 - API mode: the extension compiles every ``csrc/fd_*.c`` (the dense-layer files included) with -O3,
   -fno-math-errno and OpenMP, or without OpenMP if the compiler cannot build an OpenMP program (or
   ``FASTDESCENT_NO_OPENMP=1`` is set). No ``-march``: the library picks its AVX2+FMA path at run time.
+  ``FASTDESCENT_EXTRA_CFLAGS`` / ``FASTDESCENT_EXTRA_LDFLAGS`` (shell words) are appended to the
+  compile / link flags.
 - The extension is ``optional``: if it cannot be compiled, ``pip install`` still succeeds and the
   ``c`` backend reports itself unavailable with the cause.
 """
@@ -24,9 +33,8 @@ import tempfile
 from cffi import FFI
 
 MODULE = "fastdescent._fastdescent_c"
-_HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(_HERE)
-CSRC = os.path.join(ROOT, "csrc")
+CSRC = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(CSRC)
 HEADER = os.path.join(CSRC, "fastdescent.h")
 
 
@@ -82,7 +90,10 @@ def _openmp_flags():
     return (["-fopenmp"], ["-fopenmp"]) if r.returncode == 0 else ([], [])
 
 
-def make_ffibuilder():
+def make_ffibuilder(relative=True):
+    """The FFI builder; ``relative``: source paths relative to the current directory when below it
+    (setuptools prefers them), else absolute (``compile(tmpdir=...)`` runs in tmpdir)."""
+    rel = _rel if relative else os.path.abspath
     ffi = FFI()
     ffi.cdef(read_cdef())
     sources = sorted(glob.glob(os.path.join(CSRC, "fd_*.c")))
@@ -94,12 +105,14 @@ def make_ffibuilder():
     else:
         extra_compile = ["/O2"] + omp_compile
         libraries = []
+    extra_compile += shlex.split(os.environ.get("FASTDESCENT_EXTRA_CFLAGS", ""))
+    omp_link = omp_link + shlex.split(os.environ.get("FASTDESCENT_EXTRA_LDFLAGS", ""))
     ffi.set_source(
         MODULE,
         '#include "fastdescent.h"\n',
-        sources=[_rel(s) for s in sources],
-        depends=[_rel(d) for d in depends],
-        include_dirs=[_rel(CSRC)],
+        sources=[rel(s) for s in sources],
+        depends=[rel(d) for d in depends],
+        include_dirs=[rel(CSRC)],
         extra_compile_args=extra_compile,
         extra_link_args=omp_link,
         libraries=libraries,
@@ -111,6 +124,17 @@ def make_ffibuilder():
 ffibuilder = make_ffibuilder()
 
 if __name__ == "__main__":
-    # Build in place: the module lands in fastdescent/ (next to this file).
+    import argparse
+
+    ap = argparse.ArgumentParser(description="build the cffi extension fastdescent._fastdescent_c")
+    ap.add_argument("--outdir", help="build into this directory (default: in place, in fastdescent/)")
+    args = ap.parse_args()
+    out = os.path.abspath(args.outdir) if args.outdir else None
     os.chdir(ROOT)
-    ffibuilder.compile(tmpdir=ROOT, verbose=True)
+    ffibuilder = make_ffibuilder(relative=out is None)
+    if out:
+        os.makedirs(out, exist_ok=True)
+        print(ffibuilder.compile(tmpdir=out, verbose=True))
+    else:
+        # in place: tmpdir=ROOT puts the module at fastdescent/_fastdescent_c.<suffix>
+        print(ffibuilder.compile(tmpdir=ROOT, verbose=True))
