@@ -35,7 +35,7 @@ from . import _arrays
 from .backends import resolve
 from .optim.adagrad import adagrad_scalars, check_adagrad
 from .optim.adam import adam_scalars, check_adam
-from .optim.base import check_hyper
+from .optim.base import check_hyper, check_scalars
 from .optim.rmsprop import check_rmsprop, rmsprop_scalars
 from .optim.sgd import check_sgd, sgd_scalars
 
@@ -175,6 +175,7 @@ def _plain(a):
 
 
 def _run(kernel, mod, tables, scalars):
+    check_scalars(scalars, kernel)
     fn = mod.KERNELS[kernel]
     for tab in tables:
         fn(tab, **scalars)

@@ -511,3 +511,16 @@ def test_scheduler_load_state_dict_refuses_unknown_keys():
                 sched.load_state_dict(bad)
         assert sched.optimizer is opt
         sched.load_state_dict(sd)
+
+
+def test_overflowing_derived_scalars_raise_before_any_bucket_changes(host_backend):
+    a, b = full(3, 1.0), np.full(3, 1.0)  # two dtype buckets
+    opt = fd.Adam([a, b], lr=1e305, betas=(0.999999, 0.999), backend=host_backend)
+    with pytest.raises(ValueError, match="step_size"):
+        opt.step([full(3, 1.0), np.full(3, 1.0)])
+    np.testing.assert_array_equal(a, 1.0)
+    np.testing.assert_array_equal(b, 1.0)
+    assert opt.state == {} or all(st["step"] == 0 for st in opt.state.values())
+    with pytest.raises(ValueError, match="step_size"):
+        F.adam([full(3, 1.0)], [full(3, 1.0)], [full(3, 0.0)], [full(3, 0.0)], step=1, lr=1e305,
+               betas=(0.999999, 0.999), backend=host_backend)

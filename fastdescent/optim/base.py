@@ -30,7 +30,7 @@ from .. import _arrays
 from .._arrays import flat_view
 from ..backends import resolve
 
-__all__ = ["Optimizer", "check_hyper"]
+__all__ = ["Optimizer", "check_hyper", "check_scalars"]
 
 
 def check_hyper(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
@@ -51,6 +51,16 @@ def check_hyper(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False, 
     if hi is not None and (v > hi or (hi_open and v == hi)):
         raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
     return v
+
+
+def check_scalars(scalars, where):
+    """Raise ``ValueError`` if a per-step kernel scalar derived from valid hyperparameters is not
+    finite (e.g. ``lr / (1 - beta1**t)`` overflowing for an lr near the float64 limit)."""
+    for k, v in scalars.items():
+        if not math.isfinite(v):
+            raise ValueError(f"{where}: the per-step kernel scalar {k} = {v} is not finite; the "
+                             "hyperparameters are too extreme for float64")
+    return scalars
 
 
 def _check_flag(name, value):
@@ -547,9 +557,13 @@ class Optimizer:
         if not self._grads_packed:
             self._pack_grads()
         kernel = kernels[self._kernel]
-        for b in self._buckets:
+        # every bucket's scalars first: one that overflows (lr=1e300 / (1 - beta1)) raises before
+        # any bucket is updated, identically on every backend
+        scalars = [check_scalars(self._scalars(self.param_groups[b.group], b.step + 1, b.fresh),
+                                 f"param_groups[{b.group}]") for b in self._buckets]
+        for b, sc in zip(self._buckets, scalars):
             step = b.step + 1
-            kernel(b.tab, **self._scalars(self.param_groups[b.group], step, b.fresh))
+            kernel(b.tab, **sc)
             b.step = step
             if b.fresh:
                 b.fresh = False
