@@ -54,6 +54,7 @@ class Adagrad(Optimizer):
 
     _kernel = "adagrad"
     _all_state_names = ("sum",)
+    _core_state_names = ("sum",)
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                  eps=1e-10, *, maximize=False, backend=None, skip_nonfinite=False):

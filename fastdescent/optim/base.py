@@ -132,6 +132,11 @@ class Optimizer:
     _kernel = None
     #: every state buffer name this optimizer may hold (for load_state_dict validation)
     _all_state_names = ()
+    #: the buffers every parameter with state has, whatever the options (a state_dict entry without
+    #: one is refused); option buffers (amsgrad's ``max_exp_avg_sq``, ``momentum_buffer``...) may be
+    #: absent, e.g. after the option was switched on, and are created at the next step, as ``step``
+    #: creates them when an option is switched on between steps
+    _core_state_names = ()
 
     def __init__(self, params, defaults, *, backend=None, skip_nonfinite=False):
         from ..arena import ParamArena
@@ -257,11 +262,16 @@ class Optimizer:
     def state(self):
         """``{param index: {"step": int, name: array}}``; the arrays are live views of the state."""
         out = {}
-        for idx, st in self._state.items():
+        for idx in self._stateful():
             d = {"step": self._step_of(idx)}
-            d.update(st)
+            d.update(self._state.get(idx, {}))
             out[idx] = d
         return out
+
+    def _stateful(self):
+        """Indices of the parameters that have state: buffers, or a step count (SGD without
+        momentum keeps no buffer, but its step count must survive a state_dict round trip)."""
+        return [i for i in range(len(self._params)) if self._state.get(i) or self._step_of(i) > 0]
 
     def _step_of(self, idx):
         if self._buckets is not None:
@@ -592,9 +602,9 @@ class Optimizer:
                 idx += n
                 groups.append(g)
             state = {}
-            for i, st in self._state.items():
+            for i in self._stateful():
                 d = {"step": int(self._step_of(i))}
-                for name, arr in st.items():
+                for name, arr in self._state.get(i, {}).items():
                     d[name] = self._to_host(arr).copy()
                 state[i] = d
             return {"state": state, "param_groups": groups}
@@ -709,7 +719,7 @@ class Optimizer:
                     continue  # torch writes e.g. momentum_buffer=None when there is none
                 d[name] = _state_array(val, info, f"{where}[{name!r}]", i)
             if d or (step or 0) > 0:
-                missing = [n for n in needed if n not in d]
+                missing = [n for n in self._core_state_names if n in needed and n not in d]
                 if missing:
                     raise ValueError(f"{where} lacks {missing}, which params[{i}]'s group needs "
                                      f"(it holds {sorted(st)})")

@@ -58,6 +58,7 @@ class RMSprop(Optimizer):
 
     _kernel = "rmsprop"
     _all_state_names = ("square_avg", "grad_avg", "momentum_buffer")
+    _core_state_names = ("square_avg",)
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, *, maximize=False, backend=None, skip_nonfinite=False):
