@@ -12,7 +12,18 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TensorTable", "addresses"]
+from .._contract import KERNELS as _ROWS
+
+__all__ = ["TensorTable", "addresses", "required_columns"]
+
+#: multi-tensor row name -> the columns that must be present (those not ``optional``)
+_REQUIRED = {r.name: tuple(c for c in r.columns if c not in r.optional)
+             for r in _ROWS.values() if r.kind == "multi"}
+
+
+def required_columns(kernel):
+    """The columns of contract row ``kernel`` that every call needs (its non-optional columns)."""
+    return _REQUIRED[kernel]
 
 
 def addresses(arrays):
@@ -24,6 +35,11 @@ def addresses(arrays):
         else:
             out[i] = a.__cuda_array_interface__["data"][0]
     return out
+
+
+def _missing(kernel, name, packed, why=""):
+    how = "is None" if name in packed else "is missing"
+    return ValueError(f"{kernel}: the column {name!r} is required{why}, but it {how}")
 
 
 class TensorTable:
@@ -60,6 +76,33 @@ class TensorTable:
 
     def get(self, name):
         return self.columns.get(name)
+
+    def require(self, kernel, *also):
+        """:attr:`packed`, after checking that the columns kernel ``kernel`` reads are there.
+
+        Every backend's multi-tensor kernels call this first, so that a required column that is
+        ``None`` or was never set raises the same clear error everywhere, before anything is written
+        (rather than cffi's TypeError, a NULL-pointer status, a Numba TypingError or
+        ``'NoneType' object is not subscriptable``). The required columns are the contract row's
+        non-optional ones, plus ``also``: optional columns this call's flags need (for example
+        ``max_exp_avg_sq`` when ``amsgrad`` is set); falsy entries of ``also`` are skipped, so
+        callers can write ``tab.require("adam", amsgrad and "max_exp_avg_sq")``.
+
+        Raises
+        ------
+        ValueError
+            ``"<kernel>: the column '<name>' is required, but it is None"`` (or ``is missing``).
+        KeyError
+            ``kernel`` is not a multi-tensor row of the contract.
+        """
+        packed = self.packed
+        for name in _REQUIRED[kernel]:
+            if packed.get(name) is None:
+                raise _missing(kernel, name, packed)
+        for name in also:
+            if name and packed.get(name) is None:
+                raise _missing(kernel, name, packed, " (by this call's scalars)")
+        return packed
 
     def _pack(self, arrays, addrs):
         """Backend hook: turn a list of arrays into the kernel's representation.

@@ -9,7 +9,7 @@ if lib is not None:
 def adagrad(tab, *, clr, eps, weight_decay, maximize):
     if not isinstance(tab, Table):
         tab = adopt(tab)
-    pk = tab.packed
+    pk = tab.require("adagrad")  # ValueError naming a missing column
     rc = (_F64 if tab.c_f64 else _F32)(
         tab.n, tab.c_sizes, pk["param"], pk["sum"], pk["grad"], clr, eps, weight_decay, maximize)
     if rc:

@@ -10,7 +10,7 @@ def adam(tab, *, beta1, beta2, eps, weight_decay, decay, step_size, bias_correct
          maximize):
     if not isinstance(tab, Table):
         tab = adopt(tab)
-    pk = tab.packed
+    pk = tab.require("adam", amsgrad and "max_exp_avg_sq")  # ValueError naming a column
     vmax = pk.get("max_exp_avg_sq")
     rc = (_F64 if tab.c_f64 else _F32)(
         tab.n, tab.c_sizes, pk["param"], pk["exp_avg"], pk["exp_avg_sq"],

@@ -11,8 +11,9 @@ if lib is not None:
 def norm_pow_sum(tab, *, norm_type):
     if not isinstance(tab, Table):
         tab = adopt(tab)
+    grad = tab.require("norm_pow_sum")["grad"]
     out = ffi.new("double *")
-    rc = _NORM[tab.c_f64](tab.n, tab.c_sizes, tab.packed["grad"], norm_type, out)
+    rc = _NORM[tab.c_f64](tab.n, tab.c_sizes, grad, norm_type, out)
     if rc:
         raise kernel_error("norm_pow_sum", rc)
     return out[0]
@@ -21,7 +22,7 @@ def norm_pow_sum(tab, *, norm_type):
 def scale(tab, *, factor):
     if not isinstance(tab, Table):
         tab = adopt(tab)
-    rc = _SCALE[tab.c_f64](tab.n, tab.c_sizes, tab.packed["grad"], factor)
+    rc = _SCALE[tab.c_f64](tab.n, tab.c_sizes, tab.require("scale")["grad"], factor)
     if rc:
         raise kernel_error("scale", rc)
 
@@ -29,8 +30,9 @@ def scale(tab, *, factor):
 def all_finite(tab):
     if not isinstance(tab, Table):
         tab = adopt(tab)
+    grad = tab.require("all_finite")["grad"]
     out = ffi.new("int *")
-    rc = _FINITE[tab.c_f64](tab.n, tab.c_sizes, tab.packed["grad"], out)
+    rc = _FINITE[tab.c_f64](tab.n, tab.c_sizes, grad, out)
     if rc:
         raise kernel_error("all_finite", rc)
     return bool(out[0])

@@ -55,6 +55,8 @@ def xent_fwd_bwd(dlogits, logits, labels, *, scale):
         if labels.dtype != _I64:
             if labels.dtype.kind not in "iu":
                 raise TypeError(f"xent_fwd_bwd: labels must be integers, got {labels.dtype}")
+            if not labels.flags.c_contiguous:  # as for int64 labels (and on every backend)
+                raise ValueError("xent_fwd_bwd: labels is not C-contiguous")
             labels = np.ascontiguousarray(labels, dtype=_I64)
         ok = dlogits.shape == (R, C) and logits.dtype == dlogits.dtype and labels.shape == (R,)
     except (AttributeError, KeyError, ValueError):

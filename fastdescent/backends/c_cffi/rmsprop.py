@@ -9,7 +9,7 @@ if lib is not None:
 def rmsprop(tab, *, lr, alpha, eps, weight_decay, momentum, centered, maximize):
     if not isinstance(tab, Table):
         tab = adopt(tab)
-    pk = tab.packed
+    pk = tab.require("rmsprop", centered and "grad_avg", momentum > 0 and "momentum_buffer")
     avg = pk.get("grad_avg")
     buf = pk.get("momentum_buffer")
     rc = (_F64 if tab.c_f64 else _F32)(

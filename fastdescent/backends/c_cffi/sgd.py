@@ -9,7 +9,7 @@ if lib is not None:
 def sgd(tab, *, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
     if not isinstance(tab, Table):
         tab = adopt(tab)
-    pk = tab.packed
+    pk = tab.require("sgd", momentum != 0 and "momentum_buffer")  # ValueError naming a column
     buf = pk.get("momentum_buffer")
     rc = (_F64 if tab.c_f64 else _F32)(
         tab.n, tab.c_sizes, pk["param"], NULL if buf is None else buf, pk["grad"],

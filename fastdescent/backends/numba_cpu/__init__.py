@@ -19,9 +19,10 @@ Threads, fork and concurrency (``_threads``):
   ``workqueue`` children, children of processes that never went threaded, and ``spawn`` /
   ``forkserver`` children keep the threaded kernels. ``describe()["threads_state"]`` shows the mode.
 
-Arguments are checked in Python before any jitted call (``_checks``): a missing or ``None``
-required column raises ``ValueError`` naming it (never a Numba ``TypingError`` after a compile), and
-the dense kernels raise the c backend's exception types for arrays that do not fit together.
+Arguments are checked in Python before any jitted call, by the checks every backend shares: a
+missing or ``None`` required column raises ``ValueError`` naming it (``TensorTable.require``; never a
+Numba ``TypingError`` after a compile), and the dense kernels raise the c backend's exception types
+for arrays that do not fit together (``backends/_dense_checks``).
 
 Importing :mod:`fastdescent` never imports this package; the registry imports it on first use. If Numba
 is missing, this package still imports (with no kernels) and :func:`check_available` raises

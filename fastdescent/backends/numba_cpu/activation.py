@@ -20,7 +20,7 @@ import math
 import numba
 from numba import prange
 
-from ._checks import FLOATS, bad_fit, buffers
+from .._dense_checks import check
 from ._config import CHUNK, PARALLEL_MIN, jit, jit_variants
 from ._ptr import like
 
@@ -104,34 +104,12 @@ def _pick(pair, n):
     return pair[1] if n >= PARALLEL_MIN and numba.get_num_threads() > 1 else pair[0]
 
 
-def _kind(kind):
-    k = int(kind)
-    if k not in (RELU, TANH, SIGMOID, GELU):  # unreachable through the API layer
-        raise ValueError(
-            f"activation kind must be 0 (relu), 1 (tanh), 2 (sigmoid) or 3 (gelu), got {kind!r}")
-    return k
-
-
-def _check(kernel, written, read):
-    """The c backend's checks: one size and one float dtype, C-contiguous, writable outputs."""
-    arrays = {**written, **read}
-    try:
-        first = next(iter(written.values()))
-        n, dt = first.size, first.dtype
-        ok = dt in FLOATS and all(a.size == n and a.dtype == dt for a in arrays.values())
-    except AttributeError:
-        ok = False
-    if not ok:
-        raise bad_fit(kernel, arrays, "arrays of one size and one float dtype")
-    buffers(kernel, written, read)
-
-
 def act_fwd(y, x, *, kind):
-    _check("act_fwd", dict(y=y), dict(x=x))
-    _pick(_FWD, x.size)(y.reshape(-1), x.reshape(-1), _kind(kind), CHUNK)
+    check("act_fwd", (y, x), kind=kind)  # the shared checks (c's exception types; bad kind too)
+    _pick(_FWD, x.size)(y.reshape(-1), x.reshape(-1), int(kind), CHUNK)
 
 
 def act_bwd(dx, dy, x, y, *, kind):
-    _check("act_bwd", dict(dx=dx), dict(dy=dy, x=x, y=y))
-    _pick(_BWD, x.size)(dx.reshape(-1), dy.reshape(-1), x.reshape(-1), y.reshape(-1), _kind(kind),
+    check("act_bwd", (dx, dy, x, y), kind=kind)
+    _pick(_BWD, x.size)(dx.reshape(-1), dy.reshape(-1), x.reshape(-1), y.reshape(-1), int(kind),
                         CHUNK)

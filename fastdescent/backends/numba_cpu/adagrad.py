@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._checks import required
 from ._config import jit, jit_inline, jit_variants
 from ._ptr import chunk_segment, like, segment
 
@@ -55,7 +54,7 @@ _adagrad_serial, _adagrad_parallel = jit_variants(_adagrad_body)
 
 
 def adagrad(tab, *, clr, eps, weight_decay, maximize):
-    k = required(tab, "adagrad")
+    k = tab.require("adagrad")
     (_adagrad_parallel if tab.parallel else _adagrad_serial)(
         tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"], k["sum"], tab.proto,
         float(clr), float(eps), float(weight_decay), int(maximize))

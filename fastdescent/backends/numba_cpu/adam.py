@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._checks import required
 from ._config import jit, jit_inline, jit_variants
 from ._ptr import EMPTY_ADDRS, chunk_segment, like, segment
 
@@ -101,12 +100,8 @@ _adam_serial, _adam_parallel = jit_variants(_adam_body)
 
 def adam(tab, *, beta1, beta2, eps, weight_decay, decay, step_size, bias_correction2_sqrt, amsgrad,
          maximize):
-    k = required(tab, "adam")
-    w = None
-    if amsgrad:
-        w = k.get("max_exp_avg_sq")
-        if w is None:
-            raise ValueError("adam: amsgrad=1 needs the max_exp_avg_sq column")
+    k = tab.require("adam", amsgrad and "max_exp_avg_sq")
+    w = k.get("max_exp_avg_sq") if amsgrad else None
     (_adam_parallel if tab.parallel else _adam_serial)(
         tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"], k["exp_avg"],
         k["exp_avg_sq"], EMPTY_ADDRS if w is None else w, tab.proto, float(beta1),

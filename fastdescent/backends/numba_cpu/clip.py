@@ -18,7 +18,6 @@ import math
 import numpy as np
 from numba import prange
 
-from ._checks import required
 from ._config import jit, jit_inline, jit_reduce, jit_variants
 from ._ptr import chunk_segment, like, segment
 
@@ -165,7 +164,7 @@ _scale_serial, _scale_parallel = jit_variants(_scale_body)
 
 
 def norm_pow_sum(tab, *, norm_type):
-    grad = required(tab, "norm_pow_sum")["grad"]
+    grad = tab.require("norm_pow_sum")["grad"]
     p = float(norm_type)
     if math.isinf(p):
         mode = _MAX
@@ -180,12 +179,12 @@ def norm_pow_sum(tab, *, norm_type):
 
 
 def scale(tab, *, factor):
-    grad = required(tab, "scale")["grad"]
+    grad = tab.require("scale")["grad"]
     (_scale_parallel if tab.parallel else _scale_serial)(
         tab.offsets, tab.chunk_first, tab.chunk, grad, tab.proto, float(factor))
 
 
 def all_finite(tab):
-    grad = required(tab, "all_finite")["grad"]
+    grad = tab.require("all_finite")["grad"]
     return bool((_finite_parallel if tab.parallel else _finite_serial)(
         tab.offsets, tab.chunk_first, tab.chunk, grad, tab.proto))

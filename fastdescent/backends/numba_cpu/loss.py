@@ -20,11 +20,9 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._checks import ERR_ARG, FLOATS, bad_fit, buffers, kernel_error
+from .._dense_checks import check, check_labels
 from ._config import CHUNK, PARALLEL_MIN, jit, jit_reduce, jit_variants
 from ._ptr import like
-
-_I64 = np.dtype(np.int64)
 
 __all__ = ["mse_fwd_bwd", "xent_fwd_bwd"]
 
@@ -101,42 +99,19 @@ def _pick(pair, n):
 
 
 def mse_fwd_bwd(dpred, pred, target, *, scale):
-    try:
-        n, dt = dpred.size, dpred.dtype
-        ok = (dt in FLOATS and pred.size == n and target.size == n and pred.dtype == dt
-              and target.dtype == dt)
-    except AttributeError:
-        ok = False
-    if not ok:
-        raise bad_fit("mse_fwd_bwd", dict(dpred=dpred, pred=pred, target=target),
-                      "dpred, pred and target of one size and one float dtype")
-    buffers("mse_fwd_bwd", dict(dpred=dpred), dict(pred=pred, target=target))
+    n = check("mse_fwd_bwd", (dpred, pred, target), scale=scale)[0]["*"]  # c's exception types
     c2 = pred.dtype.type(2 * scale)
     total = _pick(_MSE, n)(dpred.reshape(-1), pred.reshape(-1), target.reshape(-1), c2, CHUNK)
     return scale * float(total)
 
 
 def xent_fwd_bwd(dlogits, logits, labels, *, scale):
-    arrays = dict(dlogits=dlogits, logits=logits, labels=labels)
-    try:
-        R, C = logits.shape
-        dt = dlogits.dtype
-        lk = labels.dtype.kind
-        ok = dt in FLOATS and dlogits.shape == (R, C) and logits.dtype == dt and labels.shape == (R,)
-    except (AttributeError, TypeError, ValueError):
-        ok = False
-        lk = "i"
-    if lk not in "iu" and getattr(dlogits, "dtype", None) in FLOATS:
-        raise TypeError(f"xent_fwd_bwd: labels must be integers, got {labels.dtype}")
-    if not ok:
-        raise bad_fit("xent_fwd_bwd", arrays,
-                      "dlogits and logits (R, C) of one float dtype and labels (R,)")
-    buffers("xent_fwd_bwd", dict(dlogits=dlogits), dict(logits=logits, labels=labels))
-    if labels.dtype != _I64:
-        labels = labels.astype(_I64)
-    if R and (C == 0 or labels.min() < 0 or labels.max() >= C):  # as C: nothing is written
-        raise kernel_error("xent_fwd_bwd", ERR_ARG)
-    if R == 0 or C == 0:
+    d = check("xent_fwd_bwd", (dlogits, logits, labels), scale=scale)[0]
+    R, C = d["R"], d["C"]
+    if R == 0:
+        return 0.0
+    labels = check_labels("xent_fwd_bwd", labels, C)  # as C: a bad label, nothing written
+    if C == 0:
         return 0.0
     rows = max(1, CHUNK // C)
     total = _pick(_XENT, R * C)(dlogits, logits, labels, float(scale), rows)

@@ -40,9 +40,10 @@ fwd / bwd_x, blocks of dw rows or columns for the Bw == 1 reduction, items for B
 ``_PAR_MACS`` multiply-adds up; below, the serial variant of the same body. Arithmetic: element
 type, FMA contraction allowed (``fastmath={'contract'}``, never nnan/ninf).
 
-Arguments are checked before any jitted call, as the c backend does (``_checks``): TypeError for a
-non-float output, ValueError for shapes or dtypes that do not fit, non-contiguous arrays or a
-read-only output, KernelError (FD_ERR_SHAPE) for Bw not in (1, B).
+Arguments are checked before any jitted call by the checks every backend shares
+(``backends/_dense_checks``): TypeError for a non-float output, ValueError for shapes or dtypes that
+do not fit, non-contiguous arrays or a read-only output, KernelError (FD_ERR_SHAPE) for Bw not in
+(1, B), KernelError (FD_ERR_ALIGN) for misaligned data.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ import numba
 import numpy as np
 from numba import carray, prange
 
-from ._checks import ERR_SHAPE, FLOATS, bad_fit, buffers, kernel_error
+from .._dense_checks import check
 from ._config import JIT_OPTIONS
 from ._ptr import pointer
 from ._threads import Parallel, serial_only
@@ -469,64 +470,15 @@ def _variant(pair, macs):
 
 
 # ----------------------------------------------------------------------------------- contract rows
-_EXPECTED = ("3-D x (B, M, K), w (Bw, K, N), y/dy (B, M, N), 2-D b (Bw, N), Bw in (1, B), one "
-             "float dtype")
-
-
-def _check_fwd(y, x, w, b):
-    """(B, M, K, Bw, N) of valid arguments (the c backend's checks and exception types)."""
-    try:
-        B, M, K = x.shape
-        Bw, K2, N = w.shape
-        dt = y.dtype
-        ok = (dt in FLOATS and y.shape == (B, M, N) and K2 == K and x.dtype == dt
-              and w.dtype == dt and (b is None or (b.shape == (Bw, N) and b.dtype == dt)))
-    except (AttributeError, TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise bad_fit("matmul_fwd", dict(y=y, x=x, w=w, b=b), _EXPECTED)
-    buffers("matmul_fwd", dict(y=y), dict(x=x, w=w, b=b))
-    if Bw != 1 and Bw != B:
-        raise kernel_error("matmul_fwd", ERR_SHAPE)
-    return B, M, K, Bw, N
-
-
-def _check_bwd_x(dx, dy, w):
-    try:
-        B, M, K = dx.shape
-        Bw, K2, N = w.shape
-        dt = dx.dtype
-        ok = dt in FLOATS and dy.shape == (B, M, N) and K2 == K and dy.dtype == dt and w.dtype == dt
-    except (AttributeError, TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise bad_fit("matmul_bwd_x", dict(dx=dx, dy=dy, w=w), _EXPECTED)
-    buffers("matmul_bwd_x", dict(dx=dx), dict(dy=dy, w=w))
-    if Bw != 1 and Bw != B:
-        raise kernel_error("matmul_bwd_x", ERR_SHAPE)
-    return B, M, K, Bw, N
-
-
-def _check_bwd_w(dw, db, x, dy):
-    try:
-        B, M, K = x.shape
-        Bw, K2, N = dw.shape
-        dt = dw.dtype
-        ok = (dt in FLOATS and dy.shape == (B, M, N) and K2 == K and x.dtype == dt
-              and dy.dtype == dt and (db is None or (db.shape == (Bw, N) and db.dtype == dt)))
-    except (AttributeError, TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise bad_fit("matmul_bwd_w", dict(dw=dw, db=db, x=x, dy=dy), _EXPECTED)
-    buffers("matmul_bwd_w", dict(dw=dw, db=db), dict(x=x, dy=dy))
-    if Bw != 1 and Bw != B:
-        raise kernel_error("matmul_bwd_w", ERR_SHAPE)
-    return B, M, K, Bw, N
+def _dims(kernel, args):
+    """(B, M, K, Bw, N) of valid arguments (the shared checks: the c backend's exception types)."""
+    d = check(kernel, args)[0]
+    return d["B"], d["M"], d["K"], d["W"], d["N"]
 
 
 def matmul_fwd(y, x, w, b):
     """y = x @ w (+ b); see the module docstring for shapes."""
-    B, M, K, Bw, N = _check_fwd(y, x, w, b)
+    B, M, K, Bw, N = _dims("matmul_fwd", (y, x, w, b))
     if y.size == 0:
         return
     dt = x.dtype
@@ -541,7 +493,7 @@ def matmul_fwd(y, x, w, b):
 
 def matmul_bwd_x(dx, dy, w):
     """dx += dy @ w.T (per item); see the module docstring for shapes."""
-    B, M, K, Bw, N = _check_bwd_x(dx, dy, w)
+    B, M, K, Bw, N = _dims("matmul_bwd_x", (dx, dy, w))
     if dx.size == 0 or N == 0:
         return
     dt = dx.dtype
@@ -555,7 +507,7 @@ def matmul_bwd_x(dx, dy, w):
 
 def matmul_bwd_w(dw, db, x, dy):
     """dw += x.T @ dy, db += column sums of dy (summed over the batch when Bw == 1)."""
-    B, M, K, Bw, N = _check_bwd_w(dw, db, x, dy)
+    B, M, K, Bw, N = _dims("matmul_bwd_w", (dw, db, x, dy))
     if dy.size == 0:  # dw += 0 (empty reduction or empty dw), db += 0
         return
     if K == 0:  # dw is empty; only the bias gradient is left

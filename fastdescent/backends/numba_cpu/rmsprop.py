@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._checks import required
 from ._config import jit, jit_inline, jit_variants
 from ._ptr import EMPTY_ADDRS, chunk_segment, like, segment
 
@@ -128,16 +127,9 @@ _rmsprop_serial, _rmsprop_parallel = jit_variants(_rmsprop_body)
 
 
 def rmsprop(tab, *, lr, alpha, eps, weight_decay, momentum, centered, maximize):
-    k = required(tab, "rmsprop")
-    a = b = None
-    if centered:
-        a = k.get("grad_avg")
-        if a is None:
-            raise ValueError("rmsprop: centered=1 needs the grad_avg column")
-    if momentum > 0:
-        b = k.get("momentum_buffer")
-        if b is None:
-            raise ValueError("rmsprop: momentum > 0 needs the momentum_buffer column")
+    k = tab.require("rmsprop", centered and "grad_avg", momentum > 0 and "momentum_buffer")
+    a = k.get("grad_avg") if centered else None
+    b = k.get("momentum_buffer") if momentum > 0 else None
     (_rmsprop_parallel if tab.parallel else _rmsprop_serial)(
         tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"], k["square_avg"],
         EMPTY_ADDRS if a is None else a, EMPTY_ADDRS if b is None else b, tab.proto, float(lr),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from numba import prange
 
-from ._checks import required
 from ._config import jit, jit_inline, jit_variants
 from ._ptr import EMPTY_ADDRS, chunk_segment, like, segment
 
@@ -85,12 +84,8 @@ _sgd_serial, _sgd_parallel = jit_variants(_sgd_body)
 
 
 def sgd(tab, *, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
-    k = required(tab, "sgd")
-    b = None
-    if momentum != 0:
-        b = k.get("momentum_buffer")
-        if b is None:
-            raise ValueError("sgd: momentum != 0 needs the momentum_buffer column")
+    k = tab.require("sgd", momentum != 0 and "momentum_buffer")
+    b = k.get("momentum_buffer") if momentum != 0 else None
     (_sgd_parallel if tab.parallel else _sgd_serial)(
         tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"],
         EMPTY_ADDRS if b is None else b, tab.proto, float(lr), float(momentum),

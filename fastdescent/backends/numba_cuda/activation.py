@@ -9,7 +9,9 @@ element type on the host).
                                  gelu: 0.5*(1 + erf(x/sqrt2)) + x * exp(-x*x/2)/sqrt(2 pi)
 
 One grid-stride launch over the flattened arrays (addresses from ``__cuda_array_interface__``, as the
-optimizer kernels of this backend), so any device array works, whatever its shape.
+optimizer kernels of this backend), so any device array works, whatever its shape. Arguments are
+checked first by the checks every backend shares (``backends/_dense_checks``, through
+``__cuda_array_interface__``): the c backend's exception types, nothing launched on a bad call.
 """
 
 import math
@@ -17,6 +19,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from .._dense_checks import check
 from ._device import _ptr, address_of, flat_grid
 
 __all__ = ["act_fwd", "act_bwd"]
@@ -64,47 +67,30 @@ def _act_bwd(adx, ady, ax, ay, n, kind, zero, one, half, c, c2):
             dx[j] += dy[j] * (cdf + v * pdf)
 
 
-def _dtype(a):
-    """Element dtype of a device array (Numba, CuPy, torch...), from __cuda_array_interface__."""
-    cai = getattr(a, "__cuda_array_interface__", None)
-    return np.dtype(cai["typestr"] if cai is not None else a.dtype)
-
-
-def _size(a):
-    n = 1
-    for s in a.shape:
-        n *= int(s)
-    return n
-
-
 def _consts(dtype):
     T = dtype.type
     return T(0), T(1), T(0.5), T(_INV_SQRT2)
 
 
-def _kind(kind):
-    k = int(kind)
-    if k not in (RELU, TANH, SIGMOID, GELU):  # unreachable through the API layer
-        raise ValueError(
-            f"activation kind must be 0 (relu), 1 (tanh), 2 (sigmoid) or 3 (gelu), got {kind!r}")
-    return k
+def _checked(kernel, args, kind):
+    """(size, dtype) of valid device arrays (the shared checks, c's exception types)."""
+    dims, infos = check(kernel, args, device=True, kind=kind)
+    return dims["*"], infos[0].dtype
 
 
 def act_fwd(y, x, *, kind):
-    n = _size(x)
+    n, dtype = _checked("act_fwd", (y, x), kind)
     if n == 0:
         return
-    dtype = _dtype(x)
     grid, threads = flat_grid(n)
-    _act_fwd[grid, threads](address_of(y, "y"), address_of(x, "x"), n, _kind(kind), *_consts(dtype))
+    _act_fwd[grid, threads](address_of(y, "y"), address_of(x, "x"), n, int(kind), *_consts(dtype))
 
 
 def act_bwd(dx, dy, x, y, *, kind):
-    n = _size(x)
+    n, dtype = _checked("act_bwd", (dx, dy, x, y), kind)
     if n == 0:
         return
-    dtype = _dtype(x)
     grid, threads = flat_grid(n)
     _act_bwd[grid, threads](address_of(dx, "dx"), address_of(dy, "dy"), address_of(x, "x"),
-                            address_of(y, "y"), n, _kind(kind), *_consts(dtype),
+                            address_of(y, "y"), n, int(kind), *_consts(dtype),
                             dtype.type(_INV_SQRT2PI))

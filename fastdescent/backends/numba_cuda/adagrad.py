@@ -48,6 +48,7 @@ _COLUMNS = ("param", "sum", "grad")
 
 
 def adagrad(tab, *, clr, eps, weight_decay, maximize):
+    tab.require("adagrad")  # ValueError naming a missing column
     T = tab.dtype.type
     scalars = (T(clr), T(eps), T(weight_decay), int(bool(maximize)), int(weight_decay != 0))
     launch(tab, _adagrad_flat, _adagrad_multi, _COLUMNS, scalars)

@@ -71,6 +71,7 @@ _COLUMNS = ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 def adam(tab, *, beta1, beta2, eps, weight_decay, decay, step_size, bias_correction2_sqrt, amsgrad,
          maximize):
+    tab.require("adam", amsgrad and "max_exp_avg_sq")  # ValueError naming a missing column
     T = tab.dtype.type
     scalars = (T(beta1), T(1 - beta1), T(beta2), T(1 - beta2), T(eps), T(weight_decay), T(decay),
                T(step_size), T(bias_correction2_sqrt), int(bool(amsgrad)), int(bool(maximize)),

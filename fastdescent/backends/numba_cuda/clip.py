@@ -116,6 +116,7 @@ def _reduce(tab, mode, power):
 
 
 def norm_pow_sum(tab, *, norm_type):
+    tab.require("norm_pow_sum")
     norm_type = float(norm_type)
     if math.isinf(norm_type):
         return _reduce(tab, _MAX_ABS, 1.0)
@@ -147,9 +148,11 @@ def _scale_multi(ag, sizes, ctens, coffs, nchunks, chunk, factor):
 
 
 def scale(tab, *, factor):
+    tab.require("scale")
     launch(tab, _scale_flat, _scale_multi, ("grad",), (tab.dtype.type(factor),))
 
 
 def all_finite(tab):
+    tab.require("all_finite")
     return bool(math.isfinite(_reduce(tab, _MAX_ABS, 1.0)))
 

@@ -11,6 +11,13 @@ reduction (a fixed number of blocks, each thread summing a fixed strided subset 
 shared-memory tree per block, then one block over the block partials); xent gives each row to one
 block (a tree reduction for its max and its sum), writes the row losses, and one block sums them.
 One synchronisation per call (the loss is read back to the host).
+
+Arguments are checked first by the checks every backend shares (``backends/_dense_checks``, through
+``__cuda_array_interface__``, never copying to the host): the c backend's exception types. The
+labels' values are checked on the device: :func:`_check_labels` (one block) sets a flag that the row
+kernel reads before writing anything, and the flag comes back with the loss (still one
+synchronisation); a label outside [0, C) raises ``KernelError`` (``FD_ERR_ARG``) as on the other
+backends, with ``dlogits`` untouched.
 """
 
 import math
@@ -20,6 +27,7 @@ import numba
 import numpy as np
 from numba import cuda, float64
 
+from .._dense_checks import ERR_ARG, check, kernel_error
 from ._device import SIM, _nanmax, _ptr, address_of, config
 
 __all__ = ["mse_fwd_bwd", "xent_fwd_bwd"]
@@ -85,9 +93,23 @@ def _sum_final(partials, nparts, out):
         out[0] = sm[0]
 
 
+@cuda.jit(cache=True)
+def _check_labels(labels, R, C, flag):
+    """flag[0] = 1 if some label is outside [0, C), else 0 (one block: zeroed, then set)."""
+    if cuda.threadIdx.x == 0:
+        flag[0] = 0.0
+    cuda.syncthreads()
+    for r in range(cuda.threadIdx.x, R, cuda.blockDim.x):
+        lab = labels[r]
+        if lab < 0 or lab >= C:
+            flag[0] = 1.0
+
+
 def _build_xent(nbt):
     @cuda.jit
-    def xent_rows(dl, lg, labels, scale, rowloss):
+    def xent_rows(dl, lg, labels, scale, rowloss, flag):
+        if flag[0] != 0:  # a bad label (see _check_labels): write nothing
+            return
         sm = cuda.shared.array(THREADS, float64)
         tid = cuda.threadIdx.x
         R = lg.shape[0]
@@ -145,24 +167,12 @@ def _f64_buffer(n):
         return buf
 
 
-def _dtype(a):
-    """Element dtype of a device array (Numba, CuPy, torch...), from __cuda_array_interface__."""
-    cai = getattr(a, "__cuda_array_interface__", None)
-    return np.dtype(cai["typestr"] if cai is not None else a.dtype)
-
-
-def _size(a):
-    n = 1
-    for s in a.shape:
-        n *= int(s)
-    return n
-
-
 def mse_fwd_bwd(dpred, pred, target, *, scale):
-    n = _size(pred)
+    dims, infos = check("mse_fwd_bwd", (dpred, pred, target), device=True, scale=scale)
+    n = dims["*"]
     if n == 0:
         return 0.0
-    dtype = _dtype(pred)
+    dtype = infos[0].dtype
     nblocks = max(1, min(config().reduce_blocks, -(-n // THREADS)))
     buf = _f64_buffer(nblocks + 1)
     partials, out = buf[:nblocks], buf[nblocks:nblocks + 1]
@@ -173,12 +183,20 @@ def mse_fwd_bwd(dpred, pred, target, *, scale):
 
 
 def xent_fwd_bwd(dlogits, logits, labels, *, scale):
-    R, C = logits.shape
-    if R == 0 or C == 0:
+    dims, infos = check("xent_fwd_bwd", (dlogits, logits, labels), device=True, scale=scale)
+    R, C = dims["R"], dims["C"]
+    if R == 0:
         return 0.0
-    buf = _f64_buffer(R + 1)
-    rowloss, out = buf[:R], buf[R:R + 1]
+    if C == 0:  # every label is outside [0, 0)
+        raise kernel_error("xent_fwd_bwd", ERR_ARG)
+    buf = _f64_buffer(R + 2)
+    rowloss, out, flag = buf[:R], buf[R:R + 1], buf[R + 1:R + 2]
+    _check_labels[1, THREADS](labels, R, C, flag)
     grid = max(1, min(R, 65535 if not SIM else 4))
-    _xent_kernel(_dtype(logits))[grid, THREADS](dlogits, logits, labels, float(scale), rowloss)
+    _xent_kernel(infos[0].dtype)[grid, THREADS](dlogits, logits, labels, float(scale), rowloss,
+                                                flag)
     _sum_final[1, THREADS](rowloss, R, out)
-    return scale * float(out.copy_to_host()[0])
+    loss, bad = buf[R:R + 2].copy_to_host()
+    if bad:
+        raise kernel_error("xent_fwd_bwd", ERR_ARG)
+    return scale * float(loss)

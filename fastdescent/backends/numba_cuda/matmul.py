@@ -27,6 +27,11 @@ partials in chunk order. Results are bitwise reproducible run to run for a given
 The kernels are built once per dtype (float32, float64) by :func:`_kernels` (the shared tiles need
 the element type at compile time) and compiled lazily on first launch. Under Numba's CUDA simulator
 the tiles are 4 x 4 (each simulated thread is a Python thread); on a GPU 16 x 16.
+
+Arguments are checked before any launch by the checks every backend shares
+(``backends/_dense_checks``, reading ``__cuda_array_interface__``, never copying to the host): the
+c backend's exception types for device arrays that do not fit, are not C-contiguous, are read-only
+outputs, misaligned, or have Bw not in (1, B); host arrays are refused.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import numba
 import numpy as np
 from numba import cuda
 
+from .._dense_checks import check
 from ._device import SIM
 
 __all__ = ["matmul_fwd", "matmul_bwd_x", "matmul_bwd_w", "TILE", "ROWS_PER_CHUNK"]
@@ -266,9 +272,14 @@ def _grid(nx, ny, nz):
     return (max(1, nx), max(1, min(ny, _GRID_MAX)), max(1, min(nz, _GRID_MAX)))
 
 
+def _dims(kernel, args):
+    """(B, M, K, Bw, N) of valid device arrays (the shared checks; see the module docstring)."""
+    d = check(kernel, args, device=True)[0]
+    return d["B"], d["M"], d["K"], d["W"], d["N"]
+
+
 def matmul_fwd(y, x, w, b):
-    B, M, K = x.shape
-    Bw, _, N = w.shape
+    B, M, K, Bw, N = _dims("matmul_fwd", (y, x, w, b))
     if B * M * N == 0:
         return
     dtype = _dtype(x)
@@ -279,8 +290,7 @@ def matmul_fwd(y, x, w, b):
 
 
 def matmul_bwd_x(dx, dy, w):
-    B, M, K = dx.shape
-    Bw, _, N = w.shape
+    B, M, K, Bw, N = _dims("matmul_bwd_x", (dx, dy, w))
     if B * M * K == 0 or N == 0:
         return
     bwd_x = _kernels(_dtype(dx))[1]
@@ -288,8 +298,7 @@ def matmul_bwd_x(dx, dy, w):
 
 
 def matmul_bwd_w(dw, db, x, dy):
-    B, M, K = x.shape
-    Bw, _, N = dw.shape
+    B, M, K, Bw, N = _dims("matmul_bwd_w", (dw, db, x, dy))
     if B * M * N == 0:
         return
     dtype = _dtype(x)

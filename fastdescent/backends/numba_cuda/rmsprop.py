@@ -67,6 +67,7 @@ _COLUMNS = ("param", "square_avg", "grad_avg", "momentum_buffer", "grad")
 
 
 def rmsprop(tab, *, lr, alpha, eps, weight_decay, momentum, centered, maximize):
+    tab.require("rmsprop", centered and "grad_avg", momentum > 0 and "momentum_buffer")
     T = tab.dtype.type
     scalars = (T(lr), T(alpha), T(1 - alpha), T(eps), T(weight_decay), T(momentum),
                int(bool(centered)), int(bool(maximize)), int(weight_decay != 0), int(momentum > 0))

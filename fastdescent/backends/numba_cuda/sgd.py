@@ -59,6 +59,7 @@ _COLUMNS = ("param", "momentum_buffer", "grad")
 
 
 def sgd(tab, *, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
+    tab.require("sgd", momentum != 0 and "momentum_buffer")  # ValueError naming a missing column
     T = tab.dtype.type
     scalars = (T(lr), T(momentum), T(1 - dampening), T(weight_decay), int(bool(nesterov)),
                int(bool(maximize)), int(bool(first_step)), int(weight_decay != 0), int(momentum != 0))

@@ -12,12 +12,16 @@ backends/*/activation.py.
                                                   phi(x) = exp(-x*x / 2) / sqrt(2 pi)
 
 Arithmetic is in the element type, in the order written here (the compiled backends follow it);
-constants are rounded once to the element type. NaN propagates through every kind.
+constants are rounded once to the element type. NaN propagates through every kind. Arguments are
+checked first, by the checks every backend shares (``backends/_dense_checks``: the c backend's
+exception types, KernelError FD_ERR_ARG for an unknown kind), so a bad call writes nothing.
 """
 
 import math
 
 import numpy as np
+
+from .._dense_checks import check
 
 try:  # vectorised erf; without SciPy, the C library's erf one element at a time
     from scipy.special import erf as _erf
@@ -38,6 +42,7 @@ def _bad_kind(kind):  # unreachable through the API layer, which validates kind
 
 
 def act_fwd(y, x, *, kind):
+    check("act_fwd", (y, x), kind=kind)
     if kind == RELU:
         np.maximum(x, 0, out=y)  # NaN propagates
     elif kind == TANH:
@@ -56,6 +61,7 @@ def act_fwd(y, x, *, kind):
 
 
 def act_bwd(dx, dy, x, y, *, kind):
+    check("act_bwd", (dx, dy, x, y), kind=kind)
     if kind == RELU:
         dx += np.where(x > 0, dy, 0)
     elif kind == TANH:

@@ -4,6 +4,7 @@ import numpy as np
 
 
 def adagrad(tab, *, clr, eps, weight_decay, maximize):
+    tab.require("adagrad")  # ValueError naming a missing column
     cols = tab.columns
     params, grads, sums = cols["param"], cols["grad"], cols["sum"]
     for i in range(tab.n):

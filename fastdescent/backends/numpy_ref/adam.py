@@ -5,6 +5,7 @@ import numpy as np
 
 def adam(tab, *, beta1, beta2, eps, weight_decay, decay, step_size, bias_correction2_sqrt, amsgrad,
          maximize):
+    tab.require("adam", amsgrad and "max_exp_avg_sq")  # ValueError naming a missing column
     cols = tab.columns
     params, grads, ms, vs = cols["param"], cols["grad"], cols["exp_avg"], cols["exp_avg_sq"]
     vmaxs = cols.get("max_exp_avg_sq")

@@ -6,6 +6,7 @@ import numpy as np
 
 
 def norm_pow_sum(tab, *, norm_type):
+    tab.require("norm_pow_sum")
     grads = tab.columns["grad"]
     if math.isinf(norm_type):
         parts = [float(np.max(np.abs(g))) for g in grads if g.size]
@@ -23,9 +24,11 @@ def norm_pow_sum(tab, *, norm_type):
 
 
 def scale(tab, *, factor):
+    tab.require("scale")
     for g in tab.columns["grad"]:
         g *= factor
 
 
 def all_finite(tab):
+    tab.require("all_finite")
     return bool(all(np.isfinite(g).all() for g in tab.columns["grad"]))

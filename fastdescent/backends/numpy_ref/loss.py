@@ -9,13 +9,18 @@
 
 The max shift keeps exp() finite for any finite logits (softmax-stable log-sum-exp). Element work
 is in the element type; the sums and the loss are float64; scale / s_r is computed in float64 and
-rounded once to the element type.
+rounded once to the element type. Arguments are checked first, by the checks every backend shares
+(``backends/_dense_checks``: the c backend's exception types; KernelError FD_ERR_ARG for a label
+outside [0, C), before anything is written).
 """
 
 import numpy as np
 
+from .._dense_checks import check, check_labels
+
 
 def mse_fwd_bwd(dpred, pred, target, *, scale):
+    check("mse_fwd_bwd", (dpred, pred, target), scale=scale)
     d = pred - target
     loss = scale * float(np.sum(np.square(d, dtype=np.float64)))
     dpred += (2 * scale) * d
@@ -23,8 +28,12 @@ def mse_fwd_bwd(dpred, pred, target, *, scale):
 
 
 def xent_fwd_bwd(dlogits, logits, labels, *, scale):
-    R = logits.shape[0]
-    if logits.size == 0:
+    d = check("xent_fwd_bwd", (dlogits, logits, labels), scale=scale)[0]
+    R, C = d["R"], d["C"]
+    if R == 0:
+        return 0.0
+    labels = check_labels("xent_fwd_bwd", labels, C)
+    if C == 0:
         return 0.0
     m = logits.max(axis=1, keepdims=True)
     e = np.exp(logits - m)

@@ -10,23 +10,29 @@ y / dy (B, M, N); dx like x, dw like w, db like b. Item i uses weight 0 if Bw ==
                   db[j] += the column sums of those dy[i]                       (accumulates)
 
 The products go through ``np.matmul`` (BLAS); the backward temporaries are the reference's only
-allocations.
+allocations. Arguments are checked first, by the checks every backend shares
+(``backends/_dense_checks``: the c backend's exception types), so a bad call writes nothing.
 """
 
 import numpy as np
 
+from .._dense_checks import check
+
 
 def matmul_fwd(y, x, w, b):
+    check("matmul_fwd", (y, x, w, b))
     np.matmul(x, w, out=y)  # w of shape (1, K, N) broadcasts over the batch
     if b is not None:
         y += b[:, None, :]
 
 
 def matmul_bwd_x(dx, dy, w):
+    check("matmul_bwd_x", (dx, dy, w))
     dx += np.matmul(dy, np.swapaxes(w, 1, 2))
 
 
 def matmul_bwd_w(dw, db, x, dy):
+    check("matmul_bwd_w", (dw, db, x, dy))
     B, M, K = x.shape
     N = dy.shape[2]
     if dw.shape[0] == 1:  # one weight for the whole batch: a reduction over all B*M rows

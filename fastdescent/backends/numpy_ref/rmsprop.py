@@ -4,6 +4,7 @@ import numpy as np
 
 
 def rmsprop(tab, *, lr, alpha, eps, weight_decay, momentum, centered, maximize):
+    tab.require("rmsprop", centered and "grad_avg", momentum > 0 and "momentum_buffer")
     cols = tab.columns
     params, grads, vs = cols["param"], cols["grad"], cols["square_avg"]
     avgs, bufs = cols.get("grad_avg"), cols.get("momentum_buffer")

@@ -4,6 +4,7 @@ import numpy as np
 
 
 def sgd(tab, *, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
+    tab.require("sgd", momentum != 0 and "momentum_buffer")  # ValueError naming a missing column
     params, grads, bufs = tab.columns["param"], tab.columns["grad"], tab.columns.get("momentum_buffer")
     for i in range(tab.n):
         p, g = params[i], grads[i]
