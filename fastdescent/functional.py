@@ -93,13 +93,16 @@ def _tables(backend, columns, check=True):
                              f"got {len(lists[name])}")
     device = _arrays.is_device_array(first[0])
     mod = resolve(backend, device=device)
-    key = (mod.NAME, tuple((name, lists[name] is None) for name in names), bool(check))
+    key = (mod.NAME, tuple((name, lists[name] is None, written[name]) for name in names),
+           bool(check))
     hit = _CACHE.get(key)
     if hit is not None:
         cached, tables = hit
         if all(lists[name] is None or (len(lists[name]) == len(cached[name])
                                        and all(map(operator.is_, lists[name], cached[name])))
-               for name in names):
+               for name in names) and all(
+                   _still_writeable(lists[name]) for name in names
+                   if written[name] and lists[name] is not None):
             return mod, tables
     first_infos = []
     w_infos = []
@@ -164,6 +167,17 @@ def _tables(backend, columns, check=True):
     return mod, tables
 
 
+def _still_writeable(arrays):
+    """A cached table's written arrays may have been made read-only since (``flags.writeable``)."""
+    for a in arrays:
+        if isinstance(a, np.ndarray):
+            if not a.flags.writeable:
+                return False
+        elif a.__cuda_array_interface__["data"][1]:
+            return False
+    return True
+
+
 def clear_cache():
     """Drop the cached tables (and with them the references to the arrays of the last calls)."""
     _CACHE.clear()
@@ -175,7 +189,8 @@ def _plain(a):
 
 
 def _run(kernel, mod, tables, scalars):
-    check_scalars(scalars, kernel)
+    for tab in tables:  # every table's scalars first: nothing is written if one cannot run
+        check_scalars(scalars, kernel, tab.dtype)
     fn = mod.KERNELS[kernel]
     for tab in tables:
         fn(tab, **scalars)

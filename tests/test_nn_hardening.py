@@ -46,6 +46,21 @@ def _fused_calls(backend):
     return importlib.import_module(fd.get_backend(backend).__name__ + ".fused").calls
 
 
+def _fit_3_epochs(backend, m, o, X, y, callback, fused, monkeypatch):
+    """``fd.fit`` for 3 epochs of 3 minibatches (``X``: 48 rows), unshuffled, on the fused step
+    (checked to run once per minibatch where the backend has one) or, with ``fused=False``, on the
+    kernel-by-kernel one."""
+    with monkeypatch.context() as mp:
+        if not fused:
+            mp.setattr(_model, "_fused_train_step", lambda be: None)
+        before = _fused_calls(backend)
+        fd.fit(m, X, y, optimizer=o, epochs=3, batch_size=16, shuffle=False, callback=callback,
+               progress=False)
+        after = _fused_calls(backend)
+    if fused and before is not None:
+        assert after - before == 9, "fit did not run the fused step"
+
+
 def _snapshot(m, o):
     sd = o.state_dict()
     state = {k: {n: (v if n == "step" else np.array(v, copy=True)) for n, v in st.items()}
@@ -81,15 +96,7 @@ def test_list_betas_edited_in_place_apply_on_every_path(backend, monkeypatch):
         def cb(epoch, logs, model):
             if edit and epoch == 1:
                 o.param_groups[0]["betas"][0] = 0.0
-        with monkeypatch.context() as mp:
-            if not fused:
-                mp.setattr(_model, "_fused_train_step", lambda be: None)
-            before = _fused_calls(backend)
-            fd.fit(m, X, y, optimizer=o, epochs=3, batch_size=16, shuffle=False, callback=cb,
-                   progress=False)
-            after = _fused_calls(backend)
-        if fused and before is not None:
-            assert after - before == 9, "fit did not run the fused step"
+        _fit_3_epochs(backend, m, o, X, y, cb, fused, monkeypatch)
         return m.arena.flat_params.copy(), o
 
     got, o = run(edit=True, fused=True)
@@ -117,14 +124,7 @@ def test_fused_step_follows_per_group_decoupled_weight_decay(backend, monkeypatc
         def cb(epoch, logs, model):
             if flip and epoch == 1:
                 o.param_groups[0]["decoupled_weight_decay"] = True
-        with monkeypatch.context() as mp:
-            if not fused:
-                mp.setattr(_model, "_fused_train_step", lambda be: None)
-            before = _fused_calls(backend)
-            fd.fit(m, X, y, optimizer=o, epochs=3, batch_size=16, shuffle=False, callback=cb,
-                   progress=False)
-            if fused:
-                assert _fused_calls(backend) - before == 9
+        _fit_3_epochs(backend, m, o, X, y, cb, fused, monkeypatch)
         return m.arena.flat_params.copy()
 
     for flip in (False, True):
@@ -444,3 +444,19 @@ def test_scheduler_bad_params():
     assert p.last_epoch == 0
     p.step(np.float32(1.0))
     assert p.last_epoch == 1
+
+
+@pytest.mark.parametrize("backend", ["c", "numba"])
+def test_fused_step_refuses_out_of_range_labels_before_writing(backend):
+    from fastdescent.errors import KernelError
+
+    require_backend(backend)
+    m = fd.nn.MLP([3, 4, 2], seed=0, backend=backend)
+    opt = fd.Adam(m.parameters(), backend=backend)
+    step = m.make_train_step(opt, rows=4)
+    before = [p.copy() for p in m.parameters().params]
+    for bad in ([0, 1, 7, 1], [0, -1, 1, 1]):
+        with pytest.raises(KernelError):
+            step(np.zeros((1, 4, 3), np.float32), np.array(bad, np.int64))
+    assert all((a == b).all() for a, b in zip(before, m.parameters().params))
+    assert np.isfinite(step(np.zeros((1, 4, 3), np.float32), np.array([0, 1, 1, 0], np.int64)))

@@ -460,6 +460,7 @@ def test_clip_grad_norm_reuses_tables_for_the_same_arrays(monkeypatch):
 
     grads = [np.ones(3, np.float32) for _ in range(50)]
     F.clip_grad_norm_(grads, 1e9, backend="numpy")
+    F.all_finite(grads, backend="numpy")  # (its own cache entry: it does not need writeable arrays)
     calls = []
     real = _arrays.inspect
     monkeypatch.setattr(_arrays, "inspect", lambda a, w: calls.append(w) or real(a, w))
@@ -524,3 +525,37 @@ def test_overflowing_derived_scalars_raise_before_any_bucket_changes(host_backen
     with pytest.raises(ValueError, match="step_size"):
         F.adam([full(3, 1.0)], [full(3, 1.0)], [full(3, 0.0)], [full(3, 0.0)], step=1, lr=1e305,
                betas=(0.999999, 0.999), backend=host_backend)
+
+
+def test_float32_overflowing_scalars_are_refused(host_backend):
+    p = full(3, 1.0)
+    opt = fd.SGD([p], lr=1e39, backend=host_backend)
+    with pytest.raises(ValueError, match="overflows float32"):
+        opt.step([full(3, 0.0)])
+    np.testing.assert_array_equal(p, 1.0)
+    q = np.ones(3)  # the same lr is fine for float64
+    fd.SGD([q], lr=1e39, backend=host_backend).step([np.zeros(3)])
+    np.testing.assert_array_equal(q, 1.0)
+    with pytest.raises(ValueError, match="overflows float32"):
+        F.sgd([full(3, 1.0)], [full(3, 0.0)], lr=1e39, backend=host_backend)
+
+
+def test_adamw_stays_decoupled_after_loading_an_adam_state_dict():
+    a = fd.Adam([full(3, 1.0)], weight_decay=0.5, backend="numpy")
+    a.step([full(3, 1.0)])
+    w = fd.AdamW([full(3, 1.0)], weight_decay=0.5, backend="numpy")
+    w.load_state_dict(a.state_dict())
+    assert w.param_groups[0]["decoupled_weight_decay"] is True
+
+
+def test_functional_cache_does_not_let_a_read_only_array_be_written(host_backend):
+    g = np.frombuffer(np.full(8, 100.0, np.float32).tobytes(), np.float32)  # immutable bytes
+    assert F.all_finite([g], backend=host_backend)
+    with pytest.raises(ValueError, match="read-only"):
+        F.clip_grad_norm_([g], 1.0, backend=host_backend)
+    h = full(8, 100.0)
+    F.clip_grad_norm_([h], 1e9, backend=host_backend)
+    h.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        F.clip_grad_norm_([h], 1.0, backend=host_backend)
+    np.testing.assert_array_equal(h, 100.0)

@@ -108,10 +108,13 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay (torch.optim.AdamW): ``p <- p*(1 - lr*wd)`` before the update.
 
-    Same parameters as :class:`Adam`, except ``weight_decay`` defaults to 1e-2.
+    Same parameters as :class:`Adam`, except ``weight_decay`` defaults to 1e-2. Its groups have
+    ``decoupled_weight_decay=True``, and ``load_state_dict`` keeps it so (an Adam state_dict loaded
+    into AdamW stays AdamW), as torch's AdamW does.
     """
 
     _decoupled = True
+    _forced_on_load = {"decoupled_weight_decay": True}  # torch's AdamW.__setstate__ does the same
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, maximize=False, backend=None, skip_nonfinite=False):

@@ -53,13 +53,21 @@ def check_hyper(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False, 
     return v
 
 
-def check_scalars(scalars, where):
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_scalars(scalars, where, dtype=None):
     """Raise ``ValueError`` if a per-step kernel scalar derived from valid hyperparameters is not
-    finite (e.g. ``lr / (1 - beta1**t)`` overflowing for an lr near the float64 limit)."""
+    finite (e.g. ``lr / (1 - beta1**t)`` overflowing for an lr near the float64 limit), or, for a
+    float32 bucket, does not fit in float32 (kernels round each scalar once to the element type)."""
+    lim = _FLOAT32_MAX if dtype is not None and np.dtype(dtype) == np.float32 else math.inf
     for k, v in scalars.items():
         if not math.isfinite(v):
             raise ValueError(f"{where}: the per-step kernel scalar {k} = {v} is not finite; the "
                              "hyperparameters are too extreme for float64")
+        if abs(v) > lim:
+            raise ValueError(f"{where}: the per-step kernel scalar {k} = {v} overflows float32 "
+                             "(the parameters' dtype)")
     return scalars
 
 
@@ -570,7 +578,7 @@ class Optimizer:
         # every bucket's scalars first: one that overflows (lr=1e300 / (1 - beta1)) raises before
         # any bucket is updated, identically on every backend
         scalars = [check_scalars(self._scalars(self.param_groups[b.group], b.step + 1, b.fresh),
-                                 f"param_groups[{b.group}]") for b in self._buckets]
+                                 f"param_groups[{b.group}]", b.dtype) for b in self._buckets]
         for b, sc in zip(self._buckets, scalars):
             step = b.step + 1
             kernel(b.tab, **sc)
@@ -586,6 +594,8 @@ class Optimizer:
     _BOOKKEEPING_KEYS = ("foreach", "fused", "capturable", "differentiable", "initial_lr")
     #: False for optimizers whose torch state_dict has no ``step`` entry (SGD)
     _step_in_state = True
+    #: group values a loaded state_dict cannot change (AdamW stays decoupled, as torch's does)
+    _forced_on_load = {}
 
     def state_dict(self):
         """A torch-like, self-contained copy: ``{"state": {index: {...}}, "param_groups": [...]}``.
@@ -688,6 +698,7 @@ class Optimizer:
                         "since it may change the update rule: drop it from the state_dict if it "
                         "does not")
                 g[k] = v
+            g.update(self._forced_on_load)
             try:
                 self._check_group(g)
             except (TypeError, ValueError) as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import carray
 
+from .._dense_checks import kernel_error
 from . import activation as _act
 from . import loss as _loss
 from . import matmul as _mm
@@ -49,6 +50,11 @@ def _mlp_step(tab, glob, x, labels, target, proto, loss_kind, scale, beta1, beta
               weight_decay, decay, step_size, bias_correction2_sqrt, amsgrad, maximize):
     L = tab.shape[0]
     R = labels.shape[0] if loss_kind == 0 else target.shape[0]
+    if loss_kind == 0:  # labels in [0, C) before anything is written (as the C library checks)
+        C0 = tab[L - 1, T_OUT]
+        for r in range(R):
+            if labels[r] < 0 or labels[r] >= C0:
+                return np.nan
     n = glob[G_NPARAMS]
     param = carray(pointer(glob[G_PARAM], 0, proto), n)
     grad = carray(pointer(glob[G_GRAD], 0, proto), n)
@@ -230,6 +236,8 @@ def fused_train_step(model, optimizer, loss_name, rows):
         if xent:
             loss = fn(tab, glob, x, y, no_target, proto, loss_kind, scale, b1, b2, eps, wd, decay, ss,
                       bc2, ams, mx)
+            if loss != loss and ((y < 0) | (y >= model.out_features)).any():  # NaN: labels refused
+                raise kernel_error("mlp_step", 3)
         else:
             loss = fn(tab, glob, x, no_labels, y.reshape(tshape), proto, loss_kind, scale, b1, b2, eps,
                       wd, decay, ss, bc2, ams, mx)
