@@ -83,3 +83,19 @@ def dev(backend):
 def _no_default_leak(monkeypatch):
     """Tests never inherit a FASTDESCENT_BACKEND from the environment that runs them."""
     monkeypatch.delenv("FASTDESCENT_BACKEND", raising=False)
+
+
+@pytest.fixture(scope="module")
+def C():
+    """The c backend module (the test is skipped, with the registry's reason, where it does not load)."""
+    return require_backend("c")
+
+
+@pytest.fixture
+def c_settings(C):
+    """The c backend, its thread count, code path and parallel grain put back to the defaults after
+    the test."""
+    yield C
+    C.set_num_threads(0)
+    C.set_simd_path("auto")
+    C.set_parallel_grain(0)

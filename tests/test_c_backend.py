@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 import fastdescent as fd
-from fastdescent import backends
 from fastdescent._contract import KERNELS as ROWS
 from fastdescent.backends._table import TensorTable
 from fastdescent.errors import BackendUnavailableError, FastDescentError, KernelError
@@ -26,22 +25,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = os.path.join(ROOT, "csrc", "fastdescent.h")
 BUILD_SCRIPT = os.path.join(ROOT, "csrc", "cffi_build.py")
 MY_STEMS = ("sgd", "adam", "rmsprop", "adagrad", "clip")
-
-
-@pytest.fixture(scope="module")
-def C():
-    reason = backends.backend_status()["c"]
-    if reason is not None:
-        pytest.skip(f"c backend not available: {reason}")
-    return fd.get_backend("c")
-
-
-@pytest.fixture
-def restore_settings(C):
-    yield
-    C.set_num_threads(0)
-    C.set_simd_path("auto")
-    C.set_parallel_grain(0)
 
 
 def _cdef_text():
@@ -162,7 +145,7 @@ def test_raw_error_codes(C):
 
 
 # ------------------------------------------------------------------------------ settings
-def test_thread_count_get_set(C, restore_settings):
+def test_thread_count_get_set(C, c_settings):
     default = C.get_num_threads()
     assert default >= 1
     C.set_num_threads(1)
@@ -177,7 +160,7 @@ def test_thread_count_get_set(C, restore_settings):
     assert C.lib.fd_set_num_threads(-2) == C.lib.FD_ERR_ARG
 
 
-def test_parallel_grain_get_set(C, restore_settings):
+def test_parallel_grain_get_set(C, c_settings):
     assert C.get_parallel_grain() == 0
     C.set_parallel_grain(4096)
     assert C.get_parallel_grain() == 4096
@@ -188,7 +171,7 @@ def test_parallel_grain_get_set(C, restore_settings):
     assert C.lib.fd_set_parallel_grain(-1) == C.lib.FD_ERR_ARG
 
 
-def test_simd_path_switch(C, restore_settings):
+def test_simd_path_switch(C, c_settings):
     best = C.get_simd_path()
     C.set_simd_path("generic")
     assert C.get_simd_path() == "generic"

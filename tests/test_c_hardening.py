@@ -19,27 +19,13 @@ import numpy as np
 import pytest
 
 import fastdescent as fd
-from fastdescent import backends
 from fastdescent.errors import KernelError
+
+from _subproc import run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FD_ERR_NULL, FD_ERR_SIZE, FD_ERR_ARG, FD_ERR_ALIGN = 1, 2, 3, 6
-
-
-@pytest.fixture(scope="module")
-def C():
-    reason = backends.backend_status()["c"]
-    if reason is not None:
-        pytest.skip(f"c backend not available: {reason}")
-    return fd.get_backend("c")
-
-
-@pytest.fixture
-def restore(C):
-    yield
-    C.set_num_threads(0)
-    C.set_parallel_grain(0)
 
 
 def _table(C, dtype, **cols):
@@ -175,7 +161,7 @@ def test_misaligned_arrays_get_an_error_from_c(C, dtype, ct, sfx):
 
 
 # ------------------------------------------------------------------------------ threads
-def test_set_num_threads_is_bounded(C, restore):
+def test_set_num_threads_is_bounded(C, c_settings):
     # before: accepted, and a large enough n made libgomp end the process ("Thread creation failed")
     assert C.max_threads() == 1024
     with pytest.raises(ValueError, match="1000000"):
@@ -189,9 +175,10 @@ def test_set_num_threads_is_bounded(C, restore):
 
 # ------------------------------------------------------------------------------ fork
 _FORK_SCRIPT = textwrap.dedent(r"""
-    import multiprocessing as mp, os, sys
+    import sys
     import numpy as np
     import fastdescent as fd
+    from _subproc import run_child
 
     C = fd.get_backend("c")
     N = 1 << 17
@@ -212,23 +199,20 @@ _FORK_SCRIPT = textwrap.dedent(r"""
         step(p, m, v, g)
         return p
 
-    def child_work(q=None):
-        ok = np.array_equal(two_steps(), expected)
-        ok = ok and (C.get_num_threads() == 1 or how == "spawn")
+    def child_work():
+        assert np.array_equal(two_steps(), expected)
+        assert C.get_num_threads() == 1 or how == "spawn"
         # the GEMM engine too
         x = np.ones((64, 64), np.float32)
         y = np.empty((1, 64, 64), np.float32)
         C.KERNELS["matmul_fwd"](y, x.reshape(1, 64, 64), x.reshape(1, 64, 64), None)
-        ok = ok and bool((y == 64).all())
-        if q is not None:
-            q.put(ok)
-        return ok
+        assert (y == 64).all()
 
-    def mp_child(q):
+    def mp_child():
         global expected, how
         how = sys.argv[1]
         expected = np.load(sys.argv[2])
-        child_work(q)
+        child_work()
 
     if __name__ == "__main__":
         how, path = sys.argv[1], sys.argv[2]
@@ -238,20 +222,7 @@ _FORK_SCRIPT = textwrap.dedent(r"""
         C.set_num_threads(4)
         C.set_parallel_grain(1)  # every kernel uses the OpenMP team
         assert np.array_equal(two_steps(), expected)  # the parent runs threaded steps first
-        if how == "os.fork":
-            pid = os.fork()
-            if pid == 0:
-                os._exit(0 if child_work() else 1)
-            _, status = os.waitpid(pid, 0)
-            assert os.waitstatus_to_exitcode(status) == 0, status
-        else:
-            ctx = mp.get_context(how)
-            q = ctx.Queue()
-            proc = ctx.Process(target=mp_child, args=(q,))
-            proc.start()
-            ok = q.get(timeout=60)
-            proc.join(30)
-            assert ok is True and proc.exitcode == 0, (ok, proc.exitcode)
+        assert run_child(how, child_work if how == "os.fork" else mp_child, timeout=60) == 0
         assert np.array_equal(two_steps(), expected)  # the parent still works, threaded
         assert C.get_num_threads() == 4 or not C.describe()["openmp"]
         print("FORK-OK")
@@ -263,16 +234,11 @@ def test_kernels_after_fork_finish_with_correct_results(C, tmp_path, how):
     # before: with "os.fork" and "fork" the child hung forever in libgomp (killed by the timeout)
     if how != "spawn" and not hasattr(os, "fork"):
         pytest.skip("no fork on this platform")
-    script = tmp_path / "fork_check.py"
-    script.write_text(_FORK_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(
         os.path.dirname(fd.__file__)), os.environ.get("PYTHONPATH")]))}
-    try:
-        r = subprocess.run([sys.executable, str(script), how, str(tmp_path / "expected.npy")],
-                           capture_output=True, text=True, timeout=90, env=env, cwd=tmp_path)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{how}: a kernel in the forked child hung (timeout); output: {exc.stdout!r}")
-    assert r.returncode == 0 and "FORK-OK" in r.stdout, (r.stdout, r.stderr)
+    out = run_script(tmp_path, _FORK_SCRIPT, how, tmp_path / "expected.npy", env=env, timeout=90,
+                     name="fork_check.py", what=f"{how}: the script (a kernel in the child hung?)")
+    assert "FORK-OK" in out, out
 
 
 # ------------------------------------------------------------------------------ build

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import fastdescent as fd
-from fastdescent import backends
 from fastdescent import functional as F
 
 N_STEPS = 7
@@ -23,24 +22,10 @@ TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
 
 
-@pytest.fixture(scope="module")
-def C():
-    reason = backends.backend_status()["c"]
-    if reason is not None:
-        pytest.skip(f"c backend not available: {reason}")
-    return fd.get_backend("c")
-
-
 #: elements per thread for the chunked runs (the default grain keeps tables this small on one thread)
 SMALL_GRAIN = 512
 
 
-@pytest.fixture
-def settings(C):
-    yield C
-    C.set_num_threads(0)
-    C.set_simd_path("auto")
-    C.set_parallel_grain(0)
 
 
 def mixed_shapes(seed=7):
@@ -119,8 +104,8 @@ def compare(got, want, dtype, exact=False):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
-def test_optimizer_parity(case, dtype, settings):
-    C = settings
+def test_optimizer_parity(case, dtype, c_settings):
+    C = c_settings
     cls, kw = case
     want = reference(cls, kw, dtype)
     # no multiply-add contraction on any path (FD_EXACT_FP): the same IEEE operations as the
@@ -138,8 +123,8 @@ def test_optimizer_parity(case, dtype, settings):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("case", [CASES[4], CASES[9], CASES[15], CASES[19]],
                          ids=[_ids(c) for c in (CASES[4], CASES[9], CASES[15], CASES[19])])
-def test_updates_identical_on_1_and_2_threads(case, dtype, settings):
-    C = settings
+def test_updates_identical_on_1_and_2_threads(case, dtype, c_settings):
+    C = c_settings
     cls, kw = case
     C.set_parallel_grain(SMALL_GRAIN)
     C.set_num_threads(1)
@@ -157,8 +142,8 @@ def _grads(dtype, shapes=SHAPES, seed=3):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, 0.5, math.inf])
-def test_norm_pow_sum_parity_and_thread_independence(norm_type, dtype, settings):
-    C = settings
+def test_norm_pow_sum_parity_and_thread_independence(norm_type, dtype, c_settings):
+    C = c_settings
     shapes = SHAPES + [(40000,)] * 3  # > 140k elements: 9 reduction chunks
     g = _grads(dtype, shapes)
     flat = np.abs(np.concatenate([a.reshape(-1) for a in g]).astype(np.float64))
@@ -185,8 +170,8 @@ def test_norm_pow_sum_parity_and_thread_independence(norm_type, dtype, settings)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_norm_inf_and_all_finite_see_every_position(dtype, settings):
-    C = settings
+def test_norm_inf_and_all_finite_see_every_position(dtype, c_settings):
+    C = c_settings
     C.set_parallel_grain(SMALL_GRAIN)
     g = _grads(dtype, SHAPES)
     tab = C.Table.from_columns(dtype, {"grad": g})

@@ -11,15 +11,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 import threading
-import time
 
 import numpy as np
 import pytest
 
+from _subproc import run_script
 from conftest import require_backend
 
 import fastdescent as fd
@@ -99,17 +96,15 @@ def test_two_threads_two_optimizers(threaded):
 
 # ------------------------------------------------------------------------ fork / spawn children
 _CHILD_SCRIPT = """
-import multiprocessing as mp
-import os
-import signal
 import sys
 import threading
-import time
 
 import numpy as np
 
 import fastdescent as fd
 from fastdescent.optim import Adam
+
+from _subproc import run_child
 
 BACKEND, METHOD = sys.argv[1], sys.argv[2]
 
@@ -153,37 +148,7 @@ if __name__ == "__main__":
         t.join()
     assert len(out) == 2
     check("PARENT")
-    if METHOD == "os.fork":
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                child()
-                code = 0
-            finally:
-                os._exit(code)
-        deadline = time.monotonic() + 30
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                print("CHILD HUNG", flush=True)
-                sys.exit(3)
-            time.sleep(0.05)
-        code = os.waitstatus_to_exitcode(status)
-    else:
-        proc = mp.get_context(METHOD).Process(target=child)
-        proc.start()
-        proc.join(30)
-        if proc.is_alive():
-            proc.kill()
-            print("CHILD HUNG", flush=True)
-            sys.exit(3)
-        code = proc.exitcode
-    print("CHILD EXIT", code, flush=True)
+    code = run_child(METHOD, child, timeout=30)
     sys.exit(0 if code == 0 else 2)
 """
 
@@ -196,19 +161,10 @@ def test_child_process_after_threads(tmp_path, backend, method):
     require_backend(backend)
     if method != "spawn" and not hasattr(os, "fork"):
         pytest.skip("no fork() on this platform")
-    script = tmp_path / "child_script.py"
-    script.write_text(textwrap.dedent(_CHILD_SCRIPT))
-    env = dict(os.environ)
-    env.pop("NUMBA_THREADING_LAYER", None)
-    env.update({"FASTDESCENT_NUMBA_PARALLEL_MIN": "0", "NUMBA_NUM_THREADS": "2",
-                "OMP_NUM_THREADS": "2"})
-    try:
-        proc = subprocess.run([sys.executable, str(script), backend, method], env=env,
-                              cwd=str(tmp_path), capture_output=True, text=True, timeout=TIMEOUT)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"hung (killed after {TIMEOUT} s):\n{exc.stdout}\n{exc.stderr}")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"exit {proc.returncode}:\n{out}"
+    out = run_script(tmp_path, _CHILD_SCRIPT, backend, method, name="child_script.py",
+                     unset=("NUMBA_THREADING_LAYER",), timeout=TIMEOUT, what="the script",
+                     env={"FASTDESCENT_NUMBA_PARALLEL_MIN": "0", "NUMBA_NUM_THREADS": "2",
+                          "OMP_NUM_THREADS": "2"})
     assert "PARENT OK" in out and "CHILD OK" in out, out
 
 

@@ -12,46 +12,33 @@ are tested in ``tests/test_backend_validation.py``.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
+
+from _subproc import run_script
 
 pytest.importorskip("numba")
 
 TIMEOUT = 120  # seconds per subprocess: a hang fails the test instead of the CI job
 
 
-def _run_script(tmp_path, source, *args, env=None, timeout=TIMEOUT):
-    path = tmp_path / "script.py"
-    path.write_text(textwrap.dedent(source))
-    full_env = dict(os.environ)
-    full_env.pop("NUMBA_THREADING_LAYER", None)
-    full_env.update({"NUMBA_NUM_THREADS": "2", "FASTDESCENT_NUMBA_PARALLEL_MIN": "0"})
-    full_env.update(env or {})
-    try:
-        proc = subprocess.run([sys.executable, str(path), *args], env=full_env, cwd=str(tmp_path),
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the subprocess hung (killed after {timeout} s); output so far:\n"
-                    f"{exc.stdout}\n{exc.stderr}")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"subprocess exited with {proc.returncode}:\n{out}"
-    return out
+def _run_script(tmp_path, source, *args, env=None):
+    """Run ``source`` with numba's threads on for small arrays and the default threading layer."""
+    return run_script(tmp_path, source, *args, unset=("NUMBA_THREADING_LAYER",), timeout=TIMEOUT,
+                      env={"NUMBA_NUM_THREADS": "2", "FASTDESCENT_NUMBA_PARALLEL_MIN": "0",
+                           **(env or {})})
 
 
 # ---------------------------------------------------------------------------------------- fork
 _FORK_SCRIPT = """
-import multiprocessing as mp
-import os
 import sys
 
 import numpy as np
 import numba
 
 import fastdescent as fd
+from _subproc import run_child
 
 try:
     from fastdescent.backends.numba_cpu._threads import state
@@ -107,27 +94,7 @@ def child():
 if __name__ == "__main__":
     check("PARENT")
     print("LAYER", numba.threading_layer(), flush=True)  # the pool has started in the parent
-    if METHOD == "os.fork":
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                child()
-                code = 0
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-    else:
-        proc = mp.get_context(METHOD).Process(target=child)
-        proc.start()
-        proc.join(90)
-        if proc.is_alive():
-            proc.kill()
-            print("CHILD HUNG", flush=True)
-            sys.exit(3)
-        code = proc.exitcode
-    print("CHILD EXIT", code, flush=True)
+    code = run_child(METHOD, child, timeout=90)
     sys.exit(0 if code == 0 else 2)
 """
 
