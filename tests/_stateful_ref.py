@@ -120,6 +120,8 @@ class Model:
             for k, v in saved.items():
                 if k != "params":
                     mine[k] = v
+            if self.kind == "adamw":  # AdamW stays decoupled through a load, as torch's AdamW
+                mine["decoupled_weight_decay"] = True
         self.state = copy.deepcopy(snap["state"])
 
 

@@ -489,6 +489,7 @@ class OptimizerMachine(RuleBasedStateMachine):
                 path = os.path.join(tmp, f"{b}.ckpt")
                 _call_checkpoint(save, path, opt)
                 _call_checkpoint(load, path, opt)
+        self.model.load(self.model.snapshot())  # a load of one's own state (AdamW: re-decoupled)
 
     # .................................................................. checks
     def _check_sd(self, sd, b):
