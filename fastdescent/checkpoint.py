@@ -1,8 +1,10 @@
 """Checkpoints without pickle: optimizer state, model parameters and user metadata in one ``.npz``.
 
 :func:`save_checkpoint` writes one NumPy ``.npz`` archive (a zip of ``.npy`` members) holding only
-plain numeric arrays and a JSON header; :func:`load_checkpoint` reads it back with
-``np.load(..., allow_pickle=False)``, so loading a file from an untrusted source never runs code.
+plain numeric arrays and a JSON header; :func:`load_checkpoint` reads it back parsing every
+``.npy`` header itself (never ``np.load``, never unpickling), so loading a file from an untrusted
+source never runs code, and never allocates more than the objects it loads into need (plus a
+bounded JSON header and bounded read buffers), whatever sizes the file declares.
 
 File layout (format version 1)
 ------------------------------
@@ -47,8 +49,12 @@ FORMAT_VERSION = 1
 _HEADER = "header"
 _OPT = "optimizer/state/"
 _MODEL = "model/"
-_MAX_HEADER_BYTES = 256 << 20
+#: the JSON header may be _HEADER_BASE_BYTES plus _HEADER_PER_ARRAY_BYTES per parameter (optimizer)
+#: and per array (model) of the objects saved / loaded into (checked at save, enforced at load)
+_HEADER_BASE_BYTES = 8 << 20
+_HEADER_PER_ARRAY_BYTES = 4 << 10
 _NPY_HEADER_SLACK = 1 << 16  # an .npy member is its array data plus a (small) header
+_READ_CHUNK = 1 << 20  # member data is streamed in chunks of at most this many bytes
 _FLOAT_DTYPES = ("float16", "float32", "float64")
 
 
@@ -305,12 +311,14 @@ def save_checkpoint(path, *, optimizer=None, model=None, extra=None):
         str, int, float, bool, None -- it must come back unchanged, so tuples are refused. Non-finite
         floats (e.g. ``ReduceLROnPlateau``'s ``best = inf``) are written as JSON's ``Infinity``/``NaN``
         extension, which Python's ``json`` reads back. A scheduler's ``state_dict()`` fits here.
+        The whole JSON header (``extra`` included) may have at most 8 MiB + 4 KiB per parameter
+        and model array, the most :func:`load_checkpoint` accepts.
 
     Raises
     ------
     CheckpointError
-        A value cannot be stored (``extra`` not JSON, a hyperparameter of an unsupported type);
-        raised before anything is written.
+        A value cannot be stored (``extra`` not JSON, a hyperparameter of an unsupported type, a
+        header larger than a load accepts); raised before anything is written.
     TypeError
         ``optimizer`` and ``model`` are both None, or ``model`` has no ``state_dict``.
     OSError
@@ -349,7 +357,15 @@ def save_checkpoint(path, *, optimizer=None, model=None, extra=None):
         text = json.dumps(header, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:  # (the checks above should have caught it)
         raise CheckpointError(f"checkpoint header is not JSON: {exc}") from None
-    members = {_HEADER: np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
+    encoded = text.encode("utf-8")
+    n_arrays = (len(header["optimizer"]["params"]) if optimizer is not None else 0) + (
+        len(header["model"]["arrays"]) if model is not None else 0)
+    limit = _header_limit(n_arrays)
+    if len(encoded) > limit:
+        raise CheckpointError(f"checkpoint header would be {len(encoded)} bytes, more than the {limit} "
+                              f"a load accepts ({_HEADER_BASE_BYTES} + {_HEADER_PER_ARRAY_BYTES} per "
+                              "parameter/model array): keep extra small")
+    members = {_HEADER: np.frombuffer(encoded, dtype=np.uint8)}
     members.update(arrays)
 
     if os.path.islink(path):  # write through a symlink (as open() would), not over it
@@ -406,10 +422,14 @@ def _parse_dtype(s, where):
     return dt
 
 
-def _read_header(zf, names):
+def _header_limit(n_arrays):
+    """The most bytes a header may have, for objects holding ``n_arrays`` parameters/arrays."""
+    return _HEADER_BASE_BYTES + _HEADER_PER_ARRAY_BYTES * n_arrays
+
+
+def _read_header(zf, names, limit):
     _expect(_HEADER in names, "not a fastdescent checkpoint: the archive has no 'header' array")
-    raw = _read_member(zf, _HEADER, np.dtype(np.uint8), None, _MAX_HEADER_BYTES)
-    _expect(raw.ndim == 1, "header: the 'header' array must be 1-D uint8")
+    raw = _read_member(zf, _HEADER, np.dtype(np.uint8), None, max_len=limit)
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -427,27 +447,86 @@ def _read_header(zf, names):
     return header
 
 
-def _read_member(zf, name, dtype, shape, limit=None):
-    """Read member ``name`` (.npy) with np.load(allow_pickle=False); check its dtype and shape."""
+_NPY_VERSIONS = {(1, 0): ("<H", np.lib.format.read_array_header_1_0),
+                 (2, 0): ("<I", np.lib.format.read_array_header_2_0)}
+
+
+def _read_exact(fh, n, name):
+    data = fh.read(n)
+    _expect(len(data) == n, f"array {name!r} is truncated")
+    return data
+
+
+def _read_member(zf, name, dtype, shape, *, load=True, max_len=None):
+    """Read (``load``) or only verify member ``name`` (.npy) without unpickling, copying or trusting
+    any size it declares.
+
+    ``shape`` is the expected shape; ``None`` (the header) means 1-D with at most ``max_len``
+    elements. Before anything is allocated, the zip entry's uncompressed size is checked against
+    the expected data size (plus a small .npy header), and the member's own .npy header is parsed
+    here (never ``np.load``) and its dtype, shape and order compared with the expected ones; the
+    entry must then hold exactly the header and ``shape x itemsize`` data bytes. The data is
+    streamed in chunks of at most ``_READ_CHUNK`` bytes -- into a preallocated array (``load``) or
+    through the zip CRC-32 check and discarded -- so no more than the expected bytes are ever
+    decompressed or held, whatever the compressed stream or the zip directory claim.
+    """
     info = zf.getinfo(name + ".npy")
-    if limit is None:
-        limit = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize + _NPY_HEADER_SLACK
-    _expect(info.file_size <= limit, f"array {name!r} is {info.file_size} bytes, more than its "
-                                     f"declared shape and dtype allow")
     _expect(info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED),
             f"array {name!r}: unsupported zip compression {info.compress_type}")
-    data = zf.read(info)  # checks the member's CRC-32
-    try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as exc:
-        raise CheckpointError(f"array {name!r} cannot be read without unpickling, or is malformed: "
-                              f"{exc}") from None
-    _expect(isinstance(arr, np.ndarray), f"array {name!r} is not an .npy array")
-    _expect(arr.dtype == dtype and arr.dtype.str == dtype.str and not arr.dtype.hasobject,
-            f"array {name!r} has dtype {arr.dtype}, expected {dtype}")
+    _expect(not info.flag_bits & 0x1, f"array {name!r} is encrypted")
     if shape is not None:
-        _expect(arr.shape == tuple(shape), f"array {name!r} has shape {arr.shape}, expected "
-                                           f"{tuple(shape)}")
+        shape = tuple(shape)
+        nbytes = math.prod(shape) * dtype.itemsize  # (Python ints: no overflow)
+        most = nbytes + _NPY_HEADER_SLACK
+    else:
+        most = max_len * dtype.itemsize + _NPY_HEADER_SLACK
+    _expect(info.file_size <= most, f"array {name!r} is {info.file_size} bytes, more than its "
+                                    f"expected shape and dtype allow ({most})")
+    with zf.open(info) as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+        except ValueError as exc:
+            raise CheckpointError(f"array {name!r} is not an .npy array: {exc}") from None
+        _expect(version in _NPY_VERSIONS, f"array {name!r} has unsupported .npy format version "
+                                          f"{version}")
+        fmt, read_header = _NPY_VERSIONS[version]
+        len_bytes = _read_exact(fh, struct.calcsize(fmt), name)
+        (hlen,) = struct.unpack(fmt, len_bytes)
+        _expect(hlen <= _NPY_HEADER_SLACK - 16, f"array {name!r} has an .npy header of {hlen} bytes")
+        header_bytes = _read_exact(fh, hlen, name)
+        try:
+            got_shape, fortran, got_dtype = read_header(io.BytesIO(len_bytes + header_bytes),
+                                                        max_header_size=_NPY_HEADER_SLACK)
+        except Exception as exc:  # untrusted text: any failure to parse it is a bad file
+            raise CheckpointError(f"array {name!r} has a malformed .npy header: "
+                                  f"{type(exc).__name__}: {exc}") from None
+        _expect(isinstance(got_dtype, np.dtype) and not got_dtype.hasobject
+                and got_dtype == dtype and got_dtype.str == dtype.str,
+                f"array {name!r} has dtype {got_dtype}, expected {dtype}")
+        _expect(type(got_shape) is tuple and all(_is_int(n) and n >= 0 for n in got_shape),
+                f"array {name!r} has a malformed shape {got_shape!r}")
+        if shape is None:
+            _expect(len(got_shape) == 1, f"array {name!r} must be 1-D, it has shape {got_shape}")
+            _expect(got_shape[0] <= max_len, f"array {name!r} has {got_shape[0]} elements, more "
+                                             f"than the {max_len} allowed")
+            shape = got_shape
+            nbytes = got_shape[0] * dtype.itemsize
+        _expect(got_shape == shape, f"array {name!r} has shape {got_shape}, expected {shape}")
+        _expect(fortran is False, f"array {name!r} is stored in Fortran order")
+        header_size = np.lib.format.MAGIC_LEN + len(len_bytes) + hlen
+        _expect(info.file_size == header_size + nbytes,
+                f"array {name!r}: its zip entry holds {info.file_size - header_size} data bytes, "
+                f"its shape and dtype need {nbytes}")
+        arr = np.empty(shape, dtype) if load else None  # at most what the caller expects
+        view = arr.reshape(-1).view(np.uint8) if load else None
+        pos = 0
+        while pos < nbytes:
+            chunk = fh.read(min(_READ_CHUNK, nbytes - pos))  # (checks the CRC-32 at the end)
+            _expect(chunk, f"array {name!r} is truncated")
+            if view is not None:
+                view[pos:pos + len(chunk)] = np.frombuffer(chunk, np.uint8)
+            pos += len(chunk)
+        _expect(fh.read(1) == b"", f"array {name!r} has trailing bytes")
     return arr
 
 
@@ -542,7 +621,7 @@ def _check_against_optimizer(optimizer, cls, metas, groups, state):
                     f"param_groups[{gi}]['params'][{k}] has {tuple(p.shape)} and {np.dtype(p.dtype)}")
             pos += 1
     names = getattr(optimizer, "_all_state_names", None)
-    if names:
+    if names is not None:  # (this also bounds how many arrays per parameter are read)
         for i, (_, arrays) in state.items():
             bad = sorted(set(arrays) - set(names))
             _expect(not bad, f"checkpoint optimizer state[{i}] has unknown entries {bad}; "
@@ -580,7 +659,12 @@ def _parse(path, f, optimizer, model):
         _expect(all(n.endswith(".npy") for n in names),
                 f"archive holds non-.npy members {[n for n in names if not n.endswith('.npy')][:5]}")
         names = {n[:-4] for n in names}
-        header = _read_header(zf, names)
+        n_arrays = 0  # the header may grow with the objects loaded into, not with the file's claims
+        if optimizer is not None:
+            n_arrays += sum(len(g["params"]) for g in optimizer.param_groups)
+        if model is not None:
+            n_arrays += len(model.state_dict())
+        header = _read_header(zf, names, _header_limit(n_arrays))
 
         expected = {_HEADER: None}  # member name -> (shape, dtype)
         opt_sec = header["optimizer"]
@@ -610,16 +694,24 @@ def _parse(path, f, optimizer, model):
             _expect(model_sec is not None, "checkpoint holds no model (it was saved without model=)")
             _check_against_model(model, entries)
 
-        # read every array (all of them: a corrupted file is refused even in parts not loaded)
+        # Read the requested sections' arrays: their shapes and dtypes were just compared with
+        # the caller's objects, so no allocation exceeds what those objects hold. The sections not
+        # asked for are verified (their .npy headers against the file's header, their sizes, their
+        # CRC-32s) by streaming their data in bounded chunks, never materialised: a corrupted file
+        # is refused even in parts not loaded, and memory stays bounded whatever those parts
+        # declare (the time is that of decompressing them).
         loaded = {}
         for name, meta in expected.items():
             if name == _HEADER:
                 continue
             shape, dtype = meta
-            loaded[name] = _read_member(zf, name, dtype, shape)
+            wanted = optimizer is not None if name.startswith(_OPT) else model is not None
+            arr = _read_member(zf, name, dtype, shape, load=wanted)
+            if wanted:
+                loaded[name] = arr
 
-    opt_sd = None
-    if opt_sec is not None:
+    opt_sd = None  # (only for the sections asked for: the others were verified, not read)
+    if optimizer is not None:
         pg, pos = [], 0
         for n, hyper in groups:
             pg.append({**hyper, "params": list(range(pos, pos + n))})
@@ -633,22 +725,21 @@ def _parse(path, f, optimizer, model):
             st[i] = d
         opt_sd = {"state": st, "param_groups": pg}
     model_sd = None
-    if model_sec is not None:
+    if model is not None:
         model_sd = {key: loaded[_MODEL + key] for key in entries}
-        if model is not None:
-            for key, arr in model_sd.items():
-                # fastdescent.nn models refuse non-finite parameters: find it before loading anything
-                if arr.dtype.kind == "f":
-                    _expect(bool(np.isfinite(arr).all()),
-                            f"checkpoint model array {key!r} contains NaN or infinity")
+        for key, arr in model_sd.items():
+            # fastdescent.nn models refuse non-finite parameters: find it before loading anything
+            if arr.dtype.kind == "f":
+                _expect(bool(np.isfinite(arr).all()),
+                        f"checkpoint model array {key!r} contains NaN or infinity")
     return opt_sd, model_sd, ({} if extra is None else extra)
 
 
 def load_checkpoint(path, *, optimizer=None, model=None):
     """Load a checkpoint written by :func:`save_checkpoint` into ``optimizer`` and/or ``model``.
 
-    The file is read with ``np.load(..., allow_pickle=False)`` (an object array is refused, never
-    unpickled) and validated completely -- header JSON and format version, the optimizer class
+    The file is read without ``np.load`` or pickle (an object array is refused, never unpickled)
+    and validated completely -- header JSON and format version, the optimizer class
     name, number of param groups and of parameters per group, parameter shapes and dtypes, the
     hyperparameters (every one the optimizer class defines present, all values valid), every array
     present with the expected dtype and shape and no other, zip CRCs, model arrays finite --
@@ -657,7 +748,18 @@ def load_checkpoint(path, *, optimizer=None, model=None):
     keys the target has and the file lacks keep their values. Then the optimizer's ``load_state_dict`` and the model's
     ``load_state_dict`` are called; if either raises, both are restored, so a failed load changes
     nothing. Sections of the file that are not asked for (e.g. the optimizer, when only ``model=``
-    is given) are validated but not loaded. State saved on one backend loads on any other.
+    is given) are validated but not loaded: their header entries are checked, and their arrays'
+    ``.npy`` headers, sizes and zip CRCs are verified by streaming the data through in 1 MiB chunks
+    (so a corrupted file is refused as a whole), never materialised. State saved on one backend
+    loads on any other.
+
+    Memory: every array allocated has the shape and dtype of the ``optimizer``/``model`` array it
+    is loaded into (compared before allocating; the data is streamed from the zip entry into it,
+    with no intermediate copy), the JSON header may have at most 8 MiB + 4 KiB per parameter/model
+    array of the objects given (:func:`save_checkpoint` refuses to write a larger one), and no zip
+    entry is ever decompressed past the size its array needs. Sizes declared by the file alone
+    never decide an allocation, so a small crafted file cannot exhaust memory; the time spent on
+    unrequested sections is that of decompressing them.
 
     Parameters
     ----------

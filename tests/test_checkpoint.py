@@ -714,3 +714,210 @@ def test_non_finite_model_refused_before_loading(tmp_path):
     save_checkpoint(tmp_path / "nan.npz", model=model, optimizer=opt)
     m2, o2 = _targets()
     _refused(tmp_path / "nan.npz", match="NaN", model=m2, optimizer=o2)
+
+
+# ------------------------------------------------------------------------------ hostile sizes
+# Each file below is small; what it declares is large. A load must refuse it (CheckpointError,
+# nothing changed) or read it within bounded memory -- never allocate what the file alone claims.
+# Memory is measured with tracemalloc (NumPy reports its data buffers to it), so nothing large is
+# ever allocated by these tests, before or after the fix.
+_MiB = 1 << 20
+
+
+def _npy(arr=None, *, header=None, data=b"", version=(1, 0), raw_header=None):
+    """An .npy member: ``arr`` written normally, or a crafted ``header`` dict followed by ``data``."""
+    buf = io.BytesIO()
+    if arr is not None:
+        np.lib.format.write_array(buf, arr, allow_pickle=False)
+    elif raw_header is not None:
+        buf.write(raw_header + data)
+    else:
+        write = {(1, 0): np.lib.format.write_array_header_1_0,
+                 (2, 0): np.lib.format.write_array_header_2_0}[version]
+        write(buf, header)
+        buf.write(data)
+    return buf.getvalue()
+
+
+def _rezip(path, raw, replace=(), compress=None):
+    """Copy the archive ``raw`` to ``path``, members (name -> bytes or a writer fn) replaced/added."""
+    replace = dict(replace)
+    with zipfile.ZipFile(io.BytesIO(raw)) as zin, zipfile.ZipFile(path, "w") as z:
+        for info in zin.infolist():
+            if info.filename not in replace:
+                z.writestr(info.filename, zin.read(info))
+        for name, content in replace.items():
+            zi = zipfile.ZipInfo(name)
+            zi.compress_type = compress or zipfile.ZIP_STORED
+            if callable(content):
+                with z.open(zi, "w", force_zip64=True) as out:
+                    content(out)
+            else:
+                z.writestr(zi, content)
+
+
+def _peak_bytes(fn):
+    """(fn(), the peak traced allocation in bytes while it ran)."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_unrequested_section_verified_without_materialising(saved, tmp_path):
+    """An optimizer-only load of a file whose model section (not asked for) declares a 16 MiB array
+    stored as 16 KiB of deflated zeros: the array is never held in memory (before: read twice,
+    zf.read plus np.load's copy -- 2**28 elements took 4 GB and 20 s, 2**31 was OOM-killed), yet
+    the unrequested section is still verified: a corrupted byte in it is refused."""
+    model, opt = _trained(steps=1)
+    good = tmp_path / "o.npz"
+    save_checkpoint(good, optimizer=opt)
+    raw = good.read_bytes()
+    n = 2 * _MiB  # float64 elements: 16 MiB declared
+    header = json.loads(_members(raw)["header"].tobytes())
+    header["model"] = {"class": "MLP", "arrays": [{"key": "w", "shape": [n], "dtype": "<f8"}]}
+
+    def zeros(out):
+        np.lib.format.write_array_header_1_0(out, {"descr": "<f8", "fortran_order": False,
+                                                   "shape": (n,)})
+        for _ in range(n * 8 // _MiB):
+            out.write(bytes(_MiB))
+
+    bomb = tmp_path / "bomb.npz"
+    _rezip(bomb, raw, {"header.npy": _npy(np.frombuffer(json.dumps(header).encode(), np.uint8)),
+                       "model/w.npy": zeros}, compress=zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < _MiB
+    opt2 = make(fd, RICH["adam"], _mlp(seed=3).parameters(), backend="numpy")
+    extra, peak = _peak_bytes(lambda: load_checkpoint(bomb, optimizer=opt2))
+    assert extra == {}
+    _assert_state_equal(opt.state_dict(), opt2.state_dict())
+    assert peak < 4 * _MiB, peak  # the unrequested 16 MiB array was streamed, not held
+    # ... but verified: a flipped data byte in the (unrequested) model section is refused
+    path, good_raw = saved
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("model/0.weight.npy")
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data = bytearray(good_raw)
+    data[start + info.file_size - 1] ^= 0x10
+    bad = tmp_path / "flip.npz"
+    bad.write_bytes(bytes(data))
+    _, opt3 = _targets()
+    _refused(bad, match="corrupted|CRC", optimizer=opt3)
+
+
+def test_requested_array_streamed_into_place(tmp_path):
+    """A requested array is read straight into its preallocated array: the peak is its size plus
+    a bounded read buffer (before: twice its size, the zip member's bytes and np.load's copy)."""
+    from fastdescent.checkpoint import _read_member
+    a = np.arange(_MiB, dtype=np.float64)  # 8 MiB
+    path = tmp_path / "a.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("model/w.npy", _npy(a))
+    with zipfile.ZipFile(path) as zf:
+        got, peak = _peak_bytes(lambda: _read_member(zf, "model/w", np.dtype("<f8"), a.shape))
+    assert got.dtype == a.dtype and got.shape == a.shape and got.tobytes() == a.tobytes()
+    assert peak < a.nbytes + 3 * _MiB, peak
+
+
+def _lies(shape):
+    """(member, .npy bytes, expected message) whose .npy header or size disagrees with the JSON
+    header, which is left intact; ``shape`` is the true shape of parameter 0 (float32)."""
+    ok = {"descr": "<f4", "fortran_order": False, "shape": shape}
+    nbytes = int(np.prod(shape)) * 4
+    exp_avg = "optimizer/state/0/exp_avg"
+    return [
+        # the reviewer's case: np.load would call np.empty(10**14) -> MemoryError
+        (exp_avg, _npy(header=dict(ok, shape=(10 ** 14,)), data=bytes(16)), "shape"),
+        (exp_avg, _npy(header=dict(ok, shape=(10 ** 9, 10 ** 9)), data=bytes(16)), "shape"),
+        (exp_avg, _npy(header=dict(ok, descr="<f8"), data=bytes(2 * nbytes)), "dtype"),
+        (exp_avg, _npy(header=dict(ok, descr=">f4"), data=bytes(nbytes)), "dtype"),
+        (exp_avg, _npy(header=dict(ok, fortran_order=True), data=bytes(nbytes)), "Fortran"),
+        (exp_avg, _npy(header=ok, data=bytes(nbytes - 4)), "data bytes"),
+        (exp_avg, _npy(header=ok, data=bytes(nbytes + 8)), "data bytes"),
+        (exp_avg, _npy(header=ok, data=bytes(nbytes), version=(2, 0)), None),  # (accepted)
+        (exp_avg, b"\x93NUMPY\x03\x00" + _npy(header=ok, data=bytes(nbytes))[8:], "version"),
+        (exp_avg, _npy(raw_header=b"\x93NUMPY\x02\x00" + (2 ** 31).to_bytes(4, "little") + b"{"),
+         "header"),
+        (exp_avg, _npy(raw_header=b"\x93NUMPY\x01\x00\x10\x00{'descr': <f4}  \n"), "header"),
+        ("model/0.weight", _npy(header=dict(ok, shape=(2 ** 40,)), data=bytes(nbytes)), "shape"),
+        ("header", _npy(header={"descr": "|u1", "fortran_order": False, "shape": (10 ** 12,)},
+                        data=b"{}"), "header"),
+    ]
+
+
+def test_npy_header_lies_refused_before_allocating(saved, tmp_path, monkeypatch):
+    """The JSON header is intact, the member's own .npy header (or its size) lies: refused with a
+    CheckpointError naming the member, before anything is allocated from the lie (before: np.load
+    trusted the .npy header and MemoryError escaped)."""
+    path, raw = saved
+    with zipfile.ZipFile(path) as zf:
+        shape = np.lib.format.read_array_header_1_0(
+            io.BytesIO(zf.read("optimizer/state/0/exp_avg.npy")[8:]))[0]
+    sizes = []
+    real_empty = np.empty
+
+    def empty(shape, *args, **kw):  # record, and refuse anything large
+        n = int(np.prod(shape, dtype=object))
+        sizes.append(n)
+        assert n < _MiB, f"np.empty({shape}) from a crafted file"
+        return real_empty(shape, *args, **kw)
+
+    monkeypatch.setattr(np, "empty", empty)
+    bad = tmp_path / "lie.npz"
+    for member, content, match in _lies(shape):
+        _rezip(bad, raw, {member + ".npy": content})
+        if match is None:
+            model, opt = _targets()
+            load_checkpoint(bad, model=model, optimizer=opt)
+            continue
+        msg = _refused(bad, match=match)
+        assert repr(member) in msg, msg
+    assert sizes  # (the accepted file was read through np.empty)
+
+
+def test_zip_entry_inflating_past_its_size_is_cut(saved, tmp_path):
+    """A deflated entry whose stream inflates to 32 MiB while the zip directory (size and CRC)
+    describes the real, small array: never more than the declared size (plus a bounded buffer) is
+    decompressed into memory, and the load gives exactly the good file's result."""
+    path, raw = saved
+    name = "optimizer/state/0/exp_avg.npy"
+    with zipfile.ZipFile(path) as zf:
+        good = zf.read(name)
+    bad = tmp_path / "zb.npz"
+    _rezip(bad, raw, {name: good + bytes(32 * _MiB)}, compress=zipfile.ZIP_DEFLATED)
+    data = bytearray(bad.read_bytes())
+    with zipfile.ZipFile(bad) as zf:
+        info, start_dir = zf.getinfo(name), zf.start_dir
+    fields = (zipfile.crc32(good), len(good))
+    local = info.header_offset  # local header: crc at +14, uncompressed size at +22
+    central = data.index(b"PK\x01\x02", start_dir)
+    while data[central + 46:central + 46 + len(name)] != name.encode():
+        central = data.index(b"PK\x01\x02", central + 4)
+    for off_crc, off_size in ((local + 14, local + 22), (central + 16, central + 24)):
+        data[off_crc:off_crc + 4] = fields[0].to_bytes(4, "little")
+        data[off_size:off_size + 4] = fields[1].to_bytes(4, "little")
+    bad.write_bytes(bytes(data))
+    ref_model, ref_opt = _targets()
+    load_checkpoint(path, model=ref_model, optimizer=ref_opt)
+    model, opt = _targets()
+    _, peak = _peak_bytes(lambda: load_checkpoint(bad, model=model, optimizer=opt))
+    _assert_state_equal(opt.state_dict(), ref_opt.state_dict())
+    assert peak < 4 * _MiB, peak
+
+
+def test_header_size_bounded(saved, tmp_path):
+    """The JSON header may have 8 MiB + 4 KiB per parameter/array of the objects involved: a larger
+    one is refused at save (nothing written) and at load (before reading it)."""
+    model, opt = _trained(steps=1)
+    big = {"blob": "x" * (9 * _MiB)}
+    with pytest.raises(CheckpointError, match="header"):
+        save_checkpoint(tmp_path / "big.npz", model=model, optimizer=opt, extra=big)
+    assert not (tmp_path / "big.npz").exists()
+    save_checkpoint(tmp_path / "ok.npz", model=model, optimizer=opt, extra={"blob": "x" * _MiB})
+    path, raw = saved
+    bad = tmp_path / "bighdr.npz"
+    _with_header(bad, raw, lambda h: h.update(extra=big))
+    _refused(bad, match="header")
