@@ -137,7 +137,41 @@ def _desc(names, args, infos):
     return ", ".join(out)
 
 
+#: host calls that passed, keyed by everything :func:`_check` looks at (kernel, kind, whether scale
+#: is finite, and per argument its shape, dtype, contiguity, writeability and alignment): a training
+#: loop makes the same few calls every minibatch, and a lookup costs half of a full check
+_MEMO = {}
+_MEMO_MAX = 512
+
+
 def check(kernel, args, *, device=False, kind=None, scale=None):
+    """Validate the arguments ``args`` (in call order) of dense kernel ``kernel``.
+
+    Returns ``(dims, infos)`` (see :func:`_check`); on host arrays, a call whose arguments have
+    the same layout as an earlier call that passed is answered from a memo.
+    """
+    if device:
+        return _check(kernel, args, device=True, kind=kind, scale=scale)
+    key = [kernel, kind, scale is None or math.isfinite(scale)]
+    for a in args:
+        if a is None:
+            key.append(None)
+        elif type(a) is np.ndarray:
+            f = a.flags
+            key.append((a.shape, a.dtype, f.c_contiguous, f.writeable, f.aligned))
+        else:  # not a plain ndarray: the full check says what is wrong
+            return _check(kernel, args, kind=kind, scale=scale)
+    key = tuple(key)
+    hit = _MEMO.get(key)
+    if hit is None:
+        hit = _check(kernel, args, kind=kind, scale=scale)
+        if len(_MEMO) >= _MEMO_MAX:
+            _MEMO.clear()
+        _MEMO[key] = hit
+    return hit
+
+
+def _check(kernel, args, *, device=False, kind=None, scale=None):
     """Validate the arguments ``args`` (in call order) of dense kernel ``kernel``.
 
     ``kind`` (activations) and ``scale`` (losses) are checked as the C library checks them.
