@@ -52,10 +52,10 @@ def _as_list(x, name):
     return list(x)
 
 
-#: the last validated tables per (backend, columns, check): {key: (lists, tables)}. An entry holds
-#: strong references to the arrays it was built over, so their memory can neither be freed nor moved
-#: (``ndarray.resize`` refuses arrays that are referenced) while the packed pointers exist; a call
-#: with the very same array objects reuses the tables instead of inspecting every array again.
+#: the last validated tables per (backend, columns, check): {key: (lists, fingerprints, tables)}. An
+#: entry holds strong references to the arrays it was built over (their memory cannot be freed), and
+#: each array's data address, shape, strides and dtype: a call with the very same array objects,
+#: unchanged, reuses the tables instead of inspecting every array again.
 _CACHE = {}
 _CACHE_MAX = 16
 
@@ -97,10 +97,12 @@ def _tables(backend, columns, check=True):
            bool(check))
     hit = _CACHE.get(key)
     if hit is not None:
-        cached, tables = hit
+        cached, prints, tables = hit
         if all(lists[name] is None or (len(lists[name]) == len(cached[name])
                                        and all(map(operator.is_, lists[name], cached[name])))
                for name in names) and all(
+                   list(map(_fingerprint, lists[name])) == prints[name] for name in names
+                   if lists[name] is not None) and all(
                    _still_writeable(lists[name]) for name in names
                    if written[name] and lists[name] is not None):
             return mod, tables
@@ -163,8 +165,20 @@ def _tables(backend, columns, check=True):
         tables.append(tab)
     if len(_CACHE) >= _CACHE_MAX:
         _CACHE.clear()
-    _CACHE[key] = ({name: lists[name] for name in names}, tables)
+    _CACHE[key] = ({name: lists[name] for name in names},
+                   {name: list(map(_fingerprint, lists[name])) for name in names
+                    if lists[name] is not None}, tables)
     return mod, tables
+
+
+def _fingerprint(a):
+    """What a packed table relies on besides the array's identity: its data address, shape,
+    strides and dtype (all of which an ndarray can change in place: ``resize(refcheck=False)``,
+    ``a.shape = ...``), so a cached table is never used over memory that moved (~1 us an array)."""
+    if isinstance(a, np.ndarray):
+        return a.__array_interface__["data"][0], a.shape, a.strides, a.dtype
+    cai = a.__cuda_array_interface__
+    return cai["data"][0], tuple(cai["shape"]), cai.get("strides"), cai["typestr"]
 
 
 def _still_writeable(arrays):

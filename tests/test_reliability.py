@@ -559,3 +559,49 @@ def test_functional_cache_does_not_let_a_read_only_array_be_written(host_backend
     with pytest.raises(ValueError, match="read-only"):
         F.clip_grad_norm_([h], 1.0, backend=host_backend)
     np.testing.assert_array_equal(h, 100.0)
+
+
+@pytest.mark.parametrize("change", ["resize", "shape", "strides"])
+def test_functional_cache_notices_arrays_changed_in_place(host_backend, change):
+    p, g = np.ones(4), np.ones(4)
+    F.sgd([p], [g], lr=0.5, backend=host_backend)
+    if change == "resize":
+        p.resize((1 << 16,), refcheck=False)  # moves the data: a cached pointer would dangle
+        F.sgd([p], [np.ones(1 << 16)], lr=0.5, backend=host_backend)
+        np.testing.assert_array_equal(p[4:], -0.5)
+        return
+    if change == "shape":
+        p.shape = (2, 2)
+        with pytest.raises(ValueError, match="shape"):
+            F.sgd([p], [g], lr=0.5, backend=host_backend)
+    else:
+        base = np.ones(8)
+        q = base[:4]
+        F.sgd([q], [g], lr=0.5, backend=host_backend)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            q.strides = (16,)
+        with pytest.raises(ValueError, match="contiguous"):
+            F.sgd([q], [g], lr=0.5, backend=host_backend)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "c", "numba"])
+def test_dense_outputs_must_not_overlap_inputs(backend):
+    from conftest import require_backend
+
+    K = require_backend(backend).KERNELS
+    x = np.ones((1, 4, 4))
+    w = np.ones((1, 4, 4))
+    with pytest.raises(ValueError, match="y shares memory with x"):
+        K["matmul_fwd"](x, x, w, None)
+    dy = np.ones((1, 4, 4))
+    with pytest.raises(ValueError, match="dw shares memory with dy"):
+        K["matmul_bwd_w"](dy, None, x, dy)
+    logits = np.ones((3, 4))
+    with pytest.raises(ValueError, match="dlogits shares memory with logits"):
+        K["xent_fwd_bwd"](logits, logits, np.zeros(3, np.int64), scale=1.0)
+    a = np.ones(8)
+    with pytest.raises(ValueError, match="y shares memory with x"):
+        K["act_fwd"](a[1:], a[:-1], kind=1)
+    K["act_fwd"](a, a, kind=1)  # exactly in place is allowed

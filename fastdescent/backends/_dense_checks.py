@@ -33,7 +33,7 @@ from .._arrays import inspect as _inspect
 from .._contract import KERNELS as _ROWS
 from ..errors import KernelError
 
-__all__ = ["check", "check_labels", "kernel_error", "SPECS", "FLOATS", "ERR_ARG", "ERR_SHAPE",
+__all__ = ["check", "check_overlap", "check_labels", "kernel_error", "SPECS", "FLOATS", "ERR_ARG", "ERR_SHAPE",
            "ERR_ALIGN"]
 
 FLOATS = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
@@ -151,7 +151,16 @@ def check(kernel, args, *, device=False, kind=None, scale=None):
     the same layout as an earlier call that passed is answered from a memo.
     """
     if device:
-        return _check(kernel, args, device=True, kind=kind, scale=scale)
+        dims, infos = _check(kernel, args, device=True, kind=kind, scale=scale)
+        spec = SPECS[kernel]
+        for k in range(_WRITES[kernel]):
+            for j, info in enumerate(infos):
+                if j != k and infos[k] is not None and info is not None and infos[k].overlaps(info):
+                    if kernel == "act_fwd" and (infos[k].addr, infos[k].nbytes) == (info.addr, info.nbytes):
+                        continue  # y may be x exactly
+                    raise ValueError(f"{kernel}: {spec[k][0]} shares memory with {spec[j][0]}: "
+                                     "a written array must not overlap any other argument")
+        return dims, infos
     key = [kernel, kind, scale is None or math.isfinite(scale)]
     for a in args:
         if a is None:
@@ -160,7 +169,9 @@ def check(kernel, args, *, device=False, kind=None, scale=None):
             f = a.flags
             key.append((a.shape, a.dtype, f.c_contiguous, f.writeable, f.aligned))
         else:  # not a plain ndarray: the full check says what is wrong
-            return _check(kernel, args, kind=kind, scale=scale)
+            out = _check(kernel, args, kind=kind, scale=scale)
+            check_overlap(kernel, args)
+            return out
     key = tuple(key)
     hit = _MEMO.get(key)
     if hit is None:
@@ -168,7 +179,30 @@ def check(kernel, args, *, device=False, kind=None, scale=None):
         if len(_MEMO) >= _MEMO_MAX:
             _MEMO.clear()
         _MEMO[key] = hit
+    check_overlap(kernel, args)
     return hit
+
+
+def _bounds(a):
+    return a.__array_interface__["data"][0], a.nbytes
+
+
+def check_overlap(kernel, args):
+    """``ValueError`` if a written argument of ``kernel`` shares memory with any other argument:
+    outputs must not overlap inputs (``csrc/fastdescent.h``), or results depend on the backend's
+    loop order. ``act_fwd`` may run in place (``y`` exactly ``x``). Host arrays only (``np.shares_memory``: exact, ~0.2 us a pair for contiguous
+    arrays); device arrays are compared by address range in :func:`_check`."""
+    spec = SPECS[kernel]
+    for k in range(_WRITES[kernel]):
+        w = args[k]
+        if w is None or not isinstance(w, np.ndarray):
+            continue
+        for j, a in enumerate(args):
+            if j != k and isinstance(a, np.ndarray) and np.shares_memory(w, a):
+                if kernel == "act_fwd" and _bounds(w) == _bounds(a):
+                    continue  # y may be x exactly (an element-wise map in place)
+                raise ValueError(f"{kernel}: {spec[k][0]} shares memory with {spec[j][0]}: "
+                                 "a written array must not overlap any other argument")
 
 
 def _check(kernel, args, *, device=False, kind=None, scale=None):

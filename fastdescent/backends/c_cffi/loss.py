@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._dense_checks import check_overlap
 from ._lib import F32, F64, ffi, kernel_error, lib
 
 __all__ = ["mse_fwd_bwd", "xent_fwd_bwd"]
@@ -38,6 +39,7 @@ def mse_fwd_bwd(dpred, pred, target, *, scale):
                          f"(got {dpred.shape} {dpred.dtype}, {getattr(pred, 'shape', None)} "
                          f"{getattr(pred, 'dtype', None)}, {getattr(target, 'shape', None)} "
                          f"{getattr(target, 'dtype', None)})")
+    check_overlap("mse_fwd_bwd", (dpred, pred, target))
     out = _new("double *")
     rc = fn(n, _fb(ct, dpred, require_writable=True), _fb(ct, pred), _fb(ct, target), scale, out)
     if rc:
@@ -69,6 +71,7 @@ def xent_fwd_bwd(dlogits, logits, labels, *, scale):
                          f"(R,); got dlogits {dlogits.shape} {dlogits.dtype}, logits "
                          f"{getattr(logits, 'shape', None)} {getattr(logits, 'dtype', None)}, "
                          f"labels {getattr(labels, 'shape', None)}")
+    check_overlap("xent_fwd_bwd", (dlogits, logits, labels))
     out = _new("double *")
     rc = fn(R, C, _fb(ct, dlogits, require_writable=True), _fb(ct, logits),
             _fb(_CI64, labels), scale, out)

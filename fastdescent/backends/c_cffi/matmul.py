@@ -8,6 +8,7 @@ so a call costs one C call plus a few hundred nanoseconds per array.
 
 from __future__ import annotations
 
+from .._dense_checks import check_overlap
 from ._lib import F32, F64, NULL, ffi, kernel_error, lib
 
 __all__ = ["matmul_fwd", "matmul_bwd_x", "matmul_bwd_w"]
@@ -44,6 +45,7 @@ def matmul_fwd(y, x, w, b):
         ok = False
     if not ok:
         raise _bad_call("matmul_fwd", _FWD, dict(y=y, x=x, w=w, b=b))
+    check_overlap("matmul_fwd", (y, x, w, b))
     rc = fn(B, Bw, M, K, N, _fb(ct, y, require_writable=True), _fb(ct, x), _fb(ct, w),
             NULL if b is None else _fb(ct, b))
     if rc:
@@ -62,6 +64,7 @@ def matmul_bwd_x(dx, dy, w):
         ok = False
     if not ok:
         raise _bad_call("matmul_bwd_x", _BWD_X, dict(dx=dx, dy=dy, w=w))
+    check_overlap("matmul_bwd_x", (dx, dy, w))
     rc = fn(B, Bw, M, K, N, _fb(ct, dx, require_writable=True), _fb(ct, dy), _fb(ct, w))
     if rc:
         raise kernel_error("matmul_bwd_x", rc)
@@ -80,6 +83,7 @@ def matmul_bwd_w(dw, db, x, dy):
         ok = False
     if not ok:
         raise _bad_call("matmul_bwd_w", _BWD_W, dict(dw=dw, db=db, x=x, dy=dy))
+    check_overlap("matmul_bwd_w", (dw, db, x, dy))
     rc = fn(B, Bw, M, K, N, _fb(ct, dw, require_writable=True),
             NULL if db is None else _fb(ct, db, require_writable=True), _fb(ct, x), _fb(ct, dy))
     if rc:
