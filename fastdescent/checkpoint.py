@@ -656,6 +656,12 @@ def _parse(path, f, optimizer, model):
         infos = zf.infolist()
         names = [i.filename for i in infos]
         _expect(len(set(names)) == len(names), "archive lists an array twice")
+        # members must occupy disjoint byte ranges: overlapping entries ("overlapped zip bombs")
+        # would let a small file make the CRC pass decompress one block many times over
+        spans = sorted((i.header_offset, i.header_offset + 30 + len(i.orig_filename.encode())
+                        + i.compress_size) for i in infos)
+        _expect(all(a[1] <= b[0] for a, b in zip(spans, spans[1:])),
+                "archive members overlap (a crafted zip)")
         _expect(all(n.endswith(".npy") for n in names),
                 f"archive holds non-.npy members {[n for n in names if not n.endswith('.npy')][:5]}")
         names = {n[:-4] for n in names}

@@ -921,3 +921,24 @@ def test_header_size_bounded(saved, tmp_path):
     bad = tmp_path / "bighdr.npz"
     _with_header(bad, raw, lambda h: h.update(extra=big))
     _refused(bad, match="header")
+
+
+def test_overlapping_zip_members_refused(tmp_path):
+    """Central-directory entries that point into each other's bytes ("overlapped" zip bombs, which
+    this Python's zipfile does not detect) are refused before anything is decompressed."""
+    import struct
+
+    model, opt = _trained()
+    path = tmp_path / "c.ckpt"
+    save_checkpoint(path, optimizer=opt, model=model)
+    data = bytearray(path.read_bytes())
+    cds = [i for i in range(len(data)) if data[i:i + 4] == b"PK\x01\x02"]
+    assert len(cds) >= 2
+    first_offset = struct.unpack_from("<I", data, cds[0] + 42)[0]
+    struct.pack_into("<I", data, cds[1] + 42, first_offset)  # member 2 claims member 1's bytes
+    path.write_bytes(bytes(data))
+    before = [p.copy() for p in model.parameters().params] if hasattr(model.parameters(), "params") else None
+    with pytest.raises(CheckpointError, match="overlap"):
+        load_checkpoint(path, optimizer=opt, model=model)
+    if before is not None:
+        assert all((a == b).all() for a, b in zip(before, model.parameters().params))

@@ -605,3 +605,21 @@ def test_dense_outputs_must_not_overlap_inputs(backend):
     with pytest.raises(ValueError, match="y shares memory with x"):
         K["act_fwd"](a[1:], a[:-1], kind=1)
     K["act_fwd"](a, a, kind=1)  # exactly in place is allowed
+
+
+@pytest.mark.parametrize("backend", ["numpy", "c", "numba"])
+def test_activation_kind_errors_are_the_same_everywhere(backend):
+    from conftest import require_backend
+
+    from fastdescent.errors import KernelError
+
+    K = require_backend(backend).KERNELS
+    y, x = np.zeros(4), np.ones(4)
+    for bad in (1.0, None, [1], True, "relu"):
+        with pytest.raises(TypeError, match="kind must be an int"):
+            K["act_fwd"](y, x, kind=bad)
+    for bad in (2 ** 40 + 1, -1, 99):
+        with pytest.raises(KernelError):
+            K["act_fwd"](y, x, kind=bad)
+    np.testing.assert_array_equal(y, 0.0)
+    K["act_fwd"](y, x, kind=np.int64(1))

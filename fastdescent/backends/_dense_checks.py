@@ -33,7 +33,7 @@ from .._arrays import inspect as _inspect
 from .._contract import KERNELS as _ROWS
 from ..errors import KernelError
 
-__all__ = ["check", "check_overlap", "check_labels", "kernel_error", "SPECS", "FLOATS", "ERR_ARG", "ERR_SHAPE",
+__all__ = ["check", "check_kind", "check_overlap", "check_labels", "kernel_error", "SPECS", "FLOATS", "ERR_ARG", "ERR_SHAPE",
            "ERR_ALIGN"]
 
 FLOATS = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
@@ -150,6 +150,8 @@ def check(kernel, args, *, device=False, kind=None, scale=None):
     Returns ``(dims, infos)`` (see :func:`_check`); on host arrays, a call whose arguments have
     the same layout as an earlier call that passed is answered from a memo.
     """
+    if kernel in ("act_fwd", "act_bwd"):
+        kind = check_kind(kernel, kind)
     if device:
         dims, infos = _check(kernel, args, device=True, kind=kind, scale=scale)
         spec = SPECS[kernel]
@@ -181,6 +183,17 @@ def check(kernel, args, *, device=False, kind=None, scale=None):
         _MEMO[key] = hit
     check_overlap(kernel, args)
     return hit
+
+
+def check_kind(kernel, kind):
+    """The activation ``kind`` as an int: ``TypeError`` for anything but an integer (bools and
+    floats included), ``KernelError`` FD_ERR_ARG for an unknown one (as the C library)."""
+    if isinstance(kind, (bool, np.bool_)) or not isinstance(kind, (int, np.integer)):
+        raise TypeError(f"{kernel}: kind must be an int (an activation kind), got "
+                        f"{type(kind).__name__} {kind!r}")
+    if int(kind) not in _ACT_KINDS:
+        raise kernel_error(kernel, ERR_ARG)
+    return int(kind)
 
 
 def _bounds(a):

@@ -6,7 +6,7 @@ Arrays of any shape, one size and dtype (float32 or float64), C-contiguous; y ma
 
 from __future__ import annotations
 
-from .._dense_checks import check_overlap
+from .._dense_checks import check_kind, check_overlap
 from ._lib import F32, F64, ffi, kernel_error, lib
 
 __all__ = ["act_fwd", "act_bwd"]
@@ -39,6 +39,7 @@ def act_fwd(y, x, *, kind):
     if not ok:
         raise _bad_call("act_fwd", _FWD, dict(y=y, x=x))
     check_overlap("act_fwd", (y, x))
+    kind = check_kind("act_fwd", kind)
     rc = fn(n, _fb(ct, y, require_writable=True), _fb(ct, x), kind)
     if rc:
         raise kernel_error("act_fwd", rc)
@@ -56,6 +57,7 @@ def act_bwd(dx, dy, x, y, *, kind):
     if not ok:
         raise _bad_call("act_bwd", _BWD, dict(dx=dx, dy=dy, x=x, y=y))
     check_overlap("act_bwd", (dx, dy, x, y))
+    kind = check_kind("act_bwd", kind)
     rc = fn(n, _fb(ct, dx, require_writable=True), _fb(ct, dy), _fb(ct, x), _fb(ct, y), kind)
     if rc:
         raise kernel_error("act_bwd", rc)
