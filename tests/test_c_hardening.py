@@ -260,9 +260,15 @@ def test_build_error_text_is_shown_by_info(tmp_path):
         "building fastdescent._fastdescent_c failed\n"
         "csrc/fd_adam.c:12:3: error: unknown type name 'flaot'\n")
     # (None in sys.modules: the extension is missing whatever finders an editable install added)
-    code = ("import sys; sys.modules['fastdescent._fastdescent_c'] = None; "
-            "import fastdescent as fd; assert fd.__file__.startswith(sys.argv[1]), fd.__file__; "
-            "r = fd.info()['backends']['c']['reason']; print(r); "
+    code = ("import sys, warnings; sys.modules['fastdescent._fastdescent_c'] = None; "
+            "import numpy as np, fastdescent as fd; "
+            "assert fd.__file__.startswith(sys.argv[1]), fd.__file__\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    o = fd.SGD([np.zeros(2)], lr=0.1); o = fd.SGD([np.zeros(2)], lr=0.1)\n"
+            "n = sum('failed to compile' in str(x.message) for x in w)\n"
+            "assert n == 1 and o.backend == 'numba', (n, o.backend)  # warned once: 'auto' fell back\n"
+            "r = fd.info()['backends']['c']['reason']; print(r)\n"
             "assert 'flaot' in r and 'fd_adam.c:12:3' in r, r")
     env = {k: v for k, v in os.environ.items() if k != "FASTDESCENT_C_EXTENSION"}
     env.update(PYTHONPATH=str(tmp_path), FASTDESCENT_REQUIRE_BACKENDS="")

@@ -18,6 +18,7 @@ import contextvars
 import importlib
 import os
 import threading
+import warnings
 
 from ..errors import BackendUnavailableError
 
@@ -151,9 +152,11 @@ def resolve(name, device=False):
         if device:
             return get_backend("cuda")
         for n in AUTO_ORDER:
-            mod, _ = _load(n)
+            mod, exc = _load(n)
             if mod is not None:
                 return mod
+            if n == "c":
+                _warn_build_failure(exc)
         raise BackendUnavailableError("no backend could be loaded")  # numpy always loads
     mod = get_backend(name)
     if device and not getattr(mod, "DEVICE", False):
@@ -166,6 +169,21 @@ def resolve(name, device=False):
             f"backend: {name!r} works on device arrays, but the parameters are host NumPy arrays"
         )
     return mod
+
+
+_build_warned = []
+
+
+def _warn_build_failure(exc):
+    """Once per process: 'auto' falls back past a c backend whose extension failed to COMPILE at
+    install time (pip hides the build's output; the text is kept and shown by fastdescent.info()).
+    A platform without the extension by design (no compiler wanted) is not warned about."""
+    if _build_warned or "failed to build at install time" not in str(exc):
+        return
+    _build_warned.append(True)
+    warnings.warn("fastdescent: the C extension failed to compile when fastdescent was installed, "
+                  "so 'auto' uses a slower backend; `fastdescent info` (or fastdescent.info()) "
+                  "shows the compiler's error", RuntimeWarning, stacklevel=3)
 
 
 @contextlib.contextmanager
