@@ -404,6 +404,7 @@ class OptimizerMachine(RuleBasedStateMachine):
                 self.opts[b] = new
             else:
                 opt.load_state_dict(sd)
+        self.model.load(self.model.snapshot())  # a load of one's own state (AdamW: re-decoupled)
         if fresh:  # a fresh optimizer's counters start at zero (they are not part of the state)
             self.model.last_step_skipped = False
             self.model.skipped_steps = 0
