@@ -24,6 +24,7 @@ fastdescent package.
 
 import glob
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -90,6 +91,16 @@ def _openmp_flags():
     return (["-fopenmp"], ["-fopenmp"]) if r.returncode == 0 else ([], [])
 
 
+def read_version():
+    """``__version__`` from ``fastdescent/_version.py``, the one place the version is written."""
+    path = os.path.join(CSRC, os.pardir, "fastdescent", "_version.py")
+    with open(path, encoding="utf-8") as f:
+        m = re.search(r'^__version__ = "([^"]+)"$', f.read(), re.M)
+    if m is None:
+        raise RuntimeError(f"no __version__ in {path}")
+    return m.group(1)
+
+
 def make_ffibuilder(relative=True):
     """The FFI builder; ``relative``: source paths relative to the current directory when below it
     (setuptools prefers them), else absolute (``compile(tmpdir=...)`` runs in tmpdir)."""
@@ -116,6 +127,7 @@ def make_ffibuilder(relative=True):
         extra_compile_args=extra_compile,
         extra_link_args=omp_link,
         libraries=libraries,
+        define_macros=[("FD_VERSION_STRING", f'"{read_version()}"')],
         optional=True,  # a failed compile leaves the c backend unavailable, not the install broken
     )
     return ffi

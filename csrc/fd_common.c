@@ -17,7 +17,9 @@
 #include <omp.h>
 #endif
 
-#define FD_VERSION_STRING "0.1.0"
+#ifndef FD_VERSION_STRING /* -DFD_VERSION_STRING=\"x.y.z\": make and cffi_build.py read fastdescent/_version.py */
+#error "build with -DFD_VERSION_STRING (csrc/Makefile and csrc/cffi_build.py set it from fastdescent/_version.py)"
+#endif
 
 /* Settings are read by every kernel call and may be written from any thread: relaxed atomics. */
 #if defined(__GNUC__) || defined(__clang__)

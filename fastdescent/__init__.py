@@ -20,7 +20,7 @@ from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
 from . import nn
 from .nn import fit
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "ParamArena", "functional",

@@ -623,3 +623,12 @@ def test_activation_kind_errors_are_the_same_everywhere(backend):
             K["act_fwd"](y, x, kind=bad)
     np.testing.assert_array_equal(y, 0.0)
     K["act_fwd"](y, x, kind=np.int64(1))
+
+
+def test_version_is_written_once():
+    """fastdescent/_version.py is the one place: the package metadata and the C library agree."""
+    from importlib.metadata import version
+
+    assert version("fastdescent") == fd.__version__
+    if "c" in fd.available_backends():
+        assert fd.get_backend("c").describe()["version"] == fd.__version__
