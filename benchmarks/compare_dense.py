@@ -9,7 +9,9 @@ Backward: c matmul_bwd_x + matmul_bwd_w (db included) vs what torch autograd run
 (dy @ w^T, x^T @ dy, and the bias column sum when there is a bias).
 Results are checked against NumPy first.
 """
-import argparse, os, sys, time
+import argparse
+import os
+import time
 import numpy as np
 import torch
 import fastdescent as fd

@@ -18,7 +18,7 @@ import pytest
 
 import fastdescent as fd
 from cases import BY_KIND, make
-from conftest import HOST_BACKENDS, Device, require_backend
+from conftest import Device, require_backend
 from fastdescent.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
 
 #: the richest configuration of each optimizer (every state buffer in use)

@@ -19,7 +19,6 @@ import pytest
 from _subproc import run_script
 from conftest import require_backend
 
-import fastdescent as fd
 from fastdescent.optim import SGD, Adam, RMSprop
 
 CPU_BACKENDS = ["numpy", "c", "numba"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._config import jit, jit_inline, jit_variants
+from ._config import jit_inline, jit_variants
 from ._ptr import chunk_segment, like, segment
 
 

@@ -16,7 +16,6 @@ checked first by the checks every backend shares (``backends/_dense_checks``, th
 
 import math
 
-import numpy as np
 from numba import cuda
 
 from .._dense_checks import check

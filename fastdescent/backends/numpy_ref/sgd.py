@@ -1,6 +1,5 @@
 """SGD family (NumPy). Mirrors csrc/fd_sgd.c and backends/*/sgd.py."""
 
-import numpy as np
 
 
 def sgd(tab, *, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
