@@ -590,8 +590,11 @@ class Optimizer:
     # ------------------------------------------------------------------ state_dict
     #: group keys that torch.optim writes for its own implementation choices: accepted from a
     #: state_dict and ignored (fastdescent always runs its fused multi-tensor kernels), plus the
-    #: ``initial_lr`` that torch's (and fastdescent's) schedulers add to a group.
-    _BOOKKEEPING_KEYS = ("foreach", "fused", "capturable", "differentiable", "initial_lr")
+    #: keys that torch's (and fastdescent's) schedulers add to a group: ``initial_lr``, and
+    #: OneCycleLR's / CyclicLR's ``max_lr``, ``min_lr``, ``max_momentum``, ``base_momentum``
+    #: (restored when the scheduler was built before the load, the order torch recommends).
+    _BOOKKEEPING_KEYS = ("foreach", "fused", "capturable", "differentiable", "initial_lr",
+                         "max_lr", "min_lr", "max_momentum", "base_momentum")
     #: False for optimizers whose torch state_dict has no ``step`` entry (SGD)
     _step_in_state = True
     #: group values a loaded state_dict cannot change (AdamW stays decoupled, as torch's does)
