@@ -218,8 +218,8 @@ def _schedulers(scheduler, optimizer):
 
 # ---------------------------------------------------------------------------------------- fit
 def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_size=32, shuffle=True,
-        seed=0, validation_split=None, validation_data=None, scheduler=None, tol=None,
-        n_iter_no_change=10, monitor=None, restore_best=False, callback=None, progress=True):
+        seed=0, validation_split=None, validation_data=None, scheduler=None, scheduler_interval="epoch",
+        tol=None, n_iter_no_change=10, monitor=None, restore_best=False, callback=None, progress=True):
     """Train ``model`` on ``(X, y)`` with minibatch gradient descent; return a :class:`History`.
 
     Parameters
@@ -250,7 +250,19 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
         Explicit validation set (exclusive with ``validation_split``).
     scheduler : scheduler or list of schedulers, optional
         ``fd.nn.StepLR`` ... built on ``optimizer``; stepped after every epoch (in list order, as
-        torch chains them). ``ReduceLROnPlateau`` is stepped with the monitored metric.
+        torch chains them), or after every minibatch with ``scheduler_interval="step"``.
+        ``ReduceLROnPlateau`` is stepped with the monitored metric, always once per epoch.
+    scheduler_interval : {"epoch", "step"}, default "epoch"
+        When the schedulers other than ``ReduceLROnPlateau`` step: ``"epoch"`` once after every
+        epoch; ``"step"`` once after every optimizer step (every minibatch, in list order), as torch
+        users drive ``OneCycleLR`` / ``CyclicLR`` -- build those with
+        ``total_steps = epochs * ceil(n_train / batch_size)`` (``n_train`` after any
+        ``validation_split``). A ``ReduceLROnPlateau`` in the list still steps once per epoch, with
+        the epoch's monitored metric, after the epoch's last minibatch. A scheduler that refuses to
+        step (``OneCycleLR`` past its ``total_steps`` raises ``ValueError``) stops ``fit`` with that
+        error, as it would stop a hand-written loop. ``History.lr`` holds the lr of each epoch's
+        first minibatch. The fused one-call-per-minibatch step (c / numba, Adam) reads the
+        optimizer's lr and betas on every call, so per-step schedules are exact there too.
     tol : float or None, default None
         Convergence test (off when None): an epoch counts as "no change" when the monitored metric
         did not improve on the best value so far by more than ``tol`` (``loss >= best - tol``);
@@ -312,6 +324,8 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
     n_iter_no_change = _as_int("n_iter_no_change", n_iter_no_change, 1)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    if not (isinstance(scheduler_interval, str) and scheduler_interval in ("epoch", "step")):
+        raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
     rng = _rng(seed)
 
     x2, lead = model._check_X(X, "X")
@@ -370,6 +384,12 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
         from ..optim import Adam
         optimizer = Adam(model.parameters(), lr=1e-3, backend=model.backend)
     scheds = _schedulers(scheduler, optimizer)
+    if scheduler_interval == "step":
+        # per-minibatch schedulers; ReduceLROnPlateau (needs the epoch's metric) stays per epoch
+        batch_scheds = [s_ for s_ in scheds if not isinstance(s_, ReduceLROnPlateau)]
+        epoch_scheds = [s_ for s_ in scheds if isinstance(s_, ReduceLROnPlateau)]
+    else:
+        batch_scheds, epoch_scheds = [], scheds
     bs = n if batch_size is None else min(batch_size, n)
 
     # ---- buffers and compiled steps, once
@@ -416,8 +436,14 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
                 np.take(x2, perm, axis=0, out=xp)
                 np.take(yy, perm, axis=0, out=yp)
             total = 0.0
-            for step, xb, yb, m in batches:
-                total += step(xb, yb) * m
+            if batch_scheds:
+                for step, xb, yb, m in batches:
+                    total += step(xb, yb) * m
+                    for s_ in batch_scheds:
+                        s_.step()
+            else:
+                for step, xb, yb, m in batches:
+                    total += step(xb, yb) * m
             t1 = time.perf_counter()
             logs = {"loss": total / n}
             if has_val:
@@ -446,7 +472,7 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
                 best = value
                 if best_params is not None:
                     best_params[...] = model.arena.flat_params
-            for s_ in scheds:
+            for s_ in epoch_scheds:
                 if isinstance(s_, ReduceLROnPlateau):
                     s_.step(value)
                 else:
