@@ -102,9 +102,7 @@ def _tables(backend, columns, check=True):
                                        and all(map(operator.is_, lists[name], cached[name])))
                for name in names) and all(
                    list(map(_fingerprint, lists[name])) == prints[name] for name in names
-                   if lists[name] is not None) and all(
-                   _still_writeable(lists[name]) for name in names
-                   if written[name] and lists[name] is not None):
+                   if lists[name] is not None):
             return mod, tables
     first_infos = []
     w_infos = []
@@ -173,23 +171,13 @@ def _tables(backend, columns, check=True):
 
 def _fingerprint(a):
     """What a packed table relies on besides the array's identity: its data address, shape,
-    strides and dtype (all of which an ndarray can change in place: ``resize(refcheck=False)``,
-    ``a.shape = ...``), so a cached table is never used over memory that moved (~1 us an array)."""
+    strides, dtype and writeability (all of which can change in place: ``resize(refcheck=False)``,
+    ``a.shape = ...``, ``a.flags.writeable = False``), so a cached table is never used over memory
+    that moved or became read-only (~1 us an array)."""
     if isinstance(a, np.ndarray):
-        return a.__array_interface__["data"][0], a.shape, a.strides, a.dtype
+        return a.__array_interface__["data"], a.shape, a.strides, a.dtype
     cai = a.__cuda_array_interface__
-    return cai["data"][0], tuple(cai["shape"]), cai.get("strides"), cai["typestr"]
-
-
-def _still_writeable(arrays):
-    """A cached table's written arrays may have been made read-only since (``flags.writeable``)."""
-    for a in arrays:
-        if isinstance(a, np.ndarray):
-            if not a.flags.writeable:
-                return False
-        elif a.__cuda_array_interface__["data"][1]:
-            return False
-    return True
+    return cai["data"], tuple(cai["shape"]), cai.get("strides"), cai["typestr"]
 
 
 def clear_cache():

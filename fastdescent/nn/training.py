@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import operator
 import time
 import warnings
 
 import numpy as np
 
+from .._validate import check_int
 from .losses import get_loss
 from .model import Sequential
 from .schedulers import ReduceLROnPlateau
@@ -182,16 +182,7 @@ class History:
 
 
 # ---------------------------------------------------------------------------------------- checks
-def _as_int(name, value, lo):
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
-    if v < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {v}")
-    return v
+_as_int = check_int
 
 
 def _rng(seed):

@@ -27,40 +27,26 @@ import weakref
 import numpy as np
 
 from .. import _arrays
+from .._validate import check_flag, check_real
 from .._arrays import flat_view
 from ..backends import resolve
 
 __all__ = ["Optimizer", "check_hyper", "check_scalars"]
 
 
-def check_hyper(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
-    """Validate a hyperparameter: a finite real number within [lo, hi] (open ends if asked).
-
-    Raises ``TypeError``/``ValueError`` whose message names ``name``.
-    """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    try:
-        v = float(value)
-    except OverflowError:  # a Python int beyond float's range (10**400)
-        raise ValueError(f"{name} must be finite, got an int too large for a float ({value!r:.40}...)") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
-    if hi is not None and (v > hi or (hi_open and v == hi)):
-        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
-    return v
+#: the optimizers' hyperparameter check (a finite real within bounds; ``_validate.check_real``)
+check_hyper = check_real
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_F32 = np.dtype(np.float32)
 
 
 def check_scalars(scalars, where, dtype=None):
     """Raise ``ValueError`` if a per-step kernel scalar derived from valid hyperparameters is not
     finite (e.g. ``lr / (1 - beta1**t)`` overflowing for an lr near the float64 limit), or, for a
     float32 bucket, does not fit in float32 (kernels round each scalar once to the element type)."""
-    lim = _FLOAT32_MAX if dtype is not None and np.dtype(dtype) == np.float32 else math.inf
+    lim = _FLOAT32_MAX if dtype == _F32 else math.inf
     for k, v in scalars.items():
         if not math.isfinite(v):
             raise ValueError(f"{where}: the per-step kernel scalar {k} = {v} is not finite; the "
@@ -71,10 +57,7 @@ def check_scalars(scalars, where, dtype=None):
     return scalars
 
 
-def _check_flag(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return bool(value)
+_check_flag = check_flag
 
 
 class _ParamList(list):
@@ -503,15 +486,14 @@ class Optimizer:
             raise ValueError(f"param_groups has {len(self.param_groups)} groups, the optimizer was "
                              f"built with {len(self._plists)}: add groups with add_param_group(), "
                              "never by editing the list")
+        checked = self._checked
+        if len(checked) != len(self.param_groups):
+            checked = self._checked = [None] * len(self.param_groups)
         for i, group in enumerate(self.param_groups):
             if not isinstance(group, dict) or group.get("params") is not self._plists[i]:
                 raise ValueError(f"param_groups[{i}]['params'] was replaced: the optimizer's tables "
                                  "and state are built from the parameters it was given; use "
                                  "add_param_group() or build a new optimizer")
-        checked = self._checked
-        if len(checked) != len(self.param_groups):
-            checked = self._checked = [None] * len(self.param_groups)
-        for i, group in enumerate(self.param_groups):
             snap = tuple([kv for kv in group.items() if kv[0] != "params"])
             old = checked[i]
             if old is not None and len(old) == len(snap) and all(

@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import bisect
 import math
-import operator
 import types
 from collections import Counter
 from collections.abc import Mapping
 
 import numpy as np
+
+from .._validate import check_flag, check_int, check_real
 
 __all__ = ["LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR",
            "LinearLR", "ExponentialLR", "SequentialLR", "PolynomialLR", "CosineAnnealingLR",
@@ -61,39 +62,13 @@ def _is_bool(value):
     return isinstance(value, (bool, np.bool_))
 
 
-def _real(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False):
-    if (_is_bool(value) or isinstance(value, (str, bytes, complex))
-            or not isinstance(value, (int, float)) and not hasattr(value, "__float__")):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):  # e.g. a numpy array of several values
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
-    if hi is not None and (v > hi or (hi_open and v == hi)):
-        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
-    return v
+def _real(name, value, **bounds):
+    # as the optimizers' check, also taking one-element arrays/tensors (float()-convertible)
+    return check_real(name, value, coerce=True, **bounds)
 
 
-def _int(name, value, lo):
-    if _is_bool(value):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
-    if v < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {v}")
-    return v
-
-
-def _flag(name, value):
-    if not _is_bool(value):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return bool(value)
+_int = check_int
+_flag = check_flag
 
 
 def _choice(name, value, options):
@@ -278,7 +253,12 @@ class LRScheduler:
 
 
 class _LambdaState:
-    """state_dict handling shared by LambdaLR and MultiplicativeLR (torch's)."""
+    """Constructor and state_dict handling shared by LambdaLR and MultiplicativeLR (torch's)."""
+
+    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
+        self.optimizer = optimizer
+        self.lr_lambdas = _lambdas("lr_lambda", lr_lambda, _groups(optimizer))
+        super().__init__(optimizer, last_epoch)
 
     def state_dict(self):
         sd = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
@@ -300,22 +280,12 @@ class _LambdaState:
 class LambdaLR(_LambdaState, LRScheduler):
     """``lr = base_lr * lr_lambda(epoch)`` (one function, or a list with one per param group)."""
 
-    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
-        self.optimizer = optimizer
-        self.lr_lambdas = _lambdas("lr_lambda", lr_lambda, _groups(optimizer))
-        super().__init__(optimizer, last_epoch)
-
     def get_lr(self):
         return [base * fn(self.last_epoch) for fn, base in zip(self.lr_lambdas, self.base_lrs)]
 
 
 class MultiplicativeLR(_LambdaState, LRScheduler):
     """Multiply the lr by ``lr_lambda(epoch)`` every epoch (from epoch 1 on)."""
-
-    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
-        self.optimizer = optimizer
-        self.lr_lambdas = _lambdas("lr_lambda", lr_lambda, _groups(optimizer))
-        super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
         if self._is_initial:
