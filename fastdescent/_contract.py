@@ -40,6 +40,7 @@ class KernelRow:
     reads: tuple  # read-only columns
     scalars: tuple  # keyword-only scalars, in this order
     optional: tuple = ()  # columns that may be absent
+    flags: tuple = ()  # scalars that are 0/1 flags (ints), not reals rounded to the element type
     returns: str | None = None  # reductions return a Python float/int
     doc: str = ""
     hotpath: str = ""  # file stem: csrc/fd_<hotpath>.c, backends/*/<hotpath>.py (default: name)
@@ -63,6 +64,7 @@ KERNELS = {
             reads=("grad",),
             scalars=("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "first_step"),
             optional=("momentum_buffer",),
+            flags=("nesterov", "maximize", "first_step"),
             doc="SGD with optional coupled weight decay, (Nesterov) momentum; first_step=1 sets b <- g.",
         ),
         KernelRow(
@@ -74,6 +76,7 @@ KERNELS = {
                 "bias_correction2_sqrt", "amsgrad", "maximize",
             ),
             optional=("max_exp_avg_sq",),
+            flags=("amsgrad", "maximize"),
             doc=(
                 "Adam/AdamW. weight_decay is the coupled decay (0 for AdamW); decay = 1 - lr*wd is the "
                 "decoupled factor applied to p first (1 for Adam); step_size = lr/bc1."
@@ -85,6 +88,7 @@ KERNELS = {
             reads=("grad",),
             scalars=("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"),
             optional=("grad_avg", "momentum_buffer"),
+            flags=("centered", "maximize"),
             doc="RMSprop; grad_avg present iff centered, momentum_buffer iff momentum > 0.",
         ),
         KernelRow(
@@ -92,6 +96,7 @@ KERNELS = {
             writes=("param", "sum"),
             reads=("grad",),
             scalars=("clr", "eps", "weight_decay", "maximize"),
+            flags=("maximize",),
             doc="Adagrad; clr = lr / (1 + (t-1)*lr_decay).",
         ),
         KernelRow(
@@ -146,13 +151,13 @@ KERNELS = {
         ),
         KernelRow(
             "act_fwd", hotpath="activation", kind="array",
-            writes=("y",), reads=("x",), scalars=("kind",),
+            writes=("y",), reads=("x",), scalars=("kind",), flags=("kind",),
             doc="y = f(x) elementwise (any shape, same size); kind: 0 relu, 1 tanh, 2 sigmoid, "
                 "3 gelu (exact, erf-based, as torch's default). y may be x (in place).",
         ),
         KernelRow(
             "act_bwd", hotpath="activation", kind="array",
-            writes=("dx",), reads=("dy", "x", "y"), scalars=("kind",),
+            writes=("dx",), reads=("dy", "x", "y"), scalars=("kind",), flags=("kind",),
             doc="dx += dy * f'(x), using y = f(x) where cheaper (tanh: 1 - y*y, sigmoid: y*(1 - y)); "
                 "relu: f'(x) = 1 if x > 0 else 0 (0 at x == 0, as torch); gelu: "
                 "f'(x) = Phi(x) + x*phi(x) (standard normal cdf / pdf).",

@@ -9,8 +9,8 @@ pays the per-array inspection once (the last tables of each kind keep their arra
 them with :func:`clear_cache`). ``check=False`` skips the aliasing checks between arrays (an
 O(n log n) sweep); the per-array checks that keep every kernel inside each array's memory always run.
 
-The per-step scalars come from the same functions the optimizer classes use, so the functional and
-class APIs give identical numbers.
+The hyperparameter checks and the per-step scalars come from the same rules (``fastdescent.rules``)
+the optimizer classes use, so the functional and class APIs give identical numbers.
 
 Examples
 --------
@@ -33,11 +33,11 @@ import numpy as np
 
 from . import _arrays
 from .backends import resolve
-from .optim.adagrad import adagrad_scalars, check_adagrad
-from .optim.adam import adam_scalars, check_adam
-from .optim.base import check_hyper, check_scalars
-from .optim.rmsprop import check_rmsprop, rmsprop_scalars
-from .optim.sgd import check_sgd, sgd_scalars
+from .rules import check_real, check_scalars
+from .rules.adagrad import ADAGRAD
+from .rules.adam import ADAM
+from .rules.rmsprop import RMSPROP
+from .rules.sgd import SGD
 
 __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "clip_grad_norm_", "all_finite", "clear_cache"]
 
@@ -202,14 +202,15 @@ def sgd(params, grads, momentum_buffers=None, *, lr=1e-3, momentum=0.0, dampenin
         weight_decay=0.0, nesterov=False, maximize=False, first_step=False, backend=None, check=True):
     """One SGD step (see :class:`fastdescent.SGD`). ``momentum_buffers`` is required when
     momentum != 0; ``first_step=True`` initialises them to the gradient (torch's first step)."""
-    check_sgd(lr, momentum, dampening, weight_decay, nesterov, maximize)
+    hp = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+              nesterov=nesterov, maximize=maximize)
+    SGD.check(hp)
     if momentum != 0 and momentum_buffers is None:
         raise ValueError("momentum_buffers: required when momentum != 0")
     mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
                                   "momentum_buffer": ("momentum_buffers", momentum_buffers if momentum != 0 else None, True, False)},
                         check)
-    _run("sgd", mod, tabs, sgd_scalars(lr, momentum, dampening, weight_decay, nesterov, maximize,
-                                       first_step))
+    _run("sgd", mod, tabs, SGD.scalars(hp, 1, first_step))
 
 
 def _check_step(step):
@@ -221,7 +222,9 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr
          betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
          decoupled=False, backend=None, check=True):
     """One Adam step (AdamW if ``decoupled``); ``step`` is t, 1 on the first step."""
-    check_adam(lr, betas, eps, weight_decay, amsgrad, maximize)
+    hp = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+              maximize=maximize, decoupled_weight_decay=decoupled)
+    ADAM.check(hp)
     _check_step(step)
     if amsgrad and max_exp_avg_sqs is None:
         raise ValueError("max_exp_avg_sqs: required when amsgrad=True")
@@ -229,8 +232,7 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr
                                   "exp_avg": ("exp_avgs", exp_avgs, True), "exp_avg_sq": ("exp_avg_sqs", exp_avg_sqs, True),
                                   "max_exp_avg_sq": ("max_exp_avg_sqs", max_exp_avg_sqs if amsgrad else None, True, False)},
                         check)
-    _run("adam", mod, tabs, adam_scalars(lr, betas, eps, weight_decay, amsgrad, maximize,
-                                         decoupled, step))
+    _run("adam", mod, tabs, ADAM.scalars(hp, step, step == 1))
 
 
 def adamw(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3,
@@ -246,7 +248,9 @@ def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *
             alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False,
             backend=None, check=True):
     """One RMSprop step; ``grad_avgs`` needed if centered, ``momentum_buffers`` if momentum > 0."""
-    check_rmsprop(lr, alpha, eps, weight_decay, momentum, centered, maximize)
+    hp = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+              centered=centered, maximize=maximize)
+    RMSPROP.check(hp)
     if centered and grad_avgs is None:
         raise ValueError("grad_avgs: required when centered=True")
     if momentum > 0 and momentum_buffers is None:
@@ -256,18 +260,18 @@ def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *
                                   "grad_avg": ("grad_avgs", grad_avgs if centered else None, True, False),
                                   "momentum_buffer": ("momentum_buffers", momentum_buffers if momentum > 0 else None, True, False)},
                         check)
-    _run("rmsprop", mod, tabs, rmsprop_scalars(lr, alpha, eps, weight_decay, momentum, centered,
-                                               maximize))
+    _run("rmsprop", mod, tabs, RMSPROP.scalars(hp, 1, False))
 
 
 def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
             maximize=False, backend=None, check=True):
     """One Adagrad step; ``step`` is t, 1 on the first step."""
-    check_adagrad(lr, lr_decay, weight_decay, 0.0, eps, maximize)
+    hp = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize)
+    ADAGRAD.check(hp)
     _check_step(step)
     mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
                                   "sum": ("state_sums", state_sums, True)}, check)
-    _run("adagrad", mod, tabs, adagrad_scalars(lr, lr_decay, weight_decay, eps, maximize, step))
+    _run("adagrad", mod, tabs, ADAGRAD.scalars(hp, step, step == 1))
 
 
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, *, error_if_nonfinite=False, backend=None,
@@ -278,7 +282,7 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, *, error_if_nonfinite=False,
     coef = min(1, max_norm / (total + 1e-6)). A non-finite total is never used: the gradients are left
     unchanged and ``FloatingPointError`` is raised if ``error_if_nonfinite``, else a RuntimeWarning.
     """
-    max_norm = check_hyper("max_norm", max_norm, lo=0.0)
+    max_norm = check_real("max_norm", max_norm, lo=0.0)
     norm_type = float(norm_type)
     if math.isnan(norm_type) or norm_type <= 0:
         raise ValueError(f"norm_type must be > 0 (or inf), got {norm_type!r}")

@@ -24,10 +24,31 @@ pytest.importorskip("numba")
 
 from fastdescent import _contract  # noqa: E402
 from fastdescent.backends import get_backend  # noqa: E402
-from fastdescent.optim.adagrad import adagrad_scalars  # noqa: E402
-from fastdescent.optim.adam import adam_scalars  # noqa: E402
-from fastdescent.optim.rmsprop import rmsprop_scalars  # noqa: E402
-from fastdescent.optim.sgd import sgd_scalars  # noqa: E402
+from fastdescent import rules  # noqa: E402
+
+
+# the rules' per-step scalars, with positional arguments for the tables below
+def sgd_scalars(lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
+    return rules.get("sgd").scalars(dict(lr=lr, momentum=momentum, dampening=dampening,
+                                         weight_decay=weight_decay, nesterov=nesterov,
+                                         maximize=maximize), 1, first_step)
+
+
+def adam_scalars(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled, step):
+    return rules.get("adam").scalars(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                          amsgrad=amsgrad, maximize=maximize,
+                                          decoupled_weight_decay=decoupled), step, step == 1)
+
+
+def rmsprop_scalars(lr, alpha, eps, weight_decay, momentum, centered, maximize):
+    return rules.get("rmsprop").scalars(dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                             momentum=momentum, centered=centered,
+                                             maximize=maximize), 1, False)
+
+
+def adagrad_scalars(lr, lr_decay, weight_decay, eps, maximize, step):
+    return rules.get("adagrad").scalars(dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                             eps=eps, maximize=maximize), step, step == 1)
 
 NB = get_backend("numba")
 REF = get_backend("numpy")

@@ -1,22 +1,9 @@
 """Adagrad."""
 
-from .base import Optimizer, _check_flag, check_hyper
+from ..rules.adagrad import ADAGRAD as _RULE
+from .base import Optimizer
 
-__all__ = ["Adagrad", "adagrad_scalars", "check_adagrad"]
-
-
-def check_adagrad(lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize):
-    check_hyper("lr", lr, lo=0.0)
-    check_hyper("lr_decay", lr_decay, lo=0.0)
-    check_hyper("weight_decay", weight_decay, lo=0.0)
-    check_hyper("initial_accumulator_value", initial_accumulator_value, lo=0.0)
-    check_hyper("eps", eps, lo=0.0)
-    _check_flag("maximize", maximize)
-
-
-def adagrad_scalars(lr, lr_decay, weight_decay, eps, maximize, step):
-    return dict(clr=float(lr) / (1.0 + (step - 1) * float(lr_decay)), eps=float(eps),
-                weight_decay=float(weight_decay), maximize=int(bool(maximize)))
+__all__ = ["Adagrad"]
 
 
 class Adagrad(Optimizer):
@@ -52,25 +39,10 @@ class Adagrad(Optimizer):
     array([0.9, 0.9])
     """
 
-    _kernel = "adagrad"
-    _all_state_names = ("sum",)
-    _core_state_names = ("sum",)
+    _rule = _RULE
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                  eps=1e-10, *, maximize=False, backend=None, skip_nonfinite=False):
         defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize)
         super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
-
-    def _check_group(self, g):
-        check_adagrad(g["lr"], g["lr_decay"], g["weight_decay"], g["initial_accumulator_value"],
-                      g["eps"], g["maximize"])
-
-    def _state_names(self, g):
-        return ("sum",)
-
-    def _init_value(self, g, name):
-        return float(g["initial_accumulator_value"])
-
-    def _scalars(self, g, step, fresh):
-        return adagrad_scalars(g["lr"], g["lr_decay"], g["weight_decay"], g["eps"], g["maximize"], step)

@@ -1,38 +1,9 @@
 """Adam and AdamW."""
 
-import math
+from ..rules.adam import ADAM as _RULE
+from .base import Optimizer
 
-from .base import Optimizer, _check_flag, check_hyper
-
-__all__ = ["Adam", "AdamW", "adam_scalars", "check_adam"]
-
-
-def check_adam(lr, betas, eps, weight_decay, amsgrad, maximize):
-    check_hyper("lr", lr, lo=0.0)
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    check_hyper("betas[0]", betas[0], lo=0.0, hi=1.0, hi_open=True)
-    check_hyper("betas[1]", betas[1], lo=0.0, hi=1.0, hi_open=True)
-    check_hyper("eps", eps, lo=0.0)
-    check_hyper("weight_decay", weight_decay, lo=0.0)
-    _check_flag("amsgrad", amsgrad)
-    _check_flag("maximize", maximize)
-
-
-def adam_scalars(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled, step):
-    """Per-step kernel scalars (float64) for Adam (decoupled=False) or AdamW (decoupled=True)."""
-    beta1, beta2 = float(betas[0]), float(betas[1])
-    bc1 = 1.0 - beta1 ** step
-    bc2 = 1.0 - beta2 ** step
-    lr, wd = float(lr), float(weight_decay)
-    return dict(
-        beta1=beta1, beta2=beta2, eps=float(eps),
-        weight_decay=0.0 if decoupled else wd,
-        decay=1.0 - lr * wd if decoupled else 1.0,
-        step_size=lr / bc1,
-        bias_correction2_sqrt=math.sqrt(bc2),
-        amsgrad=int(bool(amsgrad)), maximize=int(bool(maximize)),
-    )
+__all__ = ["Adam", "AdamW"]
 
 
 class Adam(Optimizer):
@@ -80,9 +51,7 @@ class Adam(Optimizer):
     -0.0010000000474974513
     """
 
-    _kernel = "adam"
-    _all_state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-    _core_state_names = ("exp_avg", "exp_avg_sq")
+    _rule = _RULE
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
@@ -92,17 +61,6 @@ class Adam(Optimizer):
                         weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
                         decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
-
-    def _check_group(self, g):
-        check_adam(g["lr"], g["betas"], g["eps"], g["weight_decay"], g["amsgrad"], g["maximize"])
-        _check_flag("decoupled_weight_decay", g["decoupled_weight_decay"])
-
-    def _state_names(self, g):
-        return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if g["amsgrad"] else ("exp_avg", "exp_avg_sq")
-
-    def _scalars(self, g, step, fresh):
-        return adam_scalars(g["lr"], g["betas"], g["eps"], g["weight_decay"], g["amsgrad"],
-                            g["maximize"], g["decoupled_weight_decay"], step)
 
 
 class AdamW(Adam):

@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import _arrays
 from .._validate import check_flag, check_real
+from ..rules import check_scalars
 from .._arrays import flat_view
 from ..backends import resolve
 
@@ -36,25 +37,6 @@ __all__ = ["Optimizer", "check_hyper", "check_scalars"]
 
 #: the optimizers' hyperparameter check (a finite real within bounds; ``_validate.check_real``)
 check_hyper = check_real
-
-
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-_F32 = np.dtype(np.float32)
-
-
-def check_scalars(scalars, where, dtype=None):
-    """Raise ``ValueError`` if a per-step kernel scalar derived from valid hyperparameters is not
-    finite (e.g. ``lr / (1 - beta1**t)`` overflowing for an lr near the float64 limit), or, for a
-    float32 bucket, does not fit in float32 (kernels round each scalar once to the element type)."""
-    lim = _FLOAT32_MAX if dtype == _F32 else math.inf
-    for k, v in scalars.items():
-        if not math.isfinite(v):
-            raise ValueError(f"{where}: the per-step kernel scalar {k} = {v} is not finite; the "
-                             "hyperparameters are too extreme for float64")
-        if abs(v) > lim:
-            raise ValueError(f"{where}: the per-step kernel scalar {k} = {v} overflows float32 "
-                             "(the parameters' dtype)")
-    return scalars
 
 
 _check_flag = check_flag
@@ -101,8 +83,10 @@ class _Bucket:
 class Optimizer:
     """Base class of fastdescent's optimizers (torch.optim-like).
 
-    Subclasses set ``_kernel`` (a contract row) and implement ``_check_group(group)``,
-    ``_state_names(group)``, ``_init_value(group, name)`` and ``_scalars(group, step, fresh)``.
+    Subclasses set ``_rule`` (a :class:`fastdescent.rules.Rule`: the contract row to call, the
+    hyperparameter checks, state names and initial values, and the per-step scalars); the hooks
+    ``_check_group(group)``, ``_state_names(group)``, ``_init_value(group, name)`` and
+    ``_scalars(group, step, fresh)`` take them from it.
 
     Parameters
     ----------
@@ -120,14 +104,25 @@ class Optimizer:
         step count) and sets ``last_step_skipped``; ``skipped_steps`` counts such steps.
     """
 
-    _kernel = None
-    #: every state buffer name this optimizer may hold (for load_state_dict validation)
-    _all_state_names = ()
-    #: the buffers every parameter with state has, whatever the options (a state_dict entry without
-    #: one is refused); option buffers (amsgrad's ``max_exp_avg_sq``, ``momentum_buffer``...) may be
-    #: absent, e.g. after the option was switched on, and are created at the next step, as ``step``
-    #: creates them when an option is switched on between steps
-    _core_state_names = ()
+    _rule = None
+
+    @property
+    def _kernel(self):
+        return self._rule.name
+
+    @property
+    def _all_state_names(self):
+        """Every state buffer name this optimizer may hold (for load_state_dict validation)."""
+        return self._rule.all_state
+
+    @property
+    def _core_state_names(self):
+        """The buffers every parameter with state has, whatever the options (a state_dict entry
+        without one is refused); option buffers (amsgrad's ``max_exp_avg_sq``,
+        ``momentum_buffer``...) may be absent, e.g. after the option was switched on, and are
+        created at the next step, as ``step`` creates them when an option is switched on between
+        steps."""
+        return self._rule.core_state
 
     def __init__(self, params, defaults, *, backend=None, skip_nonfinite=False):
         from ..arena import ParamArena
@@ -235,18 +230,18 @@ class Optimizer:
 
     # ------------------------------------------------------------------ subclass hooks
     def _check_group(self, group):
-        raise NotImplementedError
+        self._rule.check(group)
 
     def _state_names(self, group):
         """Names of the state buffers this group's options need, in contract column order."""
-        raise NotImplementedError
+        return self._rule.state_names(group)
 
     def _init_value(self, group, name):
-        return 0.0
+        return self._rule.init_value(group, name)
 
     def _scalars(self, group, step, fresh):
         """Kernel scalars (a dict, float64) for a bucket about to take step number ``step``."""
-        raise NotImplementedError
+        return self._rule.scalars(group, step, fresh)
 
     # ------------------------------------------------------------------ state
     @property

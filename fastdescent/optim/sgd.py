@@ -1,26 +1,9 @@
 """SGD with momentum, dampening, Nesterov momentum and coupled weight decay."""
 
-from .base import Optimizer, _check_flag, check_hyper
+from ..rules.sgd import SGD as _RULE
+from .base import Optimizer
 
-__all__ = ["SGD", "sgd_scalars", "check_sgd"]
-
-
-def check_sgd(lr, momentum, dampening, weight_decay, nesterov, maximize):
-    check_hyper("lr", lr, lo=0.0)
-    check_hyper("momentum", momentum, lo=0.0)
-    check_hyper("dampening", dampening)
-    check_hyper("weight_decay", weight_decay, lo=0.0)
-    _check_flag("nesterov", nesterov)
-    _check_flag("maximize", maximize)
-    if nesterov and (momentum <= 0 or dampening != 0):
-        raise ValueError("nesterov=True requires momentum > 0 and dampening == 0 "
-                         f"(got momentum={momentum!r}, dampening={dampening!r})")
-
-
-def sgd_scalars(lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
-    return dict(lr=float(lr), momentum=float(momentum), dampening=float(dampening),
-                weight_decay=float(weight_decay), nesterov=int(bool(nesterov)),
-                maximize=int(bool(maximize)), first_step=int(bool(first_step)))
+__all__ = ["SGD"]
 
 
 class SGD(Optimizer):
@@ -63,8 +46,7 @@ class SGD(Optimizer):
     array([0.81, 0.81, 0.81], dtype=float32)
     """
 
-    _kernel = "sgd"
-    _all_state_names = ("momentum_buffer",)
+    _rule = _RULE
     _step_in_state = False  # torch's SGD state has no step; the momentum buffer says it all
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
@@ -72,13 +54,3 @@ class SGD(Optimizer):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize)
         super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
-
-    def _check_group(self, g):
-        check_sgd(g["lr"], g["momentum"], g["dampening"], g["weight_decay"], g["nesterov"], g["maximize"])
-
-    def _state_names(self, g):
-        return ("momentum_buffer",) if g["momentum"] != 0 else ()
-
-    def _scalars(self, g, step, fresh):
-        return sgd_scalars(g["lr"], g["momentum"], g["dampening"], g["weight_decay"], g["nesterov"],
-                           g["maximize"], fresh)

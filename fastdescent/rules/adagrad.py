@@ -1,0 +1,30 @@
+"""Adagrad's rule (torch.optim.Adagrad): clr = lr / (1 + (t-1)*lr_decay)."""
+
+from . import Rule, check_flag, check_real, register
+
+
+class AdagradRule(Rule):
+    name = "adagrad"
+    defaults = dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+                    eps=1e-10, maximize=False)
+    all_state = ("sum",)
+    core_state = ("sum",)
+
+    def check(self, hp):
+        check_real("lr", hp["lr"], lo=0.0)
+        check_real("lr_decay", hp["lr_decay"], lo=0.0)
+        check_real("weight_decay", hp["weight_decay"], lo=0.0)
+        check_real("initial_accumulator_value", hp.get("initial_accumulator_value", 0.0), lo=0.0)
+        check_real("eps", hp["eps"], lo=0.0)
+        check_flag("maximize", hp["maximize"])
+
+    def init_value(self, hp, name):
+        return float(hp["initial_accumulator_value"])
+
+    def scalars(self, hp, step, first):
+        return dict(clr=float(hp["lr"]) / (1.0 + (step - 1) * float(hp["lr_decay"])),
+                    eps=float(hp["eps"]), weight_decay=float(hp["weight_decay"]),
+                    maximize=int(bool(hp["maximize"])))
+
+
+ADAGRAD = register(AdagradRule())
