@@ -190,6 +190,31 @@ int fd_scale_f64(int64_t ntensors, const int64_t *sizes, double *const *grad, do
 int fd_all_finite_f32(int64_t ntensors, const int64_t *sizes, const float *const *grad, int *out);
 int fd_all_finite_f64(int64_t ntensors, const int64_t *sizes, const double *const *grad, int *out);
 
+/* g = min(max(g, -c), c) with c = clip_value rounded to the element type, as torch.clamp_ (a NaN
+ * stays NaN; -0.0 stays -0.0). FD_ERR_ARG unless clip_value is finite and >= 0. */
+int fd_clip_value_f32(int64_t ntensors, const int64_t *sizes, float *const *grad, double clip_value);
+int fd_clip_value_f64(int64_t ntensors, const int64_t *sizes, double *const *grad,
+                      double clip_value);
+
+/* ---- proximal L1 (fd_prox.c): fd_prox_f32 / fd_prox_f64 ---------------------------------------- */
+/* Soft thresholding after an update: p = |p| <= threshold ? +0.0 : p - sign(p)*threshold, i.e.
+ * sign(p) * max(|p| - threshold, 0) with every thresholded element exactly +0.0 (never -0.0); NaN and
+ * +-inf pass through. threshold = lr_in_force * l1. Domain (else FD_ERR_ARG): threshold finite, >= 0. */
+int fd_prox_f32(int64_t ntensors, const int64_t *sizes, float *const *param, double threshold);
+int fd_prox_f64(int64_t ntensors, const int64_t *sizes, double *const *param, double threshold);
+
+/* ---- gradient noise (fd_noise.c): fd_noise_f32 / fd_noise_f64 ---------------------------------- */
+/* p += sigma * z, z ~ N(0, 1) a pure function of (seed, param_index[i], step, element index):
+ * Philox4x32-10 keyed per tensor by (seed, param_index[i]), counter (element / 2, step), then
+ * Box-Muller in double, z rounded to the element type (fd_noise.c gives the exact recipe). No
+ * state; identical for any thread count. param_index: ntensors int64 values (the tensors'
+ * positions in the optimizer's parameter list). Domain (else FD_ERR_ARG): sigma finite and >= 0,
+ * seed >= 0, step >= 1, param_index[i] >= 0; FD_ERR_NULL / FD_ERR_ALIGN for a bad param_index. */
+int fd_noise_f32(int64_t ntensors, const int64_t *sizes, float *const *param,
+                 const int64_t *param_index, double sigma, int64_t seed, int64_t step);
+int fd_noise_f64(int64_t ntensors, const int64_t *sizes, double *const *param,
+                 const int64_t *param_index, double sigma, int64_t seed, int64_t step);
+
 /* ---- memory roofline (fd_stream.c) ------------------------------------------------------------- */
 /* A plain streaming pass over n elements with the kernels' threading: reads src[0..nsrc-1] and
  * writes dst[0..ndst-1] (each dst[j][i] = sum_k src[k][i]). A dst may be one of the srcs (in place),

@@ -1,9 +1,14 @@
-/* fd_clip.c -- gradient clipping helpers: norm_pow_sum (reduction), scale, all_finite (reduction).
+/* fd_clip.c -- gradient clipping helpers: norm_pow_sum (reduction), scale, all_finite (reduction),
+ * clip_value.
  *
  * Shapes: a table of `ntensors` tensors, tensor i has sizes[i] elements:
  *   norm_pow_sum: grad[i] read;    *out = sum |g|**norm_type (float64), or max |g| for norm_type = inf
  *   scale:        grad[i] written; g = g * factor (factor rounded once to T)
  *   all_finite:   grad[i] read;    *out = 1 if every element is finite, else 0
+ *   clip_value:   grad[i] written; with c = (T)clip_value (finite, >= 0; FD_ERR_ARG otherwise):
+ *                   g = g < -c ? -c : g;  g = g > c ? c : g
+ *                 (torch.clamp_(g, -c, c), as torch.nn.utils.clip_grad_value_: a NaN stays NaN,
+ *                 -0.0 stays -0.0, and with c = 0 a negative g becomes -0.0, a positive one +0.0)
  *
  * Reductions are deterministic: the table is cut into fd_nchunks(total) fixed chunks (a function of
  * the table only), each chunk accumulates in float64 over 16 interleaved lanes in element order, and
@@ -28,6 +33,7 @@ typedef struct {
     double p;
     FD_T factor;
     int mode;
+    FD_T lo, hi; /* clip_value: -c, c */
 } FD_S(clip_ctx);
 
 /* acc[0] += sum over the piece of w(|x|), w by mode (not the inf-norm). */
@@ -160,6 +166,41 @@ int FD_S(fd_scale)(int64_t ntensors, const int64_t *sizes, FD_T *const *grad, do
     c.factor = (FD_T)factor;
     c.mode = 0;
     fd_run_segments(ntensors, sizes, total, FD_PAR_MIN_LIGHT, FD_PICK(FD_S(scale_seg)), &c);
+    return FD_OK;
+}
+
+/* ---- clip_value */
+FD_INLINE void FD_BODY(clamp_seg)(const void *ctx, int64_t t, int64_t off, int64_t len)
+{
+    const FD_S(clip_ctx) *c = (const FD_S(clip_ctx) *)ctx;
+    FD_T *FD_RESTRICT x = c->g[t] + off;
+    const FD_T lo = c->lo, hi = c->hi;
+    for (int64_t i = 0; i < len; i++) {
+        FD_T v = x[i];
+        v = v < lo ? lo : v;
+        x[i] = v > hi ? hi : v;
+    }
+}
+
+FD_MULTIVERSION(FD_S(clamp_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
+                (ctx, t, off, len))
+
+int FD_S(fd_clip_value)(int64_t ntensors, const int64_t *sizes, FD_T *const *grad,
+                        double clip_value)
+{
+    int64_t total;
+    FD_CHECK(fd_check_sizes(ntensors, sizes, &total));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad), sizeof(FD_T)));
+    FD_REQUIRE(fd_nonneg(clip_value));
+    if (total == 0) return FD_OK;
+    FD_S(clip_ctx) c;
+    c.g = grad;
+    c.p = 0.0;
+    c.factor = 0;
+    c.mode = 0;
+    c.hi = (FD_T)clip_value;
+    c.lo = -c.hi;
+    fd_run_segments(ntensors, sizes, total, FD_PAR_MIN_LIGHT, FD_PICK(FD_S(clamp_seg)), &c);
     return FD_OK;
 }
 

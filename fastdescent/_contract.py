@@ -17,6 +17,11 @@ plain arrays) are called ``fn(*writes, *reads, *, <scalars>)``. ``tests/test_con
 names and keyword order against this table and that the C header declares ``fd_<name>_f32`` and
 ``fd_<name>_f64``.
 
+Two kinds of keyword argument are not rounded: ``per_tensor`` ones are int64 arrays with one value
+per tensor of the table (``noise`` receives each tensor's position in the optimizer's parameter list
+this way; C: ``const int64_t *``), listed first among the row's ``scalars``; ``ints`` are integer
+scalars (a seed, a step count; C: ``int64_t``, Python ints elsewhere).
+
 Numerics shared by every backend: scalars arrive as Python floats (float64); derived constants such
 as ``1 - beta1`` are computed in float64 and rounded once to the element type; per-element arithmetic
 is done in the element type, following the expression order of the NumPy backend
@@ -41,6 +46,8 @@ class KernelRow:
     scalars: tuple  # keyword-only scalars, in this order
     optional: tuple = ()  # columns that may be absent
     flags: tuple = ()  # scalars that are 0/1 flags (ints), not reals rounded to the element type
+    per_tensor: tuple = ()  # int64 arrays, one value per tensor (C: const int64_t *), first in scalars
+    ints: tuple = ()  # integer scalars (C: int64_t), passed as Python ints
     returns: str | None = None  # reductions return a Python float/int
     doc: str = ""
     hotpath: str = ""  # file stem: csrc/fd_<hotpath>.c, backends/*/<hotpath>.py (default: name)
@@ -127,6 +134,51 @@ KERNELS = {
             scalars=(),
             returns="bool",
             doc="1 if every element of every tensor is finite, else 0.",
+        ),
+        KernelRow(
+            "clip_value",
+            hotpath="clip",
+            writes=("grad",),
+            reads=(),
+            scalars=("clip_value",),
+            doc=(
+                "g <- min(max(g, -clip_value), clip_value), torch.clamp_'s rule (clip_grad_value_): "
+                "a NaN stays NaN, -0.0 stays -0.0; clip_value finite and >= 0."
+            ),
+        ),
+        KernelRow(
+            "prox",
+            writes=("param",),
+            reads=(),
+            scalars=("threshold",),
+            doc=(
+                "Proximal L1 step (soft thresholding), run after an optimizer's update when its group "
+                "has l1 > 0: p <- sign(p) * max(|p| - threshold, 0) with threshold = lr_in_force * l1 "
+                "(rules.Rule.prox_lr). Element order: p <- (|p| <= threshold) ? +0.0 : "
+                "p - copysign(threshold, p); so every thresholded element is exactly +0.0 (never "
+                "-0.0, also for p = -0.0), a NaN stays NaN and +-inf stays +-inf. threshold finite, "
+                ">= 0."
+            ),
+        ),
+        KernelRow(
+            "noise",
+            writes=("param",),
+            reads=(),
+            scalars=("param_index", "sigma", "seed", "step"),
+            per_tensor=("param_index",),
+            ints=("seed", "step"),
+            doc=(
+                "Gradient noise after an SGD update: p <- p + sigma * z with z ~ N(0, 1) a function "
+                "of (seed, param_index[i], step, element index) only (no state): Philox4x32-10 "
+                "(Random123) keyed per tensor, then Box-Muller in float64, z rounded once to the "
+                "element type. Per tensor i: K = philox((idx_lo, idx_hi, 0, 0), (seed_lo, seed_hi))"
+                "[0:2] with idx = param_index[i]; element e: (x0, x1, x2, x3) = philox((j_lo, j_hi, "
+                "step_lo, step_hi), K) with j = e // 2; u1 = (((x1 << 32 | x0) >> 11) + 1) * 2^-53 "
+                "in (0, 1], u2 = ((x3 << 32 | x2) >> 11) * 2^-53; z = sqrt(-2 ln u1) * (cos if e is "
+                "even else sin)(2 pi u2). The same z for any thread count, chunking or table layout; "
+                "backends agree up to the last bits of their log/sin/cos. sigma finite, >= 0; seed in "
+                "[0, 2^63); step >= 1; param_index[i] >= 0."
+            ),
         ),
         # ---------------------------------------------------------------- dense layers (backprop)
         # Shapes: x (B, M, K), w (Bw, K, N), b (Bw, N), y / dy (B, M, N), with Bw == 1 (one weight

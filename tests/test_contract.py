@@ -46,6 +46,9 @@ def test_contract_rows_are_well_formed():
         assert len(set(row.scalars)) == len(row.scalars), row
         assert not set(row.scalars) & set(row.columns), row
         assert row.returns in (None, "float", "bool"), row
+        # per-tensor int64 arrays come first among the keyword arguments; ints are scalars
+        assert row.scalars[:len(row.per_tensor)] == row.per_tensor, row
+        assert set(row.ints) <= set(row.scalars) and not set(row.ints) & set(row.flags), row
         assert re.fullmatch(r"[a-z][a-z0-9_]*", row.name) and re.fullmatch(r"[a-z][a-z0-9_]*", row.stem)
     assert set(_contract.DTYPES) == {"float32", "float64"}
     with pytest.raises(KeyError, match="adam"):
@@ -134,6 +137,12 @@ def test_header_declares_row(row, suffix, ctype):
             assert ctype in t and t.count("*") == 2, f"{cname}: column {col} has type {t!r}"
             assert ("const" in t.split("*")[0]) == (col in row.reads), \
                 f"{cname}: column {col} ({t!r}) must be const exactly when it is read-only"
+        for arg in row.per_tensor:
+            t = types_[names.index(arg)]
+            assert t.replace(" ", "") == "constint64_t*", f"{cname}: {arg} has type {t!r}"
+        for arg in row.ints:
+            t = types_[names.index(arg)]
+            assert t.strip() == "int64_t", f"{cname}: integer scalar {arg} has type {t!r}"
     else:
         assert _is_subsequence(ordered, names), \
             f"{cname}: {ordered} must appear in this order among its parameters {names}"
@@ -166,7 +175,9 @@ def test_every_multi_row_kernel_is_exercised_by_parity():
     """Each multi row reachable from the public API has a parity path in this suite."""
     from cases import BY_KIND
     optim_rows = {"sgd", "adam", "rmsprop", "adagrad"}
-    clip_rows = {"norm_pow_sum", "scale", "all_finite"}
+    clip_rows = {"norm_pow_sum", "scale", "all_finite", "clip_value"}  # test_clip.py
+    post_rows = {"prox", "noise"}  # test_l1.py, test_noise.py
     multi = {r.name for r in ROWS if r.kind == "multi"}
-    assert multi <= optim_rows | clip_rows, f"multi rows without a parity test: {multi - optim_rows - clip_rows}"
+    known = optim_rows | clip_rows | post_rows
+    assert multi <= known, f"multi rows without a parity test: {multi - known}"
     assert {c.kind if c.kind != "adamw" else "adam" for k in BY_KIND for c in BY_KIND[k]} == optim_rows

@@ -24,6 +24,10 @@ class Adagrad(Optimizer):
     initial_accumulator_value : float, default 0
     eps : float, default 1e-10
     maximize : bool, default False
+    l1 : float, default 0
+        Proximal L1 strength (group option): after the update,
+        :math:`p \leftarrow \operatorname{sign}(p)\max(|p| - \eta_t\,\text{l1}, 0)`, which sets small
+        weights exactly to zero.
     backend : str, optional
     skip_nonfinite : bool, default False
 
@@ -42,7 +46,8 @@ class Adagrad(Optimizer):
     _rule = _RULE
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10, *, maximize=False, backend=None, skip_nonfinite=False):
+                 eps=1e-10, *, maximize=False, l1=0.0, backend=None, skip_nonfinite=False):
         defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                        initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize)
+                        initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize,
+                        l1=l1)
         super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)

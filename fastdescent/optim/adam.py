@@ -36,6 +36,10 @@ class Adam(Optimizer):
         follows AdamW's rule. A per-group option, so a torch ``AdamW`` state_dict (whose groups
         carry ``decoupled_weight_decay=True``) loaded into :class:`Adam` keeps AdamW's rule, as in
         torch.
+    l1 : float, default 0
+        Proximal L1 strength (group option): after the update,
+        :math:`p \leftarrow \operatorname{sign}(p)\max(|p| - \eta\,\text{l1}, 0)`, which sets small
+        weights exactly to zero.
     backend : str, optional
     skip_nonfinite : bool, default False
 
@@ -55,11 +59,11 @@ class Adam(Optimizer):
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False, backend=None,
-                 skip_nonfinite=False):
+                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False, l1=0.0,
+                 backend=None, skip_nonfinite=False):
         defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps,
                         weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-                        decoupled_weight_decay=decoupled_weight_decay)
+                        decoupled_weight_decay=decoupled_weight_decay, l1=l1)
         super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
 
 
@@ -75,7 +79,7 @@ class AdamW(Adam):
     _forced_on_load = {"decoupled_weight_decay": True}  # torch's AdamW.__setstate__ does the same
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False, backend=None, skip_nonfinite=False):
+                 amsgrad=False, *, maximize=False, l1=0.0, backend=None, skip_nonfinite=False):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True,
+                         amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True, l1=l1,
                          backend=backend, skip_nonfinite=skip_nonfinite)

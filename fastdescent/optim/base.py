@@ -8,7 +8,9 @@ lives in one flat block per state name (per-parameter state arrays are views int
 
 1. validate every group's hyperparameters, and the gradients when the gradient arrays changed identity
    since the last step (a training loop that reuses its gradient buffers pays this once);
-2. compute the per-step scalars in float64 (subclass ``_scalars``) and call the bucket's kernel once.
+2. compute the per-step scalars in float64 (subclass ``_scalars``) and call the bucket's kernel once;
+3. run the rule's post-update passes, if any (``Rule.post_passes``: SGD's gradient noise, then the
+   proximal L1 pass of a group with ``l1 > 0``), one kernel call each per bucket.
 
 Nothing is modified until every check has passed. When a bucket's parameters, gradients and state are
 each adjacent views of one block (a :class:`~fastdescent.arena.ParamArena`, or state, always), the table
@@ -27,8 +29,9 @@ import weakref
 import numpy as np
 
 from .. import _arrays
+from .._contract import row as _row
 from .._validate import check_flag, check_real
-from ..rules import check_scalars
+from ..rules import check_l1, check_scalars
 from .._arrays import flat_view
 from ..backends import resolve
 
@@ -77,7 +80,7 @@ if hasattr(os, "register_at_fork"):
 
 class _Bucket:
     __slots__ = ("group", "dtype", "indices", "step", "fresh", "names", "flat", "sizes", "tab_multi",
-                 "tab_flat", "tab", "param_flat", "param_addrs")
+                 "tab_flat", "tab", "param_flat", "param_addrs", "param_index")
 
 
 class Optimizer:
@@ -231,6 +234,7 @@ class Optimizer:
     # ------------------------------------------------------------------ subclass hooks
     def _check_group(self, group):
         self._rule.check(group)
+        check_l1(group)  # the proximal L1 option every optimizer has (SEMANTICS.md "L1")
 
     def _state_names(self, group):
         """Names of the state buffers this group's options need, in contract column order."""
@@ -347,6 +351,7 @@ class Optimizer:
                 b.flat[name] = block
             params = [self._params[i] for i in indices]
             b.param_addrs = np.array([self._infos[i].addr for i in indices], dtype=np.int64)
+            b.param_index = np.array(indices, dtype=np.int64)
             b.param_flat = self._flat_view(params, [self._infos[i] for i in indices])
             Table = self._backend.Table
             b.tab_multi = Table(b.dtype, b.sizes)
@@ -556,13 +561,35 @@ class Optimizer:
         # any bucket is updated, identically on every backend
         scalars = [check_scalars(self._scalars(self.param_groups[b.group], b.step + 1, b.fresh),
                                  f"param_groups[{b.group}]", b.dtype) for b in self._buckets]
-        for b, sc in zip(self._buckets, scalars):
+        passes = [[(name, check_scalars(sc, f"param_groups[{b.group}]", b.dtype)) for name, sc in
+                   self._rule.post_passes(self.param_groups[b.group], b.step + 1)]
+                  for b in self._buckets]
+        for b, sc, post in zip(self._buckets, scalars, passes):
             step = b.step + 1
             kernel(b.tab, **sc)
+            for name, psc in post:
+                self._post_pass(kernels[name], name, b, psc)
             b.step = step
             if b.fresh:
                 b.fresh = False
         return True
+
+    @staticmethod
+    def _post_pass(fn, name, b, scalars):
+        """Run a post-update pass (``Rule.post_passes``) over bucket ``b``'s parameters. A row with
+        per-tensor arguments (``noise``: each tensor's ``param_index``) runs on the bucket's
+        uncoalesced table, so a ParamArena bucket gets exactly the values its tensors would get one
+        by one; the others (``prox``) run on the table the update used (coalesced when it can be)."""
+        per_tensor = _row(name).per_tensor
+        if not per_tensor:
+            fn(b.tab, **scalars)
+            return
+        extra = {}
+        for arg in per_tensor:
+            if arg != "param_index":
+                raise KeyError(f"the optimizer has no per-tensor argument {arg!r} for row {name!r}")
+            extra[arg] = b.param_index
+        fn(b.tab_multi, **extra, **scalars)
 
     # ------------------------------------------------------------------ state_dict
     #: group keys that torch.optim writes for its own implementation choices: accepted from a

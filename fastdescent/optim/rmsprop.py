@@ -27,6 +27,10 @@ class RMSprop(Optimizer):
     momentum : float, default 0
     centered : bool, default False
     maximize : bool, default False
+    l1 : float, default 0
+        Proximal L1 strength (group option): after the update,
+        :math:`p \leftarrow \operatorname{sign}(p)\max(|p| - \eta\,\text{l1}, 0)`, which sets small
+        weights exactly to zero.
     backend : str, optional
     skip_nonfinite : bool, default False
 
@@ -45,7 +49,7 @@ class RMSprop(Optimizer):
     _rule = _RULE
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, *, maximize=False, backend=None, skip_nonfinite=False):
+                 centered=False, *, maximize=False, l1=0.0, backend=None, skip_nonfinite=False):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                        centered=centered, maximize=maximize)
+                        centered=centered, maximize=maximize, l1=l1)
         super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)

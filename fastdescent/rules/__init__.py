@@ -11,7 +11,11 @@ A rule (:class:`Rule`) says, for one contract row (``fastdescent/_contract.py``)
 - ``scalars(hp, step, first)``: the kernel's per-step scalars for step number ``step`` (1 on the first
   step; ``first`` is True when the state buffers were just created), derived in float64 here and
   nowhere else. Kernels round each float scalar once to the element type (:func:`kernel_scalars` for
-  the Python-side backends; a C cast in ``csrc``) and do no further scalar arithmetic.
+  the Python-side backends; a C cast in ``csrc``) and do no further scalar arithmetic;
+- ``post_passes(hp, step)``: the kernel passes that follow the update in the same step, with their
+  scalars: the proximal L1 pass (row ``prox``, threshold ``prox_lr(hp, step) * l1``) for a group with
+  ``l1 > 0`` on every optimizer, and SGD's gradient noise (row ``noise``) before it. ``prox_lr`` is the
+  learning rate in force (Adagrad's rule overrides it with the decayed ``clr``).
 
 The optimizer classes (``fastdescent.optim``), the functional API (``fastdescent.functional``) and the
 fused training step all take their rule from here. Dependencies run one way:
@@ -33,7 +37,7 @@ from .._contract import row as _row
 from .._validate import check_flag, check_real
 
 __all__ = ["Rule", "RULES", "register", "get", "check_scalars", "kernel_scalars", "check_real",
-           "check_flag", "check_betas"]
+           "check_flag", "check_betas", "check_l1"]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _F32 = np.dtype(np.float32)
@@ -45,6 +49,11 @@ def check_betas(betas, name="betas"):
         raise TypeError(f"{name} must be a pair (beta1, beta2), got {betas!r}")
     check_real(f"{name}[0]", betas[0], lo=0.0, hi=1.0, hi_open=True)
     check_real(f"{name}[1]", betas[1], lo=0.0, hi=1.0, hi_open=True)
+
+
+def check_l1(hp):
+    """The proximal L1 strength of a param group (``l1``, default 0): finite and >= 0."""
+    return check_real("l1", hp.get("l1", 0.0), lo=0.0)
 
 
 def check_scalars(scalars, where, dtype=None):
@@ -64,15 +73,21 @@ def check_scalars(scalars, where, dtype=None):
 
 def kernel_scalars(name, scalars, dtype):
     """The scalars of contract row ``name`` as the kernels use them, in the row's order: each float
-    rounded once to ``dtype`` (NumPy scalars), each flag (a name listed in the row's ``flags``, or an
-    int value) as a Python int. The one rounding function of the Python-side backends (numpy, numba,
-    cuda); C rounds the same float64 values with a cast."""
+    rounded once to ``dtype`` (NumPy scalars), each flag or integer scalar (a name listed in the
+    row's ``flags`` or ``ints``, or an int value) as a Python int, each per-tensor argument as an
+    int64 array. The one rounding function of the Python-side backends (numpy, numba, cuda); C
+    rounds the same float64 values with a cast."""
     r = _row(name)
     T = np.dtype(dtype).type
     out = []
     for k in r.scalars:
         v = scalars[k]
-        out.append(int(v) if k in r.flags or isinstance(v, (bool, int, np.integer)) else T(v))
+        if k in r.per_tensor:
+            out.append(np.ascontiguousarray(v, dtype=np.int64))
+        elif k in r.flags or k in r.ints or isinstance(v, (bool, int, np.integer)):
+            out.append(int(v))
+        else:
+            out.append(T(v))
     return tuple(out)
 
 
@@ -98,6 +113,26 @@ class Rule:
 
     def scalars(self, hp, step, first):
         raise NotImplementedError
+
+    def prox_lr(self, hp, step):
+        """The learning rate in force at step ``step``, which scales the proximal L1 threshold
+        (SEMANTICS.md "L1"): the group's ``lr``. Rules whose step size is another rate override it
+        (Adagrad: the decayed ``clr``)."""
+        return float(hp["lr"])
+
+    def post_passes(self, hp, step):
+        """The kernel passes that follow this rule's update at step ``step``, in order: a list of
+        ``(contract row, scalars)``, empty when there are none (then nothing else is called).
+
+        Here: the proximal L1 pass (``prox``, ``threshold = prox_lr(hp, step) * l1``) when the group
+        has ``l1 > 0`` (a group option of every optimizer, checked by :func:`check_l1`). A rule
+        with passes of its own puts them before this one (SGD's gradient noise), so that the step
+        ends with the thresholding and its exact zeros. Rows with ``per_tensor`` arguments get them
+        from the caller (the optimizer passes each tensor's parameter index)."""
+        l1 = float(hp.get("l1", 0.0))
+        if l1 > 0.0:
+            return [("prox", {"threshold": self.prox_lr(hp, step) * l1})]
+        return []
 
     def __repr__(self):
         return f"<rule {self.name}>"

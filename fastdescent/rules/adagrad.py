@@ -22,9 +22,13 @@ class AdagradRule(Rule):
         return float(hp["initial_accumulator_value"])
 
     def scalars(self, hp, step, first):
-        return dict(clr=float(hp["lr"]) / (1.0 + (step - 1) * float(hp["lr_decay"])),
-                    eps=float(hp["eps"]), weight_decay=float(hp["weight_decay"]),
-                    maximize=int(bool(hp["maximize"])))
+        return dict(clr=self.prox_lr(hp, step), eps=float(hp["eps"]),
+                    weight_decay=float(hp["weight_decay"]), maximize=int(bool(hp["maximize"])))
+
+    def prox_lr(self, hp, step):
+        """The decayed rate ``clr = lr / (1 + (t-1)*lr_decay)``: Adagrad's step size, and the rate
+        that scales its proximal L1 threshold."""
+        return float(hp["lr"]) / (1.0 + (step - 1) * float(hp["lr_decay"]))
 
 
 ADAGRAD = register(AdagradRule())

@@ -1,5 +1,5 @@
-"""Gradient-norm reduction, scaling and the finiteness check (Numba). Mirrors csrc/fd_clip.c and
-backends/numpy_ref/clip.py.
+"""Gradient-norm reduction, scaling, the finiteness check and clipping by value (Numba). Mirrors
+csrc/fd_clip.c and backends/numpy_ref/clip.py.
 
 Shapes: the ``grad`` column holds ``n`` tensors with the table's sizes.
 
@@ -158,9 +158,34 @@ def _scale_body(offsets, first, chunk, g_a, proto, factor):
             t += 1
 
 
+@jit_inline
+def _clamp_loop(x, lo, hi):
+    for i in range(x.shape[0]):
+        v = x[i]
+        v = lo if v < lo else v
+        x[i] = hi if v > hi else v
+
+
+def _clamp_body(offsets, first, chunk, g_a, proto, clip_value):
+    hi = like(clip_value, proto)
+    lo = -hi
+    total = offsets[offsets.shape[0] - 1]
+    for c in prange(first.shape[0]):
+        pos = c * chunk
+        end = min(pos + chunk, total)
+        t = first[c]
+        while pos < end:
+            lo_, hi_, nxt = chunk_segment(offsets, t, pos, end)
+            if hi_ > lo_:
+                _clamp_loop(segment(g_a[t], lo_, hi_ - lo_, proto), lo, hi)
+            pos = nxt
+            t += 1
+
+
 _norm_serial, _norm_parallel = jit_variants(_norm_body)
 _finite_serial, _finite_parallel = jit_variants(_finite_body)
 _scale_serial, _scale_parallel = jit_variants(_scale_body)
+_clamp_serial, _clamp_parallel = jit_variants(_clamp_body)
 
 
 def norm_pow_sum(tab, *, norm_type):
@@ -188,3 +213,9 @@ def all_finite(tab):
     grad = tab.require("all_finite")["grad"]
     return bool((_finite_parallel if tab.parallel else _finite_serial)(
         tab.offsets, tab.chunk_first, tab.chunk, grad, tab.proto))
+
+
+def clip_value(tab, *, clip_value):
+    grad = tab.require("clip_value")["grad"]
+    (_clamp_parallel if tab.parallel else _clamp_serial)(
+        tab.offsets, tab.chunk_first, tab.chunk, grad, tab.proto, float(clip_value))

@@ -19,9 +19,10 @@ that emits ``inttoptr`` into the global address space (``ld.global``/``st.global
 CUDA simulator, where "device" memory is host memory (a simulator device array wraps a NumPy array,
 and :func:`_install_simulator_cai` gives it a ``__cuda_array_interface__`` reporting that host
 address), the same call builds a NumPy view over the address. The kernel source is identical in
-both; only these two helpers (and :func:`_sqrt`, whose simulator version keeps float32 in float32)
-differ. Compared with passing tuples of device arrays, launch cost does not grow with the number of
-tensors (no per-array argument marshalling, no 4 KiB kernel-parameter limit, one launch per bucket).
+both; only these two helpers (and :func:`_sqrt`, whose simulator version keeps float32 in float32,
+and :func:`_cast`, one rounding to the element type) differ. Compared with passing tuples of device
+arrays, launch cost does not grow with the number of tensors (no per-array argument marshalling, no
+4 KiB kernel-parameter limit, one launch per bucket).
 
 Every launch goes to Numba's default stream (the legacy default stream), which is ordered with the
 default streams of CuPy and torch; work queued on other streams must be synchronised by the caller.
@@ -123,6 +124,10 @@ if SIM:
         # math.sqrt returns a Python float; np.sqrt keeps float32 in float32 as the GPU does.
         return np.sqrt(x)
 
+    def _cast(x, like):
+        """``x`` rounded once to ``like``'s float type (simulator)."""
+        return type(like)(x)
+
 else:
     from llvmlite import ir
     from numba import types
@@ -146,6 +151,19 @@ else:
     @cuda.jit(device=True, inline=True)
     def _sqrt(x):
         return math.sqrt(x)
+
+    @intrinsic
+    def _cast(typingctx, x, like):
+        """``x`` rounded once to ``like``'s float type (e.g. a float64 value computed in a float32
+        kernel, as numba_cpu's ``like``)."""
+        if not isinstance(x, types.Number) or not isinstance(like, types.Float):
+            return None
+        sig = like(x, like)
+
+        def codegen(context, builder, signature, args):
+            return context.cast(builder, args[0], signature.args[0], signature.return_type)
+
+        return sig, codegen
 
 
 @cuda.jit(device=True, inline=True)

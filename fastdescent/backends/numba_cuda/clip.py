@@ -1,5 +1,5 @@
-"""Gradient-norm reduction, scaling and the finiteness check (CUDA). Mirrors csrc/fd_clip.c and
-backends/numpy_ref/clip.py.
+"""Gradient-norm reduction, scaling, the finiteness check and clipping by value (CUDA). Mirrors
+csrc/fd_clip.c and backends/numpy_ref/clip.py.
 
 Reductions are deterministic two-stage reductions in float64, with no atomics: stage 1 has a fixed
 number of blocks (``reduce_blocks`` of the launch config); each thread accumulates a fixed, strided
@@ -150,6 +150,39 @@ def _scale_multi(ag, sizes, ctens, coffs, nchunks, chunk, factor):
 def scale(tab, *, factor):
     tab.require("scale")
     launch(tab, _scale_flat, _scale_multi, ("grad",), (tab.dtype.type(factor),))
+
+
+@cuda.jit(device=True, inline=True)
+def _clamp_elem(g, j, lo, hi):
+    v = g[j]
+    v = lo if v < lo else v
+    g[j] = hi if v > hi else v
+
+
+@cuda.jit(cache=True)
+def _clamp_flat(ag, n, lo, hi):
+    g = _ptr(ag, n, hi)
+    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
+        _clamp_elem(g, j, lo, hi)
+
+
+@cuda.jit(cache=True)
+def _clamp_multi(ag, sizes, ctens, coffs, nchunks, chunk, lo, hi):
+    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
+        t = ctens[c]
+        n = sizes[t]
+        end = coffs[c] + chunk
+        if end > n:
+            end = n
+        g = _ptr(ag[t], n, hi)
+        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+            _clamp_elem(g, j, lo, hi)
+
+
+def clip_value(tab, *, clip_value):
+    tab.require("clip_value")
+    hi = tab.dtype.type(clip_value)
+    launch(tab, _clamp_flat, _clamp_multi, ("grad",), (-hi, hi))
 
 
 def all_finite(tab):

@@ -1,4 +1,5 @@
-"""Gradient-norm reduction, scaling and the finiteness check (NumPy). Mirrors csrc/fd_clip.c."""
+"""Gradient-norm reduction, scaling, the finiteness check and clipping by value (NumPy). Mirrors
+csrc/fd_clip.c."""
 
 import math
 
@@ -32,3 +33,12 @@ def scale(tab, *, factor):
 def all_finite(tab):
     tab.require("all_finite")
     return bool(all(np.isfinite(g).all() for g in tab.columns["grad"]))
+
+
+def clip_value(tab, *, clip_value):
+    tab.require("clip_value")
+    hi = tab.dtype.type(clip_value)
+    lo = -hi
+    for g in tab.columns["grad"]:
+        np.copyto(g, lo, where=g < lo)  # (comparisons are False for NaN: a NaN stays NaN)
+        np.copyto(g, hi, where=g > hi)

@@ -1,0 +1,108 @@
+"""Gradient noise (Numba). Mirrors csrc/fd_noise.c and backends/numpy_ref/noise.py.
+
+Shapes: ``param`` holds ``n`` tensors with the table's sizes; ``param_index`` one int64 per tensor.
+Per element ``e`` of tensor ``i``: ``p = p + sigma * z`` with ``z`` (float64, rounded to the dtype) a
+pure function of (seed, param_index[i], step, e): Philox4x32-10 keyed per tensor, counter
+(e // 2, step), Box-Muller (see csrc/fd_noise.c). Pairs of elements share one Philox block; a piece
+of a tensor that starts or ends in the middle of a pair computes that pair alone, so the values never
+depend on the chunking or the threads. All integer arithmetic is uint64 (32-bit words).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from ._config import jit, jit_inline, jit_variants
+from ._ptr import chunk_segment, like, segment
+
+_MASK = np.uint64(0xFFFFFFFF)
+_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+_W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
+_S32, _S11 = np.uint64(32), np.uint64(11)
+_ONE, _ZERO = np.uint64(1), np.uint64(0)
+_TWO_M53 = 2.0 ** -53
+_TWO_PI = 6.283185307179586
+
+
+@jit
+def _philox(c0, c1, c2, c3, k0, k1):
+    for _ in range(10):
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        n0 = (p1 >> _S32) ^ c1 ^ k0
+        n2 = (p0 >> _S32) ^ c3 ^ k1
+        c1 = p1 & _MASK
+        c3 = p0 & _MASK
+        c0 = n0
+        c2 = n2
+        k0 = (k0 + _W0) & _MASK
+        k1 = (k1 + _W1) & _MASK
+    return c0, c1, c2, c3
+
+
+@jit
+def _pair(k0, k1, t_lo, t_hi, j):
+    """The two normals (even element, odd element) of pair ``j``."""
+    x0, x1, x2, x3 = _philox(j & _MASK, j >> _S32, t_lo, t_hi, k0, k1)
+    u1 = np.float64((((x1 << _S32) | x0) >> _S11) + _ONE) * _TWO_M53
+    u2 = np.float64(((x3 << _S32) | x2) >> _S11) * _TWO_M53
+    r = math.sqrt(-2.0 * math.log(u1))
+    a = u2 * _TWO_PI
+    return r * math.cos(a), r * math.sin(a)
+
+
+@jit_inline
+def _noise_seg(x, lo, k0, k1, t_lo, t_hi, s, proto):
+    """Elements ``lo .. lo + len(x) - 1`` of a tensor (``x[i]`` is element ``lo + i``)."""
+    n = x.shape[0]
+    i = 0
+    if lo & 1:
+        z0, z1 = _pair(k0, k1, t_lo, t_hi, np.uint64(lo >> 1))
+        x[0] = x[0] + s * like(z1, proto)
+        i = 1
+    while i + 1 < n:
+        z0, z1 = _pair(k0, k1, t_lo, t_hi, np.uint64((lo + i) >> 1))
+        x[i] = x[i] + s * like(z0, proto)
+        x[i + 1] = x[i + 1] + s * like(z1, proto)
+        i += 2
+    if i < n:
+        z0, z1 = _pair(k0, k1, t_lo, t_hi, np.uint64((lo + i) >> 1))
+        x[i] = x[i] + s * like(z0, proto)
+
+
+def _noise_body(offsets, first, chunk, p_a, index, proto, sigma, seed, step):
+    s = like(sigma, proto)
+    sd = np.uint64(seed)
+    st = np.uint64(step)
+    s_lo, s_hi = sd & _MASK, sd >> _S32
+    t_lo, t_hi = st & _MASK, st >> _S32
+    total = offsets[offsets.shape[0] - 1]
+    for c in prange(first.shape[0]):
+        pos = c * chunk
+        end = min(pos + chunk, total)
+        t = first[c]
+        while pos < end:
+            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
+            if hi > lo:
+                idx = np.uint64(index[t])
+                k0, k1, _, _ = _philox(idx & _MASK, idx >> _S32, _ZERO, _ZERO, s_lo, s_hi)
+                _noise_seg(segment(p_a[t], lo, hi - lo, proto), lo, k0, k1, t_lo, t_hi, s, proto)
+            pos = nxt
+            t += 1
+
+
+_noise_serial, _noise_parallel = jit_variants(_noise_body)
+
+
+def noise(tab, *, param_index, sigma, seed, step):
+    k = tab.require("noise")
+    index = np.ascontiguousarray(param_index, dtype=np.int64)
+    if index.shape != (tab.n,):
+        raise ValueError(f"noise: param_index must hold {tab.n} values (one per tensor), got shape "
+                         f"{index.shape}")
+    (_noise_parallel if tab.parallel else _noise_serial)(
+        tab.offsets, tab.chunk_first, tab.chunk, k["param"], index, tab.proto, float(sigma),
+        int(seed), int(step))

@@ -1,0 +1,115 @@
+"""Gradient noise (CUDA). Mirrors backends/numpy_ref/noise.py and csrc/fd_noise.c.
+
+Each thread computes the normal of its own element: Philox4x32-10 keyed per tensor by
+(seed, param_index[i]), counter (e // 2, step), Box-Muller in float64 (cos for even e, sin for odd
+e), rounded once to the element type (``_cast``); ``p = p + sigma * z``. All integer arithmetic is
+uint64 holding 32-bit words (no overflow, also in the simulator). A table of one tensor takes its
+parameter index as a scalar; a larger one as an int64 device array, uploaded once per table and
+index list.
+"""
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from ._device import _cast, _ptr, config, flat_grid
+
+_MASK = np.uint64(0xFFFFFFFF)
+_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+_W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
+_S32, _S11 = np.uint64(32), np.uint64(11)
+_ONE, _ZERO = np.uint64(1), np.uint64(0)
+_TWO_M53 = 2.0 ** -53
+_TWO_PI = 6.283185307179586
+
+
+@cuda.jit(device=True, inline=True)
+def _philox(c0, c1, c2, c3, k0, k1):
+    for _ in range(10):
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        n0 = (p1 >> _S32) ^ c1 ^ k0
+        n2 = (p0 >> _S32) ^ c3 ^ k1
+        c1 = p1 & _MASK
+        c3 = p0 & _MASK
+        c0 = n0
+        c2 = n2
+        k0 = (k0 + _W0) & _MASK
+        k1 = (k1 + _W1) & _MASK
+    return c0, c1, c2, c3
+
+
+@cuda.jit(device=True, inline=True)
+def _key(index, s_lo, s_hi):
+    idx = np.uint64(index)
+    k0, k1, _x2, _x3 = _philox(idx & _MASK, idx >> _S32, _ZERO, _ZERO, s_lo, s_hi)
+    return k0, k1
+
+
+@cuda.jit(device=True, inline=True)
+def _normal(k0, k1, t_lo, t_hi, e):
+    j = np.uint64(e >> 1)
+    x0, x1, x2, x3 = _philox(j & _MASK, j >> _S32, t_lo, t_hi, k0, k1)
+    u1 = np.float64((((x1 << _S32) | x0) >> _S11) + _ONE) * _TWO_M53
+    u2 = np.float64(((x3 << _S32) | x2) >> _S11) * _TWO_M53
+    r = math.sqrt(-2.0 * math.log(u1))
+    a = u2 * _TWO_PI
+    if e & 1:
+        return r * math.sin(a)
+    return r * math.cos(a)
+
+
+@cuda.jit(cache=True)
+def _noise_flat(ap, n, index, s_lo, s_hi, t_lo, t_hi, sigma):
+    p = _ptr(ap, n, sigma)
+    k0, k1 = _key(index, s_lo, s_hi)
+    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
+        p[j] = p[j] + sigma * _cast(_normal(k0, k1, t_lo, t_hi, j), sigma)
+
+
+@cuda.jit(cache=True)
+def _noise_multi(ap, index, sizes, ctens, coffs, nchunks, chunk, s_lo, s_hi, t_lo, t_hi, sigma):
+    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
+        t = ctens[c]
+        n = sizes[t]
+        end = coffs[c] + chunk
+        if end > n:
+            end = n
+        p = _ptr(ap[t], n, sigma)
+        k0, k1 = _key(index[t], s_lo, s_hi)
+        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+            p[j] = p[j] + sigma * _cast(_normal(k0, k1, t_lo, t_hi, j), sigma)
+
+
+def _device_index(tab, index):
+    """``index`` on the device, uploaded once per table while the values stay the same."""
+    cached = getattr(tab, "_noise_index", None)
+    if cached is not None and np.array_equal(cached[0], index):
+        return cached[1]
+    dev = cuda.to_device(index)
+    tab._noise_index = (index.copy(), dev)
+    return dev
+
+
+def noise(tab, *, param_index, sigma, seed, step):
+    tab.require("noise")  # ValueError naming a missing column
+    index = np.ascontiguousarray(param_index, dtype=np.int64)
+    if index.shape != (tab.n,):
+        raise ValueError(f"noise: param_index must hold {tab.n} values (one per tensor), got shape "
+                         f"{index.shape}")
+    if tab.total == 0:
+        return
+    seed, step = int(seed), int(step)
+    keys = (np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32), np.uint64(step & 0xFFFFFFFF),
+            np.uint64(step >> 32), tab.dtype.type(sigma))
+    col = tab.column("param")
+    if tab.n == 1:
+        grid, threads = flat_grid(tab.total)
+        _noise_flat[grid, threads](col, tab.total, np.int64(index[0]), *keys)
+        return
+    cfg = config()
+    sizes, ctens, coffs, nchunks = tab.plan(cfg.chunk)
+    grid = max(1, min(cfg.max_blocks, nchunks))
+    _noise_multi[grid, cfg.threads](col, _device_index(tab, index), sizes, ctens, coffs, nchunks,
+                                    cfg.chunk, *keys)
