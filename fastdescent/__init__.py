@@ -2,7 +2,10 @@
 
 Optimizers (``SGD``, ``Adam``, ``AdamW``, ``RMSprop``, ``Adagrad``) update NumPy arrays (or device
 arrays) in place through fused multi-tensor kernels on one of four backends — ``numpy``, ``c`` (cffi),
-``numba`` and ``cuda`` — following torch.optim's published update rules.
+``numba`` and ``cuda`` — following torch.optim's published update rules. Every optimizer takes the
+proximal L1 group option ``l1`` (exact zeros: the Lasso with SGD); SGD adds reproducible gradient
+noise (``noise_std``, ``noise_decay``, ``seed``). Gradient clipping: ``clip_grad_norm_``,
+``clip_grad_value_``.
 
 >>> import numpy as np, fastdescent as fd
 >>> params = [np.zeros((256, 128), np.float32), np.zeros(128, np.float32)]
@@ -15,7 +18,7 @@ from .arena import ParamArena
 from .backends import available_backends, get_backend, use_backend
 from .errors import BackendUnavailableError, FastDescentError, KernelError
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .functional import clip_grad_norm_
+from .functional import clip_grad_norm_, clip_grad_value_
 from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
 from . import nn
 from .nn import fit
@@ -24,7 +27,7 @@ from ._version import __version__
 
 __all__ = [
     "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "ParamArena", "functional",
-    "clip_grad_norm_", "available_backends", "get_backend", "use_backend", "info",
+    "clip_grad_norm_", "clip_grad_value_", "available_backends", "get_backend", "use_backend", "info",
     "FastDescentError", "BackendUnavailableError", "KernelError", "__version__", "nn", "fit",
     "save_checkpoint", "load_checkpoint", "CheckpointError",
 ]

@@ -37,9 +37,10 @@ from .rules import check_real, check_scalars
 from .rules.adagrad import ADAGRAD
 from .rules.adam import ADAM
 from .rules.rmsprop import RMSPROP
-from .rules.sgd import SGD
+from .rules.sgd import SGD, check_noise
 
-__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "clip_grad_norm_", "all_finite", "clear_cache"]
+__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "prox_l1", "sgd_noise", "clip_grad_norm_",
+           "clip_grad_value_", "all_finite", "clear_cache"]
 
 
 def _as_list(x, name):
@@ -160,6 +161,7 @@ def _tables(backend, columns, check=True):
         for name in names:
             arrs = plain[name]
             tab.set(name, None if arrs is None else [arrs[i] for i in idx])
+        tab.positions = np.array(idx, dtype=np.int64)  # where its tensors are in the caller's lists
         tables.append(tab)
     if len(_CACHE) >= _CACHE_MAX:
         _CACHE.clear()
@@ -272,6 +274,90 @@ def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_de
     mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
                                   "sum": ("state_sums", state_sums, True)}, check)
     _run("adagrad", mod, tabs, ADAGRAD.scalars(hp, step, step == 1))
+
+
+def prox_l1(params, *, lr, l1, backend=None, check=True):
+    """The proximal L1 step (soft thresholding) in place: ``p <- sign(p) * max(|p| - lr*l1, 0)``.
+
+    What an optimizer with the group option ``l1`` does after its update (SEMANTICS.md "L1"): call it
+    after a functional step with the learning rate that step used (for Adagrad the decayed
+    ``lr / (1 + (t-1)*lr_decay)``). An element with ``|p| <= lr*l1`` becomes exactly +0.0 (never
+    -0.0); NaN and +-inf pass through. ``l1 == 0`` validates the arguments and calls no kernel.
+    """
+    lr = check_real("lr", lr, lo=0.0)
+    l1 = check_real("l1", l1, lo=0.0)
+    mod, tabs = _tables(backend, {"param": ("params", params, True)}, check)
+    if l1 > 0.0:
+        _run("prox", mod, tabs, {"threshold": lr * l1})
+
+
+def sgd_noise(params, *, step, noise_std, noise_decay=0.0, seed=0, param_indices=None,
+              backend=None, check=True):
+    """SGD's gradient noise in place: ``p <- p + sigma_t * z`` (SEMANTICS.md "Gradient noise").
+
+    ``sigma_t = noise_std * step**(-noise_decay)``; ``z ~ N(0, 1)`` is a pure function of (``seed``,
+    the parameter's index, ``step``, the element's index), the same values :class:`fastdescent.SGD`
+    adds after its update at step ``step`` (call this after a functional :func:`sgd` step to get
+    its noisy version). ``param_indices`` gives each array's index (default ``0 .. len(params)-1``,
+    the positions an optimizer over ``params`` would use): arrays with different indices get
+    independent noise. ``noise_std == 0`` validates the arguments and calls no kernel.
+    """
+    check_noise(dict(noise_std=noise_std, noise_decay=noise_decay, seed=seed))
+    _check_step(step)
+    mod, tabs = _tables(backend, {"param": ("params", params, True)}, check)
+    n = sum(t.n for t in tabs)
+    if param_indices is None:
+        index = np.arange(n, dtype=np.int64)
+    else:
+        if isinstance(param_indices, (np.ndarray, list, tuple)) and len(param_indices) == n:
+            raw = list(param_indices)
+        else:
+            raise ValueError(f"param_indices: expected {n} ints (one per array of params), got "
+                             f"{param_indices!r:.80}")
+        index = np.empty(n, dtype=np.int64)
+        for i, v in enumerate(raw):
+            index[i] = _index_arg(v, f"param_indices[{i}]")
+    sigma = SGD.noise_sigma(dict(noise_std=noise_std, noise_decay=noise_decay), int(step))
+    if sigma > 0.0:
+        for tab in tabs:  # every table's scalars first: nothing is written if one cannot run
+            check_scalars({"sigma": sigma}, "sgd_noise", tab.dtype)
+        fn = mod.KERNELS["noise"]
+        for tab in tabs:
+            fn(tab, param_index=index[tab.positions], sigma=sigma, seed=int(seed), step=int(step))
+
+
+def _index_arg(v, what):
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{what} must be an int >= 0, got {v!r}")
+    try:
+        v = operator.index(v)
+    except TypeError:
+        raise TypeError(f"{what} must be an int >= 0, got {type(v).__name__} {v!r}") from None
+    if not 0 <= v < 2 ** 63:
+        raise ValueError(f"{what} must be an int in [0, 2**63), got {v}")
+    return v
+
+
+def clip_grad_value_(grads, clip_value, *, backend=None, check=True):
+    """Clamp ``grads`` in place to ``[-clip_value, clip_value]``, as
+    ``torch.nn.utils.clip_grad_value_`` (which returns None, as this does).
+
+    Per element: ``g <- min(max(g, -c), c)`` with ``c`` rounded once to the gradient's dtype, in
+    torch.clamp_'s order: a NaN stays NaN (clamping never hides it), ``-0.0`` stays ``-0.0``, and with
+    ``clip_value == 0`` a negative gradient becomes ``-0.0``. One kernel call per dtype.
+
+    ``clip_value`` must be a real >= 0: ``+inf`` leaves the gradients as they are (as in torch); a
+    NaN or negative value raises ``ValueError`` (torch would silently make every gradient NaN, or
+    set every gradient to the negative value); a finite value beyond float32's range raises
+    ``ValueError`` for float32 gradients (torch raises too).
+    """
+    if isinstance(clip_value, (float, np.floating)) and clip_value == math.inf:
+        _tables(backend, {"grad": ("grads", grads, True)}, check)  # validated, left as they are
+        return None
+    clip_value = check_real("clip_value", clip_value, lo=0.0)
+    mod, tabs = _tables(backend, {"grad": ("grads", grads, True)}, check)
+    _run("clip_value", mod, tabs, {"clip_value": clip_value})
+    return None
 
 
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, *, error_if_nonfinite=False, backend=None,

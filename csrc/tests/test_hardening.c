@@ -60,6 +60,10 @@ static void test_size_overflow(void)
     CHECK_RC(fd_adam_f32(2, over, nul32, nul32, nul32, NULL, cnul32, 0.9, 0.999, 1e-8, 0.0, 1.0,
                          1e-3, 1.0, 0, 0),
              FD_ERR_SIZE);
+    CHECK_RC(fd_clip_value_f32(2, huge, nul32, 0.5), FD_ERR_SIZE);
+    CHECK_RC(fd_prox_f64(2, over, nul64, 0.5), FD_ERR_SIZE);
+    const int64_t idx2[2] = {0, 1};
+    CHECK_RC(fd_noise_f32(2, huge, nul32, idx2, 0.5, 0, 1), FD_ERR_SIZE);
     CHECK(out == -1.0 && fin == -1);
     /* a total above 2^59 elements is refused even without overflow; 2^59 itself passes the size
      * check (then the NULL columns are reported) */
@@ -259,6 +263,35 @@ static void test_domains(void)
         CHECK(loss == -1.0);
     }
     GOOD(fd_scale_f32(1, SZ, P32, -2.0));
+    /* prox: threshold finite >= 0; clip_value: finite >= 0; noise: sigma finite >= 0, seed >= 0,
+     * step >= 1, every param_index >= 0 */
+    const int64_t idx_ok[1] = {3}, idx_neg[1] = {-2};
+    GOOD(fd_prox_f32(1, SZ, P32, 0.0));
+    GOOD(fd_prox_f64(1, SZ, P64, 0.5));
+    GOOD(fd_clip_value_f32(1, SZ, P32, 0.0));
+    GOOD(fd_noise_f32(1, SZ, P32, idx_ok, 0.0, 0, 1));
+    GOOD(fd_noise_f64(1, SZ, P64, idx_ok, 1.0, INT64_MAX, INT64_MAX));
+    BAD(fd_prox_f32(1, SZ, P32, -0.5));
+    BAD(fd_prox_f64(1, SZ, P64, -1e-300));
+    BAD(fd_clip_value_f32(1, SZ, P32, -1.0));
+    BAD(fd_clip_value_f64(1, SZ, P64, -0.5));
+    BAD(fd_noise_f32(1, SZ, P32, idx_ok, -1.0, 0, 1));
+    BAD(fd_noise_f64(1, SZ, P64, idx_ok, 1.0, -1, 1));
+    BAD(fd_noise_f64(1, SZ, P64, idx_ok, 1.0, 0, 0));
+    BAD(fd_noise_f64(1, SZ, P64, idx_ok, 1.0, 0, -5));
+    BAD(fd_noise_f32(1, SZ, P32, idx_neg, 1.0, 0, 1));
+    for (int k = 0; k < 3; k++) {
+        const double x = bad_real[k];
+        BAD(fd_prox_f32(1, SZ, P32, x));
+        BAD(fd_prox_f64(1, SZ, P64, x));
+        BAD(fd_clip_value_f32(1, SZ, P32, x));
+        BAD(fd_clip_value_f64(1, SZ, P64, x));
+        BAD(fd_noise_f32(1, SZ, P32, idx_ok, x, 0, 1));
+        BAD(fd_noise_f64(1, SZ, P64, idx_ok, x, 0, 1));
+    }
+    fill();
+    CHECK_RC(fd_noise_f32(1, SZ, P32, NULL, 1.0, 0, 1), FD_ERR_NULL);
+    CHECK(untouched());
     /* the scalars are checked even for an empty table */
     const int64_t zero[1] = {0};
     CHECK_RC(fd_adam_f32(1, zero, P32, M32, V32, NULL, G32, 1.5, 0.999, 1e-8, 0.0, 1.0, 1e-3, 1.0,
@@ -320,6 +353,13 @@ static void test_alignment(void)
         CHECK_RC(fd_norm_pow_sum_f64(2, sizes, g64c, 2.0, &out), FD_ERR_ALIGN);
         CHECK_RC(fd_all_finite_f32(2, sizes, g32c, &fin), FD_ERR_ALIGN);
         CHECK_RC(fd_all_finite_f64(2, sizes, g64c, &fin), FD_ERR_ALIGN);
+        CHECK_RC(fd_clip_value_f32(2, sizes, a32, 0.5), FD_ERR_ALIGN);
+        CHECK_RC(fd_clip_value_f64(2, sizes, a64, 0.5), FD_ERR_ALIGN);
+        CHECK_RC(fd_prox_f32(2, sizes, a32, 0.5), FD_ERR_ALIGN);
+        CHECK_RC(fd_prox_f64(2, sizes, a64, 0.5), FD_ERR_ALIGN);
+        const int64_t idx2[2] = {0, 1};
+        CHECK_RC(fd_noise_f32(2, sizes, a32, idx2, 0.5, 0, 1), FD_ERR_ALIGN);
+        CHECK_RC(fd_noise_f64(2, sizes, a64, idx2, 0.5, 0, 1), FD_ERR_ALIGN);
     }
     CHECK(out == -1.0 && fin == -1);
 
@@ -345,6 +385,8 @@ static void test_alignment(void)
         int *fin_mis = (int *)((char *)store64[5] + 1);
         CHECK_RC(fd_norm_pow_sum_f32(1, n3, (const float *const *)ok32, 2.0, out_mis), FD_ERR_ALIGN);
         CHECK_RC(fd_all_finite_f32(1, n3, (const float *const *)ok32, fin_mis), FD_ERR_ALIGN);
+        const int64_t *idx_mis = (const int64_t *)((char *)sz_store + 4); /* a misaligned int64 */
+        CHECK_RC(fd_noise_f32(1, n3, ok32, idx_mis, 0.5, 0, 1), FD_ERR_ALIGN);
     }
 
     /* array kernels */

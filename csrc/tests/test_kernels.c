@@ -417,6 +417,118 @@ static void test_distribution(void)
     free(pblock); free(bblock); free(gblock); free(ref); free(refb);
 }
 
+static void test_prox_clip_value_noise_values(void)
+{
+    /* prox: threshold 0.5; thresholded elements are exactly +0.0, NaN and inf pass through */
+    double p[8] = {1.0, -1.0, 0.25, -0.25, -0.0, NAN, -INFINITY, 0.5};
+    double *pp[1] = {p};
+    int64_t sz8[1] = {8};
+    CHECK(fd_prox_f64(1, sz8, pp, 0.5) == FD_OK);
+    CHECK(p[0] == 0.5 && p[1] == -0.5 && isnan(p[5]) && p[6] == -INFINITY);
+    for (int i = 2; i < 5; i++) CHECK(p[i] == 0.0 && !signbit(p[i]));
+    CHECK(p[7] == 0.0 && !signbit(p[7]));
+    float q[3] = {0.75f, -0.75f, 0.125f};
+    float *pq[1] = {q};
+    int64_t sz3[1] = {3};
+    CHECK(fd_prox_f32(1, sz3, pq, 0.25) == FD_OK);
+    CHECK(q[0] == 0.5f && q[1] == -0.5f && q[2] == 0.0f && !signbit(q[2]));
+    CHECK(fd_prox_f32(1, sz3, pq, -0.25) == FD_ERR_ARG);
+
+    /* clip_value: torch.clamp_'s order, NaN kept, -0.0 kept */
+    float g[9] = {-3, -0.5f, 0, -0.0f, 0.5f, 3, NAN, INFINITY, -INFINITY};
+    float *pg[1] = {g};
+    int64_t sz9[1] = {9};
+    CHECK(fd_clip_value_f32(1, sz9, pg, 1.0) == FD_OK);
+    const float want[9] = {-1, -0.5f, 0, -0.0f, 0.5f, 1, 0, 1, -1};
+    for (int i = 0; i < 9; i++)
+        if (i != 6) CHECK(g[i] == want[i] && signbit(g[i]) == signbit(want[i]));
+    CHECK(isnan(g[6]));
+    double h[3] = {-3, 2, -0.0};
+    double *ph[1] = {h};
+    CHECK(fd_clip_value_f64(1, sz3, ph, 0.0) == FD_OK);
+    CHECK(h[0] == 0.0 && signbit(h[0]) && h[1] == 0.0 && !signbit(h[1]) && signbit(h[2]));
+    CHECK(fd_clip_value_f64(1, sz3, ph, NAN) == FD_ERR_ARG);
+
+    /* noise: known values (backends/numpy_ref/noise.py); seed 0, index 0, step 1 -> the tensor key
+     * is the first half of Philox4x32-10's zero-vector answer (0x6627e8d5, 0xe169c58d) */
+    double z[5] = {0, 0, 0, 0, 0};
+    double *pz[1] = {z};
+    int64_t sz5[1] = {5}, idx0[1] = {0};
+    CHECK(fd_noise_f64(1, sz5, pz, idx0, 1.0, 0, 1) == FD_OK);
+    CHECK_CLOSE(z[0], 1.6282105268991514, 1e-14);
+    CHECK_CLOSE(z[1], 2.423377990741089, 1e-14);
+    CHECK_CLOSE(z[2], -1.00329631821186, 1e-14);
+    CHECK_CLOSE(z[3], -0.00835317992615369, 1e-12);
+    CHECK_CLOSE(z[4], -0.10275376507117691, 1e-14);
+    /* sigma scales; the same (seed, index, step) gives the same values in a two-tensor table
+     * whose second tensor has index 0, and the first tensor (index 1) others */
+    double a[5] = {0}, b[5] = {0};
+    double *pab[2] = {a, b};
+    int64_t sz55[2] = {5, 5}, idx10[2] = {1, 0};
+    CHECK(fd_noise_f64(2, sz55, pab, idx10, 0.5, 0, 1) == FD_OK);
+    for (int i = 0; i < 5; i++) CHECK_CLOSE(b[i], 0.5 * z[i], 1e-15);
+    CHECK(a[0] != b[0] && a[1] != b[1]);
+    /* large seed, index and step: the high words are used */
+    double w[7] = {0};
+    double *pw[1] = {w};
+    int64_t sz7[1] = {7}, idxbig[1] = {(int64_t)1 << 40};
+    CHECK(fd_noise_f64(1, sz7, pw, idxbig, 1.0, INT64_MAX, (int64_t)1 << 61) == FD_OK);
+    CHECK_CLOSE(w[5], -0.34258567349461067, 1e-14);
+    CHECK_CLOSE(w[6], -0.8229684596824595, 1e-14);
+    /* float32: z rounded to float, then p + sigma*z in float */
+    float f[2] = {1.0f, 1.0f};
+    float *pf[1] = {f};
+    int64_t sz2[1] = {2};
+    CHECK(fd_noise_f32(1, sz2, pf, idx0, 1.0, 0, 1) == FD_OK);
+    CHECK(f[0] == 1.0f + (float)1.6282105268991514 && f[1] == 1.0f + (float)2.423377990741089);
+    /* domain */
+    int64_t neg[1] = {-1};
+    CHECK(fd_noise_f64(1, sz5, pz, idx0, 1.0, -1, 1) == FD_ERR_ARG);
+    CHECK(fd_noise_f64(1, sz5, pz, idx0, 1.0, 0, 0) == FD_ERR_ARG);
+    CHECK(fd_noise_f64(1, sz5, pz, neg, 1.0, 0, 1) == FD_ERR_ARG);
+    CHECK(fd_noise_f64(1, sz5, pz, NULL, 1.0, 0, 1) == FD_ERR_NULL);
+    CHECK(fd_noise_f64(1, sz5, pz, idx0, -1.0, 0, 1) == FD_ERR_ARG);
+}
+
+/* Noise, prox and clip_value over a table cut at odd offsets: 1 thread vs 3 threads with a tiny
+ * grain (pieces start and end inside pairs of elements) give identical bits. */
+static void test_noise_threads(void)
+{
+    enum { NT = 5 };
+    int64_t sizes[NT] = {1, 7, 40001, 3, 20011};
+    int64_t index[NT] = {4, 0, 2, 9, 1};
+    int64_t total = 0;
+    for (int i = 0; i < NT; i++) total += sizes[i];
+    float *one = calloc((size_t)total, sizeof(float)), *many = calloc((size_t)total, sizeof(float));
+    float *p1[NT], *p2[NT];
+    int64_t off = 0;
+    for (int i = 0; i < NT; i++) {
+        p1[i] = one + off;
+        p2[i] = many + off;
+        off += sizes[i];
+    }
+    CHECK(fd_set_num_threads(1) == FD_OK);
+    CHECK(fd_noise_f32(NT, sizes, p1, index, 0.3, 77, 5) == FD_OK);
+    CHECK(fd_prox_f32(NT, sizes, p1, 0.1) == FD_OK);
+    CHECK(fd_clip_value_f32(NT, sizes, p1, 0.5) == FD_OK);
+    CHECK(fd_set_num_threads(3) == FD_OK);
+    CHECK(fd_set_parallel_grain(101) == FD_OK);
+    CHECK(fd_noise_f32(NT, sizes, p2, index, 0.3, 77, 5) == FD_OK);
+    CHECK(fd_prox_f32(NT, sizes, p2, 0.1) == FD_OK);
+    CHECK(fd_clip_value_f32(NT, sizes, p2, 0.5) == FD_OK);
+    CHECK(memcmp(one, many, (size_t)total * sizeof(float)) == 0);
+    int zeros = 0, clipped = 0;
+    for (int64_t i = 0; i < total; i++) {
+        zeros += one[i] == 0.0f;
+        clipped += fabsf(one[i]) == 0.5f;
+    }
+    CHECK(zeros > total / 5 && clipped > total / 40); /* P(|z| <= 1/3) ~ 0.26, P(|z| >= 2) ~ 0.046 */
+    fd_set_num_threads(0);
+    fd_set_parallel_grain(0);
+    free(one);
+    free(many);
+}
+
 int main(void)
 {
     test_info();
@@ -425,6 +537,8 @@ int main(void)
     test_adam_values();
     test_rmsprop_adagrad_values();
     test_clip_values();
+    test_prox_clip_value_noise_values();
+    test_noise_threads();
     test_stream_values();
     test_distribution();
     return check_summary();

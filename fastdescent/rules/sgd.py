@@ -25,6 +25,14 @@ def check_seed(seed, name="seed"):
     return v
 
 
+def check_noise(hp):
+    """The gradient-noise options of a group (absent keys take their defaults): ``noise_std`` and
+    ``noise_decay`` finite and >= 0, ``seed`` an int in [0, 2**63)."""
+    check_real("noise_std", hp.get("noise_std", 0.0), lo=0.0)
+    check_real("noise_decay", hp.get("noise_decay", 0.0), lo=0.0)
+    check_seed(hp.get("seed", 0))
+
+
 class SGDRule(Rule):
     name = "sgd"
     defaults = dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
@@ -42,9 +50,7 @@ class SGDRule(Rule):
         if hp["nesterov"] and (hp["momentum"] <= 0 or hp["dampening"] != 0):
             raise ValueError("nesterov=True requires momentum > 0 and dampening == 0 "
                              f"(got momentum={hp['momentum']!r}, dampening={hp['dampening']!r})")
-        check_real("noise_std", hp.get("noise_std", 0.0), lo=0.0)
-        check_real("noise_decay", hp.get("noise_decay", 0.0), lo=0.0)
-        check_seed(hp.get("seed", 0))
+        check_noise(hp)
 
     def state_names(self, hp):
         return ("momentum_buffer",) if hp["momentum"] != 0 else ()

@@ -6,7 +6,9 @@ returns ``step(x, y) -> float`` for batches of ``rows`` rows, or None when it ca
 configuration (then the model runs its kernel-by-kernel step). Handled: a model of ``Linear`` and
 activation layers, float32 / float64, loss ``cross_entropy`` or ``mse``, an ``Adam`` or ``AdamW``
 optimizer (every option: weight decay, amsgrad, maximize) with one param group holding exactly the
-model's parameters in order, on host arrays, without ``skip_nonfinite``.
+model's parameters in order, on host arrays, without ``skip_nonfinite`` and without the proximal L1
+option (a group with ``l1 != 0`` runs the kernel-by-kernel step, whose ``prox`` pass follows the
+update; the fused kernel has no such pass).
 
 State: the step writes into the optimizer's own flat state blocks (the single coalesced bucket that
 ``Optimizer.step`` builds for a model arena) and advances the bucket's step count, so ``opt.state``,
@@ -100,6 +102,8 @@ class Binding:
         if opt.skip_nonfinite or len(opt.param_groups) != 1 or opt.param_groups[0] is not self.group:
             return False
         opt._check_group(self.group)
+        if self.group.get("l1", 0.0) != 0:  # the proximal L1 pass is not part of the fused kernel
+            return False
         changed = opt._prepare_grads(self.grads)
         if opt._needs_rebuild():
             opt._build_buckets()
@@ -132,7 +136,8 @@ class Binding:
         """Cheap per-call check that the bound bucket is still the optimizer's and valid."""
         opt = self.opt
         return (opt._buckets is self.buckets and not opt.skip_nonfinite
-                and bool(self.group["amsgrad"]) == self.amsgrad and len(opt.param_groups) == 1)
+                and bool(self.group["amsgrad"]) == self.amsgrad and len(opt.param_groups) == 1
+                and self.group.get("l1", 0.0) == 0)
 
     def check(self):
         """Validate the optimizer's param groups with its own check, as ``Optimizer.step`` does first
