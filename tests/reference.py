@@ -28,7 +28,8 @@ import numpy as np
 
 __all__ = [
     "TOLERANCES", "DEFAULTS", "state_names", "rounder", "sgd", "adam", "rmsprop", "adagrad",
-    "clip_grad_norm", "RefOptimizer", "assert_close",
+    "prox", "philox4x32_10", "normal", "noise", "prox_lr", "POST_OPTIONS", "clip_grad_norm",
+    "RefOptimizer", "assert_close",
 ]
 
 #: SEMANTICS.md "Tolerances": backends agree with the reference to these, per dtype.
@@ -233,6 +234,77 @@ def adagrad(p, g, state, t, dtype, *, lr, lr_decay, weight_decay, initial_accumu
 RULES = {"sgd": sgd, "adam": adam, "adamw": adam, "rmsprop": rmsprop, "adagrad": adagrad}
 
 
+# --------------------------------------------------------------------------------- after the update
+# SEMANTICS.md "Beyond torch.optim": the proximal L1 step (any optimizer, group option l1) and SGD's
+# gradient noise (noise_std, noise_decay, seed). Both follow the optimizer's update in the same step:
+# the update, then the noise, then the thresholding.
+
+#: group options that are not arguments of the rules above (handled by :class:`RefOptimizer`)
+POST_OPTIONS = ("l1", "noise_std", "noise_decay", "seed")
+
+
+def prox_lr(kind, hp, t):
+    """The learning rate in force at step t: Adagrad's decayed clr, every other optimizer's lr."""
+    if kind == "adagrad":
+        return hp["lr"] / (1.0 + (t - 1) * hp["lr_decay"])
+    return hp["lr"]
+
+
+def prox(p, threshold, dtype):
+    """p <- sign(p) * max(|p| - threshold, 0) (threshold rounded once to the element type); a
+    thresholded element is +0.0 (fastdescent's convention: never -0.0); NaN stays NaN."""
+    R = rounder(dtype)
+    th = R(threshold)
+    out = []
+    for x in p:
+        if x != x:
+            out.append(x)
+            continue
+        m = R(abs(x) - th)
+        out.append(math.copysign(m, x) if m > 0 else 0.0)
+    return out
+
+
+_M32 = 0xFFFFFFFF
+
+
+def philox4x32_10(ctr, key):
+    """Philox4x32-10 (Salmon et al. 2011; Random123's rounds) of 4 counter words under 2 key words."""
+    c0, c1, c2, c3 = ctr
+    k0, k1 = key
+    for _ in range(10):
+        p0 = 0xD2511F53 * c0
+        p1 = 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & _M32, (p0 >> 32) ^ c3 ^ k1, p0 & _M32
+        k0 = (k0 + 0x9E3779B9) & _M32
+        k1 = (k1 + 0xBB67AE85) & _M32
+    return c0, c1, c2, c3
+
+
+def normal(seed, index, t, e):
+    """The N(0, 1) draw of element e of parameter ``index`` at step t (float64): Philox4x32-10 keyed
+    per parameter by (seed, index), counter (e // 2, t), Box-Muller (cos for even e, sin for odd)."""
+    key = philox4x32_10((index & _M32, index >> 32, 0, 0), (seed & _M32, seed >> 32))[:2]
+    j = e // 2
+    x0, x1, x2, x3 = philox4x32_10((j & _M32, j >> 32, t & _M32, t >> 32), key)
+    u1 = ((((x1 << 32) | x0) >> 11) + 1) * 2.0 ** -53
+    u2 = (((x3 << 32) | x2) >> 11) * 2.0 ** -53
+    r = math.sqrt(-2.0 * math.log(u1))
+    a = u2 * 6.283185307179586
+    return r * (math.cos(a) if e % 2 == 0 else math.sin(a))
+
+
+def noise(p, index, t, dtype, *, noise_std, noise_decay, seed):
+    """p <- p + sigma_t * z, sigma_t = noise_std * t**(-noise_decay) (float64, rounded once), z
+    rounded to the element type. noise_std == 0: p unchanged (exactly plain SGD)."""
+    R = rounder(dtype)
+    sigma = noise_std * float(t) ** -noise_decay
+    if sigma == 0:
+        return list(p)
+    s = R(sigma)
+    return [R(x + R(s * R(normal(seed, index, t, j)))) for j, x in enumerate(p)]
+
+
 def clip_grad_norm(grads, max_norm, norm_type=2.0):
     """Clip by global norm (SEMANTICS.md). ``grads``: list of arrays (any float dtype), NOT modified.
 
@@ -301,11 +373,12 @@ class RefOptimizer:
         self.param_groups.append(group)
 
     def step(self, grads):
-        """One step; ``grads`` aligned with the parameters, ``None`` skips that parameter."""
+        """One step; ``grads`` aligned with the parameters, ``None`` skips that parameter. The
+        options of :data:`POST_OPTIONS` apply after the rule: SGD's noise, then the L1 prox."""
         assert len(grads) == len(self.params)
         rule = RULES[self.kind]
         for group in self.param_groups:
-            hp = {k: v for k, v in group.items() if k != "params"}
+            hp = {k: v for k, v in group.items() if k != "params" and k not in POST_OPTIONS}
             if self.kind in ("adam", "adamw"):
                 hp["decoupled"] = self.kind == "adamw"
             for i in group["params"]:
@@ -316,7 +389,14 @@ class RefOptimizer:
                 t = st["step"] + 1  # incremented BEFORE use
                 st["step"] = t
                 arrays = {k: v for k, v in st.items() if k != "step"}
-                self.params[i] = rule(self.params[i], g, arrays, t, self.dtypes[i], **hp)
+                new = rule(self.params[i], g, arrays, t, self.dtypes[i], **hp)
+                if group.get("noise_std", 0.0) > 0:
+                    new = noise(new, i, t, self.dtypes[i], noise_std=group["noise_std"],
+                                noise_decay=group.get("noise_decay", 0.0),
+                                seed=group.get("seed", 0))
+                if group.get("l1", 0.0) > 0:
+                    new = prox(new, prox_lr(self.kind, group, t) * group["l1"], self.dtypes[i])
+                self.params[i] = new
                 st.update(arrays)
 
     def param(self, i):
