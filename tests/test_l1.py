@@ -304,3 +304,24 @@ def test_fused_step_declines_l1(backend, monkeypatch):
         su(X[i], Y[i])
     assert mod.calls > before  # fused again
     np.testing.assert_allclose(mf.arena.flat_params, mu.arena.flat_params, rtol=1e-5, atol=1e-6)
+
+
+def test_numba_prox_chunk_plans():
+    """The numba kernel with chunks that start and end inside tensors, serial and threaded, gives
+    the NumPy backend's bits."""
+    mod = require_backend("numba")
+    ref = fd.get_backend("numpy")
+    rng = np.random.default_rng(3)
+    sizes = [1, 7, 1001, 0, 3, 517]
+    for dtype in (np.float32, np.float64):
+        host = [rng.standard_normal(n).astype(dtype) for n in sizes]
+        want = [a.copy() for a in host]
+        ref.KERNELS["prox"](ref.Table(np.dtype(dtype), sizes).set("param", want), threshold=0.3)
+        for chunk, parallel in ((3, False), (3, True), (64, True), (1000, True)):
+            arrs = [a.copy() for a in host]
+            tab = mod.Table(np.dtype(dtype), sizes).set("param", arrs)
+            tab.plan(chunk=chunk, parallel=parallel)
+            mod.KERNELS["prox"](tab, threshold=0.3)
+            for a, w in zip(arrs, want):
+                np.testing.assert_array_equal(a, w)
+                assert np.array_equal(np.signbit(a), np.signbit(w))

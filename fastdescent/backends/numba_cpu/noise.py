@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import prange
 
-from ._config import jit, jit_inline, jit_variants
+from ._config import jit, jit_variants
 from ._ptr import chunk_segment, like, segment
 
 _MASK = np.uint64(0xFFFFFFFF)
@@ -54,9 +54,11 @@ def _pair(k0, k1, t_lo, t_hi, j):
     return r * math.cos(a), r * math.sin(a)
 
 
-@jit_inline
+@jit
 def _noise_seg(x, lo, k0, k1, t_lo, t_hi, s, proto):
-    """Elements ``lo .. lo + len(x) - 1`` of a tensor (``x[i]`` is element ``lo + i``)."""
+    """Elements ``lo .. lo + len(x) - 1`` of a tensor (``x[i]`` is element ``lo + i``). A plain
+    call, not inlined into the prange body: inlined, Numba's parfor pass dropped the last odd
+    element of some pieces (the call costs nothing next to two Philox blocks per pair)."""
     n = x.shape[0]
     i = 0
     if lo & 1:
