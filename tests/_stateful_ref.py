@@ -32,6 +32,10 @@ __all__ = ["DEFAULTS", "Model", "clip_reference"]
 DEFAULTS = {kind: dict(hp) for kind, hp in reference.DEFAULTS.items()}
 DEFAULTS["adam"]["decoupled_weight_decay"] = False
 DEFAULTS["adamw"]["decoupled_weight_decay"] = True
+#: the options every optimizer (l1) and SGD (gradient noise) have beyond the rules, off by default
+for _hp in DEFAULTS.values():
+    _hp["l1"] = 0.0
+DEFAULTS["sgd"].update(noise_std=0.0, noise_decay=0.0, seed=0)
 
 
 class Model:
@@ -80,6 +84,7 @@ class Model:
         rule = reference.RULES[self.kind]
         for gi, group in enumerate(self.param_groups):
             hp = self.hypers(gi)
+            post = {k: hp.pop(k) for k in reference.POST_OPTIONS if k in hp}
             if "decoupled_weight_decay" in hp:
                 hp["decoupled"] = hp.pop("decoupled_weight_decay")
             for i in group["params"]:
@@ -92,6 +97,14 @@ class Model:
                 lists = {k: v.reshape(-1).tolist() for k, v in st.items() if k != "step"}
                 g = np.asarray(grads[i], dtype=p.dtype).reshape(-1).tolist()
                 new = rule(p.reshape(-1).tolist(), g, lists, st["step"], p.dtype, **hp)
+                if post.get("noise_std", 0.0) > 0:
+                    new = reference.noise(new, i, st["step"], p.dtype,
+                                          noise_std=post["noise_std"],
+                                          noise_decay=post.get("noise_decay", 0.0),
+                                          seed=post.get("seed", 0))
+                if post.get("l1", 0.0) > 0:
+                    lr_t = reference.prox_lr(self.kind, group, st["step"])
+                    new = reference.prox(new, lr_t * post["l1"], p.dtype)
                 p[...] = np.array(new, dtype=p.dtype).reshape(p.shape)
                 st.update({k: np.array(v, dtype=p.dtype).reshape(p.shape)
                            for k, v in lists.items()})

@@ -343,6 +343,9 @@ _SCALARS = {
     "norm_pow_sum": dict(norm_type=2.0),
     "scale": dict(factor=0.5),
     "all_finite": {},
+    "clip_value": dict(clip_value=1.0),
+    "prox": dict(threshold=0.1),
+    "noise": dict(param_index=np.array([0, 1]), sigma=0.1, seed=0, step=1),  # (tables of 2 tensors)
 }
 #: (kernel, column, scalar changes): the non-optional columns, then optional ones that a flag needs
 _REQUIRED = [(r.name, c, {}) for r in ROWS.values() if r.kind == "multi"
