@@ -60,7 +60,14 @@ class OptSpec:
 
     ``reads``/``writes`` are the arrays an update streams per element (state written in place), so
     ``bytes_per_element = (len(reads) + len(writes)) * itemsize``: Adam fp32 reads p, g, m, v and
-    writes p, m, v = 28 B; SGD reads p, g and writes p = 12 B; SGD with momentum 20 B.
+    writes p, m, v = 28 B; SGD reads p, g and writes p = 12 B; SGD with momentum 20 B. For an option
+    that runs as a second pass after the update (``l1``: ``prox``; ``noise_std``: ``noise``) they
+    are still the update's bytes, what one fused pass would move, so the roofline fraction shows what
+    the second pass (8 B more per element, plus the noise's arithmetic) costs.
+
+    ``kind="clip"`` rows measure a gradient-clipping function (``cls`` names it in ``fastdescent``;
+    its ``kwargs`` are its arguments) in place of an optimizer: ``step()`` clips the case's arrays.
+    ``torch_cls`` None: torch has no peer (the torch cases are unavailable).
     """
 
     name: str
@@ -68,17 +75,39 @@ class OptSpec:
     kwargs: dict
     reads: tuple
     writes: tuple
-    torch_cls: str
+    torch_cls: str | None
     torch_fused: bool
     doc: str = ""
+    kind: str = "optimizer"
 
     def bytes_per_element(self, dtype=DTYPE):
         return (len(self.reads) + len(self.writes)) * np.dtype(dtype).itemsize
 
+    @property
+    def kernel(self):
+        """The contract row that does the work (the optimizer's update row for optimizers)."""
+        import fastdescent as fd
+
+        # (the class's rule: ``Optimizer._kernel`` is a property, which reads as itself on a class)
+        return "clip_value" if self.kind == "clip" else getattr(fd, self.cls)._rule.name
+
     def make(self, params, backend):
         import fastdescent as fd
 
+        if self.kind == "clip":
+            return _Clipper(getattr(fd, self.cls), params, backend, self.kwargs)
         return getattr(fd, self.cls)(params, backend=backend, **self.kwargs)
+
+
+class _Clipper:
+    """A clipping function as an optimizer-like object: ``step(grads)`` clips ``arrays`` in place
+    (the case's data; ``grads`` is ignored), so clipping cases reuse the optimizer machinery."""
+
+    def __init__(self, fn, arrays, backend, kwargs):
+        self.fn, self.arrays, self.backend, self.kwargs = fn, list(arrays), backend, kwargs
+
+    def step(self, grads=None):
+        self.fn(self.arrays, backend=self.backend, **self.kwargs)
 
 
 OPTIMIZERS = {
@@ -98,6 +127,13 @@ OPTIMIZERS = {
                 ("param", "square_avg"), "RMSprop", False, "RMSprop, lr=1e-2"),
         OptSpec("adagrad", "Adagrad", dict(lr=1e-2), ("param", "grad", "sum"), ("param", "sum"),
                 "Adagrad", True, "Adagrad, lr=1e-2"),
+        OptSpec("sgd_l1", "SGD", dict(lr=1e-2, l1=1e-3), ("param", "grad"), ("param",), None, False,
+                "SGD, lr=1e-2, l1=1e-3 (update, then the prox pass)"),
+        OptSpec("sgd_noise", "SGD", dict(lr=1e-2, noise_std=1e-3, noise_decay=0.55),
+                ("param", "grad"), ("param",), None, False,
+                "SGD, lr=1e-2, noise_std=1e-3, noise_decay=0.55 (update, then the noise pass)"),
+        OptSpec("clip_value", "clip_grad_value_", dict(clip_value=0.05), ("grad",), ("grad",),
+                "clip_grad_value_", False, "clip_grad_value_(grads, 0.05)", kind="clip"),
     ]
 }
 OPS = tuple(OPTIMIZERS)
@@ -270,6 +306,15 @@ def _compare(name, got, want, rtol, atol):
 def _torch_optimizer(spec, params, impl):
     import torch
 
+    if spec.kind == "clip":  # torch.nn.utils.clip_grad_value_ over the params' .grad
+        fn = getattr(torch.nn.utils, spec.torch_cls)
+        foreach = impl == "torch-foreach"
+
+        class _Step:
+            def step(self):
+                fn(params, foreach=foreach, **spec.kwargs)
+
+        return _Step()
     cls = getattr(torch.optim, spec.torch_cls)
     kw = dict(spec.kwargs)
     if impl == "torch-forloop":
@@ -284,7 +329,7 @@ def _torch_optimizer(spec, params, impl):
 def _textbook(spec, params, grads):
     """What a user writes in NumPy from the papers: temporaries allocated, one tensor at a time."""
     name, kw = spec.name, spec.kwargs
-    lr = kw["lr"]
+    lr = kw.get("lr")
     state = {"t": 0, "a": [np.zeros_like(p) for p in params], "b": [None] * len(params)}
 
     if name in ("adam", "adamw"):
@@ -332,6 +377,29 @@ def _textbook(spec, params, grads):
             for i, (p, g) in enumerate(zip(params, grads)):
                 s[i] += g * g
                 p -= lr * g / (np.sqrt(s[i]) + eps)
+    elif name == "sgd_l1":
+        thr = lr * kw["l1"]
+
+        def step():
+            for p, g in zip(params, grads):
+                p -= lr * g
+                p[...] = np.sign(p) * np.maximum(np.abs(p) - thr, 0)
+    elif name == "sgd_noise":
+        from ..backends.numpy_ref.noise import normals, tensor_key
+
+        def step():
+            state["t"] += 1
+            t = state["t"]
+            sigma = kw["noise_std"] * t ** -kw["noise_decay"]
+            for i, (p, g) in enumerate(zip(params, grads)):
+                p -= lr * g  # the draws of fastdescent's generator (the check compares values)
+                p += sigma * normals(tensor_key(0, i), t, 0, p.size).reshape(p.shape).astype(p.dtype)
+    elif name == "clip_value":
+        c = kw["clip_value"]
+
+        def step():
+            for p in params:
+                np.clip(p, -c, c, out=p)
     else:  # pragma: no cover - every OPTIMIZERS row has a textbook version
         raise KeyError(name)
     return step
@@ -392,14 +460,17 @@ class OptimizerCase:
 
                 import fastdescent as fd
 
-                kernel = getattr(fd, self.spec.cls)._kernel
+                kernel = self.spec.kernel
                 if kernel not in get_backend(self.impl).KERNELS:
                     reason = f"backend {self.impl!r} does not implement the {kernel!r} kernel"
             return reason
         if self.impl.startswith("torch-"):
+            if self.spec.torch_cls is None:
+                return f"torch has no equivalent of {self.spec.doc or self.op}"
             reason = torch_unavailable()
             if reason is None and self.impl == "torch-fused" and not self.spec.torch_fused:
-                reason = f"torch.optim.{self.spec.torch_cls} has no fused implementation"
+                where = "torch.nn.utils" if self.spec.kind == "clip" else "torch.optim"
+                reason = f"{where}.{self.spec.torch_cls} has no fused implementation"
             return reason
         if self.impl == "numpy-textbook":
             return None
@@ -442,9 +513,14 @@ class OptimizerCase:
         if impl.startswith("torch-"):
             import torch
 
-            tparams = [torch.nn.Parameter(torch.from_numpy(p)) for p in params]
-            for t, g in zip(tparams, grads):
-                t.grad = torch.from_numpy(g)
+            if spec.kind == "clip":  # the case's arrays are the gradients torch clips
+                tparams = [torch.nn.Parameter(torch.empty(p.shape)) for p in params]
+                for t, p in zip(tparams, params):
+                    t.grad = torch.from_numpy(p)
+            else:
+                tparams = [torch.nn.Parameter(torch.from_numpy(p)) for p in params]
+                for t, g in zip(tparams, grads):
+                    t.grad = torch.from_numpy(g)
             opt = _torch_optimizer(spec, tparams, impl)
             return Instance(opt.step, lambda: params, bytes_per_step=nbytes,
                             keep=(opt, tparams, grads))
