@@ -34,7 +34,8 @@ def _load(name):
     return mod
 
 
-@pytest.mark.parametrize("name", ["linear_regression", "xor_tanh", "digits", "benchmark_digits"])
+@pytest.mark.parametrize("name", ["linear_regression", "xor_tanh", "digits", "benchmark_digits",
+                                  "lasso", "noisy_sgd"])
 def test_every_example_is_a_script(name):
     text = (EXAMPLES / f"{name}.py").read_text()
     assert 'if __name__ == "__main__":' in text and "argparse" in text
@@ -79,3 +80,22 @@ def test_benchmark_runs_quickly(capsys):
     res = mod.main(["--epochs", "2", "--rounds", "1", "--no-torch"])
     assert res["sklearn_s"] > 0 and any(k.startswith("fastdescent[") for k in res["epoch_time_s"])
     assert "vs sklearn" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend", ["numpy", None])
+def test_lasso_recovers_sklearn_with_exact_zeros(capsys, backend):
+    pytest.importorskip("sklearn")
+    mod = _load("lasso")
+    res = mod.main([] if backend is None else ["--backend", backend])
+    assert res["ok"] and res["same_zeros"] and res["max_err"] < 1e-6
+    assert res["zeros"] >= 20 and (res["w"][res["w_true"] == 0] == 0).all()
+    assert "OK" in capsys.readouterr().out
+
+
+def test_noisy_sgd_escapes_the_local_minimum(capsys):
+    mod = _load("noisy_sgd")
+    res = mod.main([])
+    assert res["ok"] and res["global_plain"] == 0.0 and res["global_noisy"] > 0.9
+    again = mod.main([])  # reproducible from the seed
+    np.testing.assert_array_equal(res["noisy"], again["noisy"])
+    assert "OK" in capsys.readouterr().out
