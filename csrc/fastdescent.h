@@ -197,7 +197,7 @@ int fd_clip_value_f64(int64_t ntensors, const int64_t *sizes, double *const *gra
                       double clip_value);
 
 /* ---- proximal L1 (fd_prox.c): fd_prox_f32 / fd_prox_f64 ---------------------------------------- */
-/* Soft thresholding after an update: p = |p| <= threshold ? +0.0 : p - sign(p)*threshold, i.e.
+/* Soft thresholding after an update: a = |p| - threshold; p = a <= 0 ? +0.0 : copysign(a, p), i.e.
  * sign(p) * max(|p| - threshold, 0) with every thresholded element exactly +0.0 (never -0.0); NaN and
  * +-inf pass through. threshold = lr_in_force * l1. Domain (else FD_ERR_ARG): threshold finite, >= 0. */
 int fd_prox_f32(int64_t ntensors, const int64_t *sizes, float *const *param, double threshold);

@@ -1,6 +1,6 @@
 /* fd_typed.h -- instantiate a kernel file's typed part once per element type.
  *
- * A kernel file writes its typed code (using FD_T, FD_S(name), FD_SQRT, FD_FABS, FD_ONE) under
+ * A kernel file writes its typed code (using FD_T, FD_S(name), FD_SQRT, FD_FABS, FD_COPYSIGN, FD_ONE) under
  * `#ifdef FD_T`, and in its untyped part does
  *     #define FD_TYPED_FILE "fd_adam.c"
  *     #include "fd_typed.h"
@@ -16,24 +16,28 @@
 #define FD_SFX f32
 #define FD_SQRT sqrtf
 #define FD_FABS fabsf
+#define FD_COPYSIGN copysignf
 #define FD_ONE 1.0f
 #include FD_TYPED_FILE
 #undef FD_T
 #undef FD_SFX
 #undef FD_SQRT
 #undef FD_FABS
+#undef FD_COPYSIGN
 #undef FD_ONE
 
 #define FD_T double
 #define FD_SFX f64
 #define FD_SQRT sqrt
 #define FD_FABS fabs
+#define FD_COPYSIGN copysign
 #define FD_ONE 1.0
 #include FD_TYPED_FILE
 #undef FD_T
 #undef FD_SFX
 #undef FD_SQRT
 #undef FD_FABS
+#undef FD_COPYSIGN
 #undef FD_ONE
 
 #undef FD_TYPED_FILE

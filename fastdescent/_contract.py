@@ -154,10 +154,9 @@ KERNELS = {
             doc=(
                 "Proximal L1 step (soft thresholding), run after an optimizer's update when its group "
                 "has l1 > 0: p <- sign(p) * max(|p| - threshold, 0) with threshold = lr_in_force * l1 "
-                "(rules.Rule.prox_lr). Element order: p <- (|p| <= threshold) ? +0.0 : "
-                "p - copysign(threshold, p); so every thresholded element is exactly +0.0 (never "
-                "-0.0, also for p = -0.0), a NaN stays NaN and +-inf stays +-inf. threshold finite, "
-                ">= 0."
+                "(rules.Rule.prox_lr). Element order: a = |p| - threshold; p <- (a <= 0) ? +0.0 : "
+                "copysign(a, p); so every thresholded element is exactly +0.0 (never -0.0, also "
+                "for p = -0.0), a NaN stays NaN and +-inf stays +-inf. threshold finite, >= 0."
             ),
         ),
         KernelRow(

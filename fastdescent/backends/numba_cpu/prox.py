@@ -1,12 +1,13 @@
 """Proximal L1 step (Numba). Mirrors csrc/fd_prox.c and backends/numpy_ref/prox.py.
 
 Shapes: ``param`` holds ``n`` tensors with the table's sizes. Per element, in the table's dtype:
-``q = p - thr if p > 0 else p + thr; p = 0 if |p| <= thr else q`` (a thresholded element is +0.0;
-NaN and +-inf pass through).
+``a = |p| - thr; p = 0 if a <= 0 else copysign(a, p)`` (a thresholded element is +0.0; NaN and
++-inf pass through).
 """
 
 from __future__ import annotations
 
+import numpy as np
 from numba import prange
 
 from ._config import jit_inline, jit_variants
@@ -17,8 +18,8 @@ from ._ptr import chunk_segment, like, segment
 def _prox_loop(p, thr, zero):
     for i in range(p.shape[0]):
         pi = p[i]
-        q = pi - thr if pi > 0 else pi + thr
-        p[i] = zero if abs(pi) <= thr else q
+        a = abs(pi) - thr
+        p[i] = zero if a <= zero else np.copysign(a, pi)
 
 
 def _prox_body(offsets, first, chunk, p_a, proto, threshold):

@@ -1,5 +1,7 @@
 """Proximal L1 step (CUDA). Mirrors backends/numpy_ref/prox.py (expression order) and csrc/fd_prox.c."""
 
+import math
+
 from numba import cuda
 
 from ._device import _ptr, launch
@@ -8,8 +10,8 @@ from ._device import _ptr, launch
 @cuda.jit(device=True, inline=True)
 def _prox_elem(p, j, thr, zero):
     pj = p[j]
-    q = pj - thr if pj > zero else pj + thr
-    p[j] = zero if abs(pj) <= thr else q
+    a = abs(pj) - thr
+    p[j] = zero if a <= zero else math.copysign(a, pj)
 
 
 @cuda.jit(cache=True)
