@@ -105,6 +105,11 @@ class Optimizer:
     skip_nonfinite : bool
         If True, a step whose gradients contain a NaN or Inf changes nothing (parameters, state,
         step count) and sets ``last_step_skipped``; ``skipped_steps`` counts such steps.
+
+    Every optimizer's groups take the option ``l1`` (default 0, finite and >= 0, checked here for
+    every rule): after the update, ``p <- sign(p) * max(|p| - lr_t * l1, 0)`` with ``lr_t`` the rule's
+    rate in force (``Rule.prox_lr``), one ``prox`` kernel call per bucket; with ``l1 == 0`` nothing
+    is called. Subclasses put ``l1`` (keyword-only, default 0.0) into their defaults.
     """
 
     _rule = None
@@ -166,6 +171,7 @@ class Optimizer:
         self._grads_packed = False  # the kernel tables hold the current gradient arrays
         self._write_ranges = None  # sorted (start, end) byte ranges of params and state blocks
         self._checked = []
+        self._post_groups = []  # per group: may its rule run post-update passes (l1, noise)?
 
     @property
     def skip_nonfinite(self):
@@ -480,8 +486,8 @@ class Optimizer:
 
     def _check_groups(self):
         """Validate every group's hyperparameters, skipping groups unchanged since their last check
-        (schedulers and users may edit ``param_groups`` between steps; an unchanged group costs one
-        tuple comparison instead of a full validation)."""
+        (schedulers and users may edit ``param_groups`` between steps; an unchanged group costs an
+        identity comparison of its values instead of a full validation)."""
         if len(self.param_groups) != len(self._plists):
             raise ValueError(f"param_groups has {len(self.param_groups)} groups, the optimizer was "
                              f"built with {len(self._plists)}: add groups with add_param_group(), "
@@ -489,19 +495,25 @@ class Optimizer:
         checked = self._checked
         if len(checked) != len(self.param_groups):
             checked = self._checked = [None] * len(self.param_groups)
+            self._post_groups = [False] * len(self.param_groups)
         for i, group in enumerate(self.param_groups):
             if not isinstance(group, dict) or group.get("params") is not self._plists[i]:
                 raise ValueError(f"param_groups[{i}]['params'] was replaced: the optimizer's tables "
                                  "and state are built from the parameters it was given; use "
                                  "add_param_group() or build a new optimizer")
-            snap = tuple([kv for kv in group.items() if kv[0] != "params"])
+            # (keys, values, has a mutable value): unchanged means the same keys, every value the
+            # same object, and no list/dict/array value (one could have been edited in place)
+            keys, values = tuple(group), tuple(group.values())
             old = checked[i]
-            if old is not None and len(old) == len(snap) and all(
-                    a[0] == b[0] and a[1] is b[1] and not isinstance(b[1], (list, dict, np.ndarray))
-                    for a, b in zip(old, snap)):
+            if (old is not None and not old[2] and old[0] == keys
+                    and all(map(operator.is_, old[1], values))):
                 continue
             self._check_group(group)
-            checked[i] = snap
+            # passes only switch off as t grows (a noise sigma_t underflowing), so step 1 says
+            # whether this group may have any: groups without skip the per-step query
+            self._post_groups[i] = bool(self._rule.post_passes(group, 1))
+            checked[i] = (keys, values, any(isinstance(v, (list, dict, np.ndarray))
+                                            for k, v in group.items() if k != "params"))
 
     def _grad_tables(self):
         """One table per dtype over the present gradients (for the finiteness check)."""
@@ -561,14 +573,17 @@ class Optimizer:
         # any bucket is updated, identically on every backend
         scalars = [check_scalars(self._scalars(self.param_groups[b.group], b.step + 1, b.fresh),
                                  f"param_groups[{b.group}]", b.dtype) for b in self._buckets]
+        # and the post-update passes' (Rule.post_passes: noise, L1 prox) of the groups that have any
+        post = self._post_groups
         passes = [[(name, check_scalars(sc, f"param_groups[{b.group}]", b.dtype)) for name, sc in
                    self._rule.post_passes(self.param_groups[b.group], b.step + 1)]
-                  for b in self._buckets]
-        for b, sc, post in zip(self._buckets, scalars, passes):
+                  if post[b.group] else () for b in self._buckets] if any(post) else None
+        for k, (b, sc) in enumerate(zip(self._buckets, scalars)):
             step = b.step + 1
             kernel(b.tab, **sc)
-            for name, psc in post:
-                self._post_pass(kernels[name], name, b, psc)
+            if passes is not None:
+                for name, psc in passes[k]:
+                    self._post_pass(kernels[name], name, b, psc)
             b.step = step
             if b.fresh:
                 b.fresh = False
