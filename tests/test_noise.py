@@ -88,11 +88,14 @@ def _table(mod, dtype, arrays):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_c_is_identical_for_any_thread_count(c_settings, dtype):
+    """Any thread count, grain (pieces cut inside pairs of elements) and code path: the same bits."""
     C = c_settings
     runs = []
-    for threads, grain in ((1, 0), (2, 101), (3, 1000), (4, 17)):
+    for threads, grain, path in ((1, 0, "auto"), (2, 101, "auto"), (3, 1000, "generic"),
+                                 (4, 17, "auto")):
         C.set_num_threads(threads)
         C.set_parallel_grain(grain)
+        C.set_simd_path(path)
         arrays = [np.zeros(n, dtype) for n in SIZES]
         C.KERNELS["noise"](_table(C, dtype, arrays), param_index=INDEX, sigma=0.7, seed=99, step=3)
         runs.append(np.concatenate(arrays))
