@@ -67,6 +67,10 @@ class SGD(Optimizer):
     >>> _ = opt.step([np.ones(3, np.float32)])
     >>> w
     array([0.81, 0.81, 0.81], dtype=float32)
+    >>> w = np.array([0.5, -0.05, 2.0])
+    >>> _ = fd.SGD([w], lr=0.1, l1=1.0).step([np.zeros(3)])  # threshold lr*l1 = 0.1
+    >>> w
+    array([0.4, 0. , 1.9])
     """
 
     _rule = _RULE
