@@ -12,7 +12,7 @@ import pytest
 
 import fastdescent as fd
 from cases import BY_KIND, Case
-from conftest import ALL_BACKENDS, HOST_BACKENDS, Device, require_backend
+from conftest import HOST_BACKENDS, Device, require_backend
 from fastdescent import functional as F
 from reference import RefOptimizer, assert_close
 from test_parity import CUDA_SHAPES, SHAPES, run_and_compare
@@ -115,7 +115,7 @@ def test_l1_zero_calls_no_kernel(backend, monkeypatch):
         raise AssertionError("prox called with l1 == 0")
 
     monkeypatch.setitem(mod.KERNELS, "prox", boom)
-    for kind, case in ((k, BY_KIND[k][-1]) for k in BY_KIND):
+    for case in (BY_KIND[k][-1] for k in BY_KIND):
         p = dev.put(np.ones(4))
         opt = getattr(fd, case.cls_name)([p], **case.hp, backend=backend)
         assert opt.param_groups[0]["l1"] == 0.0

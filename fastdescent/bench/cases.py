@@ -458,8 +458,6 @@ class OptimizerCase:
             if reason is None:
                 from ..backends import get_backend
 
-                import fastdescent as fd
-
                 kernel = self.spec.kernel
                 if kernel not in get_backend(self.impl).KERNELS:
                     reason = f"backend {self.impl!r} does not implement the {kernel!r} kernel"
