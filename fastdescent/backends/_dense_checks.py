@@ -30,6 +30,7 @@ import math
 import numpy as np
 
 from .._arrays import inspect as _inspect
+from .._contract import ACT_KINDS
 from .._contract import KERNELS as _ROWS
 from ..errors import KernelError
 
@@ -60,7 +61,7 @@ SPECS = {
 }
 
 _LETTER = {"W": "Bw"}
-_ACT_KINDS = (0, 1, 2, 3)
+_ACT_KINDS = tuple(ACT_KINDS.values())
 
 
 def _expected(kernel):
