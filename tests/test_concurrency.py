@@ -1,4 +1,4 @@
-"""Threads, fork and spawn with every CPU backend (review issue 8, findings 5, 6, 7; item E).
+"""Threads, fork and spawn with every CPU backend.
 
 1. two threads stepping two different optimizers at once give the sequential results, with the
    backends' own threading forced on small arrays;

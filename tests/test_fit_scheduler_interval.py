@@ -1,4 +1,4 @@
-"""fd.fit(..., scheduler_interval="epoch" | "step") (issue 9): per-minibatch scheduling (OneCycleLR as
+"""fd.fit(..., scheduler_interval="epoch" | "step"): per-minibatch scheduling (OneCycleLR as
 torch users drive it) must equal a hand-written ``step; sched.step()`` loop, on every host backend and
 through the fused c / numba training step; "epoch" keeps the old once-per-epoch behaviour."""
 

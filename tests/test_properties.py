@@ -1,4 +1,4 @@
-"""Property-based tests that hunt (issue 8): random sequences of operations on an optimizer, run on
+"""Property-based tests that hunt: random sequences of operations on an optimizer, run on
 every host backend at once and compared after EVERY operation with a model of SEMANTICS.md
 (``tests/_stateful_ref.py``, around the oracle's rules in ``tests/reference.py``) and with
 fastdescent's own ``numpy`` backend.

@@ -163,24 +163,22 @@ class Optimizer:
     """
 
     _rule = None
+    #: set from ``_rule`` for every subclass: the contract row, every state buffer name the optimizer
+    #: may hold (for load_state_dict validation), and the buffers every parameter with state has,
+    #: whatever the options (a state_dict entry without one is refused; option buffers such as
+    #: amsgrad's ``max_exp_avg_sq`` may be absent and are created at the next step, as ``step``
+    #: creates them when an option is switched on between steps)
+    _kernel = None
+    _all_state_names = ()
+    _core_state_names = ()
 
-    @property
-    def _kernel(self):
-        return self._rule.name
-
-    @property
-    def _all_state_names(self):
-        """Every state buffer name this optimizer may hold (for load_state_dict validation)."""
-        return self._rule.all_state
-
-    @property
-    def _core_state_names(self):
-        """The buffers every parameter with state has, whatever the options (a state_dict entry
-        without one is refused); option buffers (amsgrad's ``max_exp_avg_sq``,
-        ``momentum_buffer``...) may be absent, e.g. after the option was switched on, and are
-        created at the next step, as ``step`` creates them when an option is switched on between
-        steps."""
-        return self._rule.core_state
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        rule = cls.__dict__.get("_rule")
+        if rule is not None:
+            cls._kernel = rule.name
+            cls._all_state_names = tuple(rule.all_state)
+            cls._core_state_names = tuple(rule.core_state)
 
     def __init__(self, params, defaults, *, backend=None, skip_nonfinite=False):
         from ..arena import ParamArena
