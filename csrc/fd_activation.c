@@ -216,6 +216,7 @@ FD_MULTIVERSION(FD_S(act_bwd_seg), (const void *ctx, int64_t t, int64_t off, int
 /* elements per thread before going parallel: transcendental kinds are ~10x heavier than relu */
 #define ACT_PAR_MIN(kind) ((kind) == FD_ACT_RELU ? FD_PAR_MIN_LIGHT : FD_PAR_MIN_HEAVY / 2)
 
+/* defines fd_act_fwd_f32 and fd_act_fwd_f64 (FD_S appends the type suffix) */
 int FD_S(fd_act_fwd)(int64_t n, FD_T *y, const FD_T *x, int kind)
 {
     FD_CHECK(act_check(n, kind));
@@ -231,6 +232,7 @@ int FD_S(fd_act_fwd)(int64_t n, FD_T *y, const FD_T *x, int kind)
     return FD_OK;
 }
 
+/* defines fd_act_bwd_f32 and fd_act_bwd_f64 (FD_S appends the type suffix) */
 int FD_S(fd_act_bwd)(int64_t n, FD_T *dx, const FD_T *dy, const FD_T *x, const FD_T *y, int kind)
 {
     FD_CHECK(act_check(n, kind));

@@ -104,6 +104,7 @@ static int fused_check(int64_t nlayers, const int64_t *desc, const void *const *
 
 #else /* ------------------------------------------------------------------- typed part (FD_T) */
 
+/* defines fd_mlp_step_f32 and fd_mlp_step_f64 (FD_S appends the type suffix) */
 int FD_S(fd_mlp_step)(int64_t nlayers, const int64_t *desc, FD_T *const *w, FD_T *const *b,
                       FD_T *const *dw, FD_T *const *db, FD_T *const *act, FD_T *const *dact,
                       int64_t rows, const FD_T *x, int loss_kind, const int64_t *labels,
