@@ -168,7 +168,8 @@ def test_every_multi_row_kernel_is_exercised_by_parity():
     optim_rows = {"sgd", "adam", "rmsprop", "adagrad"}
     clip_rows = {"norm_pow_sum", "scale", "all_finite"}
     multi = {r.name for r in ROWS if r.kind == "multi"}
-    assert multi <= optim_rows | clip_rows, f"multi rows without a parity test: {multi - optim_rows - clip_rows}"
+    assert multi <= optim_rows | clip_rows, \
+        f"multi rows without a parity test: {multi - optim_rows - clip_rows}"
     assert {c.kind if c.kind != "adamw" else "adam" for k in BY_KIND for c in BY_KIND[k]} == optim_rows
 
 

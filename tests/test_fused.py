@@ -147,7 +147,7 @@ def test_state_consistent_after_fused_steps(backend, monkeypatch):
 def test_options_switched_after_creation(backend, monkeypatch):
     """amsgrad or skip_nonfinite turned on after the step was made: those calls take the
     kernel-by-kernel path, results stay equal to the unfused twin."""
-    mod = fused_module(backend)
+    fused_module(backend)
     sizes, loss = [5, 9, 3], "mse"
     X, Y = data(sizes, loss)
     mf, of = build(backend, sizes, "relu", fd.Adam, lr=1e-2)

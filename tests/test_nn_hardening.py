@@ -1,8 +1,8 @@
-"""Hostile-user hardening of fastdescent.nn: every path (numpy, and the fused
-one-call-per-minibatch c / numba steps) takes the optimizer's hyperparameters by value at every step
-and validates them with the optimizer's own check; user data is checked finite AFTER its conversion to the model's dtype; bad state dicts change
-nothing; odd array types (np.matrix, masked arrays, tensors, views of the model's own memory) are
-taken for what they hold, or refused clearly."""
+"""Hostile-user hardening of fastdescent.nn: every path (numpy, and the fused one-call-per-minibatch c
+/ numba steps) takes the optimizer's hyperparameters by value at every step and validates them with
+the optimizer's own check; user data is checked finite AFTER its conversion to the model's dtype;
+bad state dicts change nothing; odd array types (np.matrix, masked arrays, tensors, views of the
+model's own memory) are taken for what they hold, or refused clearly."""
 
 from __future__ import annotations
 

@@ -138,7 +138,7 @@ class Sequential:
             if getattr(layer, "_model_owned", False):
                 raise ValueError(f"layers[{i}] ({layer!r}) already belongs to another model; create a "
                                  "new layer instead")
-        first = next((i for i, l in enumerate(layers) if l.in_features is not None), None)
+        first = next((i for i, lay in enumerate(layers) if lay.in_features is not None), None)
         if first is None:
             raise ValueError("layers: a model needs at least one Linear layer (none fixes the input size)")
         dims = [layers[first].in_features]

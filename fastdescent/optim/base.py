@@ -491,16 +491,7 @@ class Optimizer:
                 continue
             what = f"grads[{i}]"
             info = _arrays.inspect(g, what)
-            if info.device != pinfo.device:
-                raise ValueError(f"{what} is a {'device' if info.device else 'host'} array but "
-                                 f"params[{i}] is a {'device' if pinfo.device else 'host'} array")
-            if info.shape != pinfo.shape:
-                raise ValueError(f"{what} has shape {info.shape}, expected {pinfo.shape} "
-                                 f"(the shape of params[{i}])")
-            if info.dtype != pinfo.dtype:
-                raise TypeError(f"{what} has dtype {info.dtype}, expected {pinfo.dtype} "
-                                f"(the dtype of params[{i}])")
-            _arrays.check_readable(info, what)
+            _arrays.check_like(info, pinfo, what, f"params[{i}]")
             if info.nbytes:
                 if ranges is None:
                     ranges, keys = self._write_set()
