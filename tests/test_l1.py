@@ -257,15 +257,14 @@ def test_torch_state_dicts_without_l1_load_and_keep_ours():
 # ------------------------------------------------------------------------------ the fused training step
 @pytest.mark.parametrize("backend", ["c", "numba"])
 def test_fused_step_declines_l1(backend, monkeypatch):
-    """The fused MLP step has no prox pass: it declines a group with l1 != 0 (at creation, and for
-    each call while l1 is set), and the kernel-by-kernel path it falls back to applies l1 exactly
-    as an unfused twin does; with l1 back at 0 the fused path runs again."""
+    """The fused MLP step has no prox pass: it declines a group with l1 != 0 (no plan at creation;
+    ``FlatBucket.current()`` False for each call while l1 is set), and the kernel-by-kernel path it
+    falls back to applies l1 exactly as an unfused twin does; with l1 back at 0 the fused path runs
+    again."""
     require_backend(backend)
-    import importlib
-
     from fastdescent.nn import model as _model
+    from fastdescent.nn.fused import FusedPlan
 
-    mod = importlib.import_module(fd.get_backend(backend).__name__ + ".fused")
     sizes, rows = [5, 9, 3], 8
 
     def build(**kw):
@@ -273,7 +272,7 @@ def test_fused_step_declines_l1(backend, monkeypatch):
         return m, fd.Adam(m.parameters(), lr=1e-2, backend=backend, **kw)
 
     m, o = build(l1=1e-3)
-    assert mod.fused_train_step(m, o, "mse", rows) is None
+    assert FusedPlan.create(m, o, "mse", rows) is None
     assert not getattr(m.make_train_step(o, "mse", rows=rows), "fused", False)
 
     rng = np.random.default_rng(0)
@@ -290,11 +289,11 @@ def test_fused_step_declines_l1(backend, monkeypatch):
     su(X[0], Y[0])
     for o in (of, ou):
         o.param_groups[0]["l1"] = 5.0  # threshold 0.05 a step
-    before = mod.calls
+    before = sf.fused_calls
     for i in (1, 2, 3):
         sf(X[i], Y[i])
         su(X[i], Y[i])
-    assert mod.calls == before  # not fused while l1 is set
+    assert sf.fused_calls == before  # not fused while l1 is set
     np.testing.assert_allclose(mf.arena.flat_params, mu.arena.flat_params, rtol=1e-6, atol=1e-7)
     assert (mf.arena.flat_params == 0).sum() > 0  # the thresholding ran
     for o in (of, ou):
@@ -302,7 +301,7 @@ def test_fused_step_declines_l1(backend, monkeypatch):
     for i in (4, 5):
         sf(X[i], Y[i])
         su(X[i], Y[i])
-    assert mod.calls > before  # fused again
+    assert sf.fused_calls > before  # fused again
     np.testing.assert_allclose(mf.arena.flat_params, mu.arena.flat_params, rtol=1e-5, atol=1e-6)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from numba import prange
 
 from ._config import jit, jit_variants
-from ._ptr import chunk_segment, like, segment
+from ._ptr import like, segment
 
 _MASK = np.uint64(0xFFFFFFFF)
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
@@ -75,25 +75,18 @@ def _noise_seg(x, lo, k0, k1, t_lo, t_hi, s, proto):
         x[i] = x[i] + s * like(z0, proto)
 
 
-def _noise_body(offsets, first, chunk, p_a, index, proto, sigma, seed, step):
+def _noise_body(pieces, starts, p_a, index, proto, sigma, seed, step):
     s = like(sigma, proto)
     sd = np.uint64(seed)
     st = np.uint64(step)
     s_lo, s_hi = sd & _MASK, sd >> _S32
     t_lo, t_hi = st & _MASK, st >> _S32
-    total = offsets[offsets.shape[0] - 1]
-    for c in prange(first.shape[0]):
-        pos = c * chunk
-        end = min(pos + chunk, total)
-        t = first[c]
-        while pos < end:
-            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
-            if hi > lo:
-                idx = np.uint64(index[t])
-                k0, k1, _, _ = _philox(idx & _MASK, idx >> _S32, _ZERO, _ZERO, s_lo, s_hi)
-                _noise_seg(segment(p_a[t], lo, hi - lo, proto), lo, k0, k1, t_lo, t_hi, s, proto)
-            pos = nxt
-            t += 1
+    for c in prange(starts.shape[0] - 1):
+        for q in range(starts[c], starts[c + 1]):
+            t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
+            idx = np.uint64(index[t])
+            k0, k1, _, _ = _philox(idx & _MASK, idx >> _S32, _ZERO, _ZERO, s_lo, s_hi)
+            _noise_seg(segment(p_a[t], lo, k, proto), lo, k0, k1, t_lo, t_hi, s, proto)
 
 
 _noise_serial, _noise_parallel = jit_variants(_noise_body)
@@ -106,5 +99,5 @@ def noise(tab, *, param_index, sigma, seed, step):
         raise ValueError(f"noise: param_index must hold {tab.n} values (one per tensor), got shape "
                          f"{index.shape}")
     (_noise_parallel if tab.parallel else _noise_serial)(
-        tab.offsets, tab.chunk_first, tab.chunk, k["param"], index, tab.proto, float(sigma),
-        int(seed), int(step))
+        tab.pieces, tab.piece_starts, k["param"], index, tab.proto, float(sigma), int(seed),
+        int(step))

@@ -11,7 +11,7 @@ import numpy as np
 from numba import prange
 
 from ._config import jit_inline, jit_variants
-from ._ptr import chunk_segment, like, segment
+from ._ptr import like, segment
 
 
 @jit_inline
@@ -22,20 +22,13 @@ def _prox_loop(p, thr, zero):
         p[i] = zero if a <= zero else np.copysign(a, pi)
 
 
-def _prox_body(offsets, first, chunk, p_a, proto, threshold):
+def _prox_body(pieces, starts, p_a, proto, threshold):
     thr = like(threshold, proto)
     zero = like(0.0, proto)
-    total = offsets[offsets.shape[0] - 1]
-    for c in prange(first.shape[0]):
-        pos = c * chunk
-        end = min(pos + chunk, total)
-        t = first[c]
-        while pos < end:
-            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
-            if hi > lo:
-                _prox_loop(segment(p_a[t], lo, hi - lo, proto), thr, zero)
-            pos = nxt
-            t += 1
+    for c in prange(starts.shape[0] - 1):
+        for q in range(starts[c], starts[c + 1]):
+            t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
+            _prox_loop(segment(p_a[t], lo, k, proto), thr, zero)
 
 
 _prox_serial, _prox_parallel = jit_variants(_prox_body)
@@ -44,4 +37,4 @@ _prox_serial, _prox_parallel = jit_variants(_prox_body)
 def prox(tab, *, threshold):
     k = tab.require("prox")
     (_prox_parallel if tab.parallel else _prox_serial)(
-        tab.offsets, tab.chunk_first, tab.chunk, k["param"], tab.proto, float(threshold))
+        tab.pieces, tab.piece_starts, k["param"], tab.proto, float(threshold))
