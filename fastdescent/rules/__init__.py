@@ -10,7 +10,12 @@ A rule (:class:`Rule`) says, for one contract row (``fastdescent/_contract.py``)
   state has) and ``init_value(hp, name)`` (their initial fill);
 - ``scalars(hp, step, first)``: the kernel's per-step scalars for step number ``step`` (1 on the first
   step; ``first`` is True when the state buffers were just created), derived in float64 here and
-  nowhere else. Kernels round each float scalar once to the element type (:func:`kernel_scalars` for
+  nowhere else.
+- ``scalar_state`` (most rules have none): per-parameter float state that is not an array and that
+  the per-step scalars depend on beyond the step count (NAdam's ``mu_product``, a running product of
+  values of beta1). Such a rule's ``scalars(hp, step, first, sstate)`` reads it and
+  ``next_scalar_state(hp, step, sstate)`` gives its value after the step; the optimizer classes keep
+  it per bucket and the functional API takes it as an argument. Kernels round each float scalar once to the element type (:func:`kernel_scalars` for
   the Python-side backends; a C cast in ``csrc``) and do no further scalar arithmetic.
 
 The optimizer classes (``fastdescent.optim``), the functional API (``fastdescent.functional``) and the
@@ -99,6 +104,19 @@ class Rule:
     def scalars(self, hp, step, first):
         raise NotImplementedError
 
+    # ---- per-parameter scalar state (rules whose scalars depend on more than the step count)
+    #: ``{name: initial value}``: floats kept per parameter next to ``step`` (e.g. NAdam's
+    #: ``mu_product``). Empty for most rules; then the methods below are never called.
+    scalar_state = {}
+
+    def next_scalar_state(self, hp, step, sstate):
+        """The scalar state (a dict) after step number ``step`` taken from ``sstate``."""
+        return sstate
+
+    def check_scalar_state(self, name, value, where):
+        """A loaded scalar-state value as a float (``ValueError`` naming ``where`` if invalid)."""
+        return check_real(where, value, coerce=True)
+
     def __repr__(self):
         return f"<rule {self.name}>"
 
@@ -120,4 +138,4 @@ def get(name):
         raise KeyError(f"no rule {name!r}; known: {sorted(RULES)}") from None
 
 
-from . import adagrad, adam, rmsprop, sgd  # noqa: E402,F401  (each registers its rule)
+from . import adagrad, adam, nadam, radam, rmsprop, sgd  # noqa: E402,F401  (each registers its rule)
