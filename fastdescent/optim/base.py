@@ -3,8 +3,9 @@
 How a step runs
 ---------------
 Parameters are grouped into *buckets*: one per (param group, dtype, step count, fresh-state flag, and
-scalar state for rules that have one, see below). A bucket owns a backend tensor table whose param and state columns are fixed; optimizer state of a bucket
-lives in one flat block per state name (per-parameter state arrays are views into it). A step is:
+scalar state for rules that have one, see below). A bucket owns a backend tensor table whose param and
+state columns are fixed; optimizer state of a bucket lives in one flat block per state name
+(per-parameter state arrays are views into it). A step is:
 
 1. validate every group's hyperparameters, and the gradients when the gradient arrays changed identity
    since the last step (a training loop that reuses its gradient buffers pays this once);
