@@ -354,3 +354,35 @@ def test_functional_returns_the_next_mu_product_and_validates_it():
         with pytest.raises((ValueError, TypeError), match="mu_product"):
             F.nadam(p, g, m, v, step=4, mu_product=bad, backend="numpy")
     np.testing.assert_array_equal(p[0], before)
+
+
+def test_flat_bucket_protocol_advances_mu_product():
+    """A kernel driven through Optimizer.coalesced() (the fused-step protocol: scalars(), the
+    kernel on the flat blocks, advance()) gets the bucket's mu_product and advances it, so it
+    agrees with plain steps."""
+    shapes = [(4, 3), (5,), ()]
+    arena = fd.ParamArena(shapes, np.float64)
+    twin = [np.zeros(s) for s in shapes]
+    rng = np.random.default_rng(9)
+    for a, b in zip(arena.params, twin):
+        a[...] = b[...] = rng.standard_normal(b.shape)
+    opt = fd.NAdam(arena, backend="numpy", **HP)
+    ref = fd.NAdam(twin, backend="numpy", **HP)
+    mod = fd.get_backend("numpy")
+    for k in range(4):
+        gs = [rng.standard_normal(s) for s in shapes]
+        for dst, src in zip(arena.grads, gs):
+            dst[...] = src
+        fb = opt.coalesced()
+        assert fb is not None and fb.current()
+        tab = mod.Table(fb.dtype, [fb.param.size])
+        tab.set("param", [fb.param]).set("grad", [fb.grad])
+        for name, block in fb.state.items():
+            tab.set(name, [block])
+        mod.KERNELS["nadam"](tab, **fb.scalars())
+        fb.advance()
+        ref.step(gs)
+        for p, q in zip(arena.params, twin):
+            np.testing.assert_array_equal(p, q)
+        assert opt.state[0]["mu_product"] == ref.state[0]["mu_product"]
+        assert opt.state[0]["step"] == k + 1

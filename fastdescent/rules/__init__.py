@@ -10,13 +10,13 @@ A rule (:class:`Rule`) says, for one contract row (``fastdescent/_contract.py``)
   state has) and ``init_value(hp, name)`` (their initial fill);
 - ``scalars(hp, step, first)``: the kernel's per-step scalars for step number ``step`` (1 on the first
   step; ``first`` is True when the state buffers were just created), derived in float64 here and
-  nowhere else.
+  nowhere else. Kernels round each float scalar once to the element type (:func:`kernel_scalars` for
+  the Python-side backends; a C cast in ``csrc``) and do no further scalar arithmetic.
 - ``scalar_state`` (most rules have none): per-parameter float state that is not an array and that
   the per-step scalars depend on beyond the step count (NAdam's ``mu_product``, a running product of
   values of beta1). Such a rule's ``scalars(hp, step, first, sstate)`` reads it and
   ``next_scalar_state(hp, step, sstate)`` gives its value after the step; the optimizer classes keep
-  it per bucket and the functional API takes it as an argument. Kernels round each float scalar once to the element type (:func:`kernel_scalars` for
-  the Python-side backends; a C cast in ``csrc``) and do no further scalar arithmetic.
+  it per bucket and the functional API takes it as an argument.
 
 The optimizer classes (``fastdescent.optim``), the functional API (``fastdescent.functional``) and the
 fused training step all take their rule from here. Dependencies run one way:
