@@ -175,6 +175,51 @@ int fd_adagrad_f64(int64_t ntensors, const int64_t *sizes,
                    double *const *param, double *const *sum, const double *const *grad,
                    double clr, double eps, double weight_decay, int maximize);
 
+/* ---- NAdam / NAdamW (fd_nadam.c) --------------------------------------------------------------- */
+/* fd_nadam_f32 / fd_nadam_f64: torch.optim.NAdam (NAdamW with decay != 1), the scalars derived in
+ * float64 by the caller (fastdescent/rules/nadam.py):
+ * g' = -g if maximize; p *= decay; g' += weight_decay*p if weight_decay != 0;
+ * m = beta1*m + one_minus_beta1*g'; v = beta2*v + one_minus_beta2*g'*g';
+ * p -= (step_size_grad*g' + step_size_exp_avg*m) / (sqrt(v) + eps_scaled), where
+ * step_size_grad = lr*(1-mu_t)/(1-mu_product_t)*sqrt(bc2),
+ * step_size_exp_avg = lr*mu_{t+1}/(1-mu_product_t*mu_{t+1})*sqrt(bc2), eps_scaled = eps*sqrt(bc2).
+ * Domain (else FD_ERR_ARG): 0 <= beta1, beta2 < 1; 0 < one_minus_beta1, one_minus_beta2 <= 1;
+ * weight_decay, step_size_grad, step_size_exp_avg, eps_scaled finite and >= 0; decay finite, <= 1. */
+int fd_nadam_f32(int64_t ntensors, const int64_t *sizes,
+                 float *const *param, float *const *exp_avg, float *const *exp_avg_sq,
+                 const float *const *grad,
+                 double beta1, double one_minus_beta1, double beta2, double one_minus_beta2,
+                 double weight_decay, double decay, double step_size_grad,
+                 double step_size_exp_avg, double eps_scaled, int maximize);
+int fd_nadam_f64(int64_t ntensors, const int64_t *sizes,
+                 double *const *param, double *const *exp_avg, double *const *exp_avg_sq,
+                 const double *const *grad,
+                 double beta1, double one_minus_beta1, double beta2, double one_minus_beta2,
+                 double weight_decay, double decay, double step_size_grad,
+                 double step_size_exp_avg, double eps_scaled, int maximize);
+
+/* ---- RAdam / RAdamW (fd_radam.c) --------------------------------------------------------------- */
+/* fd_radam_f32 / fd_radam_f64: torch.optim.RAdam (RAdamW with decay != 1), the scalars derived in
+ * float64 by the caller (fastdescent/rules/radam.py):
+ * g' = -g if maximize; p *= decay; g' += weight_decay*p if weight_decay != 0;
+ * m = beta1*m + one_minus_beta1*g'; v = beta2*v + one_minus_beta2*g'*g';
+ * rectify (rho_t > 5): p -= step_size * (m / (sqrt(v) + eps)), step_size = lr*r_t*sqrt(bc2)/bc1;
+ * else p -= step_size * m, step_size = lr/bc1.
+ * Domain (else FD_ERR_ARG): 0 <= beta1, beta2 < 1; 0 < one_minus_beta1, one_minus_beta2 <= 1;
+ * eps, weight_decay, step_size finite and >= 0; decay finite and <= 1. */
+int fd_radam_f32(int64_t ntensors, const int64_t *sizes,
+                 float *const *param, float *const *exp_avg, float *const *exp_avg_sq,
+                 const float *const *grad,
+                 double beta1, double one_minus_beta1, double beta2, double one_minus_beta2,
+                 double eps, double weight_decay, double decay, double step_size,
+                 int rectify, int maximize);
+int fd_radam_f64(int64_t ntensors, const int64_t *sizes,
+                 double *const *param, double *const *exp_avg, double *const *exp_avg_sq,
+                 const double *const *grad,
+                 double beta1, double one_minus_beta1, double beta2, double one_minus_beta2,
+                 double eps, double weight_decay, double decay, double step_size,
+                 int rectify, int maximize);
+
 /* ---- gradient clipping helpers (fd_clip.c) ----------------------------------------------------- */
 /* *out = sum over all elements of |g|**norm_type, accumulated in float64 (norm_type > 0); for
  * norm_type = +inf, *out = max |g| (NaN if any element is NaN; 0 for an empty table).

@@ -39,7 +39,8 @@ def main(argv=None):
     out = model.predict(X)[:, 0]
     pred = (out > 0.5).astype(int)
     acc = float(np.mean(pred == Y))
-    print(f"backend {model.backend}; {hist.n_epochs} full-batch momentum-SGD steps in {elapsed * 1e3:.1f} ms; "
+    print(f"backend {model.backend}; {hist.n_epochs} full-batch momentum-SGD steps in "
+          f"{elapsed * 1e3:.1f} ms; "
           f"final mse {hist.loss[-1]:.5f}")
     for (a, b), o, t in zip(X.astype(int), out, Y.astype(int)):
         print(f"  {a} xor {b} = {t}   network: {o:+.4f} -> {int(o > 0.5)}")

@@ -114,6 +114,39 @@ KERNELS = {
             doc="Adagrad; clr = lr / (1 + (t-1)*lr_decay).",
         ),
         KernelRow(
+            "nadam",
+            writes=("param", "exp_avg", "exp_avg_sq"),
+            reads=("grad",),
+            scalars=(
+                "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "weight_decay", "decay",
+                "step_size_grad", "step_size_exp_avg", "eps_scaled", "maximize",
+            ),
+            flags=("maximize",),
+            doc=(
+                "NAdam/NAdamW (torch.optim.NAdam). p *= decay (1 - lr*wd for NAdamW, else 1); "
+                "g += weight_decay*p (coupled); m, v as Adam; p -= (step_size_grad*g + "
+                "step_size_exp_avg*m) / (sqrt(v) + eps_scaled), with step_size_grad = "
+                "lr*(1-mu_t)/(1-mu_product_t)*sqrt(bc2), step_size_exp_avg = "
+                "lr*mu_{t+1}/(1-mu_product_t*mu_{t+1})*sqrt(bc2), eps_scaled = eps*sqrt(bc2) "
+                "(torch's p -= lr*(1-mu_t)/(1-mu_product_t)*g/d + ..., d = sqrt(v/bc2) + eps)."
+            ),
+        ),
+        KernelRow(
+            "radam",
+            writes=("param", "exp_avg", "exp_avg_sq"),
+            reads=("grad",),
+            scalars=(
+                "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps", "weight_decay",
+                "decay", "step_size", "rectify", "maximize",
+            ),
+            flags=("rectify", "maximize"),
+            doc=(
+                "RAdam/RAdamW (torch.optim.RAdam). p *= decay; g += weight_decay*p (coupled); m, v "
+                "as Adam; rectify (rho_t > 5): p -= step_size * (m / (sqrt(v) + eps)) with "
+                "step_size = lr*r_t*sqrt(bc2)/bc1; else p -= step_size * m with step_size = lr/bc1."
+            ),
+        ),
+        KernelRow(
             "norm_pow_sum",
             hotpath="clip",
             writes=(),

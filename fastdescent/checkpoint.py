@@ -12,7 +12,9 @@ File layout (format version 1)
     uint8 array: UTF-8 JSON ``{"format": "fastdescent-checkpoint", "version": 1, "optimizer": ...,
     "model": ..., "extra": ...}``. The optimizer entry holds its class name, the parameters' shapes
     and dtypes, each param group's hyperparameters and parameter count, and per parameter the step
-    count and the names of its state arrays. Backend-independent: state is stored as host arrays.
+    count, the names of its state arrays and its scalar state (``"scalars"``: name -> float, e.g.
+    NAdam's ``mu_product``; absent when there is none). Backend-independent: state is stored as host
+    arrays.
 ``optimizer/state/<i>/<name>``
     state array ``name`` (``exp_avg``, ``momentum_buffer``, ...) of parameter ``i`` (the index in
     ``optimizer.state_dict()``), with the parameter's shape and dtype.
@@ -231,6 +233,9 @@ def _optimizer_section(optimizer, arrays):
                 continue
             if type(name) is not str or not name or "/" in name:
                 raise CheckpointError(f"{where}: state names must be non-empty strings without '/'")
+            if type(val) is float:  # scalar state (NAdam's mu_product), kept in the header
+                entry.setdefault("scalars", {})[name] = _encode_value(val, where)
+                continue
             arr = _host_array(val, where)
             meta = params_meta[i]
             if list(arr.shape) != meta["shape"] or arr.dtype.str != meta["dtype"]:
@@ -565,13 +570,20 @@ def _parse_optimizer(sec):
     for key, entry in sec["state"].items():
         _expect(key.isdigit() and str(int(key)) == key and int(key) < len(metas),
                 f"header: optimizer state has an entry {key!r} that names no parameter")
-        _expect(type(entry) is dict and set(entry) == {"step", "arrays"}
+        _expect(type(entry) is dict
+                and set(entry) in ({"step", "arrays"}, {"step", "arrays", "scalars"})
                 and (entry["step"] is None or _is_int(entry["step"]) and entry["step"] >= 0)
                 and type(entry["arrays"]) is list
                 and all(type(n) is str and n and "/" not in n for n in entry["arrays"])
                 and len(set(entry["arrays"])) == len(entry["arrays"]),
                 f"header: malformed optimizer state[{key}]")
-        state[int(key)] = (entry["step"], list(entry["arrays"]))
+        scalars = entry.get("scalars", {})
+        _expect(type(scalars) is dict and not set(scalars) & set(entry["arrays"]),
+                f"header: malformed optimizer state[{key}] scalars")
+        scalars = {n: _decode_value(v, f"optimizer state[{key}][{n!r}]") for n, v in scalars.items()}
+        _expect(all(type(v) is float for v in scalars.values()),
+                f"header: optimizer state[{key}] scalars must be floats")
+        state[int(key)] = (entry["step"], list(entry["arrays"]), scalars)
     return cls, metas, groups, state
 
 
@@ -622,8 +634,9 @@ def _check_against_optimizer(optimizer, cls, metas, groups, state):
             pos += 1
     names = getattr(optimizer, "_all_state_names", None)
     if names is not None:  # (this also bounds how many arrays per parameter are read)
-        for i, (_, arrays) in state.items():
-            bad = sorted(set(arrays) - set(names))
+        names = tuple(names) + tuple(getattr(getattr(optimizer, "_rule", None), "scalar_state", ()))
+        for i, (_, arrays, scalars) in state.items():
+            bad = sorted((set(arrays) | set(scalars)) - set(names))
             _expect(not bad, f"checkpoint optimizer state[{i}] has unknown entries {bad}; "
                              f"{mine} keeps {list(names)}")
 
@@ -676,7 +689,7 @@ def _parse(path, f, optimizer, model):
         opt_sec = header["optimizer"]
         if opt_sec is not None:
             cls, metas, groups, state = _parse_optimizer(opt_sec)
-            for i, (_, arrays) in state.items():
+            for i, (_, arrays, _) in state.items():
                 for n in arrays:
                     expected[f"{_OPT}{i}/{n}"] = metas[i]
         model_sec = header["model"]
@@ -724,10 +737,11 @@ def _parse(path, f, optimizer, model):
             pos += n
         st = {}
         for i in sorted(state):
-            step, arrays = state[i]
+            step, arrays, scalars = state[i]
             d = {} if step is None else {"step": step}
             for n in arrays:
                 d[n] = loaded[f"{_OPT}{i}/{n}"]
+            d.update(scalars)
             st[i] = d
         opt_sd = {"state": st, "param_groups": pg}
     model_sd = None

@@ -36,11 +36,13 @@ from .backends import resolve
 from .rules import check_real, check_scalars
 from .rules.adagrad import ADAGRAD
 from .rules.adam import ADAM
+from .rules.nadam import NADAM
+from .rules.radam import RADAM
 from .rules.rmsprop import RMSPROP
 from .rules.sgd import SGD, check_noise
 
-__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "prox_l1", "sgd_noise", "clip_grad_norm_",
-           "clip_grad_value_", "all_finite", "clear_cache"]
+__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "prox_l1", "sgd_noise",
+           "clip_grad_norm_", "clip_grad_value_", "all_finite", "clear_cache"]
 
 
 def _as_list(x, name):
@@ -355,6 +357,40 @@ def clip_grad_value_(grads, clip_value, *, backend=None, check=True):
     mod, tabs = _tables(backend, {"grad": ("grads", grads, True)}, check)
     _run("clip_value", mod, tabs, {"clip_value": clip_value})
     return None
+def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, lr=2e-3, betas=(0.9, 0.999),
+          eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
+          maximize=False, backend=None, check=True):
+    """One NAdam step (NAdamW if ``decoupled_weight_decay``); ``step`` is t, 1 on the first step.
+
+    ``mu_product`` is the running product of the momentum factors before this step (1.0 before the
+    first step, as torch's ``state['mu_product']``); the function returns its new value, to pass to
+    the next call. Nothing is written (and ``mu_product`` is not advanced) if a check fails.
+    """
+    hp = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+              momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
+              maximize=maximize)
+    NADAM.check(hp)
+    _check_step(step)
+    sstate = {"mu_product": NADAM.check_scalar_state("mu_product", mu_product, "mu_product")}
+    mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
+                                  "exp_avg": ("exp_avgs", exp_avgs, True),
+                                  "exp_avg_sq": ("exp_avg_sqs", exp_avg_sqs, True)}, check)
+    _run("nadam", mod, tabs, NADAM.scalars(hp, step, step == 1, sstate))
+    return NADAM.next_scalar_state(hp, step, sstate)["mu_product"]
+
+
+def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+          weight_decay=0.0, decoupled_weight_decay=False, maximize=False, backend=None, check=True):
+    """One RAdam step (RAdamW if ``decoupled_weight_decay``); ``step`` is t, 1 on the first step
+    (the rectification, rho_t > 5, depends on it)."""
+    hp = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+              decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+    RADAM.check(hp)
+    _check_step(step)
+    mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
+                                  "exp_avg": ("exp_avgs", exp_avgs, True),
+                                  "exp_avg_sq": ("exp_avg_sqs", exp_avg_sqs, True)}, check)
+    _run("radam", mod, tabs, RADAM.scalars(hp, step, step == 1))
 
 
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, *, error_if_nonfinite=False, backend=None,

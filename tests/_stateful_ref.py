@@ -13,7 +13,7 @@ its parameter: state and step unchanged, as torch), lazily created state (a stat
 needs is created at the first step that needs it, by the rule: zeros, or
 ``initial_accumulator_value`` for Adagrad's ``sum``; buffers an option no longer needs are kept),
 ``skip_nonfinite`` (a step whose present gradients hold a NaN/Inf changes nothing and is counted),
-and state-dict snapshots, all on NumPy arrays.
+and state-dict snapshots, all on NumPy arrays (scalar state, NAdam's ``mu_product``, as floats).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class Model:
         for gi, group in enumerate(self.param_groups):
             hp = self.hypers(gi)
             post = {k: hp.pop(k) for k in reference.POST_OPTIONS if k in hp}
-            if "decoupled_weight_decay" in hp:
+            if self.kind in ("adam", "adamw") and "decoupled_weight_decay" in hp:
                 hp["decoupled"] = hp.pop("decoupled_weight_decay")
             for i in group["params"]:
                 if grads[i] is None:
@@ -93,8 +93,10 @@ class Model:
                 p = self.params[i]
                 st = self.state.setdefault(i, {"step": 0})
                 st["step"] += 1
-                # the oracle works on flat lists of floats and creates the state it is missing
-                lists = {k: v.reshape(-1).tolist() for k, v in st.items() if k != "step"}
+                # the oracle works on flat lists of floats and creates the state it is missing;
+                # scalar state (NAdam's mu_product) is a float
+                lists = {k: v if isinstance(v, float) else v.reshape(-1).tolist()
+                         for k, v in st.items() if k != "step"}
                 g = np.asarray(grads[i], dtype=p.dtype).reshape(-1).tolist()
                 new = rule(p.reshape(-1).tolist(), g, lists, st["step"], p.dtype, **hp)
                 if post.get("noise_std", 0.0) > 0:
@@ -106,7 +108,8 @@ class Model:
                     lr_t = reference.prox_lr(self.kind, group, st["step"])
                     new = reference.prox(new, lr_t * post["l1"], p.dtype)
                 p[...] = np.array(new, dtype=p.dtype).reshape(p.shape)
-                st.update({k: np.array(v, dtype=p.dtype).reshape(p.shape)
+                st.update({k: v if isinstance(v, float) else
+                           np.array(v, dtype=p.dtype).reshape(p.shape)
                            for k, v in lists.items()})
         return True
 

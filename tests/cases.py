@@ -16,11 +16,12 @@ __all__ = ["Case", "CASES", "CUDA_CASES", "BY_KIND", "CLASS_NAMES", "TORCH_NAMES
 
 #: reference kind -> fastdescent class name (torch.optim uses the same names)
 CLASS_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
-               "adagrad": "Adagrad"}
+               "adagrad": "Adagrad", "nadam": "NAdam", "radam": "RAdam"}
 TORCH_NAMES = CLASS_NAMES
 
 #: learning rates large enough that every step moves the parameters visibly
-BASE_LR = {"sgd": 0.05, "adam": 0.01, "adamw": 0.01, "rmsprop": 0.01, "adagrad": 0.1}
+BASE_LR = {"sgd": 0.05, "adam": 0.01, "adamw": 0.01, "rmsprop": 0.01, "adagrad": 0.1,
+           "nadam": 0.01, "radam": 0.01}
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,31 @@ def _adagrad():
                                weight_decay=0.0, maximize=True))
 
 
-CASES = [*_sgd(), *_adam("adam"), *_adam("adamw"), *_rmsprop(), *_adagrad()]
+def _nadam():
+    # each-choice cover of the options (suite time matters), plus non-default betas/eps/decay
+    yield Case("nadam", dict(lr=0.01, weight_decay=0.0, decoupled_weight_decay=False,
+                             maximize=False))
+    yield Case("nadam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=False,
+                             maximize=True))
+    yield Case("nadam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True,
+                             maximize=False))
+    yield Case("nadam", dict(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.05,
+                             momentum_decay=0.3, decoupled_weight_decay=True, maximize=True))
+
+
+def _radam():
+    # with beta2 = 0.999 (and 0.95) rho_t > 5 from step 6 on: the 8-step runs take both branches
+    yield Case("radam", dict(lr=0.01, weight_decay=0.0, decoupled_weight_decay=False,
+                             maximize=False))
+    yield Case("radam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=False,
+                             maximize=True))
+    yield Case("radam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True,
+                             maximize=False))
+    yield Case("radam", dict(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.05,
+                             decoupled_weight_decay=True, maximize=True))
+
+
+CASES = [*_sgd(), *_adam("adam"), *_adam("adamw"), *_rmsprop(), *_adagrad(), *_nadam(), *_radam()]
 assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
 
 BY_KIND = {k: [c for c in CASES if c.kind == k] for k in CLASS_NAMES}

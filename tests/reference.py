@@ -30,6 +30,8 @@ __all__ = [
     "TOLERANCES", "DEFAULTS", "state_names", "rounder", "sgd", "adam", "rmsprop", "adagrad",
     "prox", "philox4x32_10", "normal", "noise", "prox_lr", "POST_OPTIONS", "clip_grad_norm",
     "RefOptimizer", "assert_close",
+    "TOLERANCES", "DEFAULTS", "state_names", "SCALAR_STATE", "rounder", "sgd", "adam", "rmsprop",
+    "adagrad", "nadam", "radam", "clip_grad_norm", "RefOptimizer", "assert_close",
 ]
 
 #: SEMANTICS.md "Tolerances": backends agree with the reference to these, per dtype.
@@ -51,7 +53,17 @@ DEFAULTS = {
                     maximize=False),
     "adagrad": dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                     eps=1e-10, maximize=False),
+    # torch.optim.NAdam / RAdam (SEMANTICS.md: "follow its published rules exactly"); l1 is the
+    # base class's proximal group option (0: off), carried by these classes' groups
+    "nadam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+                  decoupled_weight_decay=False, maximize=False, l1=0.0),
+    "radam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                  decoupled_weight_decay=False, maximize=False, l1=0.0),
 }
+
+#: per-parameter state that is a float, not an array (kind -> names): NAdam's running product of
+#: the momentum factors, which depends on the history of beta1
+SCALAR_STATE = {"nadam": ("mu_product",)}
 
 
 def state_names(kind, hp):
@@ -65,6 +77,8 @@ def state_names(kind, hp):
                 + (("momentum_buffer",) if hp["momentum"] > 0 else ()))
     if kind == "adagrad":
         return ("sum",)
+    if kind in ("nadam", "radam"):
+        return ("exp_avg", "exp_avg_sq")
     raise KeyError(kind)
 
 
@@ -231,7 +245,92 @@ def adagrad(p, g, state, t, dtype, *, lr, lr_decay, weight_decay, initial_accumu
     return out
 
 
-RULES = {"sgd": sgd, "adam": adam, "adamw": adam, "rmsprop": rmsprop, "adagrad": adagrad}
+def nadam(p, g, state, t, dtype, *, lr, betas, eps, weight_decay, momentum_decay,
+          decoupled_weight_decay, maximize, l1=0.0):
+    """torch.optim.NAdam's for-loop rule, in its order: d = sqrt(v/bc2) + eps, then two updates
+    p += -lr*(1-mu_t)/(1-Pi_t) * g/d and p += -lr*mu_{t+1}/(1-Pi_t*mu_{t+1}) * m/d. ``state``
+    holds ``mu_product`` (Pi, a float; 1 before the first step)."""
+    assert l1 == 0, "the oracle's rules take l1 = 0 (the L1 pass belongs to the base class)"
+    R = rounder(dtype)
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    n = len(p)
+    if "exp_avg" not in state:
+        state["exp_avg"] = [0.0] * n
+        state["exp_avg_sq"] = [0.0] * n
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    # per-step scalars, float64
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+    pi = state.get("mu_product", 1.0) * mu
+    state["mu_product"] = pi
+    bc2 = R(1.0 - beta2 ** t)
+    coef_g = R(lr * (1.0 - mu) / (1.0 - pi))
+    coef_m = R(lr * mu_next / (1.0 - pi * mu_next))
+    decay = R(1.0 - lr * weight_decay)
+    wd, eps_ = R(weight_decay), R(eps)
+    b1, c1, b2, c2 = R(beta1), R(1.0 - beta1), R(beta2), R(1.0 - beta2)
+    out = []
+    for j in range(n):
+        pj, gj = p[j], g[j]
+        if maximize:
+            gj = -gj
+        if decoupled_weight_decay:
+            pj = R(pj * decay)
+        elif weight_decay != 0:
+            gj = R(gj + R(wd * pj))
+        m[j] = R(R(b1 * m[j]) + R(c1 * gj))
+        v[j] = R(R(b2 * v[j]) + R(R(c2 * gj) * gj))
+        d = R(R(_sqrt(R(v[j] / bc2))) + eps_)
+        pj = R(pj - R(R(coef_g * gj) / d))
+        out.append(R(pj - R(R(coef_m * m[j]) / d)))
+    return out
+
+
+def radam(p, g, state, t, dtype, *, lr, betas, eps, weight_decay, decoupled_weight_decay,
+          maximize, l1=0.0):
+    """torch.optim.RAdam's for-loop rule, in its order: mh = m/bc1; if rho_t > 5,
+    p -= ((mh*lr) * (sqrt(bc2)/(sqrt(v) + eps))) * r_t, else p -= mh*lr."""
+    assert l1 == 0, "the oracle's rules take l1 = 0 (the L1 pass belongs to the base class)"
+    R = rounder(dtype)
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    n = len(p)
+    if "exp_avg" not in state:
+        state["exp_avg"] = [0.0] * n
+        state["exp_avg_sq"] = [0.0] * n
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    # per-step scalars, float64
+    bc1 = 1.0 - beta1 ** t
+    bc2 = 1.0 - beta2 ** t
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * t * (beta2 ** t) / bc2
+    rect = None
+    if rho_t > 5.0:
+        rect = R(((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5)
+    decay = R(1.0 - lr * weight_decay)
+    wd, eps_, lr_, bc1_, sbc2 = R(weight_decay), R(eps), R(lr), R(bc1), R(bc2 ** 0.5)
+    b1, c1, b2, c2 = R(beta1), R(1.0 - beta1), R(beta2), R(1.0 - beta2)
+    out = []
+    for j in range(n):
+        pj, gj = p[j], g[j]
+        if maximize:
+            gj = -gj
+        if decoupled_weight_decay:
+            pj = R(pj * decay)
+        elif weight_decay != 0:
+            gj = R(gj + R(wd * pj))
+        m[j] = R(R(b1 * m[j]) + R(c1 * gj))
+        v[j] = R(R(b2 * v[j]) + R(R(c2 * gj) * gj))
+        mh = R(m[j] / bc1_)
+        if rect is not None:
+            adaptive = R(sbc2 / R(R(_sqrt(v[j])) + eps_))
+            out.append(R(pj - R(R(R(mh * lr_) * adaptive) * rect)))
+        else:
+            out.append(R(pj - R(mh * lr_)))
+    return out
+
+
+RULES = {"sgd": sgd, "adam": adam, "adamw": adam, "rmsprop": rmsprop, "adagrad": adagrad,
+         "nadam": nadam, "radam": radam}
 
 
 # --------------------------------------------------------------------------------- after the update
@@ -342,7 +441,7 @@ class RefOptimizer:
 
     Parameters
     ----------
-    kind : {"sgd", "adam", "adamw", "rmsprop", "adagrad"}
+    kind : {"sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam"}
     groups : list of dicts
         ``{"params": [arrays], **hyperparameters}``; missing hyperparameters take :data:`DEFAULTS`.
         The arrays are copied (the oracle never touches the caller's arrays).
@@ -403,7 +502,12 @@ class RefOptimizer:
         return np.array(self.params[i], dtype=self.dtypes[i]).reshape(self.shapes[i])
 
     def state_array(self, i, name):
-        return np.array(self.state[i][name], dtype=self.dtypes[i]).reshape(self.shapes[i])
+        """State ``name`` of params[i]: an array of its shape and dtype, or, for scalar state
+        (:data:`SCALAR_STATE`), the float itself."""
+        val = self.state[i][name]
+        if isinstance(val, float):
+            return val
+        return np.array(val, dtype=self.dtypes[i]).reshape(self.shapes[i])
 
 
 def assert_close(actual, expected, what=""):

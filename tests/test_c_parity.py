@@ -61,6 +61,13 @@ CASES = [
     (fd.Adagrad, dict(lr=1e-2, lr_decay=0.05)),
     (fd.Adagrad, dict(lr=1e-2, weight_decay=0.1, initial_accumulator_value=0.5)),
     (fd.Adagrad, dict(lr=1e-2, maximize=True, eps=1e-6)),
+    (fd.NAdam, dict(lr=1e-2)),
+    (fd.NAdam, dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, momentum_decay=0.1,
+                    maximize=True)),
+    (fd.NAdam, dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+    (fd.RAdam, dict(lr=1e-2)),  # (7 steps: the last two are rectified)
+    (fd.RAdam, dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, maximize=True)),
+    (fd.RAdam, dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
 ]
 
 

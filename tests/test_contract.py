@@ -174,9 +174,10 @@ def test_c_library_exports_row(row):
 def test_every_multi_row_kernel_is_exercised_by_parity():
     """Each multi row reachable from the public API has a parity path in this suite."""
     from cases import BY_KIND
-    optim_rows = {"sgd", "adam", "rmsprop", "adagrad"}
     clip_rows = {"norm_pow_sum", "scale", "all_finite", "clip_value"}  # test_clip*.py
     post_rows = {"prox", "noise"}  # test_l1.py, test_noise.py
+    from fastdescent import rules
+    optim_rows = set(rules.RULES)  # one rule per optimizer row
     multi = {r.name for r in ROWS if r.kind == "multi"}
     known = optim_rows | clip_rows | post_rows
     assert multi <= known, f"multi rows without a parity test: {multi - known}"

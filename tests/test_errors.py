@@ -116,16 +116,20 @@ HYPER = [
     ("all", dict(weight_decay=-INF), ValueError, "weight_decay"),
     ("all", dict(maximize=1), TypeError, "maximize"),
     ("all", dict(maximize="no"), TypeError, "maximize"),
-    ("adam adamw rmsprop adagrad", dict(eps=-1e-8), ValueError, "eps"),
-    ("adam adamw rmsprop adagrad", dict(eps=NAN), ValueError, "eps"),
-    ("adam adamw rmsprop adagrad", dict(eps=INF), ValueError, "eps"),
-    ("adam adamw", dict(betas=(1.0, 0.999)), ValueError, "betas[0]"),
-    ("adam adamw", dict(betas=(-0.1, 0.999)), ValueError, "betas[0]"),
-    ("adam adamw", dict(betas=(NAN, 0.999)), ValueError, "betas[0]"),
-    ("adam adamw", dict(betas=(0.9, 1.0)), ValueError, "betas[1]"),
-    ("adam adamw", dict(betas=(0.9, INF)), ValueError, "betas[1]"),
-    ("adam adamw", dict(betas=0.9), TypeError, "betas"),
-    ("adam adamw", dict(betas=(0.9,)), TypeError, "betas"),
+    ("adam adamw rmsprop adagrad nadam radam", dict(eps=-1e-8), ValueError, "eps"),
+    ("adam adamw rmsprop adagrad nadam radam", dict(eps=NAN), ValueError, "eps"),
+    ("adam adamw rmsprop adagrad nadam radam", dict(eps=INF), ValueError, "eps"),
+    ("adam adamw nadam radam", dict(betas=(1.0, 0.999)), ValueError, "betas[0]"),
+    ("adam adamw nadam radam", dict(betas=(-0.1, 0.999)), ValueError, "betas[0]"),
+    ("adam adamw nadam radam", dict(betas=(NAN, 0.999)), ValueError, "betas[0]"),
+    ("adam adamw nadam radam", dict(betas=(0.9, 1.0)), ValueError, "betas[1]"),
+    ("adam adamw nadam radam", dict(betas=(0.9, INF)), ValueError, "betas[1]"),
+    ("adam adamw nadam radam", dict(betas=0.9), TypeError, "betas"),
+    ("adam adamw nadam radam", dict(betas=(0.9,)), TypeError, "betas"),
+    ("nadam radam", dict(decoupled_weight_decay=1), TypeError, "decoupled_weight_decay"),
+    ("nadam", dict(momentum_decay=-1e-3), ValueError, "momentum_decay"),
+    ("nadam", dict(momentum_decay=NAN), ValueError, "momentum_decay"),
+    ("nadam", dict(momentum_decay="0.004"), TypeError, "momentum_decay"),
     ("adam adamw", dict(amsgrad=1), TypeError, "amsgrad"),
     ("sgd rmsprop", dict(momentum=-0.5), ValueError, "momentum"),
     ("sgd rmsprop", dict(momentum=NAN), ValueError, "momentum"),
@@ -465,6 +469,12 @@ def functional_setup(kind, backend, dtype=np.float32):
     elif kind == "rmsprop":
         state = dict(square_avgs=sq(), grad_avgs=mk(), momentum_buffers=mk())
         hp = dict(lr=0.1, centered=True, momentum=0.5)
+    elif kind == "nadam":
+        state = dict(exp_avgs=mk(), exp_avg_sqs=sq())
+        hp = dict(lr=0.1, step=3, mu_product=0.1, decoupled_weight_decay=True, weight_decay=0.1)
+    elif kind == "radam":
+        state = dict(exp_avgs=mk(), exp_avg_sqs=sq())
+        hp = dict(lr=0.1, step=7, weight_decay=0.1)
     else:
         state = dict(state_sums=sq())
         hp = dict(lr=0.1, step=3)
@@ -604,7 +614,7 @@ def test_functional_overlap_hidden_by_empty():
 
 
 @pytest.mark.parametrize("step", [0, -1, 1.5, True, None, "2"])
-@pytest.mark.parametrize("kind", ["adam", "adamw", "adagrad"])
+@pytest.mark.parametrize("kind", ["adam", "adamw", "adagrad", "nadam", "radam"])
 def test_functional_bad_step(kind, step):
     dev, params, grads, state, hp = functional_setup(kind, "numpy")
     snap = fsnapshot(dev, params, state)

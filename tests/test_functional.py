@@ -34,6 +34,10 @@ def new_state(case, host_params, dev):
     if case.kind == "rmsprop":
         return {"square_avgs": z(), "grad_avgs": z() if hp["centered"] else None,
                 "momentum_buffers": z() if hp["momentum"] > 0 else None}
+    if case.kind == "nadam":  # mu_product: the caller's float, 1 before the first step
+        return {"exp_avgs": z(), "exp_avg_sqs": z(), "mu_product": 1.0}
+    if case.kind == "radam":
+        return {"exp_avgs": z(), "exp_avg_sqs": z()}
     init = hp.get("initial_accumulator_value", 0.0)
     return {"state_sums": [dev.put(np.full_like(p, init)) for p in host_params]}
 
@@ -49,6 +53,13 @@ def functional_step(case, params, grads, state, t, backend, check=True):
     elif case.kind == "rmsprop":
         F.rmsprop(params, grads, state["square_avgs"], state["grad_avgs"], state["momentum_buffers"],
                   backend=backend, check=check, **hp)
+    elif case.kind == "nadam":
+        state["mu_product"] = F.nadam(params, grads, state["exp_avgs"], state["exp_avg_sqs"], step=t,
+                                      mu_product=state["mu_product"], backend=backend, check=check,
+                                      **hp)
+    elif case.kind == "radam":
+        F.radam(params, grads, state["exp_avgs"], state["exp_avg_sqs"], step=t, backend=backend,
+                check=check, **hp)
     else:
         hp.pop("initial_accumulator_value", None)
         F.adagrad(params, grads, state["state_sums"], step=t, backend=backend, check=check, **hp)
@@ -87,6 +98,10 @@ def test_functional_matches_reference_and_class(backend, case):
                                           "functional and class APIs differ")
         for key, arrays in state.items():
             if arrays is None:
+                continue
+            if key == "mu_product":  # NAdam's scalar state: the same float in all three
+                for j in range(len(init)):
+                    assert arrays == ref.state[j]["mu_product"] == opt.state[j]["mu_product"]
                 continue
             name = STATE_OF[key]
             for j, a in enumerate(arrays):

@@ -27,6 +27,8 @@ OPTIMIZERS = [
     (fd.RMSprop, dict(lr=0.01, centered=True, momentum=0.5, weight_decay=0.01)),
     (fd.RMSprop, dict(lr=0.01)),
     (fd.Adagrad, dict(lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1)),
+    (fd.NAdam, dict(lr=0.01, weight_decay=0.01, momentum_decay=0.1, maximize=True)),
+    (fd.RAdam, dict(lr=0.01, weight_decay=0.01, decoupled_weight_decay=True)),
 ]
 
 

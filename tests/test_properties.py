@@ -48,7 +48,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 import fastdescent as fd
 from fastdescent import functional as F
 from _stateful_ref import Model, clip_reference
-from reference import assert_close, state_names
+from reference import SCALAR_STATE, assert_close, state_names
 
 # ------------------------------------------------------------------------------ profiles
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large,
@@ -65,7 +65,7 @@ PROFILE = settings.get_profile(PROFILE_NAME)
 BACKENDS = ["numpy"] + [b for b in fd.available_backends() if b not in ("numpy", "cuda")]
 
 CLASSES = {"sgd": fd.SGD, "adam": fd.Adam, "adamw": fd.AdamW, "rmsprop": fd.RMSprop,
-           "adagrad": fd.Adagrad}
+           "adagrad": fd.Adagrad, "nadam": fd.NAdam, "radam": fd.RAdam}
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 # ------------------------------------------------------------------------------ strategies
@@ -87,6 +87,14 @@ HP_VALUES = {
                     initial_accumulator_value=[0.0, 0.1, 1.0], eps=[1e-10, 1e-5],
                     maximize=[False, True]),
 }
+HP_VALUES["nadam"] = dict(lr=[1e-3, 0.01, 0.1], betas=[(0.9, 0.999), (0.5, 0.9), (0.0, 0.99)],
+                          eps=[1e-8, 1e-6, 0.1], weight_decay=[0.0, 0.01, 0.1],
+                          momentum_decay=[4e-3, 0.0, 0.5], maximize=[False, True],
+                          decoupled_weight_decay=[False, True])
+# beta2 = 0.5 never rectifies; 0.9 from step 6 on (the runs are long enough for both)
+HP_VALUES["radam"] = dict(lr=[1e-3, 0.01, 0.1], betas=[(0.9, 0.999), (0.5, 0.9), (0.0, 0.5)],
+                          eps=[1e-8, 1e-6, 0.1], weight_decay=[0.0, 0.01, 0.1],
+                          maximize=[False, True], decoupled_weight_decay=[False, True])
 HP_VALUES["adamw"] = HP_VALUES["adam"]
 #: per-group keys the constructor does not take (AdamW is always decoupled; a group may say otherwise)
 NOT_IN_CTOR = {"adamw": {"decoupled_weight_decay"}}
@@ -102,6 +110,10 @@ INVALID = {
     "adagrad": [("lr", -0.1), ("lr_decay", -1.0), ("eps", math.inf), ("weight_decay", -0.1),
                 ("maximize", 0)],
 }
+INVALID["nadam"] = [("lr", -0.1), ("betas", (0.9, 1.0)), ("eps", math.nan), ("momentum_decay", -1.0),
+                    ("decoupled_weight_decay", "yes"), ("maximize", 0)]
+INVALID["radam"] = [("lr", math.inf), ("betas", (-0.1, 0.9)), ("eps", -1.0), ("weight_decay", -0.1),
+                    ("decoupled_weight_decay", None), ("maximize", 1)]
 INVALID["adamw"] = INVALID["adam"]
 
 
@@ -454,7 +466,7 @@ class OptimizerMachine(RuleBasedStateMachine):
                 h = "hyper"
             if h == "size":
                 st_ = sd["state"][keys[-1]]
-                name = sorted(n for n in st_ if n != "step")[0]
+                name = sorted(n for n in st_ if n != "step" and isinstance(st_[n], np.ndarray))[0]
                 st_[name] = np.zeros(st_[name].size + 1, st_[name].dtype)
             elif h == "name":
                 sd["state"][keys[-1]]["bogus"] = np.zeros(self.model.params[keys[-1]].shape)
@@ -462,7 +474,7 @@ class OptimizerMachine(RuleBasedStateMachine):
                 sd["state"][keys[-1]]["step"] = -1
             elif h == "nonnumeric":
                 st_ = sd["state"][keys[-1]]
-                name = sorted(n for n in st_ if n != "step")[-1]
+                name = sorted(n for n in st_ if n != "step" and isinstance(st_[n], np.ndarray))[-1]
                 st_[name] = np.full(st_[name].shape, "x")
             elif h == "hyper":
                 sd["param_groups"][-1]["lr"] = -1.0
@@ -503,7 +515,8 @@ class OptimizerMachine(RuleBasedStateMachine):
             assert got["step"] == exp["step"] and isinstance(got["step"], int)
             for n in exp:
                 if n != "step":
-                    assert isinstance(got[n], np.ndarray)
+                    # arrays; scalar state (NAdam's mu_product) as floats
+                    assert isinstance(got[n], float if isinstance(exp[n], float) else np.ndarray)
                     assert_close(got[n], exp[n], what=f"{b}: state_dict['state'][{i}][{n!r}]")
         assert len(sd["param_groups"]) == len(snap["param_groups"])
         for g, e in zip(sd["param_groups"], snap["param_groups"]):
@@ -595,6 +608,8 @@ TestAdamMachine = _machine("adam")
 TestAdamWMachine = _machine("adamw")
 TestRMSpropMachine = _machine("rmsprop")
 TestAdagradMachine = _machine("adagrad")
+TestNAdamMachine = _machine("nadam")
+TestRAdamMachine = _machine("radam")
 
 
 def test_backends_under_test():
@@ -649,6 +664,16 @@ def _functional_step(kind, hp, params, grads, state, t):
         F.rmsprop(params, grads, state["square_avg"], state["grad_avg"] if hp["centered"] else None,
                   state["momentum_buffer"] if hp["momentum"] > 0 else None, **hp,
                   backend=state["backend"])
+    elif kind in ("nadam", "radam"):
+        for n in ("exp_avg", "exp_avg_sq"):
+            state.setdefault(n, zeros())
+        if kind == "nadam":  # the functional form takes mu_product and returns its new value
+            state["mu_product"] = F.nadam(params, grads, state["exp_avg"], state["exp_avg_sq"],
+                                          step=t, mu_product=state.get("mu_product", 1.0), **hp,
+                                          backend=state["backend"])
+        else:
+            F.radam(params, grads, state["exp_avg"], state["exp_avg_sq"], step=t, **hp,
+                    backend=state["backend"])
     else:
         state.setdefault("sum", zeros(hp["initial_accumulator_value"]))
         kw = {k: v for k, v in hp.items() if k != "initial_accumulator_value"}
@@ -683,6 +708,8 @@ def test_functional_matches_class_and_model(backend, case):
                              what=f"step {t}: state[{i}][{n!r}] functional vs class")
                 assert_close(fstate[n][i], model.state[i][n],
                              what=f"step {t}: state[{i}][{n!r}] functional vs model")
+            for n in SCALAR_STATE.get(kind, ()):
+                assert fstate[n] == ostate[i][n] == model.state[i][n], f"step {t}: {n} of params[{i}]"
 
 
 # ------------------------------------------------------------------------------ clip_grad_norm_

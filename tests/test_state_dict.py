@@ -11,7 +11,7 @@ import pytest
 import fastdescent as fd
 from cases import BY_KIND, CASES, make
 from conftest import ALL_BACKENDS, Device, require_backend
-from reference import assert_close, state_names
+from reference import SCALAR_STATE, assert_close, state_names
 
 SHAPES = [(3, 2), (), (5,), (1,), (2, 2)]
 #: under the CUDA simulator: the richest configuration of each optimizer only
@@ -133,10 +133,12 @@ def test_layout(backend, case):
     for i, st in sd["state"].items():
         assert type(i) is int
         assert type(st["step"]) is int and st["step"] == 2
-        assert set(st) == {"step", *names}
+        assert set(st) == {"step", *names, *SCALAR_STATE.get(case.kind, ())}
         for n in names:
             assert type(st[n]) is np.ndarray
             assert st[n].shape == init[i].shape and st[n].dtype == init[i].dtype
+        for n in SCALAR_STATE.get(case.kind, ()):  # scalar state (NAdam's mu_product): a float
+            assert type(st[n]) is float
     frozen = copy.deepcopy(sd)
     # self-contained: more steps do not change it ...
     opt.step([dev.put(g) for g in grads[2]])

@@ -168,6 +168,22 @@ static int adagrad_both(double clr, double eps, double wd)
     return a == b ? a : -100;
 }
 
+static int nadam_both(double b1, double c1, double b2, double c2, double wd, double decay,
+                      double sg, double sm, double eps)
+{
+    int a = fd_nadam_f32(1, SZ, P32, M32, V32, G32, b1, c1, b2, c2, wd, decay, sg, sm, eps, 0);
+    int b = fd_nadam_f64(1, SZ, P64, M64, V64, G64, b1, c1, b2, c2, wd, decay, sg, sm, eps, 0);
+    return a == b ? a : -100;
+}
+
+static int radam_both(double b1, double c1, double b2, double c2, double eps, double wd,
+                      double decay, double step)
+{
+    int a = fd_radam_f32(1, SZ, P32, M32, V32, G32, b1, c1, b2, c2, eps, wd, decay, step, 1, 0);
+    int b = fd_radam_f64(1, SZ, P64, M64, V64, G64, b1, c1, b2, c2, eps, wd, decay, step, 1, 0);
+    return a == b ? a : -100;
+}
+
 #define BAD(call)                             \
     do {                                      \
         fill();                               \
@@ -262,6 +278,51 @@ static void test_domains(void)
         BAD(fd_xent_fwd_bwd_f64(1, NE, p64, m64, lab, x, &loss));
         CHECK(loss == -1.0);
     }
+    /* NAdam: 0 <= betas < 1; 1 - betas in (0, 1]; wd, step sizes, eps_scaled finite >= 0; decay
+     * finite <= 1 */
+    GOOD(nadam_both(0.9, 0.1, 0.999, 1e-3, 0.0, 1.0, 1e-3, 2e-3, 3e-10));
+    GOOD(nadam_both(0.0, 1.0, 0.0, 1.0, 0.5, -3.0, 0.0, 0.0, 0.0));
+    BAD(nadam_both(1.0, 0.1, 0.999, 1e-3, 0.0, 1.0, 1e-3, 2e-3, 3e-10));
+    BAD(nadam_both(0.9, 0.0, 0.999, 1e-3, 0.0, 1.0, 1e-3, 2e-3, 3e-10));
+    BAD(nadam_both(0.9, 1.5, 0.999, 1e-3, 0.0, 1.0, 1e-3, 2e-3, 3e-10));
+    BAD(nadam_both(0.9, 0.1, -0.1, 1e-3, 0.0, 1.0, 1e-3, 2e-3, 3e-10));
+    BAD(nadam_both(0.9, 0.1, 0.999, -1e-3, 0.0, 1.0, 1e-3, 2e-3, 3e-10));
+    BAD(nadam_both(0.9, 0.1, 0.999, 1e-3, -0.1, 1.0, 1e-3, 2e-3, 3e-10));
+    BAD(nadam_both(0.9, 0.1, 0.999, 1e-3, 0.0, 1.5, 1e-3, 2e-3, 3e-10));
+    BAD(nadam_both(0.9, 0.1, 0.999, 1e-3, 0.0, 1.0, -1e-3, 2e-3, 3e-10));
+    BAD(nadam_both(0.9, 0.1, 0.999, 1e-3, 0.0, 1.0, 1e-3, -2e-3, 3e-10));
+    BAD(nadam_both(0.9, 0.1, 0.999, 1e-3, 0.0, 1.0, 1e-3, 2e-3, -3e-10));
+    /* RAdam: the same, with eps and one step size */
+    GOOD(radam_both(0.9, 0.1, 0.999, 1e-3, 1e-8, 0.0, 1.0, 1e-3));
+    GOOD(radam_both(0.0, 1.0, 0.0, 1.0, 0.0, 0.5, -3.0, 0.0));
+    BAD(radam_both(1.0, 0.1, 0.999, 1e-3, 1e-8, 0.0, 1.0, 1e-3));
+    BAD(radam_both(0.9, 0.0, 0.999, 1e-3, 1e-8, 0.0, 1.0, 1e-3));
+    BAD(radam_both(0.9, 0.1, 1.0, 1e-3, 1e-8, 0.0, 1.0, 1e-3));
+    BAD(radam_both(0.9, 0.1, 0.999, 1.5, 1e-8, 0.0, 1.0, 1e-3));
+    BAD(radam_both(0.9, 0.1, 0.999, 1e-3, -1e-8, 0.0, 1.0, 1e-3));
+    BAD(radam_both(0.9, 0.1, 0.999, 1e-3, 1e-8, -0.1, 1.0, 1e-3));
+    BAD(radam_both(0.9, 0.1, 0.999, 1e-3, 1e-8, 0.0, 1.5, 1e-3));
+    BAD(radam_both(0.9, 0.1, 0.999, 1e-3, 1e-8, 0.0, 1.0, -1e-3));
+    for (int k = 0; k < 3; k++) {
+        const double x = bad_real[k];
+        BAD(nadam_both(x, 0.1, 0.999, 1e-3, 0.0, 1.0, 1e-3, 2e-3, 3e-10));
+        BAD(nadam_both(0.9, x, 0.999, 1e-3, 0.0, 1.0, 1e-3, 2e-3, 3e-10));
+        BAD(nadam_both(0.9, 0.1, x, 1e-3, 0.0, 1.0, 1e-3, 2e-3, 3e-10));
+        BAD(nadam_both(0.9, 0.1, 0.999, x, 0.0, 1.0, 1e-3, 2e-3, 3e-10));
+        BAD(nadam_both(0.9, 0.1, 0.999, 1e-3, x, 1.0, 1e-3, 2e-3, 3e-10));
+        BAD(nadam_both(0.9, 0.1, 0.999, 1e-3, 0.0, x, 1e-3, 2e-3, 3e-10));
+        BAD(nadam_both(0.9, 0.1, 0.999, 1e-3, 0.0, 1.0, x, 2e-3, 3e-10));
+        BAD(nadam_both(0.9, 0.1, 0.999, 1e-3, 0.0, 1.0, 1e-3, x, 3e-10));
+        BAD(nadam_both(0.9, 0.1, 0.999, 1e-3, 0.0, 1.0, 1e-3, 2e-3, x));
+        BAD(radam_both(x, 0.1, 0.999, 1e-3, 1e-8, 0.0, 1.0, 1e-3));
+        BAD(radam_both(0.9, x, 0.999, 1e-3, 1e-8, 0.0, 1.0, 1e-3));
+        BAD(radam_both(0.9, 0.1, x, 1e-3, 1e-8, 0.0, 1.0, 1e-3));
+        BAD(radam_both(0.9, 0.1, 0.999, x, 1e-8, 0.0, 1.0, 1e-3));
+        BAD(radam_both(0.9, 0.1, 0.999, 1e-3, x, 0.0, 1.0, 1e-3));
+        BAD(radam_both(0.9, 0.1, 0.999, 1e-3, 1e-8, x, 1.0, 1e-3));
+        BAD(radam_both(0.9, 0.1, 0.999, 1e-3, 1e-8, 0.0, x, 1e-3));
+        BAD(radam_both(0.9, 0.1, 0.999, 1e-3, 1e-8, 0.0, 1.0, x));
+    }
     GOOD(fd_scale_f32(1, SZ, P32, -2.0));
     /* prox: threshold finite >= 0; clip_value: finite >= 0; noise: sigma finite >= 0, seed >= 0,
      * step >= 1, every param_index >= 0 */
@@ -344,6 +405,18 @@ static void test_alignment(void)
                  FD_ERR_ALIGN);
         CHECK_RC(fd_rmsprop_f64(2, sizes, a64, b64_, NULL, NULL, g64c, 0.01, 0.99, 1e-8, 0.0, 0.0,
                                 0, 0),
+                 FD_ERR_ALIGN);
+        CHECK_RC(fd_nadam_f32(2, sizes, a32, b32_, c32, g32c, 0.9, 0.1, 0.999, 1e-3, 0.0, 1.0,
+                              1e-3, 1e-3, 1e-10, 0),
+                 FD_ERR_ALIGN);
+        CHECK_RC(fd_nadam_f64(2, sizes, a64, b64_, c64, g64c, 0.9, 0.1, 0.999, 1e-3, 0.0, 1.0,
+                              1e-3, 1e-3, 1e-10, 0),
+                 FD_ERR_ALIGN);
+        CHECK_RC(fd_radam_f32(2, sizes, a32, b32_, c32, g32c, 0.9, 0.1, 0.999, 1e-3, 1e-8, 0.0, 1.0,
+                              1e-3, 1, 0),
+                 FD_ERR_ALIGN);
+        CHECK_RC(fd_radam_f64(2, sizes, a64, b64_, c64, g64c, 0.9, 0.1, 0.999, 1e-3, 1e-8, 0.0, 1.0,
+                              1e-3, 1, 0),
                  FD_ERR_ALIGN);
         CHECK_RC(fd_adagrad_f32(2, sizes, a32, b32_, g32c, 0.01, 1e-10, 0.0, 0), FD_ERR_ALIGN);
         CHECK_RC(fd_adagrad_f64(2, sizes, a64, b64_, g64c, 0.01, 1e-10, 0.0, 0), FD_ERR_ALIGN);

@@ -248,6 +248,61 @@ static void test_rmsprop_adagrad_values(void)
     CHECK_CLOSE(p[0], 1.0 - 0.1 * 2.5 / (2.5 + 1e-10), 1e-15);
 }
 
+/* NAdam and RAdam, one element, float64, against the rule written out by hand */
+static void test_nadam_radam_values(void)
+{
+    double p[1], m[1], v[1], g[1] = {0.5};
+    double *pp[1] = {p}, *pm[1] = {m}, *pv[1] = {v};
+    const double *pg[1] = {g};
+    int64_t sz[1] = {1};
+    const double b1 = 0.9, b2 = 0.999, lr = 0.002, eps = 1e-8, psi = 0.004;
+
+    /* NAdam step 1 from mu_product = 1: m = 0.05, v = 0.00025 */
+    const double mu = b1 * (1.0 - 0.5 * pow(0.96, psi)), mu1 = b1 * (1.0 - 0.5 * pow(0.96, 2 * psi));
+    const double bc2 = 1.0 - b2, s = sqrt(bc2);
+    const double sg = lr * (1.0 - mu) / (1.0 - mu) * s, sm = lr * mu1 / (1.0 - mu * mu1) * s;
+    p[0] = 1.0; m[0] = 0.0; v[0] = 0.0;
+    CHECK(fd_nadam_f64(1, sz, pp, pm, pv, pg, b1, 1.0 - b1, b2, 1.0 - b2, 0.0, 1.0, sg, sm, eps * s,
+                       0) == FD_OK);
+    CHECK_CLOSE(m[0], 0.05, 1e-15);
+    CHECK_CLOSE(v[0], 0.00025, 1e-15);
+    /* torch's form: p - lr*(1-mu)/(1-mu)*g/d - lr*mu1/(1-mu*mu1)*m/d, d = sqrt(v/bc2) + eps */
+    const double d = sqrt(0.00025 / bc2) + eps;
+    CHECK_CLOSE(p[0], 1.0 - lr * 0.5 / d - lr * mu1 / (1.0 - mu * mu1) * 0.05 / d, 1e-14);
+    /* maximize and NAdamW decay 0.5: p = 0.5, g = -0.5 */
+    p[0] = 1.0; m[0] = 0.0; v[0] = 0.0;
+    CHECK(fd_nadam_f64(1, sz, pp, pm, pv, pg, b1, 1.0 - b1, b2, 1.0 - b2, 0.0, 0.5, sg, sm, eps * s,
+                       1) == FD_OK);
+    CHECK_CLOSE(m[0], -0.05, 1e-15);
+    CHECK_CLOSE(p[0], 0.5 + lr * 0.5 / d + lr * mu1 / (1.0 - mu * mu1) * 0.05 / d, 1e-14);
+    /* coupled weight decay 1 with p = 1: g' = 1.5 */
+    p[0] = 1.0; m[0] = 0.0; v[0] = 0.0;
+    CHECK(fd_nadam_f64(1, sz, pp, pm, pv, pg, b1, 1.0 - b1, b2, 1.0 - b2, 1.0, 1.0, sg, sm, eps * s,
+                       0) == FD_OK);
+    CHECK_CLOSE(m[0], 0.15, 1e-15);
+    CHECK_CLOSE(v[0], 0.001 * 2.25, 1e-15);
+
+    /* RAdam step 1 (rho_1 = 1: not rectified): p -= lr/bc1 * m = 0.001/0.1 * 0.05 */
+    p[0] = 1.0; m[0] = 0.0; v[0] = 0.0;
+    CHECK(fd_radam_f64(1, sz, pp, pm, pv, pg, b1, 1.0 - b1, b2, 1.0 - b2, eps, 0.0, 1.0,
+                       0.001 / 0.1, 0, 0) == FD_OK);
+    CHECK_CLOSE(m[0], 0.05, 1e-15);
+    CHECK_CLOSE(v[0], 0.00025, 1e-15);
+    CHECK_CLOSE(p[0], 1.0 - 0.01 * 0.05, 1e-15);
+    /* rectified with step_size 0.25: p -= 0.25 * m/(sqrt(v) + eps) */
+    p[0] = 1.0; m[0] = 0.0; v[0] = 0.0;
+    CHECK(fd_radam_f64(1, sz, pp, pm, pv, pg, b1, 1.0 - b1, b2, 1.0 - b2, eps, 0.0, 1.0, 0.25, 1,
+                       0) == FD_OK);
+    CHECK_CLOSE(p[0], 1.0 - 0.25 * 0.05 / (sqrt(0.00025) + eps), 1e-14);
+    /* errors: a NULL column, a bad scalar; nothing written */
+    p[0] = 3.0;
+    CHECK(fd_nadam_f64(1, sz, pp, NULL, pv, pg, b1, 1.0 - b1, b2, 1.0 - b2, 0.0, 1.0, sg, sm, eps,
+                       0) == FD_ERR_NULL);
+    CHECK(fd_radam_f64(1, sz, pp, pm, pv, pg, b1, 0.0, b2, 1.0 - b2, eps, 0.0, 1.0, 0.1, 1, 0) ==
+          FD_ERR_ARG);
+    CHECK(p[0] == 3.0);
+}
+
 static void test_clip_values(void)
 {
     float x[3] = {3, -4, 0}, y[1] = {12};
@@ -536,6 +591,7 @@ int main(void)
     test_sgd_values();
     test_adam_values();
     test_rmsprop_adagrad_values();
+    test_nadam_radam_values();
     test_clip_values();
     test_prox_clip_value_noise_values();
     test_noise_threads();

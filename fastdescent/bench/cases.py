@@ -134,6 +134,10 @@ OPTIMIZERS = {
                 "SGD, lr=1e-2, noise_std=1e-3, noise_decay=0.55 (update, then the noise pass)"),
         OptSpec("clip_value", "clip_grad_value_", dict(clip_value=0.05), ("grad",), ("grad",),
                 "clip_grad_value_", False, "clip_grad_value_(grads, 0.05)", kind="clip"),
+        OptSpec("nadam", "NAdam", dict(lr=2e-3), ("param", "grad", "exp_avg", "exp_avg_sq"),
+                ("param", "exp_avg", "exp_avg_sq"), "NAdam", False, "NAdam, lr=2e-3"),
+        OptSpec("radam", "RAdam", dict(lr=1e-3), ("param", "grad", "exp_avg", "exp_avg_sq"),
+                ("param", "exp_avg", "exp_avg_sq"), "RAdam", False, "RAdam, lr=1e-3"),
     ]
 }
 OPS = tuple(OPTIMIZERS)
@@ -400,6 +404,46 @@ def _textbook(spec, params, grads):
         def step():
             for p in params:
                 np.clip(p, -c, c, out=p)
+    elif name == "nadam":
+        beta1, beta2, eps, psi = 0.9, 0.999, 1e-8, 4e-3
+        state["mu_product"] = 1.0
+
+        def step():
+            state["t"] += 1
+            t, m, v = state["t"], state["a"], state["b"]
+            mu = beta1 * (1 - 0.5 * 0.96 ** (t * psi))
+            mu_next = beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+            state["mu_product"] *= mu
+            mp = state["mu_product"]
+            for i, (p, g) in enumerate(zip(params, grads)):
+                if v[i] is None:
+                    v[i] = np.zeros_like(p)
+                m[i] = beta1 * m[i] + (1 - beta1) * g
+                v[i] = beta2 * v[i] + (1 - beta2) * g * g
+                denom = np.sqrt(v[i] / (1 - beta2 ** t)) + eps
+                p -= lr * (1 - mu) / (1 - mp) * g / denom
+                p -= lr * mu_next / (1 - mp * mu_next) * m[i] / denom
+    elif name == "radam":
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        rho_inf = 2 / (1 - beta2) - 1
+
+        def step():
+            state["t"] += 1
+            t, m, v = state["t"], state["a"], state["b"]
+            bc1, bc2 = 1 - beta1 ** t, 1 - beta2 ** t
+            rho_t = rho_inf - 2 * t * beta2 ** t / bc2
+            for i, (p, g) in enumerate(zip(params, grads)):
+                if v[i] is None:
+                    v[i] = np.zeros_like(p)
+                m[i] = beta1 * m[i] + (1 - beta1) * g
+                v[i] = beta2 * v[i] + (1 - beta2) * g * g
+                m_hat = m[i] / bc1
+                if rho_t > 5:
+                    r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
+                                  / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+                    p -= lr * m_hat * r * math.sqrt(bc2) / (np.sqrt(v[i]) + eps)
+                else:
+                    p -= lr * m_hat
     else:  # pragma: no cover - every OPTIMIZERS row has a textbook version
         raise KeyError(name)
     return step

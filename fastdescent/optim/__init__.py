@@ -4,7 +4,9 @@ from . import lr_scheduler  # torch.optim.lr_scheduler's module name
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .base import Optimizer
+from .nadam import NAdam
+from .radam import RAdam
 from .rmsprop import RMSprop
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "lr_scheduler"]

@@ -2,9 +2,10 @@
 
 How a step runs
 ---------------
-Parameters are grouped into *buckets*: one per (param group, dtype, step count, fresh-state flag). A
-bucket owns a backend tensor table whose param and state columns are fixed; optimizer state of a bucket
-lives in one flat block per state name (per-parameter state arrays are views into it). A step is:
+Parameters are grouped into *buckets*: one per (param group, dtype, step count, fresh-state flag, and
+scalar state for rules that have one, see below). A bucket owns a backend tensor table whose param and
+state columns are fixed; optimizer state of a bucket lives in one flat block per state name
+(per-parameter state arrays are views into it). A step is:
 
 1. validate every group's hyperparameters, and the gradients when the gradient arrays changed identity
    since the last step (a training loop that reuses its gradient buffers pays this once);
@@ -15,6 +16,15 @@ lives in one flat block per state name (per-parameter state arrays are views int
 Nothing is modified until every check has passed. When a bucket's parameters, gradients and state are
 each adjacent views of one block (a :class:`~fastdescent.arena.ParamArena`, or state, always), the table
 is coalesced to one flat tensor, so a whole model's update is one pass over memory.
+
+Scalar state
+------------
+A rule with ``scalar_state`` (NAdam's ``mu_product``: a running product that depends on the
+history of beta1, not only on the step count) has floats per parameter besides the step count. They
+are kept like the step count: per bucket (``_Bucket.sstate``; parameters with different values never
+share a bucket), in ``_sstates`` for parameters outside a bucket, advanced by
+``rule.next_scalar_state`` after each successful kernel call (never by a skipped step or an error),
+exported by ``state``/``state_dict()`` as floats and validated by ``load_state_dict``.
 """
 
 from __future__ import annotations
@@ -80,7 +90,8 @@ if hasattr(os, "register_at_fork"):
 
 class _Bucket:
     __slots__ = ("group", "dtype", "indices", "step", "fresh", "names", "flat", "sizes", "tab_multi",
-                 "tab_flat", "tab", "param_flat", "param_addrs", "grad_flat", "param_index")
+                 "tab_flat", "tab", "param_flat", "param_addrs", "grad_flat", "param_index",
+                 "sstate")
 
 
 class FlatBucket:
@@ -140,12 +151,14 @@ class FlatBucket:
         as :meth:`Optimizer.step` does (by value: in-place edits are seen)."""
         opt, b = self._opt, self._bucket
         opt._check_groups()
-        return check_scalars(opt._scalars(self.group, b.step + 1, b.fresh), f"param_groups[{b.group}]",
-                             b.dtype)
+        return check_scalars(opt._scalars(self.group, b.step + 1, b.fresh, b.sstate),
+                             f"param_groups[{b.group}]", b.dtype)
 
     def advance(self):
-        """Record one successful step of the bucket."""
+        """Record one successful step of the bucket (and advance its scalar state, if any)."""
         b = self._bucket
+        if b.sstate is not None:
+            b.sstate = self.rule.next_scalar_state(self.group, b.step + 1, b.sstate)
         b.step += 1
         b.fresh = False
 
@@ -227,6 +240,7 @@ class Optimizer:
             self.add_param_group(g)
         self._state = {}  # param index -> {state name: array}
         self._steps = {}  # param index -> step count (for params not currently in a bucket)
+        self._sstates = {}  # param index -> {scalar state name: float} (likewise; see the top)
         self._buckets = None
         self._grads_ref = None
         self._grad_infos = None
@@ -314,9 +328,12 @@ class Optimizer:
     def _init_value(self, group, name):
         return self._rule.init_value(group, name)
 
-    def _scalars(self, group, step, fresh):
-        """Kernel scalars (a dict, float64) for a bucket about to take step number ``step``."""
-        return self._rule.scalars(group, step, fresh)
+    def _scalars(self, group, step, fresh, sstate=None):
+        """Kernel scalars (a dict, float64) for a bucket about to take step number ``step``
+        (``sstate``: the bucket's scalar state, for rules that have one)."""
+        if sstate is None:
+            return self._rule.scalars(group, step, fresh)
+        return self._rule.scalars(group, step, fresh, sstate)
 
     @property
     def rule(self):
@@ -358,6 +375,7 @@ class Optimizer:
         for idx in self._stateful():
             d = {"step": self._step_of(idx)}
             d.update(self._state.get(idx, {}))
+            d.update(self._sstate_of(idx))
             out[idx] = d
         return out
 
@@ -378,6 +396,21 @@ class Optimizer:
             for b in self._buckets:
                 for idx in b.indices:
                     self._steps[idx] = b.step
+                    if b.sstate is not None:
+                        self._sstates[idx] = dict(b.sstate)
+
+    # ---- scalar state (rules with ``scalar_state``; see the module docstring) -------------------
+    def _sstate_of(self, idx):
+        """{name: float} of params[idx]'s scalar state ({} for rules without one)."""
+        init = self._rule.scalar_state
+        if not init:
+            return {}
+        if self._buckets is not None:
+            b = self._bucket_of.get(idx)
+            if b is not None:
+                return dict(b.sstate)
+        return dict(self._sstates.get(idx, init))
+    # ---- end of scalar state ---------------------------------------------------------------------
 
     def _invalidate(self):
         """Drop the buckets (they are rebuilt at the next step), keeping every step count."""
@@ -427,15 +460,18 @@ class Optimizer:
                 if none is None or not none[idx]:
                     st = self._state.get(idx, {})
                     fresh = any(n not in st for n in names)
-                    key = (gi, self._infos[idx].dtype.str, self._steps.get(idx, 0), fresh)
+                    ss = self._sstates.get(idx, self._rule.scalar_state)
+                    key = (gi, self._infos[idx].dtype.str, self._steps.get(idx, 0), fresh,
+                           tuple(sorted(ss.items())))
                     keyed.setdefault(key, []).append(idx)
                 idx += 1
         buckets = []
         self._bucket_of = {}
-        for (gi, dt, step, fresh), indices in keyed.items():
+        for (gi, dt, step, fresh, ss), indices in keyed.items():
             group = self.param_groups[gi]
             b = _Bucket()
             b.group, b.dtype, b.indices, b.step, b.fresh = gi, np.dtype(dt), indices, step, fresh
+            b.sstate = dict(ss) if ss else None
             b.names = self._state_names(group)
             b.sizes = [self._infos[i].size for i in indices]
             total = sum(b.sizes)
@@ -660,20 +696,27 @@ class Optimizer:
         kernel = kernels[self._kernel]
         # every bucket's scalars first: one that overflows (lr=1e300 / (1 - beta1)) raises before
         # any bucket is updated, identically on every backend
-        scalars = [check_scalars(self._scalars(self.param_groups[b.group], b.step + 1, b.fresh),
+        scalars = [check_scalars(self._scalars(self.param_groups[b.group], b.step + 1, b.fresh,
+                                               b.sstate),
                                  f"param_groups[{b.group}]", b.dtype) for b in self._buckets]
         # and the post-update passes' (Rule.post_passes: noise, L1 prox) of the groups that have any
         post = self._post_groups
         passes = [[(name, check_scalars(sc, f"param_groups[{b.group}]", b.dtype)) for name, sc in
                    self._rule.post_passes(self.param_groups[b.group], b.step + 1)]
                   if post[b.group] else () for b in self._buckets] if any(post) else None
-        for k, (b, sc) in enumerate(zip(self._buckets, scalars)):
+        rule = self._rule
+        sstates = [None if b.sstate is None else
+                   rule.next_scalar_state(self.param_groups[b.group], b.step + 1, b.sstate)
+                   for b in self._buckets]
+        for k, (b, sc, ss) in enumerate(zip(self._buckets, scalars, sstates)):
             step = b.step + 1
             kernel(b.tab, **sc)
             if passes is not None:
                 for name, psc in passes[k]:
                     self._post_pass(kernels[name], name, b, psc)
             b.step = step
+            if ss is not None:
+                b.sstate = ss
             if b.fresh:
                 b.fresh = False
         return True
@@ -727,6 +770,7 @@ class Optimizer:
                 d = {"step": int(self._step_of(i))}
                 for name, arr in self._state.get(i, {}).items():
                     d[name] = self._to_host(arr).copy()
+                d.update(self._sstate_of(i))  # floats (scalar state)
                 state[i] = d
             return {"state": state, "param_groups": groups}
 
@@ -741,7 +785,7 @@ class Optimizer:
         know raises, since it could change the update rule.
         """
         with self._lock:
-            new_groups, new_state, new_steps = self._validate_state_dict(state_dict)
+            new_groups, new_state, new_steps, new_sstates = self._validate_state_dict(state_dict)
             # convert (and, on a device backend, upload) every array before changing anything
             converted = {i: {n: self._from_host(h, self._infos[i].shape, self._infos[i].dtype)
                              for n, h in d.items()} for i, d in new_state.items()}
@@ -750,6 +794,7 @@ class Optimizer:
                 mine.update(g)
             self._state = converted
             self._steps = new_steps
+            self._sstates = new_sstates
             self._buckets = None
             self._grads_ref = None
             self._finite_tabs = None
@@ -817,6 +862,8 @@ class Optimizer:
             g["params"] = mine["params"]
             new_groups.append(g)
         new_state, new_steps = {}, {}
+        sinit = self._rule.scalar_state
+        new_sstates = {}
         for key, st in states.items():
             where = f"state_dict['state'][{key!r}]"
             try:
@@ -830,13 +877,21 @@ class Optimizer:
             info = self._infos[i]
             needed = self._state_names(new_groups[owner[i]])
             d, step = {}, None
+            ss = {}
             for name, val in st.items():
                 if name == "step":
                     step = _state_step(val, f"{where}['step']")
                     continue
+                if name in sinit:  # scalar state: a float (a 0-d tensor in torch's state_dicts)
+                    try:
+                        ss[name] = self._rule.check_scalar_state(name, val, f"{where}[{name!r}]")
+                    except TypeError as exc:
+                        raise ValueError(str(exc)) from None
+                    continue
                 if name not in self._all_state_names:
                     raise ValueError(f"{where} has an unknown entry {name!r}; "
-                                     f"{type(self).__name__} keeps {('step',) + self._all_state_names}")
+                                     f"{type(self).__name__} keeps "
+                                     f"{('step',) + self._all_state_names + tuple(sinit)}")
                 if val is None and name not in needed:
                     continue  # torch writes e.g. momentum_buffer=None when there is none
                 d[name] = _state_array(val, info, f"{where}[{name!r}]", i)
@@ -847,10 +902,16 @@ class Optimizer:
                                      f"(it holds {sorted(st)})")
                 if step is None and self._step_in_state:
                     raise ValueError(f"{where} lacks 'step' (the step count its buffers belong to)")
+                missing = [n for n in sinit if n not in ss]
+                if missing:
+                    raise ValueError(f"{where} lacks {missing}, which {type(self).__name__} keeps "
+                                     f"with its step count (it holds {sorted(st)})")
             if step is not None:
                 new_steps[i] = step
+            if ss and (d or (step or 0) > 0):
+                new_sstates[i] = ss
             new_state[i] = d
-        return new_groups, new_state, new_steps
+        return new_groups, new_state, new_steps, new_sstates
 
     def __repr__(self):
         lines = [f"{type(self).__name__} (backend={self.backend!r})"]

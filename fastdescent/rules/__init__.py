@@ -16,6 +16,11 @@ A rule (:class:`Rule`) says, for one contract row (``fastdescent/_contract.py``)
   scalars: the proximal L1 pass (row ``prox``, threshold ``prox_lr(hp, step) * l1``) for a group with
   ``l1 > 0`` on every optimizer, and SGD's gradient noise (row ``noise``) before it. ``prox_lr`` is the
   learning rate in force (Adagrad's rule overrides it with the decayed ``clr``).
+- ``scalar_state`` (most rules have none): per-parameter float state that is not an array and that
+  the per-step scalars depend on beyond the step count (NAdam's ``mu_product``, a running product of
+  values of beta1). Such a rule's ``scalars(hp, step, first, sstate)`` reads it and
+  ``next_scalar_state(hp, step, sstate)`` gives its value after the step; the optimizer classes keep
+  it per bucket and the functional API takes it as an argument.
 
 The optimizer classes (``fastdescent.optim``), the functional API (``fastdescent.functional``) and the
 fused training step all take their rule from here. Dependencies run one way:
@@ -133,6 +138,18 @@ class Rule:
         if l1 > 0.0:
             return [("prox", {"threshold": self.prox_lr(hp, step) * l1})]
         return []
+    # ---- per-parameter scalar state (rules whose scalars depend on more than the step count)
+    #: ``{name: initial value}``: floats kept per parameter next to ``step`` (e.g. NAdam's
+    #: ``mu_product``). Empty for most rules; then the methods below are never called.
+    scalar_state = {}
+
+    def next_scalar_state(self, hp, step, sstate):
+        """The scalar state (a dict) after step number ``step`` taken from ``sstate``."""
+        return sstate
+
+    def check_scalar_state(self, name, value, where):
+        """A loaded scalar-state value as a float (``ValueError`` naming ``where`` if invalid)."""
+        return check_real(where, value, coerce=True)
 
     def __repr__(self):
         return f"<rule {self.name}>"
@@ -155,4 +172,4 @@ def get(name):
         raise KeyError(f"no rule {name!r}; known: {sorted(RULES)}") from None
 
 
-from . import adagrad, adam, rmsprop, sgd  # noqa: E402,F401  (each registers its rule)
+from . import adagrad, adam, nadam, radam, rmsprop, sgd  # noqa: E402,F401  (each registers its rule)

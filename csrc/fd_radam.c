@@ -1,0 +1,127 @@
+/* fd_radam.c -- RAdam / RAdamW (torch.optim.RAdam), one fused pass per element.
+ *
+ * Shapes: a table of `ntensors` tensors, tensor i has sizes[i] elements in every column:
+ *   param[i], exp_avg[i], exp_avg_sq[i]        written
+ *   grad[i]                                    read
+ * Scalars (float64 in, rounded once to the element type T; all derived in float64 by
+ * fastdescent/rules/radam.py): beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay
+ * (coupled; 0 for RAdamW), decay (= 1 - lr*wd for RAdamW, 1 for RAdam), step_size
+ * (= lr*r_t*sqrt(bc2)/bc1 when rectified, lr/bc1 otherwise); flags rectify (rho_t > 5), maximize.
+ * Domain (FD_ERR_ARG otherwise): 0 <= beta1, beta2 < 1; 0 < one_minus_beta1, one_minus_beta2 <= 1;
+ * eps, weight_decay, step_size finite and >= 0; decay finite and <= 1.
+ *
+ * Per element, in the NumPy reference's order (backends/numpy_ref/radam.py):
+ *   g = maximize ? -g : g
+ *   p = p * decay                          (exact when decay == 1, so it is always applied)
+ *   g = g + weight_decay * p               (only if weight_decay != 0)
+ *   m = m * beta1 + one_minus_beta1 * g
+ *   v = v * beta2 + (one_minus_beta2 * g) * g
+ *   p = p - step_size * (m / (sqrt(v) + eps))     if rectify
+ *   p = p - step_size * m                          otherwise
+ */
+#ifndef FD_T /* ------------------------------------------------------------ untyped part */
+#include "fd_internal.h"
+
+FD_EXACT_FP
+
+/* 1 - beta, in (0, 1] */
+static int fd_radam_omb(double x) { return x > 0.0 && x <= 1.0; }
+
+static int fd_radam_check_scalars(double beta1, double one_minus_beta1, double beta2,
+                                  double one_minus_beta2, double eps, double weight_decay,
+                                  double decay, double step_size)
+{
+    FD_REQUIRE(fd_unit(beta1) && fd_unit(beta2));
+    FD_REQUIRE(fd_radam_omb(one_minus_beta1) && fd_radam_omb(one_minus_beta2));
+    FD_REQUIRE(fd_nonneg(eps) && fd_nonneg(weight_decay) && fd_nonneg(step_size));
+    FD_REQUIRE(fd_finite(decay) && decay <= 1.0);
+    return FD_OK;
+}
+
+#define FD_TYPED_FILE "fd_radam.c"
+#include "fd_typed.h"
+
+#else /* ------------------------------------------------------------------- typed part (FD_T) */
+
+typedef struct {
+    FD_T *const *p;
+    FD_T *const *m;
+    FD_T *const *v;
+    const FD_T *const *g;
+    FD_T gsign, decay, wd, beta1, omb1, beta2, omb2, eps, step;
+    int wd_on, rectify;
+} FD_S(radam_ctx);
+
+FD_INLINE void FD_S(radam_loop)(int64_t n, FD_T *FD_RESTRICT p, FD_T *FD_RESTRICT m,
+                                FD_T *FD_RESTRICT v, const FD_T *FD_RESTRICT g,
+                                const FD_S(radam_ctx) *c, const int wd_on, const int rect)
+{
+    const FD_T gs = c->gsign, decay = c->decay, wd = c->wd, b1 = c->beta1, c1 = c->omb1;
+    const FD_T b2 = c->beta2, c2 = c->omb2, eps = c->eps, step = c->step;
+    for (int64_t i = 0; i < n; i++) {
+        FD_T gi = g[i] * gs;
+        FD_T pi = p[i] * decay;
+        if (wd_on) gi = gi + wd * pi;
+        FD_T mi = m[i] * b1 + c1 * gi;
+        FD_T vi = v[i] * b2 + (c2 * gi) * gi;
+        m[i] = mi;
+        v[i] = vi;
+        if (rect) p[i] = pi - step * (mi / (FD_SQRT(vi) + eps));
+        else p[i] = pi - step * mi;
+    }
+}
+
+FD_INLINE void FD_BODY(radam_seg)(const void *ctx, int64_t t, int64_t off, int64_t len)
+{
+    const FD_S(radam_ctx) *c = (const FD_S(radam_ctx) *)ctx;
+    FD_T *p = c->p[t] + off, *m = c->m[t] + off, *v = c->v[t] + off;
+    const FD_T *g = c->g[t] + off;
+    if (c->rectify) {
+        if (c->wd_on) FD_S(radam_loop)(len, p, m, v, g, c, 1, 1);
+        else FD_S(radam_loop)(len, p, m, v, g, c, 0, 1);
+    } else {
+        if (c->wd_on) FD_S(radam_loop)(len, p, m, v, g, c, 1, 0);
+        else FD_S(radam_loop)(len, p, m, v, g, c, 0, 0);
+    }
+}
+
+FD_MULTIVERSION(FD_S(radam_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
+                (ctx, t, off, len))
+
+/* defines fd_radam_f32 and fd_radam_f64 (FD_S appends the type suffix) */
+int FD_S(fd_radam)(int64_t ntensors, const int64_t *sizes, FD_T *const *param, FD_T *const *exp_avg,
+                   FD_T *const *exp_avg_sq, const FD_T *const *grad, double beta1,
+                   double one_minus_beta1, double beta2, double one_minus_beta2, double eps,
+                   double weight_decay, double decay, double step_size, int rectify, int maximize)
+{
+    int64_t total;
+    FD_CHECK(fd_check_sizes(ntensors, sizes, &total));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(param), sizeof(FD_T)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(exp_avg), sizeof(FD_T)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(exp_avg_sq), sizeof(FD_T)));
+    FD_CHECK(fd_check_column(ntensors, sizes, FD_COL(grad), sizeof(FD_T)));
+    FD_CHECK(fd_radam_check_scalars(beta1, one_minus_beta1, beta2, one_minus_beta2, eps,
+                                    weight_decay, decay, step_size));
+    if (total == 0) return FD_OK;
+
+    FD_S(radam_ctx) c;
+    c.p = param;
+    c.m = exp_avg;
+    c.v = exp_avg_sq;
+    c.g = grad;
+    c.gsign = maximize ? -FD_ONE : FD_ONE;
+    c.decay = (FD_T)decay;
+    c.wd = (FD_T)weight_decay;
+    c.beta1 = (FD_T)beta1;
+    c.omb1 = (FD_T)one_minus_beta1;
+    c.beta2 = (FD_T)beta2;
+    c.omb2 = (FD_T)one_minus_beta2;
+    c.eps = (FD_T)eps;
+    c.step = (FD_T)step_size;
+    c.wd_on = weight_decay != 0.0;
+    c.rectify = rectify != 0;
+    fd_run_segments(ntensors, sizes, total, FD_PAR_MIN_HEAVY, FD_PICK(FD_S(radam_seg)), &c);
+    return FD_OK;
+}
+
+#endif /* FD_T */

@@ -1,0 +1,73 @@
+"""NAdam / NAdamW (CUDA). Mirrors backends/numpy_ref/nadam.py (expression order) and csrc/fd_nadam.c.
+
+Scalars arrive as float64 (derived in fastdescent/rules/nadam.py) and are rounded once to the element
+type on the host (:func:`fastdescent.rules.kernel_scalars`); per-element arithmetic is in the element
+type.
+"""
+
+from numba import cuda
+
+from ...rules import kernel_scalars
+from ._device import _ptr, _sqrt, launch
+
+
+@cuda.jit(device=True, inline=True)
+def _nadam_elem(p, g, m, v, j, beta1, omb1, beta2, omb2, weight_decay, decay, sg, sm, eps,
+                maximize, use_decay, use_wd):
+    pj = p[j]
+    gj = g[j]
+    if maximize:
+        gj = -gj
+    if use_decay:
+        pj = pj * decay
+    if use_wd:
+        gj = gj + weight_decay * pj
+    mj = m[j] * beta1 + omb1 * gj
+    vj = v[j] * beta2 + omb2 * gj * gj
+    m[j] = mj
+    v[j] = vj
+    p[j] = pj - (sg * gj + sm * mj) / (_sqrt(vj) + eps)
+
+
+@cuda.jit(cache=True)
+def _nadam_flat(ap, ag, am, av, n, beta1, omb1, beta2, omb2, weight_decay, decay, sg, sm, eps,
+                maximize, use_decay, use_wd):
+    p = _ptr(ap, n, beta1)
+    g = _ptr(ag, n, beta1)
+    m = _ptr(am, n, beta1)
+    v = _ptr(av, n, beta1)
+    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
+        _nadam_elem(p, g, m, v, j, beta1, omb1, beta2, omb2, weight_decay, decay, sg, sm, eps,
+                    maximize, use_decay, use_wd)
+
+
+@cuda.jit(cache=True)
+def _nadam_multi(ap, ag, am, av, sizes, ctens, coffs, nchunks, chunk, beta1, omb1, beta2, omb2,
+                 weight_decay, decay, sg, sm, eps, maximize, use_decay, use_wd):
+    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
+        t = ctens[c]
+        n = sizes[t]
+        end = coffs[c] + chunk
+        if end > n:
+            end = n
+        p = _ptr(ap[t], n, beta1)
+        g = _ptr(ag[t], n, beta1)
+        m = _ptr(am[t], n, beta1)
+        v = _ptr(av[t], n, beta1)
+        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+            _nadam_elem(p, g, m, v, j, beta1, omb1, beta2, omb2, weight_decay, decay, sg, sm, eps,
+                        maximize, use_decay, use_wd)
+
+
+_COLUMNS = ("param", "grad", "exp_avg", "exp_avg_sq")
+
+
+def nadam(tab, *, beta1, one_minus_beta1, beta2, one_minus_beta2, weight_decay, decay,
+          step_size_grad, step_size_exp_avg, eps_scaled, maximize):
+    tab.require("nadam")  # ValueError naming a missing column
+    sc = kernel_scalars("nadam", dict(
+        beta1=beta1, one_minus_beta1=one_minus_beta1, beta2=beta2, one_minus_beta2=one_minus_beta2,
+        weight_decay=weight_decay, decay=decay, step_size_grad=step_size_grad,
+        step_size_exp_avg=step_size_exp_avg, eps_scaled=eps_scaled, maximize=maximize), tab.dtype)
+    launch(tab, _nadam_flat, _nadam_multi, _COLUMNS,
+           sc + (int(decay != 1), int(weight_decay != 0)))
