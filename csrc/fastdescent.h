@@ -175,6 +175,39 @@ int fd_adagrad_f64(int64_t ntensors, const int64_t *sizes,
                    double *const *param, double *const *sum, const double *const *grad,
                    double clr, double eps, double weight_decay, int maximize);
 
+/* ---- Adamax (fd_adamax.c): fd_adamax_f32 / fd_adamax_f64 --------------------------------------- */
+/* g' = -g if maximize; g' += weight_decay*p if weight_decay != 0;
+ * m = (lerp_from_grad ? g' : m) + lerp_weight*(g' - m)   (torch's m.lerp_(g', 1 - beta1));
+ * u = max(u*beta2, |g'| + eps), NaN-propagating; p -= (clr*m) / u, clr = lr / (1 - beta1**t).
+ * Domain (else FD_ERR_ARG): 0 < lerp_weight < 0.5 if lerp_from_grad == 0, else
+ * -0.5 <= lerp_weight <= 0; 0 <= beta2 < 1; eps, weight_decay, clr finite and >= 0. */
+int fd_adamax_f32(int64_t ntensors, const int64_t *sizes,
+                  float *const *param, float *const *exp_avg, float *const *exp_inf,
+                  const float *const *grad,
+                  double lerp_weight, int lerp_from_grad, double beta2, double eps,
+                  double weight_decay, double clr, int maximize);
+int fd_adamax_f64(int64_t ntensors, const int64_t *sizes,
+                  double *const *param, double *const *exp_avg, double *const *exp_inf,
+                  const double *const *grad,
+                  double lerp_weight, int lerp_from_grad, double beta2, double eps,
+                  double weight_decay, double clr, int maximize);
+
+/* ---- Adadelta (fd_adadelta.c): fd_adadelta_f32 / fd_adadelta_f64 ------------------------------ */
+/* g' = -g if maximize; g' += weight_decay*p if weight_decay != 0;
+ * v = rho*v + (one_minus_rho*g')*g'; d = sqrt(a + eps)/sqrt(v + eps)*g';
+ * a = rho*a + (one_minus_rho*d)*d; p -= lr*d.
+ * Domain (else FD_ERR_ARG): lr, eps, weight_decay finite and >= 0; rho and one_minus_rho in [0, 1]. */
+int fd_adadelta_f32(int64_t ntensors, const int64_t *sizes,
+                    float *const *param, float *const *square_avg, float *const *acc_delta,
+                    const float *const *grad,
+                    double lr, double rho, double one_minus_rho, double eps, double weight_decay,
+                    int maximize);
+int fd_adadelta_f64(int64_t ntensors, const int64_t *sizes,
+                    double *const *param, double *const *square_avg, double *const *acc_delta,
+                    const double *const *grad,
+                    double lr, double rho, double one_minus_rho, double eps, double weight_decay,
+                    int maximize);
+
 /* ---- gradient clipping helpers (fd_clip.c) ----------------------------------------------------- */
 /* *out = sum over all elements of |g|**norm_type, accumulated in float64 (norm_type > 0); for
  * norm_type = +inf, *out = max |g| (NaN if any element is NaN; 0 for an empty table).

@@ -1,10 +1,13 @@
 """Optimizer classes (torch.optim-compatible names, defaults and update rules)."""
 
 from . import lr_scheduler  # torch.optim.lr_scheduler's module name
+from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
+from .adamax import Adamax
 from .base import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "Adadelta",
+           "lr_scheduler"]
