@@ -340,6 +340,9 @@ _SCALARS = {
     "rmsprop": dict(lr=0.1, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=0,
                     maximize=0),
     "adagrad": dict(clr=0.1, eps=1e-10, weight_decay=0.0, maximize=0),
+    "adamax": dict(lerp_weight=0.1, lerp_from_grad=0, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                   clr=0.02, maximize=0),
+    "adadelta": dict(lr=1.0, rho=0.9, one_minus_rho=0.1, eps=1e-6, weight_decay=0.0, maximize=0),
     "norm_pow_sum": dict(norm_type=2.0),
     "scale": dict(factor=0.5),
     "all_finite": {},
@@ -358,10 +361,10 @@ def _numba_dispatchers():
     """Every numba dispatcher of the multi-tensor kernels, to see that nothing gets compiled."""
     import numba
 
-    from fastdescent.backends.numba_cpu import adagrad, adam, clip, rmsprop, sgd
+    from fastdescent.backends.numba_cpu import adadelta, adagrad, adam, adamax, clip, rmsprop, sgd
 
     out = []
-    for mod in (adagrad, adam, clip, rmsprop, sgd):
+    for mod in (adadelta, adagrad, adam, adamax, clip, rmsprop, sgd):
         for v in vars(mod).values():
             v = getattr(v, "parallel", v)
             if isinstance(v, numba.core.registry.CPUDispatcher):

@@ -41,11 +41,12 @@ SCRIPT = textwrap.dedent(r'''
     except Exception as exc:
         print(f"{type(exc).__name__}: {exc}"[:500])
         sys.exit(77)
-    from fastdescent.backends.numba_cuda import _device, adagrad, adam, clip, rmsprop, sgd
+    from fastdescent.backends.numba_cuda import (_device, adadelta, adagrad, adam, adamax, clip,
+                                                 rmsprop, sgd)
 
     A64, A32, F64A = types.int64[::1], types.int32[::1], types.float64[::1]
     INTS = {"n", "nchunks", "chunk", "mode", "nparts", "amsgrad", "maximize", "use_decay", "use_wd",
-            "use_mom", "nesterov", "first_step", "centered", "dst", "src", "addr"}
+            "use_mom", "nesterov", "first_step", "centered", "dst", "src", "addr", "from_grad"}
 
     def signature(kernel, T, multi):
         sig = []
@@ -70,6 +71,8 @@ SCRIPT = textwrap.dedent(r'''
         "sgd": (sgd._sgd_flat, sgd._sgd_multi), "adam": (adam._adam_flat, adam._adam_multi),
         "rmsprop": (rmsprop._rmsprop_flat, rmsprop._rmsprop_multi),
         "adagrad": (adagrad._adagrad_flat, adagrad._adagrad_multi),
+        "adamax": (adamax._adamax_flat, adamax._adamax_multi),
+        "adadelta": (adadelta._adadelta_flat, adadelta._adadelta_multi),
         "scale": (clip._scale_flat, clip._scale_multi), "reduce": (clip._reduce_flat, clip._reduce_multi),
         "fill": (_device._fill_flat, None), "copy": (_device._copy_flat, None),
     }
@@ -92,7 +95,8 @@ SCRIPT = textwrap.dedent(r'''
                         failures.append(f"{what}: a device function was not inlined")
                     if suffix == "f32" and re.search(r"\.f64\b", body):
                         failures.append(f"{what}: float64 arithmetic in a float32 kernel")
-                if name in ("adam", "rmsprop", "adagrad") and "sqrt.rn." + suffix not in body:
+                if name in ("adam", "rmsprop", "adagrad", "adadelta") and \
+                        "sqrt.rn." + suffix not in body:
                     failures.append(f"{what}: no IEEE sqrt.rn.{suffix}")
                 print(what, "ok")
     ptx, _ = cuda.compile_ptx(clip._reduce_final.py_func, (F64A, types.int64, types.int64, F64A),

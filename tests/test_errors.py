@@ -116,16 +116,16 @@ HYPER = [
     ("all", dict(weight_decay=-INF), ValueError, "weight_decay"),
     ("all", dict(maximize=1), TypeError, "maximize"),
     ("all", dict(maximize="no"), TypeError, "maximize"),
-    ("adam adamw rmsprop adagrad", dict(eps=-1e-8), ValueError, "eps"),
-    ("adam adamw rmsprop adagrad", dict(eps=NAN), ValueError, "eps"),
-    ("adam adamw rmsprop adagrad", dict(eps=INF), ValueError, "eps"),
-    ("adam adamw", dict(betas=(1.0, 0.999)), ValueError, "betas[0]"),
-    ("adam adamw", dict(betas=(-0.1, 0.999)), ValueError, "betas[0]"),
-    ("adam adamw", dict(betas=(NAN, 0.999)), ValueError, "betas[0]"),
-    ("adam adamw", dict(betas=(0.9, 1.0)), ValueError, "betas[1]"),
-    ("adam adamw", dict(betas=(0.9, INF)), ValueError, "betas[1]"),
-    ("adam adamw", dict(betas=0.9), TypeError, "betas"),
-    ("adam adamw", dict(betas=(0.9,)), TypeError, "betas"),
+    ("adam adamw rmsprop adagrad adamax adadelta", dict(eps=-1e-8), ValueError, "eps"),
+    ("adam adamw rmsprop adagrad adamax adadelta", dict(eps=NAN), ValueError, "eps"),
+    ("adam adamw rmsprop adagrad adamax adadelta", dict(eps=INF), ValueError, "eps"),
+    ("adam adamw adamax", dict(betas=(1.0, 0.999)), ValueError, "betas[0]"),
+    ("adam adamw adamax", dict(betas=(-0.1, 0.999)), ValueError, "betas[0]"),
+    ("adam adamw adamax", dict(betas=(NAN, 0.999)), ValueError, "betas[0]"),
+    ("adam adamw adamax", dict(betas=(0.9, 1.0)), ValueError, "betas[1]"),
+    ("adam adamw adamax", dict(betas=(0.9, INF)), ValueError, "betas[1]"),
+    ("adam adamw adamax", dict(betas=0.9), TypeError, "betas"),
+    ("adam adamw adamax", dict(betas=(0.9,)), TypeError, "betas"),
     ("adam adamw", dict(amsgrad=1), TypeError, "amsgrad"),
     ("sgd rmsprop", dict(momentum=-0.5), ValueError, "momentum"),
     ("sgd rmsprop", dict(momentum=NAN), ValueError, "momentum"),
@@ -141,6 +141,10 @@ HYPER = [
     ("adagrad", dict(lr_decay=INF), ValueError, "lr_decay"),
     ("adagrad", dict(initial_accumulator_value=-1.0), ValueError, "initial_accumulator_value"),
     ("adagrad", dict(initial_accumulator_value=NAN), ValueError, "initial_accumulator_value"),
+    ("adadelta", dict(rho=1.5), ValueError, "rho"),
+    ("adadelta", dict(rho=-0.1), ValueError, "rho"),
+    ("adadelta", dict(rho=NAN), ValueError, "rho"),
+    ("adadelta", dict(rho="0.9"), TypeError, "rho"),
 ]
 KINDS = list(BY_KIND)
 
@@ -465,6 +469,12 @@ def functional_setup(kind, backend, dtype=np.float32):
     elif kind == "rmsprop":
         state = dict(square_avgs=sq(), grad_avgs=mk(), momentum_buffers=mk())
         hp = dict(lr=0.1, centered=True, momentum=0.5)
+    elif kind == "adamax":
+        state = dict(exp_avgs=mk(), exp_infs=sq())
+        hp = dict(lr=0.1, step=3)
+    elif kind == "adadelta":
+        state = dict(square_avgs=sq(), acc_deltas=sq())
+        hp = dict(lr=0.5)
     else:
         state = dict(state_sums=sq())
         hp = dict(lr=0.1, step=3)

@@ -34,6 +34,10 @@ def new_state(case, host_params, dev):
     if case.kind == "rmsprop":
         return {"square_avgs": z(), "grad_avgs": z() if hp["centered"] else None,
                 "momentum_buffers": z() if hp["momentum"] > 0 else None}
+    if case.kind == "adamax":
+        return {"exp_avgs": z(), "exp_infs": z()}
+    if case.kind == "adadelta":
+        return {"square_avgs": z(), "acc_deltas": z()}
     init = hp.get("initial_accumulator_value", 0.0)
     return {"state_sums": [dev.put(np.full_like(p, init)) for p in host_params]}
 
@@ -49,6 +53,12 @@ def functional_step(case, params, grads, state, t, backend, check=True):
     elif case.kind == "rmsprop":
         F.rmsprop(params, grads, state["square_avgs"], state["grad_avgs"], state["momentum_buffers"],
                   backend=backend, check=check, **hp)
+    elif case.kind == "adamax":
+        F.adamax(params, grads, state["exp_avgs"], state["exp_infs"], step=t, backend=backend,
+                 check=check, **hp)
+    elif case.kind == "adadelta":
+        F.adadelta(params, grads, state["square_avgs"], state["acc_deltas"], backend=backend,
+                   check=check, **hp)
     else:
         hp.pop("initial_accumulator_value", None)
         F.adagrad(params, grads, state["state_sums"], step=t, backend=backend, check=check, **hp)
@@ -56,7 +66,7 @@ def functional_step(case, params, grads, state, t, backend, check=True):
 
 STATE_OF = {"momentum_buffers": "momentum_buffer", "exp_avgs": "exp_avg", "exp_avg_sqs": "exp_avg_sq",
             "max_exp_avg_sqs": "max_exp_avg_sq", "square_avgs": "square_avg", "grad_avgs": "grad_avg",
-            "state_sums": "sum"}
+            "state_sums": "sum", "exp_infs": "exp_inf", "acc_deltas": "acc_delta"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

@@ -172,6 +172,8 @@ GROUP2 = {
     "rmsprop": dict(lr=0.02, alpha=0.9, centered=True, momentum=0.3, weight_decay=0.2),
     "adagrad": dict(lr=0.3, lr_decay=0.2, initial_accumulator_value=0.25, weight_decay=0.2,
                     eps=1e-5),
+    "adamax": dict(lr=0.005, betas=(0.3, 0.95), eps=1e-4, weight_decay=0.2, maximize=True),
+    "adadelta": dict(lr=0.3, rho=0.8, eps=1e-4, weight_decay=0.2, maximize=True),
 }
 
 
