@@ -61,6 +61,12 @@ CASES = [
     (fd.Adagrad, dict(lr=1e-2, lr_decay=0.05)),
     (fd.Adagrad, dict(lr=1e-2, weight_decay=0.1, initial_accumulator_value=0.5)),
     (fd.Adagrad, dict(lr=1e-2, maximize=True, eps=1e-6)),
+    (fd.Adamax, dict(lr=2e-3)),
+    (fd.Adamax, dict(lr=1e-2, betas=(0.3, 0.9), weight_decay=0.1, maximize=True)),
+    (fd.Adamax, dict(lr=1e-2, betas=(0.0, 0.99), eps=1e-3)),
+    (fd.Adadelta, dict(lr=1.0)),
+    (fd.Adadelta, dict(lr=0.5, rho=0.5, eps=1e-4, weight_decay=0.1, maximize=True)),
+    (fd.Adadelta, dict(lr=0.1, rho=1.0)),
 ]
 
 
