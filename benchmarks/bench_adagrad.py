@@ -1,4 +1,4 @@
-"""Adagrad (csrc/fd_adagrad.c, 20 B/param): issue 2's layouts on every backend, next to torch.optim
+"""Adagrad (csrc/fd_adagrad.c, 20 B/param): the headline layouts on every backend, next to torch.optim
 (for-loop, foreach, fused), textbook NumPy and the roofline probe."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Adam and AdamW (csrc/fd_adam.c): issue 2's layouts -- one tensor of 2^25, 400 model-like tensors,
+"""Adam and AdamW (csrc/fd_adam.c): the headline layouts -- one tensor of 2^25, 400 model-like tensors,
 1000 tensors of 64 -- on every backend, next to torch.optim (for-loop, foreach, fused), textbook NumPy
 and the memory-roofline probe (28 B/param)."""
 

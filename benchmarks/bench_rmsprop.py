@@ -1,4 +1,4 @@
-"""RMSprop (csrc/fd_rmsprop.c, 20 B/param): issue 2's layouts on every backend, next to torch.optim
+"""RMSprop (csrc/fd_rmsprop.c, 20 B/param): the headline layouts on every backend, next to torch.optim
 (for-loop, foreach; torch has no fused RMSprop), textbook NumPy and the roofline probe."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""SGD, plain (12 B/param) and with momentum 0.9 (20 B/param) (csrc/fd_sgd.c): issue 2's layouts on
+"""SGD, plain (12 B/param) and with momentum 0.9 (20 B/param) (csrc/fd_sgd.c): the headline layouts on
 every backend, next to torch.optim (for-loop, foreach, fused), textbook NumPy and the roofline probe."""
 
 import pytest

@@ -258,7 +258,13 @@ int fd_matmul_bwd_w_f32(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N,
 int fd_matmul_bwd_w_f64(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N,
                         double *dw, double *db, const double *x, const double *dy);
 
-/* Elementwise activation over n elements; kind: 0 relu, 1 tanh, 2 sigmoid, 3 gelu (exact:
+/* Kind enums of the dense-layer kernels; the same values as fastdescent/_contract.py's ACT_KINDS,
+ * LOSS_KINDS and LAYER_TYPES (tests/test_contract.py checks that they agree). */
+enum fd_act_kind { FD_ACT_RELU = 0, FD_ACT_TANH = 1, FD_ACT_SIGMOID = 2, FD_ACT_GELU = 3 };
+enum fd_loss_kind { FD_LOSS_XENT = 0, FD_LOSS_MSE = 1 };
+enum fd_layer_type { FD_LAYER_LINEAR = 0, FD_LAYER_ACT = 1 };
+
+/* Elementwise activation over n elements; kind (enum fd_act_kind): 0 relu, 1 tanh, 2 sigmoid, 3 gelu (exact:
  * x/2 * (1 + erf(x/sqrt 2))). fwd: y = f(x), y may equal x (in place). bwd: dx += dy * f'(x), using
  * y = f(x) for tanh (1 - y^2) and sigmoid (y (1 - y)); relu' = (x > 0). FD_ERR_ARG: unknown kind. */
 int fd_act_fwd_f32(int64_t n, float *y, const float *x, int kind);

@@ -27,12 +27,10 @@
 #include "fd_internal.h"
 #include "fd_nn_vmath.h"
 
-enum { ACT_RELU = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_GELU = 3 };
-
 static int act_check(int64_t n, int kind)
 {
     if (n < 0 || n > FD_MAX_ELEMS) return FD_ERR_SIZE;
-    if (kind < ACT_RELU || kind > ACT_GELU) return FD_ERR_ARG;
+    if (kind < FD_ACT_RELU || kind > FD_ACT_GELU) return FD_ERR_ARG;
     return FD_OK;
 }
 
@@ -57,9 +55,9 @@ FD_TARGET_AVX2 static inline __m256 act_fwd8(__m256 x, int kind)
 {
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
     switch (kind) {
-    case ACT_RELU: return _mm256_blendv_ps(x, zero, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
-    case ACT_TANH: return fd_vtanhf8(x);
-    case ACT_SIGMOID: {
+    case FD_ACT_RELU: return _mm256_blendv_ps(x, zero, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
+    case FD_ACT_TANH: return fd_vtanhf8(x);
+    case FD_ACT_SIGMOID: {
         __m256 e = fd_vexpf8(_mm256_or_ps(x, _mm256_set1_ps(-0.0f))); /* exp(-|x|) */
         __m256 num = _mm256_blendv_ps(one, e, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
         return _mm256_div_ps(num, _mm256_add_ps(one, e));
@@ -76,10 +74,10 @@ FD_TARGET_AVX2 static inline __m256 act_bwd8(__m256 dx, __m256 dy, __m256 x, __m
 {
     const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
     switch (kind) {
-    case ACT_RELU:
+    case FD_ACT_RELU:
         return _mm256_add_ps(dx, _mm256_and_ps(dy, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ)));
-    case ACT_TANH: return _mm256_fmadd_ps(dy, _mm256_fnmadd_ps(y, y, one), dx);
-    case ACT_SIGMOID: return _mm256_fmadd_ps(dy, _mm256_mul_ps(y, _mm256_sub_ps(one, y)), dx);
+    case FD_ACT_TANH: return _mm256_fmadd_ps(dy, _mm256_fnmadd_ps(y, y, one), dx);
+    case FD_ACT_SIGMOID: return _mm256_fmadd_ps(dy, _mm256_mul_ps(y, _mm256_sub_ps(one, y)), dx);
     default: {
         __m256 e = fd_verff8(_mm256_mul_ps(x, _mm256_set1_ps((float)ACT_RSQRT2)));
         __m256 cdf = _mm256_mul_ps(half, _mm256_add_ps(one, e));
@@ -112,7 +110,7 @@ FD_TARGET_AVX2 static void act_bwd_seg_f32_vec(const void *ctx, int64_t t, int64
     float *dx = (float *)c->out + off;
     const float *dy = (const float *)c->dy + off;
     /* relu and gelu read x, tanh and sigmoid read y (the other may be NULL): read only what is used */
-    const int kind = c->kind, use_x = kind == ACT_RELU || kind == ACT_GELU;
+    const int kind = c->kind, use_x = kind == FD_ACT_RELU || kind == FD_ACT_GELU;
     const float *v = (const float *)(use_x ? c->x : c->fy) + off;
     int64_t i = 0;
     for (; i + 8 <= len; i += 8) {
@@ -146,22 +144,22 @@ FD_INLINE void FD_BODY(act_fwd_seg)(const void *ctx, int64_t t, int64_t off, int
     const FD_T *x = (const FD_T *)c->x + off;
     const FD_T half = (FD_T)0.5, rsqrt2 = (FD_T)ACT_RSQRT2;
     switch (c->kind) {
-    case ACT_RELU:
+    case FD_ACT_RELU:
         for (int64_t i = 0; i < len; i++) {
             FD_T v = x[i];
             y[i] = v < 0 ? (FD_T)0 : v;
         }
         break;
-    case ACT_TANH:
+    case FD_ACT_TANH:
         for (int64_t i = 0; i < len; i++) y[i] = ACT_TANH_FN(x[i]);
         break;
-    case ACT_SIGMOID:
+    case FD_ACT_SIGMOID:
         for (int64_t i = 0; i < len; i++) {
             FD_T v = x[i], e = ACT_EXP_FN(-FD_FABS(v));
             y[i] = (v < 0 ? e : FD_ONE) / (FD_ONE + e);
         }
         break;
-    default: /* ACT_GELU */
+    default: /* FD_ACT_GELU */
         for (int64_t i = 0; i < len; i++) {
             FD_T v = x[i];
             y[i] = v * half * (FD_ONE + ACT_ERF_FN(v * rsqrt2));
@@ -178,22 +176,22 @@ FD_INLINE void FD_BODY(act_bwd_seg)(const void *ctx, int64_t t, int64_t off, int
     const FD_T *FD_RESTRICT dy = (const FD_T *)c->dy + off;
     const FD_T half = (FD_T)0.5, rsqrt2 = (FD_T)ACT_RSQRT2, rsqrt2pi = (FD_T)ACT_RSQRT2PI;
     switch (c->kind) {
-    case ACT_RELU: {
+    case FD_ACT_RELU: {
         const FD_T *FD_RESTRICT x = (const FD_T *)c->x + off;
         for (int64_t i = 0; i < len; i++) dx[i] += x[i] > 0 ? dy[i] : (FD_T)0;
         break;
     }
-    case ACT_TANH: {
+    case FD_ACT_TANH: {
         const FD_T *FD_RESTRICT y = (const FD_T *)c->fy + off;
         for (int64_t i = 0; i < len; i++) dx[i] += dy[i] * (FD_ONE - y[i] * y[i]);
         break;
     }
-    case ACT_SIGMOID: {
+    case FD_ACT_SIGMOID: {
         const FD_T *FD_RESTRICT y = (const FD_T *)c->fy + off;
         for (int64_t i = 0; i < len; i++) dx[i] += dy[i] * (y[i] * (FD_ONE - y[i]));
         break;
     }
-    default: { /* ACT_GELU */
+    default: { /* FD_ACT_GELU */
         const FD_T *FD_RESTRICT x = (const FD_T *)c->x + off;
         for (int64_t i = 0; i < len; i++) {
             FD_T v = x[i];
@@ -216,8 +214,9 @@ FD_MULTIVERSION(FD_S(act_bwd_seg), (const void *ctx, int64_t t, int64_t off, int
 #undef ACT_ERF_FN
 
 /* elements per thread before going parallel: transcendental kinds are ~10x heavier than relu */
-#define ACT_PAR_MIN(kind) ((kind) == ACT_RELU ? FD_PAR_MIN_LIGHT : FD_PAR_MIN_HEAVY / 2)
+#define ACT_PAR_MIN(kind) ((kind) == FD_ACT_RELU ? FD_PAR_MIN_LIGHT : FD_PAR_MIN_HEAVY / 2)
 
+/* defines fd_act_fwd_f32 and fd_act_fwd_f64 (FD_S appends the type suffix) */
 int FD_S(fd_act_fwd)(int64_t n, FD_T *y, const FD_T *x, int kind)
 {
     FD_CHECK(act_check(n, kind));
@@ -233,13 +232,14 @@ int FD_S(fd_act_fwd)(int64_t n, FD_T *y, const FD_T *x, int kind)
     return FD_OK;
 }
 
+/* defines fd_act_bwd_f32 and fd_act_bwd_f64 (FD_S appends the type suffix) */
 int FD_S(fd_act_bwd)(int64_t n, FD_T *dx, const FD_T *dy, const FD_T *x, const FD_T *y, int kind)
 {
     FD_CHECK(act_check(n, kind));
     if (n == 0) return FD_OK;
     if (!dx || !dy) return FD_ERR_NULL;
-    if ((kind == ACT_RELU || kind == ACT_GELU) && !x) return FD_ERR_NULL;
-    if ((kind == ACT_TANH || kind == ACT_SIGMOID) && !y) return FD_ERR_NULL;
+    if ((kind == FD_ACT_RELU || kind == FD_ACT_GELU) && !x) return FD_ERR_NULL;
+    if ((kind == FD_ACT_TANH || kind == FD_ACT_SIGMOID) && !y) return FD_ERR_NULL;
     if (!fd_aligned(dx, sizeof(FD_T)) || !fd_aligned(dy, sizeof(FD_T)) ||
         !fd_aligned(x, sizeof(FD_T)) || !fd_aligned(y, sizeof(FD_T)))
         return FD_ERR_ALIGN;
@@ -248,7 +248,7 @@ int FD_S(fd_act_bwd)(int64_t n, FD_T *dx, const FD_T *dy, const FD_T *x, const F
 #if FD_X86_DISPATCH
     if (sizeof(FD_T) == 4 && fd_avx2_active()) fn = act_bwd_seg_f32_vec;
 #endif
-    fd_run_segments(1, &n, n, kind == ACT_GELU ? ACT_PAR_MIN(kind) : FD_PAR_MIN_LIGHT, fn, &c);
+    fd_run_segments(1, &n, n, kind == FD_ACT_GELU ? ACT_PAR_MIN(kind) : FD_PAR_MIN_LIGHT, fn, &c);
     return FD_OK;
 }
 

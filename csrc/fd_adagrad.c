@@ -57,6 +57,7 @@ FD_INLINE void FD_BODY(adagrad_seg)(const void *ctx, int64_t t, int64_t off, int
 FD_MULTIVERSION(FD_S(adagrad_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
                 (ctx, t, off, len))
 
+/* defines fd_adagrad_f32 and fd_adagrad_f64 (FD_S appends the type suffix) */
 int FD_S(fd_adagrad)(int64_t ntensors, const int64_t *sizes, FD_T *const *param, FD_T *const *sum,
                      const FD_T *const *grad, double clr, double eps, double weight_decay,
                      int maximize)

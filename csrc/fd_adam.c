@@ -93,6 +93,7 @@ FD_INLINE void FD_BODY(adam_seg)(const void *ctx, int64_t t, int64_t off, int64_
 FD_MULTIVERSION(FD_S(adam_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
                 (ctx, t, off, len))
 
+/* defines fd_adam_f32 and fd_adam_f64 (FD_S appends the type suffix) */
 int FD_S(fd_adam)(int64_t ntensors, const int64_t *sizes, FD_T *const *param, FD_T *const *exp_avg,
                   FD_T *const *exp_avg_sq, FD_T *const *max_exp_avg_sq, const FD_T *const *grad,
                   double beta1, double beta2, double eps, double weight_decay, double decay,

@@ -99,6 +99,7 @@ FD_INLINE void FD_BODY(norm_chunk)(const void *ctx, int64_t t, int64_t off, int6
 FD_MULTIVERSION(FD_S(norm_chunk), (const void *ctx, int64_t t, int64_t off, int64_t len, double *acc),
                 (ctx, t, off, len, acc))
 
+/* defines fd_norm_pow_sum_f32 and fd_norm_pow_sum_f64 (FD_S appends the type suffix) */
 int FD_S(fd_norm_pow_sum)(int64_t ntensors, const int64_t *sizes, const FD_T *const *grad,
                           double norm_type, double *out)
 {
@@ -147,6 +148,7 @@ FD_INLINE void FD_BODY(scale_seg)(const void *ctx, int64_t t, int64_t off, int64
 FD_MULTIVERSION(FD_S(scale_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
                 (ctx, t, off, len))
 
+/* defines fd_scale_f32 and fd_scale_f64 (FD_S appends the type suffix) */
 int FD_S(fd_scale)(int64_t ntensors, const int64_t *sizes, FD_T *const *grad, double factor)
 {
     int64_t total;
@@ -178,6 +180,7 @@ FD_MULTIVERSION(FD_S(finite_chunk),
                 (const void *ctx, int64_t t, int64_t off, int64_t len, double *acc),
                 (ctx, t, off, len, acc))
 
+/* defines fd_all_finite_f32 and fd_all_finite_f64 (FD_S appends the type suffix) */
 int FD_S(fd_all_finite)(int64_t ntensors, const int64_t *sizes, const FD_T *const *grad, int *out)
 {
     int64_t total;

@@ -32,8 +32,6 @@
 
 #include "fd_internal.h"
 
-enum { FUSED_LINEAR = 0, FUSED_ACT = 1 };
-enum { FUSED_XENT = 0, FUSED_MSE = 1 };
 
 /* Everything that does not depend on the element type (but its size `es`), checked before anything
  * is written: sizes (and their products, so no multiplication below can overflow), pointers and
@@ -73,12 +71,12 @@ static int fused_check(int64_t nlayers, const int64_t *desc, const void *const *
         FD_CHECK(fd_mul_size(d[1], d[2], &t));
         if (!act[i] || !dact[i]) return FD_ERR_NULL;
         if (!FUSED_ALIGNED(act[i]) || !FUSED_ALIGNED(dact[i])) return FD_ERR_ALIGN;
-        if (d[0] == FUSED_LINEAR) {
+        if (d[0] == FD_LAYER_LINEAR) {
             if (t > 0 && (!w[i] || !dw[i])) return FD_ERR_NULL;
             if (!FUSED_ALIGNED(w[i]) || !FUSED_ALIGNED(dw[i]) || !FUSED_ALIGNED(b[i]) ||
                 !FUSED_ALIGNED(db[i]))
                 return FD_ERR_ALIGN;
-        } else if (d[0] == FUSED_ACT) {
+        } else if (d[0] == FD_LAYER_ACT) {
             if (d[2] != d[1]) return FD_ERR_SHAPE;
             if (d[3] < 0 || d[3] > 3) return FD_ERR_ARG;
         } else {
@@ -86,13 +84,13 @@ static int fused_check(int64_t nlayers, const int64_t *desc, const void *const *
         }
         width = d[2];
     }
-    if (loss_kind == FUSED_XENT) {
+    if (loss_kind == FD_LOSS_XENT) {
         if (!labels) return FD_ERR_NULL;
         if (!fd_aligned(labels, sizeof(int64_t))) return FD_ERR_ALIGN;
         int bad = 0;
         for (int64_t r = 0; r < rows; r++) bad |= (labels[r] < 0) | (labels[r] >= width);
         if (bad) return FD_ERR_ARG;
-    } else if (loss_kind == FUSED_MSE) {
+    } else if (loss_kind == FD_LOSS_MSE) {
         if (!target) return FD_ERR_NULL;
     } else {
         return FD_ERR_ARG;
@@ -106,6 +104,7 @@ static int fused_check(int64_t nlayers, const int64_t *desc, const void *const *
 
 #else /* ------------------------------------------------------------------- typed part (FD_T) */
 
+/* defines fd_mlp_step_f32 and fd_mlp_step_f64 (FD_S appends the type suffix) */
 int FD_S(fd_mlp_step)(int64_t nlayers, const int64_t *desc, FD_T *const *w, FD_T *const *b,
                       FD_T *const *dw, FD_T *const *db, FD_T *const *act, FD_T *const *dact,
                       int64_t rows, const FD_T *x, int loss_kind, const int64_t *labels,
@@ -131,7 +130,7 @@ int FD_S(fd_mlp_step)(int64_t nlayers, const int64_t *desc, FD_T *const *w, FD_T
     const FD_T *in = x;
     for (int64_t i = 0; i < L; i++) {
         const int64_t *d = desc + 4 * i;
-        if (d[0] == FUSED_LINEAR)
+        if (d[0] == FD_LAYER_LINEAR)
             FD_CHECK(FD_S(fd_matmul_fwd)(1, 1, rows, d[1], d[2], act[i], in, w[i], b[i]));
         else
             FD_CHECK(FD_S(fd_act_fwd)(rows * d[1], act[i], in, (int)d[3]));
@@ -141,7 +140,7 @@ int FD_S(fd_mlp_step)(int64_t nlayers, const int64_t *desc, FD_T *const *w, FD_T
     /* loss and d loss / d output */
     const int64_t nout = desc[4 * (L - 1) + 2];
     double loss = 0.0;
-    if (loss_kind == FUSED_XENT)
+    if (loss_kind == FD_LOSS_XENT)
         FD_CHECK(FD_S(fd_xent_fwd_bwd)(rows, nout, dact[L - 1], act[L - 1], labels, loss_scale, &loss));
     else
         FD_CHECK(FD_S(fd_mse_fwd_bwd)(rows * nout, dact[L - 1], act[L - 1], target, loss_scale, &loss));
@@ -149,7 +148,7 @@ int FD_S(fd_mlp_step)(int64_t nlayers, const int64_t *desc, FD_T *const *w, FD_T
     /* backward: dact[i-1] is needed only if a parameter lies before layer i */
     int64_t first_linear = L;
     for (int64_t i = 0; i < L; i++) {
-        if (desc[4 * i] == FUSED_LINEAR) {
+        if (desc[4 * i] == FD_LAYER_LINEAR) {
             first_linear = i;
             break;
         }
@@ -157,7 +156,7 @@ int FD_S(fd_mlp_step)(int64_t nlayers, const int64_t *desc, FD_T *const *w, FD_T
     for (int64_t i = L - 1; i >= 0; i--) {
         const int64_t *d = desc + 4 * i;
         const int need_dx = i > 0 && first_linear < i;
-        if (d[0] == FUSED_LINEAR) {
+        if (d[0] == FD_LAYER_LINEAR) {
             const FD_T *xin = i == 0 ? x : act[i - 1];
             FD_CHECK(FD_S(fd_matmul_bwd_w)(1, 1, rows, d[1], d[2], dw[i], db[i], xin, dact[i]));
             if (need_dx) FD_CHECK(FD_S(fd_matmul_bwd_x)(1, 1, rows, d[1], d[2], dact[i - 1], dact[i], w[i]));

@@ -129,6 +129,7 @@ FD_MULTIVERSION(FD_S(mse_chunk),
                 (const void *ctx, int64_t t, int64_t off, int64_t len, double *acc),
                 (ctx, t, off, len, acc))
 
+/* defines fd_mse_fwd_bwd_f32 and fd_mse_fwd_bwd_f64 (FD_S appends the type suffix) */
 int FD_S(fd_mse_fwd_bwd)(int64_t n, FD_T *dpred, const FD_T *pred, const FD_T *target,
                          double scale, double *loss_out)
 {
@@ -181,6 +182,7 @@ FD_MULTIVERSION(FD_S(xent_chunk),
                 (const void *ctx, int64_t t, int64_t off, int64_t len, double *acc),
                 (ctx, t, off, len, acc))
 
+/* defines fd_xent_fwd_bwd_f32 and fd_xent_fwd_bwd_f64 (FD_S appends the type suffix) */
 int FD_S(fd_xent_fwd_bwd)(int64_t R, int64_t C, FD_T *dlogits, const FD_T *logits,
                           const int64_t *labels, double scale, double *loss_out)
 {

@@ -101,6 +101,7 @@ static void mm_bwd_w_args(fd_gemm_args *g, int64_t B, int64_t Bw, int64_t M, int
 
 #else /* typed part, included once per element type by fd_typed.h */
 
+/* defines fd_matmul_fwd_f32 and fd_matmul_fwd_f64 (FD_S appends the type suffix) */
 int FD_S(fd_matmul_fwd)(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N, FD_T *y,
                         const FD_T *x, const FD_T *w, const FD_T *b)
 {
@@ -116,6 +117,7 @@ int FD_S(fd_matmul_fwd)(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N, 
     return FD_OK;
 }
 
+/* defines fd_matmul_bwd_x_f32 and fd_matmul_bwd_x_f64 (FD_S appends the type suffix) */
 int FD_S(fd_matmul_bwd_x)(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N, FD_T *dx,
                           const FD_T *dy, const FD_T *w)
 {
@@ -130,6 +132,7 @@ int FD_S(fd_matmul_bwd_x)(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N
     return FD_OK;
 }
 
+/* defines fd_matmul_bwd_w_f32 and fd_matmul_bwd_w_f64 (FD_S appends the type suffix) */
 int FD_S(fd_matmul_bwd_w)(int64_t B, int64_t Bw, int64_t M, int64_t K, int64_t N, FD_T *dw,
                           FD_T *db, const FD_T *x, const FD_T *dy)
 {

@@ -92,6 +92,7 @@ FD_INLINE void FD_BODY(rmsprop_seg)(const void *ctx, int64_t t, int64_t off, int
 FD_MULTIVERSION(FD_S(rmsprop_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
                 (ctx, t, off, len))
 
+/* defines fd_rmsprop_f32 and fd_rmsprop_f64 (FD_S appends the type suffix) */
 int FD_S(fd_rmsprop)(int64_t ntensors, const int64_t *sizes, FD_T *const *param,
                      FD_T *const *square_avg, FD_T *const *grad_avg, FD_T *const *momentum_buffer,
                      const FD_T *const *grad, double lr, double alpha, double eps,

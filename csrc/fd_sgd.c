@@ -75,6 +75,7 @@ FD_INLINE void FD_BODY(sgd_seg)(const void *ctx, int64_t t, int64_t off, int64_t
 FD_MULTIVERSION(FD_S(sgd_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
                 (ctx, t, off, len))
 
+/* defines fd_sgd_f32 and fd_sgd_f64 (FD_S appends the type suffix) */
 int FD_S(fd_sgd)(int64_t ntensors, const int64_t *sizes, FD_T *const *param,
                  FD_T *const *momentum_buffer, const FD_T *const *grad, double lr, double momentum,
                  double dampening, double weight_decay, int nesterov, int maximize, int first_step)

@@ -102,6 +102,7 @@ FD_INLINE void FD_BODY(stream_seg)(const void *ctx, int64_t t, int64_t off, int6
 FD_MULTIVERSION(FD_S(stream_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
                 (ctx, t, off, len))
 
+/* defines fd_stream_f32 and fd_stream_f64 (FD_S appends the type suffix) */
 int FD_S(fd_stream)(int64_t n, int nsrc, const FD_T *const *src, int ndst, FD_T *const *dst)
 {
     if (n < 0 || n > FD_MAX_ELEMS) return FD_ERR_SIZE;

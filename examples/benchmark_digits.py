@@ -162,7 +162,8 @@ def _bench(args, data):
     best_torch = min((med[k] for k in torch_keys), default=None)
     sk = med.get("scikit-learn")
     print(f"digits MLP 64-{HIDDEN}-10, batch {BATCH}, Adam lr {LR}, {args.epochs} epochs x "
-          f"{args.rounds} rounds (median epoch time; {os.cpu_count()} CPUs, threads: {args.threads or 'library defaults'})")
+          f"{args.rounds} rounds (median epoch time; {os.cpu_count()} CPUs, "
+          f"threads: {args.threads or 'library defaults'})")
     print(f"{'contender':26s} {'epoch ms':>9s} {'test acc':>9s} {'vs best torch':>14s} {'vs sklearn':>11s}")
     for k in keys:
         rt = f"{med[k] / best_torch:.3f}x" if best_torch else "-"

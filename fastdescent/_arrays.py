@@ -138,6 +138,22 @@ def check_readable(info, what):
     check_aligned(info, what)
 
 
+def check_like(info, ref, what, ref_what):
+    """Raise if ``info`` (an array read or written next to ``ref``: a gradient next to its parameter,
+    a state buffer next to its parameter) differs from ``ref`` in host/device placement, shape or
+    dtype, or cannot be read as a flat array. ``what``/``ref_what`` name the two in the message."""
+    if info.device != ref.device:
+        raise ValueError(f"{what} is a {'device' if info.device else 'host'} array but {ref_what} is "
+                         f"a {'device' if ref.device else 'host'} array")
+    if info.shape != ref.shape:
+        raise ValueError(f"{what} has shape {info.shape}, expected {ref.shape} (the shape of "
+                         f"{ref_what})")
+    if info.dtype != ref.dtype:
+        raise TypeError(f"{what} has dtype {info.dtype}, expected {ref.dtype} (the dtype of "
+                        f"{ref_what})")
+    check_readable(info, what)
+
+
 def address_array(infos):
     return np.fromiter((i.addr for i in infos), dtype=np.int64, count=len(infos))
 

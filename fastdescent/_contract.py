@@ -27,10 +27,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["KernelRow", "KERNELS", "DTYPES", "row"]
+__all__ = ["KernelRow", "KERNELS", "DTYPES", "ACT_KINDS", "LOSS_KINDS", "LAYER_TYPES", "row"]
 
 #: dtypes every kernel is compiled for, with the suffix used in C names.
 DTYPES = {"float32": "f32", "float64": "f64"}
+
+#: the ``kind`` scalar of ``act_fwd``/``act_bwd`` (C: ``enum fd_act_kind``, ``FD_ACT_RELU`` ...)
+ACT_KINDS = {"relu": 0, "tanh": 1, "sigmoid": 2, "gelu": 3}
+#: the loss of the fused training step (C: ``enum fd_loss_kind``, ``FD_LOSS_XENT``, ``FD_LOSS_MSE``)
+LOSS_KINDS = {"cross_entropy": 0, "mse": 1}
+#: layer types in the fused step's layer table (C: ``enum fd_layer_type``, ``FD_LAYER_LINEAR`` ...)
+LAYER_TYPES = {"linear": 0, "activation": 1}
 
 
 @dataclass(frozen=True)

@@ -751,7 +751,8 @@ def load_checkpoint(path, *, optimizer=None, model=None):
     present with the expected dtype and shape and no other, zip CRCs, model arrays finite --
     before anything is changed. Group keys the target optimizer does not have are left to its
     ``load_state_dict`` (fastdescent's ignores a scheduler's ``initial_lr`` and refuses others);
-    keys the target has and the file lacks keep their values. Then the optimizer's ``load_state_dict`` and the model's
+    keys the target has and the file lacks keep their values. Then the optimizer's ``load_state_dict``
+    and the model's
     ``load_state_dict`` are called; if either raises, both are restored, so a failed load changes
     nothing. Sections of the file that are not asked for (e.g. the optimizer, when only ``model=``
     is given) are validated but not loaded: their header entries are checked, and their arrays'

@@ -130,14 +130,7 @@ def _tables(backend, columns, check=True):
                 else:
                     _arrays.check_aligned(info, what)
             else:
-                ref_what = f"{arg[names[0]]}[{i}]"
-                if info.shape != ref.shape:
-                    raise ValueError(f"{what} has shape {info.shape}, but {ref_what} has shape "
-                                     f"{ref.shape}")
-                if info.dtype != ref.dtype:
-                    raise TypeError(f"{what} has dtype {info.dtype}, but {ref_what} has dtype "
-                                    f"{ref.dtype}")
-                _arrays.check_readable(info, what)
+                _arrays.check_like(info, ref, what, f"{arg[names[0]]}[{i}]")
                 if written[name] and not info.writeable:
                     raise ValueError(f"{what} is read-only")
             infos.append((what, info))
@@ -210,9 +203,9 @@ def sgd(params, grads, momentum_buffers=None, *, lr=1e-3, momentum=0.0, dampenin
     SGD.check(hp)
     if momentum != 0 and momentum_buffers is None:
         raise ValueError("momentum_buffers: required when momentum != 0")
+    bufs = momentum_buffers if momentum != 0 else None
     mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
-                                  "momentum_buffer": ("momentum_buffers", momentum_buffers if momentum != 0 else None, True, False)},
-                        check)
+                                  "momentum_buffer": ("momentum_buffers", bufs, True, False)}, check)
     _run("sgd", mod, tabs, SGD.scalars(hp, 1, first_step))
 
 
@@ -231,10 +224,11 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr
     _check_step(step)
     if amsgrad and max_exp_avg_sqs is None:
         raise ValueError("max_exp_avg_sqs: required when amsgrad=True")
+    vmax = max_exp_avg_sqs if amsgrad else None
     mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
-                                  "exp_avg": ("exp_avgs", exp_avgs, True), "exp_avg_sq": ("exp_avg_sqs", exp_avg_sqs, True),
-                                  "max_exp_avg_sq": ("max_exp_avg_sqs", max_exp_avg_sqs if amsgrad else None, True, False)},
-                        check)
+                                  "exp_avg": ("exp_avgs", exp_avgs, True),
+                                  "exp_avg_sq": ("exp_avg_sqs", exp_avg_sqs, True),
+                                  "max_exp_avg_sq": ("max_exp_avg_sqs", vmax, True, False)}, check)
     _run("adam", mod, tabs, ADAM.scalars(hp, step, step == 1))
 
 
@@ -260,8 +254,11 @@ def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *
         raise ValueError("momentum_buffers: required when momentum > 0")
     mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
                                   "square_avg": ("square_avgs", square_avgs, True),
-                                  "grad_avg": ("grad_avgs", grad_avgs if centered else None, True, False),
-                                  "momentum_buffer": ("momentum_buffers", momentum_buffers if momentum > 0 else None, True, False)},
+                                  "grad_avg": ("grad_avgs", grad_avgs if centered else None, True,
+                                               False),
+                                  "momentum_buffer": ("momentum_buffers",
+                                                      momentum_buffers if momentum > 0 else None, True,
+                                                      False)},
                         check)
     _run("rmsprop", mod, tabs, RMSPROP.scalars(hp, 1, False))
 

@@ -99,3 +99,34 @@ def c_settings(C):
     C.set_num_threads(0)
     C.set_simd_path("auto")
     C.set_parallel_grain(0)
+
+
+class FusedCounter:
+    """The fused steps a backend handed out while :func:`count_fused` was in force, and how many
+    calls ran on the fused path (each step callable counts them in ``fused_calls``)."""
+
+    def __init__(self):
+        self.steps = []
+
+    @property
+    def calls(self):
+        return sum(s.fused_calls for s in self.steps)
+
+
+def count_fused(backend, mp):
+    """Wrap ``backend``'s ``fused_train_step`` (through ``mp``, a pytest monkeypatch context) so that
+    the step callables it returns are recorded; returns the :class:`FusedCounter`."""
+    import importlib
+
+    be = fd.get_backend(backend)
+    real = importlib.import_module(be.__name__ + ".fused").fused_train_step
+    counter = FusedCounter()
+
+    def wrapper(plan):
+        st = real(plan)
+        if st is not None:
+            counter.steps.append(st)
+        return st
+
+    mp.setattr(be, "fused_train_step", wrapper, raising=False)
+    return counter

@@ -99,7 +99,8 @@ def test_coalesced_into_one_tensor_same_numbers(host_backend, kind, dtype, on):
             if host_backend in FMA_BACKENDS:
                 assert_close(p, q, what=f"step {k + 1}: params[{j}] coalesced vs separate")
             else:
-                np.testing.assert_array_equal(p, q, err_msg=f"step {k + 1}: params[{j}] coalesced != separate")
+                np.testing.assert_array_equal(p, q,
+                                              err_msg=f"step {k + 1}: params[{j}] coalesced != separate")
             assert_close(p, ref.param(j), what=f"step {k + 1}: params[{j}]")
     # per-parameter state stays addressable (views of the flat state), and the step count is right
     st = opt.state

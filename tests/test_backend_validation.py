@@ -1,4 +1,4 @@
-"""Argument checks shared by every backend (review issue 8, findings 15, 16).
+"""Argument checks shared by every backend.
 
 * dense kernels (the contract rows of kind "array"): the same bad call raises the same exception type
   (and, for :class:`KernelError`, the same C status code) on numpy, c, numba and cuda (Numba's CUDA
@@ -434,7 +434,7 @@ def test_require_api():
 def test_functional_required_none_on_numba(slot, column):
     """Through the functional API: ``F.adam(params, grads, None, ...)`` on numba raises a ValueError
     naming the argument, and nothing is modified. (A guard: the functional layer itself rejects a
-    None required list; the kernel-level test above is the regression test of finding 16.)"""
+    None required list; the kernel-level test above is the regression test.)"""
     require_backend("numba")
     params = [np.ones(4), np.ones(3)]
     lists = [params, [np.ones(4), np.ones(3)], [np.zeros(4), np.zeros(3)],

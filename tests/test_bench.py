@@ -291,7 +291,7 @@ def test_markdown_json_and_plot_from_rows(tmp_path):
                                                          "loadavg_start": [9.0, 1, 1]},
               "loadavg_end": [1.0, 1, 1], "results": rows, "targets": R.evaluate_targets(rows)}
     md = R.to_markdown(report)
-    assert "## Issue 2 targets" in md and "| case | c | numba | cuda | torch-fused | roofline |" in md
+    assert "## Performance targets" in md and "| case | c | numba | cuda | torch-fused | roofline |" in md
     assert "| 1x2^25 |" in md and "90%" in md and "no GPU" in md and "busy" in md
     R.write_json(tmp_path / "r.json", report)
     assert json.loads((tmp_path / "r.json").read_text())["results"][0]["impl"] == "c"

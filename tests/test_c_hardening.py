@@ -1,4 +1,4 @@
-"""Hardening of the c backend and its C library (issue 8): scalars outside the kernels' domain, size
+"""Hardening of the c backend and its C library: scalars outside the kernels' domain, size
 overflow, misaligned arrays reaching C, the thread-count bound, fork after a multi-threaded step,
 the compiler's error text when the extension fails to build, and the build script not shipped.
 

@@ -358,7 +358,7 @@ def test_training_step_matches_torch(c):
     """One Linear -> GELU -> Linear -> cross-entropy step against torch autograd (float64)."""
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(11)
-    R, D, H, O = 37, 19, 33, 7
+    R, D, H, O = 37, 19, 33, 7  # noqa: E741 (rows, input, hidden, output widths)
     x = rng.standard_normal((1, R, D))
     w1, b1 = rng.standard_normal((1, D, H)) * 0.3, rng.standard_normal((1, H)) * 0.1
     w2, b2 = rng.standard_normal((1, H, O)) * 0.3, rng.standard_normal((1, O)) * 0.1

@@ -384,7 +384,7 @@ def test_failure_mid_write_keeps_previous_file(tmp_path, monkeypatch):
 
     for name in ("fsync", "replace"):
         def boom(*a, **kw):
-            raise OSError(f"{name} failed (simulated)")
+            raise OSError(f"{name} failed (simulated)")  # noqa: B023 (called in this iteration)
         with monkeypatch.context() as m:
             m.setattr(os, name, boom)
             with pytest.raises(OSError, match="simulated"):

@@ -58,7 +58,8 @@ def test_clip_reduces_the_norm_to_max_norm():
         grads = grads_of("numpy", "float64", seed=1, scale=5.0)
         fd.clip_grad_norm_(grads, 2.0, norm_type=norm_type, backend="numpy")
         flat = np.concatenate([g.reshape(-1) for g in grads])
-        after = np.max(np.abs(flat)) if math.isinf(norm_type) else np.sum(np.abs(flat) ** norm_type) ** (1 / norm_type)
+        after = (np.max(np.abs(flat)) if math.isinf(norm_type)
+                 else np.sum(np.abs(flat) ** norm_type) ** (1 / norm_type))
         assert after == pytest.approx(2.0, rel=1e-6)
 
 

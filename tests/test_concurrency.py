@@ -1,4 +1,4 @@
-"""Threads, fork and spawn with every CPU backend (review issue 8, findings 5, 6, 7; item E).
+"""Threads, fork and spawn with every CPU backend.
 
 1. two threads stepping two different optimizers at once give the sequential results, with the
    backends' own threading forced on small arrays;
@@ -77,9 +77,9 @@ def test_two_threads_two_optimizers(threaded):
 
         def work(i):
             try:
-                got[i] = _train(_OPTS[i], i, steps, backend)
+                got[i] = _train(_OPTS[i], i, steps, backend)  # noqa: B023 (joined in this iteration)
             except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
+                errors.append(exc)  # noqa: B023
 
         threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
         for t in threads:

@@ -168,5 +168,24 @@ def test_every_multi_row_kernel_is_exercised_by_parity():
     optim_rows = {"sgd", "adam", "rmsprop", "adagrad", "adamax", "adadelta"}
     clip_rows = {"norm_pow_sum", "scale", "all_finite"}
     multi = {r.name for r in ROWS if r.kind == "multi"}
-    assert multi <= optim_rows | clip_rows, f"multi rows without a parity test: {multi - optim_rows - clip_rows}"
+    assert multi <= optim_rows | clip_rows, \
+        f"multi rows without a parity test: {multi - optim_rows - clip_rows}"
     assert {c.kind if c.kind != "adamw" else "adam" for k in BY_KIND for c in BY_KIND[k]} == optim_rows
+
+
+def test_kind_enums_agree_with_the_c_header():
+    """ACT_KINDS / LOSS_KINDS / LAYER_TYPES are the C header's enums, value for value."""
+    text = HEADER.read_text()
+    enums = {}
+    for name, body in re.findall(r"enum\s+(fd_\w+)\s*\{([^}]*)\}", text):
+        enums[name] = {k: int(v) for k, v in re.findall(r"(FD_\w+)\s*=\s*(\d+)", body)}
+    act = {f"FD_ACT_{k.upper()}": v for k, v in _contract.ACT_KINDS.items()}
+    loss = {"FD_LOSS_XENT": _contract.LOSS_KINDS["cross_entropy"], "FD_LOSS_MSE": _contract.LOSS_KINDS["mse"]}
+    layer = {"FD_LAYER_LINEAR": _contract.LAYER_TYPES["linear"],
+             "FD_LAYER_ACT": _contract.LAYER_TYPES["activation"]}
+    assert enums["fd_act_kind"] == act
+    assert enums["fd_loss_kind"] == loss
+    assert enums["fd_layer_type"] == layer
+    lib = fd.get_backend("c").lib if reg.backend_status()["c"] is None else None
+    if lib is not None:  # the compiled cdef carries the same values
+        assert all(getattr(lib, k) == v for k, v in {**act, **loss, **layer}.items())

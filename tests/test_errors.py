@@ -518,27 +518,27 @@ def test_functional_bad_hyperparameter(backend, kind, bad, exc, name):
 F_ARRAYS = {
     # name: (kinds, column ("S0": the first state list), fn(column, params, dev) -> array put at
     #        index j, exception, name in message, host only, j)
-    "state_wrong_shape": ("all", "S0", lambda l, p, d: d.put(np.zeros(5, np.float32)), ValueError,
+    "state_wrong_shape": ("all", "S0", lambda lst, p, d: d.put(np.zeros(5, np.float32)), ValueError,
                           "S0[1]", False, 1),
-    "state_wrong_dtype": ("all", "S0", lambda l, p, d: d.put(np.zeros((2, 2), np.float64)), TypeError,
+    "state_wrong_dtype": ("all", "S0", lambda lst, p, d: d.put(np.zeros((2, 2), np.float64)), TypeError,
                           "S0[3]", False, 3),
-    "grad_float16": ("all", "grads", lambda l, p, d: d.put(np.zeros(4, np.float16)), TypeError,
+    "grad_float16": ("all", "grads", lambda lst, p, d: d.put(np.zeros(4, np.float16)), TypeError,
                      "grads[1]", False, 1),
-    "param_float16": ("all", "params", lambda l, p, d: d.put(np.zeros(4, np.float16)), TypeError,
+    "param_float16": ("all", "params", lambda lst, p, d: d.put(np.zeros(4, np.float16)), TypeError,
                       "params[1]", False, 1),
-    "param_int": ("all", "params", lambda l, p, d: d.put(np.zeros(4, np.int32)), TypeError,
+    "param_int": ("all", "params", lambda lst, p, d: d.put(np.zeros(4, np.int32)), TypeError,
                   "params[1]", False, 1),
-    "grad_wrong_shape": ("all", "grads", lambda l, p, d: d.put(np.zeros(3, np.float32)), ValueError,
+    "grad_wrong_shape": ("all", "grads", lambda lst, p, d: d.put(np.zeros(3, np.float32)), ValueError,
                          "grads[1]", False, 1),
-    "param_read_only": ("all", "params", lambda l, p, d: _ro(l[0]), ValueError, "params[0]", True, 0),
-    "state_read_only": ("all", "S0", lambda l, p, d: _ro(l[0]), ValueError, "S0[0]", True, 0),
-    "state_non_contiguous": ("all", "S0", lambda l, p, d: np.zeros((3, 4), np.float32)[:, ::2],
+    "param_read_only": ("all", "params", lambda lst, p, d: _ro(lst[0]), ValueError, "params[0]", True, 0),
+    "state_read_only": ("all", "S0", lambda lst, p, d: _ro(lst[0]), ValueError, "S0[0]", True, 0),
+    "state_non_contiguous": ("all", "S0", lambda lst, p, d: np.zeros((3, 4), np.float32)[:, ::2],
                              ValueError, "S0[0]", True, 0),
-    "param_non_contiguous": ("all", "params", lambda l, p, d: np.zeros((3, 4), np.float32)[:, ::2],
+    "param_non_contiguous": ("all", "params", lambda lst, p, d: np.zeros((3, 4), np.float32)[:, ::2],
                              ValueError, "params[0]", True, 0),
-    "grad_aliases_param": ("all", "grads", lambda l, p, d: p[2], ValueError, "grads[2]", False, 2),
-    "state_aliases_param": ("all", "S0", lambda l, p, d: p[3], ValueError, "S0[3]", False, 3),
-    "state_aliases_other_param": ("all", "S0", lambda l, p, d: p[0].reshape(-1)[:4] if not d.is_device
+    "grad_aliases_param": ("all", "grads", lambda lst, p, d: p[2], ValueError, "grads[2]", False, 2),
+    "state_aliases_param": ("all", "S0", lambda lst, p, d: p[3], ValueError, "S0[3]", False, 3),
+    "state_aliases_other_param": ("all", "S0", lambda lst, p, d: p[0].reshape(-1)[:4] if not d.is_device
                                   else p[0], ValueError, "S0[1]", True, 1),
 }
 

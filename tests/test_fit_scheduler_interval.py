@@ -1,10 +1,9 @@
-"""fd.fit(..., scheduler_interval="epoch" | "step") (issue 9): per-minibatch scheduling (OneCycleLR as
+"""fd.fit(..., scheduler_interval="epoch" | "step"): per-minibatch scheduling (OneCycleLR as
 torch users drive it) must equal a hand-written ``step; sched.step()`` loop, on every host backend and
 through the fused c / numba training step; "epoch" keeps the old once-per-epoch behaviour."""
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import numpy as np
@@ -14,7 +13,7 @@ import fastdescent as fd
 import fastdescent.nn as nn
 from fastdescent.optim.lr_scheduler import OneCycleLR
 
-from conftest import require_backend
+from conftest import count_fused, require_backend
 
 N, D, K = 90, 5, 3
 BS = 20                      # 5 minibatches per epoch, the last one 10 rows
@@ -94,18 +93,18 @@ def test_step_interval_equals_the_manual_loop_exactly_on_numpy():
 
 
 @pytest.mark.parametrize("backend", ["c", "numba"])
-def test_step_interval_through_the_fused_step(backend):
+def test_step_interval_through_the_fused_step(backend, monkeypatch):
     require_backend(backend)
-    fused = importlib.import_module(fd.get_backend(backend).__name__ + ".fused")
     X, y = _blobs()
     a, oa = _build(backend)
     probe = a.make_train_step(oa, "cross_entropy", rows=BS)
     if not getattr(probe, "fused", False):
         pytest.skip(f"{backend}: no fused train step for this model here")
     del probe
-    before = fused.calls
-    hist = _fit(a, oa, _one_cycle(oa), X, y, scheduler_interval="step")
-    assert fused.calls - before == TOTAL     # every minibatch went through the fused kernel
+    with monkeypatch.context() as mp:
+        counter = count_fused(backend, mp)
+        hist = _fit(a, oa, _one_cycle(oa), X, y, scheduler_interval="step")
+    assert counter.calls == TOTAL     # every minibatch went through the fused kernel
     # same backend, same closures, hand-written loop: identical
     b, ob = _build(backend)
     lrs = _manual(b, ob, _one_cycle(ob), X, y)

@@ -13,7 +13,8 @@ import pytest
 import fastdescent as fd
 from fastdescent.nn import model as _model
 
-from conftest import require_backend
+from conftest import count_fused, require_backend
+from fastdescent.nn.fused import FusedPlan
 
 FUSED = ["c", "numba"]
 RTOL, ATOL = 1e-5, 1e-6
@@ -146,7 +147,7 @@ def test_state_consistent_after_fused_steps(backend, monkeypatch):
 def test_options_switched_after_creation(backend, monkeypatch):
     """amsgrad or skip_nonfinite turned on after the step was made: those calls take the
     kernel-by-kernel path, results stay equal to the unfused twin."""
-    mod = fused_module(backend)
+    fused_module(backend)
     sizes, loss = [5, 9, 3], "mse"
     X, Y = data(sizes, loss)
     mf, of = build(backend, sizes, "relu", fd.Adam, lr=1e-2)
@@ -157,10 +158,10 @@ def test_options_switched_after_creation(backend, monkeypatch):
     su(X[0], Y[0])
     for o in (of, ou):
         o.skip_nonfinite = True
-    before = mod.calls
+    before = sf.fused_calls
     sf(X[1], Y[1])
     su(X[1], Y[1])
-    assert mod.calls == before  # not fused while skip_nonfinite is set
+    assert sf.fused_calls == before  # not fused while skip_nonfinite is set
     for o in (of, ou):
         o.skip_nonfinite = False
         o.param_groups[0]["amsgrad"] = True
@@ -168,13 +169,16 @@ def test_options_switched_after_creation(backend, monkeypatch):
         sf(X[i], Y[i])
         su(X[i], Y[i])
     assert_same(mf, of, mu, ou)
-    assert mod.calls > before  # fused again once the buckets were rebuilt with max_exp_avg_sq
+    assert sf.fused_calls > before  # fused again once the buckets were rebuilt with max_exp_avg_sq
 
 
 @pytest.mark.parametrize("backend", FUSED)
 def test_fallback_none(backend):
     mod = fused_module(backend)
-    f = mod.fused_train_step
+
+    def f(model, opt, loss, rows):
+        plan = FusedPlan.create(model, opt, loss, rows)
+        return None if plan is None else mod.fused_train_step(plan)
 
     def mlp():
         return fd.nn.MLP([4, 6, 2], seed=0, backend=backend)
@@ -223,7 +227,7 @@ def test_c_bad_labels_write_nothing():
 
 @pytest.mark.parametrize("backend", FUSED)
 def test_fit_uses_fused_path(backend, monkeypatch):
-    mod = fused_module(backend)
+    fused_module(backend)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(70, 6)).astype(np.float32)
     y = (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 0.5)
@@ -234,10 +238,10 @@ def test_fit_uses_fused_path(backend, monkeypatch):
         with monkeypatch.context() as mp:
             if not fused:
                 mp.setattr(_model, "_fused_train_step", lambda be: None)
-            before = mod.calls
+            counter = count_fused(backend, mp)
             hist = fd.fit(m, X, y, loss="cross_entropy", optimizer=o, epochs=3, batch_size=16,
                           progress=False)
-            used = mod.calls - before
+            used = counter.calls
         return m, o, hist, used
 
     mf, of, hf, used = train(True)

@@ -1,13 +1,11 @@
-"""Hostile-user hardening of fastdescent.nn (review issue 8, findings 11 and 12, and what a hostile
-user finds besides): every path (numpy, and the fused one-call-per-minibatch c / numba steps) takes
-the optimizer's hyperparameters by value at every step and validates them with the optimizer's own
-check; user data is checked finite AFTER its conversion to the model's dtype; bad state dicts change
-nothing; odd array types (np.matrix, masked arrays, tensors, views of the model's own memory) are
-taken for what they hold, or refused clearly."""
+"""Hostile-user hardening of fastdescent.nn: every path (numpy, and the fused one-call-per-minibatch c
+/ numba steps) takes the optimizer's hyperparameters by value at every step and validates them with
+the optimizer's own check; user data is checked finite AFTER its conversion to the model's dtype;
+bad state dicts change nothing; odd array types (np.matrix, masked arrays, tensors, views of the
+model's own memory) are taken for what they hold, or refused clearly."""
 
 from __future__ import annotations
 
-import importlib
 import re
 import warnings
 
@@ -17,7 +15,7 @@ import pytest
 import fastdescent as fd
 from fastdescent.nn import model as _model
 
-from conftest import require_backend
+from conftest import count_fused, require_backend
 
 HOST = ["numpy", "c", "numba"]
 RTOL, ATOL = 1e-5, 1e-6
@@ -39,13 +37,6 @@ def _build(backend, sizes=(5, 9, 3), betas=None, seed=0, dtype=np.float32):
     return m, o
 
 
-def _fused_calls(backend):
-    """The fused module's step counter (None for a backend without one)."""
-    if backend == "numpy":
-        return None
-    return importlib.import_module(fd.get_backend(backend).__name__ + ".fused").calls
-
-
 def _fit_3_epochs(backend, m, o, X, y, callback, fused, monkeypatch):
     """``fd.fit`` for 3 epochs of 3 minibatches (``X``: 48 rows), unshuffled, on the fused step
     (checked to run once per minibatch where the backend has one) or, with ``fused=False``, on the
@@ -53,12 +44,11 @@ def _fit_3_epochs(backend, m, o, X, y, callback, fused, monkeypatch):
     with monkeypatch.context() as mp:
         if not fused:
             mp.setattr(_model, "_fused_train_step", lambda be: None)
-        before = _fused_calls(backend)
+        counter = count_fused(backend, mp) if fused and backend != "numpy" else None
         fd.fit(m, X, y, optimizer=o, epochs=3, batch_size=16, shuffle=False, callback=callback,
                progress=False)
-        after = _fused_calls(backend)
-    if fused and before is not None:
-        assert after - before == 9, "fit did not run the fused step"
+    if counter is not None:
+        assert counter.calls == 9, "fit did not run the fused step"
 
 
 def _snapshot(m, o):

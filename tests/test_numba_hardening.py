@@ -1,4 +1,4 @@
-"""Hardening of the numba backend (review issue 8, findings 6, 7).
+"""Hardening of the numba backend.
 
 * fork after a threaded step: a forked child runs the serial kernels and finishes with the right
   results (GNU OpenMP would kill it); ``spawn`` children work too. Subprocesses, hard timeouts.

@@ -399,8 +399,26 @@ def test_plan_chunks_cross_tensor_boundaries():
     t = NB.Table(np.float32, [5, 0, 0, 7, 1, 0, 20])
     t.plan(chunk=4, parallel=True)
     assert t.offsets.tolist() == [0, 5, 5, 5, 12, 13, 13, 33]
-    # chunk starts 0,4,8,...,32: the tensor holding each start (never an empty one)
-    assert t.chunk_first.tolist() == [0, 0, 3, 4, 6, 6, 6, 6, 6]
+    # pieces (tensor, first element, length): chunks [0,4) [4,8) ... [32,33) cut at tensor ends,
+    # never a piece of an empty tensor
+    assert t.pieces.tolist() == [[0, 0, 4], [0, 4, 1], [3, 0, 3], [3, 3, 4], [4, 0, 1], [6, 0, 3],
+                                 [6, 3, 4], [6, 7, 4], [6, 11, 4], [6, 15, 4], [6, 19, 1]]
+    assert t.piece_starts.tolist() == [0, 1, 3, 4, 6, 7, 8, 9, 10, 11]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 16, 1000])
+def test_plan_pieces_cover_every_element_once(chunk):
+    rng = np.random.default_rng(chunk)
+    sizes = rng.integers(0, 40, size=30).tolist()
+    t = NB.Table(np.float32, sizes).plan(chunk=chunk)
+    seen = [np.zeros(n, np.int64) for n in sizes]
+    for c in range(len(t.piece_starts) - 1):
+        for tt, lo, k in t.pieces[t.piece_starts[c]:t.piece_starts[c + 1]]:
+            assert k > 0
+            g0 = t.offsets[tt] + lo
+            assert c * chunk <= g0 and g0 + k <= (c + 1) * chunk  # inside its chunk
+            seen[tt][lo:lo + k] += 1
+    assert all((s == 1).all() for s in seen)
 
 
 def test_empty_tables():

@@ -1,4 +1,4 @@
-"""Property-based tests that hunt (issue 8): random sequences of operations on an optimizer, run on
+"""Property-based tests that hunt: random sequences of operations on an optimizer, run on
 every host backend at once and compared after EVERY operation with a model of SEMANTICS.md
 (``tests/_stateful_ref.py``, around the oracle's rules in ``tests/reference.py``) and with
 fastdescent's own ``numpy`` backend.
@@ -344,7 +344,7 @@ class OptimizerMachine(RuleBasedStateMachine):
         values = grad_values(0, self._shapes(), self._dtypes(), 1.0)
         i %= self.n
         before = self._snapshot_all()
-        for b, opt in self.opts.items():
+        for opt in self.opts.values():
             gs = [v.copy() for v in values]
             if how == "dtype":
                 gs[i] = gs[i].astype(F32 if gs[i].dtype == F64 else F64)
@@ -700,8 +700,10 @@ def test_functional_matches_class_and_model(backend, case):
         ostate = opt.state
         for i in range(len(init)):
             for n in state_names(kind, hp):
-                assert_close(fstate[n][i], ostate[i][n], what=f"step {t}: state[{i}][{n!r}] functional vs class")
-                assert_close(fstate[n][i], model.state[i][n], what=f"step {t}: state[{i}][{n!r}] functional vs model")
+                assert_close(fstate[n][i], ostate[i][n],
+                             what=f"step {t}: state[{i}][{n!r}] functional vs class")
+                assert_close(fstate[n][i], model.state[i][n],
+                             what=f"step {t}: state[{i}][{n!r}] functional vs model")
 
 
 # ------------------------------------------------------------------------------ clip_grad_norm_

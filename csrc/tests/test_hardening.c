@@ -1,4 +1,4 @@
-/* test_hardening.c -- C tests of the argument checks that protect embedders (issue 8): sizes whose
+/* test_hardening.c -- C tests of the argument checks that protect embedders: sizes whose
  * sum or product overflows int64 (FD_ERR_SIZE, never signed overflow), the thread-count bound
  * (FD_ERR_ARG above FD_MAX_THREADS), scalars outside each kernel's domain (FD_ERR_ARG, nothing
  * written), misaligned arrays (FD_ERR_ALIGN, nothing read or written), and fork() after a

@@ -30,11 +30,14 @@ import math
 import numpy as np
 
 from .._arrays import inspect as _inspect
+from .._contract import ACT_KINDS
 from .._contract import KERNELS as _ROWS
 from ..errors import KernelError
 
-__all__ = ["check", "check_kind", "check_overlap", "check_labels", "kernel_error", "SPECS", "FLOATS", "ERR_ARG", "ERR_SHAPE",
-           "ERR_ALIGN"]
+__all__ = [
+    "check", "check_kind", "check_overlap", "check_labels", "kernel_error", "SPECS", "FLOATS",
+    "ERR_ARG", "ERR_SHAPE", "ERR_ALIGN",
+]
 
 FLOATS = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
 _I64 = np.dtype(np.int64)
@@ -60,7 +63,7 @@ SPECS = {
 }
 
 _LETTER = {"W": "Bw"}
-_ACT_KINDS = (0, 1, 2, 3)
+_ACT_KINDS = tuple(ACT_KINDS.values())
 
 
 def _expected(kernel):
@@ -203,7 +206,8 @@ def _bounds(a):
 def check_overlap(kernel, args):
     """``ValueError`` if a written argument of ``kernel`` shares memory with any other argument:
     outputs must not overlap inputs (``csrc/fastdescent.h``), or results depend on the backend's
-    loop order. ``act_fwd`` may run in place (``y`` exactly ``x``). Host arrays only (``np.shares_memory``: exact, ~0.2 us a pair for contiguous
+    loop order. ``act_fwd`` may run in place (``y`` exactly ``x``). Host arrays only
+    (``np.shares_memory``: exact, ~0.2 us a pair for contiguous
     arrays); device arrays are compared by address range in :func:`_check`."""
     spec = SPECS[kernel]
     for k in range(_WRITES[kernel]):

@@ -38,7 +38,7 @@ SEED = 0
 #: optimizer steps taken (from identical data) by a case and by the NumPy reference before comparing
 CHECK_STEPS = 2
 
-#: one-tensor sweep (elements); the full sweep includes 2**25, the size of issue 2's targets
+#: one-tensor sweep (elements); the full sweep includes 2**25, the size of the performance targets
 SWEEP_SIZES = tuple([2 ** k for k in range(10, 25, 2)] + [2 ** 25, 2 ** 26])
 QUICK_SIZES = (2 ** 10, 2 ** 14, 2 ** 18, 2 ** 22)
 #: tensor-count sweep: this many tensors of SMALL_TENSOR elements each
@@ -144,7 +144,7 @@ def many(count, size=SMALL_TENSOR):
 
 #: 400 tensors as a model has them: 200 weights of 256x256, each followed by its bias of 256
 MIXED400 = Layout("400 tensors", ((256, 256), (256,)) * 200)
-#: the layouts of issue 2's targets
+#: the layouts of the performance targets
 HEADLINE_LAYOUTS = (single(2 ** 25), MIXED400, many(1000, 64))
 
 
@@ -868,9 +868,9 @@ def mlp_cases(impls=BACKENDS + MLP_PEERS):
     return [MlpCase(impl) for impl in impls]
 
 
-# ============================================================================ issue 2's list
+# ============================================================================ the headline list
 def headline_cases(backends=BACKENDS, *, ops=OPS, with_peers=True):
-    """The cases behind issue 2's targets and the README's figures (what ``benchmarks/`` runs)."""
+    """The cases behind the performance targets and the README's figures (what ``benchmarks/`` runs)."""
     peers = OPT_PEERS if with_peers else ()
     out = optimizer_cases(ops, HEADLINE_LAYOUTS, tuple(backends) + peers + ("roofline",))
     out += matmul_cases(MATMUL_KERNELS, MATMUL_SHAPES, tuple(backends) + (MATMUL_PEERS if with_peers else ()))

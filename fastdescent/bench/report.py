@@ -1,7 +1,7 @@
 """Reports of a benchmark run: terminal tables (rich), JSON, Markdown, and a PNG plot.
 
 All of them are made from the same *rows* (see :mod:`fastdescent.bench.runner`) and the same target
-list (:data:`TARGETS`, issue 2's goals), so the terminal, the JSON and RESULTS.md always agree.
+list (:data:`TARGETS`, the performance goals), so the terminal, the JSON and RESULTS.md always agree.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ IMPL_ORDER = ("numpy", "c", "numba", "cuda", "torch-forloop", "torch-foreach", "
               "numpy-textbook", "np.matmul", "torch.bmm", "torch-autograd", "torch", "sklearn",
               "roofline")
 SECTION_TITLES = {
-    "headline": "Issue 2 cases",
+    "headline": "Headline cases",
     "size": "One tensor, sweep over its size",
     "count": "Many small tensors (64 elements each), sweep over their number",
     "layout": "Model-like layout",
@@ -108,10 +108,10 @@ def _problems(rows):
     return seen
 
 
-# ============================================================================ targets (issue 2)
+# ============================================================================ performance targets
 @dataclass(frozen=True)
 class Target:
-    """One goal of issue 2. ``metric``: ``ratio`` = time(impl)/time(peer) (lower is better),
+    """One performance goal. ``metric``: ``ratio`` = time(impl)/time(peer) (lower is better),
     ``speedup`` = time(peer)/time(impl), ``roofline`` = fraction of roofline, ``ms`` = ms per step."""
 
     what: str
@@ -280,7 +280,7 @@ def to_markdown(report, *, title="fastdescent benchmark results"):
                             for n, e in m.get("fastdescent_info", {}).get("backends", {}).items()),
                 f"- settings: {report.get('settings')}", ""]
     if any(d["measured"] is not None for d in report.get("targets") or []):
-        out += ["## Issue 2 targets (measured in this run)", "", targets_markdown(report["targets"]), ""]
+        out += ["## Performance targets (measured in this run)", "", targets_markdown(report["targets"]), ""]
     out += ["## Results", "",
             "Cells: median time per step (per call for matmul, per epoch for the MLP), then "
             "throughput; for optimizers `GB/s` counts the bytes the update must move and the "
@@ -335,7 +335,7 @@ def print_report(report, file=None):
             tab.add_row(k, *[_cell(cells[(k, i)], "\n") if (k, i) in cells else "" for i in impls])
         con.print(tab)
     if any(d["measured"] is not None for d in report.get("targets") or []):
-        tab = Table(title="Issue 2 targets (measured in this run)", title_justify="left")
+        tab = Table(title="Performance targets (measured in this run)", title_justify="left")
         for col in ("case", "backend", "target", "measured", "met"):
             tab.add_column(col)
         for d in report["targets"]:

@@ -16,10 +16,11 @@ import operator
 
 import numpy as np
 
+from .._contract import ACT_KINDS
+
 __all__ = ["Layer", "Linear", "Activation", "ReLU", "Tanh", "Sigmoid", "GELU", "activation", "ACT_KINDS"]
 
 #: the ``kind`` scalar of the ``act_fwd``/``act_bwd`` kernels
-ACT_KINDS = {"relu": 0, "tanh": 1, "sigmoid": 2, "gelu": 3}
 
 #: accepted values of ``Linear(init=...)``
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal")

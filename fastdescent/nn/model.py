@@ -15,20 +15,15 @@ activation-gradient block (two ``fill`` calls), ``matmul_fwd``/``act_fwd`` per l
 kernel (loss value and d loss / d output in one pass), ``act_bwd``/``matmul_bwd_x``/``matmul_bwd_w``
 per layer, then ``optimizer.step``. :func:`fastdescent.fit` calls that closure per minibatch.
 
-A backend may offer a fused training step (forward + backward + update in one call): if the backend
-package has a module ``fused`` (``backends/<backend>/fused.py``, the hot path's stem like every other
-kernel file) defining ``fused_train_step(model, optimizer, loss_name, rows)`` returning a callable
-``step(x, y) -> float`` (or None when it cannot handle this model/optimizer), ``make_train_step``
-uses it instead of the kernel-by-kernel closure; ``fit`` needs no change. Such a callable receives
-``x`` of shape ``(1, rows, in_features)`` (C-contiguous, the model's dtype) and ``y`` as
-``model.prepare_targets`` returns it (int64 labels, or targets ``(rows, out_features)``), updates
-the parameters in ``model.arena`` and the optimizer's state as ``optimizer.step`` would, and
-returns the mean batch loss before the update (``fit`` never reads the gradient block after a
-step). Like ``optimizer.step`` it must validate the groups on every call with the optimizer's own
-check (``optimizer._check_groups()``: by value, so a list-valued hyperparameter edited in place is
-seen) and take the group's values as they are then (``optimizer._scalars``), raising before it writes
-anything. It finds what it needs in ``model.layers`` (``Linear.weight`` ``(in, out)``, ``bias``,
-activation ``kind``), ``model.arena`` and ``optimizer.param_groups`` / ``optimizer.state``.
+A backend may offer a fused training step (forward + backward + update in one call): a module
+``backends/<backend>/fused.py`` defining ``fused_train_step(plan)``, which receives a
+:class:`fastdescent.nn.fused.FusedPlan` (built here: the layers, buffers and the optimizer's published
+flat bucket; that module states the protocol) and returns a callable ``step(x, y) -> float`` or None.
+``make_train_step`` uses it instead of the kernel-by-kernel closure; ``fit`` needs no change. Such a
+callable receives ``x`` of shape ``(1, rows, in_features)`` (C-contiguous, the model's dtype) and ``y``
+as ``model.prepare_targets`` returns it (int64 labels, or targets ``(rows, out_features)``), updates
+the parameters in ``model.arena`` and the optimizer's state as ``optimizer.step`` would, and returns
+the mean batch loss before the update (``fit`` never reads the gradient block after a step).
 """
 
 from __future__ import annotations
@@ -39,6 +34,7 @@ import numpy as np
 
 from ..arena import ParamArena
 from ._backend import resolve_dense
+from .fused import FusedPlan
 from .layers import Activation, Layer, Linear, _positive_int, activation
 from .losses import _as_array, _check_real, _to_dtype, get_loss
 
@@ -142,7 +138,7 @@ class Sequential:
             if getattr(layer, "_model_owned", False):
                 raise ValueError(f"layers[{i}] ({layer!r}) already belongs to another model; create a "
                                  "new layer instead")
-        first = next((i for i, l in enumerate(layers) if l.in_features is not None), None)
+        first = next((i for i, lay in enumerate(layers) if lay.in_features is not None), None)
         if first is None:
             raise ValueError("layers: a model needs at least one Linear layer (none fixes the input size)")
         dims = [layers[first].in_features]
@@ -487,7 +483,8 @@ class Sequential:
             rows = _positive_int("rows", rows)
             fused = _fused_train_step(self._be)
             if fused is not None:
-                fn = fused(self, optimizer, spec.name, rows)
+                plan = FusedPlan.create(self, optimizer, spec.name, rows)
+                fn = fused(plan) if plan is not None else None
                 if fn is not None:
                     return fn
             inner = self._compile(rows, spec, opt_step, opt_grads)

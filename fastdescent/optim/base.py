@@ -32,7 +32,7 @@ from ..rules import check_scalars
 from .._arrays import flat_view
 from ..backends import resolve
 
-__all__ = ["Optimizer", "check_hyper", "check_scalars"]
+__all__ = ["Optimizer", "FlatBucket", "check_hyper", "check_scalars"]
 
 
 #: the optimizers' hyperparameter check (a finite real within bounds; ``_validate.check_real``)
@@ -77,7 +77,65 @@ if hasattr(os, "register_at_fork"):
 
 class _Bucket:
     __slots__ = ("group", "dtype", "indices", "step", "fresh", "names", "flat", "sizes", "tab_multi",
-                 "tab_flat", "tab", "param_flat", "param_addrs")
+                 "tab_flat", "tab", "param_flat", "param_addrs", "grad_flat")
+
+
+class FlatBucket:
+    """One coalesced bucket of an optimizer, published for fused kernels (the fused training step of
+    ``fastdescent.nn``): the whole bucket's parameters, gradients and each state buffer as one flat
+    1-D block each, with the rule and the group that give its per-step scalars.
+
+    Obtained from :meth:`Optimizer.coalesced`. A kernel that updates these blocks itself follows the
+    protocol of :meth:`Optimizer.step`: under :attr:`lock`, check :meth:`current` (else let
+    ``optimizer.step`` run, which rebuilds the buckets, and ask for a new FlatBucket), take
+    :meth:`scalars` (validates every group first, raising before anything is written), run the kernel
+    on ``param``, ``grad`` and ``state``, then :meth:`advance`.
+
+    Attributes: ``rule`` (:class:`fastdescent.rules.Rule`), ``group`` (the param group dict, read at
+    every :meth:`scalars` so schedulers apply), ``dtype``, ``param``, ``grad`` (flat views over the
+    parameters' and gradients' memory), ``state`` ({name: flat block}, the optimizer's own state
+    memory), ``lock`` (the optimizer's lock).
+    """
+
+    __slots__ = ("rule", "group", "dtype", "param", "grad", "state", "lock", "_opt", "_bucket",
+                 "_buckets")
+
+    def __init__(self, opt, bucket):
+        self._opt, self._bucket, self._buckets = opt, bucket, opt._buckets
+        self.rule = opt._rule
+        self.group = opt.param_groups[bucket.group]
+        self.dtype = bucket.dtype
+        self.param = bucket.param_flat
+        self.grad = bucket.grad_flat
+        self.state = dict(bucket.flat)
+        self.lock = opt._lock
+
+    @property
+    def step(self):
+        """Steps taken so far (the next step is ``step + 1``)."""
+        return self._bucket.step
+
+    def current(self):
+        """True while this is still the optimizer's bucket and its state buffers are still the ones
+        the group's options need (False after ``load_state_dict``, ``add_param_group``, an option
+        that adds a buffer, or ``skip_nonfinite`` switched on: the fused kernel has no skip)."""
+        opt = self._opt
+        return (opt._buckets is self._buckets and not opt._skip_nonfinite
+                and tuple(self._bucket.names) == tuple(opt._state_names(self.group)))
+
+    def scalars(self):
+        """The rule's kernel scalars (float64 dict) for the next step, after validating every group
+        as :meth:`Optimizer.step` does (by value: in-place edits are seen)."""
+        opt, b = self._opt, self._bucket
+        opt._check_groups()
+        return check_scalars(opt._scalars(self.group, b.step + 1, b.fresh), f"param_groups[{b.group}]",
+                             b.dtype)
+
+    def advance(self):
+        """Record one successful step of the bucket."""
+        b = self._bucket
+        b.step += 1
+        b.fresh = False
 
 
 class Optimizer:
@@ -105,24 +163,22 @@ class Optimizer:
     """
 
     _rule = None
+    #: set from ``_rule`` for every subclass: the contract row, every state buffer name the optimizer
+    #: may hold (for load_state_dict validation), and the buffers every parameter with state has,
+    #: whatever the options (a state_dict entry without one is refused; option buffers such as
+    #: amsgrad's ``max_exp_avg_sq`` may be absent and are created at the next step, as ``step``
+    #: creates them when an option is switched on between steps)
+    _kernel = None
+    _all_state_names = ()
+    _core_state_names = ()
 
-    @property
-    def _kernel(self):
-        return self._rule.name
-
-    @property
-    def _all_state_names(self):
-        """Every state buffer name this optimizer may hold (for load_state_dict validation)."""
-        return self._rule.all_state
-
-    @property
-    def _core_state_names(self):
-        """The buffers every parameter with state has, whatever the options (a state_dict entry
-        without one is refused); option buffers (amsgrad's ``max_exp_avg_sq``,
-        ``momentum_buffer``...) may be absent, e.g. after the option was switched on, and are
-        created at the next step, as ``step`` creates them when an option is switched on between
-        steps."""
-        return self._rule.core_state
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        rule = cls.__dict__.get("_rule")
+        if rule is not None:
+            cls._kernel = rule.name
+            cls._all_state_names = tuple(rule.all_state)
+            cls._core_state_names = tuple(rule.core_state)
 
     def __init__(self, params, defaults, *, backend=None, skip_nonfinite=False):
         from ..arena import ParamArena
@@ -242,6 +298,38 @@ class Optimizer:
     def _scalars(self, group, step, fresh):
         """Kernel scalars (a dict, float64) for a bucket about to take step number ``step``."""
         return self._rule.scalars(group, step, fresh)
+
+    @property
+    def rule(self):
+        """The update rule (:class:`fastdescent.rules.Rule`) this optimizer applies."""
+        return self._rule
+
+    def coalesced(self, grads=None):
+        """The optimizer's single coalesced bucket for ``grads`` (as :meth:`step` takes them), as a
+        :class:`FlatBucket`, or None when the parameters do not form one: several groups or dtypes,
+        parameters or gradients that are not adjacent views of one block (use a
+        :class:`~fastdescent.ParamArena`), ``skip_nonfinite`` set, or device arrays.
+
+        Validates the groups and the gradients and builds the buckets exactly as :meth:`step` would
+        (nothing is updated). For fused kernels that run a whole step themselves."""
+        with self._lock:
+            if self._skip_nonfinite or self._device or len(self.param_groups) != 1:
+                return None
+            self._check_groups()
+            changed = self._prepare_grads(grads)
+            if self._needs_rebuild():
+                self._build_buckets()
+                changed = True
+            if changed or not self._grads_packed:
+                self._pack_grads()
+            bs = self._buckets
+            if len(bs) != 1:
+                return None
+            b = bs[0]
+            if (list(b.indices) != list(range(len(self._params))) or b.param_flat is None
+                    or b.grad_flat is None):
+                return None
+            return FlatBucket(self, b)
 
     # ------------------------------------------------------------------ state
     @property
@@ -403,16 +491,7 @@ class Optimizer:
                 continue
             what = f"grads[{i}]"
             info = _arrays.inspect(g, what)
-            if info.device != pinfo.device:
-                raise ValueError(f"{what} is a {'device' if info.device else 'host'} array but "
-                                 f"params[{i}] is a {'device' if pinfo.device else 'host'} array")
-            if info.shape != pinfo.shape:
-                raise ValueError(f"{what} has shape {info.shape}, expected {pinfo.shape} "
-                                 f"(the shape of params[{i}])")
-            if info.dtype != pinfo.dtype:
-                raise TypeError(f"{what} has dtype {info.dtype}, expected {pinfo.dtype} "
-                                f"(the dtype of params[{i}])")
-            _arrays.check_readable(info, what)
+            _arrays.check_like(info, pinfo, what, f"params[{i}]")
             if info.nbytes:
                 if ranges is None:
                     ranges, keys = self._write_set()
@@ -464,6 +543,7 @@ class Optimizer:
             gflat = None
             if b.tab_flat is not None:
                 gflat = self._flat_view(gs, [infos[i] for i in b.indices])
+            b.grad_flat = gflat
             if gflat is not None:
                 b.tab_flat.set("grad", [gflat])
                 b.tab = b.tab_flat

@@ -61,10 +61,23 @@ if _numba is not None:
     class Table(TensorTable):
         """Tensor table whose columns are int64 arrays of data addresses.
 
-        Besides the columns it holds the chunk plan the kernels walk: ``offsets`` (n + 1 prefix sums
-        of the sizes), ``chunk`` (elements per chunk), ``chunk_first`` (for each chunk, the tensor
-        holding its first element), ``proto`` (an empty array of the dtype, which selects the compiled
-        specialisation) and ``parallel`` (whether the table is big enough for the threaded variant).
+        Besides the columns it holds the chunk plan every kernel body walks (the one chunk walker of
+        this backend, computed once per table): the elements of all tensors, end to end, are cut
+        into chunks of ``chunk`` elements (one work item of the threaded variant each), and each
+        chunk into *pieces*, one per tensor it touches: ``pieces`` is an (npieces, 3) int64 array of
+        ``(tensor, first element in the tensor, length)``, ``piece_starts`` (nchunks + 1) gives the
+        pieces of chunk ``c`` as ``pieces[piece_starts[c]:piece_starts[c + 1]]`` (empty tensors
+        have none). A body is::
+
+            for c in prange(piece_starts.shape[0] - 1):
+                for q in range(piece_starts[c], piece_starts[c + 1]):
+                    t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
+                    ...  # elements lo:lo+k of tensor t
+
+        Reductions keep one partial per chunk, combined in chunk order (deterministic for a given
+        plan). Also ``offsets`` (n + 1 prefix sums of the sizes), ``proto`` (an empty array of the
+        dtype, which selects the compiled specialisation) and ``parallel`` (whether the table is big
+        enough for the threaded variant).
         """
 
         def __init__(self, dtype, sizes):
@@ -88,9 +101,20 @@ if _numba is not None:
             if chunk < 1:
                 raise ValueError(f"chunk must be >= 1, got {chunk}")
             self.chunk = chunk
-            starts = np.arange(0, self.total, chunk, dtype=np.int64)
-            # the last tensor whose offset is <= start holds element `start` (this skips empty ones)
-            self.chunk_first = np.searchsorted(self.offsets, starts, side="right").astype(np.int64) - 1
+            offsets = self.offsets
+            total = int(offsets[-1])
+            # piece boundaries: every tensor boundary and every chunk boundary
+            bounds = np.union1d(offsets, np.arange(0, total, chunk, dtype=np.int64))
+            lo, hi = bounds[:-1], bounds[1:]
+            keep = hi > lo
+            lo, hi = lo[keep], hi[keep]
+            # the last tensor whose offset is <= lo holds element `lo` (this skips empty tensors)
+            t = np.searchsorted(offsets, lo, side="right") - 1
+            self.pieces = np.ascontiguousarray(np.stack([t, lo - offsets[t], hi - lo], axis=1),
+                                               dtype=np.int64).reshape(-1, 3)
+            nchunks = -(-total // chunk)
+            self.piece_starts = np.searchsorted(lo // chunk, np.arange(nchunks + 1),
+                                                side="left").astype(np.int64)
             if parallel is None:
                 parallel = self.total >= _config.PARALLEL_MIN and _numba.config.NUMBA_NUM_THREADS > 1
             self.parallel = bool(parallel)

@@ -1,4 +1,4 @@
-"""Helpers shared by the kernels: arrays from raw addresses, scalar rounding, the chunk walk.
+"""Helpers shared by the kernels: arrays from raw addresses, scalar rounding.
 
 A table column reaches a kernel as an int64 array of data addresses (one per tensor), so one jitted
 call handles any number of tensors without building a typed list of arrays in Python. Inside the
@@ -15,7 +15,7 @@ from numba.extending import intrinsic
 
 from ._config import jit
 
-__all__ = ["pointer", "like", "segment", "chunk_segment", "PROTOS", "EMPTY_ADDRS"]
+__all__ = ["pointer", "like", "segment", "PROTOS", "EMPTY_ADDRS"]
 
 
 @intrinsic
@@ -53,21 +53,6 @@ def like(typingctx, x, proto):
 def segment(addr, lo, n, proto):
     """The ``n`` elements starting at element ``lo`` of the tensor whose data is at ``addr``."""
     return carray(pointer(addr, lo, proto), n)
-
-
-@jit
-def chunk_segment(offsets, t, pos, end):
-    """Next piece of a chunk that ends at global element ``end``; the walk is at element ``pos``.
-
-    Tensor ``t`` starts at or before ``pos``. Returns ``(lo, hi, next_pos)``: the piece is elements
-    ``lo:hi`` of tensor ``t`` (empty, ``hi == lo``, when tensor ``t`` ends at or before ``pos``: a
-    tensor of size zero), and the walk goes on at ``next_pos`` with tensor ``t + 1``.
-    """
-    start = offsets[t]
-    stop = min(end, offsets[t + 1])
-    if stop <= pos:
-        return 0, 0, pos
-    return pos - start, stop - start, stop
 
 
 #: ``proto`` arrays (empty, one per dtype) and the address column given for absent optional columns.

@@ -20,13 +20,14 @@ import math
 import numba
 from numba import prange
 
+from ..._contract import ACT_KINDS
 from .._dense_checks import check
 from ._config import CHUNK, PARALLEL_MIN, jit, jit_variants
 from ._ptr import like
 
 __all__ = ["act_fwd", "act_bwd"]
 
-RELU, TANH, SIGMOID, GELU = 0, 1, 2, 3
+RELU, TANH, SIGMOID, GELU = (ACT_KINDS[k] for k in ("relu", "tanh", "sigmoid", "gelu"))
 _INV_SQRT2 = 0.7071067811865476  # 1 / sqrt(2)
 _INV_SQRT2PI = 0.3989422804014327  # 1 / sqrt(2 pi)
 

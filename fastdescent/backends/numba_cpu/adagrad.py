@@ -11,7 +11,7 @@ import numpy as np
 from numba import prange
 
 from ._config import jit_inline, jit_variants
-from ._ptr import chunk_segment, like, segment
+from ._ptr import like, segment
 
 
 @jit_inline
@@ -29,25 +29,17 @@ def _adagrad_loop(p, g, s, neg, use_wd, wd, clr, eps):
         p[i] = pi - clr * (gi / std)
 
 
-def _adagrad_body(offsets, first, chunk, p_a, g_a, s_a, proto, clr, eps, weight_decay, maximize):
+def _adagrad_body(pieces, starts, p_a, g_a, s_a, proto, clr, eps, weight_decay, maximize):
     clr_ = like(clr, proto)
     ep = like(eps, proto)
     wd = like(weight_decay, proto)
     use_wd = weight_decay != 0.0
     neg = maximize != 0
-    total = offsets[offsets.shape[0] - 1]
-    for c in prange(first.shape[0]):
-        pos = c * chunk
-        end = min(pos + chunk, total)
-        t = first[c]
-        while pos < end:
-            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
-            if hi > lo:
-                k = hi - lo
-                _adagrad_loop(segment(p_a[t], lo, k, proto), segment(g_a[t], lo, k, proto),
-                              segment(s_a[t], lo, k, proto), neg, use_wd, wd, clr_, ep)
-            pos = nxt
-            t += 1
+    for c in prange(starts.shape[0] - 1):
+        for q in range(starts[c], starts[c + 1]):
+            t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
+            _adagrad_loop(segment(p_a[t], lo, k, proto), segment(g_a[t], lo, k, proto),
+                          segment(s_a[t], lo, k, proto), neg, use_wd, wd, clr_, ep)
 
 
 _adagrad_serial, _adagrad_parallel = jit_variants(_adagrad_body)
@@ -56,5 +48,5 @@ _adagrad_serial, _adagrad_parallel = jit_variants(_adagrad_body)
 def adagrad(tab, *, clr, eps, weight_decay, maximize):
     k = tab.require("adagrad")
     (_adagrad_parallel if tab.parallel else _adagrad_serial)(
-        tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"], k["sum"], tab.proto,
+        tab.pieces, tab.piece_starts, k["param"], k["grad"], k["sum"], tab.proto,
         float(clr), float(eps), float(weight_decay), int(maximize))

@@ -12,7 +12,7 @@ import numpy as np
 from numba import prange
 
 from ._config import jit, jit_inline, jit_variants
-from ._ptr import EMPTY_ADDRS, chunk_segment, like, segment
+from ._ptr import EMPTY_ADDRS, like, segment
 
 
 @jit
@@ -56,7 +56,7 @@ def _amsgrad_loop(p, g, m, v, w, neg, use_decay, decay, use_wd, wd, b1, c1, b2, 
         p[i] = pi - ss * (mi / denom)
 
 
-def _adam_body(offsets, first, chunk, p_a, g_a, m_a, v_a, w_a, proto, beta1, beta2, eps,
+def _adam_body(pieces, starts, p_a, g_a, m_a, v_a, w_a, proto, beta1, beta2, eps,
                weight_decay, decay, step_size, bias_correction2_sqrt, amsgrad, maximize):
     b1 = like(beta1, proto)
     c1 = like(1.0 - beta1, proto)
@@ -71,28 +71,20 @@ def _adam_body(offsets, first, chunk, p_a, g_a, m_a, v_a, w_a, proto, beta1, bet
     use_decay = decay != 1.0
     neg = maximize != 0
     ams = amsgrad != 0
-    total = offsets[offsets.shape[0] - 1]
-    for c in prange(first.shape[0]):
-        pos = c * chunk
-        end = min(pos + chunk, total)
-        t = first[c]
-        while pos < end:
-            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
-            if hi > lo:
-                k = hi - lo
-                p = segment(p_a[t], lo, k, proto)
-                g = segment(g_a[t], lo, k, proto)
-                m = segment(m_a[t], lo, k, proto)
-                v = segment(v_a[t], lo, k, proto)
-                if ams:
-                    w = segment(w_a[t], lo, k, proto)
-                    _amsgrad_loop(p, g, m, v, w, neg, use_decay, dc, use_wd, wd, b1, c1, b2, c2,
-                                  ep, ss, bc)
-                else:
-                    _adam_loop(p, g, m, v, neg, use_decay, dc, use_wd, wd, b1, c1, b2, c2, ep, ss,
-                               bc)
-            pos = nxt
-            t += 1
+    for c in prange(starts.shape[0] - 1):
+        for q in range(starts[c], starts[c + 1]):
+            t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
+            p = segment(p_a[t], lo, k, proto)
+            g = segment(g_a[t], lo, k, proto)
+            m = segment(m_a[t], lo, k, proto)
+            v = segment(v_a[t], lo, k, proto)
+            if ams:
+                w = segment(w_a[t], lo, k, proto)
+                _amsgrad_loop(p, g, m, v, w, neg, use_decay, dc, use_wd, wd, b1, c1, b2, c2,
+                              ep, ss, bc)
+            else:
+                _adam_loop(p, g, m, v, neg, use_decay, dc, use_wd, wd, b1, c1, b2, c2, ep, ss,
+                           bc)
 
 
 _adam_serial, _adam_parallel = jit_variants(_adam_body)
@@ -103,7 +95,7 @@ def adam(tab, *, beta1, beta2, eps, weight_decay, decay, step_size, bias_correct
     k = tab.require("adam", amsgrad and "max_exp_avg_sq")
     w = k.get("max_exp_avg_sq") if amsgrad else None
     (_adam_parallel if tab.parallel else _adam_serial)(
-        tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"], k["exp_avg"],
+        tab.pieces, tab.piece_starts, k["param"], k["grad"], k["exp_avg"],
         k["exp_avg_sq"], EMPTY_ADDRS if w is None else w, tab.proto, float(beta1),
         float(beta2), float(eps), float(weight_decay), float(decay), float(step_size),
         float(bias_correction2_sqrt), int(amsgrad), int(maximize))

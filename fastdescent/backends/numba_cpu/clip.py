@@ -19,7 +19,7 @@ import numpy as np
 from numba import prange
 
 from ._config import jit, jit_inline, jit_reduce, jit_variants
-from ._ptr import chunk_segment, like, segment
+from ._ptr import like, segment
 
 _SQUARE, _ABS, _MAX, _POW = 0, 1, 2, 3
 
@@ -72,29 +72,22 @@ def _abs_max(x):
     return _nanmax(_nanmax(m0, m1), _nanmax(m2, m3))
 
 
-def _norm_body(offsets, first, chunk, g_a, proto, mode, power):
-    nch = first.shape[0]
+def _norm_body(pieces, starts, g_a, proto, mode, power):
+    nch = starts.shape[0] - 1
     partials = np.zeros(nch, dtype=np.float64)
-    total = offsets[offsets.shape[0] - 1]
     for c in prange(nch):
-        pos = c * chunk
-        end = min(pos + chunk, total)
-        t = first[c]
         acc = 0.0
-        while pos < end:
-            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
-            if hi > lo:
-                x = segment(g_a[t], lo, hi - lo, proto)
-                if mode == _SQUARE:
-                    acc += _sum_sq(x)
-                elif mode == _ABS:
-                    acc += _sum_abs(x)
-                elif mode == _MAX:
-                    acc = _nanmax(acc, _abs_max(x))
-                else:
-                    acc += _sum_pow(x, power)
-            pos = nxt
-            t += 1
+        for q in range(starts[c], starts[c + 1]):
+            t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
+            x = segment(g_a[t], lo, k, proto)
+            if mode == _SQUARE:
+                acc += _sum_sq(x)
+            elif mode == _ABS:
+                acc += _sum_abs(x)
+            elif mode == _MAX:
+                acc = _nanmax(acc, _abs_max(x))
+            else:
+                acc += _sum_pow(x, power)
         partials[c] = acc
     out = 0.0
     if mode == _MAX:
@@ -114,22 +107,15 @@ def _count_nonfinite(x, inf):
     return bad
 
 
-def _finite_body(offsets, first, chunk, g_a, proto):
-    nch = first.shape[0]
+def _finite_body(pieces, starts, g_a, proto):
+    nch = starts.shape[0] - 1
     bad = np.zeros(nch, dtype=np.int64)
     inf = like(np.inf, proto)
-    total = offsets[offsets.shape[0] - 1]
     for c in prange(nch):
-        pos = c * chunk
-        end = min(pos + chunk, total)
-        t = first[c]
         cnt = 0
-        while pos < end:
-            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
-            if hi > lo:
-                cnt += _count_nonfinite(segment(g_a[t], lo, hi - lo, proto), inf)
-            pos = nxt
-            t += 1
+        for q in range(starts[c], starts[c + 1]):
+            t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
+            cnt += _count_nonfinite(segment(g_a[t], lo, k, proto), inf)
         bad[c] = cnt
     for c in range(nch):
         if bad[c] != 0:
@@ -143,19 +129,12 @@ def _scale_loop(x, f):
         x[i] = x[i] * f
 
 
-def _scale_body(offsets, first, chunk, g_a, proto, factor):
+def _scale_body(pieces, starts, g_a, proto, factor):
     f = like(factor, proto)
-    total = offsets[offsets.shape[0] - 1]
-    for c in prange(first.shape[0]):
-        pos = c * chunk
-        end = min(pos + chunk, total)
-        t = first[c]
-        while pos < end:
-            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
-            if hi > lo:
-                _scale_loop(segment(g_a[t], lo, hi - lo, proto), f)
-            pos = nxt
-            t += 1
+    for c in prange(starts.shape[0] - 1):
+        for q in range(starts[c], starts[c + 1]):
+            t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
+            _scale_loop(segment(g_a[t], lo, k, proto), f)
 
 
 _norm_serial, _norm_parallel = jit_variants(_norm_body)
@@ -175,16 +154,16 @@ def norm_pow_sum(tab, *, norm_type):
     else:
         mode = _POW
     return float((_norm_parallel if tab.parallel else _norm_serial)(
-        tab.offsets, tab.chunk_first, tab.chunk, grad, tab.proto, mode, p))
+        tab.pieces, tab.piece_starts, grad, tab.proto, mode, p))
 
 
 def scale(tab, *, factor):
     grad = tab.require("scale")["grad"]
     (_scale_parallel if tab.parallel else _scale_serial)(
-        tab.offsets, tab.chunk_first, tab.chunk, grad, tab.proto, float(factor))
+        tab.pieces, tab.piece_starts, grad, tab.proto, float(factor))
 
 
 def all_finite(tab):
     grad = tab.require("all_finite")["grad"]
     return bool((_finite_parallel if tab.parallel else _finite_serial)(
-        tab.offsets, tab.chunk_first, tab.chunk, grad, tab.proto))
+        tab.pieces, tab.piece_starts, grad, tab.proto))

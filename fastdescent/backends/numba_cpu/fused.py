@@ -1,11 +1,10 @@
 """Fused training step of a dense-layer model (Numba): forward, loss, backward and the Adam / AdamW
 update in ONE ``@njit`` call. Mirrors backends/c_cffi/fused.py and csrc/fd_fused.c.
 
-``fused_train_step(model, optimizer, loss_name, rows)`` (the protocol of ``fastdescent.nn.model``)
-returns ``step(x, y) -> float`` for batches of ``rows`` rows, or None for a configuration it does not
-handle (see :class:`fastdescent.backends.c_cffi.fused.Binding`, shared by both backends: Linear and
-activation layers, float32 / float64, ``cross_entropy`` / ``mse``, Adam / AdamW with every option,
-one param group over the model's arena, host arrays, no ``skip_nonfinite``).
+``fused_train_step(plan)`` takes a :class:`fastdescent.nn.fused.FusedPlan` (the model's layers and
+buffers and the optimizer's published :class:`~fastdescent.optim.base.FlatBucket`; that module says
+what a plan covers and the protocol a step follows) and returns ``step(x, y) -> float`` for batches
+of ``plan.rows`` rows, or None.
 
 :func:`_mlp_step` runs the serial variants of this backend's own kernel bodies (matmul, activation,
 loss) and the Adam element loop, in the order of the model's kernel-by-kernel step, with the same
@@ -20,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import carray
 
+from ..._contract import LAYER_TYPES, LOSS_KINDS
+from ..._contract import row as _row
 from .._dense_checks import kernel_error
 from . import activation as _act
 from . import loss as _loss
@@ -38,6 +39,10 @@ _act_bwd = _act._BWD[0]
 _xent = _loss._XENT[0]
 _mse = _loss._MSE[0]
 
+_LINEAR = LAYER_TYPES["linear"]
+_XENT_KIND = LOSS_KINDS["cross_entropy"]
+_ADAM_SCALARS = _row("adam").scalars  # _mlp_step's optimizer scalars, in this order
+
 # columns of the per-layer table (int64)
 T_TYPE, T_IN, T_OUT, T_KIND, T_MODE, T_W, T_B, T_GW, T_GB, T_ACT, T_DACT, T_PACK = range(12)
 NCOL = 12
@@ -49,8 +54,8 @@ G_PARAM, G_GRAD, G_M, G_V, G_VMAX, G_DBLOCK, G_NPARAMS, G_NDACT = range(8)
 def _mlp_step(tab, glob, x, labels, target, proto, loss_kind, scale, beta1, beta2, eps,
               weight_decay, decay, step_size, bias_correction2_sqrt, amsgrad, maximize):
     L = tab.shape[0]
-    R = labels.shape[0] if loss_kind == 0 else target.shape[0]
-    if loss_kind == 0:  # labels in [0, C) before anything is written (as the C library checks)
+    R = labels.shape[0] if loss_kind == _XENT_KIND else target.shape[0]
+    if loss_kind == _XENT_KIND:  # labels in [0, C) before anything is written (as the C library checks)
         C0 = tab[L - 1, T_OUT]
         for r in range(R):
             if labels[r] < 0 or labels[r] >= C0:
@@ -73,7 +78,7 @@ def _mlp_step(tab, glob, x, labels, target, proto, loss_kind, scale, beta1, beta
         N = tab[i, T_OUT]
         src = x3 if i == 0 else carray(pointer(tab[i - 1, T_ACT], 0, proto), (1, R, K))
         y = carray(pointer(tab[i, T_ACT], 0, proto), (1, R, N))
-        if tab[i, T_TYPE] == 0:
+        if tab[i, T_TYPE] == _LINEAR:
             w = carray(pointer(tab[i, T_W], 0, proto), (1, K, N))
             has_b = tab[i, T_B] != 0
             b = carray(pointer(tab[i, T_B], 0, proto), (1, N if has_b else 0))
@@ -87,7 +92,7 @@ def _mlp_step(tab, glob, x, labels, target, proto, loss_kind, scale, beta1, beta
     C = tab[L - 1, T_OUT]
     out = carray(pointer(tab[L - 1, T_ACT], 0, proto), (R, C))
     dout = carray(pointer(tab[L - 1, T_DACT], 0, proto), (R, C))
-    if loss_kind == 0:
+    if loss_kind == _XENT_KIND:
         total = _xent(dout, out, labels, scale, max(1, CHUNK // C))
     else:
         total = _mse(dout.reshape(R * C), out.reshape(R * C), target.reshape(R * C),
@@ -97,7 +102,7 @@ def _mlp_step(tab, glob, x, labels, target, proto, loss_kind, scale, beta1, beta
     # backward (dact[i-1] only if a parameter lies before layer i)
     first_linear = L
     for i in range(L):
-        if tab[i, T_TYPE] == 0:
+        if tab[i, T_TYPE] == _LINEAR:
             first_linear = i
             break
     for i in range(L - 1, -1, -1):
@@ -106,7 +111,7 @@ def _mlp_step(tab, glob, x, labels, target, proto, loss_kind, scale, beta1, beta
         need_dx = i > 0 and first_linear < i
         dy = carray(pointer(tab[i, T_DACT], 0, proto), (1, R, N))
         src = x3 if i == 0 else carray(pointer(tab[i - 1, T_ACT], 0, proto), (1, R, K))
-        if tab[i, T_TYPE] == 0:
+        if tab[i, T_TYPE] == _LINEAR:
             has_b = tab[i, T_GB] != 0
             gw = carray(pointer(tab[i, T_GW], 0, proto), (1, K, N))
             gb = carray(pointer(tab[i, T_GB], 0, proto), (1, N if has_b else 0))
@@ -146,33 +151,25 @@ def _mlp_step(tab, glob, x, labels, target, proto, loss_kind, scale, beta1, beta
     return loss
 
 
-#: how many fused steps ran (all models; tests read it to see that the fused path is taken)
-calls = 0
-
-
 def _addr(a):
     return 0 if a is None else a.__array_interface__["data"][0]
 
 
-def fused_train_step(model, optimizer, loss_name, rows):
+def fused_train_step(plan):
     """``step(x, y) -> loss`` running the whole training step in one jitted call, or None."""
-    from ..c_cffi.fused import LINEAR, XENT, Binding
-
-    bd = Binding.create(model, optimizer, loss_name, rows)
-    if bd is None or not bd.bind():
-        return None
-    dt = model.dtype
+    bd = plan
+    rows = bd.rows
+    dt = bd.dtype
     proto = np.empty(0, dt)
-    ws = bd.ws
     L = len(bd.layers)
     tab = np.zeros((L, NCOL), np.int64)
-    keep = [ws.dblock, model.arena.flat_grads, model.arena.flat_params]
+    keep = [bd.dblock, bd.flat_grads, bd.flat_params]
     for i, ((typ, K, N, kind), (w, b, gw, gb)) in enumerate(zip(bd.desc.tolist(), bd.layers)):
         tab[i, :4] = (typ, K, N, kind)
-        tab[i, T_ACT] = _addr(ws.acts[i])
-        tab[i, T_DACT] = _addr(ws.dacts[i])
-        keep += [ws.acts[i], ws.dacts[i]]
-        if typ == LINEAR:
+        tab[i, T_ACT] = _addr(bd.acts[i])
+        tab[i, T_DACT] = _addr(bd.dacts[i])
+        keep += [bd.acts[i], bd.dacts[i]]
+        if typ == _LINEAR:
             mode = 1 if _mm._short_rows(K, N) else 0
             tab[i, T_MODE] = mode
             tab[i, T_W], tab[i, T_B], tab[i, T_GW], tab[i, T_GB] = map(_addr, (w, b, gw, gb))
@@ -182,71 +179,69 @@ def fused_train_step(model, optimizer, loss_name, rows):
                 keep.append(pk)
                 tab[i, T_PACK] = _addr(pk)
     glob = np.zeros(8, np.int64)
-    glob[G_GRAD] = _addr(model.arena.flat_grads)
-    glob[G_DBLOCK] = _addr(ws.dblock)
-    glob[G_NPARAMS] = model.arena.size
-    glob[G_NDACT] = ws.dblock.size
+    glob[G_GRAD] = _addr(bd.flat_grads)
+    glob[G_DBLOCK] = _addr(bd.dblock)
+    glob[G_NPARAMS] = bd.flat_params.size
+    glob[G_NDACT] = bd.dblock.size
     state = {}
 
     def rebind():
         state.clear()
         if not bd.bind():
             return False
-        glob[G_PARAM] = _addr(bd.param)
-        glob[G_M] = _addr(bd.m)
-        glob[G_V] = _addr(bd.v)
-        glob[G_VMAX] = _addr(bd.vmax)
-        state["arrays"] = (bd.param, bd.m, bd.v, bd.vmax)  # alive while their addresses are used
+        st = bd.bucket.state
+        arrays = (bd.bucket.param, st["exp_avg"], st["exp_avg_sq"], st.get("max_exp_avg_sq"))
+        glob[G_PARAM], glob[G_M], glob[G_V], glob[G_VMAX] = map(_addr, arrays)
+        state["arrays"] = arrays  # alive while their addresses are used
         return True
 
-    rebind()
-    xent = bd.loss_kind == XENT
+    if not rebind():
+        return None
+    xent = bd.loss_kind == _XENT_KIND
     loss_kind, scale = bd.loss_kind, bd.scale
     no_labels = np.zeros(rows, np.int64)  # gives R to the kernel when the loss is mse: unused
-    no_target = np.zeros((rows, model.out_features), dt)
-    nx = rows * model.in_features
-    ny = rows if xent else rows * model.out_features
+    no_target = np.zeros((rows, bd.out_features), dt)
+    nx = rows * bd.in_features
+    ny = rows if xent else rows * bd.out_features
     ydt = np.dtype(np.int64) if xent else dt
-    tshape = (rows, model.out_features)
-    xshape = (1, rows, model.in_features)
+    tshape = (rows, bd.out_features)
+    xshape = (1, rows, bd.in_features)
     fn = _mlp_step
 
-    lock = optimizer._lock  # the optimizer's own lock: a fused step is one optimizer step
+    lock = bd.lock  # the optimizer's own lock: a fused step is one optimizer step
 
     def step(x, y):
         with lock:
             return _step(x, y)
 
     def _step(x, y):
-        global calls
-        bd.check()
         if not (state and bd.usable()):
-            loss = bd.slow_step()(x.reshape(1, rows, -1), y)
+            loss = bd.slow_step(x, y)
             rebind()
             return loss
+        b = bd.bucket
+        sc = b.scalars()  # validates the groups first (by value), as Optimizer.step does
+        b1, b2, eps, wd, decay, ss, bc2, ams, mx = (sc[k] for k in _ADAM_SCALARS)
         if (x.dtype != dt or x.size != nx or not x.flags.c_contiguous or y.dtype != ydt
                 or y.size != ny or not y.flags.c_contiguous):
             raise ValueError(f"fused step: x must hold {nx} {dt} values and y {ny} {ydt} values "
                              f"(C-contiguous), got x {x.shape} {x.dtype}, y {y.shape} {y.dtype}")
         if x.ndim != 3:  # one compiled signature: x always (1, rows, in)
             x = x.reshape(xshape)
-        b = bd.bucket
-        t = b.step + 1
-        b1, b2, eps, wd, decay, ss, bc2, ams, mx = bd.scalars(t)
         if xent:
             loss = fn(tab, glob, x, y, no_target, proto, loss_kind, scale, b1, b2, eps, wd, decay, ss,
                       bc2, ams, mx)
-            if loss != loss and ((y < 0) | (y >= model.out_features)).any():  # NaN: labels refused
+            if loss != loss and ((y < 0) | (y >= bd.out_features)).any():  # NaN: labels refused
                 raise kernel_error("mlp_step", 3)
         else:
             loss = fn(tab, glob, x, no_labels, y.reshape(tshape), proto, loss_kind, scale, b1, b2, eps,
                       wd, decay, ss, bc2, ams, mx)
-        b.step = t
-        b.fresh = False
-        calls += 1
+        b.advance()
+        step.fused_calls += 1
         return loss
 
     step._keepalive = (keep, tab, glob, proto, no_labels, no_target)
     step.fast = step
     step.fused = True
+    step.fused_calls = 0
     return step

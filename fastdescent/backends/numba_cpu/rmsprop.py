@@ -17,7 +17,7 @@ import numpy as np
 from numba import prange
 
 from ._config import jit, jit_inline, jit_variants
-from ._ptr import EMPTY_ADDRS, chunk_segment, like, segment
+from ._ptr import EMPTY_ADDRS, like, segment
 
 
 @jit
@@ -83,7 +83,7 @@ def _centered_momentum_loop(p, g, v, a, b, neg, use_wd, wd, al, c, eps, lr, mu):
         p[i] = pi - lr * bi
 
 
-def _rmsprop_body(offsets, first, chunk, p_a, g_a, v_a, a_a, b_a, proto, lr, alpha, eps,
+def _rmsprop_body(pieces, starts, p_a, g_a, v_a, a_a, b_a, proto, lr, alpha, eps,
                   weight_decay, momentum, centered, maximize):
     lr_ = like(lr, proto)
     al = like(alpha, proto)
@@ -95,32 +95,24 @@ def _rmsprop_body(offsets, first, chunk, p_a, g_a, v_a, a_a, b_a, proto, lr, alp
     use_mom = momentum > 0.0
     cen = centered != 0
     neg = maximize != 0
-    total = offsets[offsets.shape[0] - 1]
-    for ci in prange(first.shape[0]):
-        pos = ci * chunk
-        end = min(pos + chunk, total)
-        t = first[ci]
-        while pos < end:
-            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
-            if hi > lo:
-                k = hi - lo
-                p = segment(p_a[t], lo, k, proto)
-                g = segment(g_a[t], lo, k, proto)
-                v = segment(v_a[t], lo, k, proto)
-                if cen:
-                    a = segment(a_a[t], lo, k, proto)
-                    if use_mom:
-                        b = segment(b_a[t], lo, k, proto)
-                        _centered_momentum_loop(p, g, v, a, b, neg, use_wd, wd, al, c, ep, lr_, mu)
-                    else:
-                        _centered_loop(p, g, v, a, neg, use_wd, wd, al, c, ep, lr_)
-                elif use_mom:
+    for ci in prange(starts.shape[0] - 1):
+        for q in range(starts[ci], starts[ci + 1]):
+            t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
+            p = segment(p_a[t], lo, k, proto)
+            g = segment(g_a[t], lo, k, proto)
+            v = segment(v_a[t], lo, k, proto)
+            if cen:
+                a = segment(a_a[t], lo, k, proto)
+                if use_mom:
                     b = segment(b_a[t], lo, k, proto)
-                    _momentum_loop(p, g, v, b, neg, use_wd, wd, al, c, ep, lr_, mu)
+                    _centered_momentum_loop(p, g, v, a, b, neg, use_wd, wd, al, c, ep, lr_, mu)
                 else:
-                    _plain_loop(p, g, v, neg, use_wd, wd, al, c, ep, lr_)
-            pos = nxt
-            t += 1
+                    _centered_loop(p, g, v, a, neg, use_wd, wd, al, c, ep, lr_)
+            elif use_mom:
+                b = segment(b_a[t], lo, k, proto)
+                _momentum_loop(p, g, v, b, neg, use_wd, wd, al, c, ep, lr_, mu)
+            else:
+                _plain_loop(p, g, v, neg, use_wd, wd, al, c, ep, lr_)
 
 
 _rmsprop_serial, _rmsprop_parallel = jit_variants(_rmsprop_body)
@@ -131,6 +123,6 @@ def rmsprop(tab, *, lr, alpha, eps, weight_decay, momentum, centered, maximize):
     a = k.get("grad_avg") if centered else None
     b = k.get("momentum_buffer") if momentum > 0 else None
     (_rmsprop_parallel if tab.parallel else _rmsprop_serial)(
-        tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"], k["square_avg"],
+        tab.pieces, tab.piece_starts, k["param"], k["grad"], k["square_avg"],
         EMPTY_ADDRS if a is None else a, EMPTY_ADDRS if b is None else b, tab.proto, float(lr),
         float(alpha), float(eps), float(weight_decay), float(momentum), int(centered), int(maximize))

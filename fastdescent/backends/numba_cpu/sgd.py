@@ -11,7 +11,7 @@ from __future__ import annotations
 from numba import prange
 
 from ._config import jit, jit_inline, jit_variants
-from ._ptr import EMPTY_ADDRS, chunk_segment, like, segment
+from ._ptr import EMPTY_ADDRS, like, segment
 
 
 @jit
@@ -49,7 +49,7 @@ def _momentum_loop(p, g, b, neg, use_wd, wd, lr, mu, c, first, nesterov):
         p[i] = pi - lr * gi
 
 
-def _sgd_body(offsets, first_tensor, chunk, p_a, g_a, b_a, proto, lr, momentum, dampening,
+def _sgd_body(pieces, starts, p_a, g_a, b_a, proto, lr, momentum, dampening,
               weight_decay, nesterov, maximize, first_step):
     lr_ = like(lr, proto)
     mu = like(momentum, proto)
@@ -60,24 +60,16 @@ def _sgd_body(offsets, first_tensor, chunk, p_a, g_a, b_a, proto, lr, momentum, 
     neg = maximize != 0
     nest = nesterov != 0
     first = first_step != 0
-    total = offsets[offsets.shape[0] - 1]
-    for ci in prange(first_tensor.shape[0]):
-        pos = ci * chunk
-        end = min(pos + chunk, total)
-        t = first_tensor[ci]
-        while pos < end:
-            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
-            if hi > lo:
-                k = hi - lo
-                p = segment(p_a[t], lo, k, proto)
-                g = segment(g_a[t], lo, k, proto)
-                if use_mom:
-                    b = segment(b_a[t], lo, k, proto)
-                    _momentum_loop(p, g, b, neg, use_wd, wd, lr_, mu, c, first, nest)
-                else:
-                    _sgd_loop(p, g, neg, use_wd, wd, lr_)
-            pos = nxt
-            t += 1
+    for ci in prange(starts.shape[0] - 1):
+        for q in range(starts[ci], starts[ci + 1]):
+            t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
+            p = segment(p_a[t], lo, k, proto)
+            g = segment(g_a[t], lo, k, proto)
+            if use_mom:
+                b = segment(b_a[t], lo, k, proto)
+                _momentum_loop(p, g, b, neg, use_wd, wd, lr_, mu, c, first, nest)
+            else:
+                _sgd_loop(p, g, neg, use_wd, wd, lr_)
 
 
 _sgd_serial, _sgd_parallel = jit_variants(_sgd_body)
@@ -87,6 +79,6 @@ def sgd(tab, *, lr, momentum, dampening, weight_decay, nesterov, maximize, first
     k = tab.require("sgd", momentum != 0 and "momentum_buffer")
     b = k.get("momentum_buffer") if momentum != 0 else None
     (_sgd_parallel if tab.parallel else _sgd_serial)(
-        tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"],
+        tab.pieces, tab.piece_starts, k["param"], k["grad"],
         EMPTY_ADDRS if b is None else b, tab.proto, float(lr), float(momentum),
         float(dampening), float(weight_decay), int(nesterov), int(maximize), int(first_step))

@@ -18,12 +18,13 @@ import math
 
 from numba import cuda
 
+from ..._contract import ACT_KINDS
 from .._dense_checks import check
 from ._device import _ptr, address_of, flat_grid
 
 __all__ = ["act_fwd", "act_bwd"]
 
-RELU, TANH, SIGMOID, GELU = 0, 1, 2, 3
+RELU, TANH, SIGMOID, GELU = (ACT_KINDS[k] for k in ("relu", "tanh", "sigmoid", "gelu"))
 _INV_SQRT2 = 0.7071067811865476
 _INV_SQRT2PI = 0.3989422804014327
 

@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from ..._contract import ACT_KINDS
 from .._dense_checks import check
 
 try:  # vectorised erf; without SciPy, the C library's erf one element at a time
@@ -31,7 +32,7 @@ except ImportError:  # pragma: no cover - SciPy is optional
     def _erf(x):
         return _erf_scalar(x).astype(x.dtype)
 
-RELU, TANH, SIGMOID, GELU = 0, 1, 2, 3
+RELU, TANH, SIGMOID, GELU = (ACT_KINDS[k] for k in ("relu", "tanh", "sigmoid", "gelu"))
 INV_SQRT2 = 0.7071067811865476  # 1 / sqrt(2)
 INV_SQRT2PI = 0.3989422804014327  # 1 / sqrt(2 pi)
 

@@ -1,0 +1,137 @@
+"""What a backend's fused training step receives: a :class:`FusedPlan` of one model, one optimizer,
+one loss and one batch size, built here (the model side), so that backends never reach into the
+model or the optimizer.
+
+A backend offers a fused step (forward + loss + backward + optimizer update in one call) through a
+module ``backends/<backend>/fused.py`` defining ``fused_train_step(plan) -> step or None``; the model
+(:meth:`fastdescent.nn.Sequential.make_train_step`) builds the plan and uses the returned callable
+``step(x, y) -> float`` instead of its kernel-by-kernel closure. A plan exists only for what the
+fused kernels implement: a stack of ``Linear`` layers and built-in activations, float32/float64,
+loss ``cross_entropy`` or ``mse``, an optimizer whose rule is Adam's (``Adam``/``AdamW``, every
+option) with one param group holding exactly the model's parameters in order and no L1 term, on host
+arrays.
+
+The step callable must behave as ``optimizer.step`` does: under ``bucket.lock``, if the plan's
+:class:`~fastdescent.optim.base.FlatBucket` is missing or no longer ``current()``, run
+:meth:`FusedPlan.slow_step` (the kernel-by-kernel step, which rebuilds the optimizer's buckets) and
+:meth:`FusedPlan.bind` again; else take ``bucket.scalars()`` (validates the groups, raising before
+anything is written), run the kernel over ``bucket.param``/``grad``/``state`` and the plan's layer
+buffers, and ``bucket.advance()``. It counts the steps that ran fused in its attribute
+``fused_calls`` (a diagnostic: a loop can check that it gets the fast path).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._contract import LAYER_TYPES, LOSS_KINDS
+from .layers import Activation, Linear
+from .losses import get_loss
+
+__all__ = ["FusedPlan", "LINEAR", "ACTIVATION"]
+
+LINEAR = LAYER_TYPES["linear"]
+ACTIVATION = LAYER_TYPES["activation"]
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
+class FusedPlan:
+    """A model's training step for one optimizer, loss and batch size, in the form fused kernels use.
+
+    Attributes
+    ----------
+    rows, in_features, out_features, dtype
+        The batch size and the model's widths and element type.
+    desc : (nlayers, 4) int64
+        Per layer ``(type, in, out, activation kind)`` (``LAYER_TYPES``, ``ACT_KINDS``).
+    layers : list of (w, b, gw, gb)
+        Per layer: weight ``(in, out)``, bias, and their gradient views in the arena (None for an
+        activation, and for an absent bias).
+    acts, dacts, dblock
+        The activation buffers per layer ``(1, rows, out)``, their gradients, and the block holding
+        all the activation gradients.
+    flat_params, flat_grads
+        The model's whole parameter and gradient blocks (the arena's).
+    loss_kind, scale
+        ``LOSS_KINDS`` value and the loss's scale for this batch size.
+    bucket
+        The optimizer's :class:`~fastdescent.optim.base.FlatBucket` (after :meth:`bind`), or None.
+    lock
+        The optimizer's lock (a fused step is one optimizer step).
+    """
+
+    @classmethod
+    def create(cls, model, optimizer, loss_name, rows):
+        """The plan, or None when the fused kernels do not implement this configuration."""
+        rule = getattr(optimizer, "rule", None)
+        if rule is None or rule.name != "adam" or len(optimizer.param_groups) != 1:
+            return None
+        group = optimizer.param_groups[0]
+        if group.get("l1", 0) != 0 or optimizer.skip_nonfinite:
+            return None
+        if model.dtype not in (_F32, _F64):
+            return None
+        if loss_name not in LOSS_KINDS:
+            return None
+        spec = get_loss(loss_name)
+        arena = model.arena
+        ps = group["params"]
+        if len(ps) != len(arena.params) or any(p is not q for p, q in zip(ps, arena.params)):
+            return None
+        desc, layers = [], []
+        width = model.in_features
+        for layer in model.layers:
+            if type(layer) is Linear:
+                K, N = layer.weight.shape
+                desc.append((LINEAR, K, N, 0))
+                layers.append((layer.weight, layer.bias, layer.weight_grad, layer.bias_grad))
+                width = N
+            elif isinstance(layer, Activation) and type(layer).__module__ == Activation.__module__:
+                desc.append((ACTIVATION, width, width, int(layer.kind)))
+                layers.append((None, None, None, None))
+            else:  # a layer type the fused step does not know
+                return None
+        if not any(d[0] == LINEAR for d in desc):
+            return None
+        self = cls()
+        self._model, self._opt, self._spec = model, optimizer, spec
+        self.rows, self.dtype = rows, model.dtype
+        self.in_features, self.out_features = model.in_features, model.out_features
+        self.desc = np.array(desc, dtype=np.int64).reshape(-1, 4)
+        self.layers = layers
+        ws = model._workspace(rows)
+        ws.ensure_grads(model._widths, model.dtype)
+        self.acts, self.dacts, self.dblock = ws.acts, ws.dacts, ws.dblock
+        self.flat_params, self.flat_grads = arena.flat_params, arena.flat_grads
+        self.loss_kind = LOSS_KINDS[spec.name]
+        self.scale = spec.scale(rows, model.out_features)
+        self._grads = model._optimizer_grads(optimizer)
+        self.lock = optimizer._lock
+        self.bucket = None
+        self._slow = None
+        return self
+
+    def bind(self):
+        """Take the optimizer's coalesced bucket (building it as ``optimizer.step`` would); True if
+        it is one flat bucket over the model's whole arena (then :attr:`bucket` is set)."""
+        self.bucket = None
+        fb = self._opt.coalesced(self._grads)
+        if fb is None or fb.param.size != self.flat_params.size or fb.param.dtype != self.dtype:
+            return False
+        if (fb.param.__array_interface__["data"][0] != self.flat_params.__array_interface__["data"][0]
+                or fb.grad.__array_interface__["data"][0] != self.flat_grads.__array_interface__["data"][0]):
+            return False
+        if any(name not in fb.state for name in fb.rule.state_names(fb.group)):
+            return False
+        self.bucket = fb
+        return True
+
+    def usable(self):
+        """True if the bound bucket can take the next step on the fused path."""
+        return self.bucket is not None and self.bucket.current()
+
+    def slow_step(self, x, y):
+        """The model's kernel-by-kernel step on ``(x, y)`` (a call the fused path cannot take)."""
+        if self._slow is None:
+            self._slow = self._model._compile(self.rows, self._spec, self._opt.step, self._grads)
+        return self._slow(x.reshape(1, self.rows, -1), y)
