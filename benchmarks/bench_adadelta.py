@@ -1,4 +1,4 @@
-"""Adadelta (csrc/fd_adadelta.c, 28 B/param): issue 2's layouts on every backend, next to torch.optim
+"""Adadelta (csrc/fd_adadelta.c, 28 B/param): the headline layouts on every backend, next to torch.optim
 (for-loop, foreach; torch has no fused Adadelta), textbook NumPy and the roofline probe."""
 
 import pytest

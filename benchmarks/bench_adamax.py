@@ -1,4 +1,4 @@
-"""Adamax (csrc/fd_adamax.c, 28 B/param): issue 2's layouts on every backend, next to torch.optim
+"""Adamax (csrc/fd_adamax.c, 28 B/param): the headline layouts on every backend, next to torch.optim
 (for-loop, foreach; torch has no fused Adamax), textbook NumPy and the roofline probe."""
 
 import pytest

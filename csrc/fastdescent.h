@@ -175,7 +175,7 @@ int fd_adagrad_f64(int64_t ntensors, const int64_t *sizes,
                    double *const *param, double *const *sum, const double *const *grad,
                    double clr, double eps, double weight_decay, int maximize);
 
-/* ---- Adamax (fd_adamax.c): fd_adamax_f32 / fd_adamax_f64 --------------------------------------- */
+/* ---- Adamax (fd_adamax.c) ---------------------------------------------------------------------- */
 /* g' = -g if maximize; g' += weight_decay*p if weight_decay != 0;
  * m = (lerp_from_grad ? g' : m) + lerp_weight*(g' - m)   (torch's m.lerp_(g', 1 - beta1));
  * u = max(u*beta2, |g'| + eps), NaN-propagating; p -= (clr*m) / u, clr = lr / (1 - beta1**t).
@@ -192,7 +192,7 @@ int fd_adamax_f64(int64_t ntensors, const int64_t *sizes,
                   double lerp_weight, int lerp_from_grad, double beta2, double eps,
                   double weight_decay, double clr, int maximize);
 
-/* ---- Adadelta (fd_adadelta.c): fd_adadelta_f32 / fd_adadelta_f64 ------------------------------ */
+/* ---- Adadelta (fd_adadelta.c) ------------------------------------------------------------------ */
 /* g' = -g if maximize; g' += weight_decay*p if weight_decay != 0;
  * v = rho*v + (one_minus_rho*g')*g'; d = sqrt(a + eps)/sqrt(v + eps)*g';
  * a = rho*a + (one_minus_rho*d)*d; p -= lr*d.

@@ -64,6 +64,7 @@ FD_INLINE void FD_BODY(adadelta_seg)(const void *ctx, int64_t t, int64_t off, in
 FD_MULTIVERSION(FD_S(adadelta_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
                 (ctx, t, off, len))
 
+/* defines fd_adadelta_f32 and fd_adadelta_f64 (FD_S appends the type suffix) */
 int FD_S(fd_adadelta)(int64_t ntensors, const int64_t *sizes, FD_T *const *param,
                       FD_T *const *square_avg, FD_T *const *acc_delta, const FD_T *const *grad,
                       double lr, double rho, double one_minus_rho, double eps, double weight_decay,

@@ -73,6 +73,7 @@ FD_INLINE void FD_BODY(adamax_seg)(const void *ctx, int64_t t, int64_t off, int6
 FD_MULTIVERSION(FD_S(adamax_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
                 (ctx, t, off, len))
 
+/* defines fd_adamax_f32 and fd_adamax_f64 (FD_S appends the type suffix) */
 int FD_S(fd_adamax)(int64_t ntensors, const int64_t *sizes, FD_T *const *param,
                     FD_T *const *exp_avg, FD_T *const *exp_inf, const FD_T *const *grad,
                     double lerp_weight, int lerp_from_grad, double beta2, double eps,

@@ -420,7 +420,7 @@ class OptimizerCase:
 
                 import fastdescent as fd
 
-                kernel = getattr(fd, self.spec.cls)._rule.name  # (_kernel is an instance property)
+                kernel = getattr(fd, self.spec.cls)._kernel
                 if kernel not in get_backend(self.impl).KERNELS:
                     reason = f"backend {self.impl!r} does not implement the {kernel!r} kernel"
             return reason

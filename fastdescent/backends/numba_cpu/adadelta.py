@@ -14,7 +14,7 @@ from numba import prange
 
 from ...rules import kernel_scalars
 from ._config import jit_inline, jit_variants
-from ._ptr import chunk_segment, segment
+from ._ptr import segment
 
 
 @jit_inline
@@ -34,22 +34,14 @@ def _adadelta_loop(p, g, v, a, neg, use_wd, lr, rho, omr, eps, wd):
         p[i] = pi - lr * di
 
 
-def _adadelta_body(offsets, first, chunk, p_a, g_a, v_a, a_a, proto, lr, rho, omr, eps, wd, neg,
+def _adadelta_body(pieces, starts, p_a, g_a, v_a, a_a, proto, lr, rho, omr, eps, wd, neg,
                    use_wd):
-    total = offsets[offsets.shape[0] - 1]
-    for c in prange(first.shape[0]):
-        pos = c * chunk
-        end = min(pos + chunk, total)
-        t = first[c]
-        while pos < end:
-            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
-            if hi > lo:
-                k = hi - lo
-                _adadelta_loop(segment(p_a[t], lo, k, proto), segment(g_a[t], lo, k, proto),
-                               segment(v_a[t], lo, k, proto), segment(a_a[t], lo, k, proto),
-                               neg, use_wd, lr, rho, omr, eps, wd)
-            pos = nxt
-            t += 1
+    for c in prange(starts.shape[0] - 1):
+        for q in range(starts[c], starts[c + 1]):
+            t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
+            _adadelta_loop(segment(p_a[t], lo, k, proto), segment(g_a[t], lo, k, proto),
+                           segment(v_a[t], lo, k, proto), segment(a_a[t], lo, k, proto),
+                           neg, use_wd, lr, rho, omr, eps, wd)
 
 
 _adadelta_serial, _adadelta_parallel = jit_variants(_adadelta_body)
@@ -61,5 +53,5 @@ def adadelta(tab, *, lr, rho, one_minus_rho, eps, weight_decay, maximize):
         "adadelta", dict(lr=lr, rho=rho, one_minus_rho=one_minus_rho, eps=eps,
                          weight_decay=weight_decay, maximize=maximize), tab.dtype)
     (_adadelta_parallel if tab.parallel else _adadelta_serial)(
-        tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"], k["square_avg"],
+        tab.pieces, tab.piece_starts, k["param"], k["grad"], k["square_avg"],
         k["acc_delta"], tab.proto, lr_, rho_, omr, ep, wd, neg != 0, weight_decay != 0)

@@ -13,7 +13,7 @@ from numba import prange
 
 from ...rules import kernel_scalars
 from ._config import jit_inline, jit_variants
-from ._ptr import chunk_segment, segment
+from ._ptr import segment
 
 
 @jit_inline
@@ -36,22 +36,14 @@ def _adamax_loop(p, g, m, u, neg, use_wd, from_grad, lw, b2, eps, wd, clr):
         p[i] = pi - (clr * mi) / ui
 
 
-def _adamax_body(offsets, first, chunk, p_a, g_a, m_a, u_a, proto, lw, from_grad, b2, eps, wd, clr,
+def _adamax_body(pieces, starts, p_a, g_a, m_a, u_a, proto, lw, from_grad, b2, eps, wd, clr,
                  neg, use_wd):
-    total = offsets[offsets.shape[0] - 1]
-    for c in prange(first.shape[0]):
-        pos = c * chunk
-        end = min(pos + chunk, total)
-        t = first[c]
-        while pos < end:
-            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
-            if hi > lo:
-                k = hi - lo
-                _adamax_loop(segment(p_a[t], lo, k, proto), segment(g_a[t], lo, k, proto),
-                             segment(m_a[t], lo, k, proto), segment(u_a[t], lo, k, proto),
-                             neg, use_wd, from_grad, lw, b2, eps, wd, clr)
-            pos = nxt
-            t += 1
+    for c in prange(starts.shape[0] - 1):
+        for q in range(starts[c], starts[c + 1]):
+            t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
+            _adamax_loop(segment(p_a[t], lo, k, proto), segment(g_a[t], lo, k, proto),
+                         segment(m_a[t], lo, k, proto), segment(u_a[t], lo, k, proto),
+                         neg, use_wd, from_grad, lw, b2, eps, wd, clr)
 
 
 _adamax_serial, _adamax_parallel = jit_variants(_adamax_body)
@@ -63,5 +55,5 @@ def adamax(tab, *, lerp_weight, lerp_from_grad, beta2, eps, weight_decay, clr, m
         "adamax", dict(lerp_weight=lerp_weight, lerp_from_grad=lerp_from_grad, beta2=beta2, eps=eps,
                        weight_decay=weight_decay, clr=clr, maximize=maximize), tab.dtype)
     (_adamax_parallel if tab.parallel else _adamax_serial)(
-        tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"], k["exp_avg"], k["exp_inf"],
+        tab.pieces, tab.piece_starts, k["param"], k["grad"], k["exp_avg"], k["exp_inf"],
         tab.proto, lw, from_grad != 0, b2, ep, wd, cl, neg != 0, weight_decay != 0)
