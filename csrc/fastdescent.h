@@ -175,6 +175,39 @@ int fd_adagrad_f64(int64_t ntensors, const int64_t *sizes,
                    double *const *param, double *const *sum, const double *const *grad,
                    double clr, double eps, double weight_decay, int maximize);
 
+/* ---- Adamax (fd_adamax.c) ---------------------------------------------------------------------- */
+/* g' = -g if maximize; g' += weight_decay*p if weight_decay != 0;
+ * m = (lerp_from_grad ? g' : m) + lerp_weight*(g' - m)   (torch's m.lerp_(g', 1 - beta1));
+ * u = max(u*beta2, |g'| + eps), NaN-propagating; p -= (clr*m) / u, clr = lr / (1 - beta1**t).
+ * Domain (else FD_ERR_ARG): 0 < lerp_weight < 0.5 if lerp_from_grad == 0, else
+ * -0.5 <= lerp_weight <= 0; 0 <= beta2 < 1; eps, weight_decay, clr finite and >= 0. */
+int fd_adamax_f32(int64_t ntensors, const int64_t *sizes,
+                  float *const *param, float *const *exp_avg, float *const *exp_inf,
+                  const float *const *grad,
+                  double lerp_weight, int lerp_from_grad, double beta2, double eps,
+                  double weight_decay, double clr, int maximize);
+int fd_adamax_f64(int64_t ntensors, const int64_t *sizes,
+                  double *const *param, double *const *exp_avg, double *const *exp_inf,
+                  const double *const *grad,
+                  double lerp_weight, int lerp_from_grad, double beta2, double eps,
+                  double weight_decay, double clr, int maximize);
+
+/* ---- Adadelta (fd_adadelta.c) ------------------------------------------------------------------ */
+/* g' = -g if maximize; g' += weight_decay*p if weight_decay != 0;
+ * v = rho*v + (one_minus_rho*g')*g'; d = sqrt(a + eps)/sqrt(v + eps)*g';
+ * a = rho*a + (one_minus_rho*d)*d; p -= lr*d.
+ * Domain (else FD_ERR_ARG): lr, eps, weight_decay finite and >= 0; rho and one_minus_rho in [0, 1]. */
+int fd_adadelta_f32(int64_t ntensors, const int64_t *sizes,
+                    float *const *param, float *const *square_avg, float *const *acc_delta,
+                    const float *const *grad,
+                    double lr, double rho, double one_minus_rho, double eps, double weight_decay,
+                    int maximize);
+int fd_adadelta_f64(int64_t ntensors, const int64_t *sizes,
+                    double *const *param, double *const *square_avg, double *const *acc_delta,
+                    const double *const *grad,
+                    double lr, double rho, double one_minus_rho, double eps, double weight_decay,
+                    int maximize);
+
 /* ---- NAdam / NAdamW (fd_nadam.c) --------------------------------------------------------------- */
 /* fd_nadam_f32 / fd_nadam_f64: torch.optim.NAdam (NAdamW with decay != 1), the scalars derived in
  * float64 by the caller (fastdescent/rules/nadam.py):

@@ -219,6 +219,30 @@ KERNELS = {
                 "[0, 2^63); step >= 1; param_index[i] >= 0."
             ),
         ),
+        KernelRow(
+            "adamax",
+            writes=("param", "exp_avg", "exp_inf"),
+            reads=("grad",),
+            scalars=("lerp_weight", "lerp_from_grad", "beta2", "eps", "weight_decay", "clr",
+                     "maximize"),
+            flags=("lerp_from_grad", "maximize"),
+            doc=(
+                "Adamax (torch.optim.Adamax). g += wd*p; m <- (g if lerp_from_grad else m) + "
+                "lerp_weight*(g - m) (torch's lerp_(g, 1 - beta1)); u <- max(beta2*u, |g| + eps), "
+                "NaN-propagating; p <- p - (clr*m)/u with clr = lr / (1 - beta1**t)."
+            ),
+        ),
+        KernelRow(
+            "adadelta",
+            writes=("param", "square_avg", "acc_delta"),
+            reads=("grad",),
+            scalars=("lr", "rho", "one_minus_rho", "eps", "weight_decay", "maximize"),
+            flags=("maximize",),
+            doc=(
+                "Adadelta (torch.optim.Adadelta). g += wd*p; v <- v*rho + (one_minus_rho*g)*g; "
+                "d = sqrt(a + eps)/sqrt(v + eps)*g; a <- a*rho + (one_minus_rho*d)*d; p <- p - lr*d."
+            ),
+        ),
         # ---------------------------------------------------------------- dense layers (backprop)
         # Shapes: x (B, M, K), w (Bw, K, N), b (Bw, N), y / dy (B, M, N), with Bw == 1 (one weight
         # shared by the whole batch: an ordinary Linear layer, leading dims flattened into M) or

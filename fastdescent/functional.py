@@ -34,15 +34,17 @@ import numpy as np
 from . import _arrays
 from .backends import resolve
 from .rules import check_real, check_scalars
+from .rules.adadelta import ADADELTA
 from .rules.adagrad import ADAGRAD
 from .rules.adam import ADAM
+from .rules.adamax import ADAMAX
 from .rules.nadam import NADAM
 from .rules.radam import RADAM
 from .rules.rmsprop import RMSPROP
 from .rules.sgd import SGD, check_noise
 
-__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "prox_l1", "sgd_noise",
-           "clip_grad_norm_", "clip_grad_value_", "all_finite", "clear_cache"]
+__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adamax", "adadelta",
+           "prox_l1", "sgd_noise", "clip_grad_norm_", "clip_grad_value_", "all_finite", "clear_cache"]
 
 
 def _as_list(x, name):
@@ -391,6 +393,27 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.
                                   "exp_avg": ("exp_avgs", exp_avgs, True),
                                   "exp_avg_sq": ("exp_avg_sqs", exp_avg_sqs, True)}, check)
     _run("radam", mod, tabs, RADAM.scalars(hp, step, step == 1))
+def adamax(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
+           weight_decay=0.0, maximize=False, backend=None, check=True):
+    """One Adamax step (see :class:`fastdescent.Adamax`); ``step`` is t, 1 on the first step."""
+    hp = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
+    ADAMAX.check(hp)
+    _check_step(step)
+    mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
+                                  "exp_avg": ("exp_avgs", exp_avgs, True),
+                                  "exp_inf": ("exp_infs", exp_infs, True)}, check)
+    _run("adamax", mod, tabs, ADAMAX.scalars(hp, step, step == 1))
+
+
+def adadelta(params, grads, square_avgs, acc_deltas, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
+             maximize=False, backend=None, check=True):
+    """One Adadelta step (see :class:`fastdescent.Adadelta`)."""
+    hp = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
+    ADADELTA.check(hp)
+    mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
+                                  "square_avg": ("square_avgs", square_avgs, True),
+                                  "acc_delta": ("acc_deltas", acc_deltas, True)}, check)
+    _run("adadelta", mod, tabs, ADADELTA.scalars(hp, 1, False))
 
 
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, *, error_if_nonfinite=False, backend=None,

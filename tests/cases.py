@@ -16,12 +16,13 @@ __all__ = ["Case", "CASES", "CUDA_CASES", "BY_KIND", "CLASS_NAMES", "TORCH_NAMES
 
 #: reference kind -> fastdescent class name (torch.optim uses the same names)
 CLASS_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
-               "adagrad": "Adagrad", "nadam": "NAdam", "radam": "RAdam"}
+               "adagrad": "Adagrad", "nadam": "NAdam", "radam": "RAdam", "adamax": "Adamax",
+               "adadelta": "Adadelta"}
 TORCH_NAMES = CLASS_NAMES
 
 #: learning rates large enough that every step moves the parameters visibly
 BASE_LR = {"sgd": 0.05, "adam": 0.01, "adamw": 0.01, "rmsprop": 0.01, "adagrad": 0.1,
-           "nadam": 0.01, "radam": 0.01}
+           "nadam": 0.01, "radam": 0.01, "adamax": 0.02, "adadelta": 1.0}
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,25 @@ def _radam():
                              decoupled_weight_decay=True, maximize=True))
 
 
-CASES = [*_sgd(), *_adam("adam"), *_adam("adamw"), *_rmsprop(), *_adagrad(), *_nadam(), *_radam()]
+def _adamax():
+    for hp in _product("adamax", weight_decay=(0.0, 0.1), maximize=(False, True)):
+        yield Case("adamax", hp)
+    # beta1 = 0 and beta1 = 0.3: torch's lerp takes its other branch (m = g + (w - 1)*(g - m))
+    yield Case("adamax", dict(lr=0.05, betas=(0.0, 0.99), eps=1e-3, weight_decay=0.05,
+                              maximize=False))
+    yield Case("adamax", dict(lr=0.01, betas=(0.3, 0.9), eps=1e-6, weight_decay=0.0, maximize=True))
+
+
+def _adadelta():
+    for hp in _product("adadelta", weight_decay=(0.0, 0.1), maximize=(False, True)):
+        yield Case("adadelta", hp)
+    # rho = 1: both averages stay zero and the update is lr*g (sqrt(eps)/sqrt(eps) = 1)
+    yield Case("adadelta", dict(lr=0.05, rho=1.0, eps=1e-4, weight_decay=0.0, maximize=True))
+    yield Case("adadelta", dict(lr=0.5, rho=0.5, eps=1e-3, weight_decay=0.05, maximize=False))
+
+
+CASES = [*_sgd(), *_adam("adam"), *_adam("adamw"), *_rmsprop(), *_adagrad(), *_nadam(), *_radam(),
+         *_adamax(), *_adadelta()]
 assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
 
 BY_KIND = {k: [c for c in CASES if c.kind == k] for k in CLASS_NAMES}

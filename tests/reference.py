@@ -28,10 +28,8 @@ import numpy as np
 
 __all__ = [
     "TOLERANCES", "DEFAULTS", "state_names", "rounder", "sgd", "adam", "rmsprop", "adagrad",
-    "prox", "philox4x32_10", "normal", "noise", "prox_lr", "POST_OPTIONS", "clip_grad_norm",
-    "RefOptimizer", "assert_close",
-    "TOLERANCES", "DEFAULTS", "state_names", "SCALAR_STATE", "rounder", "sgd", "adam", "rmsprop",
-    "adagrad", "nadam", "radam", "clip_grad_norm", "RefOptimizer", "assert_close",
+    "prox", "philox4x32_10", "normal", "noise", "prox_lr", "POST_OPTIONS", "SCALAR_STATE", "nadam",
+    "radam", "adamax", "adadelta", "clip_grad_norm", "RefOptimizer", "assert_close",
 ]
 
 #: SEMANTICS.md "Tolerances": backends agree with the reference to these, per dtype.
@@ -59,6 +57,10 @@ DEFAULTS = {
                   decoupled_weight_decay=False, maximize=False, l1=0.0),
     "radam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                   decoupled_weight_decay=False, maximize=False, l1=0.0),
+    # torch.optim 2.13's Adamax / Adadelta, plus the proximal-L1 group option (SEMANTICS.md)
+    "adamax": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False,
+                   l1=0.0),
+    "adadelta": dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False, l1=0.0),
 }
 
 #: per-parameter state that is a float, not an array (kind -> names): NAdam's running product of
@@ -79,6 +81,10 @@ def state_names(kind, hp):
         return ("sum",)
     if kind in ("nadam", "radam"):
         return ("exp_avg", "exp_avg_sq")
+    if kind == "adamax":
+        return ("exp_avg", "exp_inf")
+    if kind == "adadelta":
+        return ("square_avg", "acc_delta")
     raise KeyError(kind)
 
 
@@ -111,6 +117,15 @@ def _sqrt(x):
     if x != x or x < 0:
         return math.nan
     return math.sqrt(x)
+
+
+def _div(a, b):
+    # IEEE division: x/0 is +-inf (NaN for 0/0 or NaN/0) where Python's raises
+    if b == 0:
+        if a != a or a == 0:
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+    return a / b
 
 
 def _max(a, b):
@@ -329,8 +344,62 @@ def radam(p, g, state, t, dtype, *, lr, betas, eps, weight_decay, decoupled_weig
     return out
 
 
-RULES = {"sgd": sgd, "adam": adam, "adamw": adam, "rmsprop": rmsprop, "adagrad": adagrad,
-         "nadam": nadam, "radam": radam}
+def _prox_l1(p, thresh, R):
+    """SEMANTICS.md "L1": p <- sign(p) * max(|p| - lr*l1, 0) (``thresh`` = R(lr*l1))."""
+    return [math.copysign(max(R(abs(x) - thresh), 0.0), x) if x == x else x for x in p]
+
+
+def adamax(p, g, state, t, dtype, *, lr, betas, eps, weight_decay, maximize, l1=0.0):
+    """torch.optim.Adamax (for-loop implementation), its expression order."""
+    R = rounder(dtype)
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    n = len(p)
+    if "exp_avg" not in state:
+        state["exp_avg"] = [0.0] * n
+        state["exp_inf"] = [0.0] * n
+    m, u = state["exp_avg"], state["exp_inf"]
+    # exp_avg.lerp_(g, w), w = 1 - beta1: m + w*(g - m) if |w| < 0.5, else g - (g - m)*(1 - w),
+    # written as g + (w - 1)*(g - m); the weight is derived in float64 and rounded once
+    w = 1.0 - beta1
+    from_grad = not abs(w) < 0.5
+    lw = R(w - 1.0 if from_grad else w)
+    b2, eps_, wd = R(beta2), R(eps), R(weight_decay)
+    clr = R(lr / (1.0 - beta1 ** t))  # float64 per step, rounded once
+    out = []
+    for j in range(n):
+        pj, gj = p[j], g[j]
+        if maximize:
+            gj = -gj
+        if weight_decay != 0:
+            gj = R(gj + R(wd * pj))
+        m[j] = R((gj if from_grad else m[j]) + R(lw * R(gj - m[j])))
+        u[j] = _max(R(u[j] * b2), R(abs(gj) + eps_))  # torch.maximum: NaN propagates
+        out.append(R(pj - R(_div(R(clr * m[j]), u[j]))))  # addcdiv_(m, u, value=-clr)
+    return _prox_l1(out, R(lr * l1), R) if l1 != 0 else out
+
+
+def adadelta(p, g, state, t, dtype, *, lr, rho, eps, weight_decay, maximize, l1=0.0):
+    """torch.optim.Adadelta (for-loop implementation), its expression order."""
+    R = rounder(dtype)
+    n = len(p)
+    if "square_avg" not in state:
+        state["square_avg"] = [0.0] * n
+        state["acc_delta"] = [0.0] * n
+    v, a = state["square_avg"], state["acc_delta"]
+    lr_, rho_, omr, eps_, wd = R(lr), R(rho), R(1.0 - rho), R(eps), R(weight_decay)
+    out = []
+    for j in range(n):
+        pj, gj = p[j], g[j]
+        if maximize:
+            gj = -gj
+        if weight_decay != 0:
+            gj = R(gj + R(wd * pj))
+        v[j] = R(R(v[j] * rho_) + R(R(omr * gj) * gj))
+        std = R(_sqrt(R(v[j] + eps_)))
+        d = R(R(_div(R(_sqrt(R(a[j] + eps_))), std)) * gj)
+        a[j] = R(R(a[j] * rho_) + R(R(omr * d) * d))
+        out.append(R(pj - R(lr_ * d)))
+    return _prox_l1(out, R(lr * l1), R) if l1 != 0 else out
 
 
 # --------------------------------------------------------------------------------- after the update
@@ -402,6 +471,10 @@ def noise(p, index, t, dtype, *, noise_std, noise_decay, seed):
         return list(p)
     s = R(sigma)
     return [R(x + R(s * R(normal(seed, index, t, j)))) for j, x in enumerate(p)]
+
+
+RULES = {"sgd": sgd, "adam": adam, "adamw": adam, "rmsprop": rmsprop, "adagrad": adagrad,
+         "nadam": nadam, "radam": radam, "adamax": adamax, "adadelta": adadelta}
 
 
 def clip_grad_norm(grads, max_norm, norm_type=2.0):

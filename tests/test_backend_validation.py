@@ -345,6 +345,9 @@ _SCALARS = {
                   eps_scaled=1e-8, maximize=0),
     "radam": dict(beta1=0.9, one_minus_beta1=0.1, beta2=0.999, one_minus_beta2=0.001, eps=1e-8,
                   weight_decay=0.0, decay=1.0, step_size=0.1, rectify=1, maximize=0),
+    "adamax": dict(lerp_weight=0.1, lerp_from_grad=0, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                   clr=0.02, maximize=0),
+    "adadelta": dict(lr=1.0, rho=0.9, one_minus_rho=0.1, eps=1e-6, weight_decay=0.0, maximize=0),
     "norm_pow_sum": dict(norm_type=2.0),
     "scale": dict(factor=0.5),
     "all_finite": {},
@@ -366,10 +369,11 @@ def _numba_dispatchers():
     """Every numba dispatcher of the multi-tensor kernels, to see that nothing gets compiled."""
     import numba
 
-    from fastdescent.backends.numba_cpu import adagrad, adam, clip, nadam, radam, rmsprop, sgd
+    from fastdescent.backends.numba_cpu import (adadelta, adagrad, adam, adamax, clip, nadam, radam,
+                                                rmsprop, sgd)
 
     out = []
-    for mod in (adagrad, adam, clip, nadam, radam, rmsprop, sgd):
+    for mod in (adadelta, adagrad, adam, adamax, clip, nadam, radam, rmsprop, sgd):
         for v in vars(mod).values():
             v = getattr(v, "parallel", v)
             if isinstance(v, numba.core.registry.CPUDispatcher):

@@ -41,6 +41,8 @@ BENCH_FILES = {
     "bench_clip.py": lambda: C.optimizer_cases(("clip_value",), C.HEADLINE_LAYOUTS),
     "bench_nadam.py": lambda: C.optimizer_cases(("nadam",), C.HEADLINE_LAYOUTS),
     "bench_radam.py": lambda: C.optimizer_cases(("radam",), C.HEADLINE_LAYOUTS),
+    "bench_adamax.py": lambda: C.optimizer_cases(("adamax",), C.HEADLINE_LAYOUTS),
+    "bench_adadelta.py": lambda: C.optimizer_cases(("adadelta",), C.HEADLINE_LAYOUTS),
     "bench_matmul.py": lambda: C.matmul_cases(),
     "bench_mlp.py": lambda: C.mlp_cases(("numpy", "c", "numba") + C.MLP_PEERS),
 }
@@ -78,7 +80,8 @@ def test_every_optimizer_and_hot_path_has_a_benchmark_file():
 def test_bytes_per_element_count_the_traffic():
     per = {n: s.bytes_per_element(np.float32) for n, s in C.OPTIMIZERS.items()}
     assert per == {"adam": 28, "adamw": 28, "sgd": 12, "sgd_momentum": 20, "rmsprop": 20, "adagrad": 20,
-                   "sgd_l1": 12, "sgd_noise": 12, "clip_value": 8, "nadam": 28, "radam": 28}
+                   "sgd_l1": 12, "sgd_noise": 12, "clip_value": 8, "nadam": 28, "radam": 28,
+                   "adamax": 28, "adadelta": 28}
     assert C.OPTIMIZERS["adam"].bytes_per_element(np.float64) == 56
     case = C.OptimizerCase("adam", C.single(2 ** 25), "roofline")
     assert case.bytes_per_step == 28 * 2 ** 25

@@ -74,6 +74,16 @@ def test_adam_kernel_rejects_out_of_domain_scalars(C, dtype, bad):
     ("adagrad", ("param", "sum", "grad"),
      dict(clr=0.01, eps=0.0, weight_decay=0.1, maximize=0),
      [dict(clr=-0.01), dict(clr=math.inf), dict(eps=-1e-10), dict(weight_decay=-0.1)]),
+    ("adamax", ("param", "exp_avg", "exp_inf", "grad"),
+     dict(lerp_weight=-0.5, lerp_from_grad=1, beta2=0.0, eps=0.0, weight_decay=0.0, clr=0.0,
+          maximize=0),
+     [dict(lerp_weight=0.1), dict(lerp_weight=-0.6), dict(lerp_weight=math.nan),
+      dict(lerp_weight=0.5, lerp_from_grad=0), dict(beta2=1.0), dict(eps=-1e-8),
+      dict(weight_decay=math.inf), dict(clr=-0.1)]),
+    ("adadelta", ("param", "square_avg", "acc_delta", "grad"),
+     dict(lr=0.0, rho=1.0, one_minus_rho=0.0, eps=0.0, weight_decay=0.0, maximize=0),
+     [dict(lr=-1.0), dict(rho=1.5), dict(rho=math.nan), dict(one_minus_rho=-0.1),
+      dict(eps=math.inf), dict(weight_decay=-0.1)]),
     ("scale", ("grad",), dict(factor=-2.0), [dict(factor=math.nan), dict(factor=math.inf)]),
 ])
 def test_update_kernels_reject_out_of_domain_scalars(C, kernel, cols, good, bad):
@@ -108,6 +118,10 @@ def test_optimizers_still_accept_their_whole_domain(C):
     fd.AdamW(p, lr=2.0, weight_decay=1.0, backend="c").step(g)  # decay = 1 - lr*wd = -1
     fd.RMSprop(p, lr=0.01, alpha=1.5, eps=0.0, momentum=0.0, backend="c").step(g)
     fd.Adagrad(p, lr=0.0, eps=0.0, backend="c").step(g)
+    fd.Adamax(p, lr=0.0, betas=(0.0, 0.0), eps=0.0, backend="c").step(g)
+    fd.Adamax(p, lr=1e-3, betas=(0.5, 0.999), backend="c").step(g)  # lerp weight -0.5
+    fd.Adadelta(p, lr=0.0, rho=1.0, eps=0.0, backend="c").step(g)
+    fd.Adadelta(p, lr=1.0, rho=0.0, backend="c").step(g)
 
 
 # ------------------------------------------------------------------------------ sizes

@@ -158,6 +158,16 @@ OPTIMIZERS = {
         dict(lr=0.05, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.1, decoupled_weight_decay=True,
              maximize=True),
     ]),
+    "adamax": (fd.Adamax, [
+        dict(lr=0.05),
+        dict(lr=0.05, betas=(0.3, 0.9), weight_decay=0.1),  # torch's other lerp branch
+        dict(lr=0.05, betas=(0.0, 0.99), eps=1e-4, maximize=True),
+    ]),
+    "adadelta": (fd.Adadelta, [
+        dict(lr=1.0),
+        dict(lr=0.5, rho=0.5, eps=1e-4, weight_decay=0.1),
+        dict(lr=0.1, rho=1.0, maximize=True),
+    ]),
 }
 CASES = [pytest.param(name, i, id=f"{name}-{i}") for name, (_, opts) in OPTIMIZERS.items()
          for i in range(len(opts))]

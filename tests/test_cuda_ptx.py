@@ -41,11 +41,13 @@ SCRIPT = textwrap.dedent(r'''
     except Exception as exc:
         print(f"{type(exc).__name__}: {exc}"[:500])
         sys.exit(77)
-    from fastdescent.backends.numba_cuda import _device, adagrad, adam, clip, nadam, radam, rmsprop, sgd
+    from fastdescent.backends.numba_cuda import (_device, adadelta, adagrad, adam, adamax, clip, nadam,
+                                                 radam, rmsprop, sgd)
 
     A64, A32, F64A = types.int64[::1], types.int32[::1], types.float64[::1]
     INTS = {"n", "nchunks", "chunk", "mode", "nparts", "amsgrad", "maximize", "use_decay", "use_wd",
-            "use_mom", "nesterov", "first_step", "centered", "dst", "src", "addr", "rectify"}
+            "use_mom", "nesterov", "first_step", "centered", "dst", "src", "addr", "rectify",
+            "from_grad"}
 
     def signature(kernel, T, multi):
         sig = []
@@ -71,6 +73,8 @@ SCRIPT = textwrap.dedent(r'''
         "rmsprop": (rmsprop._rmsprop_flat, rmsprop._rmsprop_multi),
         "adagrad": (adagrad._adagrad_flat, adagrad._adagrad_multi),
         "nadam": (nadam._nadam_flat, nadam._nadam_multi), "radam": (radam._radam_flat, radam._radam_multi),
+        "adamax": (adamax._adamax_flat, adamax._adamax_multi),
+        "adadelta": (adadelta._adadelta_flat, adadelta._adadelta_multi),
         "scale": (clip._scale_flat, clip._scale_multi), "reduce": (clip._reduce_flat, clip._reduce_multi),
         "fill": (_device._fill_flat, None), "copy": (_device._copy_flat, None),
     }
@@ -93,7 +97,7 @@ SCRIPT = textwrap.dedent(r'''
                         failures.append(f"{what}: a device function was not inlined")
                     if suffix == "f32" and re.search(r"\.f64\b", body):
                         failures.append(f"{what}: float64 arithmetic in a float32 kernel")
-                if name in ("adam", "rmsprop", "adagrad", "nadam", "radam") \
+                if name in ("adam", "rmsprop", "adagrad", "nadam", "radam", "adadelta") \
                         and "sqrt.rn." + suffix not in body:
                     failures.append(f"{what}: no IEEE sqrt.rn.{suffix}")
                 print(what, "ok")

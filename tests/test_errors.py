@@ -116,6 +116,16 @@ HYPER = [
     ("all", dict(weight_decay=-INF), ValueError, "weight_decay"),
     ("all", dict(maximize=1), TypeError, "maximize"),
     ("all", dict(maximize="no"), TypeError, "maximize"),
+    ("adamax adadelta", dict(eps=-1e-8), ValueError, "eps"),
+    ("adamax adadelta", dict(eps=NAN), ValueError, "eps"),
+    ("adamax adadelta", dict(eps=INF), ValueError, "eps"),
+    ("adamax", dict(betas=(1.0, 0.999)), ValueError, "betas[0]"),
+    ("adamax", dict(betas=(-0.1, 0.999)), ValueError, "betas[0]"),
+    ("adamax", dict(betas=(NAN, 0.999)), ValueError, "betas[0]"),
+    ("adamax", dict(betas=(0.9, 1.0)), ValueError, "betas[1]"),
+    ("adamax", dict(betas=(0.9, INF)), ValueError, "betas[1]"),
+    ("adamax", dict(betas=0.9), TypeError, "betas"),
+    ("adamax", dict(betas=(0.9,)), TypeError, "betas"),
     ("adam adamw rmsprop adagrad nadam radam", dict(eps=-1e-8), ValueError, "eps"),
     ("adam adamw rmsprop adagrad nadam radam", dict(eps=NAN), ValueError, "eps"),
     ("adam adamw rmsprop adagrad nadam radam", dict(eps=INF), ValueError, "eps"),
@@ -145,6 +155,10 @@ HYPER = [
     ("adagrad", dict(lr_decay=INF), ValueError, "lr_decay"),
     ("adagrad", dict(initial_accumulator_value=-1.0), ValueError, "initial_accumulator_value"),
     ("adagrad", dict(initial_accumulator_value=NAN), ValueError, "initial_accumulator_value"),
+    ("adadelta", dict(rho=1.5), ValueError, "rho"),
+    ("adadelta", dict(rho=-0.1), ValueError, "rho"),
+    ("adadelta", dict(rho=NAN), ValueError, "rho"),
+    ("adadelta", dict(rho="0.9"), TypeError, "rho"),
 ]
 KINDS = list(BY_KIND)
 
@@ -469,6 +483,12 @@ def functional_setup(kind, backend, dtype=np.float32):
     elif kind == "rmsprop":
         state = dict(square_avgs=sq(), grad_avgs=mk(), momentum_buffers=mk())
         hp = dict(lr=0.1, centered=True, momentum=0.5)
+    elif kind == "adamax":
+        state = dict(exp_avgs=mk(), exp_infs=sq())
+        hp = dict(lr=0.1, step=3)
+    elif kind == "adadelta":
+        state = dict(square_avgs=sq(), acc_deltas=sq())
+        hp = dict(lr=0.5)
     elif kind == "nadam":
         state = dict(exp_avgs=mk(), exp_avg_sqs=sq())
         hp = dict(lr=0.1, step=3, mu_product=0.1, decoupled_weight_decay=True, weight_decay=0.1)

@@ -38,6 +38,10 @@ def new_state(case, host_params, dev):
         return {"exp_avgs": z(), "exp_avg_sqs": z(), "mu_product": 1.0}
     if case.kind == "radam":
         return {"exp_avgs": z(), "exp_avg_sqs": z()}
+    if case.kind == "adamax":
+        return {"exp_avgs": z(), "exp_infs": z()}
+    if case.kind == "adadelta":
+        return {"square_avgs": z(), "acc_deltas": z()}
     init = hp.get("initial_accumulator_value", 0.0)
     return {"state_sums": [dev.put(np.full_like(p, init)) for p in host_params]}
 
@@ -60,6 +64,12 @@ def functional_step(case, params, grads, state, t, backend, check=True):
     elif case.kind == "radam":
         F.radam(params, grads, state["exp_avgs"], state["exp_avg_sqs"], step=t, backend=backend,
                 check=check, **hp)
+    elif case.kind == "adamax":
+        F.adamax(params, grads, state["exp_avgs"], state["exp_infs"], step=t, backend=backend,
+                 check=check, **hp)
+    elif case.kind == "adadelta":
+        F.adadelta(params, grads, state["square_avgs"], state["acc_deltas"], backend=backend,
+                   check=check, **hp)
     else:
         hp.pop("initial_accumulator_value", None)
         F.adagrad(params, grads, state["state_sums"], step=t, backend=backend, check=check, **hp)
@@ -67,7 +77,7 @@ def functional_step(case, params, grads, state, t, backend, check=True):
 
 STATE_OF = {"momentum_buffers": "momentum_buffer", "exp_avgs": "exp_avg", "exp_avg_sqs": "exp_avg_sq",
             "max_exp_avg_sqs": "max_exp_avg_sq", "square_avgs": "square_avg", "grad_avgs": "grad_avg",
-            "state_sums": "sum"}
+            "state_sums": "sum", "exp_infs": "exp_inf", "acc_deltas": "acc_delta"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

@@ -50,6 +50,16 @@ def adagrad_scalars(lr, lr_decay, weight_decay, eps, maximize, step):
     return rules.get("adagrad").scalars(dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                              eps=eps, maximize=maximize), step, step == 1)
 
+def adamax_scalars(lr, betas, eps, weight_decay, maximize, step):
+    return rules.get("adamax").scalars(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                            maximize=maximize), step, step == 1)
+
+
+def adadelta_scalars(lr, rho, eps, weight_decay, maximize):
+    return rules.get("adadelta").scalars(dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
+                                              maximize=maximize), 1, False)
+
+
 NB = get_backend("numba")
 REF = get_backend("numpy")
 from fastdescent.backends.numba_cpu import _config  # noqa: E402
@@ -244,6 +254,50 @@ def test_adagrad_parity(case, dtype, plan):
                                case["maximize"], step)
 
     _run_steps("adagrad", dtype, plan, cols, scalars, ["param", "sum"])
+
+
+# ------------------------------------------------------------------------------------------ Adamax
+ADAMAX_CASES = [
+    dict(betas=(0.9, 0.999), weight_decay=0.0, maximize=False),
+    dict(betas=(0.3, 0.9), weight_decay=0.1, maximize=True),  # torch's other lerp branch
+    dict(betas=(0.0, 0.99), weight_decay=0.0, maximize=True),
+]
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=[p[0] for p in PLANS])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", ADAMAX_CASES,
+                         ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_adamax_parity(case, dtype, plan):
+    cols = _make(dtype, ["param", "grad", "exp_avg", "exp_inf"], positive=("exp_inf",))
+
+    def scalars(step):
+        return adamax_scalars(0.02, case["betas"], 1e-8, case["weight_decay"], case["maximize"],
+                              step)
+
+    _run_steps("adamax", dtype, plan, cols, scalars, ["param", "exp_avg", "exp_inf"])
+
+
+# ------------------------------------------------------------------------------------------ Adadelta
+ADADELTA_CASES = [
+    dict(rho=0.9, weight_decay=0.0, maximize=False),
+    dict(rho=0.5, weight_decay=0.1, maximize=True),
+    dict(rho=1.0, weight_decay=0.0, maximize=False),
+]
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=[p[0] for p in PLANS])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", ADADELTA_CASES,
+                         ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_adadelta_parity(case, dtype, plan):
+    cols = _make(dtype, ["param", "grad", "square_avg", "acc_delta"],
+                 positive=("square_avg", "acc_delta"))
+
+    def scalars(step):
+        return adadelta_scalars(0.5, case["rho"], 1e-6, case["weight_decay"], case["maximize"])
+
+    _run_steps("adadelta", dtype, plan, cols, scalars, ["param", "square_avg", "acc_delta"])
 
 
 # ------------------------------------------------------------------------------------------ IEEE

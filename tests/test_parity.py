@@ -176,6 +176,8 @@ GROUP2 = {
                   decoupled_weight_decay=True, maximize=True),
     "radam": dict(lr=0.003, betas=(0.5, 0.9), weight_decay=0.2, decoupled_weight_decay=True,
                   maximize=True),
+    "adamax": dict(lr=0.005, betas=(0.3, 0.95), eps=1e-4, weight_decay=0.2, maximize=True),
+    "adadelta": dict(lr=0.3, rho=0.8, eps=1e-4, weight_decay=0.2, maximize=True),
 }
 
 

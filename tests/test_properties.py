@@ -65,7 +65,8 @@ PROFILE = settings.get_profile(PROFILE_NAME)
 BACKENDS = ["numpy"] + [b for b in fd.available_backends() if b not in ("numpy", "cuda")]
 
 CLASSES = {"sgd": fd.SGD, "adam": fd.Adam, "adamw": fd.AdamW, "rmsprop": fd.RMSprop,
-           "adagrad": fd.Adagrad, "nadam": fd.NAdam, "radam": fd.RAdam}
+           "adagrad": fd.Adagrad, "nadam": fd.NAdam, "radam": fd.RAdam, "adamax": fd.Adamax,
+           "adadelta": fd.Adadelta}
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 # ------------------------------------------------------------------------------ strategies
@@ -86,6 +87,11 @@ HP_VALUES = {
     "adagrad": dict(lr=[0.01, 0.1, 0.5], lr_decay=[0.0, 0.1, 1.0], weight_decay=[0.0, 0.01, 0.1],
                     initial_accumulator_value=[0.0, 0.1, 1.0], eps=[1e-10, 1e-5],
                     maximize=[False, True]),
+    # betas[0] in {0.5, 0.3, 0.0}: torch's lerp takes its other branch
+    "adamax": dict(lr=[2e-3, 0.01, 0.1], betas=[(0.9, 0.999), (0.5, 0.9), (0.0, 0.99), (0.3, 0.5)],
+                   eps=[1e-8, 1e-6, 0.1], weight_decay=[0.0, 0.01, 0.1], maximize=[False, True]),
+    "adadelta": dict(lr=[0.1, 0.5, 1.0], rho=[0.9, 0.5, 0.0, 1.0], eps=[1e-6, 1e-3],
+                     weight_decay=[0.0, 0.01, 0.1], maximize=[False, True]),
 }
 HP_VALUES["nadam"] = dict(lr=[1e-3, 0.01, 0.1], betas=[(0.9, 0.999), (0.5, 0.9), (0.0, 0.99)],
                           eps=[1e-8, 1e-6, 0.1], weight_decay=[0.0, 0.01, 0.1],
@@ -109,6 +115,10 @@ INVALID = {
                 ("centered", None)],
     "adagrad": [("lr", -0.1), ("lr_decay", -1.0), ("eps", math.inf), ("weight_decay", -0.1),
                 ("maximize", 0)],
+    "adamax": [("lr", -0.1), ("betas", (1.0, 0.9)), ("betas", (0.9,)), ("eps", -1.0),
+               ("weight_decay", math.nan), ("maximize", 1)],
+    "adadelta": [("lr", math.inf), ("rho", 1.5), ("rho", -0.1), ("eps", math.nan),
+                 ("weight_decay", -0.1), ("maximize", None)],
 }
 INVALID["nadam"] = [("lr", -0.1), ("betas", (0.9, 1.0)), ("eps", math.nan), ("momentum_decay", -1.0),
                     ("decoupled_weight_decay", "yes"), ("maximize", 0)]
@@ -608,6 +618,8 @@ TestAdamMachine = _machine("adam")
 TestAdamWMachine = _machine("adamw")
 TestRMSpropMachine = _machine("rmsprop")
 TestAdagradMachine = _machine("adagrad")
+TestAdamaxMachine = _machine("adamax")
+TestAdadeltaMachine = _machine("adadelta")
 TestNAdamMachine = _machine("nadam")
 TestRAdamMachine = _machine("radam")
 
@@ -664,6 +676,16 @@ def _functional_step(kind, hp, params, grads, state, t):
         F.rmsprop(params, grads, state["square_avg"], state["grad_avg"] if hp["centered"] else None,
                   state["momentum_buffer"] if hp["momentum"] > 0 else None, **hp,
                   backend=state["backend"])
+    elif kind == "adamax":
+        for n in ("exp_avg", "exp_inf"):
+            state.setdefault(n, zeros())
+        F.adamax(params, grads, state["exp_avg"], state["exp_inf"], step=t, **hp,
+                 backend=state["backend"])
+    elif kind == "adadelta":
+        for n in ("square_avg", "acc_delta"):
+            state.setdefault(n, zeros())
+        F.adadelta(params, grads, state["square_avg"], state["acc_delta"], **hp,
+                   backend=state["backend"])
     elif kind in ("nadam", "radam"):
         for n in ("exp_avg", "exp_avg_sq"):
             state.setdefault(n, zeros())

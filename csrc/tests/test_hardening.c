@@ -184,6 +184,20 @@ static int radam_both(double b1, double c1, double b2, double c2, double eps, do
     return a == b ? a : -100;
 }
 
+static int adamax_both(double lw, int from_grad, double b2, double eps, double wd, double clr)
+{
+    int a = fd_adamax_f32(1, SZ, P32, M32, V32, G32, lw, from_grad, b2, eps, wd, clr, 0);
+    int b = fd_adamax_f64(1, SZ, P64, M64, V64, G64, lw, from_grad, b2, eps, wd, clr, 0);
+    return a == b ? a : -100;
+}
+
+static int adadelta_both(double lr, double rho, double omr, double eps, double wd)
+{
+    int a = fd_adadelta_f32(1, SZ, P32, V32, W32, G32, lr, rho, omr, eps, wd, 0);
+    int b = fd_adadelta_f64(1, SZ, P64, V64, W64, G64, lr, rho, omr, eps, wd, 0);
+    return a == b ? a : -100;
+}
+
 #define BAD(call)                             \
     do {                                      \
         fill();                               \
@@ -324,6 +338,45 @@ static void test_domains(void)
         BAD(radam_both(0.9, 0.1, 0.999, 1e-3, 1e-8, 0.0, 1.0, x));
     }
     GOOD(fd_scale_f32(1, SZ, P32, -2.0));
+    /* Adamax: 0 < lerp_weight < 0.5 (lerp_from_grad 0) or -0.5 <= lerp_weight <= 0 (1);
+     * 0 <= beta2 < 1; eps, weight_decay, clr finite >= 0 */
+    GOOD(adamax_both(0.1, 0, 0.999, 1e-8, 0.1, 0.02));
+    GOOD(adamax_both(0.0, 1, 0.0, 0.0, 0.0, 0.0));     /* beta1 = 0: m = g exactly */
+    GOOD(adamax_both(-0.5, 1, 0.5, 1e-8, 0.0, 0.02));  /* beta1 = 0.5 */
+    BAD(adamax_both(0.5, 0, 0.999, 1e-8, 0.0, 0.02));
+    BAD(adamax_both(0.0, 0, 0.999, 1e-8, 0.0, 0.02));
+    BAD(adamax_both(0.1, 1, 0.999, 1e-8, 0.0, 0.02));
+    BAD(adamax_both(-0.6, 1, 0.999, 1e-8, 0.0, 0.02));
+    BAD(adamax_both(0.1, 0, 1.0, 1e-8, 0.0, 0.02));
+    BAD(adamax_both(0.1, 0, -0.1, 1e-8, 0.0, 0.02));
+    BAD(adamax_both(0.1, 0, 0.999, -1e-8, 0.0, 0.02));
+    BAD(adamax_both(0.1, 0, 0.999, 1e-8, -0.1, 0.02));
+    BAD(adamax_both(0.1, 0, 0.999, 1e-8, 0.0, -0.02));
+    /* Adadelta: lr, eps, weight_decay finite >= 0; rho, one_minus_rho in [0, 1] */
+    GOOD(adadelta_both(1.0, 0.9, 0.1, 1e-6, 0.1));
+    GOOD(adadelta_both(0.0, 1.0, 0.0, 0.0, 0.0));
+    GOOD(adadelta_both(0.5, 0.0, 1.0, 1e-6, 0.0));
+    BAD(adadelta_both(-1.0, 0.9, 0.1, 1e-6, 0.0));
+    BAD(adadelta_both(1.0, 1.5, 0.1, 1e-6, 0.0));
+    BAD(adadelta_both(1.0, -0.1, 0.1, 1e-6, 0.0));
+    BAD(adadelta_both(1.0, 0.9, 1.1, 1e-6, 0.0));
+    BAD(adadelta_both(1.0, 0.9, -0.1, 1e-6, 0.0));
+    BAD(adadelta_both(1.0, 0.9, 0.1, -1e-6, 0.0));
+    BAD(adadelta_both(1.0, 0.9, 0.1, 1e-6, -0.1));
+    for (int k = 0; k < 3; k++) {
+        const double x = bad_real[k];
+        BAD(adamax_both(x, 0, 0.999, 1e-8, 0.0, 0.02));
+        BAD(adamax_both(x, 1, 0.999, 1e-8, 0.0, 0.02));
+        BAD(adamax_both(0.1, 0, x, 1e-8, 0.0, 0.02));
+        BAD(adamax_both(0.1, 0, 0.999, x, 0.0, 0.02));
+        BAD(adamax_both(0.1, 0, 0.999, 1e-8, x, 0.02));
+        BAD(adamax_both(0.1, 0, 0.999, 1e-8, 0.0, x));
+        BAD(adadelta_both(x, 0.9, 0.1, 1e-6, 0.0));
+        BAD(adadelta_both(1.0, x, 0.1, 1e-6, 0.0));
+        BAD(adadelta_both(1.0, 0.9, x, 1e-6, 0.0));
+        BAD(adadelta_both(1.0, 0.9, 0.1, x, 0.0));
+        BAD(adadelta_both(1.0, 0.9, 0.1, 1e-6, x));
+    }
     /* prox: threshold finite >= 0; clip_value: finite >= 0; noise: sigma finite >= 0, seed >= 0,
      * step >= 1, every param_index >= 0 */
     const int64_t idx_ok[1] = {3}, idx_neg[1] = {-2};
@@ -420,6 +473,14 @@ static void test_alignment(void)
                  FD_ERR_ALIGN);
         CHECK_RC(fd_adagrad_f32(2, sizes, a32, b32_, g32c, 0.01, 1e-10, 0.0, 0), FD_ERR_ALIGN);
         CHECK_RC(fd_adagrad_f64(2, sizes, a64, b64_, g64c, 0.01, 1e-10, 0.0, 0), FD_ERR_ALIGN);
+        CHECK_RC(fd_adamax_f32(2, sizes, a32, b32_, c32, g32c, 0.1, 0, 0.999, 1e-8, 0.0, 2e-2, 0),
+                 FD_ERR_ALIGN);
+        CHECK_RC(fd_adamax_f64(2, sizes, a64, b64_, c64, g64c, 0.1, 0, 0.999, 1e-8, 0.0, 2e-2, 0),
+                 FD_ERR_ALIGN);
+        CHECK_RC(fd_adadelta_f32(2, sizes, a32, b32_, c32, g32c, 1.0, 0.9, 0.1, 1e-6, 0.0, 0),
+                 FD_ERR_ALIGN);
+        CHECK_RC(fd_adadelta_f64(2, sizes, a64, b64_, c64, g64c, 1.0, 0.9, 0.1, 1e-6, 0.0, 0),
+                 FD_ERR_ALIGN);
         CHECK_RC(fd_scale_f32(2, sizes, a32, 0.5), FD_ERR_ALIGN);
         CHECK_RC(fd_scale_f64(2, sizes, a64, 0.5), FD_ERR_ALIGN);
         CHECK_RC(fd_norm_pow_sum_f32(2, sizes, g32c, 2.0, &out), FD_ERR_ALIGN);

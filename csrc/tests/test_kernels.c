@@ -91,6 +91,14 @@ static void test_errors(void)
     CHECK(fd_rmsprop_f32(1, sz, pa, pb, pc, pd, pg, 0.1, .99, 1e-8, 0, 0.5, 1, 0) == FD_OK);
     CHECK(fd_adagrad_f32(1, sz, pa, NULL, pg, 0.1, 1e-10, 0, 0) == FD_ERR_NULL);
     CHECK(fd_adagrad_f32(2, neg, pa, pb, pg, 0.1, 1e-10, 0, 0) == FD_ERR_SIZE);
+    const float a0 = a[0], b0 = b[0], c0 = c[0];
+    CHECK(fd_adamax_f32(1, sz, pa, pb, NULL, pg, 0.1, 0, .999, 1e-8, 0, 0.02, 0) == FD_ERR_NULL);
+    CHECK(fd_adamax_f32(1, sz, pa, pb, pnull, pg, 0.1, 0, .999, 1e-8, 0, 0.02, 0) == FD_ERR_NULL);
+    CHECK(fd_adamax_f32(2, neg, pa, pb, pc, pg, 0.1, 0, .999, 1e-8, 0, 0.02, 0) == FD_ERR_SIZE);
+    CHECK(fd_adadelta_f32(1, sz, pa, NULL, pc, pg, 1.0, .9, .1, 1e-6, 0, 0) == FD_ERR_NULL);
+    CHECK(fd_adadelta_f32(1, sz, pa, pb, pc, NULL, 1.0, .9, .1, 1e-6, 0, 0) == FD_ERR_NULL);
+    CHECK(fd_adadelta_f32(2, neg, pa, pb, pc, pg, 1.0, .9, .1, 1e-6, 0, 0) == FD_ERR_SIZE);
+    CHECK(a[0] == a0 && b[0] == b0 && c[0] == c0); /* nothing written by failed calls */
 
     CHECK(fd_norm_pow_sum_f32(1, sz, pg, 2.0, NULL) == FD_ERR_NULL);
     CHECK(fd_norm_pow_sum_f32(1, sz, pg, 0.0, &out) == FD_ERR_ARG);
@@ -246,6 +254,57 @@ static void test_rmsprop_adagrad_values(void)
     CHECK(fd_adagrad_f64(1, sz, pp, ps, pg2, 0.1, 1e-10, 0.5, 0) == FD_OK);
     CHECK_CLOSE(s[0], 6.25, 0);
     CHECK_CLOSE(p[0], 1.0 - 0.1 * 2.5 / (2.5 + 1e-10), 1e-15);
+}
+
+static void test_adamax_adadelta_values(void)
+{
+    double p[2], m[2], u[2], g[2] = {0.5, -2.0};
+    double *pp[1] = {p}, *pm[1] = {m}, *pu[1] = {u};
+    const double *pg[1] = {g};
+    int64_t sz[1] = {2};
+
+    /* Adamax, beta1 = 0.9 (lerp weight 0.1), m = u = 0: m = 0.1*g, u = |g| + eps,
+     * p -= clr*m/u with clr = 0.002/(1 - 0.9) */
+    const double clr = 0.002 / (1.0 - 0.9);
+    p[0] = p[1] = 1.0; m[0] = m[1] = 0.0; u[0] = u[1] = 0.0;
+    CHECK(fd_adamax_f64(1, sz, pp, pm, pu, pg, 0.1, 0, 0.999, 1e-8, 0, clr, 0) == FD_OK);
+    CHECK_CLOSE(m[0], 0.05, 1e-15);
+    CHECK_CLOSE(u[1], 2.0 + 1e-8, 1e-15);
+    CHECK_CLOSE(p[0], 1.0 - clr * 0.05 / (0.5 + 1e-8), 1e-15);
+    CHECK_CLOSE(p[1], 1.0 + clr * 0.2 / (2.0 + 1e-8), 1e-15);
+    /* second step with g' = -g (maximize): u = max(0.999*u, |g| + eps) keeps the old u for g[0]
+     * (0.999*(2 + 1e-8) > 0.5 + 1e-8 is element 1's; element 0: 0.999*(0.5 + 1e-8) < 0.5 + 1e-8) */
+    double u1 = u[1], m0 = m[0];
+    CHECK(fd_adamax_f64(1, sz, pp, pm, pu, pg, 0.1, 0, 0.999, 1e-8, 0, clr, 1) == FD_OK);
+    CHECK_CLOSE(m[0], m0 + 0.1 * (-0.5 - m0), 1e-15);
+    CHECK_CLOSE(u[0], 0.5 + 1e-8, 1e-15);
+    CHECK_CLOSE(u[1], u1 * 0.999 > 2.0 + 1e-8 ? u1 * 0.999 : 2.0 + 1e-8, 1e-15);
+    /* beta1 = 0 (lerp weight 0, from grad): m = g exactly; NaN in u propagates */
+    m[0] = m[1] = 7.0; u[0] = NAN; u[1] = 1.0;
+    CHECK(fd_adamax_f64(1, sz, pp, pm, pu, pg, 0.0, 1, 0.999, 1e-8, 0, clr, 0) == FD_OK);
+    CHECK(m[0] == 0.5 && m[1] == -2.0);
+    CHECK(isnan(u[0]) && isnan(p[0]));
+    CHECK_CLOSE(u[1], 2.0 + 1e-8, 1e-15);
+
+    /* Adadelta, rho = 0.9, eps = 1e-6, v = a = 0, g = 0.5: v = 0.1*0.25,
+     * d = sqrt(eps)/sqrt(v + eps)*g, a = 0.1*d*d, p -= lr*d */
+    double v[1] = {0.0}, acc[1] = {0.0}, q[1] = {1.0}, h[1] = {0.5};
+    double *pq[1] = {q}, *pv[1] = {v}, *pa[1] = {acc};
+    const double *ph[1] = {h};
+    int64_t one[1] = {1};
+    CHECK(fd_adadelta_f64(1, one, pq, pv, pa, ph, 1.0, 0.9, 0.1, 1e-6, 0, 0) == FD_OK);
+    const double d = sqrt(1e-6) / sqrt(0.025 + 1e-6) * 0.5;
+    CHECK_CLOSE(v[0], 0.025, 1e-15);
+    CHECK_CLOSE(acc[0], 0.1 * d * d, 1e-14);
+    CHECK_CLOSE(q[0], 1.0 - d, 1e-15);
+    /* weight decay 0.5 with maximize: g' = -0.5 + 0.5*q */
+    double q0 = q[0], v0 = v[0], a0 = acc[0];
+    CHECK(fd_adadelta_f64(1, one, pq, pv, pa, ph, 0.5, 0.9, 0.1, 1e-6, 0.5, 1) == FD_OK);
+    const double g2 = -0.5 + 0.5 * q0, v2 = 0.9 * v0 + 0.1 * g2 * g2;
+    const double d2 = sqrt(a0 + 1e-6) / sqrt(v2 + 1e-6) * g2;
+    CHECK_CLOSE(v[0], v2, 1e-14);
+    CHECK_CLOSE(acc[0], 0.9 * a0 + 0.1 * d2 * d2, 1e-14);
+    CHECK_CLOSE(q[0], q0 - 0.5 * d2, 1e-15);
 }
 
 /* NAdam and RAdam, one element, float64, against the rule written out by hand */
@@ -591,6 +650,7 @@ int main(void)
     test_sgd_values();
     test_adam_values();
     test_rmsprop_adagrad_values();
+    test_adamax_adadelta_values();
     test_nadam_radam_values();
     test_clip_values();
     test_prox_clip_value_noise_values();

@@ -127,6 +127,10 @@ OPTIMIZERS = {
                 ("param", "square_avg"), "RMSprop", False, "RMSprop, lr=1e-2"),
         OptSpec("adagrad", "Adagrad", dict(lr=1e-2), ("param", "grad", "sum"), ("param", "sum"),
                 "Adagrad", True, "Adagrad, lr=1e-2"),
+        OptSpec("adamax", "Adamax", dict(lr=2e-3), ("param", "grad", "exp_avg", "exp_inf"),
+                ("param", "exp_avg", "exp_inf"), "Adamax", False, "Adamax, lr=2e-3"),
+        OptSpec("adadelta", "Adadelta", dict(lr=1.0), ("param", "grad", "square_avg", "acc_delta"),
+                ("param", "square_avg", "acc_delta"), "Adadelta", False, "Adadelta, lr=1.0"),
         OptSpec("sgd_l1", "SGD", dict(lr=1e-2, l1=1e-3), ("param", "grad"), ("param",), None, False,
                 "SGD, lr=1e-2, l1=1e-3 (update, then the prox pass)"),
         OptSpec("sgd_noise", "SGD", dict(lr=1e-2, noise_std=1e-3, noise_decay=0.55),
@@ -381,6 +385,30 @@ def _textbook(spec, params, grads):
             for i, (p, g) in enumerate(zip(params, grads)):
                 s[i] += g * g
                 p -= lr * g / (np.sqrt(s[i]) + eps)
+    elif name == "adamax":
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+
+        def step():
+            state["t"] += 1
+            t, m, u = state["t"], state["a"], state["b"]
+            for i, (p, g) in enumerate(zip(params, grads)):
+                if u[i] is None:
+                    u[i] = np.zeros_like(p)
+                m[i] = beta1 * m[i] + (1 - beta1) * g
+                u[i] = np.maximum(beta2 * u[i], np.abs(g) + eps)
+                p -= lr / (1 - beta1 ** t) * m[i] / u[i]
+    elif name == "adadelta":
+        rho, eps = 0.9, 1e-6
+
+        def step():
+            v, a = state["a"], state["b"]
+            for i, (p, g) in enumerate(zip(params, grads)):
+                if a[i] is None:
+                    a[i] = np.zeros_like(p)
+                v[i] = rho * v[i] + (1 - rho) * g * g
+                delta = np.sqrt(a[i] + eps) / np.sqrt(v[i] + eps) * g
+                a[i] = rho * a[i] + (1 - rho) * delta * delta
+                p -= lr * delta
     elif name == "sgd_l1":
         thr = lr * kw["l1"]
 

@@ -1,0 +1,13 @@
+"""Adamax (csrc/fd_adamax.c, 28 B/param): the headline layouts on every backend, next to torch.optim
+(for-loop, foreach; torch has no fused Adamax), textbook NumPy and the roofline probe."""
+
+import pytest
+
+from fastdescent.bench import cases as C
+
+CASES = C.optimizer_cases(("adamax",), C.HEADLINE_LAYOUTS)
+
+
+@pytest.mark.parametrize("case", CASES, ids=C.OptimizerCase.__str__)
+def test_adamax(run_case, case):
+    run_case(case)
