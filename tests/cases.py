@@ -16,11 +16,11 @@ __all__ = ["Case", "CASES", "CUDA_CASES", "BY_KIND", "CLASS_NAMES", "TORCH_NAMES
 
 #: reference kind -> fastdescent class name (torch.optim uses the same names)
 CLASS_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
-               "adagrad": "Adagrad"}
+               "adagrad": "Adagrad", "rprop": "Rprop"}
 TORCH_NAMES = CLASS_NAMES
 
 #: learning rates large enough that every step moves the parameters visibly
-BASE_LR = {"sgd": 0.05, "adam": 0.01, "adamw": 0.01, "rmsprop": 0.01, "adagrad": 0.1}
+BASE_LR = {"sgd": 0.05, "adam": 0.01, "adamw": 0.01, "rmsprop": 0.01, "adagrad": 0.1, "rprop": 0.02}
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,16 @@ def _adagrad():
                                weight_decay=0.0, maximize=True))
 
 
-CASES = [*_sgd(), *_adam("adam"), *_adam("adamw"), *_rmsprop(), *_adagrad()]
+def _rprop():
+    # step_sizes=(1e-3, 0.03) clamps from both sides within 8 steps (0.02*1.3**2 > 0.03; 0.02*0.4**3
+    # < 1e-3); etas=(0.8, 1.05) keeps every step size inside the default bounds
+    for hp in _product("rprop", etas=((0.5, 1.2), (0.8, 1.05)), maximize=(False, True)):
+        yield Case("rprop", hp)
+    yield Case("rprop", dict(lr=0.02, etas=(0.4, 1.3), step_sizes=(1e-3, 0.03), maximize=False))
+    yield Case("rprop", dict(lr=0.05, etas=(0.4, 1.3), step_sizes=(1e-3, 0.03), maximize=True))
+
+
+CASES = [*_sgd(), *_adam("adam"), *_adam("adamw"), *_rmsprop(), *_adagrad(), *_rprop()]
 assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
 
 BY_KIND = {k: [c for c in CASES if c.kind == k] for k in CLASS_NAMES}

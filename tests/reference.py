@@ -27,7 +27,7 @@ import struct
 import numpy as np
 
 __all__ = [
-    "TOLERANCES", "DEFAULTS", "state_names", "rounder", "sgd", "adam", "rmsprop", "adagrad",
+    "TOLERANCES", "DEFAULTS", "state_names", "rounder", "sgd", "adam", "rmsprop", "adagrad", "rprop",
     "clip_grad_norm", "RefOptimizer", "assert_close",
 ]
 
@@ -50,6 +50,8 @@ DEFAULTS = {
                     maximize=False),
     "adagrad": dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                     eps=1e-10, maximize=False),
+    # torch.optim.Rprop's; l1 is the group option fastdescent adds to every optimizer (0: none)
+    "rprop": dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False, l1=0.0),
 }
 
 
@@ -64,6 +66,8 @@ def state_names(kind, hp):
                 + (("momentum_buffer",) if hp["momentum"] > 0 else ()))
     if kind == "adagrad":
         return ("sum",)
+    if kind == "rprop":
+        return ("prev", "step_size")
     raise KeyError(kind)
 
 
@@ -230,7 +234,51 @@ def adagrad(p, g, state, t, dtype, *, lr, lr_decay, weight_decay, initial_accumu
     return out
 
 
-RULES = {"sgd": sgd, "adam": adam, "adamw": adam, "rmsprop": rmsprop, "adagrad": adagrad}
+def _sign(x):
+    # torch.sign: 1.0, -1.0, or 0.0 for +-0 and NaN
+    return 1.0 if x > 0 else (-1.0 if x < 0 else 0.0)
+
+
+def _clamp(x, lo, hi):
+    # torch.clamp: a NaN stays NaN
+    return lo if x < lo else (hi if x > hi else x)
+
+
+def rprop(p, g, state, t, dtype, *, lr, etas, step_sizes, maximize, l1=0.0):
+    """torch.optim.Rprop's for-loop implementation (``_single_tensor_rprop``), statement by
+    statement; its products and comparisons are in the element type."""
+    if l1 != 0:
+        raise NotImplementedError("the oracle's Rprop has no L1 step")
+    R = rounder(dtype)
+    n = len(p)
+    if "prev" not in state:
+        state["prev"] = [0.0] * n
+        state["step_size"] = [R(lr)] * n  # filled with the group's lr when the state is created
+    prev, ss = state["prev"], state["step_size"]
+    etam, etap = R(etas[0]), R(etas[1])
+    smin, smax = R(step_sizes[0]), R(step_sizes[1])
+    out = []
+    for j in range(n):
+        gj = g[j]
+        if maximize:
+            gj = -gj
+        f = _sign(R(gj * prev[j]))  # sign = grad.mul(prev).sign()
+        if f > 0:                   # sign[sign.gt(0)] = etaplus
+            f = etap
+        if f < 0:                   # sign[sign.lt(0)] = etaminus
+            f = etam
+        if f == 0:                  # sign[sign.eq(0)] = 1
+            f = 1.0
+        ss[j] = _clamp(R(ss[j] * f), smin, smax)  # step_size.mul_(sign).clamp_(min, max)
+        if f == etam:               # grad[sign.eq(etaminus)] = 0
+            gj = 0.0
+        out.append(R(p[j] - R(_sign(gj) * ss[j])))  # param.addcmul_(grad.sign(), step_size, value=-1)
+        prev[j] = gj                # prev.copy_(grad)
+    return out
+
+
+RULES = {"sgd": sgd, "adam": adam, "adamw": adam, "rmsprop": rmsprop, "adagrad": adagrad,
+         "rprop": rprop}
 
 
 def clip_grad_norm(grads, max_norm, norm_type=2.0):
@@ -270,7 +318,7 @@ class RefOptimizer:
 
     Parameters
     ----------
-    kind : {"sgd", "adam", "adamw", "rmsprop", "adagrad"}
+    kind : {"sgd", "adam", "adamw", "rmsprop", "adagrad", "rprop"}
     groups : list of dicts
         ``{"params": [arrays], **hyperparameters}``; missing hyperparameters take :data:`DEFAULTS`.
         The arrays are copied (the oracle never touches the caller's arrays).

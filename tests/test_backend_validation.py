@@ -340,6 +340,7 @@ _SCALARS = {
     "rmsprop": dict(lr=0.1, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=0,
                     maximize=0),
     "adagrad": dict(clr=0.1, eps=1e-10, weight_decay=0.0, maximize=0),
+    "rprop": dict(etaminus=0.5, etaplus=1.2, step_size_min=1e-6, step_size_max=50.0, maximize=0),
     "norm_pow_sum": dict(norm_type=2.0),
     "scale": dict(factor=0.5),
     "all_finite": {},
@@ -358,10 +359,10 @@ def _numba_dispatchers():
     """Every numba dispatcher of the multi-tensor kernels, to see that nothing gets compiled."""
     import numba
 
-    from fastdescent.backends.numba_cpu import adagrad, adam, clip, rmsprop, sgd
+    from fastdescent.backends.numba_cpu import adagrad, adam, clip, rmsprop, rprop, sgd
 
     out = []
-    for mod in (adagrad, adam, clip, rmsprop, sgd):
+    for mod in (adagrad, adam, clip, rmsprop, rprop, sgd):
         for v in vars(mod).values():
             v = getattr(v, "parallel", v)
             if isinstance(v, numba.core.registry.CPUDispatcher):

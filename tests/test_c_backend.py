@@ -24,7 +24,7 @@ from fastdescent.errors import BackendUnavailableError, FastDescentError, Kernel
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = os.path.join(ROOT, "csrc", "fastdescent.h")
 BUILD_SCRIPT = os.path.join(ROOT, "csrc", "cffi_build.py")
-MY_STEMS = ("sgd", "adam", "rmsprop", "adagrad", "clip")
+MY_STEMS = ("sgd", "adam", "rmsprop", "adagrad", "rprop", "clip")
 
 
 def _cdef_text():

@@ -41,7 +41,7 @@ SCRIPT = textwrap.dedent(r'''
     except Exception as exc:
         print(f"{type(exc).__name__}: {exc}"[:500])
         sys.exit(77)
-    from fastdescent.backends.numba_cuda import _device, adagrad, adam, clip, rmsprop, sgd
+    from fastdescent.backends.numba_cuda import _device, adagrad, adam, clip, rmsprop, rprop, sgd
 
     A64, A32, F64A = types.int64[::1], types.int32[::1], types.float64[::1]
     INTS = {"n", "nchunks", "chunk", "mode", "nparts", "amsgrad", "maximize", "use_decay", "use_wd",
@@ -70,6 +70,7 @@ SCRIPT = textwrap.dedent(r'''
         "sgd": (sgd._sgd_flat, sgd._sgd_multi), "adam": (adam._adam_flat, adam._adam_multi),
         "rmsprop": (rmsprop._rmsprop_flat, rmsprop._rmsprop_multi),
         "adagrad": (adagrad._adagrad_flat, adagrad._adagrad_multi),
+        "rprop": (rprop._rprop_flat, rprop._rprop_multi),
         "scale": (clip._scale_flat, clip._scale_multi), "reduce": (clip._reduce_flat, clip._reduce_multi),
         "fill": (_device._fill_flat, None), "copy": (_device._copy_flat, None),
     }

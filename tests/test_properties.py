@@ -65,7 +65,7 @@ PROFILE = settings.get_profile(PROFILE_NAME)
 BACKENDS = ["numpy"] + [b for b in fd.available_backends() if b not in ("numpy", "cuda")]
 
 CLASSES = {"sgd": fd.SGD, "adam": fd.Adam, "adamw": fd.AdamW, "rmsprop": fd.RMSprop,
-           "adagrad": fd.Adagrad}
+           "adagrad": fd.Adagrad, "rprop": fd.Rprop}
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 # ------------------------------------------------------------------------------ strategies
@@ -86,6 +86,8 @@ HP_VALUES = {
     "adagrad": dict(lr=[0.01, 0.1, 0.5], lr_decay=[0.0, 0.1, 1.0], weight_decay=[0.0, 0.01, 0.1],
                     initial_accumulator_value=[0.0, 0.1, 1.0], eps=[1e-10, 1e-5],
                     maximize=[False, True]),
+    "rprop": dict(lr=[0.01, 0.05, 0.2], etas=[(0.5, 1.2), (0.3, 1.5), (0.9, 1.01)],
+                  step_sizes=[(1e-6, 50), (1e-3, 0.1), (0.0, 1.0)], maximize=[False, True]),
 }
 HP_VALUES["adamw"] = HP_VALUES["adam"]
 #: per-group keys the constructor does not take (AdamW is always decoupled; a group may say otherwise)
@@ -101,6 +103,8 @@ INVALID = {
                 ("centered", None)],
     "adagrad": [("lr", -0.1), ("lr_decay", -1.0), ("eps", math.inf), ("weight_decay", -0.1),
                 ("maximize", 0)],
+    "rprop": [("lr", -0.1), ("etas", (1.0, 1.2)), ("etas", (0.5,)), ("step_sizes", (1.0, 0.5)),
+              ("step_sizes", (0.0, math.inf)), ("maximize", 0)],
 }
 INVALID["adamw"] = INVALID["adam"]
 
@@ -595,6 +599,7 @@ TestAdamMachine = _machine("adam")
 TestAdamWMachine = _machine("adamw")
 TestRMSpropMachine = _machine("rmsprop")
 TestAdagradMachine = _machine("adagrad")
+TestRpropMachine = _machine("rprop")
 
 
 def test_backends_under_test():
@@ -649,6 +654,13 @@ def _functional_step(kind, hp, params, grads, state, t):
         F.rmsprop(params, grads, state["square_avg"], state["grad_avg"] if hp["centered"] else None,
                   state["momentum_buffer"] if hp["momentum"] > 0 else None, **hp,
                   backend=state["backend"])
+    elif kind == "rprop":
+        state.setdefault("prev", zeros())
+        state.setdefault("step_size", zeros(hp["lr"]))  # step sizes start at lr
+        (etaminus, etaplus), (smin, smax) = hp["etas"], hp["step_sizes"]
+        F.rprop(params, grads, state["prev"], state["step_size"], etaminus=etaminus, etaplus=etaplus,
+                step_size_min=smin, step_size_max=smax, maximize=hp["maximize"],
+                backend=state["backend"])
     else:
         state.setdefault("sum", zeros(hp["initial_accumulator_value"]))
         kw = {k: v for k, v in hp.items() if k != "initial_accumulator_value"}

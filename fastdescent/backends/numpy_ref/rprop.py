@@ -27,7 +27,8 @@ def rprop(tab, *, etaminus, etaplus, step_size_min, step_size_max, maximize):
         p, g, prev, ss = (a.reshape(-1) for a in (params[i], grads[i], prevs[i], steps[i]))
         if maximize:
             g = -g
-        f = _sign(g * prev)
+        with np.errstate(invalid="ignore"):  # inf*0 = NaN is part of the rule: sign(NaN) = 0
+            f = _sign(g * prev)
         f[f > 0] = etap
         f[f < 0] = etam
         f[f == 0] = 1
