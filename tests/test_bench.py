@@ -36,6 +36,7 @@ BENCH_FILES = {
     "bench_sgd.py": lambda: C.optimizer_cases(("sgd", "sgd_momentum"), C.HEADLINE_LAYOUTS),
     "bench_rmsprop.py": lambda: C.optimizer_cases(("rmsprop",), C.HEADLINE_LAYOUTS),
     "bench_adagrad.py": lambda: C.optimizer_cases(("adagrad",), C.HEADLINE_LAYOUTS),
+    "bench_rprop.py": lambda: C.optimizer_cases(("rprop",), C.HEADLINE_LAYOUTS),
     "bench_matmul.py": lambda: C.matmul_cases(),
     "bench_mlp.py": lambda: C.mlp_cases(("numpy", "c", "numba") + C.MLP_PEERS),
 }
@@ -72,7 +73,8 @@ def test_every_optimizer_and_hot_path_has_a_benchmark_file():
 
 def test_bytes_per_element_count_the_traffic():
     per = {n: s.bytes_per_element(np.float32) for n, s in C.OPTIMIZERS.items()}
-    assert per == {"adam": 28, "adamw": 28, "sgd": 12, "sgd_momentum": 20, "rmsprop": 20, "adagrad": 20}
+    assert per == {"adam": 28, "adamw": 28, "sgd": 12, "sgd_momentum": 20, "rmsprop": 20, "adagrad": 20,
+                   "rprop": 28}
     assert C.OPTIMIZERS["adam"].bytes_per_element(np.float64) == 56
     case = C.OptimizerCase("adam", C.single(2 ** 25), "roofline")
     assert case.bytes_per_step == 28 * 2 ** 25

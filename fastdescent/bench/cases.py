@@ -98,6 +98,8 @@ OPTIMIZERS = {
                 ("param", "square_avg"), "RMSprop", False, "RMSprop, lr=1e-2"),
         OptSpec("adagrad", "Adagrad", dict(lr=1e-2), ("param", "grad", "sum"), ("param", "sum"),
                 "Adagrad", True, "Adagrad, lr=1e-2"),
+        OptSpec("rprop", "Rprop", dict(lr=1e-2), ("param", "grad", "prev", "step_size"),
+                ("param", "prev", "step_size"), "Rprop", False, "Rprop, lr=1e-2"),
     ]
 }
 OPS = tuple(OPTIMIZERS)
@@ -332,6 +334,20 @@ def _textbook(spec, params, grads):
             for i, (p, g) in enumerate(zip(params, grads)):
                 s[i] += g * g
                 p -= lr * g / (np.sqrt(s[i]) + eps)
+    elif name == "rprop":
+        etaminus, etaplus, step_min, step_max = 0.5, 1.2, 1e-6, 50.0
+
+        def step():
+            prev, size = state["a"], state["b"]
+            for i, (p, g) in enumerate(zip(params, grads)):
+                if size[i] is None:
+                    size[i] = np.full_like(p, lr)
+                s = np.sign(g * prev[i])
+                factor = np.where(s > 0, etaplus, np.where(s < 0, etaminus, 1.0)).astype(p.dtype)
+                size[i] = np.clip(size[i] * factor, step_min, step_max)
+                g = np.where(s < 0, 0, g)
+                p -= np.sign(g) * size[i]
+                prev[i] = g
     else:  # pragma: no cover - every OPTIMIZERS row has a textbook version
         raise KeyError(name)
     return step
@@ -392,7 +408,7 @@ class OptimizerCase:
 
                 import fastdescent as fd
 
-                kernel = getattr(fd, self.spec.cls)._kernel
+                kernel = getattr(fd, self.spec.cls)._rule.name  # (_kernel: instances only)
                 if kernel not in get_backend(self.impl).KERNELS:
                     reason = f"backend {self.impl!r} does not implement the {kernel!r} kernel"
             return reason
