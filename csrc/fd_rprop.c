@@ -16,7 +16,7 @@
  *                                                        rounds to 0 in T becomes 1 here)
  *   step_size = clamp(step_size * f, step_size_min, step_size_max)   (NaN stays NaN)
  *   g = f == etaminus ? 0 : g                           (compared in T, as torch)
- *   p = p - sign(g) * step_size                         (sign(x) = (x > 0) - (x < 0): 0 for +-0 and NaN)
+ *   p = p - sign(g) * step_size                         (sign(x) = (x > 0) - (x < 0): 0 for +-0, NaN)
  *   prev = g
  */
 #ifndef FD_T /* ------------------------------------------------------------ untyped part */

@@ -251,8 +251,9 @@ def _stepped(backend, dtype=F32):
 
 
 def _snapshot(opt, params):
-    return [p.copy() for p in params], {i: {n: (v if n == "step" else v.copy()) for n, v in st.items()}
-                                        for i, st in opt.state.items()}
+    state = {i: {n: (v if n == "step" else v.copy()) for n, v in st.items()}
+             for i, st in opt.state.items()}
+    return [p.copy() for p in params], state
 
 
 def _assert_unchanged(opt, params, snap):

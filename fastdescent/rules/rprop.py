@@ -1,7 +1,7 @@
-"""Rprop's rule (torch.optim.Rprop): per-element step sizes grown by etaplus while the gradient keeps
-its sign and shrunk by etaminus when it flips, clamped to [step_size_min, step_size_max]; the
-parameter moves by its step size against the gradient's sign. The learning rate only seeds the step
-sizes (``step_size`` starts at the group's lr when the state is created)."""
+"""Rprop's rule (torch.optim.Rprop): per-element step sizes grown by etaplus while the gradient
+keeps its sign and shrunk by etaminus when it flips, clamped to [step_size_min, step_size_max];
+the parameter moves by its step size against the gradient's sign. The learning rate only seeds the
+step sizes (``step_size`` starts at the group's lr when the state is created)."""
 
 from . import Rule, check_flag, check_real, register
 
@@ -41,7 +41,8 @@ class RpropRule(Rule):
         check_flag("maximize", hp["maximize"])
 
     def init_value(self, hp, name):
-        """``prev`` starts at 0, ``step_size`` at the group's lr (torch fills it at the first step)."""
+        """``prev`` starts at 0, ``step_size`` at the group's lr (torch fills it at the first
+        step)."""
         return float(hp["lr"]) if name == "step_size" else 0.0
 
     def scalars(self, hp, step, first):

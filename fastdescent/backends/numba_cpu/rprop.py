@@ -1,10 +1,10 @@
 """Rprop (Numba). Mirrors csrc/fd_rprop.c and backends/numpy_ref/rprop.py.
 
-Shapes: ``param``, ``prev``, ``step_size``, ``grad`` hold ``n`` tensors with the table's sizes. Element
-arithmetic in the table's dtype, in the NumPy backend's order (torch.optim.Rprop's for-loop rule):
-``g = -g (maximize); s = g*prev; f = etaplus if s > 0, etaminus if s < 0, else 0; f = 1 if f == 0;
-ss = clamp(ss*f, ss_min, ss_max); g = 0 if f == etaminus; p = p - sign(g)*ss; prev = g``, with
-``sign(x) = (x > 0) - (x < 0)`` (0 for +-0 and NaN, as torch.sign).
+Shapes: ``param``, ``prev``, ``step_size``, ``grad`` hold ``n`` tensors with the table's sizes.
+Element arithmetic in the table's dtype, in the NumPy backend's order (torch.optim.Rprop's for-loop
+rule): ``g = -g (maximize); s = g*prev; f = etaplus if s > 0, etaminus if s < 0, else 0; f = 1 if
+f == 0; ss = clamp(ss*f, ss_min, ss_max); g = 0 if f == etaminus; p = p - sign(g)*ss; prev = g``,
+with ``sign(x) = (x > 0) - (x < 0)`` (0 for +-0 and NaN, as torch.sign).
 """
 
 from __future__ import annotations
