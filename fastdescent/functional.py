@@ -33,7 +33,7 @@ import numpy as np
 
 from . import _arrays
 from .backends import resolve
-from .rules import check_real, check_scalars
+from .rules import check_flag, check_real, check_scalars
 from .rules.adagrad import ADAGRAD
 from .rules.adam import ADAM
 from .rules.rmsprop import RMSPROP
@@ -280,9 +280,9 @@ def rprop(params, grads, prevs, step_sizes, *, etaminus=0.5, etaplus=1.2, step_s
     (torch fills both when a parameter's state is created); both are updated in place."""
     check_etas(etaminus, etaplus, names=("etaminus", "etaplus"))
     check_step_sizes(step_size_min, step_size_max, names=("step_size_min", "step_size_max"))
-    hp = dict(lr=0.0, etas=(etaminus, etaplus), step_sizes=(step_size_min, step_size_max),
+    check_flag("maximize", maximize)
+    hp = dict(etas=(etaminus, etaplus), step_sizes=(step_size_min, step_size_max),
               maximize=maximize)
-    RPROP.check(hp)
     mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
                                   "prev": ("prevs", prevs, True),
                                   "step_size": ("step_sizes", step_sizes, True)}, check)
