@@ -11,9 +11,10 @@
  * for-loop implementation step by step:
  *   g = maximize ? -g : g
  *   s = g * prev                                        (in T: an underflow to 0 counts as 0)
- *   f = s > 0 ? etaplus : s < 0 ? etaminus : 0          (torch: sign(s), sign(NaN) = 0, then
- *   f = f == 0 ? 1 : f                                   replaced in this order; an etaminus that
- *                                                        rounds to 0 in T becomes 1 here)
+ *   f = s > 0 ? etaplus : s < 0 ? flip : 1              (torch: sign(s), sign(NaN) = 0, then
+ *                                                        replaced by etaplus, etaminus, 1 in this
+ *                                                        order: flip = etaminus, or 1 if etaminus
+ *                                                        rounds to 0 in T)
  *   step_size = clamp(step_size * f, step_size_min, step_size_max)   (NaN stays NaN)
  *   g = f == etaminus ? 0 : g                           (compared in T, as torch)
  *   p = p - sign(g) * step_size                         (sign(x) = (x > 0) - (x < 0): 0 for +-0, NaN)
@@ -34,7 +35,7 @@ typedef struct {
     FD_T *const *prev;
     FD_T *const *ss;
     const FD_T *const *g;
-    FD_T etam, etap, smin, smax;
+    FD_T etam, etap, flip, smin, smax;
     int neg;
 } FD_S(rprop_ctx);
 
@@ -42,16 +43,16 @@ FD_INLINE void FD_S(rprop_loop)(int64_t n, FD_T *FD_RESTRICT p, FD_T *FD_RESTRIC
                                 FD_T *FD_RESTRICT ss, const FD_T *FD_RESTRICT g,
                                 const FD_S(rprop_ctx) *c, const int neg)
 {
-    const FD_T etam = c->etam, etap = c->etap, smin = c->smin, smax = c->smax;
+    const FD_T etam = c->etam, etap = c->etap, flip = c->flip, smin = c->smin, smax = c->smax;
     const FD_T zero = (FD_T)0;
     for (int64_t i = 0; i < n; i++) {
         FD_T gi = g[i];
         if (neg) gi = -gi;
         const FD_T s = gi * prev[i];
-        FD_T f = s > zero ? etap : (s < zero ? etam : zero);
-        f = f == zero ? FD_ONE : f;
+        const FD_T f = s > zero ? etap : (s < zero ? flip : FD_ONE);
         FD_T si = ss[i] * f;
-        si = si < smin ? smin : (si > smax ? smax : si);
+        si = si < smin ? smin : si; /* two selects (x86 max, min): a NaN stays */
+        si = si > smax ? smax : si;
         ss[i] = si;
         gi = f == etam ? zero : gi;
         const FD_T sg = (FD_T)(gi > zero) - (FD_T)(gi < zero);
@@ -95,6 +96,9 @@ int FD_S(fd_rprop)(int64_t ntensors, const int64_t *sizes, FD_T *const *param, F
     c.g = grad;
     c.etam = (FD_T)etaminus;
     c.etap = (FD_T)etaplus;
+    /* the factor of a sign flip: etaminus, unless it rounds to 0 in T (torch then replaces it by 1
+     * with the sign-0 elements: sign[sign.eq(0)] = 1 comes after sign[sign.lt(0)] = etaminus) */
+    c.flip = c.etam == (FD_T)0 ? FD_ONE : c.etam;
     c.smin = (FD_T)step_size_min;
     c.smax = (FD_T)step_size_max;
     c.neg = maximize != 0;
