@@ -73,6 +73,7 @@ FD_INLINE void FD_BODY(rprop_seg)(const void *ctx, int64_t t, int64_t off, int64
 FD_MULTIVERSION(FD_S(rprop_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
                 (ctx, t, off, len))
 
+/* defines fd_rprop_f32 and fd_rprop_f64 (FD_S appends the type suffix) */
 int FD_S(fd_rprop)(int64_t ntensors, const int64_t *sizes, FD_T *const *param, FD_T *const *prev,
                    FD_T *const *step_size, const FD_T *const *grad, double etaminus,
                    double etaplus, double step_size_min, double step_size_max, int maximize)

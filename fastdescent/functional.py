@@ -40,7 +40,8 @@ from .rules.rmsprop import RMSPROP
 from .rules.rprop import RPROP, check_etas, check_step_sizes
 from .rules.sgd import SGD
 
-__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "rprop", "clip_grad_norm_", "all_finite", "clear_cache"]
+__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "rprop", "clip_grad_norm_", "all_finite",
+           "clear_cache"]
 
 
 def _as_list(x, name):

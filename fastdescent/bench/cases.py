@@ -408,7 +408,7 @@ class OptimizerCase:
 
                 import fastdescent as fd
 
-                kernel = getattr(fd, self.spec.cls)._rule.name  # (_kernel: instances only)
+                kernel = getattr(fd, self.spec.cls)._kernel
                 if kernel not in get_backend(self.impl).KERNELS:
                     reason = f"backend {self.impl!r} does not implement the {kernel!r} kernel"
             return reason

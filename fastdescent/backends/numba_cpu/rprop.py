@@ -13,7 +13,7 @@ from numba import prange
 
 from ...rules import kernel_scalars
 from ._config import jit_inline, jit_variants
-from ._ptr import chunk_segment, like, segment
+from ._ptr import like, segment
 
 
 @jit_inline
@@ -36,25 +36,16 @@ def _rprop_loop(p, g, prev, ss, neg, etam, etap, smin, smax, zero, one):
         prev[i] = gi
 
 
-def _rprop_body(offsets, first, chunk, p_a, g_a, prev_a, ss_a, proto, etam, etap, smin, smax,
-                maximize):
+def _rprop_body(pieces, starts, p_a, g_a, prev_a, ss_a, proto, etam, etap, smin, smax, maximize):
     neg = maximize != 0
     zero = like(0.0, proto)
     one = like(1.0, proto)
-    total = offsets[offsets.shape[0] - 1]
-    for c in prange(first.shape[0]):
-        pos = c * chunk
-        end = min(pos + chunk, total)
-        t = first[c]
-        while pos < end:
-            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
-            if hi > lo:
-                k = hi - lo
-                _rprop_loop(segment(p_a[t], lo, k, proto), segment(g_a[t], lo, k, proto),
-                            segment(prev_a[t], lo, k, proto), segment(ss_a[t], lo, k, proto),
-                            neg, etam, etap, smin, smax, zero, one)
-            pos = nxt
-            t += 1
+    for c in prange(starts.shape[0] - 1):
+        for q in range(starts[c], starts[c + 1]):
+            t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
+            _rprop_loop(segment(p_a[t], lo, k, proto), segment(g_a[t], lo, k, proto),
+                        segment(prev_a[t], lo, k, proto), segment(ss_a[t], lo, k, proto),
+                        neg, etam, etap, smin, smax, zero, one)
 
 
 _rprop_serial, _rprop_parallel = jit_variants(_rprop_body)
@@ -66,5 +57,5 @@ def rprop(tab, *, etaminus, etaplus, step_size_min, step_size_max, maximize):
         "rprop", dict(etaminus=etaminus, etaplus=etaplus, step_size_min=step_size_min,
                       step_size_max=step_size_max, maximize=maximize), tab.dtype)
     (_rprop_parallel if tab.parallel else _rprop_serial)(
-        tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"], k["prev"], k["step_size"],
-        tab.proto, etam, etap, smin, smax, neg)
+        tab.pieces, tab.piece_starts, k["param"], k["grad"], k["prev"], k["step_size"], tab.proto,
+        etam, etap, smin, smax, neg)
