@@ -175,6 +175,24 @@ int fd_adagrad_f64(int64_t ntensors, const int64_t *sizes,
                    double *const *param, double *const *sum, const double *const *grad,
                    double clr, double eps, double weight_decay, int maximize);
 
+/* ---- Rprop (fd_rprop.c) ----------------------------------------------------------------------- */
+/* fd_rprop_f32 / fd_rprop_f64, torch.optim.Rprop's rule per element (all in the element type):
+ * g' = -g if maximize; s = g'*prev; f = etaplus if s > 0, etaminus if s < 0, else 1 (s NaN: 1);
+ * step_size = clamp(step_size*f, step_size_min, step_size_max); g' = 0 where f == etaminus;
+ * p -= sign(g')*step_size (sign(0) = sign(NaN) = 0); prev = g'.
+ * Domain (else FD_ERR_ARG): 0 < etaminus < 1 < etaplus, 0 <= step_size_min <= step_size_max, all
+ * finite. */
+int fd_rprop_f32(int64_t ntensors, const int64_t *sizes,
+                 float *const *param, float *const *prev, float *const *step_size,
+                 const float *const *grad,
+                 double etaminus, double etaplus, double step_size_min, double step_size_max,
+                 int maximize);
+int fd_rprop_f64(int64_t ntensors, const int64_t *sizes,
+                 double *const *param, double *const *prev, double *const *step_size,
+                 const double *const *grad,
+                 double etaminus, double etaplus, double step_size_min, double step_size_max,
+                 int maximize);
+
 /* ---- Adamax (fd_adamax.c) ---------------------------------------------------------------------- */
 /* g' = -g if maximize; g' += weight_decay*p if weight_decay != 0;
  * m = (lerp_from_grad ? g' : m) + lerp_weight*(g' - m)   (torch's m.lerp_(g', 1 - beta1));

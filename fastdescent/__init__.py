@@ -1,8 +1,8 @@
 """fastdescent: compiled optimizer kernels for high-throughput training loops.
 
 Optimizers (``SGD``, ``Adam``, ``AdamW``, ``RMSprop``, ``Adagrad``, ``NAdam``, ``RAdam``,
-``Adamax``, ``Adadelta``) update NumPy arrays (or device arrays) in place through fused multi-tensor
-kernels on one of four backends — ``numpy``, ``c`` (cffi), ``numba`` and ``cuda`` — following
+``Adamax``, ``Adadelta``, ``Rprop``; ``Lion`` and ``LAMB``) update NumPy arrays (or device arrays)
+in place through fused multi-tensor kernels on one of four backends — ``numpy``, ``c`` (cffi), ``numba`` and ``cuda`` — following
 torch.optim's published update rules. Every optimizer takes the proximal L1 group option ``l1``
 (exact zeros: the Lasso with SGD); SGD adds reproducible gradient noise (``noise_std``,
 ``noise_decay``, ``seed``). Gradient clipping: ``clip_grad_norm_``, ``clip_grad_value_``.
@@ -19,14 +19,15 @@ from .backends import available_backends, get_backend, use_backend
 from .errors import BackendUnavailableError, FastDescentError, KernelError
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .functional import clip_grad_norm_, clip_grad_value_
-from .optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSprop
+from .optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSprop, Rprop
 from . import nn
 from .nn import fit
 
 from ._version import __version__
 
 __all__ = [
-    "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Adamax", "Adadelta", "Optimizer",
+    "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Adamax", "Adadelta", "Rprop",
+    "Optimizer",
     "ParamArena", "functional", "clip_grad_norm_", "clip_grad_value_", "available_backends",
     "get_backend", "use_backend", "info",
     "FastDescentError", "BackendUnavailableError", "KernelError", "__version__", "nn", "fit",

@@ -114,6 +114,19 @@ KERNELS = {
             doc="Adagrad; clr = lr / (1 + (t-1)*lr_decay).",
         ),
         KernelRow(
+            "rprop",
+            writes=("param", "prev", "step_size"),
+            reads=("grad",),
+            scalars=("etaminus", "etaplus", "step_size_min", "step_size_max", "maximize"),
+            flags=("maximize",),
+            doc=(
+                "Rprop (torch.optim.Rprop): g = -g if maximize; f = etaplus if g*prev > 0, etaminus "
+                "if g*prev < 0, else 1 (a NaN product counts as 0); step_size = clamp(step_size*f, "
+                "step_size_min, step_size_max); g = 0 where f == etaminus; p -= sign(g)*step_size "
+                "(sign(0) = sign(NaN) = 0); prev = g."
+            ),
+        ),
+        KernelRow(
             "nadam",
             writes=("param", "exp_avg", "exp_avg_sq"),
             reads=("grad",),

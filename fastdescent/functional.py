@@ -33,7 +33,7 @@ import numpy as np
 
 from . import _arrays
 from .backends import resolve
-from .rules import check_real, check_scalars
+from .rules import check_flag, check_real, check_scalars
 from .rules.adadelta import ADADELTA
 from .rules.adagrad import ADAGRAD
 from .rules.adam import ADAM
@@ -41,10 +41,12 @@ from .rules.adamax import ADAMAX
 from .rules.nadam import NADAM
 from .rules.radam import RADAM
 from .rules.rmsprop import RMSPROP
+from .rules.rprop import RPROP, check_etas, check_step_sizes
 from .rules.sgd import SGD, check_noise
 
 __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adamax", "adadelta",
-           "prox_l1", "sgd_noise", "clip_grad_norm_", "clip_grad_value_", "all_finite", "clear_cache"]
+           "rprop", "prox_l1", "sgd_noise", "clip_grad_norm_", "clip_grad_value_", "all_finite",
+           "clear_cache"]
 
 
 def _as_list(x, name):
@@ -275,6 +277,23 @@ def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_de
     mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
                                   "sum": ("state_sums", state_sums, True)}, check)
     _run("adagrad", mod, tabs, ADAGRAD.scalars(hp, step, step == 1))
+
+
+def rprop(params, grads, prevs, step_sizes, *, etaminus=0.5, etaplus=1.2, step_size_min=1e-6,
+          step_size_max=50.0, maximize=False, backend=None, check=True):
+    """One Rprop step (see :class:`fastdescent.Rprop`), with torch.optim's functional argument names.
+
+    The caller keeps the state: ``prevs`` starts at zeros and ``step_sizes`` at the learning rate
+    (torch fills both when a parameter's state is created); both are updated in place."""
+    check_etas(etaminus, etaplus, names=("etaminus", "etaplus"))
+    check_step_sizes(step_size_min, step_size_max, names=("step_size_min", "step_size_max"))
+    check_flag("maximize", maximize)
+    hp = dict(etas=(etaminus, etaplus), step_sizes=(step_size_min, step_size_max),
+              maximize=maximize)
+    mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
+                                  "prev": ("prevs", prevs, True),
+                                  "step_size": ("step_sizes", step_sizes, True)}, check)
+    _run("rprop", mod, tabs, RPROP.scalars(hp, 1, False))
 
 
 def prox_l1(params, *, lr, l1, backend=None, check=True):

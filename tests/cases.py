@@ -17,12 +17,12 @@ __all__ = ["Case", "CASES", "CUDA_CASES", "BY_KIND", "CLASS_NAMES", "TORCH_NAMES
 #: reference kind -> fastdescent class name (torch.optim uses the same names)
 CLASS_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
                "adagrad": "Adagrad", "nadam": "NAdam", "radam": "RAdam", "adamax": "Adamax",
-               "adadelta": "Adadelta"}
+               "adadelta": "Adadelta", "rprop": "Rprop"}
 TORCH_NAMES = CLASS_NAMES
 
 #: learning rates large enough that every step moves the parameters visibly
 BASE_LR = {"sgd": 0.05, "adam": 0.01, "adamw": 0.01, "rmsprop": 0.01, "adagrad": 0.1,
-           "nadam": 0.01, "radam": 0.01, "adamax": 0.02, "adadelta": 1.0}
+           "nadam": 0.01, "radam": 0.01, "adamax": 0.02, "adadelta": 1.0, "rprop": 0.02}
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,15 @@ def _adagrad():
                                weight_decay=0.0, maximize=True))
 
 
+def _rprop():
+    # step_sizes=(1e-3, 0.03) clamps from both sides within 8 steps (0.02*1.3**2 > 0.03; 0.02*0.4**3
+    # < 1e-3); etas=(0.8, 1.05) keeps every step size inside the default bounds
+    for hp in _product("rprop", etas=((0.5, 1.2), (0.8, 1.05)), maximize=(False, True)):
+        yield Case("rprop", hp)
+    yield Case("rprop", dict(lr=0.02, etas=(0.4, 1.3), step_sizes=(1e-3, 0.03), maximize=False))
+    yield Case("rprop", dict(lr=0.05, etas=(0.4, 1.3), step_sizes=(1e-3, 0.03), maximize=True))
+
+
 def _nadam():
     # each-choice cover of the options (suite time matters), plus non-default betas/eps/decay
     yield Case("nadam", dict(lr=0.01, weight_decay=0.0, decoupled_weight_decay=False,
@@ -134,7 +143,7 @@ def _adadelta():
 
 
 CASES = [*_sgd(), *_adam("adam"), *_adam("adamw"), *_rmsprop(), *_adagrad(), *_nadam(), *_radam(),
-         *_adamax(), *_adadelta()]
+         *_adamax(), *_adadelta(), *_rprop()]
 assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
 
 BY_KIND = {k: [c for c in CASES if c.kind == k] for k in CLASS_NAMES}

@@ -29,7 +29,7 @@ import numpy as np
 __all__ = [
     "TOLERANCES", "DEFAULTS", "state_names", "rounder", "sgd", "adam", "rmsprop", "adagrad",
     "prox", "philox4x32_10", "normal", "noise", "prox_lr", "POST_OPTIONS", "SCALAR_STATE", "nadam",
-    "radam", "adamax", "adadelta", "clip_grad_norm", "RefOptimizer", "assert_close",
+    "radam", "adamax", "adadelta", "rprop", "clip_grad_norm", "RefOptimizer", "assert_close",
 ]
 
 #: SEMANTICS.md "Tolerances": backends agree with the reference to these, per dtype.
@@ -51,6 +51,8 @@ DEFAULTS = {
                     maximize=False),
     "adagrad": dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                     eps=1e-10, maximize=False),
+    # torch.optim.Rprop's; l1 is the group option fastdescent adds to every optimizer (0: none)
+    "rprop": dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False, l1=0.0),
     # torch.optim.NAdam / RAdam (SEMANTICS.md: "follow its published rules exactly"); l1 is the
     # base class's proximal group option (0: off), carried by these classes' groups
     "nadam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
@@ -79,6 +81,8 @@ def state_names(kind, hp):
                 + (("momentum_buffer",) if hp["momentum"] > 0 else ()))
     if kind == "adagrad":
         return ("sum",)
+    if kind == "rprop":
+        return ("prev", "step_size")
     if kind in ("nadam", "radam"):
         return ("exp_avg", "exp_avg_sq")
     if kind == "adamax":
@@ -433,6 +437,49 @@ def prox(p, threshold, dtype):
     return out
 
 
+def _sign(x):
+    # torch.sign: 1.0, -1.0, or 0.0 for +-0 and NaN
+    return 1.0 if x > 0 else (-1.0 if x < 0 else 0.0)
+
+
+def _clamp(x, lo, hi):
+    # torch.clamp: a NaN stays NaN
+    return lo if x < lo else (hi if x > hi else x)
+
+
+def rprop(p, g, state, t, dtype, *, lr, etas, step_sizes, maximize, l1=0.0):
+    """torch.optim.Rprop's for-loop implementation (``_single_tensor_rprop``), statement by
+    statement; its products and comparisons are in the element type."""
+    if l1 != 0:
+        raise NotImplementedError("the oracle's Rprop has no L1 step")
+    R = rounder(dtype)
+    n = len(p)
+    if "prev" not in state:
+        state["prev"] = [0.0] * n
+        state["step_size"] = [R(lr)] * n  # filled with the group's lr when the state is created
+    prev, ss = state["prev"], state["step_size"]
+    etam, etap = R(etas[0]), R(etas[1])
+    smin, smax = R(step_sizes[0]), R(step_sizes[1])
+    out = []
+    for j in range(n):
+        gj = g[j]
+        if maximize:
+            gj = -gj
+        f = _sign(R(gj * prev[j]))  # sign = grad.mul(prev).sign()
+        if f > 0:                   # sign[sign.gt(0)] = etaplus
+            f = etap
+        if f < 0:                   # sign[sign.lt(0)] = etaminus
+            f = etam
+        if f == 0:                  # sign[sign.eq(0)] = 1
+            f = 1.0
+        ss[j] = _clamp(R(ss[j] * f), smin, smax)  # step_size.mul_(sign).clamp_(min, max)
+        if f == etam:               # grad[sign.eq(etaminus)] = 0
+            gj = 0.0
+        out.append(R(p[j] - R(_sign(gj) * ss[j])))  # param.addcmul_(grad.sign(), step_size, value=-1)
+        prev[j] = gj                # prev.copy_(grad)
+    return out
+
+
 _M32 = 0xFFFFFFFF
 
 
@@ -474,7 +521,7 @@ def noise(p, index, t, dtype, *, noise_std, noise_decay, seed):
 
 
 RULES = {"sgd": sgd, "adam": adam, "adamw": adam, "rmsprop": rmsprop, "adagrad": adagrad,
-         "nadam": nadam, "radam": radam, "adamax": adamax, "adadelta": adadelta}
+         "nadam": nadam, "radam": radam, "adamax": adamax, "adadelta": adadelta, "rprop": rprop}
 
 
 def clip_grad_norm(grads, max_norm, norm_type=2.0):
@@ -514,7 +561,7 @@ class RefOptimizer:
 
     Parameters
     ----------
-    kind : {"sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam"}
+    kind : {"sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adamax", "adadelta", "rprop"}
     groups : list of dicts
         ``{"params": [arrays], **hyperparameters}``; missing hyperparameters take :data:`DEFAULTS`.
         The arrays are copied (the oracle never touches the caller's arrays).

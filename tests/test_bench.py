@@ -36,6 +36,7 @@ BENCH_FILES = {
     "bench_sgd.py": lambda: C.optimizer_cases(("sgd", "sgd_momentum"), C.HEADLINE_LAYOUTS),
     "bench_rmsprop.py": lambda: C.optimizer_cases(("rmsprop",), C.HEADLINE_LAYOUTS),
     "bench_adagrad.py": lambda: C.optimizer_cases(("adagrad",), C.HEADLINE_LAYOUTS),
+    "bench_rprop.py": lambda: C.optimizer_cases(("rprop",), C.HEADLINE_LAYOUTS),
     "bench_prox.py": lambda: C.optimizer_cases(("sgd_l1",), C.HEADLINE_LAYOUTS),
     "bench_noise.py": lambda: C.optimizer_cases(("sgd_noise",), C.HEADLINE_LAYOUTS),
     "bench_clip.py": lambda: C.optimizer_cases(("clip_value",), C.HEADLINE_LAYOUTS),
@@ -81,7 +82,7 @@ def test_bytes_per_element_count_the_traffic():
     per = {n: s.bytes_per_element(np.float32) for n, s in C.OPTIMIZERS.items()}
     assert per == {"adam": 28, "adamw": 28, "sgd": 12, "sgd_momentum": 20, "rmsprop": 20, "adagrad": 20,
                    "sgd_l1": 12, "sgd_noise": 12, "clip_value": 8, "nadam": 28, "radam": 28,
-                   "adamax": 28, "adadelta": 28}
+                   "adamax": 28, "adadelta": 28, "rprop": 28}
     assert C.OPTIMIZERS["adam"].bytes_per_element(np.float64) == 56
     case = C.OptimizerCase("adam", C.single(2 ** 25), "roofline")
     assert case.bytes_per_step == 28 * 2 ** 25

@@ -24,7 +24,8 @@ from fastdescent.errors import BackendUnavailableError, FastDescentError, Kernel
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = os.path.join(ROOT, "csrc", "fastdescent.h")
 BUILD_SCRIPT = os.path.join(ROOT, "csrc", "cffi_build.py")
-MY_STEMS = ("sgd", "adam", "rmsprop", "adagrad", "nadam", "radam", "adamax", "adadelta", "clip")
+MY_STEMS = ("sgd", "adam", "rmsprop", "adagrad", "nadam", "radam", "adamax", "adadelta", "rprop",
+            "clip")
 
 
 def _cdef_text():

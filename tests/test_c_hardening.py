@@ -74,6 +74,10 @@ def test_adam_kernel_rejects_out_of_domain_scalars(C, dtype, bad):
     ("adagrad", ("param", "sum", "grad"),
      dict(clr=0.01, eps=0.0, weight_decay=0.1, maximize=0),
      [dict(clr=-0.01), dict(clr=math.inf), dict(eps=-1e-10), dict(weight_decay=-0.1)]),
+    ("rprop", ("param", "prev", "step_size", "grad"),
+     dict(etaminus=1e-300, etaplus=1e300, step_size_min=0.0, step_size_max=0.0, maximize=1),
+     [dict(etaminus=0.0), dict(etaminus=1.0), dict(etaplus=1.0), dict(etaplus=math.inf),
+      dict(step_size_min=-1e-6), dict(step_size_min=1.0), dict(step_size_max=math.nan)]),
     ("adamax", ("param", "exp_avg", "exp_inf", "grad"),
      dict(lerp_weight=-0.5, lerp_from_grad=1, beta2=0.0, eps=0.0, weight_decay=0.0, clr=0.0,
           maximize=0),
@@ -118,6 +122,9 @@ def test_optimizers_still_accept_their_whole_domain(C):
     fd.AdamW(p, lr=2.0, weight_decay=1.0, backend="c").step(g)  # decay = 1 - lr*wd = -1
     fd.RMSprop(p, lr=0.01, alpha=1.5, eps=0.0, momentum=0.0, backend="c").step(g)
     fd.Adagrad(p, lr=0.0, eps=0.0, backend="c").step(g)
+    # (etaplus = 1e300 overflows float32: a float64 parameter)
+    fd.Rprop([np.ones(4)], lr=0.0, etas=(1e-300, 1e300), step_sizes=(0.0, 0.0),
+             backend="c").step([np.full(4, 0.5)])
     fd.Adamax(p, lr=0.0, betas=(0.0, 0.0), eps=0.0, backend="c").step(g)
     fd.Adamax(p, lr=1e-3, betas=(0.5, 0.999), backend="c").step(g)  # lerp weight -0.5
     fd.Adadelta(p, lr=0.0, rho=1.0, eps=0.0, backend="c").step(g)

@@ -61,6 +61,8 @@ CASES = [
     (fd.Adagrad, dict(lr=1e-2, lr_decay=0.05)),
     (fd.Adagrad, dict(lr=1e-2, weight_decay=0.1, initial_accumulator_value=0.5)),
     (fd.Adagrad, dict(lr=1e-2, maximize=True, eps=1e-6)),
+    (fd.Rprop, dict(lr=1e-2)),
+    (fd.Rprop, dict(lr=0.05, etas=(0.4, 1.3), step_sizes=(1e-3, 0.1), maximize=True)),
     (fd.Adamax, dict(lr=2e-3)),
     (fd.Adamax, dict(lr=1e-2, betas=(0.3, 0.9), weight_decay=0.1, maximize=True)),
     (fd.Adamax, dict(lr=1e-2, betas=(0.0, 0.99), eps=1e-3)),

@@ -200,7 +200,10 @@ def test_nonfinite_grads_propagate_by_default(host_backend, kind):
     assert opt.step(gs) is True
     ref = RefOptimizer(kind, [dict(case.hp, params=init)])
     ref.step(gs)
-    assert np.isnan(params[0][1, 2])
+    if kind == "rprop":  # torch.sign(NaN) = 0: Rprop does not move that element
+        assert params[0][1, 2] == init[0][1, 2]
+    else:
+        assert np.isnan(params[0][1, 2])
     mask = np.ones((3, 4), bool)
     mask[1, 2] = False
     assert_close(params[0][mask], ref.param(0)[mask])

@@ -147,6 +147,11 @@ OPTIMIZERS = {
         dict(lr=0.1, lr_decay=0.05, weight_decay=0.1, initial_accumulator_value=0.1, eps=1e-6,
              maximize=True),
     ]),
+    "rprop": (fd.Rprop, [
+        dict(lr=0.02),
+        dict(lr=0.02, maximize=True),
+        dict(lr=0.05, etas=(0.4, 1.3), step_sizes=(1e-3, 0.03), maximize=True),
+    ]),
     "nadam": (fd.NAdam, [
         dict(lr=0.05),
         dict(lr=0.05, betas=(0.8, 0.9), eps=1e-6, momentum_decay=0.1, weight_decay=0.1,

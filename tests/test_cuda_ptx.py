@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent(r'''
         print(f"{type(exc).__name__}: {exc}"[:500])
         sys.exit(77)
     from fastdescent.backends.numba_cuda import (_device, adadelta, adagrad, adam, adamax, clip, nadam,
-                                                 radam, rmsprop, sgd)
+                                                 radam, rmsprop, rprop, sgd)
 
     A64, A32, F64A = types.int64[::1], types.int32[::1], types.float64[::1]
     INTS = {"n", "nchunks", "chunk", "mode", "nparts", "amsgrad", "maximize", "use_decay", "use_wd",
@@ -72,6 +72,7 @@ SCRIPT = textwrap.dedent(r'''
         "sgd": (sgd._sgd_flat, sgd._sgd_multi), "adam": (adam._adam_flat, adam._adam_multi),
         "rmsprop": (rmsprop._rmsprop_flat, rmsprop._rmsprop_multi),
         "adagrad": (adagrad._adagrad_flat, adagrad._adagrad_multi),
+        "rprop": (rprop._rprop_flat, rprop._rprop_multi),
         "nadam": (nadam._nadam_flat, nadam._nadam_multi), "radam": (radam._radam_flat, radam._radam_multi),
         "adamax": (adamax._adamax_flat, adamax._adamax_multi),
         "adadelta": (adadelta._adadelta_flat, adadelta._adadelta_multi),

@@ -33,7 +33,8 @@ def assert_names(excinfo, name):
 #: functional argument name -> the kernel-table column name (fastdescent._contract)
 COLUMN_OF = {"params": "param", "grads": "grad", "exp_avgs": "exp_avg", "exp_avg_sqs": "exp_avg_sq",
              "max_exp_avg_sqs": "max_exp_avg_sq", "square_avgs": "square_avg",
-             "grad_avgs": "grad_avg", "momentum_buffers": "momentum_buffer", "state_sums": "sum"}
+             "grad_avgs": "grad_avg", "momentum_buffers": "momentum_buffer", "state_sums": "sum",
+             "prevs": "prev", "step_sizes": "step_size"}
 
 
 def assert_names_loosely(excinfo, name):
@@ -155,12 +156,28 @@ HYPER = [
     ("adagrad", dict(lr_decay=INF), ValueError, "lr_decay"),
     ("adagrad", dict(initial_accumulator_value=-1.0), ValueError, "initial_accumulator_value"),
     ("adagrad", dict(initial_accumulator_value=NAN), ValueError, "initial_accumulator_value"),
+    ("rprop", dict(etas=(1.0, 1.2)), ValueError, "etas[0]"),
+    ("rprop", dict(etas=(0.0, 1.2)), ValueError, "etas[0]"),
+    ("rprop", dict(etas=(NAN, 1.2)), ValueError, "etas[0]"),
+    ("rprop", dict(etas=(0.5, 1.0)), ValueError, "etas[1]"),
+    ("rprop", dict(etas=(0.5, INF)), ValueError, "etas[1]"),
+    ("rprop", dict(etas=(0.5, "2")), TypeError, "etas[1]"),
+    ("rprop", dict(etas=0.5), TypeError, "etas"),
+    ("rprop", dict(etas=(0.5, 1.2, 2.0)), TypeError, "etas"),
+    ("rprop", dict(step_sizes=(-1e-6, 50)), ValueError, "step_sizes[0]"),
+    ("rprop", dict(step_sizes=(NAN, 50)), ValueError, "step_sizes[0]"),
+    ("rprop", dict(step_sizes=(1e-6, INF)), ValueError, "step_sizes[1]"),
+    ("rprop", dict(step_sizes=(1.0, 0.5)), ValueError, "step_sizes[0]"),
+    ("rprop", dict(step_sizes=None), TypeError, "step_sizes"),
     ("adadelta", dict(rho=1.5), ValueError, "rho"),
     ("adadelta", dict(rho=-0.1), ValueError, "rho"),
     ("adadelta", dict(rho=NAN), ValueError, "rho"),
     ("adadelta", dict(rho="0.9"), TypeError, "rho"),
 ]
 KINDS = list(BY_KIND)
+#: hyperparameters an "all" row may set only for the optimizers that have them (Rprop has no
+#: weight decay)
+NOT_ALL = {"rprop": {"weight_decay"}}
 
 
 def _hid(kind, hp):
@@ -170,7 +187,8 @@ def _hid(kind, hp):
 CUDA_HYPER = {"adam-lr=nan", "adam-betas=(1.0, 0.999)", "adam-amsgrad=1"}
 HYPER_CASES = [pytest.param(k, hp, exc, name, id=_hid(k, hp))
                for kinds, hp, exc, name in HYPER
-               for k in (KINDS if kinds == "all" else kinds.split())]
+               for k in (KINDS if kinds == "all" else kinds.split())
+               if not set(hp) & NOT_ALL.get(k, set())]
 
 
 @pytest.mark.parametrize("kind,hp,exc,name", HYPER_CASES)
@@ -483,6 +501,9 @@ def functional_setup(kind, backend, dtype=np.float32):
     elif kind == "rmsprop":
         state = dict(square_avgs=sq(), grad_avgs=mk(), momentum_buffers=mk())
         hp = dict(lr=0.1, centered=True, momentum=0.5)
+    elif kind == "rprop":
+        state = dict(prevs=mk(), step_sizes=sq())
+        hp = dict(maximize=True)
     elif kind == "adamax":
         state = dict(exp_avgs=mk(), exp_infs=sq())
         hp = dict(lr=0.1, step=3)
@@ -518,10 +539,13 @@ def assert_f_unchanged(dev, params, state, snap):
             np.testing.assert_array_equal(dev.get(a), b, err_msg=f"{k}[{j}] changed")
 
 
+#: the functional API takes Rprop's etas and step_sizes as torch's functional rprop does
+#: (etaminus, etaplus, step_size_min, step_size_max: tests/test_rprop.py) and no lr
 F_HYPER = [pytest.param(k, hp, exc, name, id=_hid(k, hp))
            for kinds, hp, exc, name in HYPER
            for k in (KINDS if kinds == "all" else kinds.split())
-           if "initial_accumulator_value" not in hp]
+           if "initial_accumulator_value" not in hp and not set(hp) & NOT_ALL.get(k, set())
+           and not (k == "rprop" and set(hp) & {"etas", "step_sizes", "lr"})]
 
 
 @pytest.mark.parametrize("kind,bad,exc,name", F_HYPER)

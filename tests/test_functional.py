@@ -34,6 +34,8 @@ def new_state(case, host_params, dev):
     if case.kind == "rmsprop":
         return {"square_avgs": z(), "grad_avgs": z() if hp["centered"] else None,
                 "momentum_buffers": z() if hp["momentum"] > 0 else None}
+    if case.kind == "rprop":  # prev starts at 0, step_size at lr
+        return {"prevs": z(), "step_sizes": [dev.put(np.full_like(p, hp["lr"])) for p in host_params]}
     if case.kind == "nadam":  # mu_product: the caller's float, 1 before the first step
         return {"exp_avgs": z(), "exp_avg_sqs": z(), "mu_product": 1.0}
     if case.kind == "radam":
@@ -57,6 +59,11 @@ def functional_step(case, params, grads, state, t, backend, check=True):
     elif case.kind == "rmsprop":
         F.rmsprop(params, grads, state["square_avgs"], state["grad_avgs"], state["momentum_buffers"],
                   backend=backend, check=check, **hp)
+    elif case.kind == "rprop":
+        (etaminus, etaplus), (smin, smax) = hp.get("etas", (0.5, 1.2)), hp.get("step_sizes", (1e-6, 50))
+        F.rprop(params, grads, state["prevs"], state["step_sizes"], etaminus=etaminus, etaplus=etaplus,
+                step_size_min=smin, step_size_max=smax, maximize=hp.get("maximize", False),
+                backend=backend, check=check)
     elif case.kind == "nadam":
         state["mu_product"] = F.nadam(params, grads, state["exp_avgs"], state["exp_avg_sqs"], step=t,
                                       mu_product=state["mu_product"], backend=backend, check=check,
@@ -77,7 +84,8 @@ def functional_step(case, params, grads, state, t, backend, check=True):
 
 STATE_OF = {"momentum_buffers": "momentum_buffer", "exp_avgs": "exp_avg", "exp_avg_sqs": "exp_avg_sq",
             "max_exp_avg_sqs": "max_exp_avg_sq", "square_avgs": "square_avg", "grad_avgs": "grad_avg",
-            "state_sums": "sum", "exp_infs": "exp_inf", "acc_deltas": "acc_delta"}
+            "state_sums": "sum", "exp_infs": "exp_inf", "acc_deltas": "acc_delta", "prevs": "prev",
+            "step_sizes": "step_size"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

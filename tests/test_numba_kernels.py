@@ -256,6 +256,29 @@ def test_adagrad_parity(case, dtype, plan):
     _run_steps("adagrad", dtype, plan, cols, scalars, ["param", "sum"])
 
 
+# ------------------------------------------------------------------------------------------ Rprop
+RPROP_CASES = [
+    dict(etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False),
+    dict(etas=(0.4, 1.3), step_sizes=(1e-3, 0.06), maximize=True),
+]
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=[p[0] for p in PLANS])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", RPROP_CASES, ids=["default", "clamped-maximize"])
+def test_rprop_parity(case, dtype, plan):
+    """Including NaN/inf/zero gradients and prevs (torch's sign(NaN) = 0 rule)."""
+    cols = _make(dtype, ["param", "grad", "prev", "step_size"], fill={"step_size": 0.05})
+    g, v = cols["grad"][2], cols["prev"][2]
+    g[10], g[20], g[30], g[40], v[50], v[60] = np.nan, np.inf, -np.inf, 0.0, np.nan, 0.0
+
+    def scalars(step):
+        return rules.get("rprop").scalars(dict(lr=0.05, **case), step, step == 1)
+
+    with np.errstate(invalid="ignore"):
+        _run_steps("rprop", dtype, plan, cols, scalars, ["param", "prev", "step_size"])
+
+
 # ------------------------------------------------------------------------------------------ Adamax
 ADAMAX_CASES = [
     dict(betas=(0.9, 0.999), weight_decay=0.0, maximize=False),

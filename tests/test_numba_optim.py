@@ -27,6 +27,7 @@ OPTIMIZERS = [
     (fd.RMSprop, dict(lr=0.01, centered=True, momentum=0.5, weight_decay=0.01)),
     (fd.RMSprop, dict(lr=0.01)),
     (fd.Adagrad, dict(lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1)),
+    (fd.Rprop, dict(lr=0.05, etas=(0.4, 1.3), step_sizes=(1e-3, 0.1), maximize=True)),
     (fd.NAdam, dict(lr=0.01, weight_decay=0.01, momentum_decay=0.1, maximize=True)),
     (fd.RAdam, dict(lr=0.01, weight_decay=0.01, decoupled_weight_decay=True)),
 ]

@@ -172,6 +172,7 @@ GROUP2 = {
     "rmsprop": dict(lr=0.02, alpha=0.9, centered=True, momentum=0.3, weight_decay=0.2),
     "adagrad": dict(lr=0.3, lr_decay=0.2, initial_accumulator_value=0.25, weight_decay=0.2,
                     eps=1e-5),
+    "rprop": dict(lr=0.05, etas=(0.3, 1.4), step_sizes=(1e-4, 0.1), maximize=True),
     "nadam": dict(lr=0.003, betas=(0.5, 0.9), momentum_decay=0.1, weight_decay=0.2,
                   decoupled_weight_decay=True, maximize=True),
     "radam": dict(lr=0.003, betas=(0.5, 0.9), weight_decay=0.2, decoupled_weight_decay=True,

@@ -60,6 +60,8 @@ static void test_size_overflow(void)
     CHECK_RC(fd_adam_f32(2, over, nul32, nul32, nul32, NULL, cnul32, 0.9, 0.999, 1e-8, 0.0, 1.0,
                          1e-3, 1.0, 0, 0),
              FD_ERR_SIZE);
+    CHECK_RC(fd_rprop_f32(2, huge, nul32, nul32, nul32, cnul32, 0.5, 1.2, 1e-6, 50.0, 0),
+             FD_ERR_SIZE);
     CHECK_RC(fd_clip_value_f32(2, huge, nul32, 0.5), FD_ERR_SIZE);
     CHECK_RC(fd_prox_f64(2, over, nul64, 0.5), FD_ERR_SIZE);
     const int64_t idx2[2] = {0, 1};
@@ -198,6 +200,13 @@ static int adadelta_both(double lr, double rho, double omr, double eps, double w
     return a == b ? a : -100;
 }
 
+static int rprop_both(double etam, double etap, double smin, double smax)
+{
+    int a = fd_rprop_f32(1, SZ, P32, M32, V32, G32, etam, etap, smin, smax, 0);
+    int b = fd_rprop_f64(1, SZ, P64, M64, V64, G64, etam, etap, smin, smax, 0);
+    return a == b ? a : -100;
+}
+
 #define BAD(call)                             \
     do {                                      \
         fill();                               \
@@ -276,6 +285,25 @@ static void test_domains(void)
     BAD(adagrad_both(-0.01, 1e-10, 0.0));
     BAD(adagrad_both(0.01, -1e-10, 0.0));
     BAD(adagrad_both(0.01, 1e-10, -0.1));
+    /* Rprop: 0 < etaminus < 1 < etaplus; 0 <= step_size_min <= step_size_max; all finite */
+    GOOD(rprop_both(0.5, 1.2, 1e-6, 50.0));
+    GOOD(rprop_both(1e-300, 1e300, 0.0, 0.0));
+    GOOD(rprop_both(0.5, 1.2, 0.25, 0.25));
+    BAD(rprop_both(0.0, 1.2, 1e-6, 50.0));
+    BAD(rprop_both(1.0, 1.2, 1e-6, 50.0));
+    BAD(rprop_both(-0.5, 1.2, 1e-6, 50.0));
+    BAD(rprop_both(0.5, 1.0, 1e-6, 50.0));
+    BAD(rprop_both(0.5, 0.9, 1e-6, 50.0));
+    BAD(rprop_both(0.5, 1.2, -1e-6, 50.0));
+    BAD(rprop_both(0.5, 1.2, 1.0, 0.5));
+    BAD(rprop_both(0.5, 1.2, 0.0, -1.0));
+    for (int k = 0; k < 3; k++) {
+        const double x = bad_real[k];
+        BAD(rprop_both(x, 1.2, 1e-6, 50.0));
+        BAD(rprop_both(0.5, x, 1e-6, 50.0));
+        BAD(rprop_both(0.5, 1.2, x, 50.0));
+        BAD(rprop_both(0.5, 1.2, 1e-6, x));
+    }
     for (int k = 0; k < 3; k++) {
         const double x = bad_real[k];
         BAD(adagrad_both(x, 1e-10, 0.0));
@@ -473,6 +501,10 @@ static void test_alignment(void)
                  FD_ERR_ALIGN);
         CHECK_RC(fd_adagrad_f32(2, sizes, a32, b32_, g32c, 0.01, 1e-10, 0.0, 0), FD_ERR_ALIGN);
         CHECK_RC(fd_adagrad_f64(2, sizes, a64, b64_, g64c, 0.01, 1e-10, 0.0, 0), FD_ERR_ALIGN);
+        CHECK_RC(fd_rprop_f32(2, sizes, a32, b32_, c32, g32c, 0.5, 1.2, 1e-6, 50.0, 0),
+                 FD_ERR_ALIGN);
+        CHECK_RC(fd_rprop_f64(2, sizes, a64, b64_, c64, g64c, 0.5, 1.2, 1e-6, 50.0, 0),
+                 FD_ERR_ALIGN);
         CHECK_RC(fd_adamax_f32(2, sizes, a32, b32_, c32, g32c, 0.1, 0, 0.999, 1e-8, 0.0, 2e-2, 0),
                  FD_ERR_ALIGN);
         CHECK_RC(fd_adamax_f64(2, sizes, a64, b64_, c64, g64c, 0.1, 0, 0.999, 1e-8, 0.0, 2e-2, 0),

@@ -91,6 +91,9 @@ static void test_errors(void)
     CHECK(fd_rmsprop_f32(1, sz, pa, pb, pc, pd, pg, 0.1, .99, 1e-8, 0, 0.5, 1, 0) == FD_OK);
     CHECK(fd_adagrad_f32(1, sz, pa, NULL, pg, 0.1, 1e-10, 0, 0) == FD_ERR_NULL);
     CHECK(fd_adagrad_f32(2, neg, pa, pb, pg, 0.1, 1e-10, 0, 0) == FD_ERR_SIZE);
+    CHECK(fd_rprop_f32(1, sz, pa, pb, NULL, pg, 0.5, 1.2, 1e-6, 50, 0) == FD_ERR_NULL);
+    CHECK(fd_rprop_f32(1, sz, pa, pb, pnull, pg, 0.5, 1.2, 1e-6, 50, 0) == FD_ERR_NULL);
+    CHECK(fd_rprop_f32(1, sz, pa, pb, pc, pg, 0.5, 1.2, 1.0, 0.5, 0) == FD_ERR_ARG);
     const float a0 = a[0], b0 = b[0], c0 = c[0];
     CHECK(fd_adamax_f32(1, sz, pa, pb, NULL, pg, 0.1, 0, .999, 1e-8, 0, 0.02, 0) == FD_ERR_NULL);
     CHECK(fd_adamax_f32(1, sz, pa, pb, pnull, pg, 0.1, 0, .999, 1e-8, 0, 0.02, 0) == FD_ERR_NULL);
@@ -254,6 +257,66 @@ static void test_rmsprop_adagrad_values(void)
     CHECK(fd_adagrad_f64(1, sz, pp, ps, pg2, 0.1, 1e-10, 0.5, 0) == FD_OK);
     CHECK_CLOSE(s[0], 6.25, 0);
     CHECK_CLOSE(p[0], 1.0 - 0.1 * 2.5 / (2.5 + 1e-10), 1e-15);
+}
+
+/* Rprop, float32, torch.optim.Rprop's rule element by element; etas (0.5, 1.2), step sizes
+ * [1e-3, 0.5]. Row 0: the cases; row 1: the same cases with -g and maximize. */
+static void test_rprop_values(void)
+{
+    enum { N = 8 };
+    const float tiny = 1e-30f; /* tiny*tiny underflows to 0 in float: the factor is 1, as torch */
+    const float p0[N] = {1, 1, 1, 1, -0.0f, 1, 1, 1};
+    const float g0[N] = {2, 2, -2, NAN, 0, tiny, 1, -1};
+    const float v0[N] = {3, -3, 0, 1, 5, tiny, 1, 1}; /* prev */
+    const float s0[N] = {0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.45f, 1e-3f};
+    float p[2][N], v[2][N], s[2][N], g[2][N];
+    for (int t = 0; t < 2; t++)
+        for (int i = 0; i < N; i++) {
+            p[t][i] = p0[i]; v[t][i] = v0[i]; s[t][i] = s0[i];
+            g[t][i] = t ? -g0[i] : g0[i]; /* row 1 runs with maximize: the same g' */
+        }
+    /* each row is passed as a table of two tensors (elements 0-2 and 3-7) */
+    int64_t sz[2] = {3, N - 3};
+    for (int t = 0; t < 2; t++) {
+        float *pp[2] = {p[t], p[t] + 3}, *pv[2] = {v[t], v[t] + 3}, *ps[2] = {s[t], s[t] + 3};
+        const float *pg[2] = {g[t], g[t] + 3};
+        CHECK(fd_rprop_f32(2, sz, pp, pv, ps, pg, 0.5, 1.2, 1e-3, 0.5, t) == FD_OK);
+    }
+    const float up = 0.1f * 1.2f, down = 0.1f * 0.5f;
+    for (int t = 0; t < 2; t++) {
+        /* same sign: step grows, p moves against g */
+        CHECK(s[t][0] == up && p[t][0] == 1.0f - up && v[t][0] == 2.0f);
+        /* sign flip: step shrinks, g zeroed: p stays, prev = 0 */
+        CHECK(s[t][1] == down && p[t][1] == 1.0f && v[t][1] == 0.0f);
+        /* prev = 0: factor 1, p moves by the old step */
+        CHECK(s[t][2] == 0.1f && p[t][2] == 1.0f + 0.1f && v[t][2] == -2.0f);
+        /* NaN gradient: sign(NaN) = 0, so the factor is 1 and p does not move; prev holds NaN */
+        CHECK(s[t][3] == 0.1f && p[t][3] == 1.0f && isnan(v[t][3]));
+        /* g = 0 (-0 with maximize): p = -0 stays -0 */
+        CHECK(s[t][4] == 0.1f && p[t][4] == 0.0f && signbit(p[t][4]) && v[t][4] == 0.0f);
+        /* g*prev underflows to 0: factor 1 (not etaplus) */
+        CHECK(s[t][5] == 0.1f && p[t][5] == 1.0f - 0.1f && v[t][5] == tiny);
+        /* clamped to step_size_max, then to step_size_min */
+        CHECK(s[t][6] == 0.5f && p[t][6] == 0.5f && v[t][6] == 1.0f);
+        CHECK(s[t][7] == 1e-3f && p[t][7] == 1.0f && v[t][7] == 0.0f);
+    }
+    /* an etaminus that rounds to 0 in float: its factor becomes 1 (torch's sign.eq(0) -> 1) and
+     * nothing is zeroed */
+    p[0][1] = 1.0f; v[0][1] = -3.0f; s[0][1] = 0.1f;
+    int64_t sz1[1] = {2};
+    float *pp1[1] = {&p[0][1]}, *pv1[1] = {&v[0][1]}, *ps1[1] = {&s[0][1]};
+    const float *pg1[1] = {&g[0][1]};
+    g[0][2] = 2.0f; p[0][2] = 1.0f; v[0][2] = 3.0f; s[0][2] = 0.1f;
+    CHECK(fd_rprop_f32(1, sz1, pp1, pv1, ps1, pg1, 1e-50, 1.2, 0.0, 0.5, 0) == FD_OK);
+    CHECK(s[0][1] == 0.1f && p[0][1] == 1.0f - 0.1f && v[0][1] == 2.0f);
+    CHECK(s[0][2] == up && p[0][2] == 1.0f - up && v[0][2] == 2.0f);
+    /* float64: the same first case */
+    double pd[1] = {1}, vd[1] = {3}, sd[1] = {0.1}, gd[1] = {2};
+    double *ppd[1] = {pd}, *pvd[1] = {vd}, *psd[1] = {sd};
+    const double *pgd[1] = {gd};
+    int64_t one[1] = {1};
+    CHECK(fd_rprop_f64(1, one, ppd, pvd, psd, pgd, 0.5, 1.2, 1e-6, 50, 0) == FD_OK);
+    CHECK(sd[0] == 0.1 * 1.2 && pd[0] == 1.0 - 0.1 * 1.2 && vd[0] == 2.0);
 }
 
 static void test_adamax_adadelta_values(void)
@@ -650,6 +713,7 @@ int main(void)
     test_sgd_values();
     test_adam_values();
     test_rmsprop_adagrad_values();
+    test_rprop_values();
     test_adamax_adadelta_values();
     test_nadam_radam_values();
     test_clip_values();

@@ -127,6 +127,8 @@ OPTIMIZERS = {
                 ("param", "square_avg"), "RMSprop", False, "RMSprop, lr=1e-2"),
         OptSpec("adagrad", "Adagrad", dict(lr=1e-2), ("param", "grad", "sum"), ("param", "sum"),
                 "Adagrad", True, "Adagrad, lr=1e-2"),
+        OptSpec("rprop", "Rprop", dict(lr=1e-2), ("param", "grad", "prev", "step_size"),
+                ("param", "prev", "step_size"), "Rprop", False, "Rprop, lr=1e-2"),
         OptSpec("adamax", "Adamax", dict(lr=2e-3), ("param", "grad", "exp_avg", "exp_inf"),
                 ("param", "exp_avg", "exp_inf"), "Adamax", False, "Adamax, lr=2e-3"),
         OptSpec("adadelta", "Adadelta", dict(lr=1.0), ("param", "grad", "square_avg", "acc_delta"),
@@ -385,6 +387,20 @@ def _textbook(spec, params, grads):
             for i, (p, g) in enumerate(zip(params, grads)):
                 s[i] += g * g
                 p -= lr * g / (np.sqrt(s[i]) + eps)
+    elif name == "rprop":
+        etaminus, etaplus, step_min, step_max = 0.5, 1.2, 1e-6, 50.0
+
+        def step():
+            prev, size = state["a"], state["b"]
+            for i, (p, g) in enumerate(zip(params, grads)):
+                if size[i] is None:
+                    size[i] = np.full_like(p, lr)
+                s = np.sign(g * prev[i])
+                factor = np.where(s > 0, etaplus, np.where(s < 0, etaminus, 1.0)).astype(p.dtype)
+                size[i] = np.clip(size[i] * factor, step_min, step_max)
+                g = np.where(s < 0, 0, g)
+                p -= np.sign(g) * size[i]
+                prev[i] = g
     elif name == "adamax":
         beta1, beta2, eps = 0.9, 0.999, 1e-8
 

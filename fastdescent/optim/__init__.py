@@ -9,7 +9,9 @@ from .base import Optimizer
 from .nadam import NAdam
 from .radam import RAdam
 from .rmsprop import RMSprop
+from .rprop import Rprop
 from .sgd import SGD
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Adamax",
-           "Adadelta", "lr_scheduler"]
+           "Adadelta", "Rprop",
+           "lr_scheduler"]

@@ -1,0 +1,64 @@
+"""Rprop (CUDA). Mirrors backends/numpy_ref/rprop.py (expression order) and csrc/fd_rprop.c."""
+
+from numba import cuda
+
+from ...rules import kernel_scalars
+from ._device import _ptr, launch
+
+
+@cuda.jit(device=True, inline=True)
+def _rprop_elem(p, prev, ss, g, j, etam, etap, smin, smax, zero, one, maximize):
+    gj = g[j]
+    if maximize:
+        gj = -gj
+    s = gj * prev[j]
+    f = etap if s > zero else (etam if s < zero else zero)
+    if f == zero:
+        f = one
+    sj = ss[j] * f
+    sj = smin if sj < smin else (smax if sj > smax else sj)
+    ss[j] = sj
+    if f == etam:
+        gj = zero
+    sg = (one if gj > zero else zero) - (one if gj < zero else zero)
+    p[j] = p[j] - sg * sj
+    prev[j] = gj
+
+
+@cuda.jit(cache=True)
+def _rprop_flat(ap, aprev, ass, ag, n, etam, etap, smin, smax, zero, one, maximize):
+    p = _ptr(ap, n, etam)
+    prev = _ptr(aprev, n, etam)
+    ss = _ptr(ass, n, etam)
+    g = _ptr(ag, n, etam)
+    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
+        _rprop_elem(p, prev, ss, g, j, etam, etap, smin, smax, zero, one, maximize)
+
+
+@cuda.jit(cache=True)
+def _rprop_multi(ap, aprev, ass, ag, sizes, ctens, coffs, nchunks, chunk, etam, etap, smin, smax,
+                 zero, one, maximize):
+    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
+        t = ctens[c]
+        n = sizes[t]
+        end = coffs[c] + chunk
+        if end > n:
+            end = n
+        p = _ptr(ap[t], n, etam)
+        prev = _ptr(aprev[t], n, etam)
+        ss = _ptr(ass[t], n, etam)
+        g = _ptr(ag[t], n, etam)
+        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+            _rprop_elem(p, prev, ss, g, j, etam, etap, smin, smax, zero, one, maximize)
+
+
+_COLUMNS = ("param", "prev", "step_size", "grad")
+
+
+def rprop(tab, *, etaminus, etaplus, step_size_min, step_size_max, maximize):
+    tab.require("rprop")  # ValueError naming a missing column
+    T = tab.dtype.type
+    etam, etap, smin, smax, neg = kernel_scalars(
+        "rprop", dict(etaminus=etaminus, etaplus=etaplus, step_size_min=step_size_min,
+                      step_size_max=step_size_max, maximize=maximize), tab.dtype)
+    launch(tab, _rprop_flat, _rprop_multi, _COLUMNS, (etam, etap, smin, smax, T(0), T(1), neg))
