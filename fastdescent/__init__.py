@@ -1,8 +1,9 @@
 """fastdescent: compiled optimizer kernels for high-throughput training loops.
 
-Optimizers (``SGD``, ``Adam``, ``AdamW``, ``RMSprop``, ``Adagrad``) update NumPy arrays (or device
-arrays) in place through fused multi-tensor kernels on one of four backends — ``numpy``, ``c`` (cffi),
-``numba`` and ``cuda`` — following torch.optim's published update rules.
+Optimizers (``SGD``, ``Adam``, ``AdamW``, ``RMSprop``, ``Adagrad``, ``Lion``, ``LAMB``) update NumPy
+arrays (or device arrays) in place through fused multi-tensor kernels on one of four backends —
+``numpy``, ``c`` (cffi), ``numba`` and ``cuda`` — following torch.optim's published update rules (and,
+for Lion and LAMB, which torch does not have, their papers' and optax's).
 
 >>> import numpy as np, fastdescent as fd
 >>> params = [np.zeros((256, 128), np.float32), np.zeros(128, np.float32)]
@@ -16,15 +17,15 @@ from .backends import available_backends, get_backend, use_backend
 from .errors import BackendUnavailableError, FastDescentError, KernelError
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .functional import clip_grad_norm_
-from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from .optim import LAMB, SGD, Adagrad, Adam, AdamW, Lion, Optimizer, RMSprop
 from . import nn
 from .nn import fit
 
 from ._version import __version__
 
 __all__ = [
-    "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "ParamArena", "functional",
-    "clip_grad_norm_", "available_backends", "get_backend", "use_backend", "info",
+    "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "LAMB", "Optimizer", "ParamArena",
+    "functional", "clip_grad_norm_", "available_backends", "get_backend", "use_backend", "info",
     "FastDescentError", "BackendUnavailableError", "KernelError", "__version__", "nn", "fit",
     "save_checkpoint", "load_checkpoint", "CheckpointError",
 ]

@@ -120,4 +120,4 @@ def get(name):
         raise KeyError(f"no rule {name!r}; known: {sorted(RULES)}") from None
 
 
-from . import adagrad, adam, rmsprop, sgd  # noqa: E402,F401  (each registers its rule)
+from . import adagrad, adam, lamb, lion, rmsprop, sgd  # noqa: E402,F401  (each registers its rule)

@@ -1,0 +1,76 @@
+"""Lion (Numba). Mirrors csrc/fd_lion.c and backends/numpy_ref/lion.py.
+
+Shapes: ``param``, ``grad``, ``exp_avg`` hold ``n`` tensors with the table's sizes. Element arithmetic
+in the table's dtype, in the NumPy backend's order:
+``g = -g (maximize); c = m*b1 + (1-b1)*g; p = p*decay; p = p - lr*sign(c); m = m*b2 + (1-b2)*g``
+with sign(+-0) = +0 and sign(NaN) = NaN (``np.sign``).
+"""
+
+from __future__ import annotations
+
+from numba import prange
+
+from ._config import jit_inline, jit_variants
+from ._ptr import chunk_segment, like, segment
+
+
+@jit_inline
+def _lion_loop(p, g, m, neg, use_decay, decay, lr, b1, c1, b2, c2, one, zero):
+    for i in range(p.shape[0]):
+        gi = g[i]
+        if neg:
+            gi = -gi
+        mi = m[i]
+        ci = mi * b1 + c1 * gi
+        if ci > zero:
+            s = one
+        elif ci < zero:
+            s = -one
+        elif ci == ci:
+            s = zero
+        else:
+            s = ci
+        pi = p[i]
+        if use_decay:
+            pi = pi * decay
+        p[i] = pi - lr * s
+        m[i] = mi * b2 + c2 * gi
+
+
+def _lion_body(offsets, first, chunk, p_a, g_a, m_a, proto, lr, beta1, one_minus_beta1, beta2,
+               one_minus_beta2, decay, maximize):
+    lr_ = like(lr, proto)
+    b1 = like(beta1, proto)
+    c1 = like(one_minus_beta1, proto)
+    b2 = like(beta2, proto)
+    c2 = like(one_minus_beta2, proto)
+    dc = like(decay, proto)
+    one = like(1.0, proto)
+    zero = like(0.0, proto)
+    use_decay = decay != 1.0
+    neg = maximize != 0
+    total = offsets[offsets.shape[0] - 1]
+    for c in prange(first.shape[0]):
+        pos = c * chunk
+        end = min(pos + chunk, total)
+        t = first[c]
+        while pos < end:
+            lo, hi, nxt = chunk_segment(offsets, t, pos, end)
+            if hi > lo:
+                k = hi - lo
+                _lion_loop(segment(p_a[t], lo, k, proto), segment(g_a[t], lo, k, proto),
+                           segment(m_a[t], lo, k, proto), neg, use_decay, dc, lr_, b1, c1, b2, c2,
+                           one, zero)
+            pos = nxt
+            t += 1
+
+
+_lion_serial, _lion_parallel = jit_variants(_lion_body)
+
+
+def lion(tab, *, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay, maximize):
+    k = tab.require("lion")
+    (_lion_parallel if tab.parallel else _lion_serial)(
+        tab.offsets, tab.chunk_first, tab.chunk, k["param"], k["grad"], k["exp_avg"], tab.proto,
+        float(lr), float(beta1), float(one_minus_beta1), float(beta2), float(one_minus_beta2),
+        float(decay), int(maximize))
