@@ -32,6 +32,10 @@ __all__ = ["DEFAULTS", "Model", "clip_reference"]
 DEFAULTS = {kind: dict(hp) for kind, hp in reference.DEFAULTS.items()}
 DEFAULTS["adam"]["decoupled_weight_decay"] = False
 DEFAULTS["adamw"]["decoupled_weight_decay"] = True
+#: Lion's and LAMB's groups carry the proximal-L1 option ``l1`` (0: no L1 step), which the oracle's
+#: rules do not take
+for _kind in ("lion", "lamb"):
+    DEFAULTS[_kind]["l1"] = 0.0
 
 
 class Model:
@@ -82,6 +86,7 @@ class Model:
             hp = self.hypers(gi)
             if "decoupled_weight_decay" in hp:
                 hp["decoupled"] = hp.pop("decoupled_weight_decay")
+            assert hp.pop("l1", 0.0) == 0.0, "the model has no proximal L1 step"
             for i in group["params"]:
                 if grads[i] is None:
                     continue

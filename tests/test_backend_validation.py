@@ -340,6 +340,11 @@ _SCALARS = {
     "rmsprop": dict(lr=0.1, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=0,
                     maximize=0),
     "adagrad": dict(clr=0.1, eps=1e-10, weight_decay=0.0, maximize=0),
+    "lion": dict(lr=0.1, beta1=0.9, one_minus_beta1=0.1, beta2=0.99, one_minus_beta2=0.01,
+                 decay=1.0, maximize=0),
+    "lamb": dict(lr=0.1, beta1=0.9, one_minus_beta1=0.1, beta2=0.999, one_minus_beta2=0.001,
+                 eps=1e-6, weight_decay=0.0, bias_correction1=0.1, bias_correction2=0.001,
+                 maximize=0),
     "norm_pow_sum": dict(norm_type=2.0),
     "scale": dict(factor=0.5),
     "all_finite": {},
@@ -358,10 +363,10 @@ def _numba_dispatchers():
     """Every numba dispatcher of the multi-tensor kernels, to see that nothing gets compiled."""
     import numba
 
-    from fastdescent.backends.numba_cpu import adagrad, adam, clip, rmsprop, sgd
+    from fastdescent.backends.numba_cpu import adagrad, adam, clip, lamb, lion, rmsprop, sgd
 
     out = []
-    for mod in (adagrad, adam, clip, rmsprop, sgd):
+    for mod in (adagrad, adam, clip, lamb, lion, rmsprop, sgd):
         for v in vars(mod).values():
             v = getattr(v, "parallel", v)
             if isinstance(v, numba.core.registry.CPUDispatcher):

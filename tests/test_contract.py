@@ -165,7 +165,7 @@ def test_c_library_exports_row(row):
 def test_every_multi_row_kernel_is_exercised_by_parity():
     """Each multi row reachable from the public API has a parity path in this suite."""
     from cases import BY_KIND
-    optim_rows = {"sgd", "adam", "rmsprop", "adagrad"}
+    optim_rows = {"sgd", "adam", "rmsprop", "adagrad", "lion", "lamb"}
     clip_rows = {"norm_pow_sum", "scale", "all_finite"}
     multi = {r.name for r in ROWS if r.kind == "multi"}
     assert multi <= optim_rows | clip_rows, f"multi rows without a parity test: {multi - optim_rows - clip_rows}"

@@ -116,16 +116,16 @@ HYPER = [
     ("all", dict(weight_decay=-INF), ValueError, "weight_decay"),
     ("all", dict(maximize=1), TypeError, "maximize"),
     ("all", dict(maximize="no"), TypeError, "maximize"),
-    ("adam adamw rmsprop adagrad", dict(eps=-1e-8), ValueError, "eps"),
-    ("adam adamw rmsprop adagrad", dict(eps=NAN), ValueError, "eps"),
-    ("adam adamw rmsprop adagrad", dict(eps=INF), ValueError, "eps"),
-    ("adam adamw", dict(betas=(1.0, 0.999)), ValueError, "betas[0]"),
-    ("adam adamw", dict(betas=(-0.1, 0.999)), ValueError, "betas[0]"),
-    ("adam adamw", dict(betas=(NAN, 0.999)), ValueError, "betas[0]"),
-    ("adam adamw", dict(betas=(0.9, 1.0)), ValueError, "betas[1]"),
-    ("adam adamw", dict(betas=(0.9, INF)), ValueError, "betas[1]"),
-    ("adam adamw", dict(betas=0.9), TypeError, "betas"),
-    ("adam adamw", dict(betas=(0.9,)), TypeError, "betas"),
+    ("adam adamw rmsprop adagrad lamb", dict(eps=-1e-8), ValueError, "eps"),
+    ("adam adamw rmsprop adagrad lamb", dict(eps=NAN), ValueError, "eps"),
+    ("adam adamw rmsprop adagrad lamb", dict(eps=INF), ValueError, "eps"),
+    ("adam adamw lion lamb", dict(betas=(1.0, 0.999)), ValueError, "betas[0]"),
+    ("adam adamw lion lamb", dict(betas=(-0.1, 0.999)), ValueError, "betas[0]"),
+    ("adam adamw lion lamb", dict(betas=(NAN, 0.999)), ValueError, "betas[0]"),
+    ("adam adamw lion lamb", dict(betas=(0.9, 1.0)), ValueError, "betas[1]"),
+    ("adam adamw lion lamb", dict(betas=(0.9, INF)), ValueError, "betas[1]"),
+    ("adam adamw lion lamb", dict(betas=0.9), TypeError, "betas"),
+    ("adam adamw lion lamb", dict(betas=(0.9,)), TypeError, "betas"),
     ("adam adamw", dict(amsgrad=1), TypeError, "amsgrad"),
     ("sgd rmsprop", dict(momentum=-0.5), ValueError, "momentum"),
     ("sgd rmsprop", dict(momentum=NAN), ValueError, "momentum"),
@@ -141,6 +141,7 @@ HYPER = [
     ("adagrad", dict(lr_decay=INF), ValueError, "lr_decay"),
     ("adagrad", dict(initial_accumulator_value=-1.0), ValueError, "initial_accumulator_value"),
     ("adagrad", dict(initial_accumulator_value=NAN), ValueError, "initial_accumulator_value"),
+    ("lamb", dict(bias_correction=1), TypeError, "bias_correction"),
 ]
 KINDS = list(BY_KIND)
 
@@ -465,6 +466,12 @@ def functional_setup(kind, backend, dtype=np.float32):
     elif kind == "rmsprop":
         state = dict(square_avgs=sq(), grad_avgs=mk(), momentum_buffers=mk())
         hp = dict(lr=0.1, centered=True, momentum=0.5)
+    elif kind == "lion":
+        state = dict(exp_avgs=mk())
+        hp = dict(lr=0.1, weight_decay=0.1)
+    elif kind == "lamb":
+        state = dict(exp_avgs=mk(), exp_avg_sqs=sq())
+        hp = dict(lr=0.1, weight_decay=0.1, step=3)
     else:
         state = dict(state_sums=sq())
         hp = dict(lr=0.1, step=3)
@@ -604,7 +611,7 @@ def test_functional_overlap_hidden_by_empty():
 
 
 @pytest.mark.parametrize("step", [0, -1, 1.5, True, None, "2"])
-@pytest.mark.parametrize("kind", ["adam", "adamw", "adagrad"])
+@pytest.mark.parametrize("kind", ["adam", "adamw", "adagrad", "lamb"])
 def test_functional_bad_step(kind, step):
     dev, params, grads, state, hp = functional_setup(kind, "numpy")
     snap = fsnapshot(dev, params, state)

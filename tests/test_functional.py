@@ -34,6 +34,10 @@ def new_state(case, host_params, dev):
     if case.kind == "rmsprop":
         return {"square_avgs": z(), "grad_avgs": z() if hp["centered"] else None,
                 "momentum_buffers": z() if hp["momentum"] > 0 else None}
+    if case.kind == "lion":
+        return {"exp_avgs": z()}
+    if case.kind == "lamb":
+        return {"exp_avgs": z(), "exp_avg_sqs": z()}
     init = hp.get("initial_accumulator_value", 0.0)
     return {"state_sums": [dev.put(np.full_like(p, init)) for p in host_params]}
 
@@ -49,6 +53,11 @@ def functional_step(case, params, grads, state, t, backend, check=True):
     elif case.kind == "rmsprop":
         F.rmsprop(params, grads, state["square_avgs"], state["grad_avgs"], state["momentum_buffers"],
                   backend=backend, check=check, **hp)
+    elif case.kind == "lion":
+        F.lion(params, grads, state["exp_avgs"], backend=backend, check=check, **hp)
+    elif case.kind == "lamb":
+        F.lamb(params, grads, state["exp_avgs"], state["exp_avg_sqs"], step=t, backend=backend,
+               check=check, **hp)
     else:
         hp.pop("initial_accumulator_value", None)
         F.adagrad(params, grads, state["state_sums"], step=t, backend=backend, check=check, **hp)

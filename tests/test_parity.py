@@ -172,6 +172,9 @@ GROUP2 = {
     "rmsprop": dict(lr=0.02, alpha=0.9, centered=True, momentum=0.3, weight_decay=0.2),
     "adagrad": dict(lr=0.3, lr_decay=0.2, initial_accumulator_value=0.25, weight_decay=0.2,
                     eps=1e-5),
+    "lion": dict(lr=0.03, betas=(0.5, 0.9), weight_decay=0.2, maximize=True),
+    "lamb": dict(lr=0.1, betas=(0.5, 0.9), eps=1e-3, weight_decay=0.2, bias_correction=False,
+                 maximize=True),
 }
 
 

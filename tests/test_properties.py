@@ -65,7 +65,7 @@ PROFILE = settings.get_profile(PROFILE_NAME)
 BACKENDS = ["numpy"] + [b for b in fd.available_backends() if b not in ("numpy", "cuda")]
 
 CLASSES = {"sgd": fd.SGD, "adam": fd.Adam, "adamw": fd.AdamW, "rmsprop": fd.RMSprop,
-           "adagrad": fd.Adagrad}
+           "adagrad": fd.Adagrad, "lion": fd.Lion, "lamb": fd.LAMB}
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 # ------------------------------------------------------------------------------ strategies
@@ -86,6 +86,11 @@ HP_VALUES = {
     "adagrad": dict(lr=[0.01, 0.1, 0.5], lr_decay=[0.0, 0.1, 1.0], weight_decay=[0.0, 0.01, 0.1],
                     initial_accumulator_value=[0.0, 0.1, 1.0], eps=[1e-10, 1e-5],
                     maximize=[False, True]),
+    "lion": dict(lr=[1e-3, 0.01, 0.05], betas=[(0.9, 0.99), (0.5, 0.9), (0.0, 0.99), (0.95, 0.5)],
+                 weight_decay=[0.0, 0.01, 0.1], maximize=[False, True]),
+    "lamb": dict(lr=[1e-3, 0.01, 0.1], betas=[(0.9, 0.999), (0.5, 0.9), (0.0, 0.99)],
+                 eps=[1e-6, 1e-3], weight_decay=[0.0, 0.01, 0.1], bias_correction=[False, True],
+                 maximize=[False, True]),
 }
 HP_VALUES["adamw"] = HP_VALUES["adam"]
 #: per-group keys the constructor does not take (AdamW is always decoupled; a group may say otherwise)
@@ -101,6 +106,10 @@ INVALID = {
                 ("centered", None)],
     "adagrad": [("lr", -0.1), ("lr_decay", -1.0), ("eps", math.inf), ("weight_decay", -0.1),
                 ("maximize", 0)],
+    "lion": [("lr", -0.1), ("lr", math.nan), ("betas", (1.0, 0.9)), ("betas", (0.9,)),
+             ("weight_decay", -1.0), ("maximize", "yes")],
+    "lamb": [("lr", -0.1), ("betas", (0.9, 1.0)), ("eps", -1.0), ("weight_decay", math.nan),
+             ("bias_correction", 1), ("maximize", None)],
 }
 INVALID["adamw"] = INVALID["adam"]
 
@@ -595,6 +604,8 @@ TestAdamMachine = _machine("adam")
 TestAdamWMachine = _machine("adamw")
 TestRMSpropMachine = _machine("rmsprop")
 TestAdagradMachine = _machine("adagrad")
+TestLionMachine = _machine("lion")
+TestLAMBMachine = _machine("lamb")
 
 
 def test_backends_under_test():
@@ -649,6 +660,14 @@ def _functional_step(kind, hp, params, grads, state, t):
         F.rmsprop(params, grads, state["square_avg"], state["grad_avg"] if hp["centered"] else None,
                   state["momentum_buffer"] if hp["momentum"] > 0 else None, **hp,
                   backend=state["backend"])
+    elif kind == "lion":
+        state.setdefault("exp_avg", zeros())
+        F.lion(params, grads, state["exp_avg"], **hp, backend=state["backend"])
+    elif kind == "lamb":
+        for n in ("exp_avg", "exp_avg_sq"):
+            state.setdefault(n, zeros())
+        F.lamb(params, grads, state["exp_avg"], state["exp_avg_sq"], step=t, **hp,
+               backend=state["backend"])
     else:
         state.setdefault("sum", zeros(hp["initial_accumulator_value"]))
         kw = {k: v for k, v in hp.items() if k != "initial_accumulator_value"}
