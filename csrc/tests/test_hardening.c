@@ -63,7 +63,7 @@ static void test_size_overflow(void)
     CHECK_RC(fd_lion_f32(2, huge, nul32, nul32, cnul32, 1e-4, 0.9, 0.1, 0.99, 0.01, 1.0, 0),
              FD_ERR_SIZE);
     CHECK_RC(fd_lamb_f32(2, over, nul32, nul32, nul32, cnul32, 1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6,
-                         0.0, 0.1, 0.001, 0),
+                         0.0, 10.0, 1000.0, 0),
              FD_ERR_SIZE);
     CHECK(out == -1.0 && fin == -1);
     /* a total above 2^59 elements is refused even without overflow; 2^59 itself passes the size
@@ -177,10 +177,10 @@ static int lion_both(double lr, double b1, double c1, double b2, double c2, doub
 }
 
 static int lamb_both(double lr, double b1, double c1, double b2, double c2, double eps, double wd,
-                     double bc1, double bc2)
+                     double ibc1, double ibc2)
 {
-    int a = fd_lamb_f32(1, SZ, P32, M32, V32, G32, lr, b1, c1, b2, c2, eps, wd, bc1, bc2, 0);
-    int b = fd_lamb_f64(1, SZ, P64, M64, V64, G64, lr, b1, c1, b2, c2, eps, wd, bc1, bc2, 0);
+    int a = fd_lamb_f32(1, SZ, P32, M32, V32, G32, lr, b1, c1, b2, c2, eps, wd, ibc1, ibc2, 0);
+    int b = fd_lamb_f64(1, SZ, P64, M64, V64, G64, lr, b1, c1, b2, c2, eps, wd, ibc1, ibc2, 0);
     return a == b ? a : -100;
 }
 
@@ -289,18 +289,18 @@ static void test_domains(void)
     BAD(lion_both(1e-4, 0.9, 0.1, 1.0, 0.01, 1.0));
     BAD(lion_both(1e-4, 0.9, 0.1, 0.99, -0.01, 1.0));
     BAD(lion_both(1e-4, 0.9, 0.1, 0.99, 0.01, 1.5));
-    /* LAMB: lr, eps, wd finite >= 0; 0 <= betas < 1; 0 < 1 - beta <= 1; bias corrections in (0, 1] */
-    GOOD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.01, 0.1, 0.001));
+    /* LAMB: lr, eps, wd finite >= 0; 0 <= betas < 1; 0 < 1 - beta <= 1; 1/bias corrections >= 1 */
+    GOOD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.01, 10.0, 1000.0));
     GOOD(lamb_both(0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0));
-    BAD(lamb_both(-1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, 0.1, 0.001));
-    BAD(lamb_both(1e-3, 1.0, 0.1, 0.999, 0.001, 1e-6, 0.0, 0.1, 0.001));
-    BAD(lamb_both(1e-3, 0.9, 0.0, 0.999, 0.001, 1e-6, 0.0, 0.1, 0.001));
-    BAD(lamb_both(1e-3, 0.9, 0.1, 1.0, 0.001, 1e-6, 0.0, 0.1, 0.001));
-    BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 1.5, 1e-6, 0.0, 0.1, 0.001));
-    BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, -1e-6, 0.0, 0.1, 0.001));
-    BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, -0.1, 0.1, 0.001));
-    BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, 0.0, 0.001));
-    BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, 0.1, 1.5));
+    BAD(lamb_both(-1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+    BAD(lamb_both(1e-3, 1.0, 0.1, 0.999, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+    BAD(lamb_both(1e-3, 0.9, 0.0, 0.999, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+    BAD(lamb_both(1e-3, 0.9, 0.1, 1.0, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+    BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 1.5, 1e-6, 0.0, 10.0, 1000.0));
+    BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, -1e-6, 0.0, 10.0, 1000.0));
+    BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, -0.1, 10.0, 1000.0));
+    BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, 0.5, 1000.0));
+    BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, 10.0, 0.0));
     for (int k = 0; k < 3; k++) {
         const double x = bad_real[k];
         BAD(lion_both(x, 0.9, 0.1, 0.99, 0.01, 1.0));
@@ -309,15 +309,15 @@ static void test_domains(void)
         BAD(lion_both(1e-4, 0.9, 0.1, x, 0.01, 1.0));
         BAD(lion_both(1e-4, 0.9, 0.1, 0.99, x, 1.0));
         BAD(lion_both(1e-4, 0.9, 0.1, 0.99, 0.01, x));
-        BAD(lamb_both(x, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, 0.1, 0.001));
-        BAD(lamb_both(1e-3, x, 0.1, 0.999, 0.001, 1e-6, 0.0, 0.1, 0.001));
-        BAD(lamb_both(1e-3, 0.9, x, 0.999, 0.001, 1e-6, 0.0, 0.1, 0.001));
-        BAD(lamb_both(1e-3, 0.9, 0.1, x, 0.001, 1e-6, 0.0, 0.1, 0.001));
-        BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, x, 1e-6, 0.0, 0.1, 0.001));
-        BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, x, 0.0, 0.1, 0.001));
-        BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, x, 0.1, 0.001));
-        BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, x, 0.001));
-        BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, 0.1, x));
+        BAD(lamb_both(x, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+        BAD(lamb_both(1e-3, x, 0.1, 0.999, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+        BAD(lamb_both(1e-3, 0.9, x, 0.999, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+        BAD(lamb_both(1e-3, 0.9, 0.1, x, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+        BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, x, 1e-6, 0.0, 10.0, 1000.0));
+        BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, x, 0.0, 10.0, 1000.0));
+        BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, x, 10.0, 1000.0));
+        BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, x, 1000.0));
+        BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, 10.0, x));
     }
     GOOD(fd_scale_f32(1, SZ, P32, -2.0));
     /* the scalars are checked even for an empty table */
@@ -380,10 +380,10 @@ static void test_alignment(void)
         CHECK_RC(fd_lion_f64(2, sizes, a64, b64_, g64c, 1e-4, 0.9, 0.1, 0.99, 0.01, 1.0, 0),
                  FD_ERR_ALIGN);
         CHECK_RC(fd_lamb_f32(2, sizes, a32, b32_, c32, g32c, 1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6,
-                             0.0, 0.1, 0.001, 0),
+                             0.0, 10.0, 1000.0, 0),
                  FD_ERR_ALIGN);
         CHECK_RC(fd_lamb_f64(2, sizes, a64, b64_, c64, g64c, 1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6,
-                             0.0, 0.1, 0.001, 0),
+                             0.0, 10.0, 1000.0, 0),
                  FD_ERR_ALIGN);
         CHECK_RC(fd_scale_f32(2, sizes, a32, 0.5), FD_ERR_ALIGN);
         CHECK_RC(fd_scale_f64(2, sizes, a64, 0.5), FD_ERR_ALIGN);

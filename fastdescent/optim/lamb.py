@@ -23,7 +23,9 @@ class LAMB(Optimizer):
 
     The norms are taken per parameter tensor, in float64, inside the same multi-tensor kernel call
     that applies the update (deterministic for a given backend and thread count); ``lr * trust`` is
-    computed in float64 and rounded once to the parameters' dtype. Because the norms are per tensor,
+    computed in float64 and rounded once to the parameters' dtype. The bias corrections are applied
+    as multipliers (:math:`1/(1-\beta^t)` in float64, rounded once), which keeps the update
+    memory-bound and differs from dividing by about an ulp. Because the norms are per tensor,
     a :class:`~fastdescent.ParamArena` is never coalesced into one flat tensor here.
 
     Cost: a tensor's norms are needed before any of its elements moves, so each tensor takes two

@@ -21,19 +21,22 @@ class LambRule(Rule):
         check_real("l1", hp.get("l1", 0.0), lo=0.0)
 
     def scalars(self, hp, step, first):
-        """``bias_correction1/2`` = 1 - beta**t (1 when ``bias_correction`` is off: the kernels
-        divide by them, exactly, either way); ``1 - beta`` in float64 for both betas. The trust
-        ratio is per tensor and per step: the kernels compute it (float64 norms) and round
+        """``inv_bias_correction1/2`` = 1 / (1 - beta**t) in float64 (exactly 1 when
+        ``bias_correction`` is off): the kernels multiply m and v by them (mh = m * inv_bc1, as
+        Adam's step_size = lr/bc1 is a multiplier), so each step costs one division and one square
+        root per element and pass instead of three divisions and a square root (LAMB is
+        compute-bound otherwise, see csrc/fd_lamb.c); ``1 - beta`` in float64 for both betas. The
+        trust ratio is per tensor and per step: the kernels compute it (float64 norms) and round
         lr * trust once to the element type."""
         beta1, beta2 = float(hp["betas"][0]), float(hp["betas"][1])
         if hp["bias_correction"]:
-            bc1, bc2 = 1.0 - beta1 ** step, 1.0 - beta2 ** step
+            ibc1, ibc2 = 1.0 / (1.0 - beta1 ** step), 1.0 / (1.0 - beta2 ** step)
         else:
-            bc1 = bc2 = 1.0
+            ibc1 = ibc2 = 1.0
         return dict(lr=float(hp["lr"]), beta1=beta1, one_minus_beta1=1.0 - beta1, beta2=beta2,
                     one_minus_beta2=1.0 - beta2, eps=float(hp["eps"]),
-                    weight_decay=float(hp["weight_decay"]), bias_correction1=bc1,
-                    bias_correction2=bc2, maximize=int(bool(hp["maximize"])))
+                    weight_decay=float(hp["weight_decay"]), inv_bias_correction1=ibc1,
+                    inv_bias_correction2=ibc2, maximize=int(bool(hp["maximize"])))
 
 
 LAMB = register(LambRule())

@@ -29,8 +29,8 @@ _COLUMNS = ("param", "exp_avg", "exp_avg_sq", "grad")
 
 
 @cuda.jit(device=True, inline=True)
-def _lamb_r(mj, vj, pj, bc1, bc2, eps, wd, use_wd):
-    rj = (mj / bc1) / (_sqrt(vj / bc2) + eps)
+def _lamb_r(mj, vj, pj, ibc1, ibc2, eps, wd, use_wd):
+    rj = (mj * ibc1) / (_sqrt(vj * ibc2) + eps)
     if use_wd:
         rj = rj + wd * pj
     return rj
@@ -54,7 +54,7 @@ def _block_sum2(sa, sb, a, b):
 
 @cuda.jit(cache=True)
 def _lamb_moments(ap, am, av, ag, sizes, ctens, coffs, nchunks, chunk, beta1, omb1, beta2, omb2,
-                  eps, weight_decay, bc1, bc2, maximize, use_wd, partials):
+                  eps, weight_decay, ibc1, ibc2, maximize, use_wd, partials):
     sa = cuda.shared.array(REDUCE_THREADS, float64)
     sb = cuda.shared.array(REDUCE_THREADS, float64)
     for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
@@ -78,7 +78,7 @@ def _lamb_moments(ap, am, av, ag, sizes, ctens, coffs, nchunks, chunk, beta1, om
             vj = v[j] * beta2 + omb2 * gj * gj
             m[j] = mj
             v[j] = vj
-            rj = _lamb_r(mj, vj, pj, bc1, bc2, eps, weight_decay, use_wd)
+            rj = _lamb_r(mj, vj, pj, ibc1, ibc2, eps, weight_decay, use_wd)
             pd = np.float64(pj)
             rd = np.float64(rj)
             a += pd * pd
@@ -112,7 +112,7 @@ def _lamb_trust(partials, tfirst, tcount, ntensors, lr, steps):
 
 
 @cuda.jit(cache=True)
-def _lamb_apply(ap, am, av, sizes, ctens, coffs, nchunks, chunk, eps, weight_decay, bc1, bc2,
+def _lamb_apply(ap, am, av, sizes, ctens, coffs, nchunks, chunk, eps, weight_decay, ibc1, ibc2,
                 use_wd, steps):
     for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
         t = ctens[c]
@@ -126,7 +126,7 @@ def _lamb_apply(ap, am, av, sizes, ctens, coffs, nchunks, chunk, eps, weight_dec
         step = steps[t]
         for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
             pj = p[j]
-            p[j] = pj - step * _lamb_r(m[j], v[j], pj, bc1, bc2, eps, weight_decay, use_wd)
+            p[j] = pj - step * _lamb_r(m[j], v[j], pj, ibc1, ibc2, eps, weight_decay, use_wd)
 
 
 class _Plan:
@@ -155,16 +155,16 @@ class _Plan:
 
 
 def lamb(tab, *, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay,
-         bias_correction1, bias_correction2, maximize):
+         inv_bias_correction1, inv_bias_correction2, maximize):
     tab.require("lamb")  # ValueError naming a missing column
     if tab.total == 0:
         return
     cfg = config()
     sc = dict(lr=lr, beta1=beta1, one_minus_beta1=one_minus_beta1, beta2=beta2,
               one_minus_beta2=one_minus_beta2, eps=eps, weight_decay=weight_decay,
-              bias_correction1=bias_correction1, bias_correction2=bias_correction2,
+              inv_bias_correction1=inv_bias_correction1, inv_bias_correction2=inv_bias_correction2,
               maximize=maximize)
-    _, b1, c1, b2, c2, ep, wd, bc1, bc2, neg = kernel_scalars("lamb", sc, tab.dtype)
+    _, b1, c1, b2, c2, ep, wd, ibc1, ibc2, neg = kernel_scalars("lamb", sc, tab.dtype)
     use_wd = int(weight_decay != 0)
     plan = getattr(tab, "_lamb_plan", None)
     if plan is None or plan.chunk != cfg.chunk:
@@ -173,9 +173,9 @@ def lamb(tab, *, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight
     sizes, ctens, coffs, nchunks = tab.plan(cfg.chunk)
     grid = max(1, min(cfg.max_blocks, nchunks))
     _lamb_moments[grid, REDUCE_THREADS](p, m, v, g, sizes, ctens, coffs, nchunks, cfg.chunk, b1, c1,
-                                        b2, c2, ep, wd, bc1, bc2, neg, use_wd, plan.partials)
+                                        b2, c2, ep, wd, ibc1, ibc2, neg, use_wd, plan.partials)
     tgrid = max(1, min(cfg.max_blocks, tab.n))
     _lamb_trust[tgrid, REDUCE_THREADS](plan.partials, plan.tfirst, plan.tcount, tab.n, float(lr),
                                        plan.steps)
-    _lamb_apply[grid, REDUCE_THREADS](p, m, v, sizes, ctens, coffs, nchunks, cfg.chunk, ep, wd, bc1,
-                                      bc2, use_wd, plan.steps)
+    _lamb_apply[grid, REDUCE_THREADS](p, m, v, sizes, ctens, coffs, nchunks, cfg.chunk, ep, wd, ibc1,
+                                      ibc2, use_wd, plan.steps)

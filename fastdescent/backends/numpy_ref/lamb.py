@@ -1,8 +1,8 @@
 """LAMB (NumPy). Mirrors csrc/fd_lamb.c and backends/*/lamb.py.
 
-Each tensor is one pass of whole-array operations: m and v updated in place, r built as a temporary,
-the norms of p and r summed in float64 (NumPy's pairwise summation), then p updated with lr * trust
-rounded once to the element type.
+Each tensor is one pass of whole-array operations: m and v updated in place, r built as a temporary
+(``r = (m * inv_bc1) / (sqrt(v * inv_bc2) + eps) + wd * p``), the norms of p and r summed in float64
+(NumPy's pairwise summation), then p updated with lr * trust rounded once to the element type.
 """
 
 import math
@@ -16,7 +16,7 @@ def _sq_norm(x):
 
 
 def lamb(tab, *, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay,
-         bias_correction1, bias_correction2, maximize):
+         inv_bias_correction1, inv_bias_correction2, maximize):
     tab.require("lamb")  # ValueError naming a missing column
     cols = tab.columns
     params, grads, ms, vs = cols["param"], cols["grad"], cols["exp_avg"], cols["exp_avg_sq"]
@@ -30,8 +30,8 @@ def lamb(tab, *, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight
         m += one_minus_beta1 * g
         v *= beta2
         v += (one_minus_beta2 * g) * g
-        r = m / bias_correction1
-        d = v / bias_correction2
+        r = m * inv_bias_correction1
+        d = v * inv_bias_correction2
         np.sqrt(d, out=d)
         d += eps
         r /= d
