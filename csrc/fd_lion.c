@@ -12,7 +12,8 @@
  *   g = maximize ? -g : g
  *   c = m * beta1 + one_minus_beta1 * g
  *   p = p * decay                          (exact when decay == 1, so it is always applied)
- *   p = p - lr * sign(c)                   (sign: +1, -1, 0 for +-0, NaN for NaN)
+ *   p = p - lr * sign(c)                   (sign: +1, -1, 0 for +-0, NaN for NaN; lr * sign(c) is
+ *                                           formed from lr's and c's bits, the same value)
  *   m = m * beta2 + one_minus_beta2 * g
  * 20 bytes per float32 parameter: read p, g, m; write p, m.
  */
@@ -20,6 +21,13 @@
 #include "fd_internal.h"
 
 FD_EXACT_FP
+
+#include <string.h>
+
+/* the unsigned integer type of each element type's bits (FD_LION_BITS(FD_SFX) in the typed part) */
+#define FD_LION_BITS_f32 uint32_t
+#define FD_LION_BITS_f64 uint64_t
+#define FD_LION_BITS(sfx) FD_CAT(FD_LION_BITS, sfx)
 
 #define FD_TYPED_FILE "fd_lion.c"
 #include "fd_typed.h"
@@ -33,29 +41,41 @@ typedef struct {
     FD_T gsign, lr, b1, c1, b2, c2, decay;
 } FD_S(lion_ctx);
 
-FD_INLINE void FD_BODY(lion_seg)(const void *ctx, int64_t t, int64_t off, int64_t len)
+FD_INLINE void FD_S(lion_loop)(int64_t n, FD_T *FD_RESTRICT p, FD_T *FD_RESTRICT m,
+                               const FD_T *FD_RESTRICT g, const FD_S(lion_ctx) *c)
 {
-    const FD_S(lion_ctx) *c = (const FD_S(lion_ctx) *)ctx;
-    FD_T *FD_RESTRICT p = c->p[t] + off;
-    FD_T *FD_RESTRICT m = c->m[t] + off;
-    const FD_T *FD_RESTRICT g = c->g[t] + off;
+    typedef FD_LION_BITS(FD_SFX) bits_t;
+    const bits_t signbit = (bits_t)1 << (8 * sizeof(FD_T) - 1);
     /* maximize folded into the gradient's coefficients: (c1 * -1) * g == c1 * (-g), exactly */
-    const FD_T lr = c->lr, b1 = c->b1, c1 = c->c1 * c->gsign, b2 = c->b2, c2 = c->c2 * c->gsign;
+    const FD_T b1 = c->b1, c1 = c->c1 * c->gsign, b2 = c->b2, c2 = c->c2 * c->gsign;
     const FD_T decay = c->decay, zero = 0;
-    for (int64_t i = 0; i < len; i++) {
+    bits_t lr;
+    memcpy(&lr, &c->lr, sizeof lr);
+    for (int64_t i = 0; i < n; i++) {
         FD_T gi = g[i];
         FD_T mi = m[i];
         FD_T ci = mi * b1 + c1 * gi;
-        /* sign(c): 1, -1, +0 for +-0 (so p - lr*0 == p exactly), NaN for NaN. Every comparison is
-         * evaluated as a 0/1 value and the NaN case is a select, so the loop is branch-free and
-         * vectorises (GCC keeps `c > 0 ? lr : 0` a branch, and branches on the sign of random data
-         * mispredict half the time: 8 ns an element, measured). */
-        FD_T s = (FD_T)(ci > zero) - (FD_T)(ci < zero);
-        s = ci != ci ? ci : s;
+        /* u = lr * sign(c), bit for bit (lr >= 0): lr with c's sign bit where c != 0, +0 where
+         * c == +-0 (so p - u == p exactly), NaN where c is NaN. Bit operations and selects
+         * only: branch-free, so the loop vectorises (branches on the sign of random data
+         * mispredict half the time, 8 ns an element; 0/1 comparisons and a multiply by lr cost
+         * 8% more than these at 20 B/element, measured). */
+        bits_t cb, ub;
+        memcpy(&cb, &ci, sizeof cb);
+        ub = ((cb & signbit) | lr) & (ci != zero ? ~(bits_t)0 : (bits_t)0);
+        FD_T u;
+        memcpy(&u, &ub, sizeof u);
+        u = ci != ci ? ci : u;
         FD_T pi = p[i] * decay;
-        p[i] = pi - lr * s;
+        p[i] = pi - u;
         m[i] = mi * b2 + c2 * gi;
     }
+}
+
+FD_INLINE void FD_BODY(lion_seg)(const void *ctx, int64_t t, int64_t off, int64_t len)
+{
+    const FD_S(lion_ctx) *c = (const FD_S(lion_ctx) *)ctx;
+    FD_S(lion_loop)(len, c->p[t] + off, c->m[t] + off, c->g[t] + off, c);
 }
 
 FD_MULTIVERSION(FD_S(lion_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),

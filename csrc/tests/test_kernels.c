@@ -281,6 +281,19 @@ static void test_lion_values(void)
     int64_t sz2[1] = {2};
     CHECK(fd_lion_f32(1, sz2, ppf, pmf, pgf, 0.25, 0.9, 0.1, 0.99, 0.01, 1.0, 0) == FD_OK);
     CHECK(pf[0] == 0.75f && pf[1] == 1.25f);
+    /* lr * sign(c) bit for bit on both code paths: lr = 0 with c < 0 is -0, so p = -0 becomes +0
+     * (-0 - -0), with c > 0 it is +0 (p = -0 stays -0) */
+    int paths[2] = {FD_PATH_GENERIC, FD_PATH_AVX2_FMA};
+    for (int k = 0; k < 2; k++) {
+        if (fd_set_simd_path(paths[k]) != FD_OK) continue;
+        float pz[3] = {-0.0f, -0.0f, 2.0f}, mz[3] = {0, 0, 0}, gz[3] = {-1.0f, 1.0f, -1.0f};
+        float *ppz[1] = {pz}, *pmz[1] = {mz};
+        const float *pgz[1] = {gz};
+        int64_t sz3[1] = {3};
+        CHECK(fd_lion_f32(1, sz3, ppz, pmz, pgz, 0.0, 0.9, 0.1, 0.99, 0.01, 1.0, 0) == FD_OK);
+        CHECK(pz[0] == 0.0f && !signbit(pz[0]) && pz[1] == 0.0f && signbit(pz[1]) && pz[2] == 2.0f);
+    }
+    fd_set_simd_path(-1);
 }
 
 static void test_lamb_values(void)
