@@ -3,11 +3,13 @@
 Shapes: ``param``, ``grad``, ``exp_avg`` hold ``n`` tensors with the table's sizes. Element arithmetic
 in the table's dtype, in the NumPy backend's order:
 ``g = -g (maximize); c = m*b1 + (1-b1)*g; p = p*decay; p = p - lr*sign(c); m = m*b2 + (1-b2)*g``
-with sign(+-0) = +0 and sign(NaN) = NaN (``np.sign``).
+with sign(+-0) = +0 and sign(NaN) = NaN (``np.sign``); lr*sign(c) is formed as in csrc/fd_lion.c (the
+same value, bit for bit).
 """
 
 from __future__ import annotations
 
+import numpy as np
 from numba import prange
 
 from ._config import jit_inline, jit_variants
@@ -15,25 +17,20 @@ from ._ptr import chunk_segment, like, segment
 
 
 @jit_inline
-def _lion_loop(p, g, m, neg, use_decay, decay, lr, b1, c1, b2, c2, one, zero):
+def _lion_loop(p, g, m, use_decay, decay, lr, b1, c1, b2, c2, zero):
     for i in range(p.shape[0]):
         gi = g[i]
-        if neg:
-            gi = -gi
         mi = m[i]
         ci = mi * b1 + c1 * gi
-        if ci > zero:
-            s = one
-        elif ci < zero:
-            s = -one
-        elif ci == ci:
-            s = zero
-        else:
-            s = ci
+        # u = lr * sign(c), the same value bit for bit (lr >= 0): lr with c's sign where c != 0,
+        # +0 where c == +-0, NaN where c is NaN; selects only, so the loop vectorises
+        u = np.copysign(lr, ci) if ci != zero else zero
+        if ci != ci:
+            u = ci
         pi = p[i]
         if use_decay:
             pi = pi * decay
-        p[i] = pi - lr * s
+        p[i] = pi - u
         m[i] = mi * b2 + c2 * gi
 
 
@@ -45,10 +42,11 @@ def _lion_body(offsets, first, chunk, p_a, g_a, m_a, proto, lr, beta1, one_minus
     b2 = like(beta2, proto)
     c2 = like(one_minus_beta2, proto)
     dc = like(decay, proto)
-    one = like(1.0, proto)
     zero = like(0.0, proto)
+    if maximize != 0:  # folded into the gradient's coefficients: (-c1) * g == c1 * (-g), exactly
+        c1 = -c1
+        c2 = -c2
     use_decay = decay != 1.0
-    neg = maximize != 0
     total = offsets[offsets.shape[0] - 1]
     for c in prange(first.shape[0]):
         pos = c * chunk
@@ -59,8 +57,7 @@ def _lion_body(offsets, first, chunk, p_a, g_a, m_a, proto, lr, beta1, one_minus
             if hi > lo:
                 k = hi - lo
                 _lion_loop(segment(p_a[t], lo, k, proto), segment(g_a[t], lo, k, proto),
-                           segment(m_a[t], lo, k, proto), neg, use_decay, dc, lr_, b1, c1, b2, c2,
-                           one, zero)
+                           segment(m_a[t], lo, k, proto), use_decay, dc, lr_, b1, c1, b2, c2, zero)
             pos = nxt
             t += 1
 
