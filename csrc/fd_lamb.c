@@ -84,14 +84,16 @@ FD_INLINE void FD_S(lamb_pass1)(int64_t n, const FD_T *FD_RESTRICT p, FD_T *FD_R
                                 FD_T *FD_RESTRICT v, const FD_T *FD_RESTRICT g,
                                 const FD_S(lamb_ctx) *c, const int wd_on, double *pn2, double *rn2)
 {
-    const FD_T gs = c->gsign, b1 = c->b1, c1 = c->c1, b2 = c->b2, c2 = c->c2;
+    /* maximize folded into c1: (c1 * -1) * g == c1 * (-g), and (c2 * -g) * -g == (c2 * g) * g,
+     * exactly */
+    const FD_T b1 = c->b1, c1 = c->c1 * c->gsign, b2 = c->b2, c2 = c->c2;
     const FD_T ibc1 = c->ibc1, ibc2 = c->ibc2, eps = c->eps, wd = c->wd;
     double lp[FD_LAMB_LANES] = {0}, lq[FD_LAMB_LANES] = {0};
     int64_t i = 0;
     for (; i + FD_LAMB_LANES <= n; i += FD_LAMB_LANES) {
         for (int k = 0; k < FD_LAMB_LANES; k++) {
             FD_T pi = p[i + k];
-            FD_T gi = g[i + k] * gs;
+            FD_T gi = g[i + k];
             FD_T mi = m[i + k] * b1 + c1 * gi;
             FD_T vi = v[i + k] * b2 + (c2 * gi) * gi;
             m[i + k] = mi;
@@ -111,7 +113,7 @@ FD_INLINE void FD_S(lamb_pass1)(int64_t n, const FD_T *FD_RESTRICT p, FD_T *FD_R
     double sp = lp[0], sq = lq[0];
     for (; i < n; i++) {
         FD_T pi = p[i];
-        FD_T gi = g[i] * gs;
+        FD_T gi = g[i];
         FD_T mi = m[i] * b1 + c1 * gi;
         FD_T vi = v[i] * b2 + (c2 * gi) * gi;
         m[i] = mi;

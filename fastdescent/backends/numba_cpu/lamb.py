@@ -40,12 +40,10 @@ def _lamb_step(lr, pn2, rn2):
 
 
 @jit_inline
-def _moments(p, g, m, v, r, neg, use_wd, b1, c1, b2, c2, ibc1, ibc2, eps, wd):
+def _moments(p, g, m, v, r, use_wd, b1, c1, b2, c2, ibc1, ibc2, eps, wd):
     """Pass 1 without the sums: update m, v; r = the update direction."""
     for i in range(p.shape[0]):
         gi = g[i]
-        if neg:
-            gi = -gi
         mi = m[i] * b1 + c1 * gi
         vi = v[i] * b2 + (c2 * gi) * gi
         m[i] = mi
@@ -98,7 +96,8 @@ def _lamb_body(offsets, first, chunk, p_a, g_a, m_a, v_a, proto, lr, beta1, one_
     ibc1 = like(inv_bias_correction1, proto)
     ibc2 = like(inv_bias_correction2, proto)
     use_wd = weight_decay != 0.0
-    neg = maximize != 0
+    if maximize != 0:  # folded into c1: (-c1) * g == c1 * (-g); (c2 * -g) * -g == (c2 * g) * g
+        c1 = -c1
     nch = first.shape[0]
     total = offsets[offsets.shape[0] - 1]
     # per chunk: partials of its first piece (continuing a tensor) and its last piece (beginning a
@@ -122,8 +121,8 @@ def _lamb_body(offsets, first, chunk, p_a, g_a, m_a, v_a, proto, lr, beta1, one_
                 p = segment(p_a[t], lo, k, proto)
                 r = rbuf[:k]
                 _moments(p, segment(g_a[t], lo, k, proto), segment(m_a[t], lo, k, proto),
-                         segment(v_a[t], lo, k, proto), r, neg, use_wd, b1, c1, b2, c2, ibc1, ibc2,
-                         ep, wd)
+                         segment(v_a[t], lo, k, proto), r, use_wd, b1, c1, b2, c2, ibc1, ibc2, ep,
+                         wd)
                 pn2, rn2 = _sq_sums(p, r)
                 if lo == 0 and hi == offsets[t + 1] - offsets[t]:
                     _apply(p, r, like(_lamb_step(lr, pn2, rn2), proto))
