@@ -175,6 +175,43 @@ int fd_adagrad_f64(int64_t ntensors, const int64_t *sizes,
                    double *const *param, double *const *sum, const double *const *grad,
                    double clr, double eps, double weight_decay, int maximize);
 
+/* ---- Lion (fd_lion.c): fd_lion_f32 / fd_lion_f64 ---------------------------------------------- */
+/* g' = -g if maximize; c = beta1*m + one_minus_beta1*g'; p *= decay (1 - lr*wd);
+ * p -= lr*sign(c) (sign(+-0) = 0, sign(NaN) = NaN); m = beta2*m + one_minus_beta2*g'.
+ * Domain (else FD_ERR_ARG): lr finite and >= 0; 0 <= beta1, beta2 < 1;
+ * 0 < one_minus_beta1, one_minus_beta2 <= 1; decay finite and <= 1. */
+int fd_lion_f32(int64_t ntensors, const int64_t *sizes,
+                float *const *param, float *const *exp_avg, const float *const *grad,
+                double lr, double beta1, double one_minus_beta1, double beta2,
+                double one_minus_beta2, double decay, int maximize);
+int fd_lion_f64(int64_t ntensors, const int64_t *sizes,
+                double *const *param, double *const *exp_avg, const double *const *grad,
+                double lr, double beta1, double one_minus_beta1, double beta2,
+                double one_minus_beta2, double decay, int maximize);
+
+/* ---- LAMB (fd_lamb.c): fd_lamb_f32 / fd_lamb_f64 ---------------------------------------------- */
+/* g' = -g if maximize; m = beta1*m + one_minus_beta1*g'; v = beta2*v + one_minus_beta2*g'*g';
+ * r = (m*inv_bias_correction1) / (sqrt(v*inv_bias_correction2) + eps) (+ weight_decay*p if
+ * weight_decay != 0), inv_bias_correction = 1/(1 - beta**t) (or 1 without bias correction);
+ * per tensor i of the table: pn = ||p_i||, rn = ||r_i|| (float64, in a fixed order that does not
+ * depend on the thread count), step = lr * (pn/rn if pn > 0 and rn > 0 else 1) rounded once to the
+ * element type; p -= step*r. One call covers every tensor (the norms are per tensor, inside it).
+ * Domain (else FD_ERR_ARG): lr, eps, weight_decay finite and >= 0; 0 <= beta1, beta2 < 1;
+ * 0 < one_minus_beta1, one_minus_beta2 <= 1; inv_bias_correction1, inv_bias_correction2 finite
+ * and >= 1. */
+int fd_lamb_f32(int64_t ntensors, const int64_t *sizes,
+                float *const *param, float *const *exp_avg, float *const *exp_avg_sq,
+                const float *const *grad,
+                double lr, double beta1, double one_minus_beta1, double beta2,
+                double one_minus_beta2, double eps, double weight_decay,
+                double inv_bias_correction1, double inv_bias_correction2, int maximize);
+int fd_lamb_f64(int64_t ntensors, const int64_t *sizes,
+                double *const *param, double *const *exp_avg, double *const *exp_avg_sq,
+                const double *const *grad,
+                double lr, double beta1, double one_minus_beta1, double beta2,
+                double one_minus_beta2, double eps, double weight_decay,
+                double inv_bias_correction1, double inv_bias_correction2, int maximize);
+
 /* ---- Rprop (fd_rprop.c) ----------------------------------------------------------------------- */
 /* fd_rprop_f32 / fd_rprop_f64, torch.optim.Rprop's rule per element (all in the element type):
  * g' = -g if maximize; s = g'*prev; f = etaplus if s > 0, etaminus if s < 0, else 1 (s NaN: 1);

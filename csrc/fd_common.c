@@ -345,6 +345,8 @@ void fd_run_segments(int64_t ntensors, const int64_t *sizes, int64_t total, int6
 #endif
 }
 
+int64_t fd_chunk_start(int64_t total, int64_t c, int64_t nchunks) { return split(total, c, nchunks); }
+
 int64_t fd_nchunks(int64_t total)
 {
     int64_t n = (total + FD_CHUNK_MIN - 1) / FD_CHUNK_MIN;

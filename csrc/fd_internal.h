@@ -92,6 +92,9 @@ void fd_run_segments(int64_t ntensors, const int64_t *sizes, int64_t total, int6
 int64_t fd_nchunks(int64_t total);
 void fd_run_chunks(int64_t ntensors, const int64_t *sizes, int64_t total, fd_chunk_fn fn,
                    const void *ctx, double *acc);
+/* First flattened element of chunk c of that split (c = nchunks gives total): for kernels that
+ * combine per-chunk partials per tensor (fd_lamb.c). */
+int64_t fd_chunk_start(int64_t total, int64_t c, int64_t nchunks);
 
 /* Nonzero when the AVX2+FMA path is compiled in, supported and selected. */
 int fd_avx2_active(void);

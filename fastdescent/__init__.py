@@ -2,8 +2,9 @@
 
 Optimizers (``SGD``, ``Adam``, ``AdamW``, ``RMSprop``, ``Adagrad``, ``NAdam``, ``RAdam``,
 ``Adamax``, ``Adadelta``, ``Rprop``; ``Lion`` and ``LAMB``) update NumPy arrays (or device arrays)
-in place through fused multi-tensor kernels on one of four backends — ``numpy``, ``c`` (cffi), ``numba`` and ``cuda`` — following
-torch.optim's published update rules. Every optimizer takes the proximal L1 group option ``l1``
+in place through fused multi-tensor kernels on one of four backends — ``numpy``, ``c`` (cffi),
+``numba`` and ``cuda`` — following torch.optim's published update rules (Lion and LAMB, which torch
+does not have: their papers' and optax's). Every optimizer takes the proximal L1 group option ``l1``
 (exact zeros: the Lasso with SGD); SGD adds reproducible gradient noise (``noise_std``,
 ``noise_decay``, ``seed``). Gradient clipping: ``clip_grad_norm_``, ``clip_grad_value_``.
 
@@ -19,7 +20,8 @@ from .backends import available_backends, get_backend, use_backend
 from .errors import BackendUnavailableError, FastDescentError, KernelError
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .functional import clip_grad_norm_, clip_grad_value_
-from .optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSprop, Rprop
+from .optim import (LAMB, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, Optimizer, RAdam,
+                    RMSprop, Rprop)
 from . import nn
 from .nn import fit
 
@@ -27,8 +29,8 @@ from ._version import __version__
 
 __all__ = [
     "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Adamax", "Adadelta", "Rprop",
-    "Optimizer",
-    "ParamArena", "functional", "clip_grad_norm_", "clip_grad_value_", "available_backends",
+    "Lion", "LAMB", "Optimizer", "ParamArena", "functional", "clip_grad_norm_", "clip_grad_value_",
+    "available_backends",
     "get_backend", "use_backend", "info",
     "FastDescentError", "BackendUnavailableError", "KernelError", "__version__", "nn", "fit",
     "save_checkpoint", "load_checkpoint", "CheckpointError",

@@ -114,6 +114,35 @@ KERNELS = {
             doc="Adagrad; clr = lr / (1 + (t-1)*lr_decay).",
         ),
         KernelRow(
+            "lion",
+            writes=("param", "exp_avg"),
+            reads=("grad",),
+            scalars=("lr", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "decay",
+                     "maximize"),
+            flags=("maximize",),
+            doc=(
+                "Lion: c = beta1*m + (1-beta1)*g; p = p*decay (decay = 1 - lr*wd); "
+                "p = p - lr*sign(c) (sign(0) = 0, sign(NaN) = NaN); m = beta2*m + (1-beta2)*g."
+            ),
+        ),
+        KernelRow(
+            "lamb",
+            writes=("param", "exp_avg", "exp_avg_sq"),
+            reads=("grad",),
+            scalars=("lr", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps",
+                     "weight_decay", "inv_bias_correction1", "inv_bias_correction2", "maximize"),
+            flags=("maximize",),
+            doc=(
+                "LAMB: m = beta1*m + (1-beta1)*g; v = beta2*v + (1-beta2)*g*g; "
+                "r = (m*inv_bias_correction1) / (sqrt(v*inv_bias_correction2) + eps) + "
+                "weight_decay*p (inv_bias_correction = 1/(1 - beta**t), or 1); per "
+                "tensor, pn = ||p||, rn = ||r|| (float64, fixed order), trust = pn/rn if both > 0 "
+                "else 1; p = p - (lr*trust)*r with lr*trust computed in float64 and rounded once. "
+                "The norms are per tensor of the table, inside the one call (a coalesced table "
+                "would change them)."
+            ),
+        ),
+        KernelRow(
             "rprop",
             writes=("param", "prev", "step_size"),
             reads=("grad",),

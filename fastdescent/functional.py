@@ -38,6 +38,8 @@ from .rules.adadelta import ADADELTA
 from .rules.adagrad import ADAGRAD
 from .rules.adam import ADAM
 from .rules.adamax import ADAMAX
+from .rules.lamb import LAMB
+from .rules.lion import LION
 from .rules.nadam import NADAM
 from .rules.radam import RADAM
 from .rules.rmsprop import RMSPROP
@@ -45,8 +47,8 @@ from .rules.rprop import RPROP, check_etas, check_step_sizes
 from .rules.sgd import SGD, check_noise
 
 __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adamax", "adadelta",
-           "rprop", "prox_l1", "sgd_noise", "clip_grad_norm_", "clip_grad_value_", "all_finite",
-           "clear_cache"]
+           "rprop", "lion", "lamb", "prox_l1", "sgd_noise", "clip_grad_norm_", "clip_grad_value_",
+           "all_finite", "clear_cache"]
 
 
 def _as_list(x, name):
@@ -277,6 +279,30 @@ def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_de
     mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
                                   "sum": ("state_sums", state_sums, True)}, check)
     _run("adagrad", mod, tabs, ADAGRAD.scalars(hp, step, step == 1))
+
+
+def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False,
+         backend=None, check=True):
+    """One Lion step (see :class:`fastdescent.Lion`); Lion has no step-dependent scalar."""
+    hp = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
+    LION.check(hp)
+    mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
+                                  "exp_avg": ("exp_avgs", exp_avgs, True)}, check)
+    _run("lion", mod, tabs, LION.scalars(hp, 1, False))
+
+
+def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-6,
+         weight_decay=0.0, bias_correction=True, maximize=False, backend=None, check=True):
+    """One LAMB step; ``step`` is t, 1 on the first step. The trust ratio is per array of
+    ``params`` (each its own tensor, never merged), computed inside the kernel call."""
+    hp = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+              bias_correction=bias_correction, maximize=maximize)
+    LAMB.check(hp)
+    _check_step(step)
+    mod, tabs = _tables(backend, {"param": ("params", params, True), "grad": ("grads", grads, False),
+                                  "exp_avg": ("exp_avgs", exp_avgs, True),
+                                  "exp_avg_sq": ("exp_avg_sqs", exp_avg_sqs, True)}, check)
+    _run("lamb", mod, tabs, LAMB.scalars(hp, step, step == 1))
 
 
 def rprop(params, grads, prevs, step_sizes, *, etaminus=0.5, etaplus=1.2, step_size_min=1e-6,

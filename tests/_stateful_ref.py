@@ -32,6 +32,10 @@ __all__ = ["DEFAULTS", "Model", "clip_reference"]
 DEFAULTS = {kind: dict(hp) for kind, hp in reference.DEFAULTS.items()}
 DEFAULTS["adam"]["decoupled_weight_decay"] = False
 DEFAULTS["adamw"]["decoupled_weight_decay"] = True
+#: Lion's and LAMB's groups carry the proximal-L1 option ``l1`` (0: no L1 step), which the oracle's
+#: rules do not take
+for _kind in ("lion", "lamb"):
+    DEFAULTS[_kind]["l1"] = 0.0
 #: the options every optimizer (l1) and SGD (gradient noise) have beyond the rules, off by default
 for _hp in DEFAULTS.values():
     _hp["l1"] = 0.0

@@ -2,7 +2,8 @@
 
 Each optimizer's options form a full product (it is cheap: at most 20 rows per optimizer), minus the
 combinations SEMANTICS.md forbids (nesterov needs momentum > 0 and dampening == 0), plus a few rows
-with non-default betas/alpha/eps. :data:`CUDA_CASES` is a smaller each-choice cover of the same table
+with non-default betas/alpha/eps; Lion and LAMB (which torch does not have) get an each-choice cover
+of their options plus one richer row. :data:`CUDA_CASES` is a smaller each-choice cover of the same table
 (every value of every option appears at least once) for the CUDA simulator, where each GPU thread
 runs in Python.
 """
@@ -17,12 +18,15 @@ __all__ = ["Case", "CASES", "CUDA_CASES", "BY_KIND", "CLASS_NAMES", "TORCH_NAMES
 #: reference kind -> fastdescent class name (torch.optim uses the same names)
 CLASS_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
                "adagrad": "Adagrad", "nadam": "NAdam", "radam": "RAdam", "adamax": "Adamax",
-               "adadelta": "Adadelta", "rprop": "Rprop"}
-TORCH_NAMES = CLASS_NAMES
+               "adadelta": "Adadelta", "rprop": "Rprop",
+               "lion": "Lion", "lamb": "LAMB"}
+#: the kinds torch.optim has, and its class names (the torch-based tests skip the others)
+TORCH_NAMES = {k: v for k, v in CLASS_NAMES.items() if k not in ("lion", "lamb")}
 
 #: learning rates large enough that every step moves the parameters visibly
 BASE_LR = {"sgd": 0.05, "adam": 0.01, "adamw": 0.01, "rmsprop": 0.01, "adagrad": 0.1,
-           "nadam": 0.01, "radam": 0.01, "adamax": 0.02, "adadelta": 1.0, "rprop": 0.02}
+           "nadam": 0.01, "radam": 0.01, "adamax": 0.02, "adadelta": 1.0, "rprop": 0.02,
+           "lion": 0.01, "lamb": 0.05}
 
 
 @dataclass(frozen=True)
@@ -142,8 +146,23 @@ def _adadelta():
     yield Case("adadelta", dict(lr=0.5, rho=0.5, eps=1e-3, weight_decay=0.05, maximize=False))
 
 
+def _lion():
+    # an each-choice cover (Lion has no torch counterpart; its options are few and independent)
+    for wd, maximize in ((0.0, False), (0.1, False), (0.0, True)):
+        yield Case("lion", dict(lr=BASE_LR["lion"], weight_decay=wd, maximize=maximize))
+    yield Case("lion", dict(lr=0.02, betas=(0.8, 0.95), weight_decay=0.05, maximize=True))
+
+
+def _lamb():
+    for wd, bc, maximize in ((0.0, True, False), (0.1, False, False), (0.0, False, True)):
+        yield Case("lamb", dict(lr=BASE_LR["lamb"], weight_decay=wd, bias_correction=bc,
+                                maximize=maximize))
+    yield Case("lamb", dict(lr=0.02, betas=(0.8, 0.95), eps=1e-4, weight_decay=0.05,
+                            bias_correction=True, maximize=True))
+
+
 CASES = [*_sgd(), *_adam("adam"), *_adam("adamw"), *_rmsprop(), *_adagrad(), *_nadam(), *_radam(),
-         *_adamax(), *_adadelta(), *_rprop()]
+         *_adamax(), *_adadelta(), *_rprop(), *_lion(), *_lamb()]
 assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
 
 BY_KIND = {k: [c for c in CASES if c.kind == k] for k in CLASS_NAMES}

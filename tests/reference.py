@@ -29,7 +29,7 @@ import numpy as np
 __all__ = [
     "TOLERANCES", "DEFAULTS", "state_names", "rounder", "sgd", "adam", "rmsprop", "adagrad",
     "prox", "philox4x32_10", "normal", "noise", "prox_lr", "POST_OPTIONS", "SCALAR_STATE", "nadam",
-    "radam", "adamax", "adadelta", "rprop", "clip_grad_norm", "RefOptimizer", "assert_close",
+    "radam", "adamax", "adadelta", "rprop", "lion", "lamb", "clip_grad_norm", "RefOptimizer", "assert_close",
 ]
 
 #: SEMANTICS.md "Tolerances": backends agree with the reference to these, per dtype.
@@ -63,6 +63,9 @@ DEFAULTS = {
     "adamax": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False,
                    l1=0.0),
     "adadelta": dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False, l1=0.0),
+    "lion": dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
+    "lamb": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, bias_correction=True,
+                 maximize=False),
 }
 
 #: per-parameter state that is a float, not an array (kind -> names): NAdam's running product of
@@ -83,6 +86,10 @@ def state_names(kind, hp):
         return ("sum",)
     if kind == "rprop":
         return ("prev", "step_size")
+    if kind == "lion":
+        return ("exp_avg",)
+    if kind == "lamb":
+        return ("exp_avg", "exp_avg_sq")
     if kind in ("nadam", "radam"):
         return ("exp_avg", "exp_avg_sq")
     if kind == "adamax":
@@ -520,8 +527,74 @@ def noise(p, index, t, dtype, *, noise_std, noise_decay, seed):
     return [R(x + R(s * R(normal(seed, index, t, j)))) for j, x in enumerate(p)]
 
 
+def _sign_nan(x):
+    # sign(0) = 0 (either zero), sign(NaN) = NaN
+    if x != x:
+        return math.nan
+    return 1.0 if x > 0 else (-1.0 if x < 0 else 0.0)
+
+
+def lion(p, g, state, t, dtype, *, lr, betas, weight_decay, maximize):
+    R = rounder(dtype)
+    n = len(p)
+    if "exp_avg" not in state:
+        state["exp_avg"] = [0.0] * n
+    m = state["exp_avg"]
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    b1, c1, b2, c2 = R(beta1), R(1.0 - beta1), R(beta2), R(1.0 - beta2)
+    decay = R(1.0 - lr * weight_decay)  # float64, rounded once
+    lr_ = R(lr)
+    out = []
+    for j in range(n):
+        pj, gj = p[j], g[j]
+        if maximize:
+            gj = -gj
+        c = R(R(b1 * m[j]) + R(c1 * gj))
+        pj = R(pj * decay)  # decoupled, as AdamW
+        pj = R(pj - R(lr_ * _sign_nan(c)))
+        m[j] = R(R(b2 * m[j]) + R(c2 * gj))
+        out.append(pj)
+    return out
+
+
+def lamb(p, g, state, t, dtype, *, lr, betas, eps, weight_decay, bias_correction, maximize):
+    R = rounder(dtype)
+    n = len(p)
+    if "exp_avg" not in state:
+        state["exp_avg"] = [0.0] * n
+        state["exp_avg_sq"] = [0.0] * n
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    b1, c1, b2, c2 = R(beta1), R(1.0 - beta1), R(beta2), R(1.0 - beta2)
+    if bias_correction:
+        bc1, bc2 = R(1.0 - beta1 ** t), R(1.0 - beta2 ** t)  # float64 per step, rounded once
+    else:
+        bc1 = bc2 = 1.0  # mh = m, vh = v
+    eps_, wd = R(eps), R(weight_decay)
+    r = []
+    for j in range(n):
+        gj = g[j]
+        if maximize:
+            gj = -gj
+        m[j] = R(R(b1 * m[j]) + R(c1 * gj))
+        v[j] = R(R(b2 * v[j]) + R(R(c2 * gj) * gj))
+        mh = R(m[j] / bc1)
+        vh = R(v[j] / bc2)
+        rj = R(mh / R(R(_sqrt(vh)) + eps_))
+        if weight_decay != 0:
+            rj = R(rj + R(wd * p[j]))
+        r.append(rj)
+    # per tensor, in float64, in element order
+    pn = math.sqrt(sum(x * x for x in p))
+    rn = math.sqrt(sum(x * x for x in r))
+    trust = pn / rn if pn > 0 and rn > 0 else 1.0
+    step = R(lr * trust)  # float64, rounded once
+    return [R(pj - R(step * rj)) for pj, rj in zip(p, r)]
+
+
 RULES = {"sgd": sgd, "adam": adam, "adamw": adam, "rmsprop": rmsprop, "adagrad": adagrad,
-         "nadam": nadam, "radam": radam, "adamax": adamax, "adadelta": adadelta, "rprop": rprop}
+         "nadam": nadam, "radam": radam, "adamax": adamax, "adadelta": adadelta, "rprop": rprop,
+         "lion": lion, "lamb": lamb}
 
 
 def clip_grad_norm(grads, max_norm, norm_type=2.0):
@@ -561,7 +634,8 @@ class RefOptimizer:
 
     Parameters
     ----------
-    kind : {"sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adamax", "adadelta", "rprop"}
+    kind : {"sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adamax", "adadelta",
+            "rprop", "lion", "lamb"}
     groups : list of dicts
         ``{"params": [arrays], **hyperparameters}``; missing hyperparameters take :data:`DEFAULTS`.
         The arrays are copied (the oracle never touches the caller's arrays).

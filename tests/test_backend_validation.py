@@ -340,6 +340,11 @@ _SCALARS = {
     "rmsprop": dict(lr=0.1, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=0,
                     maximize=0),
     "adagrad": dict(clr=0.1, eps=1e-10, weight_decay=0.0, maximize=0),
+    "lion": dict(lr=0.1, beta1=0.9, one_minus_beta1=0.1, beta2=0.99, one_minus_beta2=0.01,
+                 decay=1.0, maximize=0),
+    "lamb": dict(lr=0.1, beta1=0.9, one_minus_beta1=0.1, beta2=0.999, one_minus_beta2=0.001,
+                 eps=1e-6, weight_decay=0.0, inv_bias_correction1=10.0, inv_bias_correction2=1000.0,
+                 maximize=0),
     "rprop": dict(etaminus=0.5, etaplus=1.2, step_size_min=1e-6, step_size_max=50.0, maximize=0),
     "nadam": dict(beta1=0.9, one_minus_beta1=0.1, beta2=0.999, one_minus_beta2=0.001,
                   weight_decay=0.0, decay=1.0, step_size_grad=0.1, step_size_exp_avg=0.1,
@@ -370,11 +375,11 @@ def _numba_dispatchers():
     """Every numba dispatcher of the multi-tensor kernels, to see that nothing gets compiled."""
     import numba
 
-    from fastdescent.backends.numba_cpu import (adadelta, adagrad, adam, adamax, clip, nadam, radam,
-                                                rmsprop, rprop, sgd)
+    from fastdescent.backends.numba_cpu import (adadelta, adagrad, adam, adamax, clip, lamb, lion,
+                                                nadam, radam, rmsprop, rprop, sgd)
 
     out = []
-    for mod in (adadelta, adagrad, adam, adamax, clip, nadam, radam, rmsprop, rprop, sgd):
+    for mod in (adadelta, adagrad, adam, adamax, clip, lamb, lion, nadam, radam, rmsprop, rprop, sgd):
         for v in vars(mod).values():
             v = getattr(v, "parallel", v)
             if isinstance(v, numba.core.registry.CPUDispatcher):

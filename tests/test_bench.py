@@ -36,6 +36,8 @@ BENCH_FILES = {
     "bench_sgd.py": lambda: C.optimizer_cases(("sgd", "sgd_momentum"), C.HEADLINE_LAYOUTS),
     "bench_rmsprop.py": lambda: C.optimizer_cases(("rmsprop",), C.HEADLINE_LAYOUTS),
     "bench_adagrad.py": lambda: C.optimizer_cases(("adagrad",), C.HEADLINE_LAYOUTS),
+    "bench_lion.py": lambda: C.optimizer_cases(("lion",), C.HEADLINE_LAYOUTS),
+    "bench_lamb.py": lambda: C.optimizer_cases(("lamb",), C.HEADLINE_LAYOUTS),
     "bench_rprop.py": lambda: C.optimizer_cases(("rprop",), C.HEADLINE_LAYOUTS),
     "bench_prox.py": lambda: C.optimizer_cases(("sgd_l1",), C.HEADLINE_LAYOUTS),
     "bench_noise.py": lambda: C.optimizer_cases(("sgd_noise",), C.HEADLINE_LAYOUTS),
@@ -82,7 +84,8 @@ def test_bytes_per_element_count_the_traffic():
     per = {n: s.bytes_per_element(np.float32) for n, s in C.OPTIMIZERS.items()}
     assert per == {"adam": 28, "adamw": 28, "sgd": 12, "sgd_momentum": 20, "rmsprop": 20, "adagrad": 20,
                    "sgd_l1": 12, "sgd_noise": 12, "clip_value": 8, "nadam": 28, "radam": 28,
-                   "adamax": 28, "adadelta": 28, "rprop": 28}
+                   "adamax": 28, "adadelta": 28, "rprop": 28,
+                   "lion": 20, "lamb": 40}
     assert C.OPTIMIZERS["adam"].bytes_per_element(np.float64) == 56
     case = C.OptimizerCase("adam", C.single(2 ** 25), "roofline")
     assert case.bytes_per_step == 28 * 2 ** 25
@@ -257,6 +260,15 @@ def test_stream_probe_moves_the_same_bytes():
     np.testing.assert_array_equal(probe.arrays[1], g)  # the gradient is only read
     with pytest.raises(ValueError):
         StreamProbe(10, ("param", "grad"), ("exp_avg",))
+    # a second pass (LAMB's update over a tensor larger than the cache) is streamed and counted
+    spec = C.OPTIMIZERS["lamb"]
+    probe = StreamProbe(1000, spec.reads, spec.writes, passes=spec.passes)
+    assert probe.bytes == 40 * 1000 == spec.bytes_per_element() * 1000
+    p = probe.arrays[0].copy()
+    probe()
+    assert not np.array_equal(probe.arrays[0], p)  # only the second pass writes the param
+    with pytest.raises(ValueError):
+        StreamProbe(10, ("param", "grad"), ("param",), passes=((("exp_avg",), ("exp_avg",)),))
 
 
 # ---------------------------------------------------------------------------- targets and reports

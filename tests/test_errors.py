@@ -117,6 +117,16 @@ HYPER = [
     ("all", dict(weight_decay=-INF), ValueError, "weight_decay"),
     ("all", dict(maximize=1), TypeError, "maximize"),
     ("all", dict(maximize="no"), TypeError, "maximize"),
+    ("lamb", dict(eps=-1e-8), ValueError, "eps"),
+    ("lamb", dict(eps=NAN), ValueError, "eps"),
+    ("lamb", dict(eps=INF), ValueError, "eps"),
+    ("lion lamb", dict(betas=(1.0, 0.999)), ValueError, "betas[0]"),
+    ("lion lamb", dict(betas=(-0.1, 0.999)), ValueError, "betas[0]"),
+    ("lion lamb", dict(betas=(NAN, 0.999)), ValueError, "betas[0]"),
+    ("lion lamb", dict(betas=(0.9, 1.0)), ValueError, "betas[1]"),
+    ("lion lamb", dict(betas=(0.9, INF)), ValueError, "betas[1]"),
+    ("lion lamb", dict(betas=0.9), TypeError, "betas"),
+    ("lion lamb", dict(betas=(0.9,)), TypeError, "betas"),
     ("adamax adadelta", dict(eps=-1e-8), ValueError, "eps"),
     ("adamax adadelta", dict(eps=NAN), ValueError, "eps"),
     ("adamax adadelta", dict(eps=INF), ValueError, "eps"),
@@ -156,6 +166,7 @@ HYPER = [
     ("adagrad", dict(lr_decay=INF), ValueError, "lr_decay"),
     ("adagrad", dict(initial_accumulator_value=-1.0), ValueError, "initial_accumulator_value"),
     ("adagrad", dict(initial_accumulator_value=NAN), ValueError, "initial_accumulator_value"),
+    ("lamb", dict(bias_correction=1), TypeError, "bias_correction"),
     ("rprop", dict(etas=(1.0, 1.2)), ValueError, "etas[0]"),
     ("rprop", dict(etas=(0.0, 1.2)), ValueError, "etas[0]"),
     ("rprop", dict(etas=(NAN, 1.2)), ValueError, "etas[0]"),
@@ -501,6 +512,12 @@ def functional_setup(kind, backend, dtype=np.float32):
     elif kind == "rmsprop":
         state = dict(square_avgs=sq(), grad_avgs=mk(), momentum_buffers=mk())
         hp = dict(lr=0.1, centered=True, momentum=0.5)
+    elif kind == "lion":
+        state = dict(exp_avgs=mk())
+        hp = dict(lr=0.1, weight_decay=0.1)
+    elif kind == "lamb":
+        state = dict(exp_avgs=mk(), exp_avg_sqs=sq())
+        hp = dict(lr=0.1, weight_decay=0.1, step=3)
     elif kind == "rprop":
         state = dict(prevs=mk(), step_sizes=sq())
         hp = dict(maximize=True)
@@ -658,7 +675,7 @@ def test_functional_overlap_hidden_by_empty():
 
 
 @pytest.mark.parametrize("step", [0, -1, 1.5, True, None, "2"])
-@pytest.mark.parametrize("kind", ["adam", "adamw", "adagrad", "nadam", "radam"])
+@pytest.mark.parametrize("kind", ["adam", "adamw", "adagrad", "nadam", "radam", "lamb"])
 def test_functional_bad_step(kind, step):
     dev, params, grads, state, hp = functional_setup(kind, "numpy")
     snap = fsnapshot(dev, params, state)

@@ -34,6 +34,10 @@ def new_state(case, host_params, dev):
     if case.kind == "rmsprop":
         return {"square_avgs": z(), "grad_avgs": z() if hp["centered"] else None,
                 "momentum_buffers": z() if hp["momentum"] > 0 else None}
+    if case.kind == "lion":
+        return {"exp_avgs": z()}
+    if case.kind == "lamb":
+        return {"exp_avgs": z(), "exp_avg_sqs": z()}
     if case.kind == "rprop":  # prev starts at 0, step_size at lr
         return {"prevs": z(), "step_sizes": [dev.put(np.full_like(p, hp["lr"])) for p in host_params]}
     if case.kind == "nadam":  # mu_product: the caller's float, 1 before the first step
@@ -59,6 +63,11 @@ def functional_step(case, params, grads, state, t, backend, check=True):
     elif case.kind == "rmsprop":
         F.rmsprop(params, grads, state["square_avgs"], state["grad_avgs"], state["momentum_buffers"],
                   backend=backend, check=check, **hp)
+    elif case.kind == "lion":
+        F.lion(params, grads, state["exp_avgs"], backend=backend, check=check, **hp)
+    elif case.kind == "lamb":
+        F.lamb(params, grads, state["exp_avgs"], state["exp_avg_sqs"], step=t, backend=backend,
+               check=check, **hp)
     elif case.kind == "rprop":
         (etaminus, etaplus), (smin, smax) = hp.get("etas", (0.5, 1.2)), hp.get("step_sizes", (1e-6, 50))
         F.rprop(params, grads, state["prevs"], state["step_sizes"], etaminus=etaminus, etaplus=etaplus,

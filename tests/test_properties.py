@@ -66,7 +66,8 @@ BACKENDS = ["numpy"] + [b for b in fd.available_backends() if b not in ("numpy",
 
 CLASSES = {"sgd": fd.SGD, "adam": fd.Adam, "adamw": fd.AdamW, "rmsprop": fd.RMSprop,
            "adagrad": fd.Adagrad, "nadam": fd.NAdam, "radam": fd.RAdam, "adamax": fd.Adamax,
-           "adadelta": fd.Adadelta, "rprop": fd.Rprop}
+           "adadelta": fd.Adadelta, "rprop": fd.Rprop,
+           "lion": fd.Lion, "lamb": fd.LAMB}
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 # ------------------------------------------------------------------------------ strategies
@@ -87,6 +88,11 @@ HP_VALUES = {
     "adagrad": dict(lr=[0.01, 0.1, 0.5], lr_decay=[0.0, 0.1, 1.0], weight_decay=[0.0, 0.01, 0.1],
                     initial_accumulator_value=[0.0, 0.1, 1.0], eps=[1e-10, 1e-5],
                     maximize=[False, True]),
+    "lion": dict(lr=[1e-3, 0.01, 0.05], betas=[(0.9, 0.99), (0.5, 0.9), (0.0, 0.99), (0.95, 0.5)],
+                 weight_decay=[0.0, 0.01, 0.1], maximize=[False, True]),
+    "lamb": dict(lr=[1e-3, 0.01, 0.1], betas=[(0.9, 0.999), (0.5, 0.9), (0.0, 0.99)],
+                 eps=[1e-6, 1e-3], weight_decay=[0.0, 0.01, 0.1], bias_correction=[False, True],
+                 maximize=[False, True]),
     "rprop": dict(lr=[0.01, 0.05, 0.2], etas=[(0.5, 1.2), (0.3, 1.5), (0.9, 1.01)],
                   step_sizes=[(1e-6, 50), (1e-3, 0.1), (0.0, 1.0)], maximize=[False, True]),
     # betas[0] in {0.5, 0.3, 0.0}: torch's lerp takes its other branch
@@ -117,6 +123,10 @@ INVALID = {
                 ("centered", None)],
     "adagrad": [("lr", -0.1), ("lr_decay", -1.0), ("eps", math.inf), ("weight_decay", -0.1),
                 ("maximize", 0)],
+    "lion": [("lr", -0.1), ("lr", math.nan), ("betas", (1.0, 0.9)), ("betas", (0.9,)),
+             ("weight_decay", -1.0), ("maximize", "yes")],
+    "lamb": [("lr", -0.1), ("betas", (0.9, 1.0)), ("eps", -1.0), ("weight_decay", math.nan),
+             ("bias_correction", 1), ("maximize", None)],
     "rprop": [("lr", -0.1), ("etas", (1.0, 1.2)), ("etas", (0.5,)), ("step_sizes", (1.0, 0.5)),
               ("step_sizes", (0.0, math.inf)), ("maximize", 0)],
     "adamax": [("lr", -0.1), ("betas", (1.0, 0.9)), ("betas", (0.9,)), ("eps", -1.0),
@@ -622,6 +632,8 @@ TestAdamMachine = _machine("adam")
 TestAdamWMachine = _machine("adamw")
 TestRMSpropMachine = _machine("rmsprop")
 TestAdagradMachine = _machine("adagrad")
+TestLionMachine = _machine("lion")
+TestLAMBMachine = _machine("lamb")
 TestRpropMachine = _machine("rprop")
 TestAdamaxMachine = _machine("adamax")
 TestAdadeltaMachine = _machine("adadelta")
@@ -681,6 +693,14 @@ def _functional_step(kind, hp, params, grads, state, t):
         F.rmsprop(params, grads, state["square_avg"], state["grad_avg"] if hp["centered"] else None,
                   state["momentum_buffer"] if hp["momentum"] > 0 else None, **hp,
                   backend=state["backend"])
+    elif kind == "lion":
+        state.setdefault("exp_avg", zeros())
+        F.lion(params, grads, state["exp_avg"], **hp, backend=state["backend"])
+    elif kind == "lamb":
+        for n in ("exp_avg", "exp_avg_sq"):
+            state.setdefault(n, zeros())
+        F.lamb(params, grads, state["exp_avg"], state["exp_avg_sq"], step=t, **hp,
+               backend=state["backend"])
     elif kind == "rprop":
         state.setdefault("prev", zeros())
         state.setdefault("step_size", zeros(hp["lr"]))  # step sizes start at lr

@@ -60,6 +60,11 @@ static void test_size_overflow(void)
     CHECK_RC(fd_adam_f32(2, over, nul32, nul32, nul32, NULL, cnul32, 0.9, 0.999, 1e-8, 0.0, 1.0,
                          1e-3, 1.0, 0, 0),
              FD_ERR_SIZE);
+    CHECK_RC(fd_lion_f32(2, huge, nul32, nul32, cnul32, 1e-4, 0.9, 0.1, 0.99, 0.01, 1.0, 0),
+             FD_ERR_SIZE);
+    CHECK_RC(fd_lamb_f32(2, over, nul32, nul32, nul32, cnul32, 1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6,
+                         0.0, 10.0, 1000.0, 0),
+             FD_ERR_SIZE);
     CHECK_RC(fd_rprop_f32(2, huge, nul32, nul32, nul32, cnul32, 0.5, 1.2, 1e-6, 50.0, 0),
              FD_ERR_SIZE);
     CHECK_RC(fd_clip_value_f32(2, huge, nul32, 0.5), FD_ERR_SIZE);
@@ -207,6 +212,21 @@ static int rprop_both(double etam, double etap, double smin, double smax)
     return a == b ? a : -100;
 }
 
+static int lion_both(double lr, double b1, double c1, double b2, double c2, double decay)
+{
+    int a = fd_lion_f32(1, SZ, P32, M32, G32, lr, b1, c1, b2, c2, decay, 0);
+    int b = fd_lion_f64(1, SZ, P64, M64, G64, lr, b1, c1, b2, c2, decay, 0);
+    return a == b ? a : -100;
+}
+
+static int lamb_both(double lr, double b1, double c1, double b2, double c2, double eps, double wd,
+                     double ibc1, double ibc2)
+{
+    int a = fd_lamb_f32(1, SZ, P32, M32, V32, G32, lr, b1, c1, b2, c2, eps, wd, ibc1, ibc2, 0);
+    int b = fd_lamb_f64(1, SZ, P64, M64, V64, G64, lr, b1, c1, b2, c2, eps, wd, ibc1, ibc2, 0);
+    return a == b ? a : -100;
+}
+
 #define BAD(call)                             \
     do {                                      \
         fill();                               \
@@ -319,6 +339,47 @@ static void test_domains(void)
         BAD(fd_xent_fwd_bwd_f32(1, NE, p32, m32, lab, x, &loss));
         BAD(fd_xent_fwd_bwd_f64(1, NE, p64, m64, lab, x, &loss));
         CHECK(loss == -1.0);
+    }
+    /* Lion: lr finite >= 0; 0 <= betas < 1; 0 < 1 - beta <= 1; decay finite <= 1 */
+    GOOD(lion_both(1e-4, 0.9, 0.1, 0.99, 0.01, 1.0));
+    GOOD(lion_both(0.0, 0.0, 1.0, 0.0, 1.0, -2.0)); /* decay = 1 - lr*wd < 0: lr*wd > 1 */
+    BAD(lion_both(-1e-4, 0.9, 0.1, 0.99, 0.01, 1.0));
+    BAD(lion_both(1e-4, 1.0, 0.1, 0.99, 0.01, 1.0));
+    BAD(lion_both(1e-4, -0.1, 0.1, 0.99, 0.01, 1.0));
+    BAD(lion_both(1e-4, 0.9, 0.0, 0.99, 0.01, 1.0));
+    BAD(lion_both(1e-4, 0.9, 1.5, 0.99, 0.01, 1.0));
+    BAD(lion_both(1e-4, 0.9, 0.1, 1.0, 0.01, 1.0));
+    BAD(lion_both(1e-4, 0.9, 0.1, 0.99, -0.01, 1.0));
+    BAD(lion_both(1e-4, 0.9, 0.1, 0.99, 0.01, 1.5));
+    /* LAMB: lr, eps, wd finite >= 0; 0 <= betas < 1; 0 < 1 - beta <= 1; 1/bias corrections >= 1 */
+    GOOD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.01, 10.0, 1000.0));
+    GOOD(lamb_both(0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0));
+    BAD(lamb_both(-1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+    BAD(lamb_both(1e-3, 1.0, 0.1, 0.999, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+    BAD(lamb_both(1e-3, 0.9, 0.0, 0.999, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+    BAD(lamb_both(1e-3, 0.9, 0.1, 1.0, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+    BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 1.5, 1e-6, 0.0, 10.0, 1000.0));
+    BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, -1e-6, 0.0, 10.0, 1000.0));
+    BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, -0.1, 10.0, 1000.0));
+    BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, 0.5, 1000.0));
+    BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, 10.0, 0.0));
+    for (int k = 0; k < 3; k++) {
+        const double x = bad_real[k];
+        BAD(lion_both(x, 0.9, 0.1, 0.99, 0.01, 1.0));
+        BAD(lion_both(1e-4, x, 0.1, 0.99, 0.01, 1.0));
+        BAD(lion_both(1e-4, 0.9, x, 0.99, 0.01, 1.0));
+        BAD(lion_both(1e-4, 0.9, 0.1, x, 0.01, 1.0));
+        BAD(lion_both(1e-4, 0.9, 0.1, 0.99, x, 1.0));
+        BAD(lion_both(1e-4, 0.9, 0.1, 0.99, 0.01, x));
+        BAD(lamb_both(x, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+        BAD(lamb_both(1e-3, x, 0.1, 0.999, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+        BAD(lamb_both(1e-3, 0.9, x, 0.999, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+        BAD(lamb_both(1e-3, 0.9, 0.1, x, 0.001, 1e-6, 0.0, 10.0, 1000.0));
+        BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, x, 1e-6, 0.0, 10.0, 1000.0));
+        BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, x, 0.0, 10.0, 1000.0));
+        BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, x, 10.0, 1000.0));
+        BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, x, 1000.0));
+        BAD(lamb_both(1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6, 0.0, 10.0, x));
     }
     /* NAdam: 0 <= betas < 1; 1 - betas in (0, 1]; wd, step sizes, eps_scaled finite >= 0; decay
      * finite <= 1 */
@@ -501,6 +562,16 @@ static void test_alignment(void)
                  FD_ERR_ALIGN);
         CHECK_RC(fd_adagrad_f32(2, sizes, a32, b32_, g32c, 0.01, 1e-10, 0.0, 0), FD_ERR_ALIGN);
         CHECK_RC(fd_adagrad_f64(2, sizes, a64, b64_, g64c, 0.01, 1e-10, 0.0, 0), FD_ERR_ALIGN);
+        CHECK_RC(fd_lion_f32(2, sizes, a32, b32_, g32c, 1e-4, 0.9, 0.1, 0.99, 0.01, 1.0, 0),
+                 FD_ERR_ALIGN);
+        CHECK_RC(fd_lion_f64(2, sizes, a64, b64_, g64c, 1e-4, 0.9, 0.1, 0.99, 0.01, 1.0, 0),
+                 FD_ERR_ALIGN);
+        CHECK_RC(fd_lamb_f32(2, sizes, a32, b32_, c32, g32c, 1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6,
+                             0.0, 10.0, 1000.0, 0),
+                 FD_ERR_ALIGN);
+        CHECK_RC(fd_lamb_f64(2, sizes, a64, b64_, c64, g64c, 1e-3, 0.9, 0.1, 0.999, 0.001, 1e-6,
+                             0.0, 10.0, 1000.0, 0),
+                 FD_ERR_ALIGN);
         CHECK_RC(fd_rprop_f32(2, sizes, a32, b32_, c32, g32c, 0.5, 1.2, 1e-6, 50.0, 0),
                  FD_ERR_ALIGN);
         CHECK_RC(fd_rprop_f64(2, sizes, a64, b64_, c64, g64c, 0.5, 1.2, 1e-6, 50.0, 0),

@@ -259,6 +259,98 @@ static void test_rmsprop_adagrad_values(void)
     CHECK_CLOSE(p[0], 1.0 - 0.1 * 2.5 / (2.5 + 1e-10), 1e-15);
 }
 
+static void test_lion_values(void)
+{
+    double p[4], m[4], g[4] = {2.0, -0.5, -1.0, 0.0};
+    double *pp[1] = {p}, *pm[1] = {m};
+    const double *pg[1] = {g};
+    int64_t sz[1] = {4};
+    /* c = 0.9*m + 0.1*g = (0.2, -0.05, 0.8, 0): p -= 0.1*sign(c); m = 0.99*m + 0.01*g */
+    for (int i = 0; i < 4; i++) p[i] = 1.0, m[i] = i == 2 ? 1.0 : 0.0;
+    CHECK(fd_lion_f64(1, sz, pp, pm, pg, 0.1, 0.9, 0.1, 0.99, 0.01, 1.0, 0) == FD_OK);
+    CHECK_CLOSE(p[0], 0.9, 1e-15);
+    CHECK_CLOSE(p[1], 1.1, 1e-15);
+    CHECK_CLOSE(p[2], 0.9, 1e-15);
+    CHECK(p[3] == 1.0); /* sign(0) = 0 */
+    CHECK_CLOSE(m[0], 0.02, 1e-15);
+    CHECK_CLOSE(m[1], -0.005, 1e-15);
+    CHECK_CLOSE(m[2], 0.98, 1e-15);
+    CHECK(m[3] == 0.0);
+    /* decoupled decay 1 - lr*wd = 0.5 first, maximize flips g; a NaN momentum gives NaN */
+    for (int i = 0; i < 4; i++) p[i] = 1.0, m[i] = 0.0;
+    m[3] = NAN;
+    CHECK(fd_lion_f64(1, sz, pp, pm, pg, 0.1, 0.9, 0.1, 0.99, 0.01, 0.5, 1) == FD_OK);
+    CHECK_CLOSE(p[0], 0.6, 1e-15);
+    CHECK_CLOSE(p[1], 0.4, 1e-15);
+    CHECK_CLOSE(p[2], 0.4, 1e-15);
+    CHECK(isnan(p[3]) && isnan(m[3]));
+    CHECK_CLOSE(m[0], -0.02, 1e-15);
+    /* float32: +-lr exactly */
+    float pf[2] = {1.0f, 1.0f}, mf[2] = {0.0f, 0.0f}, gf[2] = {3.0f, -3.0f};
+    float *ppf[1] = {pf}, *pmf[1] = {mf};
+    const float *pgf[1] = {gf};
+    int64_t sz2[1] = {2};
+    CHECK(fd_lion_f32(1, sz2, ppf, pmf, pgf, 0.25, 0.9, 0.1, 0.99, 0.01, 1.0, 0) == FD_OK);
+    CHECK(pf[0] == 0.75f && pf[1] == 1.25f);
+    /* lr * sign(c) bit for bit on both code paths: lr = 0 with c < 0 is -0, so p = -0 becomes +0
+     * (-0 - -0), with c > 0 it is +0 (p = -0 stays -0) */
+    int paths[2] = {FD_PATH_GENERIC, FD_PATH_AVX2_FMA};
+    for (int k = 0; k < 2; k++) {
+        if (fd_set_simd_path(paths[k]) != FD_OK) continue;
+        float pz[3] = {-0.0f, -0.0f, 2.0f}, mz[3] = {0, 0, 0}, gz[3] = {-1.0f, 1.0f, -1.0f};
+        float *ppz[1] = {pz}, *pmz[1] = {mz};
+        const float *pgz[1] = {gz};
+        int64_t sz3[1] = {3};
+        CHECK(fd_lion_f32(1, sz3, ppz, pmz, pgz, 0.0, 0.9, 0.1, 0.99, 0.01, 1.0, 0) == FD_OK);
+        CHECK(pz[0] == 0.0f && !signbit(pz[0]) && pz[1] == 0.0f && signbit(pz[1]) && pz[2] == 2.0f);
+    }
+    fd_set_simd_path(-1);
+}
+
+static void test_lamb_values(void)
+{
+    /* three tensors, each with its own trust ratio:
+     *   0: p = (3, 4), g = (1, -1): step 1 gives r = (1, -1) (m/bc1 = g, v/bc2 = g^2, eps = 0),
+     *      ||p|| = 5, ||r|| = sqrt(2): p -= 0.1 * 5/sqrt(2) * r
+     *   1: p = (1, 2), g = 0: r = 0 so ||r|| = 0: trust 1, and p - 0.1*1*0 = p
+     *   2: p = 0, g = (2): ||p|| = 0: trust 1, p = -0.1 * r = -0.1 */
+    double p0[2] = {3, 4}, p1[2] = {1, 2}, p2[1] = {0};
+    double m0[2] = {0}, m1[2] = {0}, m2[1] = {0}, v0[2] = {0}, v1[2] = {0}, v2[1] = {0};
+    double g0[2] = {1, -1}, g1[2] = {0, 0}, g2[1] = {2};
+    double *pp[3] = {p0, p1, p2}, *pm[3] = {m0, m1, m2}, *pv[3] = {v0, v1, v2};
+    const double *pg[3] = {g0, g1, g2};
+    int64_t sz[3] = {2, 2, 1};
+    const double b1 = 0.9, b2 = 0.999;
+    CHECK(fd_lamb_f64(3, sz, pp, pm, pv, pg, 0.1, b1, 1 - b1, b2, 1 - b2, 1e-30, 0.0, 1 / (1 - b1),
+                      1 / (1 - b2), 0) == FD_OK);
+    const double s = 0.1 * 5.0 / sqrt(2.0);
+    CHECK_CLOSE(p0[0], 3.0 - s, 1e-14);
+    CHECK_CLOSE(p0[1], 4.0 + s, 1e-14);
+    CHECK_CLOSE(m0[0], 0.1, 1e-15);
+    CHECK_CLOSE(v0[1], 0.001, 1e-13);
+    CHECK(p1[0] == 1.0 && p1[1] == 2.0);
+    CHECK_CLOSE(p2[0], -0.1, 1e-14);
+    /* weight decay 0.5 and no bias correction: r = m/(sqrt(v) + eps) + 0.5*p */
+    double q[2] = {3, 4}, mq[2] = {0}, vq[2] = {0}, gq[2] = {1, -1};
+    double *pq[1] = {q}, *pmq[1] = {mq}, *pvq[1] = {vq};
+    const double *pgq[1] = {gq};
+    int64_t szq[1] = {2};
+    CHECK(fd_lamb_f64(1, szq, pq, pmq, pvq, pgq, 0.1, b1, 1 - b1, b2, 1 - b2, 0.0, 0.5, 1.0, 1.0,
+                      0) == FD_OK);
+    const double r0 = 0.1 / sqrt(0.001) + 1.5, r1 = -0.1 / sqrt(0.001) + 2.0;
+    const double st = 0.1 * 5.0 / sqrt(r0 * r0 + r1 * r1);
+    CHECK_CLOSE(q[0], 3.0 - st * r0, 1e-13);
+    CHECK_CLOSE(q[1], 4.0 - st * r1, 1e-13);
+    /* a NaN gradient: NaN norm, trust 1 (both norms must be > 0), NaN propagates (IEEE) */
+    double n[2] = {1, 1}, mn[2] = {0}, vn[2] = {0}, gn[2] = {NAN, 1};
+    double *pn[1] = {n}, *pmn[1] = {mn}, *pvn[1] = {vn};
+    const double *pgn[1] = {gn};
+    CHECK(fd_lamb_f64(1, szq, pn, pmn, pvn, pgn, 0.1, b1, 1 - b1, b2, 1 - b2, 1e-6, 0.0, 10.0,
+                      1000.0, 0) == FD_OK);
+    CHECK(isnan(n[0]) && isnan(mn[0]));
+    CHECK_CLOSE(n[1], 1.0 - 0.1 * (1.0 / (1.0 + 1e-6)), 1e-12);
+}
+
 /* Rprop, float32, torch.optim.Rprop's rule element by element; etas (0.5, 1.2), step sizes
  * [1e-3, 0.5]. Row 0: the cases; row 1: the same cases with -g and maximize. */
 static void test_rprop_values(void)
@@ -594,6 +686,91 @@ static void test_distribution(void)
     free(pblock); free(bblock); free(gblock); free(ref); free(refb);
 }
 
+/* LAMB over a table of many tiny tensors and a few that span the kernel's chunks: every tensor
+ * gets its own trust ratio (checked against a plain float64 loop here), and the bits do not depend
+ * on the thread count, the grain or the code path. */
+static void test_lamb_distribution(void)
+{
+    enum { NT = 2000 };
+    int64_t sizes[NT];
+    int64_t total = 0;
+    for (int i = 0; i < NT; i++) {
+        sizes[i] = (i % 500 == 3) ? 90001 + i : (i % 9); /* zeros, tiny, and ~90k tensors */
+        total += sizes[i];
+    }
+    float *p = malloc(total * sizeof(float)), *m = malloc(total * sizeof(float));
+    float *v = malloc(total * sizeof(float)), *g = malloc(total * sizeof(float));
+    float *p0 = malloc(total * sizeof(float)), *m0 = malloc(total * sizeof(float));
+    float *v0 = malloc(total * sizeof(float)), *first = malloc(total * sizeof(float));
+    float *pp[NT], *pm[NT], *pv[NT];
+    const float *pg[NT];
+    int64_t off = 0;
+    for (int i = 0; i < NT; i++) {
+        pp[i] = p + off; pm[i] = m + off; pv[i] = v + off; pg[i] = g + off;
+        off += sizes[i];
+    }
+    uint64_t seed = 7;
+    for (int64_t i = 0; i < total; i++) {
+        p0[i] = (float)frand(&seed);
+        g[i] = (float)frand(&seed);
+        m0[i] = 0.1f * (float)frand(&seed);
+        v0[i] = 0.01f * (float)fabs(frand(&seed));
+    }
+    const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-6, wd = 0.01;
+    const double ibc1 = 1 / (1 - b1 * b1 * b1), ibc2 = 1 / (1 - b2 * b2 * b2); /* step 3 */
+    int paths[2] = {FD_PATH_GENERIC, FD_PATH_AVX2_FMA};
+    int64_t grains[2] = {0, 512};
+    int runs = 0;
+    for (int pi = 0; pi < 2; pi++) {
+        if (fd_set_simd_path(paths[pi]) != FD_OK) continue;
+        for (int run = 0; run < 4; run++) {
+            CHECK(fd_set_parallel_grain(grains[run >> 1]) == FD_OK);
+            CHECK(fd_set_num_threads(1 + (run & 1)) == FD_OK);
+            memcpy(p, p0, total * sizeof(float));
+            memcpy(m, m0, total * sizeof(float));
+            memcpy(v, v0, total * sizeof(float));
+            CHECK(fd_lamb_f32(NT, sizes, pp, pm, pv, pg, lr, b1, 1 - b1, b2, 1 - b2, eps, wd, ibc1,
+                              ibc2, 0) == FD_OK);
+            if (runs++ == 0) {
+                memcpy(first, p, total * sizeof(float));
+                /* each tensor against a plain loop (float32 elements, float64 norms) */
+                int64_t bad = 0;
+                const float fb1 = (float)b1, fc1 = (float)(1 - b1), fb2 = (float)b2;
+                const float fc2 = (float)(1 - b2), fibc1 = (float)ibc1, fibc2 = (float)ibc2;
+                const float feps = (float)eps, fwd = (float)wd;
+                for (int t = 0; t < NT; t++) {
+                    const float *q = p0 + (pp[t] - p), *gq = pg[t];
+                    const float *mq = m0 + (pp[t] - p), *vq = v0 + (pp[t] - p);
+                    double sp = 0, sr = 0;
+                    for (int64_t i = 0; i < sizes[t]; i++) {
+                        float mi = mq[i] * fb1 + fc1 * gq[i];
+                        float vi = vq[i] * fb2 + (fc2 * gq[i]) * gq[i];
+                        float ri = (mi * fibc1) / (sqrtf(vi * fibc2) + feps) + fwd * q[i];
+                        sp += (double)q[i] * q[i];
+                        sr += (double)ri * ri;
+                        bad += pm[t][i] != mi || pv[t][i] != vi;
+                    }
+                    double pn = sqrt(sp), rn = sqrt(sr);
+                    float step = (float)(lr * ((pn > 0 && rn > 0) ? pn / rn : 1.0));
+                    for (int64_t i = 0; i < sizes[t]; i++) {
+                        float mi = pm[t][i], vi = pv[t][i];
+                        float ri = (mi * fibc1) / (sqrtf(vi * fibc2) + feps) + fwd * q[i];
+                        float want = q[i] - step * ri;
+                        bad += fabsf(pp[t][i] - want) > 1e-6f * (1 + fabsf(want));
+                    }
+                }
+                CHECK(bad == 0);
+            } else {
+                CHECK(memcmp(first, p, total * sizeof(float)) == 0);
+            }
+        }
+    }
+    fd_set_num_threads(0);
+    fd_set_simd_path(-1);
+    fd_set_parallel_grain(0);
+    free(p); free(m); free(v); free(g); free(p0); free(m0); free(v0); free(first);
+}
+
 static void test_prox_clip_value_noise_values(void)
 {
     /* prox: threshold 0.5; thresholded elements are exactly +0.0, NaN and inf pass through */
@@ -713,8 +890,11 @@ int main(void)
     test_sgd_values();
     test_adam_values();
     test_rmsprop_adagrad_values();
+    test_lion_values();
+    test_lamb_values();
     test_rprop_values();
     test_adamax_adadelta_values();
+    test_lamb_distribution();
     test_nadam_radam_values();
     test_clip_values();
     test_prox_clip_value_noise_values();

@@ -60,6 +60,11 @@ class OptSpec:
 
     ``reads``/``writes`` are the arrays an update streams per element (state written in place), so
     ``bytes_per_element = (len(reads) + len(writes)) * itemsize``: Adam fp32 reads p, g, m, v and
+    writes p, m, v = 28 B; SGD reads p, g and writes p = 12 B; SGD with momentum 20 B. An update
+    that must stream memory more than once lists its further passes in ``passes`` (``(reads,
+    writes)`` pairs, counted too): LAMB's first pass reads p, g, m, v and writes m, v (24 B fp32),
+    its second pass over a tensor larger than the cache reads p, m, v and writes p (16 B): 40 B.
+    ``torch_cls`` is None where torch.optim has no such optimizer.
     writes p, m, v = 28 B; SGD reads p, g and writes p = 12 B; SGD with momentum 20 B. For an option
     that runs as a second pass after the update (``l1``: ``prox``; ``noise_std``: ``noise``) they
     are still the update's bytes, what one fused pass would move, so the roofline fraction shows what
@@ -79,9 +84,11 @@ class OptSpec:
     torch_fused: bool
     doc: str = ""
     kind: str = "optimizer"
+    passes: tuple = ()
 
     def bytes_per_element(self, dtype=DTYPE):
-        return (len(self.reads) + len(self.writes)) * np.dtype(dtype).itemsize
+        n = len(self.reads) + len(self.writes) + sum(len(r) + len(w) for r, w in self.passes)
+        return n * np.dtype(dtype).itemsize
 
     @property
     def kernel(self):
@@ -127,6 +134,12 @@ OPTIMIZERS = {
                 ("param", "square_avg"), "RMSprop", False, "RMSprop, lr=1e-2"),
         OptSpec("adagrad", "Adagrad", dict(lr=1e-2), ("param", "grad", "sum"), ("param", "sum"),
                 "Adagrad", True, "Adagrad, lr=1e-2"),
+        OptSpec("lion", "Lion", dict(lr=1e-4, weight_decay=1e-2), ("param", "grad", "exp_avg"),
+                ("param", "exp_avg"), None, False, "Lion, lr=1e-4, weight_decay=1e-2"),
+        OptSpec("lamb", "LAMB", dict(lr=1e-3, weight_decay=1e-2),
+                ("param", "grad", "exp_avg", "exp_avg_sq"), ("exp_avg", "exp_avg_sq"), None, False,
+                "LAMB, lr=1e-3, weight_decay=1e-2 (two passes: moments and norms, then the update)",
+                passes=((("param", "exp_avg", "exp_avg_sq"), ("param",)),)),
         OptSpec("rprop", "Rprop", dict(lr=1e-2), ("param", "grad", "prev", "step_size"),
                 ("param", "prev", "step_size"), "Rprop", False, "Rprop, lr=1e-2"),
         OptSpec("adamax", "Adamax", dict(lr=2e-3), ("param", "grad", "exp_avg", "exp_inf"),
@@ -387,6 +400,33 @@ def _textbook(spec, params, grads):
             for i, (p, g) in enumerate(zip(params, grads)):
                 s[i] += g * g
                 p -= lr * g / (np.sqrt(s[i]) + eps)
+    elif name == "lion":
+        beta1, beta2, wd = 0.9, 0.99, kw.get("weight_decay", 0.0)
+
+        def step():
+            m = state["a"]
+            for i, (p, g) in enumerate(zip(params, grads)):
+                c = beta1 * m[i] + (1 - beta1) * g
+                p *= 1 - lr * wd
+                p -= lr * np.sign(c)
+                m[i] = beta2 * m[i] + (1 - beta2) * g
+    elif name == "lamb":
+        beta1, beta2, eps, wd = 0.9, 0.999, 1e-6, kw.get("weight_decay", 0.0)
+
+        def step():
+            state["t"] += 1
+            t, m, v = state["t"], state["a"], state["b"]
+            for i, (p, g) in enumerate(zip(params, grads)):
+                if v[i] is None:
+                    v[i] = np.zeros_like(p)
+                m[i] = beta1 * m[i] + (1 - beta1) * g
+                v[i] = beta2 * v[i] + (1 - beta2) * g * g
+                m_hat = m[i] / (1 - beta1 ** t)
+                v_hat = v[i] / (1 - beta2 ** t)
+                r = m_hat / (np.sqrt(v_hat) + eps) + wd * p
+                p_norm, r_norm = np.linalg.norm(p), np.linalg.norm(r)
+                trust = p_norm / r_norm if p_norm > 0 and r_norm > 0 else 1.0
+                p -= lr * trust * r
     elif name == "rprop":
         etaminus, etaplus, step_min, step_max = 0.5, 1.2, 1e-6, 50.0
 
@@ -573,10 +613,12 @@ class OptimizerCase:
         if impl == "roofline":
             from .roofline import StreamProbe
 
-            probe = StreamProbe(self.layout.elements, spec.reads, spec.writes, self.dtype)
+            probe = StreamProbe(self.layout.elements, spec.reads, spec.writes, self.dtype,
+                                passes=spec.passes)
+            more = "".join(f", then {len(r)} read, {len(w)} written" for r, w in spec.passes)
             return Instance(probe.run, None, bytes_per_step=probe.bytes, keep=probe,
                             note=f"streaming probe ({probe.provider}): {len(spec.reads)} arrays read, "
-                                 f"{len(spec.writes)} written in place")
+                                 f"{len(spec.writes)} written in place{more}")
         p0, g0 = _base_data(self.layout, self.dtype, self.seed)
         params, grads = _copies(p0), _copies(g0)
         if impl in BACKENDS:

@@ -97,16 +97,23 @@ class StreamProbe:
         Column names read, and written in place (``writes`` must be a subset of ``reads``), e.g.
         Adam: ``("param", "grad", "exp_avg", "exp_avg_sq")`` and ``("param", "exp_avg", "exp_avg_sq")``.
     dtype : numpy dtype
+    passes : tuple of (reads, writes)
+        Further streaming passes over the same arrays, run after the first (an update that streams
+        memory twice, as LAMB over a tensor larger than the cache); their bytes count too.
     """
 
-    def __init__(self, n_elements, reads, writes, dtype=np.float32):
+    def __init__(self, n_elements, reads, writes, dtype=np.float32, passes=()):
         reads, writes = tuple(reads), tuple(writes)
-        if not writes or not set(writes) <= set(reads):
-            raise ValueError(f"writes {writes} must be a non-empty subset of reads {reads}")
+        passes = tuple((tuple(r), tuple(w)) for r, w in passes)
+        for r, w in ((reads, writes),) + passes:
+            if not w or not set(w) <= set(r) or not set(r) <= set(reads):
+                raise ValueError(f"writes {w} must be a non-empty subset of reads {r}, and every "
+                                 f"pass must read columns of the first ({reads})")
         self.n_elements = int(n_elements)
         self.n_reads, self.n_writes = len(reads), len(writes)
         self.dtype = np.dtype(dtype)
-        self.bytes = (self.n_reads + self.n_writes) * self.n_elements * self.dtype.itemsize
+        self.bytes = sum(len(r) + len(w) for r, w in ((reads, writes),) + passes) \
+            * self.n_elements * self.dtype.itemsize
         rng = np.random.default_rng(0)
         arrays = {}
         for name in reads:  # allocation order = the optimizer's: param, grad, then state blocks
@@ -120,13 +127,21 @@ class StreamProbe:
         self.provider, reason = probe_provider()
         if self.provider is None:
             raise RuntimeError(f"no streaming kernel is available ({reason})")
-        srcs, dsts = self.arrays, [arrays[n] for n in writes]
-        if self.provider == "c":
-            self.run = _c_stream()(dsts, srcs)
+        runs = []
+        for r, w in ((reads, writes),) + passes:
+            srcs, dsts = [arrays[n] for n in r], [arrays[n] for n in w]
+            if self.provider == "c":
+                runs.append(_c_stream()(dsts, srcs))
+            else:
+                k = _numba_stream(len(r), len(w))
+                runs.append(functools.partial(k, *dsts, *srcs, self.dtype.type(1.0 / len(r))))
+        if len(runs) == 1:
+            self.run = runs[0]
         else:
-            k = _numba_stream(self.n_reads, self.n_writes)
-            scale = self.dtype.type(1.0 / self.n_reads)
-            self.run = functools.partial(k, *dsts, *srcs, scale)
+            def run():
+                for f in runs:
+                    f()
+            self.run = run
 
     def __call__(self):
         self.run()

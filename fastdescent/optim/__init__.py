@@ -5,6 +5,8 @@ from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
+from .lamb import LAMB
+from .lion import Lion
 from .base import Optimizer
 from .nadam import NAdam
 from .radam import RAdam
@@ -13,5 +15,5 @@ from .rprop import Rprop
 from .sgd import SGD
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Adamax",
-           "Adadelta", "Rprop",
-           "lr_scheduler"]
+           "Adadelta", "Rprop", "Lion",
+           "LAMB", "lr_scheduler"]

@@ -15,7 +15,8 @@ state columns are fixed; optimizer state of a bucket lives in one flat block per
 
 Nothing is modified until every check has passed. When a bucket's parameters, gradients and state are
 each adjacent views of one block (a :class:`~fastdescent.arena.ParamArena`, or state, always), the table
-is coalesced to one flat tensor, so a whole model's update is one pass over memory.
+is coalesced to one flat tensor, so a whole model's update is one pass over memory (unless the class
+sets ``_coalesce = False``: an update with per-tensor quantities, such as LAMB's trust ratio).
 
 Scalar state
 ------------
@@ -193,6 +194,9 @@ class Optimizer:
     """
 
     _rule = None
+    #: False for optimizers whose update depends on how the parameters are split into tensors
+    #: (LAMB's per-tensor trust ratio): their buckets are never coalesced into one flat tensor
+    _coalesce = True
     #: set from ``_rule`` for every subclass: the contract row, every state buffer name the optimizer
     #: may hold (for load_state_dict validation), and the buffers every parameter with state has,
     #: whatever the options (a state_dict entry without one is refused; option buffers such as
@@ -490,8 +494,9 @@ class Optimizer:
                 b.flat[name] = block
             params = [self._params[i] for i in indices]
             b.param_addrs = np.array([self._infos[i].addr for i in indices], dtype=np.int64)
+            b.param_flat = (self._flat_view(params, [self._infos[i] for i in indices])
+                            if self._coalesce else None)
             b.param_index = np.array(indices, dtype=np.int64)
-            b.param_flat = self._flat_view(params, [self._infos[i] for i in indices])
             Table = self._backend.Table
             b.tab_multi = Table(b.dtype, b.sizes)
             b.tab_multi.set("param", params, b.param_addrs)

@@ -172,4 +172,4 @@ def get(name):
         raise KeyError(f"no rule {name!r}; known: {sorted(RULES)}") from None
 
 
-from . import adadelta, adagrad, adam, adamax, nadam, radam, rmsprop, rprop, sgd  # noqa: E402,F401
+from . import adadelta, adagrad, adam, adamax, lamb, lion, nadam, radam, rmsprop, rprop, sgd  # noqa: E402,F401

@@ -115,6 +115,9 @@ if _numba is not None:
             nchunks = -(-total // chunk)
             self.piece_starts = np.searchsorted(lo // chunk, np.arange(nchunks + 1),
                                                 side="left").astype(np.int64)
+            # the tensor holding each chunk's first element (LAMB combines per-tensor partials
+            # across chunks with it)
+            self.chunk_first = t[self.piece_starts[:-1]].astype(np.int64)
             if parallel is None:
                 parallel = self.total >= _config.PARALLEL_MIN and _numba.config.NUMBA_NUM_THREADS > 1
             self.parallel = bool(parallel)
