@@ -1,5 +1,5 @@
 """Gradient clipping by value (csrc/fd_clip.c, ``clip_value``: read and write each gradient, 8 B per
-element in float32): fd.clip_grad_value_ on issue 2's layouts on every backend, next to
+element in float32): fd.clip_grad_value_ on the headline layouts on every backend, next to
 torch.nn.utils.clip_grad_value_ (for-loop and foreach), textbook NumPy and the roofline probe."""
 
 import pytest

@@ -1,5 +1,5 @@
 """LAMB (csrc/fd_lamb.c, 40 B/param for tensors larger than the cache: a moments-and-norms pass,
-then the update pass): issue 2's layouts on every backend, next to textbook NumPy and the two-pass
+then the update pass): the headline layouts on every backend, next to textbook NumPy and the two-pass
 roofline probe (torch.optim has no LAMB: its peer cases report themselves unavailable)."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Lion (csrc/fd_lion.c, 20 B/param): issue 2's layouts on every backend, next to textbook NumPy and
+"""Lion (csrc/fd_lion.c, 20 B/param): the headline layouts on every backend, next to textbook NumPy and
 the roofline probe (torch.optim has no Lion: its peer cases report themselves unavailable)."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""NAdam (csrc/fd_nadam.c, 28 B/param): issue 2's layouts on every backend, next to torch.optim
+"""NAdam (csrc/fd_nadam.c, 28 B/param): the headline layouts on every backend, next to torch.optim
 (for-loop, foreach; torch has no fused NAdam), textbook NumPy and the roofline probe."""
 
 import pytest

@@ -1,6 +1,6 @@
 """Gradient noise (csrc/fd_noise.c): SGD with noise_std > 0, i.e. the SGD update then the noise pass
 (Philox4x32-10 and Box-Muller per pair of elements: compute-bound where the update is memory-bound),
-issue 2's layouts on every backend, next to textbook NumPy and the roofline probe (torch.optim has no
+the headline layouts on every backend, next to textbook NumPy and the roofline probe (torch.optim has no
 gradient noise)."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""RAdam (csrc/fd_radam.c, 28 B/param): issue 2's layouts on every backend, next to torch.optim
+"""RAdam (csrc/fd_radam.c, 28 B/param): the headline layouts on every backend, next to torch.optim
 (for-loop, foreach; torch has no fused RAdam), textbook NumPy and the roofline probe."""
 
 import pytest

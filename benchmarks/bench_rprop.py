@@ -1,4 +1,4 @@
-"""Rprop (csrc/fd_rprop.c, 28 B/param): issue 2's layouts on every backend, next to torch.optim
+"""Rprop (csrc/fd_rprop.c, 28 B/param): the headline layouts on every backend, next to torch.optim
 (for-loop, foreach; torch has no fused Rprop), textbook NumPy and the roofline probe."""
 
 import pytest
