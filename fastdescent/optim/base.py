@@ -452,6 +452,23 @@ class Optimizer:
         return f(arrays, infos) if f is not None else None
 
     # ------------------------------------------------------------------ buckets
+    def _check_initial_values(self):
+        """Raise ``ValueError`` if a state buffer about to be created would start at a value its
+        parameter's dtype cannot hold (Rprop's ``step_size`` starts at the group's lr: lr=1e42 with
+        float32 parameters would fill it with inf)."""
+        idx = 0
+        for gi, group in enumerate(self.param_groups):
+            names = self._state_names(group)
+            for _ in group["params"]:
+                info = self._infos[idx]
+                st = self._state.get(idx, {})
+                for name in names:
+                    if name not in st:
+                        fill = self._init_value(group, name)
+                        check_scalars({f"initial value of {name!r} (from the group's lr and "
+                                       "options)": fill}, f"param_groups[{gi}]", info.dtype)
+                idx += 1
+
     def _build_buckets(self):
         """(Re)group parameters into buckets; move state into flat per-bucket blocks."""
         self._sync_steps()
@@ -694,21 +711,35 @@ class Optimizer:
                 self.skipped_steps += 1
                 return False
         self.last_step_skipped = False
-        if self._needs_rebuild():
-            self._build_buckets()
-        if not self._grads_packed:
-            self._pack_grads()
+        rebuilt = self._needs_rebuild()
+        if rebuilt:
+            # what the state was, so that a step refused below leaves it as it was (the rebuild
+            # creates the buffers of parameters without state, and refills existing ones)
+            saved = {i: dict(st) for i, st in self._state.items()}
+        try:
+            if rebuilt:
+                self._check_initial_values()
+                self._build_buckets()
+            if not self._grads_packed:
+                self._pack_grads()
+            # every bucket's scalars first: one that overflows (lr=1e300 / (1 - beta1)) raises
+            # before any bucket is updated, identically on every backend
+            scalars = [check_scalars(self._scalars(self.param_groups[b.group], b.step + 1, b.fresh,
+                                                   b.sstate),
+                                     f"param_groups[{b.group}]", b.dtype) for b in self._buckets]
+            # and the post-update passes' (Rule.post_passes: noise, L1 prox) of the groups that
+            # have any
+            post = self._post_groups
+            passes = [[(name, check_scalars(sc, f"param_groups[{b.group}]", b.dtype)) for name, sc in
+                       self._rule.post_passes(self.param_groups[b.group], b.step + 1)]
+                      if post[b.group] else () for b in self._buckets] if any(post) else None
+        except (TypeError, ValueError):
+            if rebuilt:
+                self._invalidate()
+                self._state = saved  # no buffers created for a refused step
+                self._write_ranges = None
+            raise
         kernel = kernels[self._kernel]
-        # every bucket's scalars first: one that overflows (lr=1e300 / (1 - beta1)) raises before
-        # any bucket is updated, identically on every backend
-        scalars = [check_scalars(self._scalars(self.param_groups[b.group], b.step + 1, b.fresh,
-                                               b.sstate),
-                                 f"param_groups[{b.group}]", b.dtype) for b in self._buckets]
-        # and the post-update passes' (Rule.post_passes: noise, L1 prox) of the groups that have any
-        post = self._post_groups
-        passes = [[(name, check_scalars(sc, f"param_groups[{b.group}]", b.dtype)) for name, sc in
-                   self._rule.post_passes(self.param_groups[b.group], b.step + 1)]
-                  if post[b.group] else () for b in self._buckets] if any(post) else None
         rule = self._rule
         sstates = [None if b.sstate is None else
                    rule.next_scalar_state(self.param_groups[b.group], b.step + 1, b.sstate)
