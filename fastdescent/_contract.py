@@ -32,7 +32,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["KernelRow", "KERNELS", "DTYPES", "ACT_KINDS", "LOSS_KINDS", "LAYER_TYPES", "row"]
+import numpy as np
+
+__all__ = ["KernelRow", "KERNELS", "DTYPES", "ACT_KINDS", "LOSS_KINDS", "LAYER_TYPES", "row",
+           "kernel_scalars"]
 
 #: dtypes every kernel is compiled for, with the suffix used in C names.
 DTYPES = {"float32": "f32", "float64": "f64"}
@@ -343,3 +346,23 @@ def row(name):
         return KERNELS[name]
     except KeyError:
         raise KeyError(f"no kernel {name!r} in the contract; known: {sorted(KERNELS)}") from None
+
+
+def kernel_scalars(name, scalars, dtype):
+    """The scalars of contract row ``name`` as the kernels use them, in the row's order: each float
+    rounded once to ``dtype`` (NumPy scalars), each flag or integer scalar (a name listed in the
+    row's ``flags`` or ``ints``, or an int value) as a Python int, each per-tensor argument as an
+    int64 array. The one rounding function of the Python-side backends (numpy, numba, cuda); C
+    rounds the same float64 values with a cast."""
+    r = row(name)
+    T = np.dtype(dtype).type
+    out = []
+    for k in r.scalars:
+        v = scalars[k]
+        if k in r.per_tensor:
+            out.append(np.ascontiguousarray(v, dtype=np.int64))
+        elif k in r.flags or k in r.ints or isinstance(v, (bool, int, np.integer)):
+            out.append(int(v))
+        else:
+            out.append(T(v))
+    return tuple(out)

@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from .._contract import row as _row
+from .._contract import kernel_scalars  # noqa: F401  (re-exported: the kernels' rounding)
 from .._validate import check_flag, check_real
 
 __all__ = ["Rule", "RULES", "register", "get", "check_scalars", "kernel_scalars", "check_real",
@@ -74,26 +74,6 @@ def check_scalars(scalars, where, dtype=None):
             raise ValueError(f"{where}: the per-step kernel scalar {k} = {v} overflows float32 "
                              "(the parameters' dtype)")
     return scalars
-
-
-def kernel_scalars(name, scalars, dtype):
-    """The scalars of contract row ``name`` as the kernels use them, in the row's order: each float
-    rounded once to ``dtype`` (NumPy scalars), each flag or integer scalar (a name listed in the
-    row's ``flags`` or ``ints``, or an int value) as a Python int, each per-tensor argument as an
-    int64 array. The one rounding function of the Python-side backends (numpy, numba, cuda); C
-    rounds the same float64 values with a cast."""
-    r = _row(name)
-    T = np.dtype(dtype).type
-    out = []
-    for k in r.scalars:
-        v = scalars[k]
-        if k in r.per_tensor:
-            out.append(np.ascontiguousarray(v, dtype=np.int64))
-        elif k in r.flags or k in r.ints or isinstance(v, (bool, int, np.integer)):
-            out.append(int(v))
-        else:
-            out.append(T(v))
-    return tuple(out)
 
 
 class Rule:

@@ -1,7 +1,7 @@
 """Adadelta (Numba). Mirrors csrc/fd_adadelta.c and backends/numpy_ref/adadelta.py.
 
 Shapes: ``param``, ``grad``, ``square_avg``, ``acc_delta`` hold ``n`` tensors with the table's sizes.
-Scalars are rounded once to the table's dtype by :func:`fastdescent.rules.kernel_scalars`; element
+Scalars are rounded once to the table's dtype by :func:`fastdescent._contract.kernel_scalars`; element
 arithmetic in that dtype, in the NumPy backend's order:
 ``g = -g (maximize); g = g + wd*p; v = v*rho + (omr*g)*g; d = sqrt(a + eps)/sqrt(v + eps)*g;
 a = a*rho + (omr*d)*d; p = p - lr*d``.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ...rules import kernel_scalars
+from ..._contract import kernel_scalars
 from ._config import jit_inline, jit_variants
 from ._ptr import segment
 

@@ -1,7 +1,7 @@
 """Adamax (Numba). Mirrors csrc/fd_adamax.c and backends/numpy_ref/adamax.py.
 
 Shapes: ``param``, ``grad``, ``exp_avg``, ``exp_inf`` hold ``n`` tensors with the table's sizes.
-Scalars are rounded once to the table's dtype by :func:`fastdescent.rules.kernel_scalars`; element
+Scalars are rounded once to the table's dtype by :func:`fastdescent._contract.kernel_scalars`; element
 arithmetic in that dtype, in the NumPy backend's order:
 ``g = -g (maximize); g = g + wd*p; m = (g if from_grad else m) + lw*(g - m);
 u = max(u*beta2, |g| + eps) (NaN-propagating); p = p - (clr*m)/u``.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from numba import prange
 
-from ...rules import kernel_scalars
+from ..._contract import kernel_scalars
 from ._config import jit_inline, jit_variants
 from ._ptr import segment
 

@@ -1,7 +1,7 @@
 """RAdam / RAdamW (Numba). Mirrors csrc/fd_radam.c and backends/numpy_ref/radam.py.
 
 Shapes: ``param``, ``grad``, ``exp_avg``, ``exp_avg_sq`` hold ``n`` tensors with the table's sizes.
-Scalars are rounded once to the table's dtype on the host (:func:`fastdescent.rules.kernel_scalars`);
+Scalars are rounded once to the table's dtype on the host (:func:`fastdescent._contract.kernel_scalars`);
 element arithmetic in the table's dtype, in the NumPy backend's order:
 ``g = -g (maximize); p *= decay; g += wd*p; m = m*b1 + c1*g; v = v*b2 + (c2*g)*g;
 p -= step_size * (m / (sqrt(v) + eps))`` if rectify, else ``p -= step_size * m``.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ...rules import kernel_scalars
+from ..._contract import kernel_scalars
 from ._config import jit_inline, jit_variants
 from ._ptr import segment
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from numba import prange
 
-from ...rules import kernel_scalars
+from ..._contract import kernel_scalars
 from ._config import jit_inline, jit_variants
 from ._ptr import like, segment
 

@@ -2,12 +2,12 @@
 csrc/fd_adadelta.c.
 
 Scalars arrive as float64 and are rounded once to the element type on the host
-(:func:`fastdescent.rules.kernel_scalars`); per-element arithmetic is in the element type.
+(:func:`fastdescent._contract.kernel_scalars`); per-element arithmetic is in the element type.
 """
 
 from numba import cuda
 
-from ...rules import kernel_scalars
+from ..._contract import kernel_scalars
 from ._device import _ptr, _sqrt, launch
 
 

@@ -1,12 +1,12 @@
 """Adamax (CUDA). Mirrors backends/numpy_ref/adamax.py (expression order) and csrc/fd_adamax.c.
 
 Scalars arrive as float64 and are rounded once to the element type on the host
-(:func:`fastdescent.rules.kernel_scalars`); per-element arithmetic is in the element type.
+(:func:`fastdescent._contract.kernel_scalars`); per-element arithmetic is in the element type.
 """
 
 from numba import cuda
 
-from ...rules import kernel_scalars
+from ..._contract import kernel_scalars
 from ._device import _nanmax, _ptr, launch
 
 

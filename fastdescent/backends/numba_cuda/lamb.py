@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from ...rules import kernel_scalars
+from ..._contract import kernel_scalars
 from ._device import REDUCE_THREADS, _ptr, _sqrt, config
 
 _COLUMNS = ("param", "exp_avg", "exp_avg_sq", "grad")

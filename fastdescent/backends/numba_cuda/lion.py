@@ -1,13 +1,13 @@
 """Lion (CUDA). Mirrors backends/numpy_ref/lion.py (expression order) and csrc/fd_lion.c.
 
 Scalars arrive as float64 (``1 - beta`` and the decay factor already derived by the rule) and are
-rounded once to the element type on the host (``rules.kernel_scalars``); per-element arithmetic is in
+rounded once to the element type on the host (``_contract.kernel_scalars``); per-element arithmetic is in
 the element type. sign(+-0) = +0, sign(NaN) = NaN.
 """
 
 from numba import cuda
 
-from ...rules import kernel_scalars
+from ..._contract import kernel_scalars
 from ._device import _ptr, launch
 
 

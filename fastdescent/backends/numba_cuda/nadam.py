@@ -1,13 +1,13 @@
 """NAdam / NAdamW (CUDA). Mirrors backends/numpy_ref/nadam.py (expression order) and csrc/fd_nadam.c.
 
 Scalars arrive as float64 (derived in fastdescent/rules/nadam.py) and are rounded once to the element
-type on the host (:func:`fastdescent.rules.kernel_scalars`); per-element arithmetic is in the element
+type on the host (:func:`fastdescent._contract.kernel_scalars`); per-element arithmetic is in the element
 type.
 """
 
 from numba import cuda
 
-from ...rules import kernel_scalars
+from ..._contract import kernel_scalars
 from ._device import _ptr, _sqrt, launch
 
 

@@ -1,13 +1,13 @@
 """RAdam / RAdamW (CUDA). Mirrors backends/numpy_ref/radam.py (expression order) and csrc/fd_radam.c.
 
 Scalars arrive as float64 (derived in fastdescent/rules/radam.py) and are rounded once to the element
-type on the host (:func:`fastdescent.rules.kernel_scalars`); per-element arithmetic is in the element
+type on the host (:func:`fastdescent._contract.kernel_scalars`); per-element arithmetic is in the element
 type.
 """
 
 from numba import cuda
 
-from ...rules import kernel_scalars
+from ..._contract import kernel_scalars
 from ._device import _ptr, _sqrt, launch
 
 

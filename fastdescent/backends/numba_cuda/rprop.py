@@ -2,7 +2,7 @@
 
 from numba import cuda
 
-from ...rules import kernel_scalars
+from ..._contract import kernel_scalars
 from ._device import _ptr, launch
 
 

@@ -7,7 +7,7 @@ p = p - lr*d``.
 
 import numpy as np
 
-from ...rules import kernel_scalars
+from ..._contract import kernel_scalars
 
 
 def adadelta(tab, *, lr, rho, one_minus_rho, eps, weight_decay, maximize):

@@ -7,7 +7,7 @@ beta1)`` as ``(g if lerp_from_grad else m) + lerp_weight*(g - m)``, ``exp_inf = 
 
 import numpy as np
 
-from ...rules import kernel_scalars
+from ..._contract import kernel_scalars
 
 
 def adamax(tab, *, lerp_weight, lerp_from_grad, beta2, eps, weight_decay, clr, maximize):

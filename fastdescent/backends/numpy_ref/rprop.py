@@ -7,7 +7,7 @@ type: the sign of ``g*prev`` picks the step-size factor (``sign(NaN) = 0``), ste
 
 import numpy as np
 
-from ...rules import kernel_scalars
+from ..._contract import kernel_scalars
 
 
 def _sign(x):
