@@ -14,6 +14,7 @@ import pytest
 
 import fastdescent as fd
 from fastdescent import functional as F
+from cases import BY_KIND, make
 
 
 def full(n, v, dtype=np.float32):
@@ -632,3 +633,23 @@ def test_version_is_written_once():
     assert version("fastdescent") == fd.__version__
     if "c" in fd.available_backends():
         assert fd.get_backend("c").describe()["version"] == fd.__version__
+
+
+@pytest.mark.parametrize("kind", list(BY_KIND))
+def test_nonfinite_grads_give_no_runtime_warning_on_numpy(kind):
+    """The numpy backend computes the IEEE results of the rule for NaN/inf gradients as the compiled
+    backends do, silently (no RuntimeWarning that c and numba would not give), and the same bits."""
+    import warnings
+
+    case = BY_KIND[kind][-1]
+    g = np.array([np.nan, np.inf, -np.inf, 0.0, 1.0, -2.0], np.float32)
+    out = {}
+    for backend in ("numpy", "c"):
+        params = [np.linspace(-1, 1, 6).astype(np.float32)]
+        opt = make(fd, case, params, backend=backend)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for _ in range(3):
+                opt.step([g.copy()])
+        out[backend] = params[0]
+    np.testing.assert_array_equal(out["numpy"], out["c"])
