@@ -58,7 +58,7 @@ def fast_simulator_switching():
 @pytest.fixture(autouse=True)
 def small_launches():
     """Small launch shapes so that a few dozen elements already span several blocks and chunks."""
-    old = cu.set_launch_config(threads=32, chunk=48, max_blocks=2, reduce_blocks=3)
+    old = cu.set_launch_config(threads=8, chunk=48, max_blocks=2, reduce_blocks=3)
     yield
     cu.set_launch_config(**old.__dict__)
 

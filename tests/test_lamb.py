@@ -250,7 +250,7 @@ def test_chunked_reduction_does_not_depend_on_threads(dtype):
 
 
 def test_cuda_tensors_spanning_chunks():
-    """cuda (simulator chunks of 64 elements): tensors over several chunks, a one-tensor table
+    """cuda (simulator chunks of 16 elements): tensors over several chunks, a one-tensor table
     and tiny ones agree with the numpy backend; the per-chunk partials are combined per tensor."""
     require_backend("cuda")
     dev = Device("cuda")

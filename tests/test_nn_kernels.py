@@ -34,6 +34,14 @@ KINDS = {0: "relu", 1: "tanh", 2: "sigmoid", 3: "gelu"}
 
 
 # ------------------------------------------------------------------------------------ helpers
+def simulator_subset(be, dtype=np.float32, first=True):
+    """Under Numba's CUDA simulator (each GPU thread in Python, every barrier a thread switch) the
+    cuda rows of the costlier checks run float32 and the first shape only: the float64 kernels are
+    the same source compiled for another type, and every shape still runs on the host backends."""
+    if be.device and (dtype != np.float32 or not first):
+        pytest.skip("cuda (simulator): float32, first shape only; the rest on the host backends")
+
+
 class Be:
     """A backend's dense-layer kernels plus moving arrays to where it wants them and back."""
 
@@ -173,6 +181,7 @@ def _mm_ref(x, w, b):
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("shape", TINY, ids=str)
 def test_matmul_grad_finite_differences(be, shape, bias):
+    simulator_subset(be, first=shape == TINY[0])
     B, Bw, M, K, N = shape
     x, w, b, g = _layer(B, Bw, M, K, N, np.float64, seed=1, bias=bias)
     dx, dw, db = be.bwd(x, w, g, bias)
@@ -326,6 +335,7 @@ def test_loss_grad_finite_differences(be):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_loss_parity_and_accumulation(be, ref, dtype):
+    simulator_subset(be, dtype)
     shape = (6, 5) if be.device else (300, 257)  # host: several row chunks
     R, C = shape
     pred, target = _data(shape, dtype, 20), _data(shape, dtype, 21)
@@ -350,6 +360,7 @@ def test_loss_parity_and_accumulation(be, ref, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_xent_is_stable_for_huge_logits(be, dtype):
+    simulator_subset(be, dtype)
     R, C = 4, 6
     base = _data((R, C), dtype, 25, scale=2)
     labels = np.array([0, 5, 2, 3])

@@ -59,7 +59,7 @@ def _is_simulator():
 SIM = _is_simulator()
 
 #: threads per block of the reduction kernels: a compile-time constant (shared-memory size).
-REDUCE_THREADS = 32 if SIM else 256
+REDUCE_THREADS = 4 if SIM else 256
 
 
 # ----------------------------------------------------------------------------- launch configuration
@@ -78,7 +78,7 @@ class LaunchConfig:
 def _default_config():
     if SIM:
         # The simulator runs every thread as a Python thread: tiny launches.
-        return LaunchConfig(threads=32, chunk=64, max_blocks=2, reduce_blocks=2)
+        return LaunchConfig(threads=4, chunk=16, max_blocks=2, reduce_blocks=2)
     sms = 80
     try:
         sms = int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
