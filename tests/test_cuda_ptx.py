@@ -1,12 +1,13 @@
 """The ``cuda`` backend's kernels compile for real hardware (PTX through NVVM), without a GPU.
 
 The simulator (tests/test_cuda_backend.py) runs the kernels' Python source; it never types or lowers
-them. This test does, in a subprocess with the simulator off: every kernel of the backend is
-compiled to PTX for sm_80 in float32 and float64, and the PTX is checked for what the design relies
-on (global loads/stores through the pointer tables, IEEE sqrt, no float64 arithmetic in float32
-element-wise kernels, device functions inlined). It needs NVVM from a CUDA toolkit (CUDA_HOME, a
-system or conda toolkit, e.g. ``pip install nvidia-cuda-nvcc-cu12`` and CUDA_HOME pointing at its
-``nvidia/cuda_nvcc`` folder); without one it skips.
+them. This test does, in a subprocess with the simulator off: every kernel of the backend that walks
+a chunk plan (found by its ``plan`` argument) and the helper kernels are compiled to PTX for sm_80
+in float32 and float64, and the PTX is checked for what the design relies on (global loads/stores
+through the pointer tables, no address or plan load in a walker's element loop, IEEE sqrt, no
+float64 arithmetic in float32 element-wise kernels, device functions inlined). It needs NVVM from
+a CUDA toolkit (CUDA_HOME, a system or conda toolkit, e.g. ``pip install nvidia-cuda-nvcc-cu12`` and
+CUDA_HOME pointing at its ``nvidia/cuda_nvcc`` folder); without one it skips.
 """
 
 import os
@@ -83,8 +84,8 @@ SCRIPT = textwrap.dedent(r'''
                     obj.py_func.__module__ == mod.__name__ and \
                     "plan" in inspect.signature(obj.py_func).parameters:
                 kernels[attr.strip("_")] = obj
-    walkers = sorted(kernels)
-    assert len(walkers) >= 16, walkers
+    assert len(kernels) >= 17, sorted(kernels)  # 12 optimizer/element-wise passes, clip's 3, LAMB's 2
+    walkers = set(kernels)
     kernels.update(fill_flat=_device._fill_flat, copy_flat=_device._copy_flat,
                    lamb_trust=lamb._lamb_trust)
     F64_MATH = ("reduce_kernel", "noise_kernel", "lamb_moments", "lamb_trust")  # float64 by design
@@ -105,6 +106,11 @@ SCRIPT = textwrap.dedent(r'''
                 failures.append(f"{what}: a device function was not inlined")
             if suffix == "f32" and name not in F64_MATH and re.search(r"\.f64\b", body):
                 failures.append(f"{what}: float64 arithmetic in a float32 kernel")
+            first = re.search(r"ld\.global\." + suffix, body)
+            if name in walkers and first and re.search(r"ld\.global\.[us]64", body[first.start():]):
+                # the per-chunk loads (plan, address tables) come before the element loop in the
+                # PTX's block order; one after the first element load would be inside the loop
+                failures.append(f"{what}: a 64-bit (address or plan) load among the element loads")
             if name in SQRT and "sqrt.rn." + suffix not in body:
                 failures.append(f"{what}: no IEEE sqrt.rn.{suffix}")
             print(what, "ok")
