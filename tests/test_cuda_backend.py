@@ -316,6 +316,36 @@ def test_foreign_cuda_array_interface_objects_are_updated_in_place():
     assert isinstance(cu.to_host(params[1]), np.ndarray)
 
 
+@pytest.mark.parametrize("sizes", [[0, 5, 100, 47, 48, 96, 0], [1], [1000], [10 ** 7]])
+def test_chunk_plan_covers_every_element_once(sizes):
+    """A plan's chunks (as ``_chunk`` reads them) tile each tensor in order, none longer than the
+    chunk size; a one-tensor plan lists no chunks, whatever the tensor's size."""
+    tab = cu.Table(np.dtype(np.float32), sizes)
+    plan, nchunks = tab.plan(48)
+    host_plan = plan.copy_to_host()
+    if len(sizes) == 1:
+        assert host_plan.size == 4
+    seen = [[] for _ in sizes]
+    for c in range(nchunks):
+        t, start, end = _device._chunk(host_plan, c)
+        assert 0 < end - start <= 48
+        seen[t].append((start, end))
+    for t, n in enumerate(sizes):
+        assert [x for r in seen[t] for x in r] == [x for s in range(0, n, 48) for x in (s, min(s + 48, n))]
+    assert tab.plan(48)[0] is plan  # built once per table and chunk size
+
+
+def test_elementwise_chunks_fill_the_grid():
+    """A large flat tensor is cut into chunks of ``chunk``; a mid-size one into chunks small enough
+    for every block of the grid to have one (as many as a grid-stride loop would keep busy)."""
+    cu.set_launch_config(threads=256, chunk=8192, max_blocks=32 * 132)
+    assert _device.elementwise_chunk(2 ** 25) == 8192  # 4096 chunks
+    assert _device.elementwise_chunk(2 ** 20) == 256  # 4096 chunks rather than 128 of 8192
+    assert _device.elementwise_chunk(3 * 10 ** 6) == 768  # 3907 chunks
+    assert _device.elementwise_chunk(10) == 256
+    assert _device.elementwise_chunk(10 ** 9) == 8192
+
+
 def _tree_sum(values):
     """The shared-memory tree of ``clip._block_reduce`` (sum) over one block's values."""
     sm = list(values)
