@@ -352,9 +352,10 @@ class DeviceTable(TensorTable):
 
 def elementwise_chunk(total):
     """Elements per chunk of an element-wise launch over ``total`` elements: ``config().chunk``, or,
-    for a table too small to give ``max_blocks`` such chunks, the smallest multiple of ``threads``
-    that still does (at least ``threads``), so that a mid-size flat tensor fills the GPU as a
-    grid-stride loop would. Element-wise results do not depend on it."""
+    for a table that would give fewer than ``max_blocks`` such chunks, the smallest multiple of
+    ``threads`` with which ``max_blocks`` chunks cover it (at least ``threads``), so that a mid-size
+    flat tensor keeps the whole grid busy as a grid-stride loop would. Element-wise results do not
+    depend on it."""
     cfg = config()
     per_block = -(-total // cfg.max_blocks)
     return max(cfg.threads, min(cfg.chunk, -(-per_block // cfg.threads) * cfg.threads))
