@@ -2,7 +2,7 @@
 
 Two workloads, each with its peers measured in the same run:
 
-* one tensor of 2**26 elements (a coalesced bucket: the single-tensor grid-stride path);
+* one tensor of 2**26 elements (a coalesced bucket: a chunk plan of one tensor, 8192 chunks);
 * 1000 small tensors (one multi-tensor launch through the device pointer tables).
 
 Peers, when present: torch's fused CUDA Adam (``torch.optim.Adam(fused=True)``) on the same shapes,

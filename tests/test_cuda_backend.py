@@ -285,8 +285,9 @@ def test_functional_many_tensors_span_chunks_and_blocks(dtype):
     vmax = [x + rng.random(x.shape).astype(dtype) * (rng.random() < 0.5) for x in v]
     dp, dm, dv, dvm = ([dev(x) for x in xs] for xs in (p, m, v, vmax))
     tab = cu.Table(np.dtype(dtype), sizes)
-    plan = tab.plan(40)
-    assert plan[3] > 3 * 3  # more chunks than the grid covers in one pass
+    assert _device.elementwise_chunk(tab.total) == 40  # the launch walks chunks of 40 elements
+    _, nchunks = tab.plan(40)
+    assert nchunks > 3 * 3  # more chunks than the grid covers in one pass
     for step in range(1, 3):
         g = [randn(rng, s, dtype) for s in shapes]
         kw = dict(step=step, lr=0.1, weight_decay=0.01, amsgrad=True, backend=None)
@@ -313,6 +314,88 @@ def test_foreign_cuda_array_interface_objects_are_updated_in_place():
     for b, r in zip(bases, ref):
         close(host(b), r, np.float32)
     assert isinstance(cu.to_host(params[1]), np.ndarray)
+
+
+@pytest.mark.parametrize("sizes", [[0, 5, 100, 47, 48, 96, 0], [1], [1000], [10 ** 7]])
+def test_chunk_plan_covers_every_element_once(sizes):
+    """A plan's chunks (as ``_chunk`` reads them) tile each tensor in order, none longer than the
+    chunk size; a one-tensor plan lists no chunks, whatever the tensor's size."""
+    tab = cu.Table(np.dtype(np.float32), sizes)
+    plan, nchunks = tab.plan(48)
+    host_plan = plan.copy_to_host()
+    if len(sizes) == 1:
+        assert host_plan.size == 4
+    seen = [[] for _ in sizes]
+    for c in range(nchunks):
+        t, start, end = _device._chunk(host_plan, c)
+        assert 0 < end - start <= 48
+        seen[t].append((start, end))
+    for t, n in enumerate(sizes):
+        assert [x for r in seen[t] for x in r] == [x for s in range(0, n, 48) for x in (s, min(s + 48, n))]
+    assert tab.plan(48)[0] is plan  # built once per table and chunk size
+
+
+def test_elementwise_chunks_fill_the_grid():
+    """A large flat tensor is cut into chunks of ``chunk``; a mid-size one into chunks small enough
+    for every block of the grid to have one (as many as a grid-stride loop would keep busy)."""
+    cu.set_launch_config(threads=256, chunk=8192, max_blocks=32 * 132)
+    assert _device.elementwise_chunk(2 ** 25) == 8192  # 4096 chunks
+    assert _device.elementwise_chunk(2 ** 20) == 256  # 4096 chunks rather than 128 of 8192
+    assert _device.elementwise_chunk(3 * 10 ** 6) == 768  # 3907 chunks
+    assert _device.elementwise_chunk(10) == 256
+    assert _device.elementwise_chunk(10 ** 9) == 8192
+
+
+def _tree_sum(values):
+    """The shared-memory tree of ``clip._block_reduce`` (sum) over one block's values."""
+    sm = list(values)
+    s = len(sm) // 2
+    while s > 0:
+        for tid in range(s):
+            sm[tid] = sm[tid] + sm[tid + s]
+        s //= 2
+    return sm[0]
+
+
+def _sum_sq_in_kernel_order(arrays, one_tensor):
+    """sum of g*g in float64 in the documented order of the two-stage reduction: one tensor, a
+    grid-stride loop (thread k of the grid sums elements k, k + grid*threads, ...); several, blocks
+    striding over chunks of ``chunk`` elements and threads within a chunk."""
+    cfg, nt = _device.config(), _device.REDUCE_THREADS
+    if one_tensor:
+        (g,) = arrays
+        grid = max(1, min(cfg.reduce_blocks, -(-g.size // nt)))
+        accs = [[0.0] * nt for _ in range(grid)]
+        for k in range(grid * nt):
+            for j in range(k, g.size, grid * nt):
+                accs[k // nt][k % nt] += float(g[j]) * float(g[j])
+    else:
+        chunks = [(t, s) for t, g in enumerate(arrays) for s in range(0, g.size, cfg.chunk)]
+        grid = max(1, min(cfg.reduce_blocks, len(chunks)))
+        accs = [[0.0] * nt for _ in range(grid)]
+        for c, (t, start) in enumerate(chunks):
+            end = min(start + cfg.chunk, arrays[t].size)
+            for tid in range(nt):
+                for j in range(start + tid, end, nt):
+                    accs[c % grid][tid] += float(arrays[t][j]) * float(arrays[t][j])
+    partials = [_tree_sum(a) for a in accs]
+    return _tree_sum([sum(partials[k::nt], 0.0) if k < len(partials) else 0.0 for k in range(nt)])
+
+
+@pytest.mark.parametrize("one_tensor", [True, False])
+def test_norm_reduction_has_a_fixed_summation_order(one_tensor):
+    """The reduction's rounding is that of its documented order, to the bit (not only close to the
+    exact sum), on values whose sum rounds differently in other orders."""
+    rng = np.random.default_rng(22)
+    sizes = [230] if one_tensor else [0, 5, 100, 47, 48, 49, 130]
+    gs = [rng.uniform(0.5, 2.0, n) for n in sizes]
+    tab = cu.Table(np.dtype(np.float64), sizes).set("grad", [dev(g) for g in gs])
+    got = cu.KERNELS["norm_pow_sum"](tab, norm_type=2.0)
+    want = _sum_sq_in_kernel_order(gs, one_tensor)
+    assert got == want, (got, want)
+    # the data tells the order from element order and (one tensor) from the many-tensor chunking
+    assert want != sum(float(x) * float(x) for g in gs for x in g)
+    assert not one_tensor or want != _sum_sq_in_kernel_order(gs, one_tensor=False)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -156,8 +156,9 @@ def test_parity_host(backend, case, shape_set, dtype):
     run_and_compare(backend, case, shape_set, dtype)
 
 
-# "single" runs the one-tensor (_flat) kernels, "many" the multi-tensor ones; "mixed" puts float32 and
-# float64 tensors in one optimizer, so it covers the float64 multi-tensor path ("many-float64" was
+# "single" runs the kernels over one-tensor plans (chunks computed), "many" over multi-tensor plans
+# (chunks listed); "mixed" puts float32 and float64 tensors in one optimizer, so it covers the float64
+# multi-tensor path ("many-float64" was
 # the same kernels on half as many dtypes, ~20 s of simulator time)
 CUDA_GRID = [("single", "float32"), ("many", "mixed")]
 

@@ -6,9 +6,10 @@ state is allocated on the device through the hooks :func:`zeros`, :func:`to_host
 :func:`copy_` and :func:`flat_view` that :class:`fastdescent.optim.base.Optimizer` calls.
 
 Every multi-tensor row is one launch per table whatever the number of tensors (device-side pointer
-tables, see :mod:`._device`), with a grid-stride single-tensor path for coalesced buckets. Without a
-GPU, the same kernels run in Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` set before numba is
-imported); the backend is available only when ``numba.cuda.is_available()`` (true in the simulator).
+tables, see :mod:`._device`): one kernel per operation, walking the table's chunk plan, a coalesced
+bucket being a plan of one tensor. Without a GPU, the same kernels run in Numba's CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1`` set before numba is imported); the backend is available only when
+``numba.cuda.is_available()`` (true in the simulator).
 """
 
 from .. import collect_kernels

@@ -1,18 +1,31 @@
-"""Device plumbing of the ``cuda`` backend: pointer tables, launch configuration, device state hooks.
+"""Device plumbing of the ``cuda`` backend: pointer tables, the chunk walker, launch configuration,
+device state hooks.
 
 Design
 ------
 A kernel never receives a list of arrays. A :class:`DeviceTable` packs each column into the *data
 addresses* of its arrays (read once from ``__cuda_array_interface__`` when the column is set, which
-the optimizer does once per bucket, and again only when the gradient arrays change identity):
+the optimizer does once per bucket, and again only when the gradient arrays change identity), held on
+the device as a small ``int64`` array: a device-side pointer table, as torch's fused optimizers and
+apex's ``multi_tensor_apply`` use. It is uploaded on first launch and kept while the addresses stay
+the same.
 
-* a table of one tensor (a bucket coalesced into one flat tensor, or a single parameter) is launched
-  as a plain grid-stride loop whose arguments are the column addresses as ``int64`` scalars;
-* a table of several tensors is launched ONCE for all of them: each column becomes a small ``int64``
-  device array of addresses (a device-side pointer table, as torch's fused optimizers and apex's
-  ``multi_tensor_apply`` use), and a block -> (tensor, chunk) map, built once per table, splits large
-  tensors into chunks and lets many small tensors share the launch. Blocks grid-stride over chunks,
-  threads stride within a chunk (coalesced).
+Every table-wide operation is ONE kernel that walks a *chunk plan* (:meth:`DeviceTable.plan`): the
+table's tensors cut into chunks of at most ``chunk`` elements, a tensor's chunks consecutive, zero-size
+tensors none. Blocks grid-stride over chunks, threads stride within a chunk (coalesced), so many small
+tensors share a launch and a large one is spread over the whole GPU. A table of one tensor (a bucket
+coalesced into one flat tensor, or a single parameter) is just a plan of one tensor; its chunks are
+computed, not listed, so its plan does not grow with the tensor. Every kernel has the same loop::
+
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)          # tensor and element range of chunk c
+        p = _ptr(ap[t], end, like)               # one address load per column and chunk
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
+            _xxx_elem(p, ..., j, *scalars)       # the rule's per-element arithmetic
+
+:func:`launch` runs an element-wise kernel over a table with a chunk size from the
+:class:`LaunchConfig` (:func:`elementwise_chunk`); the reductions (``clip``, ``lamb``) walk plans of
+their own fixed chunk sizes, for fixed summation orders.
 
 Inside a kernel, :func:`_ptr` turns an address into something indexable: on a GPU an ``@intrinsic``
 that emits ``inttoptr`` into the global address space (``ld.global``/``st.global``); under Numba's
@@ -41,6 +54,7 @@ from .._table import TensorTable
 
 __all__ = [
     "SIM", "REDUCE_THREADS", "LaunchConfig", "config", "set_launch_config", "DeviceTable", "launch",
+    "elementwise_chunk",
     "zeros", "to_host", "from_host", "copy_", "flat_view", "DeviceSpan", "address_of", "describe",
 ]
 
@@ -65,9 +79,10 @@ REDUCE_THREADS = 4 if SIM else 256
 # ----------------------------------------------------------------------------- launch configuration
 @dataclass
 class LaunchConfig:
-    """Launch shapes. ``threads`` per block of the element-wise kernels; ``chunk`` elements per work
-    item of a multi-tensor launch; ``max_blocks`` caps element-wise grids (grid-stride beyond);
-    ``reduce_blocks`` is the stage-1 grid of reductions (a fixed number, for determinism)."""
+    """Launch shapes. ``threads`` per block of the element-wise kernels; ``chunk`` elements per chunk
+    of a chunk plan (at most: see :func:`elementwise_chunk`); ``max_blocks`` caps element-wise grids
+    (blocks grid-stride over chunks beyond); ``reduce_blocks`` is the stage-1 grid of reductions (a
+    fixed number, for determinism)."""
 
     threads: int
     chunk: int
@@ -174,6 +189,27 @@ def _nanmax(a, b):
     return b
 
 
+# ----------------------------------------------------------------------------- the chunk walker
+@cuda.jit(device=True, inline=True)
+def _chunk(plan, c):
+    """(t, start, end): chunk ``c`` of ``plan`` (:meth:`DeviceTable.plan`) is elements [start, end)
+    of tensor ``t``. A plan of one tensor lists no chunks: chunk ``c`` starts at ``c * chunk``."""
+    chunk = plan[1]
+    ntens = plan[2]
+    if ntens == 1:
+        t = 0
+        start = c * chunk
+    else:
+        k = 3 + ntens + 2 * c
+        t = plan[k]
+        start = plan[k + 1]
+    end = start + chunk
+    n = plan[3 + t]
+    if end > n:
+        end = n
+    return t, start, end
+
+
 # ----------------------------------------------------------------------------- helper kernels
 @cuda.jit(cache=True)
 def _fill_flat(addr, n, value):
@@ -241,25 +277,29 @@ def address_of(a, what="array"):
 
 # ----------------------------------------------------------------------------- tables
 class _Column:
-    __slots__ = ("host", "dev")
+    __slots__ = ("host", "_dev")
 
-    def __init__(self, host, dev):
+    def __init__(self, host):
         self.host = host  # int64 numpy array of addresses
-        self.dev = dev  # the same on the device (None for one-tensor tables)
+        self._dev = None
+
+    def dev(self):
+        """The addresses on the device (uploaded on first use)."""
+        if self._dev is None:
+            self._dev = cuda.to_device(self.host)
+        return self._dev
 
 
 class DeviceTable(TensorTable):
-    """Tensor table over device arrays: each column packed to its arrays' data addresses.
-
-    One-tensor tables keep the address on the host (passed as a kernel scalar); larger tables upload
-    an ``int64`` address array per column and, on first launch, the block -> (tensor, chunk) map.
+    """Tensor table over device arrays: each column packed to its arrays' data addresses, uploaded as
+    an ``int64`` device array on first launch; chunk plans built on first use and cached.
     """
 
     device = True
 
     def __init__(self, dtype, sizes):
         super().__init__(dtype, sizes)
-        self._plan = None
+        self._plans = {}
         self._zero_addrs = None
         self._scratch = None
 
@@ -269,32 +309,38 @@ class DeviceTable(TensorTable):
         if addrs is None:
             addrs = [address_of(a, f"tensor {i}") for i, a in enumerate(arrays)]
         host = np.array(addrs, dtype=np.int64)
-        return _Column(host, None if self.n == 1 else cuda.to_device(host))
+        for col in self.packed.values():  # the same addresses (a column set again): no new upload
+            if col is not None and np.array_equal(col.host, host):
+                return col
+        return _Column(host)
 
     def plan(self, chunk):
-        """(sizes, chunk_tensor, chunk_offset, nchunks) on the device for this chunk size (cached)."""
-        if self._plan is None or self._plan[0] != chunk:
+        """(plan, nchunks): the table cut into chunks of at most ``chunk`` elements, as one ``int64``
+        device array ``[nchunks, chunk, n, sizes[0..n), (tensor, start) of each chunk]`` (the chunk
+        list only when n > 1), read by :func:`_chunk`; built once per table and chunk size."""
+        hit = self._plans.get(chunk)
+        if hit is None:
             sizes = self.sizes
             counts = -(-sizes // chunk)  # zero-size tensors get no chunk
             nchunks = int(counts.sum())
-            ctens = np.repeat(np.arange(self.n, dtype=np.int32), counts)
-            first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-            coffs = (np.arange(nchunks, dtype=np.int64) - np.repeat(first, counts)) * chunk
-            dev = (cuda.to_device(sizes), cuda.to_device(ctens if nchunks else np.zeros(1, np.int32)),
-                   cuda.to_device(coffs if nchunks else np.zeros(1, np.int64)), nchunks)
-            self._plan = (chunk, dev)
-        return self._plan[1]
+            chunks = np.zeros((0, 2), np.int64)
+            if self.n > 1:
+                first = np.cumsum(counts) - counts
+                chunks = np.empty((nchunks, 2), np.int64)
+                chunks[:, 0] = np.repeat(np.arange(self.n), counts)
+                chunks[:, 1] = (np.arange(nchunks) - np.repeat(first, counts)) * chunk
+            host = np.concatenate([[nchunks, chunk, self.n], sizes, chunks.ravel()]).astype(np.int64)
+            hit = self._plans[chunk] = (cuda.to_device(host), nchunks)
+        return hit
 
     def column(self, name):
-        """Packed column ``name``: an int (one tensor) or a device address array; 0 / zeros if absent."""
+        """Packed column ``name``: a device array of addresses (zeros if the column is absent)."""
         col = self.packed.get(name)
-        if self.n == 1:
-            return 0 if col is None else int(col.host[0])
         if col is None:
             if self._zero_addrs is None:
-                self._zero_addrs = cuda.to_device(np.zeros(self.n, dtype=np.int64))
+                self._zero_addrs = cuda.to_device(np.zeros(max(self.n, 1), dtype=np.int64))
             return self._zero_addrs
-        return col.dev
+        return col.dev()
 
     def scratch(self, nblocks):
         """Per-table float64 buffers of the two-stage reductions: (partials[nblocks], out[1])."""
@@ -304,20 +350,25 @@ class DeviceTable(TensorTable):
         return self._scratch
 
 
-def launch(tab, flat_kernel, multi_kernel, columns, scalars):
-    """Launch an element-wise row over ``tab``: ``flat_kernel(*addresses, n, *scalars)`` for one
-    tensor, else ``multi_kernel(*address_tables, sizes, ctens, coffs, nchunks, chunk, *scalars)``."""
+def elementwise_chunk(total):
+    """Elements per chunk of an element-wise launch over ``total`` elements: ``config().chunk``, or,
+    for a table that would give fewer than ``max_blocks`` such chunks, the smallest multiple of
+    ``threads`` with which ``max_blocks`` chunks cover it (at least ``threads``), so that a mid-size
+    flat tensor keeps the whole grid busy as a grid-stride loop would. Element-wise results do not
+    depend on it."""
+    cfg = config()
+    per_block = -(-total // cfg.max_blocks)
+    return max(cfg.threads, min(cfg.chunk, -(-per_block // cfg.threads) * cfg.threads))
+
+
+def launch(tab, kernel, columns, scalars):
+    """Launch the element-wise ``kernel(*address_tables, plan, *scalars)`` over ``tab``."""
     if tab.total == 0:
         return
     cfg = config()
-    cols = [tab.column(c) for c in columns]
-    if tab.n == 1:
-        grid, threads = flat_grid(tab.total)
-        flat_kernel[grid, threads](*cols, tab.total, *scalars)
-        return
-    sizes, ctens, coffs, nchunks = tab.plan(cfg.chunk)
+    plan, nchunks = tab.plan(elementwise_chunk(tab.total))
     grid = max(1, min(cfg.max_blocks, nchunks))
-    multi_kernel[grid, cfg.threads](*cols, sizes, ctens, coffs, nchunks, cfg.chunk, *scalars)
+    kernel[grid, cfg.threads](*[tab.column(c) for c in columns], plan, *scalars)
 
 
 # ----------------------------------------------------------------------------- device state hooks

@@ -8,7 +8,7 @@ Scalars arrive as float64 and are rounded once to the element type on the host
 from numba import cuda
 
 from ..._contract import kernel_scalars
-from ._device import _ptr, _sqrt, launch
+from ._device import _chunk, _ptr, _sqrt, launch
 
 
 @cuda.jit(device=True, inline=True)
@@ -28,29 +28,14 @@ def _adadelta_elem(p, g, v, a, j, lr, rho, omr, eps, weight_decay, maximize, use
 
 
 @cuda.jit(cache=True)
-def _adadelta_flat(ap, ag, av, aa, n, lr, rho, omr, eps, weight_decay, maximize, use_wd):
-    p = _ptr(ap, n, lr)
-    g = _ptr(ag, n, lr)
-    v = _ptr(av, n, lr)
-    a = _ptr(aa, n, lr)
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        _adadelta_elem(p, g, v, a, j, lr, rho, omr, eps, weight_decay, maximize, use_wd)
-
-
-@cuda.jit(cache=True)
-def _adadelta_multi(ap, ag, av, aa, sizes, ctens, coffs, nchunks, chunk, lr, rho, omr, eps,
-                    weight_decay, maximize, use_wd):
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        p = _ptr(ap[t], n, lr)
-        g = _ptr(ag[t], n, lr)
-        v = _ptr(av[t], n, lr)
-        a = _ptr(aa[t], n, lr)
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+def _adadelta_kernel(ap, ag, av, aa, plan, lr, rho, omr, eps, weight_decay, maximize, use_wd):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        p = _ptr(ap[t], end, lr)
+        g = _ptr(ag[t], end, lr)
+        v = _ptr(av[t], end, lr)
+        a = _ptr(aa[t], end, lr)
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             _adadelta_elem(p, g, v, a, j, lr, rho, omr, eps, weight_decay, maximize, use_wd)
 
 
@@ -62,4 +47,4 @@ def adadelta(tab, *, lr, rho, one_minus_rho, eps, weight_decay, maximize):
     scalars = kernel_scalars(
         "adadelta", dict(lr=lr, rho=rho, one_minus_rho=one_minus_rho, eps=eps,
                          weight_decay=weight_decay, maximize=maximize), tab.dtype)
-    launch(tab, _adadelta_flat, _adadelta_multi, _COLUMNS, scalars + (int(weight_decay != 0),))
+    launch(tab, _adadelta_kernel, _COLUMNS, scalars + (int(weight_decay != 0),))

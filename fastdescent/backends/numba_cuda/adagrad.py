@@ -2,7 +2,7 @@
 
 from numba import cuda
 
-from ._device import _ptr, _sqrt, launch
+from ._device import _chunk, _ptr, _sqrt, launch
 
 
 @cuda.jit(device=True, inline=True)
@@ -20,27 +20,13 @@ def _adagrad_elem(p, s, g, j, clr, eps, weight_decay, maximize, use_wd):
 
 
 @cuda.jit(cache=True)
-def _adagrad_flat(ap, asum, ag, n, clr, eps, weight_decay, maximize, use_wd):
-    p = _ptr(ap, n, clr)
-    s = _ptr(asum, n, clr)
-    g = _ptr(ag, n, clr)
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        _adagrad_elem(p, s, g, j, clr, eps, weight_decay, maximize, use_wd)
-
-
-@cuda.jit(cache=True)
-def _adagrad_multi(ap, asum, ag, sizes, ctens, coffs, nchunks, chunk, clr, eps, weight_decay,
-                   maximize, use_wd):
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        p = _ptr(ap[t], n, clr)
-        s = _ptr(asum[t], n, clr)
-        g = _ptr(ag[t], n, clr)
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+def _adagrad_kernel(ap, asum, ag, plan, clr, eps, weight_decay, maximize, use_wd):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        p = _ptr(ap[t], end, clr)
+        s = _ptr(asum[t], end, clr)
+        g = _ptr(ag[t], end, clr)
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             _adagrad_elem(p, s, g, j, clr, eps, weight_decay, maximize, use_wd)
 
 
@@ -51,4 +37,4 @@ def adagrad(tab, *, clr, eps, weight_decay, maximize):
     tab.require("adagrad")  # ValueError naming a missing column
     T = tab.dtype.type
     scalars = (T(clr), T(eps), T(weight_decay), int(bool(maximize)), int(weight_decay != 0))
-    launch(tab, _adagrad_flat, _adagrad_multi, _COLUMNS, scalars)
+    launch(tab, _adagrad_kernel, _COLUMNS, scalars)

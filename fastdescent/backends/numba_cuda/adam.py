@@ -6,7 +6,7 @@ such as ``1 - beta1`` first computed in float64); per-element arithmetic is in t
 
 from numba import cuda
 
-from ._device import _nanmax, _ptr, _sqrt, launch
+from ._device import _chunk, _nanmax, _ptr, _sqrt, launch
 
 
 @cuda.jit(device=True, inline=True)
@@ -34,34 +34,16 @@ def _adam_elem(p, g, m, v, vmax, j, beta1, omb1, beta2, omb2, eps, weight_decay,
 
 
 @cuda.jit(cache=True)
-def _adam_flat(ap, ag, am, av, avmax, n, beta1, omb1, beta2, omb2, eps, weight_decay, decay,
-               step_size, bc2_sqrt, amsgrad, maximize, use_decay, use_wd):
-    p = _ptr(ap, n, beta1)
-    g = _ptr(ag, n, beta1)
-    m = _ptr(am, n, beta1)
-    v = _ptr(av, n, beta1)
-    vmax = _ptr(avmax, n, beta1)
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        _adam_elem(p, g, m, v, vmax, j, beta1, omb1, beta2, omb2, eps, weight_decay, decay,
-                   step_size, bc2_sqrt, amsgrad, maximize, use_decay, use_wd)
-
-
-@cuda.jit(cache=True)
-def _adam_multi(ap, ag, am, av, avmax, sizes, ctens, coffs, nchunks, chunk, beta1, omb1, beta2,
-                omb2, eps, weight_decay, decay, step_size, bc2_sqrt, amsgrad, maximize, use_decay,
-                use_wd):
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        p = _ptr(ap[t], n, beta1)
-        g = _ptr(ag[t], n, beta1)
-        m = _ptr(am[t], n, beta1)
-        v = _ptr(av[t], n, beta1)
-        vmax = _ptr(avmax[t], n, beta1)
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+def _adam_kernel(ap, ag, am, av, avmax, plan, beta1, omb1, beta2, omb2, eps, weight_decay, decay,
+                 step_size, bc2_sqrt, amsgrad, maximize, use_decay, use_wd):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        p = _ptr(ap[t], end, beta1)
+        g = _ptr(ag[t], end, beta1)
+        m = _ptr(am[t], end, beta1)
+        v = _ptr(av[t], end, beta1)
+        vmax = _ptr(avmax[t], end, beta1)
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             _adam_elem(p, g, m, v, vmax, j, beta1, omb1, beta2, omb2, eps, weight_decay, decay,
                        step_size, bc2_sqrt, amsgrad, maximize, use_decay, use_wd)
 
@@ -76,4 +58,4 @@ def adam(tab, *, beta1, beta2, eps, weight_decay, decay, step_size, bias_correct
     scalars = (T(beta1), T(1 - beta1), T(beta2), T(1 - beta2), T(eps), T(weight_decay), T(decay),
                T(step_size), T(bias_correction2_sqrt), int(bool(amsgrad)), int(bool(maximize)),
                int(decay != 1), int(weight_decay != 0))
-    launch(tab, _adam_flat, _adam_multi, _COLUMNS, scalars)
+    launch(tab, _adam_kernel, _COLUMNS, scalars)

@@ -7,7 +7,7 @@ Scalars arrive as float64 and are rounded once to the element type on the host
 from numba import cuda
 
 from ..._contract import kernel_scalars
-from ._device import _nanmax, _ptr, launch
+from ._device import _chunk, _nanmax, _ptr, launch
 
 
 @cuda.jit(device=True, inline=True)
@@ -30,29 +30,15 @@ def _adamax_elem(p, g, m, u, j, lw, from_grad, beta2, eps, weight_decay, clr, ma
 
 
 @cuda.jit(cache=True)
-def _adamax_flat(ap, ag, am, au, n, lw, from_grad, beta2, eps, weight_decay, clr, maximize, use_wd):
-    p = _ptr(ap, n, beta2)
-    g = _ptr(ag, n, beta2)
-    m = _ptr(am, n, beta2)
-    u = _ptr(au, n, beta2)
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        _adamax_elem(p, g, m, u, j, lw, from_grad, beta2, eps, weight_decay, clr, maximize, use_wd)
-
-
-@cuda.jit(cache=True)
-def _adamax_multi(ap, ag, am, au, sizes, ctens, coffs, nchunks, chunk, lw, from_grad, beta2, eps,
-                  weight_decay, clr, maximize, use_wd):
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        p = _ptr(ap[t], n, beta2)
-        g = _ptr(ag[t], n, beta2)
-        m = _ptr(am[t], n, beta2)
-        u = _ptr(au[t], n, beta2)
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+def _adamax_kernel(ap, ag, am, au, plan, lw, from_grad, beta2, eps, weight_decay, clr, maximize,
+                   use_wd):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        p = _ptr(ap[t], end, beta2)
+        g = _ptr(ag[t], end, beta2)
+        m = _ptr(am[t], end, beta2)
+        u = _ptr(au[t], end, beta2)
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             _adamax_elem(p, g, m, u, j, lw, from_grad, beta2, eps, weight_decay, clr, maximize,
                          use_wd)
 
@@ -65,4 +51,4 @@ def adamax(tab, *, lerp_weight, lerp_from_grad, beta2, eps, weight_decay, clr, m
     scalars = kernel_scalars(
         "adamax", dict(lerp_weight=lerp_weight, lerp_from_grad=lerp_from_grad, beta2=beta2, eps=eps,
                        weight_decay=weight_decay, clr=clr, maximize=maximize), tab.dtype)
-    launch(tab, _adamax_flat, _adamax_multi, _COLUMNS, scalars + (int(weight_decay != 0),))
+    launch(tab, _adamax_kernel, _COLUMNS, scalars + (int(weight_decay != 0),))

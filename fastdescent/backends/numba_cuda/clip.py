@@ -2,11 +2,12 @@
 csrc/fd_clip.c and backends/numpy_ref/clip.py.
 
 Reductions are deterministic two-stage reductions in float64, with no atomics: stage 1 has a fixed
-number of blocks (``reduce_blocks`` of the launch config); each thread accumulates a fixed, strided
-subset of the elements in order and each block reduces its threads' partials by a fixed shared-memory
-tree into ``partials[block]``; stage 2, one block, reduces the partials the same way. The host then
-reads the single result (one synchronisation per call). For a given table and launch config the
-result is bitwise reproducible.
+number of blocks (``reduce_blocks`` of the launch config) walking the table's chunk plan (one tensor:
+chunks of ``REDUCE_THREADS`` elements, a grid-stride order; several: chunks of ``chunk``); each thread
+accumulates a fixed, strided subset of the elements in order and each block reduces its threads'
+partials by a fixed shared-memory tree into ``partials[block]``; stage 2, one block, reduces the
+partials the same way. The host then reads the single result (one synchronisation per call). For a
+given table and launch config the result is bitwise reproducible.
 
 Modes: 0 sum |g|**p, 1 sum |g|, 2 sum g*g, 3 max |g| (NaN-propagating). ``all_finite`` is mode 3:
 the max of |g| is finite iff every element is.
@@ -17,7 +18,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from ._device import REDUCE_THREADS, _nanmax, _ptr, config, launch
+from ._device import REDUCE_THREADS, _chunk, _nanmax, _ptr, config, launch
 
 _SUM_POW, _SUM_ABS, _SUM_SQ, _MAX_ABS = 0, 1, 2, 3
 
@@ -52,29 +53,13 @@ def _block_reduce(sm, acc, mode):
 
 
 @cuda.jit(cache=True)
-def _reduce_flat(ag, n, mode, power, like, partials):
-    sm = cuda.shared.array(REDUCE_THREADS, float64)
-    g = _ptr(ag, n, like)
-    acc = 0.0
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        acc = _accumulate(acc, g[j], mode, power)
-    _block_reduce(sm, acc, mode)
-    if cuda.threadIdx.x == 0:
-        partials[cuda.blockIdx.x] = sm[0]
-
-
-@cuda.jit(cache=True)
-def _reduce_multi(ag, sizes, ctens, coffs, nchunks, chunk, mode, power, like, partials):
+def _reduce_kernel(ag, plan, mode, power, like, partials):
     sm = cuda.shared.array(REDUCE_THREADS, float64)
     acc = 0.0
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        g = _ptr(ag[t], n, like)
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        g = _ptr(ag[t], end, like)
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             acc = _accumulate(acc, g[j], mode, power)
     _block_reduce(sm, acc, mode)
     if cuda.threadIdx.x == 0:
@@ -99,18 +84,14 @@ def _reduce(tab, mode, power):
     if tab.total == 0:
         return 0.0
     cfg = config()
-    like = tab.dtype.type(0)
-    g = tab.column("grad")
-    if tab.n == 1:
-        grid = max(1, min(cfg.reduce_blocks, -(-tab.total // REDUCE_THREADS)))
-        partials, out = tab.scratch(grid)
-        _reduce_flat[grid, REDUCE_THREADS](g, tab.total, mode, float(power), like, partials)
-    else:
-        sizes, ctens, coffs, nchunks = tab.plan(cfg.chunk)
-        grid = max(1, min(cfg.reduce_blocks, nchunks))
-        partials, out = tab.scratch(grid)
-        _reduce_multi[grid, REDUCE_THREADS](g, sizes, ctens, coffs, nchunks, cfg.chunk, mode,
-                                            float(power), like, partials)
+    # One tensor: chunks of one block's width, so that each thread sums the elements a grid-stride
+    # loop over the tensor would give it (the order of the one-tensor reduction since its first
+    # version); several tensors: chunks of ``chunk`` elements.
+    plan, nchunks = tab.plan(REDUCE_THREADS if tab.n == 1 else cfg.chunk)
+    grid = max(1, min(cfg.reduce_blocks, nchunks))
+    partials, out = tab.scratch(grid)
+    _reduce_kernel[grid, REDUCE_THREADS](tab.column("grad"), plan, mode, float(power),
+                                         tab.dtype.type(0), partials)
     _reduce_final[1, REDUCE_THREADS](partials, grid, mode, out)
     return float(out.copy_to_host()[0])
 
@@ -128,28 +109,17 @@ def norm_pow_sum(tab, *, norm_type):
 
 
 @cuda.jit(cache=True)
-def _scale_flat(ag, n, factor):
-    g = _ptr(ag, n, factor)
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        g[j] = g[j] * factor
-
-
-@cuda.jit(cache=True)
-def _scale_multi(ag, sizes, ctens, coffs, nchunks, chunk, factor):
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        g = _ptr(ag[t], n, factor)
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+def _scale_kernel(ag, plan, factor):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        g = _ptr(ag[t], end, factor)
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             g[j] = g[j] * factor
 
 
 def scale(tab, *, factor):
     tab.require("scale")
-    launch(tab, _scale_flat, _scale_multi, ("grad",), (tab.dtype.type(factor),))
+    launch(tab, _scale_kernel, ("grad",), (tab.dtype.type(factor),))
 
 
 @cuda.jit(device=True, inline=True)
@@ -160,29 +130,18 @@ def _clamp_elem(g, j, lo, hi):
 
 
 @cuda.jit(cache=True)
-def _clamp_flat(ag, n, lo, hi):
-    g = _ptr(ag, n, hi)
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        _clamp_elem(g, j, lo, hi)
-
-
-@cuda.jit(cache=True)
-def _clamp_multi(ag, sizes, ctens, coffs, nchunks, chunk, lo, hi):
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        g = _ptr(ag[t], n, hi)
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+def _clamp_kernel(ag, plan, lo, hi):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        g = _ptr(ag[t], end, hi)
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             _clamp_elem(g, j, lo, hi)
 
 
 def clip_value(tab, *, clip_value):
     tab.require("clip_value")
     hi = tab.dtype.type(clip_value)
-    launch(tab, _clamp_flat, _clamp_multi, ("grad",), (-hi, hi))
+    launch(tab, _clamp_kernel, ("grad",), (-hi, hi))
 
 
 def all_finite(tab):

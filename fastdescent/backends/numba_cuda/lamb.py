@@ -12,9 +12,9 @@ One call, three launches on the default stream and no host synchronisation:
    ``p = p - steps[t] * r``.
 
 Every partial is a function of the table and the launch config only, never of which block ran it,
-so results are bitwise reproducible for a given config. Tables of one tensor use the same plan (their
-address columns are uploaded as one-element device arrays, cached on the table). Traffic: 40 bytes
-per float32 parameter (pass 1 reads p, g, m, v and writes m, v; pass 3 reads p, m, v, writes p).
+so results are bitwise reproducible for a given config. Tables of one tensor take the same path (a
+plan of one tensor). Traffic: 40 bytes per float32 parameter (pass 1 reads p, g, m, v and writes m,
+v; pass 3 reads p, m, v, writes p).
 """
 
 import math
@@ -23,7 +23,7 @@ import numpy as np
 from numba import cuda, float64
 
 from ..._contract import kernel_scalars
-from ._device import REDUCE_THREADS, _ptr, _sqrt, config
+from ._device import REDUCE_THREADS, _chunk, _ptr, _sqrt, config
 
 _COLUMNS = ("param", "exp_avg", "exp_avg_sq", "grad")
 
@@ -53,23 +53,19 @@ def _block_sum2(sa, sb, a, b):
 
 
 @cuda.jit(cache=True)
-def _lamb_moments(ap, am, av, ag, sizes, ctens, coffs, nchunks, chunk, beta1, omb1, beta2, omb2,
-                  eps, weight_decay, ibc1, ibc2, maximize, use_wd, partials):
+def _lamb_moments(ap, am, av, ag, plan, beta1, omb1, beta2, omb2, eps, weight_decay, ibc1, ibc2,
+                  maximize, use_wd, partials):
     sa = cuda.shared.array(REDUCE_THREADS, float64)
     sb = cuda.shared.array(REDUCE_THREADS, float64)
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        p = _ptr(ap[t], n, beta1)
-        m = _ptr(am[t], n, beta1)
-        v = _ptr(av[t], n, beta1)
-        g = _ptr(ag[t], n, beta1)
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        p = _ptr(ap[t], end, beta1)
+        m = _ptr(am[t], end, beta1)
+        v = _ptr(av[t], end, beta1)
+        g = _ptr(ag[t], end, beta1)
         a = 0.0
         b = 0.0
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             pj = p[j]
             gj = g[j]
             if maximize:
@@ -112,19 +108,14 @@ def _lamb_trust(partials, tfirst, tcount, ntensors, lr, steps):
 
 
 @cuda.jit(cache=True)
-def _lamb_apply(ap, am, av, sizes, ctens, coffs, nchunks, chunk, eps, weight_decay, ibc1, ibc2,
-                use_wd, steps):
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        p = _ptr(ap[t], n, eps)
-        m = _ptr(am[t], n, eps)
-        v = _ptr(av[t], n, eps)
+def _lamb_apply(ap, am, av, plan, eps, weight_decay, ibc1, ibc2, use_wd, steps):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        p = _ptr(ap[t], end, eps)
+        m = _ptr(am[t], end, eps)
+        v = _ptr(av[t], end, eps)
         step = steps[t]
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             pj = p[j]
             p[j] = pj - step * _lamb_r(m[j], v[j], pj, ibc1, ibc2, eps, weight_decay, use_wd)
 
@@ -142,16 +133,6 @@ class _Plan:
         nchunks = int(counts.sum())
         self.partials = cuda.device_array((max(nchunks, 1), 2), dtype=np.float64)
         self.steps = cuda.device_array(max(tab.n, 1), dtype=tab.dtype)
-        self.addrs = {}  # one-tensor tables: column -> (address, device array of it)
-
-    def column(self, tab, name):
-        if tab.n > 1:
-            return tab.column(name)
-        addr = tab.column(name)
-        hit = self.addrs.get(name)
-        if hit is None or hit[0] != addr:
-            hit = self.addrs[name] = (addr, cuda.to_device(np.array([addr], dtype=np.int64)))
-        return hit[1]
 
 
 def lamb(tab, *, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay,
@@ -169,13 +150,12 @@ def lamb(tab, *, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight
     plan = getattr(tab, "_lamb_plan", None)
     if plan is None or plan.chunk != cfg.chunk:
         plan = tab._lamb_plan = _Plan(tab, cfg.chunk)
-    p, m, v, g = (plan.column(tab, c) for c in _COLUMNS)
-    sizes, ctens, coffs, nchunks = tab.plan(cfg.chunk)
+    p, m, v, g = (tab.column(c) for c in _COLUMNS)
+    chunks, nchunks = tab.plan(cfg.chunk)
     grid = max(1, min(cfg.max_blocks, nchunks))
-    _lamb_moments[grid, REDUCE_THREADS](p, m, v, g, sizes, ctens, coffs, nchunks, cfg.chunk, b1, c1,
-                                        b2, c2, ep, wd, ibc1, ibc2, neg, use_wd, plan.partials)
+    _lamb_moments[grid, REDUCE_THREADS](p, m, v, g, chunks, b1, c1, b2, c2, ep, wd, ibc1, ibc2, neg,
+                                        use_wd, plan.partials)
     tgrid = max(1, min(cfg.max_blocks, tab.n))
     _lamb_trust[tgrid, REDUCE_THREADS](plan.partials, plan.tfirst, plan.tcount, tab.n, float(lr),
                                        plan.steps)
-    _lamb_apply[grid, REDUCE_THREADS](p, m, v, sizes, ctens, coffs, nchunks, cfg.chunk, ep, wd, ibc1,
-                                      ibc2, use_wd, plan.steps)
+    _lamb_apply[grid, REDUCE_THREADS](p, m, v, chunks, ep, wd, ibc1, ibc2, use_wd, plan.steps)

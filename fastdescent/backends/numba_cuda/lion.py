@@ -8,7 +8,7 @@ the element type. sign(+-0) = +0, sign(NaN) = NaN.
 from numba import cuda
 
 from ..._contract import kernel_scalars
-from ._device import _ptr, launch
+from ._device import _chunk, _ptr, launch
 
 
 @cuda.jit(device=True, inline=True)
@@ -34,27 +34,14 @@ def _lion_elem(p, m, g, j, lr, beta1, omb1, beta2, omb2, decay, maximize, use_de
 
 
 @cuda.jit(cache=True)
-def _lion_flat(ap, am, ag, n, lr, beta1, omb1, beta2, omb2, decay, maximize, use_decay, one, zero):
-    p = _ptr(ap, n, lr)
-    m = _ptr(am, n, lr)
-    g = _ptr(ag, n, lr)
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        _lion_elem(p, m, g, j, lr, beta1, omb1, beta2, omb2, decay, maximize, use_decay, one, zero)
-
-
-@cuda.jit(cache=True)
-def _lion_multi(ap, am, ag, sizes, ctens, coffs, nchunks, chunk, lr, beta1, omb1, beta2, omb2,
-                decay, maximize, use_decay, one, zero):
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        p = _ptr(ap[t], n, lr)
-        m = _ptr(am[t], n, lr)
-        g = _ptr(ag[t], n, lr)
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+def _lion_kernel(ap, am, ag, plan, lr, beta1, omb1, beta2, omb2, decay, maximize, use_decay, one,
+                 zero):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        p = _ptr(ap[t], end, lr)
+        m = _ptr(am[t], end, lr)
+        g = _ptr(ag[t], end, lr)
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             _lion_elem(p, m, g, j, lr, beta1, omb1, beta2, omb2, decay, maximize, use_decay, one,
                        zero)
 
@@ -68,4 +55,4 @@ def lion(tab, *, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay, maxi
               one_minus_beta2=one_minus_beta2, decay=decay, maximize=maximize)
     T = tab.dtype.type
     scalars = kernel_scalars("lion", sc, tab.dtype) + (int(decay != 1), T(1), T(0))
-    launch(tab, _lion_flat, _lion_multi, _COLUMNS, scalars)
+    launch(tab, _lion_kernel, _COLUMNS, scalars)

@@ -8,7 +8,7 @@ type.
 from numba import cuda
 
 from ..._contract import kernel_scalars
-from ._device import _ptr, _sqrt, launch
+from ._device import _chunk, _ptr, _sqrt, launch
 
 
 @cuda.jit(device=True, inline=True)
@@ -30,31 +30,15 @@ def _nadam_elem(p, g, m, v, j, beta1, omb1, beta2, omb2, weight_decay, decay, sg
 
 
 @cuda.jit(cache=True)
-def _nadam_flat(ap, ag, am, av, n, beta1, omb1, beta2, omb2, weight_decay, decay, sg, sm, eps,
-                maximize, use_decay, use_wd):
-    p = _ptr(ap, n, beta1)
-    g = _ptr(ag, n, beta1)
-    m = _ptr(am, n, beta1)
-    v = _ptr(av, n, beta1)
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        _nadam_elem(p, g, m, v, j, beta1, omb1, beta2, omb2, weight_decay, decay, sg, sm, eps,
-                    maximize, use_decay, use_wd)
-
-
-@cuda.jit(cache=True)
-def _nadam_multi(ap, ag, am, av, sizes, ctens, coffs, nchunks, chunk, beta1, omb1, beta2, omb2,
-                 weight_decay, decay, sg, sm, eps, maximize, use_decay, use_wd):
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        p = _ptr(ap[t], n, beta1)
-        g = _ptr(ag[t], n, beta1)
-        m = _ptr(am[t], n, beta1)
-        v = _ptr(av[t], n, beta1)
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+def _nadam_kernel(ap, ag, am, av, plan, beta1, omb1, beta2, omb2, weight_decay, decay, sg, sm, eps,
+                  maximize, use_decay, use_wd):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        p = _ptr(ap[t], end, beta1)
+        g = _ptr(ag[t], end, beta1)
+        m = _ptr(am[t], end, beta1)
+        v = _ptr(av[t], end, beta1)
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             _nadam_elem(p, g, m, v, j, beta1, omb1, beta2, omb2, weight_decay, decay, sg, sm, eps,
                         maximize, use_decay, use_wd)
 
@@ -69,5 +53,5 @@ def nadam(tab, *, beta1, one_minus_beta1, beta2, one_minus_beta2, weight_decay, 
         beta1=beta1, one_minus_beta1=one_minus_beta1, beta2=beta2, one_minus_beta2=one_minus_beta2,
         weight_decay=weight_decay, decay=decay, step_size_grad=step_size_grad,
         step_size_exp_avg=step_size_exp_avg, eps_scaled=eps_scaled, maximize=maximize), tab.dtype)
-    launch(tab, _nadam_flat, _nadam_multi, _COLUMNS,
+    launch(tab, _nadam_kernel, _COLUMNS,
            sc + (int(decay != 1), int(weight_decay != 0)))

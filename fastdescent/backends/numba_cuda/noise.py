@@ -3,9 +3,9 @@
 Each thread computes the normal of its own element: Philox4x32-10 keyed per tensor by
 (seed, param_index[i]), counter (e // 2, step), Box-Muller in float64 (cos for even e, sin for odd
 e), rounded once to the element type (``_cast``); ``p = p + sigma * z``. All integer arithmetic is
-uint64 holding 32-bit words (no overflow, also in the simulator). A table of one tensor takes its
-parameter index as a scalar; a larger one as an int64 device array, uploaded once per table and
-index list.
+uint64 holding 32-bit words (no overflow, also in the simulator). The parameter indices are an int64
+device array, uploaded once per table and index list; a block derives the key of its chunk's tensor
+once per chunk.
 """
 
 import math
@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._device import _cast, _ptr, config, flat_grid
+from ._device import _cast, _chunk, _ptr, launch
 
 _MASK = np.uint64(0xFFFFFFFF)
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
@@ -61,24 +61,12 @@ def _normal(k0, k1, t_lo, t_hi, e):
 
 
 @cuda.jit(cache=True)
-def _noise_flat(ap, n, index, s_lo, s_hi, t_lo, t_hi, sigma):
-    p = _ptr(ap, n, sigma)
-    k0, k1 = _key(index, s_lo, s_hi)
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        p[j] = p[j] + sigma * _cast(_normal(k0, k1, t_lo, t_hi, j), sigma)
-
-
-@cuda.jit(cache=True)
-def _noise_multi(ap, index, sizes, ctens, coffs, nchunks, chunk, s_lo, s_hi, t_lo, t_hi, sigma):
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        p = _ptr(ap[t], n, sigma)
+def _noise_kernel(ap, plan, index, s_lo, s_hi, t_lo, t_hi, sigma):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        p = _ptr(ap[t], end, sigma)
         k0, k1 = _key(index[t], s_lo, s_hi)
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             p[j] = p[j] + sigma * _cast(_normal(k0, k1, t_lo, t_hi, j), sigma)
 
 
@@ -103,13 +91,4 @@ def noise(tab, *, param_index, sigma, seed, step):
     seed, step = int(seed), int(step)
     keys = (np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32), np.uint64(step & 0xFFFFFFFF),
             np.uint64(step >> 32), tab.dtype.type(sigma))
-    col = tab.column("param")
-    if tab.n == 1:
-        grid, threads = flat_grid(tab.total)
-        _noise_flat[grid, threads](col, tab.total, np.int64(index[0]), *keys)
-        return
-    cfg = config()
-    sizes, ctens, coffs, nchunks = tab.plan(cfg.chunk)
-    grid = max(1, min(cfg.max_blocks, nchunks))
-    _noise_multi[grid, cfg.threads](col, _device_index(tab, index), sizes, ctens, coffs, nchunks,
-                                    cfg.chunk, *keys)
+    launch(tab, _noise_kernel, ("param",), (_device_index(tab, index),) + keys)

@@ -4,7 +4,7 @@ import math
 
 from numba import cuda
 
-from ._device import _ptr, launch
+from ._device import _chunk, _ptr, launch
 
 
 @cuda.jit(device=True, inline=True)
@@ -15,26 +15,15 @@ def _prox_elem(p, j, thr, zero):
 
 
 @cuda.jit(cache=True)
-def _prox_flat(ap, n, thr, zero):
-    p = _ptr(ap, n, thr)
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        _prox_elem(p, j, thr, zero)
-
-
-@cuda.jit(cache=True)
-def _prox_multi(ap, sizes, ctens, coffs, nchunks, chunk, thr, zero):
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        p = _ptr(ap[t], n, thr)
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+def _prox_kernel(ap, plan, thr, zero):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        p = _ptr(ap[t], end, thr)
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             _prox_elem(p, j, thr, zero)
 
 
 def prox(tab, *, threshold):
     tab.require("prox")  # ValueError naming a missing column
     T = tab.dtype.type
-    launch(tab, _prox_flat, _prox_multi, ("param",), (T(threshold), T(0)))
+    launch(tab, _prox_kernel, ("param",), (T(threshold), T(0)))

@@ -8,7 +8,7 @@ type.
 from numba import cuda
 
 from ..._contract import kernel_scalars
-from ._device import _ptr, _sqrt, launch
+from ._device import _chunk, _ptr, _sqrt, launch
 
 
 @cuda.jit(device=True, inline=True)
@@ -33,31 +33,15 @@ def _radam_elem(p, g, m, v, j, beta1, omb1, beta2, omb2, eps, weight_decay, deca
 
 
 @cuda.jit(cache=True)
-def _radam_flat(ap, ag, am, av, n, beta1, omb1, beta2, omb2, eps, weight_decay, decay, step_size,
-                rectify, maximize, use_decay, use_wd):
-    p = _ptr(ap, n, beta1)
-    g = _ptr(ag, n, beta1)
-    m = _ptr(am, n, beta1)
-    v = _ptr(av, n, beta1)
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        _radam_elem(p, g, m, v, j, beta1, omb1, beta2, omb2, eps, weight_decay, decay, step_size,
-                    rectify, maximize, use_decay, use_wd)
-
-
-@cuda.jit(cache=True)
-def _radam_multi(ap, ag, am, av, sizes, ctens, coffs, nchunks, chunk, beta1, omb1, beta2, omb2, eps,
-                 weight_decay, decay, step_size, rectify, maximize, use_decay, use_wd):
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        p = _ptr(ap[t], n, beta1)
-        g = _ptr(ag[t], n, beta1)
-        m = _ptr(am[t], n, beta1)
-        v = _ptr(av[t], n, beta1)
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+def _radam_kernel(ap, ag, am, av, plan, beta1, omb1, beta2, omb2, eps, weight_decay, decay,
+                  step_size, rectify, maximize, use_decay, use_wd):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        p = _ptr(ap[t], end, beta1)
+        g = _ptr(ag[t], end, beta1)
+        m = _ptr(am[t], end, beta1)
+        v = _ptr(av[t], end, beta1)
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             _radam_elem(p, g, m, v, j, beta1, omb1, beta2, omb2, eps, weight_decay, decay,
                         step_size, rectify, maximize, use_decay, use_wd)
 
@@ -72,5 +56,5 @@ def radam(tab, *, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_de
         beta1=beta1, one_minus_beta1=one_minus_beta1, beta2=beta2, one_minus_beta2=one_minus_beta2,
         eps=eps, weight_decay=weight_decay, decay=decay, step_size=step_size, rectify=rectify,
         maximize=maximize), tab.dtype)
-    launch(tab, _radam_flat, _radam_multi, _COLUMNS,
+    launch(tab, _radam_kernel, _COLUMNS,
            sc + (int(decay != 1), int(weight_decay != 0)))

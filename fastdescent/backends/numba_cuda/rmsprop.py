@@ -2,7 +2,7 @@
 
 from numba import cuda
 
-from ._device import _ptr, _sqrt, launch
+from ._device import _chunk, _ptr, _sqrt, launch
 
 
 @cuda.jit(device=True, inline=True)
@@ -32,33 +32,16 @@ def _rmsprop_elem(p, v, a, b, g, j, lr, alpha, oma, eps, weight_decay, momentum,
 
 
 @cuda.jit(cache=True)
-def _rmsprop_flat(ap, av, aa, ab, ag, n, lr, alpha, oma, eps, weight_decay, momentum, centered,
-                  maximize, use_wd, use_mom):
-    p = _ptr(ap, n, lr)
-    v = _ptr(av, n, lr)
-    a = _ptr(aa, n, lr)
-    b = _ptr(ab, n, lr)
-    g = _ptr(ag, n, lr)
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        _rmsprop_elem(p, v, a, b, g, j, lr, alpha, oma, eps, weight_decay, momentum, centered,
-                      maximize, use_wd, use_mom)
-
-
-@cuda.jit(cache=True)
-def _rmsprop_multi(ap, av, aa, ab, ag, sizes, ctens, coffs, nchunks, chunk, lr, alpha, oma, eps,
-                   weight_decay, momentum, centered, maximize, use_wd, use_mom):
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        p = _ptr(ap[t], n, lr)
-        v = _ptr(av[t], n, lr)
-        a = _ptr(aa[t], n, lr)
-        b = _ptr(ab[t], n, lr)
-        g = _ptr(ag[t], n, lr)
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+def _rmsprop_kernel(ap, av, aa, ab, ag, plan, lr, alpha, oma, eps, weight_decay, momentum, centered,
+                    maximize, use_wd, use_mom):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        p = _ptr(ap[t], end, lr)
+        v = _ptr(av[t], end, lr)
+        a = _ptr(aa[t], end, lr)
+        b = _ptr(ab[t], end, lr)
+        g = _ptr(ag[t], end, lr)
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             _rmsprop_elem(p, v, a, b, g, j, lr, alpha, oma, eps, weight_decay, momentum, centered,
                           maximize, use_wd, use_mom)
 
@@ -71,4 +54,4 @@ def rmsprop(tab, *, lr, alpha, eps, weight_decay, momentum, centered, maximize):
     T = tab.dtype.type
     scalars = (T(lr), T(alpha), T(1 - alpha), T(eps), T(weight_decay), T(momentum),
                int(bool(centered)), int(bool(maximize)), int(weight_decay != 0), int(momentum > 0))
-    launch(tab, _rmsprop_flat, _rmsprop_multi, _COLUMNS, scalars)
+    launch(tab, _rmsprop_kernel, _COLUMNS, scalars)

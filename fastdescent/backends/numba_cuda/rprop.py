@@ -3,7 +3,7 @@
 from numba import cuda
 
 from ..._contract import kernel_scalars
-from ._device import _ptr, launch
+from ._device import _chunk, _ptr, launch
 
 
 @cuda.jit(device=True, inline=True)
@@ -26,29 +26,14 @@ def _rprop_elem(p, prev, ss, g, j, etam, etap, smin, smax, zero, one, maximize):
 
 
 @cuda.jit(cache=True)
-def _rprop_flat(ap, aprev, ass, ag, n, etam, etap, smin, smax, zero, one, maximize):
-    p = _ptr(ap, n, etam)
-    prev = _ptr(aprev, n, etam)
-    ss = _ptr(ass, n, etam)
-    g = _ptr(ag, n, etam)
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        _rprop_elem(p, prev, ss, g, j, etam, etap, smin, smax, zero, one, maximize)
-
-
-@cuda.jit(cache=True)
-def _rprop_multi(ap, aprev, ass, ag, sizes, ctens, coffs, nchunks, chunk, etam, etap, smin, smax,
-                 zero, one, maximize):
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        p = _ptr(ap[t], n, etam)
-        prev = _ptr(aprev[t], n, etam)
-        ss = _ptr(ass[t], n, etam)
-        g = _ptr(ag[t], n, etam)
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+def _rprop_kernel(ap, aprev, ass, ag, plan, etam, etap, smin, smax, zero, one, maximize):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        p = _ptr(ap[t], end, etam)
+        prev = _ptr(aprev[t], end, etam)
+        ss = _ptr(ass[t], end, etam)
+        g = _ptr(ag[t], end, etam)
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             _rprop_elem(p, prev, ss, g, j, etam, etap, smin, smax, zero, one, maximize)
 
 
@@ -61,4 +46,4 @@ def rprop(tab, *, etaminus, etaplus, step_size_min, step_size_max, maximize):
     etam, etap, smin, smax, neg = kernel_scalars(
         "rprop", dict(etaminus=etaminus, etaplus=etaplus, step_size_min=step_size_min,
                       step_size_max=step_size_max, maximize=maximize), tab.dtype)
-    launch(tab, _rprop_flat, _rprop_multi, _COLUMNS, (etam, etap, smin, smax, T(0), T(1), neg))
+    launch(tab, _rprop_kernel, _COLUMNS, (etam, etap, smin, smax, T(0), T(1), neg))

@@ -2,7 +2,7 @@
 
 from numba import cuda
 
-from ._device import _ptr, launch
+from ._device import _chunk, _ptr, launch
 
 
 @cuda.jit(device=True, inline=True)
@@ -28,29 +28,14 @@ def _sgd_elem(p, g, b, j, lr, momentum, omd, weight_decay, nesterov, maximize, f
 
 
 @cuda.jit(cache=True)
-def _sgd_flat(ap, ab, ag, n, lr, momentum, omd, weight_decay, nesterov, maximize, first_step, use_wd,
-              use_mom):
-    p = _ptr(ap, n, lr)
-    b = _ptr(ab, n, lr)
-    g = _ptr(ag, n, lr)
-    for j in range(cuda.grid(1), n, cuda.gridsize(1)):
-        _sgd_elem(p, g, b, j, lr, momentum, omd, weight_decay, nesterov, maximize, first_step,
-                  use_wd, use_mom)
-
-
-@cuda.jit(cache=True)
-def _sgd_multi(ap, ab, ag, sizes, ctens, coffs, nchunks, chunk, lr, momentum, omd, weight_decay,
-               nesterov, maximize, first_step, use_wd, use_mom):
-    for c in range(cuda.blockIdx.x, nchunks, cuda.gridDim.x):
-        t = ctens[c]
-        n = sizes[t]
-        end = coffs[c] + chunk
-        if end > n:
-            end = n
-        p = _ptr(ap[t], n, lr)
-        b = _ptr(ab[t], n, lr)
-        g = _ptr(ag[t], n, lr)
-        for j in range(coffs[c] + cuda.threadIdx.x, end, cuda.blockDim.x):
+def _sgd_kernel(ap, ab, ag, plan, lr, momentum, omd, weight_decay, nesterov, maximize, first_step,
+                use_wd, use_mom):
+    for c in range(cuda.blockIdx.x, plan[0], cuda.gridDim.x):
+        t, start, end = _chunk(plan, c)
+        p = _ptr(ap[t], end, lr)
+        b = _ptr(ab[t], end, lr)
+        g = _ptr(ag[t], end, lr)
+        for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
             _sgd_elem(p, g, b, j, lr, momentum, omd, weight_decay, nesterov, maximize, first_step,
                       use_wd, use_mom)
 
@@ -63,4 +48,4 @@ def sgd(tab, *, lr, momentum, dampening, weight_decay, nesterov, maximize, first
     T = tab.dtype.type
     scalars = (T(lr), T(momentum), T(1 - dampening), T(weight_decay), int(bool(nesterov)),
                int(bool(maximize)), int(bool(first_step)), int(weight_decay != 0), int(momentum != 0))
-    launch(tab, _sgd_flat, _sgd_multi, _COLUMNS, scalars)
+    launch(tab, _sgd_kernel, _COLUMNS, scalars)
