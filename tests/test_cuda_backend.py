@@ -386,7 +386,7 @@ def _sum_sq_in_kernel_order(arrays, one_tensor):
 def test_norm_reduction_has_a_fixed_summation_order(one_tensor):
     """The reduction's rounding is that of its documented order, to the bit (not only close to the
     exact sum), on values whose sum rounds differently in other orders."""
-    rng = np.random.default_rng(22)
+    rng = np.random.default_rng(25)
     sizes = [230] if one_tensor else [0, 5, 100, 47, 48, 49, 130]
     gs = [rng.uniform(0.5, 2.0, n) for n in sizes]
     tab = cu.Table(np.dtype(np.float64), sizes).set("grad", [dev(g) for g in gs])

@@ -158,8 +158,7 @@ def test_parity_host(backend, case, shape_set, dtype):
 
 # "single" runs the kernels over one-tensor plans (chunks computed), "many" over multi-tensor plans
 # (chunks listed); "mixed" puts float32 and float64 tensors in one optimizer, so it covers the float64
-# multi-tensor path ("many-float64" was
-# the same kernels on half as many dtypes, ~20 s of simulator time)
+# multi-tensor path ("many-float64" was the same kernels on half as many dtypes)
 CUDA_GRID = [("single", "float32"), ("many", "mixed")]
 
 
