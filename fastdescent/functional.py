@@ -404,6 +404,8 @@ def clip_grad_value_(grads, clip_value, *, backend=None, check=True):
     mod, tabs = _tables(backend, {"grad": ("grads", grads, True)}, check)
     _run("clip_value", mod, tabs, {"clip_value": clip_value})
     return None
+
+
 def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, lr=2e-3, betas=(0.9, 0.999),
           eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
           maximize=False, backend=None, check=True):
