@@ -143,3 +143,53 @@ def test_demo_runs_small(tmp_path):
         assert "test accuracy" in r.stdout
     else:
         assert "not available" in r.stdout
+
+
+@pytest.mark.parametrize("flag, path, message", [
+    ("--md", "missing-folder/r.md", "folder"),
+    ("--json", ".", "is a directory"),
+    ("--plot", "ro/r.png", "is a directory"),
+    ("--json", "/proc/fastdescent-r.json", "cannot write"),  # open() fails, even as root
+])
+def test_output_paths_are_checked_before_the_sweep(tmp_path, monkeypatch, capsys, flag, path, message):
+    """A bad output path is refused (exit 2, one line, no traceback) before any case runs, and
+    leaves no file behind."""
+    import fastdescent.bench.runner as runner
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "r.png").mkdir()  # a directory where the file should go
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("the sweep started"))
+    assert main(["bench", "--quick", "--quiet", "--ops", "sgd", flag, path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ro"]
+
+
+def test_output_paths_checked_leave_a_writable_new_file_absent(tmp_path, monkeypatch):
+    """The check creates nothing: a good new path does not exist until the report is written."""
+    from fastdescent.bench.commands import check_output_paths
+
+    class A:
+        json, md, plot = str(tmp_path / "a.json"), str(tmp_path / "a.md"), None
+
+    check_output_paths(A)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_piped_tables_stay_whole(tmp_path):
+    """stdout a pipe (no terminal, no COLUMNS): Markdown tables, every column on one line, never
+    rich's 80-column cut."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    r = subprocess.run([sys.executable, "-m", "fastdescent", "bench", "--ops", "sgd", "--backends",
+                        "numpy,c", "--sizes", "2^10", "--counts", "2", "--rounds", "1",
+                        "--min-time", "0", "--quiet"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    header = [ln for ln in r.stdout.splitlines() if ln.startswith("| case |")]
+    assert header, r.stdout[:2000]
+    for ln in header:
+        cols = [c.strip() for c in ln.strip("|").split("|")]
+        assert cols[:3] == ["case", "numpy", "c"] and "roofline" in cols, ln
+    assert "┃" not in r.stdout and "…" not in r.stdout

@@ -9,7 +9,7 @@ import time
 from . import cases as C
 
 __all__ = ["UsageError", "parse_sizes", "parse_list", "select_backends", "select_ops", "bench_cases",
-           "run_bench", "Progress"]
+           "check_output_paths", "run_bench", "Progress"]
 
 #: ops accepted by ``--ops`` besides the optimizer names
 EXTRA_OPS = ("matmul", "mlp")
@@ -176,6 +176,36 @@ def _load_report(path):
     return report
 
 
+def check_output_paths(args):
+    """Refuse, before anything runs, an output file that could not be written at the end: a missing
+    or read-only folder, a path that is a folder, or ``--plot`` without matplotlib. (A sweep takes
+    minutes; losing it to a typo in ``--md`` is the failure this prevents.)"""
+    import os
+
+    for flag, path in (("--json", args.json), ("--md", args.md), ("--plot", args.plot)):
+        if not path:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise UsageError(f"{flag}: {path} is a directory; give a file name")
+        if not os.path.isdir(folder):
+            raise UsageError(f"{flag}: cannot write {path}: folder {folder} does not exist")
+        existed = os.path.exists(path)
+        try:  # the real test (permission bits do not bind root; /proc, read-only mounts)
+            with open(path, "a"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"{flag}: cannot write {path}: {exc.strerror or exc}") from None
+        if not existed:
+            os.remove(path)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            raise EnvironmentProblem(f"--plot: matplotlib is not installed ({exc}); "
+                                     "pip install matplotlib") from None
+
+
 def write_outputs(report, args):
     """Print the tables and write the files asked for; returns (exit status, written paths)."""
     from . import report as R
@@ -206,6 +236,7 @@ def run_bench(args, argv=None):
     from .machine import loadavg, machine_info
     from .runner import run
 
+    check_output_paths(args)
     if args.from_json:
         status, written = write_outputs(_load_report(args.from_json), args)
         if written:

@@ -308,6 +308,13 @@ def write_markdown(path, report, **kw):
 
 
 # ============================================================================ terminal
+def _isatty(f):
+    try:
+        return f.isatty()
+    except (AttributeError, ValueError):  # closed or not a real stream
+        return False
+
+
 def _console():
     try:
         from rich.console import Console
@@ -317,10 +324,11 @@ def _console():
 
 
 def print_report(report, file=None):
-    """Tables on the terminal: rich when installed, else the Markdown text."""
+    """Tables on a terminal: rich when installed; the Markdown text otherwise, and whenever stdout
+    is not a terminal (a pipe or a file: rich would cut the tables to 80 columns there)."""
     file = file or sys.stdout
     con = _console()
-    if con is None or file is not sys.stdout:
+    if con is None or file is not sys.stdout or not _isatty(file):
         print(to_markdown(report), file=file)
         return
     from rich.table import Table
