@@ -325,3 +325,29 @@ def test_size_parsing():
     for bad in ("abc", "0", "-4", "2^x"):
         with pytest.raises(UsageError):
             parse_size(bad)
+
+
+def test_roofline_is_the_best_probe_round_and_never_exceeded():
+    """The probe row's time is its best round (an upper bound on speed); a kernel whose median beats
+    it marks its group 'probe disturbed' (no fraction anywhere in the group, never "2149% of
+    roofline"); otherwise fraction = probe best / kernel median."""
+    from fastdescent.bench import runner
+    from fastdescent.bench.report import _cell
+    from fastdescent.bench.timing import Timing
+
+    class Inst:
+        bytes_per_step, flops_per_step, note = 28 * 2**20, 0, None
+
+    def row(group, impl, rounds):
+        r = {"group": group, "impl": impl, "status": None}
+        return runner._finish(r, Inst(), Timing(sorted(rounds)[len(rounds) // 2], rounds), True)
+
+    rows = [row("g1", "roofline", [2e-3, 1e-3, 3e-3]), row("g1", "c", [1.2e-3, 1.25e-3, 1.3e-3]),
+            row("g2", "roofline", [2e-3, 1e-3, 3e-3]), row("g2", "c", [0.8e-3, 0.9e-3, 0.95e-3]),
+            row("g2", "numba", [2e-3, 2e-3, 2e-3])]
+    runner._derive(rows)
+    assert rows[0]["time_s"] == 1e-3  # best round, not the median (2e-3)
+    assert rows[1]["roofline_fraction"] == pytest.approx(1e-3 / 1.25e-3)
+    for r in rows[3:]:
+        assert "roofline_fraction" not in r and "disturbed" in r["roofline_note"]
+        assert "probe disturbed" in _cell(r) and "roof" not in _cell(r).replace("disturbed", "")

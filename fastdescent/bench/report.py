@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import textwrap
 from dataclasses import dataclass
 
 __all__ = ["TARGETS", "evaluate_targets", "load_warning", "write_json", "to_markdown", "write_markdown",
@@ -65,6 +66,8 @@ def _cell(row, sep=" "):
         parts.append(f"{row['gbps']:.3g} GB/s")
         if "roofline_fraction" in row:
             parts.append(f"{100 * row['roofline_fraction']:.0f}% roof")
+        elif "disturbed" in row.get("roofline_note", ""):
+            parts.append("probe disturbed")
     elif "steps_per_s" in row:
         parts.append(f"{row['steps_per_s']:.4g} steps/s")
         if "test_accuracy" in row:
@@ -284,10 +287,12 @@ def to_markdown(report, *, title="fastdescent benchmark results"):
     out += ["## Results", "",
             "Cells: median time per step (per call for matmul, per epoch for the MLP), then "
             "throughput; for optimizers `GB/s` counts the bytes the update must move and the "
-            "percentage is the fraction of the memory roofline (streaming-probe time / kernel time). "
+            "percentage is the fraction of the memory roofline (streaming-probe time / kernel time; "
+            "the roofline column is the probe's best round, an upper bound). "
             "`n/a`: not available here (reasons below); `WRONG`: failed the correctness check "
             "against the NumPy reference (not timed). No roofline percentage where the probe takes "
-            "under 50 µs (call overhead, not memory traffic, dominates there).", ""]
+            "under 50 µs (call overhead, not memory traffic, dominates there), nor where a kernel "
+            "beat the probe's best round (`probe disturbed`: machine load).", ""]
     for title, keys, impls, cells in _tables(rows):
         body = [[k] + [_cell(cells[(k, i)], "<br>") if (k, i) in cells else "" for i in impls]
                 for k in keys]
@@ -459,8 +464,12 @@ def plot(path, report):
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     m = report.get("machine", {})
-    fig.suptitle(f"fastdescent bench — {m.get('cpu_model', '?')}, {m.get('logical_cores', '?')} cores, "
-                 f"{m.get('date_utc', '')}", fontsize=10)
+    title = (f"fastdescent bench — {m.get('cpu_model', '?')}, {m.get('logical_cores', '?')} cores, "
+             f"{m.get('date_utc', '')}")
+    warn = load_warning(report)
+    if warn:
+        title += "\nWARNING: " + textwrap.shorten(warn, 160, placeholder="…")
+    fig.suptitle(title, fontsize=10, color="firebrick" if warn else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
