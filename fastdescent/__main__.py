@@ -6,7 +6,7 @@ Examples
 
     fastdescent info                      # backends available here, and why any is missing
     fastdescent demo                      # train the digits MLP on every backend; Adam vs torch
-    fastdescent bench --quick             # a two-minute sweep; tables on the terminal
+    fastdescent bench --quick             # a sweep of at most ~2 minutes; tables on the terminal
     fastdescent bench --backends c,numba --ops adam,rmsprop --json out.json --md out.md --plot out.png
 """
 
@@ -47,8 +47,12 @@ def build_parser():
             "reference before it is timed."),
         epilog=f"ops: {', '.join(C.OPS)}, matmul, mlp. Sizes accept 2^k, k/M/G suffixes.")
     b.add_argument("--quick", action="store_true",
-                   help="a subset (sizes 2^10..2^22, 1/64/1000 tensors, no 400-tensor layout, "
-                        "3 rounds): about 2 minutes on 2 idle cores")
+                   help="a subset (sgd_momentum, adam, rmsprop, lamb unless --ops; sizes 2^10..2^22; "
+                        "1/64/1000 tensors; no 400-tensor layout; 3 rounds; --time-budget 100): "
+                        "at most about 2 minutes")
+    b.add_argument("--time-budget", type=_positive_float, metavar="S",
+                   help="start no case group after S seconds; the rest is reported as not run "
+                        "(default: 100 with --quick, none otherwise)")
     b.add_argument("--backends", metavar="LIST",
                    help="comma-separated backends (numpy,c,numba,cuda); default: all available here")
     b.add_argument("--ops", metavar="LIST", help="comma-separated ops; default: all")

@@ -351,3 +351,46 @@ def test_roofline_is_the_best_probe_round_and_never_exceeded():
     for r in rows[3:]:
         assert "roofline_fraction" not in r and "disturbed" in r["roofline_note"]
         assert "probe disturbed" in _cell(r) and "roof" not in _cell(r).replace("disturbed", "")
+
+
+def test_case_budget_cuts_rounds_and_says_so():
+    """A case slower than its time budget is timed for fewer rounds (at least one), never stalls the
+    run, and its row says it ran over."""
+    import time as _time
+
+    from fastdescent.bench import runner
+    from fastdescent.bench.timing import measure_interleaved
+
+    calls = []
+
+    def slow():
+        calls.append(1)
+        _time.sleep(0.02)
+
+    t0 = _time.perf_counter()
+    (tm,) = measure_interleaved([slow], rounds=50, min_time=0.05, warmup=1, budget=0.1)
+    assert _time.perf_counter() - t0 < 1.0
+    assert 1 <= len(tm.rounds) < 50 and tm.over_budget and tm.asked == 50
+    (fast,) = measure_interleaved([lambda: None], rounds=3, min_time=0.001, budget=5.0)
+    assert not fast.over_budget and len(fast.rounds) == 3
+
+    class Inst:
+        bytes_per_step, flops_per_step, note = 0, 0, None
+
+    row = runner._finish({"group": "g", "impl": "c", "status": None}, Inst(), tm, True)
+    assert row["note"].startswith("over its time budget") and row["timing"]["rounds_asked"] == 50
+
+
+def test_run_deadline_reports_the_rest_as_not_run():
+    """Past the run's deadline no group starts: its cases come back 'skipped' with the reason."""
+    import time as _time
+
+    from fastdescent.bench import cases as BC
+    from fastdescent.bench import runner
+
+    cases = BC.optimizer_cases(["sgd"], [BC.single(1024)], ("numpy",), section="size")
+    seen = []
+    rows = runner.run(cases, rounds=1, min_time=0.0, deadline=_time.perf_counter() - 1,
+                      on_row=lambda c, r: seen.append(r))
+    assert rows and all(r["status"] == "skipped" and "time budget" in r["reason"] for r in rows)
+    assert len(seen) == len(rows)

@@ -29,7 +29,7 @@ __all__ = [
     "HEADLINE_LAYOUTS", "BACKENDS", "OPT_PEERS", "OptimizerCase", "MatmulShape", "MATMUL_SHAPES",
     "MATMUL_KERNELS", "MATMUL_PEERS", "MatmulCase", "MlpCase", "MLP_PEERS", "MLP_SIZES",
     "optimizer_cases", "matmul_cases", "mlp_cases", "headline_cases", "SWEEP_SIZES", "QUICK_SIZES",
-    "SWEEP_COUNTS", "QUICK_COUNTS", "SMALL_TENSOR", "CHECK_STEPS", "SEED", "DTYPE",
+    "SWEEP_COUNTS", "QUICK_COUNTS", "QUICK_OPS", "SMALL_TENSOR", "CHECK_STEPS", "SEED", "DTYPE",
     "backend_unavailable", "torch_unavailable",
 ]
 
@@ -44,6 +44,10 @@ QUICK_SIZES = (2 ** 10, 2 ** 14, 2 ** 18, 2 ** 22)
 #: tensor-count sweep: this many tensors of SMALL_TENSOR elements each
 SWEEP_COUNTS = (1, 4, 16, 64, 256, 1000, 4096)
 QUICK_COUNTS = (1, 64, 1000)
+#: ``--quick`` without ``--ops``: one optimizer of each kind of pass (plain read-modify-write, Adam's
+#: moments, RMSprop's averages, LAMB's two passes with per-tensor norms), the matmul kernels and the
+#: MLP; every optimizer with ``--ops``
+QUICK_OPS = ("sgd_momentum", "adam", "rmsprop", "lamb", "matmul", "mlp")
 SMALL_TENSOR = 64
 
 BACKENDS = ("numpy", "c", "numba", "cuda")

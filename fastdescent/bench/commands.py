@@ -13,6 +13,11 @@ __all__ = ["UsageError", "parse_sizes", "parse_list", "select_backends", "select
 
 #: ops accepted by ``--ops`` besides the optimizer names
 EXTRA_OPS = ("matmul", "mlp")
+#: ``--quick``: no group starts after this many seconds (the cases left are reported, not run; a
+#: group that started finishes, each case within QUICK_CASE_BUDGET_S of timing), so the whole command
+#: stays within about two minutes even on a loaded machine
+QUICK_TIME_BUDGET_S = 100.0
+QUICK_CASE_BUDGET_S = 1.0
 
 
 class UsageError(Exception):
@@ -109,10 +114,13 @@ def select_ops(text):
 # ============================================================================ what to run
 def bench_cases(*, backends, ops, sizes, counts, layouts=(), shapes=C.MATMUL_SHAPES, peers=True,
                 roofline=True):
-    """The case list of a ``bench`` run (sections: size, count, layout, matmul, mlp)."""
+    """The case list of a ``bench`` run (sections: mlp, size, count, layout, matmul). The training
+    case comes first: under a time budget (``--quick``) it is the last thing to be left out."""
     opt_ops = [o for o in ops if o in C.OPTIMIZERS]
     impls = tuple(backends) + (C.OPT_PEERS if peers else ()) + (("roofline",) if roofline else ())
     out = []
+    if "mlp" in ops:
+        out += C.mlp_cases(tuple(b for b in backends if b != "cuda") + (C.MLP_PEERS if peers else ()))
     if opt_ops:
         out += C.optimizer_cases(opt_ops, [C.single(n) for n in sizes], impls, section="size")
         out += C.optimizer_cases(opt_ops, [C.many(n) for n in counts], impls, section="count")
@@ -121,8 +129,6 @@ def bench_cases(*, backends, ops, sizes, counts, layouts=(), shapes=C.MATMUL_SHA
     if "matmul" in ops:
         out += C.matmul_cases(C.MATMUL_KERNELS, shapes,
                               tuple(backends) + (C.MATMUL_PEERS if peers else ()))
-    if "mlp" in ops:
-        out += C.mlp_cases(tuple(b for b in backends if b != "cuda") + (C.MLP_PEERS if peers else ()))
     return out
 
 
@@ -246,8 +252,8 @@ def run_bench(args, argv=None):
     backends = select_backends(args.backends)
     if not backends:
         raise EnvironmentProblem("no fastdescent backend is available here")
-    ops = select_ops(args.ops)
     quick = args.quick
+    ops = select_ops(args.ops) if args.ops or not quick else list(C.QUICK_OPS)
     sizes = parse_sizes(args.sizes) if args.sizes else (C.QUICK_SIZES if quick else C.SWEEP_SIZES)
     counts = parse_sizes(args.counts) if args.counts else (C.QUICK_COUNTS if quick else C.SWEEP_COUNTS)
     shapes = tuple(parse_shape(s) for s in parse_list(args.shapes)) if args.shapes else C.MATMUL_SHAPES
@@ -258,6 +264,9 @@ def run_bench(args, argv=None):
         raise UsageError("--rounds must be >= 1")
     if min_time < 0:
         raise UsageError("--min-time must be >= 0")
+    time_budget = args.time_budget if args.time_budget is not None else (QUICK_TIME_BUDGET_S
+                                                                         if quick else None)
+    case_budget = QUICK_CASE_BUDGET_S if quick else None
     peers = not args.no_peers
     if peers and C.torch_unavailable() is not None and not args.quiet:
         print(f"note: torch peers skipped: {C.torch_unavailable()}", file=sys.stderr)
@@ -266,9 +275,10 @@ def run_bench(args, argv=None):
     mem = int(args.mem_budget_gib * (1 << 30)) if args.mem_budget_gib is not None else None
     machine = machine_info()
     t0 = time.perf_counter()
+    deadline = None if time_budget is None else t0 + time_budget
     with Progress(len(case_list), enabled=not args.quiet) as prog:
         rows = run(case_list, rounds=rounds, min_time=min_time, mem_budget=mem, on_row=prog.advance,
-                   debug=args.debug)
+                   debug=args.debug, budget=case_budget, deadline=deadline)
     elapsed = time.perf_counter() - t0
     report = {
         "schema": "fastdescent-bench/1",
@@ -277,6 +287,7 @@ def run_bench(args, argv=None):
                      "counts": list(counts), "small_tensor": C.SMALL_TENSOR,
                      "matmul_shapes": [s.name for s in shapes] if "matmul" in ops else [],
                      "layouts": [lay.name for lay in layouts], "rounds": rounds, "min_time_s": min_time,
+                     "time_budget_s": time_budget, "case_budget_s": case_budget,
                      "peers": peers, "dtype": str(C.DTYPE), "check_steps": C.CHECK_STEPS},
         "machine": machine,
         "elapsed_s": elapsed,

@@ -101,6 +101,9 @@ def _finish(row, inst, timing, interleaved):
     row["time_s"] = t
     row["timing"] = timing.as_dict()
     row["interleaved"] = interleaved
+    if timing.over_budget:
+        row["note"] = (f"over its time budget: {len(timing.rounds)} of {timing.asked} rounds timed"
+                       + (f"; {row['note']}" if row.get("note") else ""))
     if inst.bytes_per_step:
         row["bytes_per_step"] = inst.bytes_per_step
         row["gbps"] = inst.bytes_per_step / t / 1e9
@@ -147,7 +150,7 @@ def _derive(rows):
 
 
 def run_group(group, *, rounds=5, min_time=0.05, warmup=1, mem_budget=None, on_row=None,
-              debug=False):
+              debug=False, budget=None):
     """Run the cases of one group (same hot path and data); return their rows in order."""
     mem_budget = default_mem_budget() if mem_budget is None else mem_budget
     rows = [_base_row(c) for c in group]
@@ -165,7 +168,8 @@ def run_group(group, *, rounds=5, min_time=0.05, warmup=1, mem_budget=None, on_r
         order = list(insts)
         try:
             timings = measure_interleaved([insts[i].step for i in order], rounds=rounds,
-                                          min_time=min_time, warmup=warmup) if order else []
+                                          min_time=min_time, warmup=warmup,
+                                          budget=budget) if order else []
         except Exception as exc:  # noqa: BLE001 - time them one by one to find the culprit
             timings = None
             first = exc
@@ -173,7 +177,7 @@ def run_group(group, *, rounds=5, min_time=0.05, warmup=1, mem_budget=None, on_r
             for i in order:
                 try:
                     (tm,) = measure_interleaved([insts[i].step], rounds=rounds, min_time=min_time,
-                                                warmup=0)
+                                                warmup=0, budget=budget)
                     _finish(rows[i], insts[i], tm, False)
                 except Exception as exc:  # noqa: BLE001
                     _fail(rows[i], "error", exc, debug)
@@ -192,7 +196,7 @@ def run_group(group, *, rounds=5, min_time=0.05, warmup=1, mem_budget=None, on_r
             if inst is not None:
                 try:
                     (tm,) = measure_interleaved([inst.step], rounds=rounds, min_time=min_time,
-                                                warmup=warmup)
+                                                warmup=warmup, budget=budget)
                     _finish(rows[i], inst, tm, False)
                 except Exception as exc:  # noqa: BLE001
                     _fail(rows[i], "error", exc, debug)
@@ -213,12 +217,27 @@ def groups_of(cases):
     return list(out.values())
 
 
-def run(cases, *, rounds=5, min_time=0.05, warmup=1, mem_budget=None, on_row=None, debug=False):
-    """Run every case, group by group; return the rows."""
+def run(cases, *, rounds=5, min_time=0.05, warmup=1, mem_budget=None, on_row=None, debug=False,
+        budget=None, deadline=None):
+    """Run every case, group by group; return the rows.
+
+    ``budget``: seconds each case may spend being timed (see :func:`.timing.measure_interleaved`);
+    ``deadline``: a ``time.perf_counter()`` value after which no further group starts: the cases
+    left are reported as skipped ("the run's time budget was spent"), not run.
+    """
     rows = []
     for group in groups_of(cases):
+        if deadline is not None and time.perf_counter() > deadline:
+            for case in group:
+                row = _base_row(case)
+                row["status"] = "skipped"
+                row["reason"] = "not run: the run's time budget was spent (--time-budget)"
+                rows.append(row)
+                if on_row is not None:
+                    on_row(case, row)
+            continue
         rows.extend(run_group(group, rounds=rounds, min_time=min_time, warmup=warmup,
-                              mem_budget=mem_budget, on_row=on_row, debug=debug))
+                              mem_budget=mem_budget, on_row=on_row, debug=debug, budget=budget))
     C._base_data.cache_clear()
     C._reference_params.cache_clear()
     C._mm_data.cache_clear()

@@ -29,6 +29,8 @@ class Timing:
     median: float
     rounds: list = field(default_factory=list)
     inner: int = 1
+    #: rounds asked for; fewer were timed when the case ran over its time budget
+    asked: int = 0
 
     @property
     def min(self):
@@ -41,9 +43,16 @@ class Timing:
             return 0.0
         return (max(self.rounds) - min(self.rounds)) / self.median
 
+    @property
+    def over_budget(self):
+        return len(self.rounds) < self.asked
+
     def as_dict(self):
-        return {"median_s": self.median, "min_s": self.min, "rounds_s": list(self.rounds),
-                "calls_per_round": self.inner, "spread": self.spread}
+        d = {"median_s": self.median, "min_s": self.min, "rounds_s": list(self.rounds),
+             "calls_per_round": self.inner, "spread": self.spread}
+        if self.over_budget:
+            d["rounds_asked"] = self.asked
+        return d
 
 
 def calibrate(fn, min_time, max_inner=100_000):
@@ -69,25 +78,38 @@ def _round(fn, inner):
     return (_clock() - t0) / inner
 
 
-def measure(fn, *, rounds=5, min_time=0.05, warmup=1):
+def measure(fn, *, rounds=5, min_time=0.05, warmup=1, budget=None):
     """Time ``fn()``: ``warmup`` untimed calls, then ``rounds`` calibrated rounds; a :class:`Timing`."""
-    return measure_interleaved([fn], rounds=rounds, min_time=min_time, warmup=warmup)[0]
+    return measure_interleaved([fn], rounds=rounds, min_time=min_time, warmup=warmup,
+                               budget=budget)[0]
 
 
-def measure_interleaved(fns, *, rounds=5, min_time=0.05, warmup=1):
+def measure_interleaved(fns, *, rounds=5, min_time=0.05, warmup=1, budget=None):
     """Time several callables side by side, round-robin, rotating the order each round.
+
+    ``budget`` (seconds per callable, None: no limit) bounds the whole measurement: calibration
+    asks for no more calls than fit, and once the time spent passes ``budget * len(fns)`` no further
+    round starts (at least one round is always timed); the Timings then say ``over_budget``. A single
+    call is never interrupted.
 
     Returns one :class:`Timing` per callable, in the order given.
     """
     fns = list(fns)
+    t0 = _clock()
     for fn in fns:
         for _ in range(warmup):
             fn()
+    total = None if budget is None else budget * len(fns)
+    if total is not None:  # a round of each may take at most its share of what is left
+        left = max(0.0, total - (_clock() - t0))
+        min_time = min(min_time, left / max(1, rounds) / len(fns))
     inner = [calibrate(fn, min_time) for fn in fns]
     per = [[] for _ in fns]
     k = len(fns)
     for r in range(max(1, rounds)):
+        if r > 0 and total is not None and _clock() - t0 > total:
+            break
         for j in range(k):
             i = (j + r) % k
             per[i].append(_round(fns[i], inner[i]))
-    return [Timing(statistics.median(ts), ts, n) for ts, n in zip(per, inner)]
+    return [Timing(statistics.median(ts), ts, n, max(1, rounds)) for ts, n in zip(per, inner)]
