@@ -48,6 +48,7 @@ BENCH_FILES = {
     "bench_adadelta.py": lambda: C.optimizer_cases(("adadelta",), C.HEADLINE_LAYOUTS),
     "bench_matmul.py": lambda: C.matmul_cases(),
     "bench_mlp.py": lambda: C.mlp_cases(("numpy", "c", "numba") + C.MLP_PEERS),
+    "bench_mnist.py": lambda: C.mnist_cases(("numpy", "c", "numba") + C.MLP_PEERS),
 }
 
 
@@ -77,7 +78,7 @@ def test_every_optimizer_and_hot_path_has_a_benchmark_file():
         assert (BENCH_DIR / fname).is_file()
         ops |= {c.op for c in make()}
     assert set(C.OPS) <= ops
-    assert {"matmul_fwd", "matmul_bwd_x", "matmul_bwd_w", "matmul_fwd_bwd", "mlp"} <= ops
+    assert {"matmul_fwd", "matmul_bwd_x", "matmul_bwd_w", "matmul_fwd_bwd", "mlp", "mnist"} <= ops
 
 
 def test_bytes_per_element_count_the_traffic():
@@ -394,3 +395,35 @@ def test_run_deadline_reports_the_rest_as_not_run():
                       on_row=lambda c, r: seen.append(r))
     assert rows and all(r["status"] == "skipped" and "time budget" in r["reason"] for r in rows)
     assert len(seen) == len(rows)
+
+
+def test_mnist_shaped_case_trains_and_checks_on_a_small_copy(monkeypatch):
+    """The MNIST-shaped MLP case on a small copy of its data (8,000 rows): the data are deterministic
+    and learnable, a fastdescent backend passes the check against the NumPy backend for both
+    optimizers, and the case ids/row keys name data set and optimizer."""
+    from fastdescent.bench import mlp
+    from fastdescent.bench.runner import _base_row
+
+    monkeypatch.setattr(C, "MNIST_TRAIN", 8000)
+    monkeypatch.setattr(C, "MNIST_TEST", 500)
+    C.mnist_shaped_split.cache_clear()
+    mlp._reference_params.cache_clear()
+    try:
+        a, b = C.mnist_shaped_split(), C.mnist_shaped_split.__wrapped__()
+        assert a[0].shape == (8000, 784) and a[0].dtype == np.float32 and a[2].shape == (500, 784)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+        assert 0.0 <= a[0].min() and a[0].max() <= 1.0 and set(np.unique(a[1])) == set(range(10))
+        cases = {(c.optimizer, c.impl): c for c in C.mnist_cases(("c",))}
+        assert set(cases) == {("adam", "c"), ("sgd", "c")}
+        for opt in ("adam", "sgd"):
+            case = cases[(opt, "c")]
+            assert case.id == f"mlp-784-128-10-mnist-shaped-{opt}-c"
+            assert _base_row(case)["layout"] == f"mnist-shaped 784-128-10 {opt}"
+            inst = case.build()
+            out = case.check(inst)
+            assert out["test_accuracy"] >= mlp.MIN_ACCURACY and "max_abs_err" in out
+            inst.close()
+        assert C.MlpCase("c").id == "mlp-64-256-10-c" and C.MlpCase("c").name == "digits 64-256-10"
+    finally:
+        C.mnist_shaped_split.cache_clear()
+        mlp._reference_params.cache_clear()

@@ -12,7 +12,7 @@ __all__ = ["UsageError", "parse_sizes", "parse_list", "select_backends", "select
            "check_output_paths", "run_bench", "Progress"]
 
 #: ops accepted by ``--ops`` besides the optimizer names
-EXTRA_OPS = ("matmul", "mlp")
+EXTRA_OPS = ("matmul", "mlp", "mnist")
 #: ``--quick``: no group starts after this many seconds (the cases left are reported, not run; a
 #: group that started finishes, each case within QUICK_CASE_BUDGET_S of timing), so the whole command
 #: stays within about two minutes even on a loaded machine
@@ -114,13 +114,17 @@ def select_ops(text):
 # ============================================================================ what to run
 def bench_cases(*, backends, ops, sizes, counts, layouts=(), shapes=C.MATMUL_SHAPES, peers=True,
                 roofline=True):
-    """The case list of a ``bench`` run (sections: mlp, size, count, layout, matmul). The training
-    case comes first: under a time budget (``--quick``) it is the last thing to be left out."""
+    """The case list of a ``bench`` run (sections: mlp (digits, then MNIST-shaped), size, count,
+    layout, matmul). The training cases come first: under a time budget (``--quick``) they are the
+    last thing to be left out."""
     opt_ops = [o for o in ops if o in C.OPTIMIZERS]
     impls = tuple(backends) + (C.OPT_PEERS if peers else ()) + (("roofline",) if roofline else ())
     out = []
+    mlp_impls = tuple(b for b in backends if b != "cuda") + (C.MLP_PEERS if peers else ())
     if "mlp" in ops:
-        out += C.mlp_cases(tuple(b for b in backends if b != "cuda") + (C.MLP_PEERS if peers else ()))
+        out += C.mlp_cases(mlp_impls)
+    if "mnist" in ops:
+        out += C.mnist_cases(mlp_impls)
     if opt_ops:
         out += C.optimizer_cases(opt_ops, [C.single(n) for n in sizes], impls, section="size")
         out += C.optimizer_cases(opt_ops, [C.many(n) for n in counts], impls, section="count")

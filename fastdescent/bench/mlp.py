@@ -1,13 +1,16 @@
-"""The digits MLP case: one training epoch (64-256-10, ReLU, Adam lr=1e-3, batch 64, cross-entropy).
+"""The MLP training cases: one epoch of the digits MLP (64-256-10, ReLU, Adam lr=1e-3, batch 64,
+cross-entropy), and of an MNIST-shaped one (784-128-10 on 60,000 synthetic rows, batch 128, Adam or
+momentum SGD).
 
 fastdescent (``fd.nn.MLP`` + ``fd.fit`` on each backend) is compared with the same model written in
-torch (``nn.Sequential``, ``torch.optim.Adam`` with its defaults, the usual zero_grad/backward/step
-loop) and with scikit-learn's ``MLPClassifier(solver="adam")`` (``partial_fit`` is one epoch).
+torch (``nn.Sequential``, the same ``torch.optim`` optimizer, the usual zero_grad/backward/step
+loop) and with scikit-learn's ``MLPClassifier`` with the same solver (``partial_fit`` is one epoch).
 
-Checks before timing: a fastdescent backend trains :data:`CHECK_EPOCHS` epochs from the same seed as
-the NumPy backend and must end with the same parameters (rtol 1e-4, atol 1e-5: matmul reduction order
-differs between backends); a peer, which initialises and shuffles its own way, must reach
-:data:`MIN_ACCURACY` test accuracy after :data:`CHECK_EPOCHS` epochs (it trains the same problem).
+Checks before timing: a fastdescent backend trains ``case.check_epochs`` epochs (3 on the digits, 1 on
+the MNIST-shaped data) from the same seed as the NumPy backend and must end with the same parameters
+(rtol 1e-4, atol 1e-5: matmul reduction order differs between backends); a peer, which initialises
+and shuffles its own way, must reach :data:`MIN_ACCURACY` test accuracy after as many epochs (it
+trains the same problem).
 """
 
 from __future__ import annotations
@@ -17,30 +20,31 @@ import warnings
 
 import numpy as np
 
-from .cases import MLP_BATCH, MLP_LR, CheckError, Instance, _compare, digits_split
+from .cases import MLP_BATCH, MLP_OPTIMIZERS, CheckError, Instance, _compare, mlp_data
 
-CHECK_EPOCHS = 3
+CHECK_EPOCHS = 3  # the digits case's (MlpCase.check_epochs)
 MIN_ACCURACY = 0.85
 
 __all__ = ["build", "check", "fd_model", "CHECK_EPOCHS", "MIN_ACCURACY"]
 
 
-def fd_model(backend, sizes, seed):
-    """A fastdescent MLP and its Adam optimizer on ``backend``."""
+def fd_model(backend, sizes, seed, optimizer="adam"):
+    """A fastdescent MLP and its optimizer (``MLP_OPTIMIZERS[optimizer]``) on ``backend``."""
     import fastdescent as fd
     from fastdescent import nn
 
+    cls, kw, _ = MLP_OPTIMIZERS[optimizer]
     model = nn.MLP(list(sizes), activation="relu", seed=seed, backend=backend)
-    opt = fd.Adam(model.parameters(), lr=MLP_LR, backend=backend)
+    opt = getattr(fd, cls)(model.parameters(), **kw, backend=backend)
     return model, opt
 
 
-def fd_epoch(model, opt, X, y, seed, epochs=1, progress=False):
-    """``epochs`` epochs of ``fastdescent.nn.fit`` (cross-entropy, batch 64, shuffled from ``seed``)."""
+def fd_epoch(model, opt, X, y, seed, epochs=1, progress=False, batch_size=MLP_BATCH):
+    """``epochs`` epochs of ``fastdescent.nn.fit`` (cross-entropy, shuffled from ``seed``)."""
     from fastdescent import nn
 
     return nn.fit(model, X, y, loss="cross_entropy", optimizer=opt, epochs=epochs,
-                  batch_size=MLP_BATCH, seed=seed, progress=progress)
+                  batch_size=batch_size, seed=seed, progress=progress)
 
 
 def _accuracy(pred, y):
@@ -48,16 +52,18 @@ def _accuracy(pred, y):
 
 
 def build(case):
-    Xtr, ytr, Xte, yte = digits_split(case.seed)
-    steps = -(-len(Xtr) // MLP_BATCH)
+    Xtr, ytr, Xte, yte = mlp_data(case.data, case.seed)
+    batch = case.batch
+    steps = -(-len(Xtr) // batch)
     impl = case.impl
+    cls, kw, sk_kw = MLP_OPTIMIZERS[case.optimizer]
     counter = {"epoch": 0}
     if case.kind == "fastdescent":
-        model, opt = fd_model(impl, case.sizes, case.seed)
+        model, opt = fd_model(impl, case.sizes, case.seed, case.optimizer)
 
         def step():
             counter["epoch"] += 1
-            fd_epoch(model, opt, Xtr, ytr, case.seed + counter["epoch"])
+            fd_epoch(model, opt, Xtr, ytr, case.seed + counter["epoch"], batch_size=batch)
 
         inst = Instance(step, lambda: [np.array(p) for p in model.params], keep=(model, opt))
         inst.predict = model.predict_classes
@@ -69,15 +75,15 @@ def build(case):
         for a, b in zip(case.sizes[:-1], case.sizes[1:]):
             layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
         net = torch.nn.Sequential(*layers[:-1])
-        opt = torch.optim.Adam(net.parameters(), lr=MLP_LR)
+        opt = getattr(torch.optim, cls)(net.parameters(), **kw)
         tX, ty = torch.from_numpy(Xtr), torch.from_numpy(ytr)
         gen = torch.Generator().manual_seed(case.seed)
         lossf = torch.nn.CrossEntropyLoss()
 
         def step():
             perm = torch.randperm(len(tX), generator=gen)
-            for i in range(0, len(tX), MLP_BATCH):
-                idx = perm[i:i + MLP_BATCH]
+            for i in range(0, len(tX), batch):
+                idx = perm[i:i + batch]
                 opt.zero_grad(set_to_none=True)
                 loss = lossf(net(tX[idx]), ty[idx])
                 loss.backward()
@@ -93,8 +99,7 @@ def build(case):
         from sklearn.neural_network import MLPClassifier
 
         clf = MLPClassifier(hidden_layer_sizes=tuple(case.sizes[1:-1]), activation="relu",
-                            solver="adam", learning_rate_init=MLP_LR, batch_size=MLP_BATCH,
-                            alpha=0.0, random_state=case.seed)
+                            batch_size=batch, alpha=0.0, random_state=case.seed, **sk_kw)
         classes = np.unique(ytr)
 
         def step():
@@ -108,16 +113,17 @@ def build(case):
         raise ValueError(f"unknown implementation {impl!r}")
     inst.steps_per_unit = steps
     inst.accuracy = lambda: _accuracy(inst.predict(Xte), yte)
-    inst.note = f"1 epoch = {steps} steps of batch {MLP_BATCH} over {len(Xtr)} digits"
+    inst.note = f"1 epoch = {steps} steps of batch {batch} over {len(Xtr)} {case.data} rows"
     return inst
 
 
 @functools.lru_cache(maxsize=1)
-def _reference_params(sizes, seed):
-    from .cases import MlpCase
+def _reference_params(case):
+    import dataclasses
 
-    inst = build(MlpCase("numpy", sizes, seed))
-    for _ in range(CHECK_EPOCHS):
+    ref = dataclasses.replace(case, impl="numpy")
+    inst = build(ref)
+    for _ in range(ref.check_epochs):
         inst.step()
     out = tuple(inst.result())
     inst.close()
@@ -125,21 +131,22 @@ def _reference_params(sizes, seed):
 
 
 def check(case, inst):
-    for _ in range(CHECK_EPOCHS):
+    import dataclasses
+
+    epochs = case.check_epochs
+    for _ in range(epochs):
         inst.step()
     acc = inst.accuracy()
-    out = {"test_accuracy": acc, "epochs": CHECK_EPOCHS}
+    out = {"test_accuracy": acc, "epochs": epochs}
     if case.kind == "fastdescent":
-        from .cases import MlpCase
-
-        reason = MlpCase("numpy", case.sizes, case.seed).unavailable()
+        reason = dataclasses.replace(case, impl="numpy").unavailable()
         if reason is None:
-            ref = _reference_params(tuple(case.sizes), case.seed)
+            ref = _reference_params(dataclasses.replace(case, impl="numpy"))
             out["max_abs_err"] = _compare(case.id, inst.result(), ref, 1e-4, 1e-5)
             out.update(rtol=1e-4, atol=1e-5)
         else:  # only the accuracy check below is possible
             out["reference"] = f"NumPy reference unavailable: {reason}"
     if acc < MIN_ACCURACY:
-        raise CheckError(f"{case.id}: test accuracy {acc:.3f} after {CHECK_EPOCHS} epochs is below "
+        raise CheckError(f"{case.id}: test accuracy {acc:.3f} after {epochs} epochs is below "
                          f"{MIN_ACCURACY} (the model does not learn)")
     return out

@@ -25,6 +25,7 @@ SECTION_TITLES = {
     "layout": "Model-like layout",
     "matmul": "Dense-layer kernels (batched matmul)",
     "mlp": "Digits MLP, one training epoch",
+    "mnist": "MNIST-shaped MLP (784-128-10, 60,000 synthetic rows, batch 128), one training epoch",
 }
 
 
@@ -88,7 +89,7 @@ def _tables(rows):
             title = f"{SECTION_TITLES['matmul']}: {r['op']}"
         else:
             tkey = (r["section"], r["op"])
-            title = SECTION_TITLES.get(r["section"], r["section"])
+            title = SECTION_TITLES.get(r["op"], SECTION_TITLES.get(r["section"], r["section"]))
         if tkey not in by_table:
             by_table[tkey] = (title, [], set(), {})
             out.append(by_table[tkey])
@@ -146,6 +147,12 @@ def _targets():
         t.append(Target("Adam 1000 x 64", "adam", "1000x64", impl, "speedup", 20.0, "torch-fused"))
     for impl in ("c", "numba"):
         t.append(Target("Adam 400 tensors", "adam", "400 tensors", impl, "ratio", 1.0, "torch-fused"))
+    for impl in ("c", "numba"):
+        for peer in ("torch", "sklearn"):
+            t.append(Target("digits MLP epoch", "mlp", "digits 64-256-10", impl, "ratio", 0.1, peer))
+        for opt in ("adam", "sgd"):
+            t.append(Target(f"784-128-10 epoch ({opt})", "mnist", f"mnist-shaped 784-128-10 {opt}",
+                            impl, "ratio", 0.7, "torch"))
     return tuple(t)
 
 

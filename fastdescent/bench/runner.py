@@ -56,7 +56,7 @@ def _base_row(case):
         row.update(layout=shape.name, shape=dict(B=shape.B, M=shape.M, K=shape.K, N=shape.N,
                                                  Bw=shape.Bw), dtype=str(case.dtype))
     if getattr(case, "sizes", None) is not None and case.section == "mlp":
-        row.update(layout="digits " + "-".join(map(str, case.sizes)))
+        row.update(layout=case.name)
     return row
 
 
