@@ -1,6 +1,6 @@
 /* fastdescent.h -- the public C ABI of the fastdescent kernel library.
  *
- * This file is also the cffi cdef of the Python extension (fastdescent/_cffi_build.py reads it
+ * This file is also the cffi cdef of the Python extension (csrc/cffi_build.py reads it
  * verbatim, dropping the preprocessor lines), so everything outside preprocessor lines must be plain
  * declarations that cffi can parse: no macros in declarations, no inline functions, no `restrict`.
  *
@@ -42,7 +42,7 @@
 #include <stdint.h>
 
 /* FASTDESCENT_VERSION_MAJOR / _MINOR / _PATCH (ints), FASTDESCENT_VERSION_STRING ("0.1.0") and
- * FASTDESCENT_VERSION_NUMBER (MAJOR * 1000000 + MINOR * 1000 + PATCH, for #if): the version of this
+ * FASTDESCENT_VERSION_NUMBER (MAJOR * 1000000 + MINOR * 1000 + PATCH, for preprocessor comparisons): the version of this
  * header. fastdescent_version.h is generated at build time from fastdescent/_version.py, the one
  * place the version is written (csrc/Makefile, csrc/cffi_build.py) and installed next to this file.
  * fd_version() gives the library's version at run time. */
