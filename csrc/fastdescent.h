@@ -41,11 +41,12 @@
 
 #include <stdint.h>
 
-/* FASTDESCENT_VERSION_MAJOR / _MINOR / _PATCH (ints), FASTDESCENT_VERSION_STRING ("0.1.0") and
- * FASTDESCENT_VERSION_NUMBER (MAJOR * 1000000 + MINOR * 1000 + PATCH, for preprocessor comparisons): the version of this
- * header. fastdescent_version.h is generated at build time from fastdescent/_version.py, the one
- * place the version is written (csrc/Makefile, csrc/cffi_build.py) and installed next to this file.
- * fd_version() gives the library's version at run time. */
+/* The version of this header: FASTDESCENT_VERSION_MAJOR / _MINOR / _PATCH (ints),
+ * FASTDESCENT_VERSION_STRING ("0.1.0") and FASTDESCENT_VERSION_NUMBER (MAJOR * 1000000 +
+ * MINOR * 1000 + PATCH, for preprocessor comparisons). fastdescent_version.h is generated at build
+ * time from fastdescent/_version.py, the one place the version is written (by csrc/Makefile and
+ * csrc/cffi_build.py), and installed next to this file. fd_version() gives the library's version
+ * at run time. */
 #include "fastdescent_version.h"
 
 #ifdef __cplusplus

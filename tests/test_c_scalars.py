@@ -167,6 +167,11 @@ def _compare(C, name, c_vals, step, first=True, mu_product=1.0):
     return got
 
 
+def test_every_rule_has_a_c_helper():
+    """A new optimizer (a rule) needs its fd_<name>_scalars helper too (and an entry above)."""
+    assert set(SPECS) == set(rules.RULES)
+
+
 def test_output_fields_are_the_contract_scalars(C):
     """fd_<name>_scalars_t: the contract row's scalars, same names, same order, reals as double
     and flags as int; then the documented extras."""
