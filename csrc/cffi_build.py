@@ -11,6 +11,9 @@ fastdescent package.
   ``python csrc/cffi_build.py --outdir DIR`` builds it into DIR instead (the sanitizer stage does this
   with ``FASTDESCENT_EXTRA_CFLAGS="-fsanitize=address,undefined ..."``, then points
   ``FASTDESCENT_C_EXTENSION`` at the result).
+- The version: ``fastdescent/_version.py`` is the one place it is written; ``make_ffibuilder`` writes
+  ``csrc/fastdescent_version.h`` from it (the ``FASTDESCENT_VERSION_*`` macros, included by the
+  header; ``csrc/Makefile`` generates the same bytes), which ``fd_version()`` returns.
 - The cdef is ``csrc/fastdescent.h`` itself (one source of truth), minus its preprocessor lines and
   the lines inside ``#ifdef __cplusplus`` blocks.
 - API mode: the extension compiles every ``csrc/fd_*.c`` (the dense-layer files included) with -O3,
@@ -101,10 +104,56 @@ def read_version():
     return m.group(1)
 
 
+VERSION_HEADER = os.path.join(CSRC, "fastdescent_version.h")
+
+
+def version_header_text(version=None):
+    """The text of ``csrc/fastdescent_version.h`` (the ``FASTDESCENT_VERSION_*`` macros that
+    ``fastdescent.h`` includes) for ``version`` (default: :func:`read_version`); byte for byte what
+    ``csrc/Makefile`` generates."""
+    version = read_version() if version is None else version
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if m is None:
+        raise RuntimeError(f"__version__ {version!r} does not start with MAJOR.MINOR.PATCH")
+    major, minor, patch = m.groups()
+    return (
+        "/* fastdescent_version.h -- generated from fastdescent/_version.py by csrc/Makefile or\n"
+        " * csrc/cffi_build.py; do not edit. Included by fastdescent.h. */\n"
+        "#ifndef FASTDESCENT_VERSION_H\n"
+        "#define FASTDESCENT_VERSION_H\n"
+        f"#define FASTDESCENT_VERSION_MAJOR {major}\n"
+        f"#define FASTDESCENT_VERSION_MINOR {minor}\n"
+        f"#define FASTDESCENT_VERSION_PATCH {patch}\n"
+        f'#define FASTDESCENT_VERSION_STRING "{version}"\n'
+        "#define FASTDESCENT_VERSION_NUMBER \\\n"
+        "    (FASTDESCENT_VERSION_MAJOR * 1000000 + FASTDESCENT_VERSION_MINOR * 1000 + "
+        "FASTDESCENT_VERSION_PATCH)\n"
+        "#endif\n"
+    )
+
+
+def write_version_header(path=VERSION_HEADER):
+    """Write ``fastdescent_version.h`` next to ``fastdescent.h`` unless it already has this text
+    (then it is left alone, so its timestamp does not trigger rebuilds)."""
+    text = version_header_text()
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return path
+    except OSError:
+        pass
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
 def make_ffibuilder(relative=True):
     """The FFI builder; ``relative``: source paths relative to the current directory when below it
     (setuptools prefers them), else absolute (``compile(tmpdir=...)`` runs in tmpdir)."""
     rel = _rel if relative else os.path.abspath
+    write_version_header()
     ffi = FFI()
     ffi.cdef(read_cdef())
     sources = sorted(glob.glob(os.path.join(CSRC, "fd_*.c")))
@@ -127,7 +176,6 @@ def make_ffibuilder(relative=True):
         extra_compile_args=extra_compile,
         extra_link_args=omp_link,
         libraries=libraries,
-        define_macros=[("FD_VERSION_STRING", f'"{read_version()}"')],
         optional=True,  # a failed compile leaves the c backend unavailable, not the install broken
     )
     return ffi

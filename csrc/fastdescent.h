@@ -1,6 +1,6 @@
 /* fastdescent.h -- the public C ABI of the fastdescent kernel library.
  *
- * This file is also the cffi cdef of the Python extension (fastdescent/_cffi_build.py reads it
+ * This file is also the cffi cdef of the Python extension (csrc/cffi_build.py reads it
  * verbatim, dropping the preprocessor lines), so everything outside preprocessor lines must be plain
  * declarations that cffi can parse: no macros in declarations, no inline functions, no `restrict`.
  *
@@ -40,6 +40,14 @@
 #define FASTDESCENT_H
 
 #include <stdint.h>
+
+/* The version of this header: FASTDESCENT_VERSION_MAJOR / _MINOR / _PATCH (ints),
+ * FASTDESCENT_VERSION_STRING ("0.1.0") and FASTDESCENT_VERSION_NUMBER (MAJOR * 1000000 +
+ * MINOR * 1000 + PATCH, for preprocessor comparisons). fastdescent_version.h is generated at build
+ * time from fastdescent/_version.py, the one place the version is written (by csrc/Makefile and
+ * csrc/cffi_build.py), and installed next to this file. fd_version() gives the library's version
+ * at run time. */
+#include "fastdescent_version.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -347,6 +355,172 @@ int fd_noise_f32(int64_t ntensors, const int64_t *sizes, float *const *param,
                  const int64_t *param_index, double sigma, int64_t seed, int64_t step);
 int fd_noise_f64(int64_t ntensors, const int64_t *sizes, double *const *param,
                  const int64_t *param_index, double sigma, int64_t seed, int64_t step);
+
+/* ---- per-step scalars (fd_scalars.c) ----------------------------------------------------------- */
+/* The update kernels above take per-step scalars (bias corrections, effective step sizes, decay
+ * factors) that the Python layer derives in float64 from the hyperparameters and the step count
+ * (fastdescent/rules/<name>.py, Rule.scalars). These helpers derive them the same way, with the
+ * same float64 operations in the same order, so their values are bit for bit those of the Python
+ * layer (tests/test_c_scalars.py compares them). An embedder's step is then two calls:
+ *
+ *     fd_adam_scalars_t s;
+ *     if (fd_adam_scalars(&hp, t, &s) == FD_OK)
+ *         fd_adam_f32(n, sizes, p, m, v, NULL, g, s.beta1, s.beta2, s.eps, s.weight_decay,
+ *                     s.decay, s.step_size, s.bias_correction2_sqrt, s.amsgrad, s.maximize);
+ *
+ * int fd_<name>_scalars(const fd_<name>_hparams_t *hp, int64_t step, [extra,] fd_<name>_scalars_t *out)
+ * - hp: the optimizer's hyperparameters, named as torch.optim's / fastdescent.optim's (betas are
+ *   beta1, beta2); flags are int 0/1.
+ * - step: the step number, 1 on the first step (the count after this step, as torch's `step`).
+ * - out: the fields are the kernel's scalar parameters, same names, same order (float64 reals,
+ *   int flags), plus the values documented per optimizer (SGD's noise_sigma, NAdam's mu_product).
+ * Returns FD_OK, or, leaving *out untouched: FD_ERR_NULL (hp or out NULL); FD_ERR_ARG for a
+ * hyperparameter outside the domain fastdescent.optim accepts (said per struct; NaN and +-inf are
+ * outside every domain), a flag other than 0 or 1, step < 1, or a derived scalar that is not finite
+ * (e.g. lr = 1e300 with lr / (1 - beta1**t) overflowing), as the Python layer refuses it. For a
+ * float32 table the Python layer also refuses scalars beyond FLT_MAX; these helpers do not know the
+ * element type and leave that check to the caller.
+ * Not covered: the proximal L1 pass (fd_prox: threshold = lr * l1, Adagrad: clr * l1) and the
+ * initial state fills (Adagrad's sum = initial_accumulator_value, Rprop's step_size = lr). */
+
+/* SGD. Domain: lr, momentum, weight_decay, noise_std, noise_decay finite and >= 0; dampening finite;
+ * nesterov only with momentum > 0 and dampening == 0. first: 1 on the step that creates the momentum
+ * buffer (the first step), else 0 (becomes first_step). noise_sigma = noise_std * step**(-noise_decay)
+ * (0 when noise_std == 0): the sigma of fd_noise after the update, when it is > 0. */
+typedef struct fd_sgd_hparams_s {
+    double lr, momentum, dampening, weight_decay, noise_std, noise_decay;
+    int nesterov, maximize;
+} fd_sgd_hparams_t;
+typedef struct fd_sgd_scalars_s {
+    double lr, momentum, dampening, weight_decay;
+    int nesterov, maximize, first_step;
+    double noise_sigma;
+} fd_sgd_scalars_t;
+int fd_sgd_scalars(const fd_sgd_hparams_t *hp, int64_t step, int first, fd_sgd_scalars_t *out);
+
+/* Adam, and AdamW with decoupled_weight_decay = 1. Domain: lr, eps, weight_decay finite and >= 0;
+ * 0 <= beta1, beta2 < 1. */
+typedef struct fd_adam_hparams_s {
+    double lr, beta1, beta2, eps, weight_decay;
+    int amsgrad, maximize, decoupled_weight_decay;
+} fd_adam_hparams_t;
+typedef struct fd_adam_scalars_s {
+    double beta1, beta2, eps, weight_decay, decay, step_size, bias_correction2_sqrt;
+    int amsgrad, maximize;
+} fd_adam_scalars_t;
+int fd_adam_scalars(const fd_adam_hparams_t *hp, int64_t step, fd_adam_scalars_t *out);
+
+/* RMSprop (no step dependence). Domain: lr, alpha, eps, weight_decay, momentum finite and >= 0. */
+typedef struct fd_rmsprop_hparams_s {
+    double lr, alpha, eps, weight_decay, momentum;
+    int centered, maximize;
+} fd_rmsprop_hparams_t;
+typedef struct fd_rmsprop_scalars_s {
+    double lr, alpha, eps, weight_decay, momentum;
+    int centered, maximize;
+} fd_rmsprop_scalars_t;
+int fd_rmsprop_scalars(const fd_rmsprop_hparams_t *hp, int64_t step, fd_rmsprop_scalars_t *out);
+
+/* Adagrad: clr = lr / (1 + (step - 1) * lr_decay). Domain: lr, lr_decay, eps, weight_decay finite
+ * and >= 0. */
+typedef struct fd_adagrad_hparams_s {
+    double lr, lr_decay, eps, weight_decay;
+    int maximize;
+} fd_adagrad_hparams_t;
+typedef struct fd_adagrad_scalars_s {
+    double clr, eps, weight_decay;
+    int maximize;
+} fd_adagrad_scalars_t;
+int fd_adagrad_scalars(const fd_adagrad_hparams_t *hp, int64_t step, fd_adagrad_scalars_t *out);
+
+/* Lion (no step dependence). Domain: lr, weight_decay finite and >= 0; 0 <= beta1, beta2 < 1. */
+typedef struct fd_lion_hparams_s {
+    double lr, beta1, beta2, weight_decay;
+    int maximize;
+} fd_lion_hparams_t;
+typedef struct fd_lion_scalars_s {
+    double lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay;
+    int maximize;
+} fd_lion_scalars_t;
+int fd_lion_scalars(const fd_lion_hparams_t *hp, int64_t step, fd_lion_scalars_t *out);
+
+/* LAMB. Domain: lr, eps, weight_decay finite and >= 0; 0 <= beta1, beta2 < 1. */
+typedef struct fd_lamb_hparams_s {
+    double lr, beta1, beta2, eps, weight_decay;
+    int bias_correction, maximize;
+} fd_lamb_hparams_t;
+typedef struct fd_lamb_scalars_s {
+    double lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay,
+        inv_bias_correction1, inv_bias_correction2;
+    int maximize;
+} fd_lamb_scalars_t;
+int fd_lamb_scalars(const fd_lamb_hparams_t *hp, int64_t step, fd_lamb_scalars_t *out);
+
+/* Rprop (no step dependence; lr only seeds the step_size buffer). Domain: lr finite and >= 0;
+ * 0 < etaminus < 1 < etaplus; 0 <= step_size_min <= step_size_max; all finite. */
+typedef struct fd_rprop_hparams_s {
+    double lr, etaminus, etaplus, step_size_min, step_size_max;
+    int maximize;
+} fd_rprop_hparams_t;
+typedef struct fd_rprop_scalars_s {
+    double etaminus, etaplus, step_size_min, step_size_max;
+    int maximize;
+} fd_rprop_scalars_t;
+int fd_rprop_scalars(const fd_rprop_hparams_t *hp, int64_t step, fd_rprop_scalars_t *out);
+
+/* Adamax. Domain: lr, eps, weight_decay finite and >= 0; 0 <= beta1, beta2 < 1. */
+typedef struct fd_adamax_hparams_s {
+    double lr, beta1, beta2, eps, weight_decay;
+    int maximize;
+} fd_adamax_hparams_t;
+typedef struct fd_adamax_scalars_s {
+    double lerp_weight;
+    int lerp_from_grad;
+    double beta2, eps, weight_decay, clr;
+    int maximize;
+} fd_adamax_scalars_t;
+int fd_adamax_scalars(const fd_adamax_hparams_t *hp, int64_t step, fd_adamax_scalars_t *out);
+
+/* Adadelta (no step dependence). Domain: lr, eps, weight_decay finite and >= 0; 0 <= rho <= 1. */
+typedef struct fd_adadelta_hparams_s {
+    double lr, rho, eps, weight_decay;
+    int maximize;
+} fd_adadelta_hparams_t;
+typedef struct fd_adadelta_scalars_s {
+    double lr, rho, one_minus_rho, eps, weight_decay;
+    int maximize;
+} fd_adadelta_scalars_t;
+int fd_adadelta_scalars(const fd_adadelta_hparams_t *hp, int64_t step, fd_adadelta_scalars_t *out);
+
+/* NAdam, and NAdamW with decoupled_weight_decay = 1. NAdam's scalars depend on a running product
+ * of momentum coefficients kept per parameter: pass mu_product = 1 on the first step and, on every
+ * later step, the out->mu_product of the step before (the product after this step, which is what
+ * torch keeps as state["mu_product"]). Domain: lr, eps, weight_decay, momentum_decay finite and
+ * >= 0; 0 <= beta1, beta2 < 1; 0 <= mu_product <= 1. */
+typedef struct fd_nadam_hparams_s {
+    double lr, beta1, beta2, eps, weight_decay, momentum_decay;
+    int decoupled_weight_decay, maximize;
+} fd_nadam_hparams_t;
+typedef struct fd_nadam_scalars_s {
+    double beta1, one_minus_beta1, beta2, one_minus_beta2, weight_decay, decay, step_size_grad,
+        step_size_exp_avg, eps_scaled;
+    int maximize;
+    double mu_product;
+} fd_nadam_scalars_t;
+int fd_nadam_scalars(const fd_nadam_hparams_t *hp, int64_t step, double mu_product,
+                     fd_nadam_scalars_t *out);
+
+/* RAdam, and RAdamW with decoupled_weight_decay = 1. Domain: lr, eps, weight_decay finite and
+ * >= 0; 0 <= beta1, beta2 < 1. */
+typedef struct fd_radam_hparams_s {
+    double lr, beta1, beta2, eps, weight_decay;
+    int decoupled_weight_decay, maximize;
+} fd_radam_hparams_t;
+typedef struct fd_radam_scalars_s {
+    double beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay, step_size;
+    int rectify, maximize;
+} fd_radam_scalars_t;
+int fd_radam_scalars(const fd_radam_hparams_t *hp, int64_t step, fd_radam_scalars_t *out);
 
 /* ---- memory roofline (fd_stream.c) ------------------------------------------------------------- */
 /* A plain streaming pass over n elements with the kernels' threading: reads src[0..nsrc-1] and

@@ -17,8 +17,8 @@
 #include <omp.h>
 #endif
 
-#ifndef FD_VERSION_STRING /* -DFD_VERSION_STRING=\"x.y.z\": make and cffi_build.py read fastdescent/_version.py */
-#error "build with -DFD_VERSION_STRING (csrc/Makefile and csrc/cffi_build.py set it from fastdescent/_version.py)"
+#if !defined(FASTDESCENT_VERSION_STRING) /* fastdescent_version.h, generated from fastdescent/_version.py */
+#error "fastdescent_version.h lacks FASTDESCENT_VERSION_STRING (csrc/Makefile and csrc/cffi_build.py generate it)"
 #endif
 
 /* Settings are read by every kernel call and may be written from any thread: relaxed atomics. */
@@ -48,11 +48,11 @@ const char *fd_strerror(int status)
     }
 }
 
-const char *fd_version(void) { return FD_VERSION_STRING; }
+const char *fd_version(void) { return FASTDESCENT_VERSION_STRING; }
 
 const char *fd_build_info(void)
 {
-    return "fastdescent " FD_VERSION_STRING
+    return "fastdescent " FASTDESCENT_VERSION_STRING
 #if defined(__clang__)
            "; clang " __clang_version__
 #elif defined(__GNUC__)

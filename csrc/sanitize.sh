@@ -2,7 +2,7 @@
 # csrc/sanitize.sh -- the AddressSanitizer + UndefinedBehaviorSanitizer stage (`make -C csrc sanitize`,
 # run by .ci/run). Fails (non-zero exit) on any sanitizer report or test failure.
 #
-#   1. the C library and its C tests (tests/*.c), built with -fsanitize=address,undefined
+#   1. the C library, its C tests (tests/*.c) and the example programs (examples/*.c), built with -fsanitize=address,undefined
 #      -fno-sanitize-recover=undefined into csrc/build-san/ (the normal build is not touched), run;
 #   2. the cffi extension built with the same flags into csrc/build-san/py/ (csrc/cffi_build.py
 #      --outdir, FASTDESCENT_EXTRA_CFLAGS/LDFLAGS), and the c-backend Python tests run against it:
@@ -19,7 +19,7 @@ CC=${CC:-cc}
 PYTHON=${PYTHON:-python3}
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 OUT=build-san
-PYTESTS=${FD_SAN_PYTESTS:-tests/test_c_backend.py tests/test_c_parity.py tests/test_c_nn.py tests/test_c_hardening.py}
+PYTESTS=${FD_SAN_PYTESTS:-tests/test_c_backend.py tests/test_c_parity.py tests/test_c_nn.py tests/test_c_hardening.py tests/test_c_scalars.py}
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:strict_init_order=1:${ASAN_OPTIONS_EXTRA:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 t0=$(date +%s)
@@ -37,6 +37,13 @@ for src in tests/*.c; do
     exe="$OUT/$(basename "$src" .c)"
     echo "== sanitize: $exe"
     "./$exe"
+done
+for src in examples/*.c; do
+    exe="$OUT/example_$(basename "$src" .c)"
+    $CC -O1 -g $SAN -std=gnu11 -Wall -Wextra -I. "$src" -o "$exe" -L"$OUT" -lfastdescent \
+        -Wl,-rpath,"$PWD/$OUT" -lm
+    echo "== sanitize: $exe"
+    "./$exe" > /dev/null
 done
 t1=$(date +%s)
 echo "sanitize: C library and C tests clean ($((t1 - t0)) s)"
