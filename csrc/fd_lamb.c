@@ -35,7 +35,7 @@
  * v, or an r written by pass 1 and read back: the same count).
  *
  * Compute. Each pass costs one division and one square root per element (the bias corrections are
- * multipliers, 1/(1 - beta**t) from the rule, as Adam's step_size is): with SEMANTICS.md's literal
+ * multipliers, 1/(1 - beta**t) from the rule, as Adam's step_size is): with docs/update-rules.md's literal
  * m/bc1 and v/bc2 it was three divisions and a square root per pass, which made the kernel
  * compute-bound (about 80% of the two-pass roofline on 2 cores, measured). The results differ from
  * the literal divisions by about an ulp, inside the contract's tolerances.
@@ -51,7 +51,7 @@ FD_EXACT_FP
 
 #define FD_LAMB_LANES 16
 
-/* lr * trust ratio from the squared norms, in float64 (SEMANTICS.md: 1 unless both norms are > 0,
+/* lr * trust ratio from the squared norms, in float64 (docs/update-rules.md: 1 unless both norms are > 0,
  * which also makes it 1 when a norm is NaN). */
 static inline double fd_lamb_step(double lr, double pn2, double rn2)
 {

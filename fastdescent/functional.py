@@ -325,7 +325,7 @@ def rprop(params, grads, prevs, step_sizes, *, etaminus=0.5, etaplus=1.2, step_s
 def prox_l1(params, *, lr, l1, backend=None, check=True):
     """The proximal L1 step (soft thresholding) in place: ``p <- sign(p) * max(|p| - lr*l1, 0)``.
 
-    What an optimizer with the group option ``l1`` does after its update (SEMANTICS.md "L1"): call it
+    What an optimizer with the group option ``l1`` does after its update (docs/update-rules.md "L1"): call it
     after a functional step with the learning rate that step used (for Adagrad the decayed
     ``lr / (1 + (t-1)*lr_decay)``). An element with ``|p| <= lr*l1`` becomes exactly +0.0 (never
     -0.0); NaN and +-inf pass through. ``l1 == 0`` validates the arguments and calls no kernel.
@@ -339,7 +339,7 @@ def prox_l1(params, *, lr, l1, backend=None, check=True):
 
 def sgd_noise(params, *, step, noise_std, noise_decay=0.0, seed=0, param_indices=None,
               backend=None, check=True):
-    """SGD's gradient noise in place: ``p <- p + sigma_t * z`` (SEMANTICS.md "Gradient noise").
+    """SGD's gradient noise in place: ``p <- p + sigma_t * z`` (docs/update-rules.md "Gradient noise").
 
     ``sigma_t = noise_std * step**(-noise_decay)``; ``z ~ N(0, 1)`` is a pure function of (``seed``,
     the parameter's index, ``step``, the element's index), the same values :class:`fastdescent.SGD`

@@ -666,7 +666,7 @@ class OptimizerCase:
         """Take CHECK_STEPS steps and compare the parameters with the NumPy reference backend.
 
         Returns a dict (``max_abs_err``, tolerances) or None for the roofline probe (which computes
-        nothing meaningful). fastdescent backends are held to SEMANTICS.md's float32 tolerance
+        nothing meaningful). fastdescent backends are held to docs/update-rules.md's float32 tolerance
         (rtol 1e-5, atol 1e-6); peers, which order their arithmetic differently, to rtol 1e-4,
         atol 1e-5 (an update is ~lr = 1e-3 per step, so a wrong rule is still far outside).
         """

@@ -33,7 +33,7 @@ class Adadelta(Optimizer):
         Coupled (L2) weight decay: ``g <- g + weight_decay*p``.
     maximize : bool, default False
     l1 : float, default 0
-        Proximal L1 group option (see SEMANTICS.md); carried in the param groups.
+        Proximal L1 group option (see docs/update-rules.md); carried in the param groups.
     backend : str, optional
     skip_nonfinite : bool, default False
 

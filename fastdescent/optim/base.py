@@ -323,7 +323,7 @@ class Optimizer:
     # ------------------------------------------------------------------ subclass hooks
     def _check_group(self, group):
         self._rule.check(group)
-        check_l1(group)  # the proximal L1 option every optimizer has (SEMANTICS.md "L1")
+        check_l1(group)  # the proximal L1 option every optimizer has (docs/update-rules.md "L1")
 
     def _state_names(self, group):
         """Names of the state buffers this group's options need, in contract column order."""

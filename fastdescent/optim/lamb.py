@@ -9,7 +9,7 @@ __all__ = ["LAMB"]
 class LAMB(Optimizer):
     r"""LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning"), optax.lamb's rule.
 
-    torch.optim has no LAMB; the rule is SEMANTICS.md's:
+    torch.optim has no LAMB; the rule is docs/update-rules.md's:
 
     .. math::
         g &\leftarrow -g \text{ if maximize}\\

@@ -9,7 +9,7 @@ __all__ = ["Lion"]
 class Lion(Optimizer):
     r"""Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), optax.lion's rule.
 
-    torch.optim has no Lion; the rule is SEMANTICS.md's:
+    torch.optim has no Lion; the rule is docs/update-rules.md's:
 
     .. math::
         g &\leftarrow -g \text{ if maximize}\\

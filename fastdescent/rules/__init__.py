@@ -101,7 +101,7 @@ class Rule:
 
     def prox_lr(self, hp, step):
         """The learning rate in force at step ``step``, which scales the proximal L1 threshold
-        (SEMANTICS.md "L1"): the group's ``lr``. Rules whose step size is another rate override it
+        (docs/update-rules.md "L1"): the group's ``lr``. Rules whose step size is another rate override it
         (Adagrad: the decayed ``clr``)."""
         return float(hp["lr"])
 

@@ -1,5 +1,5 @@
 """SGD's rule: coupled weight decay, (Nesterov) momentum with dampening (torch.optim.SGD), and
-optional gradient noise after the update (SEMANTICS.md "Gradient noise")."""
+optional gradient noise after the update (docs/update-rules.md "Gradient noise")."""
 
 import operator
 
