@@ -478,7 +478,7 @@ class Optimizer(torch.optim.Optimizer):
         state = self.state
         if plan.state_obj is not state:
             return False
-        if plan.sparams and not all(map(_is, map(state.__getitem__, plan.sparams), plan.sdicts)):
+        if plan.sparams and not all(map(_is, map(state.get, plan.sparams), plan.sdicts)):
             return False
         if plan.sd_rep and not all(map(_is, map(_getitem, plan.sd_rep, plan.sn_rep), plan.st_rep)):
             return False
@@ -671,7 +671,7 @@ class Optimizer(torch.optim.Optimizer):
             b.tab = tab
         plan.ptensors = ptensors
         plan.state_obj = state
-        plan.sdicts = [state[p] for p in plan.sparams]
+        plan.sdicts = [state.get(p) for p in plan.sparams]
         plan.sd_rep, plan.sn_rep, plan.st_rep = sd_rep, sn_rep, st_rep
         self._fd_plan = plan
 
