@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import operator
 from collections import defaultdict
+from itertools import compress, repeat
 
 import numpy as np
 import torch
@@ -54,10 +55,11 @@ _NP = {_F32: np.dtype(np.float32), _F64: np.dtype(np.float64)}
 _STRIDED = torch.strided
 _data_ptr = torch.Tensor.data_ptr
 _is_contiguous = torch.Tensor.is_contiguous
+_get_grad = operator.attrgetter("grad")
+#: what the fast path compares of each gradient with its parameter's (one C-level pass)
+_get_meta = operator.attrgetter("dtype", "is_cpu")
 _numel = torch.Tensor.numel
-_get_layout = operator.attrgetter("layout")
-_get_dtype = operator.attrgetter("dtype")
-_get_is_cpu = operator.attrgetter("is_cpu")
+_is_not = operator.is_not
 _is = operator.is_
 _getitem = operator.getitem
 
@@ -99,8 +101,8 @@ def _resolve(v):
 
 
 class _Bucket:
-    __slots__ = ("gi", "dtype", "pos", "step", "sstate", "fresh", "tab", "kidx", "names",
-                 "param_index", "arrays")
+    __slots__ = ("gi", "dtype", "pos", "sel", "step", "sstate", "fresh", "tab", "kidx", "kall",
+                 "names", "param_index")
 
 
 class _Plan:
@@ -417,16 +419,15 @@ class Optimizer(torch.optim.Optimizer):
         groups = self.param_groups
         hps = [self._fd_hp(gi, g) for gi, g in enumerate(groups)]
         params = [p for g in groups for p in g["params"]]
-        grads = [p.grad for p in params]
-        mask = [g is None for g in grads]
-        n = len(params)
-        paddrs = np.fromiter(map(_data_ptr, params), np.int64, n)
+        grads = list(map(_get_grad, params))
+        have = list(map(_is_not, grads, repeat(None)))
+        paddrs = list(map(_data_ptr, params))
         plan = self._fd_plan
-        if (plan is None or plan.mask != mask or len(plan.params) != n
-                or not all(map(_is, params, plan.params)) or not np.array_equal(paddrs, plan.paddrs)
+        if (plan is None or plan.have != have or plan.paddr_list != paddrs
+                or len(plan.params) != len(params) or not all(map(_is, params, plan.params))
                 or not self._fd_plan_current(plan, hps)):
-            plan = self._fd_build(params, mask, paddrs, hps)
-        gs = self._fd_check_grads(plan, [g for g in grads if g is not None])
+            plan = self._fd_build(params, have, paddrs, hps)
+        gs, gaddrs = self._fd_check_grads(plan, list(compress(grads, have)))
         # every bucket's scalars (and post-update passes) before anything is written
         rule = self._rule
         scalars, passes = [], []
@@ -438,19 +439,20 @@ class Optimizer(torch.optim.Optimizer):
             where = f"param_groups[{b.gi}]"
             scalars.append(check_scalars(sc, where, b.dtype))
             passes.append([(name, check_scalars(psc, where, b.dtype))
-                           for name, psc in rule.post_passes(hp, t)])
+                           for name, psc in rule.post_passes(hp, t)] if plan.post[b.gi] else ())
         if plan is not self._fd_plan:
             self._fd_commit(plan)
         if not plan.buckets:
             return
         kernels = self._fd_backend.KERNELS
         kernel = kernels[rule.name]
-        gaddrs = np.fromiter(map(_data_ptr, gs), np.int64, len(gs))
         numpy_cols = self._fd_backend.NAME == "numpy"
         try:
             for b, sc, ps in zip(plan.buckets, scalars, passes):
-                bg = [gs[k] for k in b.kidx]
-                b.tab.set("grad", [g.numpy() for g in bg] if numpy_cols else bg, gaddrs[b.kidx])
+                if numpy_cols:
+                    b.tab.set("grad", [gs[k].numpy() for k in b.kidx], gaddrs[b.kidx])
+                else:  # (c, numba: the addresses are what the kernel reads)
+                    b.tab.set("grad", gs, gaddrs if b.kall else gaddrs[b.kidx])
                 kernel(b.tab, **sc)
                 for name, psc in ps:
                     if _row(name).per_tensor:
@@ -464,11 +466,11 @@ class Optimizer(torch.optim.Optimizer):
             b.step += 1
             b.fresh = False
             if self._step_in_state:
-                self._fd_steps[b.gi][1][b.pos] = b.step
+                self._fd_steps[b.gi][1][b.sel] = b.step
             if b.sstate is not None:
                 b.sstate = rule.next_scalar_state(hps[b.gi], b.step, b.sstate)
                 for name, v in b.sstate.items():
-                    self._fd_sblocks[(b.gi, name)][1][b.pos] = v
+                    self._fd_sblocks[(b.gi, name)][1][b.sel] = v
         if _increment_version is not None:
             _increment_version(plan.ptensors)
 
@@ -476,34 +478,35 @@ class Optimizer(torch.optim.Optimizer):
         """False when the state the plan's tables point at is no longer the optimizer's (replaced
         state dicts or tensors, step counts edited, an option that needs another buffer)."""
         state = self.state
-        if plan.state_obj is not state:
-            return False
-        if plan.sparams and not all(map(_is, map(state.get, plan.sparams), plan.sdicts)):
+        if (plan.state_obj is not state or len(state) != len(plan.svals)
+                or not all(map(_is, state.values(), plan.svals))):
             return False
         if plan.sd_rep and not all(map(_is, map(_getitem, plan.sd_rep, plan.sn_rep), plan.st_rep)):
             return False
         for b in plan.buckets:
             if b.names != self._fd_state_names(hps[b.gi]):
                 return False
-            if self._step_in_state and (self._fd_steps[b.gi][1][b.pos] != b.step).any():
+            if self._step_in_state and (self._fd_steps[b.gi][1][b.sel] != b.step).any():
                 return False
         return True
 
     # ------------------------------------------------------------------ gradients
     def _fd_check_grads(self, plan, present):
-        """The gradients to read (parameter order), after checking them. Fast path: every one
-        dense, on the CPU, with its parameter's dtype, size and layout. Otherwise each is looked
-        at: sparse, another dtype, size or device raise; a gradient whose strides differ from its
-        parameter's is copied into a tensor with the parameter's layout, for this step only."""
+        """The gradients to read (parameter order) and their addresses, after checking them. Fast
+        path: every one on the CPU with its parameter's dtype, number of elements and layout (a
+        sparse gradient fails it: it has no ``is_contiguous``). Otherwise each is looked at: sparse,
+        another dtype, shape or device raise; a gradient whose strides differ from its parameter's
+        is copied into a tensor with the parameter's layout, for this step only."""
         if not present:
-            return present
-        if (all(map(_is, map(_get_layout, present), plan.layouts))
-                and list(map(_get_dtype, present)) == plan.dtypes
-                and list(map(_numel, present)) == plan.numels
-                and all(map(_get_is_cpu, present))
-                and list(map(_is_contiguous, present)) == plan.contig
-                and all(present[k].stride() == s for k, s in plan.pstrides)):
-            return present
+            return present, None
+        try:
+            if (list(map(_get_meta, present)) == plan.meta
+                    and list(map(_numel, present)) == plan.numels
+                    and list(map(_is_contiguous, present)) == plan.contig
+                    and all(present[k].stride() == st for k, st in plan.pstrides)):
+                return present, np.fromiter(map(_data_ptr, present), np.int64, len(present))
+        except RuntimeError:  # (sparse tensors have no strides nor data pointer)
+            pass
         out = []
         for g, p, i in zip(present, plan.sparams, plan.sindex):
             where = f"params[{i}].grad"
@@ -523,7 +526,7 @@ class Optimizer(torch.optim.Optimizer):
                 tmp.copy_(g)
                 g = tmp
             out.append(g)
-        return out
+        return out, np.fromiter(map(_data_ptr, out), np.int64, len(out))
 
     # ------------------------------------------------------------------ plan
     @staticmethod
@@ -535,7 +538,7 @@ class Optimizer(torch.optim.Optimizer):
                 and blk[0].numel() == n and t.dtype == blk[0].dtype
                 and t.data_ptr() == blk[0].data_ptr() + k * blk[0].element_size())
 
-    def _fd_build(self, params, mask, paddrs, hps):
+    def _fd_build(self, params, have, paddrs, hps):
         """A new plan for this step. Only reads: the state it needs (buffers to create, step
         tensors to move into the groups' blocks) is listed in ``plan.pending`` and made by
         :meth:`_fd_commit`, after every check of the step has passed."""
@@ -543,7 +546,9 @@ class Optimizer(torch.optim.Optimizer):
         state = self.state
         sinit = rule.scalar_state
         plan = _Plan()
-        plan.params, plan.paddrs, plan.mask = params, paddrs, list(mask)
+        plan.params, plan.have, plan.paddr_list = params, have, paddrs
+        plan.paddrs = np.array(paddrs, dtype=np.int64)
+        plan.post = [bool(rule.post_passes(hp, 1)) for hp in hps]
         keyed = {}
         pending = []
         sparams, sindex = [], []
@@ -553,7 +558,7 @@ class Optimizer(torch.optim.Optimizer):
             names = self._fd_state_names(hp)
             n = len(g["params"])
             for k, p in enumerate(g["params"]):
-                if mask[i]:
+                if not have[i]:
                     i += 1
                     continue
                 where = f"params[{i}]"
@@ -617,11 +622,16 @@ class Optimizer(torch.optim.Optimizer):
             b.pos = np.array([k for _, k in members], dtype=np.int64)
             b.param_index = np.array([i for i, _ in members], dtype=np.int64)
             b.kidx = np.array([pos_of[i] for i, _ in members], dtype=np.int64)
+            b.kall = False
+            b.sel = b.pos
+            if len(b.pos) and (b.pos == np.arange(b.pos[0], b.pos[0] + len(b.pos))).all():
+                b.sel = slice(int(b.pos[0]), int(b.pos[0]) + len(b.pos))  # (a view: cheaper)
             b.names = self._fd_state_names(hps[gi])
             plan.buckets.append(b)
+        if len(plan.buckets) == 1:
+            plan.buckets[0].kall = True  # the bucket reads every gradient, in order
         plan.sparams, plan.sindex = sparams, sindex
-        plan.layouts = [_STRIDED] * len(sparams)
-        plan.dtypes = [p.dtype for p in sparams]
+        plan.meta = [(p.dtype, True) for p in sparams]
         plan.numels = [p.numel() for p in sparams]
         plan.contig = [p.is_contiguous() for p in sparams]
         plan.pstrides = [(k, p.stride()) for k, (p, c) in enumerate(zip(sparams, plan.contig))
@@ -671,7 +681,7 @@ class Optimizer(torch.optim.Optimizer):
             b.tab = tab
         plan.ptensors = ptensors
         plan.state_obj = state
-        plan.sdicts = [state.get(p) for p in plan.sparams]
+        plan.svals = list(state.values())
         plan.sd_rep, plan.sn_rep, plan.st_rep = sd_rep, sn_rep, st_rep
         self._fd_plan = plan
 
