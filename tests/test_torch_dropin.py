@@ -528,3 +528,23 @@ def test_float64_default_dtype_keeps_step_in_float64(float64_default):
     w.grad = torch.ones(3)
     opt.step()
     assert opt.state[w]["step"].dtype == torch.float64
+
+
+# ----------------------------------------------------------------------------- benchmark cases
+def test_bench_models_and_cases():
+    """The benchmark's model shapes have the published sizes, and its cases check out."""
+    import math
+
+    from fastdescent.bench import torch_dropin as T
+
+    sizes = {m: (len(f()), sum(math.prod(s) for s in f())) for m, f in T.MODELS.items()}
+    assert sizes == {"resnet50": (161, 25_557_032), "gpt2": (148, 124_439_808),
+                     "linear50": (100, 208_000)}
+    for impl in ("fdt", "torch-fused", "fdt-static", "fd-raw", "assign"):
+        case = T.TorchStepCase("adam", "linear50", impl)
+        assert case.unavailable() is None
+        inst = case.build()
+        try:
+            case.check(inst)  # raises CheckError if the parameters differ from torch's for-loop
+        finally:
+            inst.close()
