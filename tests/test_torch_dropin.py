@@ -548,3 +548,19 @@ def test_bench_models_and_cases():
             case.check(inst)  # raises CheckError if the parameters differ from torch's for-loop
         finally:
             inst.close()
+
+
+def test_example_script_runs():
+    """examples/torch_drop_in.py: both runs learn the digits and end on the same weights."""
+    import importlib.util
+    import pathlib
+
+    pytest.importorskip("sklearn")
+    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "torch_drop_in.py"
+    spec = importlib.util.spec_from_file_location("fd_example_torch_drop_in", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--epochs", "4"])
+    for name in ("fastdescent.torch.AdamW", "torch.optim.AdamW(fused=True)"):
+        assert res[name]["accuracy"] > 0.9, name
+    assert res["max_weight_diff"] < 1e-2

@@ -88,6 +88,9 @@ def _dense(t):
     return True
 
 
+_PLAIN = frozenset((float, int, bool, str, type(None)))
+
+
 def _resolve(v):
     """A hyperparameter as the rules take it: one-element tensors (torch allows ``lr`` and
     ``betas`` as tensors) as Python floats, inside tuples too."""
@@ -238,9 +241,10 @@ class Optimizer(torch.optim.Optimizer):
             raise ValueError(f"{where}: differentiable=True is not supported by {self._name()}")
         try:
             mutable = False
-            hp = {}
-            for k, v in group.items():
-                if k == "params":
+            hp = dict(group)
+            del hp["params"]
+            for k, v in hp.items():
+                if type(v) in _PLAIN:
                     continue
                 r = _resolve(v)
                 mutable = mutable or r is not v or isinstance(v, (list, dict))
