@@ -564,3 +564,93 @@ def test_example_script_runs():
     for name in ("fastdescent.torch.AdamW", "torch.optim.AdamW(fused=True)"):
         assert res[name]["accuracy"] > 0.9, name
     assert res["max_weight_diff"] < 1e-2
+
+
+# ----------------------------------------------------------------------------- distributed
+DDP_SCRIPT = """
+import os, socket, sys
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.distributed.optim import ZeroRedundancyOptimizer
+from torch.nn.parallel import DistributedDataParallel as DDP
+import fastdescent.torch as fdt
+
+STEPS, LR = 5, 0.01
+
+
+def model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+
+
+def batches():
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(8, 6, generator=g), torch.randn(8, 3, generator=g)) for _ in range(STEPS)]
+
+
+def worker(rank, port, out):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    net = DDP(model())
+    opt = ZeroRedundancyOptimizer(net.parameters(), optimizer_class=fdt.Adam, lr=LR)
+    assert isinstance(opt.optim, fdt.Adam)
+    for x, y in batches():
+        opt.zero_grad()
+        half = slice(4 * rank, 4 * rank + 4)  # each rank its half of the batch; DDP averages
+        torch.nn.functional.mse_loss(net(x[half]), y[half]).backward()
+        opt.step()
+    opt.consolidate_state_dict(to=0)
+    if rank == 0:
+        torch.save({"params": [p.detach() for p in net.module.parameters()],
+                    "opt": opt.state_dict()}, out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    mp.spawn(worker, args=(port, sys.argv[1]), nprocs=2, join=True)
+"""
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # (torch.distributed.optim's)
+def test_ddp_and_zero_redundancy_optimizer(tmp_path):
+    """2 processes (gloo, 127.0.0.1): DDP + ZeroRedundancyOptimizer(optimizer_class=fdt.Adam) ends
+    where a single process running torch.optim.Adam on the full batch does, and the consolidated
+    state_dict loads into torch.optim.Adam, which then continues on the same trajectory."""
+    from _subproc import run_script
+
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    out = tmp_path / "ddp.pt"
+    run_script(tmp_path, DDP_SCRIPT, out, timeout=180, name="ddp_zero.py")
+    res = torch.load(out, weights_only=True)
+    ns = {}
+    exec(compile(DDP_SCRIPT.split("def worker")[0], "ddp", "exec"), ns)
+    net = ns["model"]()
+    opt = torch.optim.Adam(net.parameters(), lr=ns["LR"], foreach=False)
+    for x, y in ns["batches"]():
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(net(x), y).backward()
+        opt.step()
+    for p, q in zip(net.parameters(), res["params"]):
+        torch.testing.assert_close(p.detach(), q, rtol=1e-5, atol=1e-6)
+    # the consolidated (sharded) state: torch's layout, loadable into torch.optim.Adam
+    net2 = ns["model"]()
+    with torch.no_grad():
+        for p, q in zip(net2.parameters(), res["params"]):
+            p.copy_(q)
+    opt2 = torch.optim.Adam(net2.parameters(), lr=ns["LR"], foreach=False)
+    opt2.load_state_dict(res["opt"])
+    assert_state(opt2.state_dict(), opt.state_dict(), torch.float32, "consolidated")
+    x, y = ns["batches"]()[0]
+    for n, o in ((net, opt), (net2, opt2)):
+        o.zero_grad()
+        torch.nn.functional.mse_loss(n(x), y).backward()
+        o.step()
+    for p, q in zip(net.parameters(), net2.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
