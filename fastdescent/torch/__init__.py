@@ -19,6 +19,17 @@ Supported: CPU tensors of float32 and float64. Not yet: CUDA tensors, float16/bf
 parameters, sparse gradients, ``differentiable=True`` (each raises a clear error).
 ``foreach``/``fused``/``capturable`` are accepted and ignored.
 
+Differences from torch.optim worth knowing:
+
+- gradients are checked for what the kernels need (dense, CPU, the parameter's dtype, number of
+  elements and layout; a gradient with other strides is copied for the step); a gradient aliasing
+  its parameter or the optimizer state is not detected (torch does not check that either);
+- NAdam's ``mu_product`` is carried in float64 between steps and stored in torch's scalar dtype
+  (float32 by default): against torch's float32 product, trajectories agree to ~1e-8 relative;
+- an option switched on between steps that needs a new buffer (``amsgrad``) gets a fresh one
+  (torch raises a KeyError);
+- like torch's optimizers, not thread-safe: one thread steps an optimizer at a time.
+
 Importing ``fastdescent`` never imports torch; importing ``fastdescent.torch`` does.
 """
 

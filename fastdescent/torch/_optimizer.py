@@ -443,7 +443,7 @@ class Optimizer(torch.optim.Optimizer):
             where = f"param_groups[{b.gi}]"
             scalars.append(check_scalars(sc, where, b.dtype))
             passes.append([(name, check_scalars(psc, where, b.dtype))
-                           for name, psc in rule.post_passes(hp, t)] if plan.post[b.gi] else ())
+                           for name, psc in rule.post_passes(hp, t)])
         if plan is not self._fd_plan:
             self._fd_commit(plan)
         if not plan.buckets:
@@ -552,7 +552,6 @@ class Optimizer(torch.optim.Optimizer):
         plan = _Plan()
         plan.params, plan.have, plan.paddr_list = params, have, paddrs
         plan.paddrs = np.array(paddrs, dtype=np.int64)
-        plan.post = [bool(rule.post_passes(hp, 1)) for hp in hps]
         keyed = {}
         pending = []
         sparams, sindex = [], []
@@ -690,5 +689,5 @@ class Optimizer(torch.optim.Optimizer):
         self._fd_plan = plan
 
     def __repr__(self):
-        return super().__repr__().replace(type(self).__name__ + " (",
-                                          f"{type(self).__name__} (backend={self.backend!r}, ", 1)
+        name = type(self).__name__
+        return super().__repr__().replace(f"{name} (", f"{name} (backend: {self.backend!r}", 1)
