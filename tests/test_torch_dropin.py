@@ -654,3 +654,22 @@ def test_ddp_and_zero_redundancy_optimizer(tmp_path):
         o.step()
     for p, q in zip(net.parameters(), net2.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_named_parameters_and_grad_scaler():
+    """torch 2.13's named parameter groups (their names go into the state_dict), and AMP's
+    GradScaler, which unscales the gradients and then calls step()."""
+    m, tm = make_model(), make_model()
+    opt = fdt.Adam(m.named_parameters(), lr=0.01)
+    topt = torch.optim.Adam(tm.named_parameters(), lr=0.01, foreach=False)
+    scaler, tscaler = torch.amp.GradScaler("cpu", init_scale=1024.0), \
+        torch.amp.GradScaler("cpu", init_scale=1024.0)
+    for k, (x, y) in enumerate(data(torch.float32, steps=4)):
+        for model, o, s in ((m, opt, scaler), (tm, topt, tscaler)):
+            o.zero_grad()
+            s.scale(torch.nn.functional.mse_loss(model(x), y)).backward()
+            s.step(o)
+            s.update()
+        assert_params(m, tm, torch.float32, f"GradScaler step {k + 1}")
+    assert opt._fd_checked[0] is not None  # the names list does not force a check every step
+    assert_state(opt.state_dict(), topt.state_dict(), torch.float32, "named")

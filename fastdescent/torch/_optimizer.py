@@ -243,6 +243,7 @@ class Optimizer(torch.optim.Optimizer):
             mutable = False
             hp = dict(group)
             del hp["params"]
+            hp.pop("param_names", None)  # (torch's names of named_parameters(): not options)
             for k, v in hp.items():
                 if type(v) in _PLAIN:
                     continue
