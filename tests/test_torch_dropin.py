@@ -673,3 +673,35 @@ def test_named_parameters_and_grad_scaler():
         assert_params(m, tm, torch.float32, f"GradScaler step {k + 1}")
     assert opt._fd_checked[0] is not None  # the names list does not force a check every step
     assert_state(opt.state_dict(), topt.state_dict(), torch.float32, "named")
+
+
+@pytest.mark.parametrize("cls_name, hp", [("Adam", dict(lr=0.1)), ("SGD", dict(lr=0.1)),
+                                          ("Adagrad", dict(lr=0.1, lr_decay=0.01))])
+def test_odd_parameters_and_state_resets(cls_name, hp):
+    """float32 and float64 parameters in one group (two buckets), an empty and a 0-d parameter;
+    the state cleared, or one parameter's deleted, mid-run; SGD's momentum switched on mid-run:
+    all as torch does them."""
+    def mk():
+        return [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2, dtype=torch.float64)),
+                torch.nn.Parameter(torch.zeros(0)), torch.nn.Parameter(torch.tensor(2.0))]
+    a, b = mk(), mk()
+    opt = getattr(fdt, cls_name)(a, **hp)
+    topt = getattr(torch.optim, cls_name)(b, foreach=False, **hp)
+    g = torch.Generator().manual_seed(0)
+    for k in range(7):
+        for pa, pb in zip(a, b):
+            v = torch.randn(pa.shape, generator=g, dtype=pa.dtype)
+            pa.grad, pb.grad = v.clone(), v.clone()
+        if k == 2 and cls_name == "SGD":
+            for o in (opt, topt):
+                o.param_groups[0]["momentum"] = 0.5
+        if k == 3:
+            opt.state.clear()
+            topt.state.clear()
+        if k == 5:
+            del opt.state[a[0]]
+            del topt.state[b[0]]
+        opt.step()
+        topt.step()
+        for j, (pa, pb) in enumerate(zip(a, b)):
+            torch.testing.assert_close(pa, pb, msg=lambda m, j=j, k=k: f"step {k + 1} params[{j}]: {m}")
