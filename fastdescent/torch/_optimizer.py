@@ -63,10 +63,22 @@ _is_not = operator.is_not
 _is = operator.is_
 _getitem = operator.getitem
 
-try:  # bumps autograd's version counter, as torch's in-place updates do
+try:  # bumps autograd's version counters, as torch's in-place updates do
     from torch.autograd.graph import increment_version as _increment_version
-except ImportError:  # pragma: no cover - older torch
+except ImportError:  # pragma: no cover - torch < 2.1
     _increment_version = None
+
+
+def _bump_versions(tensors):
+    """Bump the autograd version counter of every tensor: one call where torch takes a list, one per
+    tensor where its ``increment_version`` takes a single tensor (older versions)."""
+    if _increment_version is None:  # pragma: no cover - torch < 2.1
+        return
+    try:
+        _increment_version(tensors)
+    except TypeError:  # pragma: no cover - depends on the torch version
+        for t in tensors:
+            _increment_version(t)
 
 
 def _scalar_dtype():
@@ -476,8 +488,7 @@ class Optimizer(torch.optim.Optimizer):
                 b.sstate = rule.next_scalar_state(hps[b.gi], b.step, b.sstate)
                 for name, v in b.sstate.items():
                     self._fd_sblocks[(b.gi, name)][1][b.sel] = v
-        if _increment_version is not None:
-            _increment_version(plan.ptensors)
+        _bump_versions(plan.ptensors)
 
     def _fd_plan_current(self, plan, hps):
         """False when the state the plan's tables point at is no longer the optimizer's (replaced
