@@ -49,8 +49,8 @@ class Plan:
     def agree(self, n_train, n_val, fingerprint):
         """Called once every input has been checked: agree (raising everywhere on any error) and
         learn every rank's training/validation row counts."""
+        self.agreed = True  # (an error raised by the agreement itself is every rank's already)
         got = _dist._agree(self.comm, None, (float(n_train), float(n_val), float(fingerprint)))
-        self.agreed = True
         if not (got[:, 2] == got[0, 2]).all():
             raise ValueError("fit: the ranks passed different arguments (model shapes, loss, "
                              "epochs, batch_size, shuffle or optimizer): every rank must call fit "
