@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import time
 import warnings
+import zlib
 
 import numpy as np
 
-from .._validate import check_int
+from .._validate import check_flag, check_int
 from .losses import get_loss
 from .model import Sequential
 from .schedulers import ReduceLROnPlateau
@@ -210,7 +211,8 @@ def _schedulers(scheduler, optimizer):
 # ---------------------------------------------------------------------------------------- fit
 def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_size=32, shuffle=True,
         seed=0, validation_split=None, validation_data=None, scheduler=None, scheduler_interval="epoch",
-        tol=None, n_iter_no_change=10, monitor=None, restore_best=False, callback=None, progress=True):
+        tol=None, n_iter_no_change=10, monitor=None, restore_best=False, callback=None, progress=True,
+        comm=None, shard_optimizer=False, data_sharded=False):
     """Train ``model`` on ``(X, y)`` with minibatch gradient descent; return a :class:`History`.
 
     Parameters
@@ -270,7 +272,30 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
         ``callback(epoch, logs, model) -> bool``, called after every epoch with that epoch's metrics;
         returning True stops training.
     progress : bool, default True
-        Show a tqdm progress bar over epochs (with the latest metrics).
+        Show a tqdm progress bar over epochs (with the latest metrics); with ``comm``, on rank 0
+        only.
+    comm : mpi4py communicator, optional
+        Data-parallel training over the ranks of ``comm`` (needs ``fastdescent[mpi]``; collective:
+        every rank calls ``fit`` alike). Rank 0's parameters are broadcast first; each global
+        minibatch (the rows a single process would take with the same ``batch_size`` and ``seed``)
+        is cut into one contiguous piece per rank, each rank's gradient is weighted by its share of
+        the rows and the gradients are summed (``fastdescent.distributed.allreduce_grads``), so the
+        update is the single-process one up to float rounding, on every rank. Training loss and
+        validation metrics are reduced over the ranks (each rank evaluates a slice of the
+        validation set), so early stopping, ``restore_best``, ``ReduceLROnPlateau`` and callbacks
+        (stopping when any rank's callback returns True) agree. An invalid argument on any rank
+        raises the same error on every rank. The minibatch loop runs the kernel-by-kernel step
+        (not the fused one-call step).
+    shard_optimizer : bool, default False
+        With ``comm``: shard the optimizer state over the ranks
+        (:class:`fastdescent.distributed.ShardedOptimizer`, built from ``optimizer`` and its
+        state). Passing a ShardedOptimizer as ``optimizer`` does the same (schedulers must then be
+        built on it).
+    data_sharded : bool, default False
+        With ``comm``: each rank passes its own rows (``X``, ``y`` and ``validation_data`` differ
+        per rank); each step takes from every rank a share of the global ``batch_size``
+        proportional to its row count, and metrics are averaged over all ranks' rows. Not equal to
+        a single-process run (the batches are drawn per rank), but the same estimator.
 
     Returns
     -------
@@ -294,6 +319,29 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
     >>> model.score(X, y) > 0.9
     True
     """
+    if comm is None:
+        if shard_optimizer is not False or data_sharded is not False:
+            raise ValueError("shard_optimizer and data_sharded need comm (an mpi4py communicator)")
+        return _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, validation_split,
+                    validation_data, scheduler, scheduler_interval, tol, n_iter_no_change, monitor,
+                    restore_best, callback, progress, None)
+    shard_optimizer = check_flag("shard_optimizer", shard_optimizer)
+    data_sharded = check_flag("data_sharded", data_sharded)
+    from . import _parallel  # mpi4py, only when asked for (fastdescent[mpi])
+
+    plan = _parallel.Plan(comm, shard_optimizer, data_sharded)
+    try:
+        return _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, validation_split,
+                    validation_data, scheduler, scheduler_interval, tol, n_iter_no_change, monitor,
+                    restore_best, callback, progress, plan)
+    except Exception as exc:
+        plan.fail(exc)  # before training agreed: every rank raises the first failing rank's error
+        raise
+
+
+def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, validation_split,
+         validation_data, scheduler, scheduler_interval, tol, n_iter_no_change, monitor, restore_best,
+         callback, progress, plan):
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a fastdescent.nn model (Sequential, MLP), got {type(model).__name__}")
     spec = get_loss(loss)
@@ -371,7 +419,14 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
         raise ValueError(f"monitor must be one of {allowed} here, got {monitor!r}")
     mode_max = monitor.endswith("accuracy")
 
-    if optimizer is None:
+    if plan is not None:
+        # every rank's inputs are valid from here on (or every rank raises the first error)
+        plan.agree(n, xv.shape[0] if has_val else 0,
+                   _fingerprint(model, spec, epochs, batch_size, shuffle,
+                                type(optimizer).__name__, plan.data_sharded))
+        plan.sync_params(model)
+        optimizer = plan.optimizer(optimizer, model)
+    elif optimizer is None:
         from ..optim import Adam
         optimizer = Adam(model.parameters(), lr=1e-3, backend=model.backend)
     scheds = _schedulers(scheduler, optimizer)
@@ -393,23 +448,48 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
         xp, yp = x2, yy
     steps = {}
     batches = []
-    for s in range(0, n, bs):
-        e = min(n, s + bs)
-        m = e - s
-        if m not in steps:
-            steps[m] = _fast(model.make_train_step(optimizer, spec, rows=m))
-        batches.append((steps[m], xp[s:e].reshape(1, m, K), yp[s:e], m))
+    n_report, n_val_report = n, (xv.shape[0] if has_val else 0)
+    if plan is None:
+        for s in range(0, n, bs):
+            e = min(n, s + bs)
+            m = e - s
+            if m not in steps:
+                steps[m] = _fast(model.make_train_step(optimizer, spec, rows=m))
+            batches.append((steps[m], xp[s:e].reshape(1, m, K), yp[s:e], m))
+    else:
+        if plan.data_sharded:
+            bs = batch_size if batch_size is not None else plan.total_train()
+            bs = min(bs, plan.total_train())
+            do_shuffle = bool(shuffle) and bs < plan.total_train()
+            if do_shuffle and xp is x2:
+                xp, yp = np.empty_like(x2), np.empty_like(yy)
+        grads = model.arena.grads
+        for s, e, m in plan.train_slices(n, bs):
+            rows = e - s
+            key = (rows, m)
+            if key not in steps:
+                opt_step = plan.reduce_step(optimizer, model.arena, rows / m)
+                if rows:
+                    steps[key] = model._compile(rows, spec, opt_step, grads)
+                else:
+                    steps[key] = _idle_step(model.arena, opt_step, grads)
+            batches.append((steps[key], xp[s:e].reshape(1, rows, K), yp[s:e], rows))
+        n_report, n_val_report = plan.total_train(), plan.total_val()
+        if has_val:
+            vs_, ve_ = plan.val_slice(xv.shape[0])
+            xv, yv = xv[vs_:ve_], yv[vs_:ve_]
 
     hist = History(monitor=monitor, params=dict(
-        epochs=epochs, batch_size=batch_size, n_train=n, n_val=0 if not has_val else xv.shape[0],
-        loss=spec.name, optimizer=type(optimizer).__name__, backend=model.backend))
+        epochs=epochs, batch_size=batch_size, n_train=n_report, n_val=n_val_report,
+        loss=spec.name, optimizer=type(optimizer).__name__, backend=model.backend,
+        world_size=1 if plan is None else plan.size))
     best = -math.inf if mode_max else math.inf
     no_change = 0
     best_params = model.arena.flat_params.copy() if restore_best else None
     groups = optimizer.param_groups
 
     bar = None
-    if progress:
+    if progress and (plan is None or plan.rank == 0):
         try:
             from tqdm import tqdm
         except ImportError:
@@ -436,12 +516,15 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
                 for step, xb, yb, m in batches:
                     total += step(xb, yb) * m
             t1 = time.perf_counter()
-            logs = {"loss": total / n}
-            if has_val:
-                ev = model._evaluate2(xv, yv, spec)
-                logs["val_loss"] = ev["loss"]
-                if "accuracy" in ev:
-                    logs["val_accuracy"] = ev["accuracy"]
+            if plan is None:
+                logs = {"loss": total / n}
+                if has_val:
+                    ev = model._evaluate2(xv, yv, spec)
+                    logs["val_loss"] = ev["loss"]
+                    if "accuracy" in ev:
+                        logs["val_accuracy"] = ev["accuracy"]
+            else:
+                logs = _reduced_logs(plan, model, spec, total, n_report, xv, yv, n_val_report)
             logs["lr"] = float(lr)
             t2 = time.perf_counter()
             logs["time"] = t2 - t0
@@ -472,7 +555,10 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k not in ("time", "train_time")},
                                 refresh=False)
                 bar.update(1)
-            if callback is not None and callback(epoch, dict(logs), model):
+            stop = callback is not None and bool(callback(epoch, dict(logs), model))
+            if plan is not None and callback is not None:
+                stop = plan.any(stop)  # one rank's callback stops every rank
+            if stop:
                 hist.stop_reason = "callback"
                 break
             if tol is not None and no_change >= n_iter_no_change:
@@ -488,6 +574,41 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
         model.arena.flat_params[...] = best_params
         hist.restored_best = True
     return hist
+
+
+def _fingerprint(model, spec, epochs, batch_size, shuffle, opt_name, data_sharded):
+    """A float equal on every rank when the arguments that shape the training loop are."""
+    desc = repr((model.arena.shapes, str(model.dtype), spec.name, epochs, batch_size, bool(shuffle),
+                 opt_name, data_sharded))
+    return float(zlib.crc32(desc.encode()))
+
+
+def _idle_step(arena, opt_step, grads):
+    """The step of a rank with no rows in a global batch: a zero gradient, the collective step."""
+    def step(x3, y):
+        arena.flat_grads.fill(0)
+        opt_step(grads)
+        return 0.0
+    return step
+
+
+def _reduced_logs(plan, model, spec, total, n, xv, yv, n_val):
+    """The epoch's metrics over every rank's rows (one allreduce): equal on every rank."""
+    parts = [total, 0.0, 0.0]
+    acc = False
+    if xv is not None:
+        acc = spec.name == "cross_entropy"
+        if xv.shape[0]:
+            ev = model._evaluate2(xv, yv, spec)
+            parts[1] = ev["loss"] * xv.shape[0]
+            parts[2] = ev.get("accuracy", 0.0) * xv.shape[0]
+    tot = plan.sum(parts)
+    logs = {"loss": float(tot[0]) / n}
+    if xv is not None:
+        logs["val_loss"] = float(tot[1]) / n_val
+        if acc:
+            logs["val_accuracy"] = float(tot[2]) / n_val
+    return logs
 
 
 def _fast(step):

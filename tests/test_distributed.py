@@ -1,0 +1,392 @@
+"""fastdescent.distributed and fit(comm=...): scripts run under ``mpirun`` (2 ranks; 3 for one leg of
+the re-sharding test), each with a hard timeout, so that a hang fails the test instead of the job.
+
+The scripts compare against single-process runs on the averaged gradients; they exchange data with
+this process through files in ``tmp_path``. Skipped (with the reason) when mpi4py or mpirun is
+missing. mpi4py is never imported in the pytest process itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastdescent as fd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fd.__file__)))
+
+
+def _mpirun_path():
+    found = shutil.which("mpirun")
+    if found:
+        return found
+    here = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    return here if os.path.exists(here) else None
+
+
+MPIRUN = _mpirun_path()
+_HAVE_MPI4PY = importlib.util.find_spec("mpi4py") is not None
+needs_mpi = pytest.mark.skipif(
+    not _HAVE_MPI4PY or MPIRUN is None,
+    reason="needs mpi4py and mpirun (pip install 'fastdescent[mpi]'): "
+           + ("mpi4py is not installed" if not _HAVE_MPI4PY else "no mpirun on PATH"))
+
+PRELUDE = """
+import os, pickle, sys
+import numpy as np
+import fastdescent as fd
+import fastdescent.distributed as dist
+from mpi4py import MPI
+comm = MPI.COMM_WORLD
+rank, N = comm.rank, comm.size
+"""
+
+
+def mpirun(tmp_path, source, n=2, timeout=60, name="script.py"):
+    """Run ``source`` (after PRELUDE) on ``n`` ranks; fail on a non-zero exit or after ``timeout``
+    seconds (the whole process group is killed). Returns stdout + stderr."""
+    path = tmp_path / name
+    path.write_text(PRELUDE + textwrap.dedent(source))
+    cmd = [MPIRUN, "--oversubscribe", "--bind-to", "none", "-n", str(n)]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-run-as-root")
+    cmd += [sys.executable, str(path)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
+    env.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")  # a shared CI machine: no busy polling
+    proc = subprocess.Popen(cmd, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"mpirun -n {n} hung (killed after {timeout} s); output:\n{out}")
+    assert proc.returncode == 0, f"mpirun -n {n} exited with {proc.returncode}:\n{out}"
+    return out
+
+
+def test_import_fastdescent_never_imports_mpi4py(tmp_path):
+    code = textwrap.dedent("""
+        import sys
+        import fastdescent
+        assert "mpi4py" not in sys.modules, "import fastdescent imported mpi4py"
+        sys.modules["mpi4py"] = None  # as if it were not installed
+        try:
+            import fastdescent.distributed
+        except ImportError as exc:
+            assert "fastdescent[mpi]" in str(exc), exc
+            print("REFUSED", exc)
+        else:
+            raise SystemExit("fastdescent.distributed imported without mpi4py")
+        import numpy as np
+        m = fastdescent.nn.MLP([2, 2], seed=0)
+        try:
+            fastdescent.fit(m, np.zeros((4, 2)), np.zeros(4, int), epochs=1, progress=False,
+                            comm=object())
+        except ImportError as exc:
+            assert "fastdescent[mpi]" in str(exc), exc
+        else:
+            raise SystemExit("fit(comm=...) ran without mpi4py")
+        try:
+            fastdescent.fit(m, np.zeros((4, 2)), np.zeros(4, int), epochs=1, progress=False,
+                            shard_optimizer=True)
+        except ValueError as exc:
+            assert "comm" in str(exc)
+        else:
+            raise SystemExit("shard_optimizer without comm was accepted")
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "REFUSED" in proc.stdout
+
+
+@needs_mpi
+def test_allreduce_grads_is_the_mean(tmp_path):
+    out = mpirun(tmp_path, """
+        def data(r):
+            g = np.random.default_rng(r)
+            return [g.normal(size=(3, 4)).astype(np.float32), g.normal(size=5),
+                    g.normal(size=(2,)).astype(np.float32)]
+        want = [np.mean([data(r)[k] for r in range(N)], axis=0) for k in range(3)]
+        mine = data(rank)
+        assert dist.allreduce_grads(mine, comm, bucket_bytes=12) == N  # packed, mixed dtypes
+        for a, w in zip(mine, want):
+            np.testing.assert_allclose(a, w, rtol=1e-6)
+        arena = fd.ParamArena.from_arrays([x.astype(np.float32) for x in data(rank)])
+        arena.grads[0][...] = data(rank)[0]; arena.grads[1][...] = data(rank)[1]
+        arena.grads[2][...] = data(rank)[2]
+        dist.allreduce_grads(arena, comm)  # one block
+        for a, w in zip(arena.grads, want):
+            np.testing.assert_allclose(a, w, rtol=1e-6)
+        one = np.full(7, rank + 1.0)
+        dist.allreduce_grads(one, comm, average=False, bucket_bytes=None)
+        assert (one == N * (N + 1) / 2).all()
+        print("OK", rank)
+    """)
+    assert out.count("OK") == 2, out
+
+
+@needs_mpi
+def test_sharded_optimizer_matches_single_process(tmp_path):
+    out = mpirun(tmp_path, """
+        cases = [(fd.Adam, dict(lr=0.05)), (fd.SGD, dict(lr=0.1, momentum=0.9, nesterov=True)),
+                 (fd.AdamW, dict(lr=0.05, amsgrad=True)), (fd.RMSprop, dict(lr=0.01, centered=True)),
+                 (fd.NAdam, dict(lr=0.05)), (fd.Adagrad, dict(lr=0.1)),
+                 (fd.LAMB, dict(lr=0.05, weight_decay=0.1))]
+        shapes = [(5, 3), (7,), (0,), (2, 2), (9,)]
+        rng = np.random.default_rng(0)
+        for cls, kw in cases:
+            for arena_params, clip in ((True, None), (False, 0.5)):
+                init = [rng.normal(size=s).astype(np.float32) for s in shapes]
+                grads = [[[rng.normal(size=s).astype(np.float32) for s in shapes] for _ in range(N)]
+                         for _ in range(3)]  # per step, per rank (different on every rank)
+                ref = [a.copy() for a in init]
+                opt = cls([{"params": ref[:2]}, {"params": ref[2:], "lr": kw["lr"] / 2}], **kw)
+                if arena_params:
+                    arena = fd.ParamArena.from_arrays(init)
+                    params = [{"params": arena.params[:2]},
+                              {"params": arena.params[2:], "lr": kw["lr"] / 2}]
+                    mine = arena.params
+                else:
+                    mine = [a.copy() for a in init]
+                    params = [{"params": mine[:2]}, {"params": mine[2:], "lr": kw["lr"] / 2}]
+                sh = dist.ShardedOptimizer(cls, params, comm, max_grad_norm=clip, **kw)
+                for t in range(3):
+                    assert sh.step([g.copy() for g in grads[t][rank]]) is True
+                    avg = [np.mean([grads[t][k][j] for k in range(N)], axis=0, dtype=np.float64
+                                   ).astype(np.float32) for j in range(len(shapes))]
+                    if clip is not None:
+                        fd.clip_grad_norm_(avg, clip)
+                    opt.step(avg)
+                for a, b in zip(mine, ref):
+                    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+                everyone = comm.allgather([a.copy() for a in mine])
+                assert all(np.array_equal(x, y) for p in everyone for x, y in zip(p, everyone[0]))
+                want = opt.state_dict()
+                for to in (None, 1):
+                    got = sh.state_dict(to=to)
+                    if to is not None and rank != to:
+                        assert got is None
+                        continue
+                    assert got["state"].keys() == want["state"].keys()
+                    assert [g["params"] for g in got["param_groups"]] == \\
+                        [g["params"] for g in want["param_groups"]]
+                    assert got["param_groups"][1]["lr"] == kw["lr"] / 2
+                    for i, st in want["state"].items():
+                        assert st.keys() == got["state"][i].keys(), (st.keys(), got["state"][i].keys())
+                        for k, v in st.items():
+                            np.testing.assert_allclose(got["state"][i][k], v, rtol=1e-5, atol=1e-6,
+                                                       err_msg=f"{cls.__name__} {i} {k}")
+                held = sum(c for _, _, c in sh.shard_sizes)
+                assert held < sum(int(np.prod(s)) for s in shapes), (cls, sh.shard_sizes)
+        print("OK", rank)
+    """)
+    assert out.count("OK") == 2, out
+
+
+@needs_mpi
+def test_state_dict_reshards_across_process_counts(tmp_path):
+    """1 process -> 2 ranks -> 1 rank -> 3 ranks -> 1 process: each leg loads the previous leg's
+    single-process-layout state and continues; the end equals 12 uninterrupted steps."""
+    rng = np.random.default_rng(3)
+    init32 = [rng.normal(size=s).astype(np.float32) for s in [(4, 3), (5,)]]
+    init64 = [rng.normal(size=(6,))]
+    grads = [[rng.normal(size=p.shape).astype(p.dtype) for p in init32 + init64] for _ in range(12)]
+    kw = dict(lr=0.05, amsgrad=True)
+
+    def build(ps):
+        return fd.Adam([{"params": ps[:2]}, {"params": ps[2:], "lr": 0.02}], **kw)
+
+    ref = [a.copy() for a in init32 + init64]
+    ref_opt = build(ref)
+    for g in grads:
+        ref_opt.step(g)
+    p = [a.copy() for a in init32 + init64]
+    opt = build(p)
+    for g in grads[:3]:
+        opt.step(g)
+    with open(tmp_path / "ckpt.pkl", "wb") as f:
+        pickle.dump({"params": p, "state": opt.state_dict(), "grads": grads}, f)
+    leg = """
+        with open("ckpt.pkl", "rb") as f:
+            ck = pickle.load(f) if rank == 0 else None
+        ck = comm.bcast(ck, root=0)
+        p = ck["params"]
+        sh = dist.ShardedOptimizer(fd.Adam, [{"params": p[:2]}, {"params": p[2:], "lr": 0.02}], comm,
+                                   lr=0.05, amsgrad=True)
+        sh.load_state_dict(ck["state"] if rank == 0 else None, src=0)
+        first = ck["state"]["state"][0]["step"]
+        for t in range(first, first + STEPS):
+            g = [x.copy() for x in ck["grads"][t]]
+            for x in g:  # every rank a different gradient, the same average
+                x += (rank - (N - 1) / 2) * np.asarray(0.25, x.dtype)
+            sh.step(g)
+        state = sh.state_dict(to=0)
+        if rank == 0:
+            with open("ckpt.pkl", "wb") as f:
+                pickle.dump({"params": p, "state": state, "grads": ck["grads"]}, f)
+            print("LEG", N, state["state"][0]["step"])
+    """
+    out = mpirun(tmp_path, leg.replace("STEPS", "3"), n=2, name="leg2.py")
+    assert "LEG 2 6" in out, out
+    out = mpirun(tmp_path, leg.replace("STEPS", "2"), n=1, name="leg1.py")
+    assert "LEG 1 8" in out, out
+    out = mpirun(tmp_path, leg.replace("STEPS", "2"), n=3, name="leg3.py")
+    assert "LEG 3 10" in out, out
+    with open(tmp_path / "ckpt.pkl", "rb") as f:
+        ck = pickle.load(f)
+    p = ck["params"]
+    opt = build(p)
+    opt.load_state_dict(ck["state"])
+    for g in grads[10:]:
+        opt.step(g)
+    for a, b in zip(p, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for i, st in ref_opt.state_dict()["state"].items():
+        for k, v in st.items():
+            np.testing.assert_allclose(opt.state_dict()["state"][i][k], v, rtol=1e-5, atol=1e-6)
+
+
+@needs_mpi
+def test_bad_input_on_one_rank_raises_everywhere(tmp_path):
+    out = mpirun(tmp_path, """
+        def expect(fn, exc_type):
+            try:
+                fn()
+            except exc_type as exc:
+                msgs = comm.allgather(str(exc))
+                assert msgs[0] == msgs[1], msgs
+                return msgs[0]
+            raise AssertionError(f"rank {rank}: no {exc_type.__name__}")
+
+        params = [np.zeros((3, 2), np.float32), np.zeros(4, np.float32)]
+        before = [a.copy() for a in params]
+        msg = expect(lambda: dist.ShardedOptimizer(fd.Adam, params, comm, lr=-1.0 if rank else 0.1),
+                     ValueError)
+        assert "lr" in msg and "rank 1" in msg, msg
+        shp = (3, 2) if rank == 0 else (2, 3)
+        msg = expect(lambda: dist.ShardedOptimizer(fd.Adam, [np.zeros(shp, np.float32)], comm),
+                     ValueError)
+        assert "differ" in msg, msg
+        sh = dist.ShardedOptimizer(fd.Adam, params, comm, lr=0.1)
+        good = [np.ones((3, 2), np.float32), np.ones(4, np.float32)]
+        bad = [np.ones((3, 2), np.float32), np.ones(5 if rank == 1 else 4, np.float32)]
+        msg = expect(lambda: sh.step(bad), ValueError)
+        assert "grads[1]" in msg and "rank 1" in msg, msg
+        assert all(np.array_equal(a, b) for a, b in zip(params, before))
+        msg = expect(lambda: sh.step([good[0], good[1].astype(np.float64)] if rank == 0 else good),
+                     TypeError)
+        assert "grads[1]" in msg and "rank 0" in msg, msg
+        sd = sh.state_dict()
+        msg = expect(lambda: sh.load_state_dict({"state": {}, "param_groups": []} if rank else sd),
+                     ValueError)
+        assert "param groups" in msg, msg
+        msg = expect(lambda: dist.allreduce_grads([np.ones(3, np.float16 if rank == 0 else
+                                                           np.float32)], comm), TypeError)
+        assert "float16" in msg, msg
+        msg = expect(lambda: dist.allreduce_grads([np.ones(3 + rank, np.float32)], comm), ValueError)
+        assert "different" in msg, msg
+        # the communicator still works: a good step
+        assert sh.step(good) is True
+        model = fd.nn.MLP([3, 4, 2], seed=0)
+        X = np.zeros((10, 3)); y = np.zeros(10, int)
+        if rank == 1:
+            y[0] = 7  # out of range
+        msg = expect(lambda: fd.fit(model, X, y, epochs=1, progress=False, comm=comm), ValueError)
+        assert "rank 1" in msg, msg
+        print("OK", rank)
+    """)
+    assert out.count("OK") == 2, out
+
+
+@needs_mpi
+def test_nonfinite_on_one_rank_skips_everywhere(tmp_path):
+    out = mpirun(tmp_path, """
+        init = [np.arange(6, dtype=np.float32).reshape(3, 2), np.arange(5, dtype=np.float32)]
+        mine = [a.copy() for a in init]
+        sh = dist.ShardedOptimizer(fd.Adam, mine, comm, lr=0.1, skip_nonfinite=True)
+        ref = [a.copy() for a in init]
+        opt = fd.Adam(ref, lr=0.1)
+        g = [np.full((3, 2), 0.5, np.float32), np.full(5, -0.25, np.float32)]
+        assert sh.step(g) is True
+        opt.step(g)
+        snap = [a.copy() for a in mine]
+        state = sh.state_dict()
+        bad = [x.copy() for x in g]
+        if rank == 1:
+            bad[1][3] = np.nan
+        assert sh.step(bad) is False and sh.last_step_skipped and sh.skipped_steps == 1
+        assert all(np.array_equal(a, b) for a, b in zip(mine, snap))
+        assert sh.state_dict()["state"][0]["step"] == state["state"][0]["step"] == 1
+        huge = [x.copy() for x in g]
+        huge[0][0, 0] = 3e38  # finite on each rank, the sum overflows to inf
+        assert sh.step(huge) is False and sh.skipped_steps == 2
+        assert sh.step(g) is True and not sh.last_step_skipped
+        opt.step(g)
+        for a, b in zip(mine, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+        print("OK", rank)
+    """)
+    assert out.count("OK") == 2, out
+
+
+@needs_mpi
+def test_fit_with_comm_equals_single_process_fit(tmp_path):
+    out = mpirun(tmp_path, """
+        rng = np.random.default_rng(1)
+        X = rng.normal(size=(203, 6)); y = (X[:, 0] + X[:, 1] > 0).astype(int)
+        Xv = rng.normal(size=(37, 6)); yv = (Xv[:, 0] + Xv[:, 1] > 0).astype(int)
+
+        def run(c, shard, sched_on=True):
+            model = fd.nn.MLP([6, 16, 2], seed=0)
+            opt = fd.Adam(model.parameters(), lr=1e-2)
+            if shard == "object":
+                opt = dist.ShardedOptimizer(fd.Adam, model.parameters(), c, lr=1e-2)
+            sched = fd.nn.StepLR(opt, step_size=2, gamma=0.5) if sched_on else None
+            h = fd.fit(model, X, y, optimizer=opt, epochs=4, batch_size=25,  # 203 = 8*25 + 3
+                       validation_data=(Xv, yv), progress=False, scheduler=sched, comm=c,
+                       shard_optimizer=shard is True)
+            return model, h
+
+        refs = {True: run(None, False), False: run(None, False, sched_on=False)}
+        for shard in (False, True, "object"):
+            sched_on = shard is not True  # fit converts a plain optimizer: no scheduler on it
+            m0, h0 = refs[sched_on]
+            m1, h1 = run(comm, shard, sched_on)
+            for a, b in zip(m1.params, m0.params):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+            for k in ("loss", "val_loss", "val_accuracy", "lr"):
+                np.testing.assert_allclose(h1.history[k], h0.history[k], rtol=1e-5, err_msg=k)
+            allp = comm.allgather(m1.arena.flat_params)
+            assert all(np.array_equal(allp[0], q) for q in allp)
+        # a callback that stops on one rank only stops both
+        model = fd.nn.MLP([6, 16, 2], seed=0)
+        h = fd.fit(model, X, y, epochs=5, progress=False, comm=comm,
+                   callback=lambda e, logs, m: rank == 1 and e == 2)
+        assert h.n_epochs == 2 and h.stop_reason == "callback"
+        # each rank its own rows: trains, ranks agree
+        part = slice(0, 120) if rank == 0 else slice(120, 203)
+        model = fd.nn.MLP([6, 16, 2], seed=0)
+        h = fd.fit(model, X[part], y[part], optimizer=fd.Adam(model.parameters(), lr=1e-2),
+                   epochs=8, batch_size=32, progress=False, comm=comm, data_sharded=True,
+                   validation_data=(Xv, yv))
+        assert h.params["n_train"] == 203
+        allp = comm.allgather(model.arena.flat_params)
+        assert np.array_equal(allp[0], allp[1])
+        assert h.val_accuracy[-1] > 0.8, h.val_accuracy
+        print("OK", rank)
+    """, timeout=90)
+    assert out.count("OK") == 2, out
