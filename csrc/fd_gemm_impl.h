@@ -708,8 +708,12 @@ static int GF(run_ksplit)(const GF(item) *g, int64_t ck, int nt)
     return 0;
 }
 
-/* Fewest multiply-adds per thread before a GEMM goes multi-threaded. */
-#define G_PAR_MIN_FMA (1 << 16)
+/* Fewest multiply-adds per thread before a GEMM goes multi-threaded (2M: ~80 us of one core). On a
+ * quiet machine smaller GEMMs gain little from a parallel region (the digits MLP's 1M-MAC layers: the
+ * same epoch time on one thread as on two); on a machine whose other cores are busy every region can
+ * wait a scheduler time slice for a descheduled thread (that epoch 2.6x slower with one of two cores
+ * busy than on one thread). */
+#define G_PAR_MIN_FMA (1 << 21)
 
 static void GF(gemm)(const fd_gemm_args *args, int nthreads)
 {

@@ -14,24 +14,29 @@ does not have: their papers' and optax's). Every optimizer takes the proximal L1
 >>> _ = opt.step([np.ones_like(p) for p in params])
 """
 
-from . import functional
-from .arena import ParamArena
-from .backends import available_backends, get_backend, use_backend
-from .errors import BackendUnavailableError, FastDescentError, KernelError
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .functional import clip_grad_norm_, clip_grad_value_
-from .optim import (LAMB, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, Optimizer, RAdam,
-                    RMSprop, Rprop)
-from . import nn
-from .nn import fit
+from . import _threads
 
-from ._version import __version__
+_threads.configure_wait_policy()  # recorded before any backend loads an OpenMP runtime (_threads)
+
+from . import functional  # noqa: E402
+from .arena import ParamArena  # noqa: E402
+from .backends import available_backends, get_backend, use_backend  # noqa: E402
+from .errors import BackendUnavailableError, FastDescentError, KernelError  # noqa: E402
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
+from .functional import clip_grad_norm_, clip_grad_value_  # noqa: E402
+from .optim import (LAMB, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam,  # noqa: E402
+                    Optimizer, RAdam, RMSprop, Rprop)
+from ._threads import get_num_threads, set_num_threads  # noqa: E402
+from . import nn  # noqa: E402
+from .nn import fit  # noqa: E402
+
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Adamax", "Adadelta", "Rprop",
     "Lion", "LAMB", "Optimizer", "ParamArena", "functional", "clip_grad_norm_", "clip_grad_value_",
     "available_backends",
-    "get_backend", "use_backend", "info",
+    "get_backend", "use_backend", "info", "set_num_threads", "get_num_threads",
     "FastDescentError", "BackendUnavailableError", "KernelError", "__version__", "nn", "fit",
     "save_checkpoint", "load_checkpoint", "CheckpointError",
 ]
@@ -43,7 +48,8 @@ def info():
     Keys: ``version``, ``default`` (the backend name in force; None, with ``default_error``
     saying why, when ``$FASTDESCENT_BACKEND`` names no backend), ``auto`` (what 'auto' resolves to for
     host arrays), ``backends`` ({name: {"available": bool, "reason": str or None, ...details}}),
-    ``cpu`` (model, cores, features), ``python``, ``numpy``.
+    ``cpu`` (model, cores, features), ``python``, ``numpy``, ``threads`` (the CPU kernels' thread
+    count asked for and in effect, and OpenMP's wait policy with where it came from).
     """
     import os
     import platform
@@ -77,4 +83,5 @@ def info():
     out["python"] = platform.python_version()
     out["numpy"] = np.__version__
     out["cores"] = os.cpu_count()
+    out["threads"] = _threads.state()
     return out

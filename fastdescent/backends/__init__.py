@@ -93,6 +93,11 @@ def _load(name):
         except Exception as exc:  # any failure to load makes the backend unavailable
             _failed[name] = exc
             return None, exc
+        from .. import _threads
+
+        apply = getattr(mod, "apply_num_threads", None)
+        if apply is not None and _threads.requested():
+            apply(_threads.requested())  # fd.set_num_threads / FASTDESCENT_NUM_THREADS
         _loaded[name] = mod
         return mod, None
 

@@ -30,7 +30,8 @@ NAME = "c"
 DEVICE = False
 
 __all__ = ["NAME", "DEVICE", "Table", "KERNELS", "check_available", "describe", "get_num_threads",
-           "set_num_threads", "max_threads", "get_parallel_grain", "set_parallel_grain",
+           "set_num_threads", "max_threads", "apply_num_threads", "default_num_threads",
+           "get_parallel_grain", "set_parallel_grain",
            "get_simd_path", "set_simd_path", "ffi", "lib"]
 
 
@@ -64,6 +65,16 @@ def set_num_threads(n):
     rc = lib.fd_set_num_threads(int(n))
     if rc:
         raise kernel_error("set_num_threads", rc)
+
+
+def apply_num_threads(n):
+    """``fd.set_num_threads`` for this backend (0: OpenMP's default)."""
+    set_num_threads(min(int(n), max_threads()))
+
+
+def default_num_threads():
+    """The thread count in force here (OpenMP's default unless set)."""
+    return get_num_threads()
 
 
 def get_parallel_grain():

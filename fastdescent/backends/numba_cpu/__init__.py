@@ -145,6 +145,16 @@ def _cache_dir():
         return _numba.config.CACHE_DIR or "__pycache__ next to the kernel sources"
 
 
+def apply_num_threads(n):
+    """``fd.set_num_threads`` for this backend (0: Numba's default)."""
+    _threads.set_requested(n)
+
+
+def default_num_threads():
+    """Threads a parallel kernel call uses here."""
+    return _threads.threads()
+
+
 def describe():
     """Numba version, threading layer, thread count, cache directory, chunking."""
     check_available()
@@ -156,7 +166,7 @@ def describe():
     return {
         "numba": _numba.__version__,
         "threading_layer": layer,
-        "threads": _numba.get_num_threads(),
+        "threads": _threads.threads(),
         "cache_dir": _cache_dir(),
         "chunk": _config.CHUNK,
         "parallel_min": _config.PARALLEL_MIN,

@@ -31,7 +31,7 @@ import threading
 
 import numba
 
-__all__ = ["Parallel", "serial_only", "state"]
+__all__ = ["Parallel", "serial_only", "state", "set_requested", "threads"]
 
 #: layers whose pool survives fork() (Numba's documentation: tbb and workqueue are fork-safe)
 _FORK_SAFE = frozenset({"tbb", "workqueue"})
@@ -39,6 +39,7 @@ _FORK_SAFE = frozenset({"tbb", "workqueue"})
 _THREAD_SAFE = frozenset({"tbb", "omp"})
 
 _lock = threading.Lock()
+_requested = 0  # fd.set_num_threads for this backend (0: Numba's default, NUMBA_NUM_THREADS)
 _serial_only = False  # set in a forked child whose parent's (fork-unsafe) pool had started
 _free = False  # True once the layer is known to be thread-safe: no lock needed
 
@@ -62,6 +63,19 @@ def _after_fork_in_child():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def set_requested(n):
+    """``fd.set_num_threads`` for this backend: 1 runs the serial variants, k > 1 gives each
+    parallel call min(k, NUMBA_NUM_THREADS) threads, 0 Numba's default."""
+    global _requested
+    _requested = int(n)
+
+
+def threads():
+    """Threads a parallel kernel call may use now."""
+    n = numba.config.NUMBA_NUM_THREADS
+    return min(_requested, n) if _requested else n
 
 
 def serial_only():
@@ -94,6 +108,11 @@ class Parallel:
 
     def __call__(self, *args):
         global _free
+        if _requested:
+            if _requested == 1:
+                return self.serial(*args)
+            # Numba's thread count is per calling thread: set it for this one, every call (cheap)
+            numba.set_num_threads(min(_requested, numba.config.NUMBA_NUM_THREADS))
         if _free:
             return self.parallel(*args)
         if _serial_only:

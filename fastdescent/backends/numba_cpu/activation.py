@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import math
 
-import numba
 from numba import prange
 
 from ..._contract import ACT_KINDS
 from .._dense_checks import check
 from ._config import CHUNK, PARALLEL_MIN, jit, jit_variants
+from . import _threads
 from ._ptr import like
 
 __all__ = ["act_fwd", "act_bwd"]
@@ -102,7 +102,7 @@ _BWD = jit_variants(_bwd_body)
 
 
 def _pick(pair, n):
-    return pair[1] if n >= PARALLEL_MIN and numba.get_num_threads() > 1 else pair[0]
+    return pair[1] if n >= PARALLEL_MIN and _threads.threads() > 1 else pair[0]
 
 
 def act_fwd(y, x, *, kind):

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import prange
 
 from .._dense_checks import check, check_labels
 from ._config import CHUNK, PARALLEL_MIN, jit, jit_reduce, jit_variants
+from . import _threads
 from ._ptr import like
 
 __all__ = ["mse_fwd_bwd", "xent_fwd_bwd"]
@@ -95,7 +95,7 @@ _XENT = jit_variants(_xent_body)
 
 
 def _pick(pair, n):
-    return pair[1] if n >= PARALLEL_MIN and numba.get_num_threads() > 1 else pair[0]
+    return pair[1] if n >= PARALLEL_MIN and _threads.threads() > 1 else pair[0]
 
 
 def mse_fwd_bwd(dpred, pred, target, *, scale):

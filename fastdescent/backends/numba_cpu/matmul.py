@@ -57,6 +57,7 @@ from numba import carray, prange
 from .._dense_checks import check
 from ._config import JIT_OPTIONS
 from ._ptr import pointer
+from . import _threads
 from ._threads import Parallel, serial_only
 
 __all__ = ["matmul_fwd", "matmul_bwd_x", "matmul_bwd_w"]
@@ -70,9 +71,12 @@ _KC = 256
 _NC = 512
 #: rows of bt kept hot in L1 by _gemm_nt while it sweeps the rows of a.
 _JB = 16
-#: below this many multiply-adds (~10 us of one core) a call runs the serial variant: waking the
-#: threads (2-4 us) and splitting the work would cost more than it saves.
-_PAR_MACS = 1 << 18
+#: below this many multiply-adds (~150 us of one core) a call runs the serial variant. On a quiet
+#: machine a parallel region over less gains little (the digits MLP's 1M-MAC layers: the same epoch
+#: time on one thread as on two); on a machine whose other cores are busy every region can wait a
+#: scheduler time slice for a descheduled thread (that epoch 2.6x slower with one of two cores kept
+#: busy than on one thread). See fastdescent/_threads.py.
+_PAR_MACS = 1 << 22
 
 
 def _jit(fastmath, **extra):
@@ -456,14 +460,14 @@ def _short_rows(K, N):
 def _pack(dtype, B, Bw, N, K):
     """Scratch for a transposed weight (only for short rows, so at most 32 x K per slot): one slot
     if Bw == 1, else one per group of items."""
-    slots = 1 if Bw == 1 else min(B, 4 * numba.get_num_threads())
+    slots = 1 if Bw == 1 else min(B, 4 * _threads.threads())
     return np.empty((slots, N, K), dtype)
 
 
 def _variant(pair, macs):
     """(kernel, tiles to aim for): the parallel variant over all threads for big calls."""
     if macs >= _PAR_MACS and not serial_only():
-        threads = numba.get_num_threads()
+        threads = _threads.threads()
         if threads > 1:
             return pair[1], threads
     return pair[0], 1
