@@ -15,6 +15,7 @@ import pytest
 import fastdescent as fd
 from fastdescent import functional as F
 from cases import BY_KIND, make
+from conftest import require_backend
 
 
 def full(n, v, dtype=np.float32):
@@ -653,3 +654,43 @@ def test_nonfinite_grads_give_no_runtime_warning_on_numpy(kind):
                 opt.step([g.copy()])
         out[backend] = params[0]
     np.testing.assert_array_equal(out["numpy"], out["c"])
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+def test_functional_cache_fast_prints_match_the_array_interface():
+    """The one-call layout prints (C extension) agree with __array_interface__ and see every change
+    that makes a cached table wrong: data moved with the same shape (resize there and back), dtype
+    object, writeable flag, shape; subclasses and >6-d arrays are refused (the per-array path)."""
+    from fastdescent.backends import _prints
+
+    require_backend("c")
+    assert _prints.available()
+    a, b = np.ones(5), np.ones((2, 3), np.float32)
+    p1 = _prints.array_prints([[a, b]])
+    assert p1.shape == (2, 12) and p1[0, 0] == id(a) and p1[0, 1] == a.__array_interface__["data"][0]
+    a.resize((1 << 16,), refcheck=False)
+    a.resize((5,), refcheck=False)  # same shape, the data (most likely) elsewhere
+    p2 = _prints.array_prints([[a, b]])
+    assert p2[0, 1] == a.__array_interface__["data"][0]
+    b.flags.writeable = False
+    assert not np.array_equal(_prints.array_prints([[a, b]])[1], p1[1])
+    assert _prints.array_prints([[np.matrix(np.ones((2, 2)))]]) is None
+    assert _prints.array_prints([[np.ones((1,) * 7)]]) is None
+
+
+def test_functional_cache_sees_data_moved_under_the_same_shape(host_backend):
+    p, g = np.ones(4), np.ones(4)
+    F.sgd([p], [g], lr=0.5, backend=host_backend)
+    p.resize((1 << 16,), refcheck=False)
+    p.resize((4,), refcheck=False)  # back to the old shape: a cached pointer could dangle
+    p[...] = 1.0
+    F.sgd([p], [g], lr=0.5, backend=host_backend)
+    np.testing.assert_array_equal(p, 0.5)
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+def test_functional_cache_with_subclasses_takes_the_checked_path(host_backend):
+    p, g = np.matrix(np.ones((2, 2))), np.ones((2, 2))
+    for _ in range(2):
+        F.sgd([p], [g], lr=0.25, backend=host_backend)
+    np.testing.assert_array_equal(np.asarray(p), 0.5)
