@@ -33,7 +33,7 @@ import numpy as np
 
 from . import _arrays
 from .backends import resolve
-from .backends._prints import array_prints
+from ._prints import array_prints
 from .rules import check_flag, check_real, check_scalars
 from .rules.adadelta import ADADELTA
 from .rules.adagrad import ADAGRAD

@@ -661,7 +661,7 @@ def test_functional_cache_fast_prints_match_the_array_interface():
     """The one-call layout prints (C extension) agree with __array_interface__ and see every change
     that makes a cached table wrong: data moved with the same shape (resize there and back), dtype
     object, writeable flag, shape; subclasses and >6-d arrays are refused (the per-array path)."""
-    from fastdescent.backends import _prints
+    from fastdescent import _prints
 
     require_backend("c")
     assert _prints.available()

@@ -54,7 +54,7 @@ def _get():
             if not _impl:
                 impl = None
                 try:
-                    from .c_cffi import _lib
+                    from .backends.c_cffi import _lib
 
                     if _lib.lib is not None and hasattr(_lib.lib, "fd_py_array_prints") \
                             and _probe_ok(_lib.ffi, _lib.lib):
