@@ -25,20 +25,27 @@ import fastdescent as fd
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fd.__file__)))
 
 
-def _mpirun_path():
-    found = shutil.which("mpirun")
+def _mpirun_path(search_path=None, executable=sys.executable):
+    """mpirun on ``search_path`` (default: PATH), else next to ``executable`` (a venv's bin)."""
+    found = shutil.which("mpirun", path=search_path)
     if found:
         return found
-    here = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    here = os.path.join(os.path.dirname(executable), "mpirun")
     return here if os.path.exists(here) else None
+
+
+def _skip_reason(have_mpi4py, mpirun_path):
+    """Why the MPI tests cannot run here (None: they can)."""
+    if have_mpi4py and mpirun_path is not None:
+        return None
+    return ("needs mpi4py and mpirun (pip install 'fastdescent[mpi]'): "
+            + ("mpi4py is not installed" if not have_mpi4py else "no mpirun on PATH"))
 
 
 MPIRUN = _mpirun_path()
 _HAVE_MPI4PY = importlib.util.find_spec("mpi4py") is not None
-needs_mpi = pytest.mark.skipif(
-    not _HAVE_MPI4PY or MPIRUN is None,
-    reason="needs mpi4py and mpirun (pip install 'fastdescent[mpi]'): "
-           + ("mpi4py is not installed" if not _HAVE_MPI4PY else "no mpirun on PATH"))
+_SKIP = _skip_reason(_HAVE_MPI4PY, MPIRUN)
+needs_mpi = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
 
 PRELUDE = """
 import os, pickle, sys

@@ -335,7 +335,7 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
                     validation_data, scheduler, scheduler_interval, tol, n_iter_no_change, monitor,
                     restore_best, callback, progress, plan)
     except Exception as exc:
-        plan.fail(exc)  # before training agreed: every rank raises the first failing rank's error
+        plan.fail(exc)  # every rank raises the first failing rank's error
         raise
 
 
@@ -403,13 +403,13 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
         if yv.shape[0] != xv.shape[0]:
             raise ValueError(f"validation_data[1] has {yv.shape[0]} rows but validation_data[0] has "
                              f"{xv.shape[0]}")
-        if xv.shape[0] == 0:
+        if xv.shape[0] == 0 and (plan is None or not plan.data_sharded):
             raise ValueError("validation_data is empty")
     has_val = xv is not None
 
     n = x2.shape[0]
-    if n == 0:
-        raise ValueError("X has no rows")
+    if n == 0 and (plan is None or not plan.data_sharded):
+        raise ValueError("X has no rows")  # (with data_sharded, a rank may hold none)
     if monitor is None:
         monitor = "val_loss" if has_val else "loss"
     allowed = ("loss", "val_loss", "val_accuracy") if has_val else ("loss",)
@@ -424,12 +424,19 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
         plan.agree(n, xv.shape[0] if has_val else 0,
                    _fingerprint(model, spec, epochs, batch_size, shuffle,
                                 type(optimizer).__name__, plan.data_sharded))
+        if plan.total_train() == 0:
+            raise ValueError("X has no rows on any rank")
+        if has_val and plan.total_val() == 0:
+            raise ValueError("validation_data is empty on every rank")
         plan.sync_params(model)
         optimizer = plan.optimizer(optimizer, model)
     elif optimizer is None:
         from ..optim import Adam
         optimizer = Adam(model.parameters(), lr=1e-3, backend=model.backend)
-    scheds = _schedulers(scheduler, optimizer)
+    # schedulers (and callbacks) edit the optimizer the caller passed, also when fit stepped a
+    # ShardedOptimizer made from it (its hyperparameters follow before every step)
+    user_opt = optimizer if plan is None or plan.source is None else plan.source
+    scheds = _schedulers(scheduler, user_opt)
     if scheduler_interval == "step":
         # per-minibatch schedulers; ReduceLROnPlateau (needs the epoch's metric) stays per epoch
         batch_scheds = [s_ for s_ in scheds if not isinstance(s_, ReduceLROnPlateau)]
@@ -486,7 +493,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
     best = -math.inf if mode_max else math.inf
     no_change = 0
     best_params = model.arena.flat_params.copy() if restore_best else None
-    groups = optimizer.param_groups
+    groups = user_opt.param_groups
 
     bar = None
     if progress and (plan is None or plan.rank == 0):
@@ -556,7 +563,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
                                 refresh=False)
                 bar.update(1)
             stop = callback is not None and bool(callback(epoch, dict(logs), model))
-            if plan is not None and callback is not None:
+            if plan is not None:
                 stop = plan.any(stop)  # one rank's callback stops every rank
             if stop:
                 hist.stop_reason = "callback"
@@ -573,6 +580,10 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
     if best_params is not None and math.isfinite(best):
         model.arena.flat_params[...] = best_params
         hist.restored_best = True
+    if plan is not None:
+        if plan.source is not None:
+            plan.write_back(optimizer)
+        plan.finish()
     return hist
 
 
