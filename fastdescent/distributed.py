@@ -13,11 +13,17 @@ explicitly (``import fastdescent.distributed``) in scripts started with ``mpirun
   and an allgather of the updated parameters.
 
 Collective failure behaviour: before any collective that could block, every rank contributes a
-small error flag (one ``Allgather`` of a few float64 values, also carrying the layout fingerprint
-and the non-finite flag); if any rank's input was bad, every rank raises the same exception (type
-and message, naming the rank), and none enters the large collective. An exception that a rank
-raises outside these calls (in user code) is not seen by the others: run ``mpirun`` so that one
-failing rank ends the job (Open MPI's default when a rank exits with an error).
+small error flag (an *agreement*: one ``Allgather`` of four float64 values, also carrying the
+layout fingerprint, the step's options and the non-finite flag); if any rank's input was bad, or
+the ranks' arguments differ (shapes, options, the root rank of ``state_dict(to=)``), every rank
+raises the same exception (type and message, naming the rank), and none enters the large
+collective. Every agreement has the same size, so a rank that fails between two of them can
+report its error at whichever agreement the others wait in: ``fit(comm=...)`` does so for errors
+raised on one rank in a callback, a scheduler, an evaluation or a minibatch step. Not covered: an
+exception a rank raises in user code outside ``fit`` (the others are not told: Open MPI then
+waits until the job is killed, so run under a time limit), a rank failing inside a step after its
+agreement (the others are in the data collective), and a ``comm`` argument that is not a
+communicator on some ranks only (that rank cannot reach the others).
 """
 
 from __future__ import annotations

@@ -283,19 +283,23 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
         update is the single-process one up to float rounding, on every rank. Training loss and
         validation metrics are reduced over the ranks (each rank evaluates a slice of the
         validation set), so early stopping, ``restore_best``, ``ReduceLROnPlateau`` and callbacks
-        (stopping when any rank's callback returns True) agree. An invalid argument on any rank
-        raises the same error on every rank. The minibatch loop runs the kernel-by-kernel step
-        (not the fused one-call step).
+        (stopping when any rank's callback returns True) agree. An invalid argument on any rank,
+        or an exception raised on one rank during training (a callback, a scheduler), raises the
+        same error on every rank. The minibatch loop runs the kernel-by-kernel step (not the fused
+        one-call step).
     shard_optimizer : bool, default False
         With ``comm``: shard the optimizer state over the ranks
         (:class:`fastdescent.distributed.ShardedOptimizer`, built from ``optimizer`` and its
-        state). Passing a ShardedOptimizer as ``optimizer`` does the same (schedulers must then be
-        built on it).
+        state). Schedulers built on ``optimizer`` keep working (the sharded one takes its
+        hyperparameters before every step), and at the end ``optimizer`` holds the trained state
+        (gathered). Passing a ShardedOptimizer as ``optimizer`` does the same (schedulers must then
+        be built on it).
     data_sharded : bool, default False
         With ``comm``: each rank passes its own rows (``X``, ``y`` and ``validation_data`` differ
         per rank); each step takes from every rank a share of the global ``batch_size``
         proportional to its row count, and metrics are averaged over all ranks' rows. Not equal to
-        a single-process run (the batches are drawn per rank), but the same estimator.
+        a single-process run (the batches are drawn per rank), but the same estimator. A rank may
+        hold no rows (or no validation rows) as long as some rank does.
 
     Returns
     -------
