@@ -309,6 +309,9 @@ def save_checkpoint(path, *, optimizer=None, model=None, extra=None):
         Its ``state_dict()`` is saved: per-parameter state arrays and step counts, each param
         group's hyperparameters, and the class name and parameter shapes/dtypes (checked at load).
         Parameter *values* are not part of an optimizer's state: save them with ``model=``.
+        A :class:`fastdescent.distributed.ShardedOptimizer` is saved collectively (every rank of
+        its communicator calls ``save_checkpoint``): its state is gathered to rank 0, which writes
+        the ordinary single-process checkpoint; the other ranks write nothing.
     model : fastdescent.nn model, optional
         Anything with ``state_dict()`` (``{str: array}``) and ``load_state_dict()``.
     extra : dict, optional
@@ -339,6 +342,9 @@ def save_checkpoint(path, *, optimizer=None, model=None, extra=None):
     >>> load_checkpoint(path, optimizer=opt, model=model)
     {'epoch': 3}
     """
+    collective = getattr(optimizer, "_save_checkpoint", None)
+    if collective is not None:  # a sharded optimizer: gathered to one rank, written there
+        return collective(path, model=model, extra=extra)
     path = os.fspath(path)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
@@ -788,7 +794,10 @@ def load_checkpoint(path, *, optimizer=None, model=None):
         The checkpoint file, read exactly as named (no ``.npz`` suffix is appended).
     optimizer : fastdescent Optimizer, optional
         Must be of the saved class, over parameters of the saved shapes and dtypes, grouped the same
-        way. Its hyperparameters, state and step counts become the saved ones.
+        way. Its hyperparameters, state and step counts become the saved ones. A
+        :class:`fastdescent.distributed.ShardedOptimizer` loads collectively (every rank reads the
+        file, which may come from a run with any number of ranks, and keeps its shard; an error on
+        any rank raises on every rank with nothing changed anywhere).
     model : fastdescent.nn model, optional
         Must have the saved ``state_dict`` keys, shapes and dtypes. Its parameters are copied in
         place (optimizers built on it stay bound).
@@ -807,6 +816,9 @@ def load_checkpoint(path, *, optimizer=None, model=None):
     OSError
         The file cannot be read (e.g. ``FileNotFoundError``).
     """
+    collective = getattr(optimizer, "_load_checkpoint", None)
+    if collective is not None:  # a sharded optimizer: every rank reads, keeps its shard
+        return collective(path, model=model)
     path = os.fspath(path)
     if model is not None and not (callable(getattr(model, "state_dict", None))
                                   and callable(getattr(model, "load_state_dict", None))):

@@ -13,11 +13,17 @@ explicitly (``import fastdescent.distributed``) in scripts started with ``mpirun
   and an allgather of the updated parameters.
 
 Collective failure behaviour: before any collective that could block, every rank contributes a
-small error flag (one ``Allgather`` of a few float64 values, also carrying the layout fingerprint
-and the non-finite flag); if any rank's input was bad, every rank raises the same exception (type
-and message, naming the rank), and none enters the large collective. An exception that a rank
-raises outside these calls (in user code) is not seen by the others: run ``mpirun`` so that one
-failing rank ends the job (Open MPI's default when a rank exits with an error).
+small error flag (an *agreement*: one ``Allgather`` of four float64 values, also carrying the
+layout fingerprint, the step's options and the non-finite flag); if any rank's input was bad, or
+the ranks' arguments differ (shapes, options, the root rank of ``state_dict(to=)``), every rank
+raises the same exception (type and message, naming the rank), and none enters the large
+collective. Every agreement has the same size, so a rank that fails between two of them can
+report its error at whichever agreement the others wait in: ``fit(comm=...)`` does so for errors
+raised on one rank in a callback, a scheduler, an evaluation or a minibatch step. Not covered: an
+exception a rank raises in user code outside ``fit`` (the others are not told: Open MPI then
+waits until the job is killed, so run under a time limit), a rank failing inside a step after its
+agreement (the others are in the data collective), and a ``comm`` argument that is not a
+communicator on some ranks only (that rank cannot reach the others).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ except ImportError as _exc:  # keep the reason, name the extra
                       f"included); importing mpi4py failed with: {_exc}") from _exc
 
 from . import _arrays
+from . import checkpoint as _checkpoint
 from . import errors as _errors
 from ._validate import check_flag, check_int, check_real
 from .arena import ParamArena
@@ -50,8 +57,8 @@ _MPI_TYPES = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}
 #: exception types re-created on every rank by name when one rank's input is bad
 _ERROR_TYPES = {t.__name__: t for t in (
     TypeError, ValueError, IndexError, KeyError, NotImplementedError, FloatingPointError,
-    OverflowError, RuntimeError, MemoryError, _errors.FastDescentError,
-    _errors.BackendUnavailableError)}
+    OverflowError, RuntimeError, MemoryError, OSError, FileNotFoundError, PermissionError,
+    _errors.FastDescentError, _errors.BackendUnavailableError, _checkpoint.CheckpointError)}
 
 
 def world():
@@ -73,13 +80,23 @@ def _crc(obj):
     return float(zlib.crc32(repr(obj).encode()))
 
 
+#: values carried by every agreement: all agreements are one ``Allgather`` of the same size, so
+#: that a rank which failed anywhere can report it at whichever agreement the others have reached
+_AGREE_VALUES = 3
+
+
 def _agree(comm, exc, values=()):
-    """One ``Allgather`` of ``[error flag, *values]`` (float64). If any rank passed an exception,
-    every rank raises the first failing rank's exception (same type, same message); else returns
-    the gathered values, shape (size, len(values))."""
-    vec = np.empty(1 + len(values), np.float64)
+    """One ``Allgather`` of ``[error flag, *values]`` (float64, padded to a fixed size). If any
+    rank passed an exception, every rank raises the first failing rank's exception (same type,
+    same message; marked ``agreed``); else returns the gathered values, shape
+    (size, len(values))."""
+    n = len(values)
+    if n > _AGREE_VALUES:
+        raise AssertionError(f"_agree carries at most {_AGREE_VALUES} values, got {n}")
+    vec = np.zeros(1 + _AGREE_VALUES, np.float64)
     vec[0] = 0.0 if exc is None else 1.0
-    vec[1:] = values if exc is None else 0.0
+    if exc is None:
+        vec[1:1 + n] = values
     out = np.empty((comm.Get_size(), vec.size), np.float64)
     comm.Allgather(vec, out)
     failed = np.flatnonzero(out[:, 0])
@@ -90,12 +107,31 @@ def _agree(comm, exc, values=()):
         name, msg = comm.bcast(payload, root=root)
         others = f" (and {failed.size - 1} more)" if failed.size > 1 else ""
         text = f"{msg} [raised on rank {root} of {comm.Get_size()}{others}; every rank raises it]"
-        if me == root:
-            raise _ERROR_TYPES.get(name, RuntimeError)(text) from exc
         if name not in _ERROR_TYPES:
             text = f"{name}: {text}"
-        raise _ERROR_TYPES.get(name, RuntimeError)(text)
-    return out[:, 1:]
+        agreed = _ERROR_TYPES.get(name, RuntimeError)(text)
+        agreed.agreed = True
+        if me == root:
+            raise agreed from exc
+        raise agreed
+    return out[:, 1:1 + n]
+
+
+def _agreed(exc):
+    """Mark ``exc`` as raised on every rank alike (fit does not report it again)."""
+    exc.agreed = True
+    return exc
+
+
+def _same_rank_arg(gathered, name):
+    """Raise (on every rank) when the ranks passed different values of a rank argument
+    (``gathered``: one row per rank, -1 for None): a collective rooted at different ranks would
+    never complete."""
+    col = gathered[:, 0]
+    if not (col == col[0]).all():
+        got = [None if v < 0 else int(v) for v in col]
+        raise _agreed(ValueError(f"{name} must be the same on every rank (a collective with "
+                                 f"different roots never completes); the ranks passed {got}"))
 
 
 def _host_infos(arrays, what, *, writeable):
@@ -184,9 +220,9 @@ def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=25 * 2 ** 20
         err, values = exc, (0.0, 0.0)
     gathered = _agree(comm, err, values)
     if not (gathered == gathered[0]).all():
-        raise ValueError("grads: the ranks passed different arrays (shapes, dtypes or order differ; "
+        raise _agreed(ValueError("grads: the ranks passed different arrays (shapes, dtypes or order differ; "
                          f"element counts per rank: {gathered[:, 1].astype(np.int64).tolist()}): "
-                         "every rank must pass the same layout")
+                         "every rank must pass the same layout"))
     size = comm.Get_size()
     for infos, flat in blocks:
         packed = flat is None
@@ -291,9 +327,10 @@ class ShardedOptimizer:
             err = exc
         got = _agree(comm, err, fp)
         if not (got == got[0]).all():
-            raise ValueError("ShardedOptimizer: the ranks passed different parameters or options "
-                             "(shapes, dtypes, groups, hyperparameters or the optimizer class): "
-                             "every rank must build it alike")
+            raise _agreed(ValueError(
+                "ShardedOptimizer: the ranks passed different parameters or options (shapes, "
+                "dtypes, groups, hyperparameters or the optimizer class): every rank must build "
+                "it alike"))
         self._build_shards()
 
     # ---- construction
@@ -306,8 +343,7 @@ class ShardedOptimizer:
             raise TypeError(f"optimizer_class must be a fastdescent optimizer class (fd.Adam, "
                             f"fd.SGD, ...), got {cls!r}")
         self._cls = cls
-        self.max_grad_norm = None if max_grad_norm is None else check_real(
-            "max_grad_norm", max_grad_norm, lo=0.0, lo_open=True)
+        self.max_grad_norm = max_grad_norm
         self._skip_nonfinite = check_flag("skip_nonfinite", skip_nonfinite)
         for bad in ("skip_nonfinite", "backend"):
             options.pop(bad, None)
@@ -458,6 +494,17 @@ class ShardedOptimizer:
         self._skip_nonfinite = check_flag("skip_nonfinite", value)
 
     @property
+    def max_grad_norm(self):
+        """The global L2 norm the averaged gradient is clipped to (None: no clipping). Settable
+        between steps (alike on every rank: a step checks that the ranks agree)."""
+        return self._max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value):
+        self._max_grad_norm = None if value is None else check_real(
+            "max_grad_norm", value, lo=0.0, lo_open=True)
+
+    @property
     def shard_sizes(self):
         """Elements of each (group, dtype) block held by this rank: ``[(group, dtype, count)]``."""
         return [(s.group, s.dtype.name, s.hi - s.lo) for s in self._segments]
@@ -508,9 +555,13 @@ class ShardedOptimizer:
         self._grads_ref = grads
         return grads
 
-    def _hyper_fingerprint(self):
-        return _crc([sorted((k, repr(v)) for k, v in g.items() if k != "params")
-                     for g in self._inner.param_groups])
+    def _hyper_fingerprint(self, reduce):
+        """Equal on every rank iff the step's options are: the groups' hyperparameters, ``reduce``,
+        ``max_grad_norm`` and ``skip_nonfinite`` (a rank clipping or checking alone would enter a
+        collective the others skip)."""
+        return _crc(([sorted((k, repr(v)) for k, v in g.items() if k != "params")
+                      for g in self._inner.param_groups],
+                     reduce, self._max_grad_norm, self._skip_nonfinite))
 
     def step(self, grads=None, *, reduce="mean"):
         """One collective step from this rank's ``grads`` (aligned with the parameters).
@@ -536,13 +587,15 @@ class ShardedOptimizer:
                             "noise) is seeded per tensor and is not supported by ShardedOptimizer")
             if self._skip_nonfinite:
                 nonfinite = 0.0 if all_finite(grads, backend=self._backend_req, check=False) else 1.0
-            values = (nonfinite, self._hyper_fingerprint())
+            values = (nonfinite, self._hyper_fingerprint(reduce))
         except Exception as exc:  # noqa: BLE001 - every rank must hear of it
             err, values = exc, (0.0, 0.0)
         got = _agree(comm, err, values)
         if not (got[:, 1] == got[0, 1]).all():
-            raise ValueError("param_groups differ across ranks (a hyperparameter was changed on "
-                             "some ranks only): every rank must use the same options")
+            raise _agreed(ValueError(
+                "the ranks stepped with different options (a param_groups hyperparameter, "
+                "max_grad_norm or skip_nonfinite changed on some ranks only, or reduce differs): "
+                "every rank must use the same options"))
         if got[:, 0].any():
             self.last_step_skipped = True
             self.skipped_steps += 1
@@ -622,7 +675,7 @@ class ShardedOptimizer:
                     raise ValueError(f"to must be a rank of comm (0..{self.world_size - 1}), got {to}")
         except (TypeError, ValueError) as exc:
             err = exc
-        _agree(comm, err)
+        _same_rank_arg(_agree(comm, err, (-1.0 if to is None else float(to),)), "to")
         local = self._inner.state_dict()
         lstate = local["state"]
         # per global tensor: (step, scalar state, buffer names), from the rank(s) holding it
@@ -691,7 +744,7 @@ class ShardedOptimizer:
                                      f"got {src}")
         except (TypeError, ValueError) as exc:
             err = exc
-        _agree(comm, err)
+        _same_rank_arg(_agree(comm, err, (-1.0 if src is None else float(src),)), "src")
         if src is not None:
             state_dict = comm.bcast(state_dict if self.rank == src else None, root=src)
         err = None
@@ -708,6 +761,53 @@ class ShardedOptimizer:
             err = exc
         _agree(comm, err)
         self._inner.load_state_dict(inner_sd)
+
+    def _template(self):
+        """A plain ``optimizer_class`` on the full parameters with the current hyperparameters and
+        no state (the single-process layout that checkpoints hold)."""
+        groups = [{**{k: v for k, v in g.items() if k != "params"},
+                   "params": list(full["params"])}
+                  for g, full in zip(self._inner.param_groups, self._full.param_groups)]
+        return self._cls(groups, backend=self._backend_req, **self._options)
+
+    def _save_checkpoint(self, path, *, model=None, extra=None, root=0):
+        """:func:`fastdescent.save_checkpoint` with a ShardedOptimizer (collective): the state is
+        gathered to rank ``root``, which writes the ordinary single-process checkpoint (loadable
+        by a plain optimizer or by a ShardedOptimizer on any number of ranks); the other ranks
+        write nothing. A failure on any rank raises the same error on every rank."""
+        sd = self.state_dict(to=root)
+        err = None
+        try:
+            if self.rank == root:
+                tmpl = self._template()
+                tmpl.load_state_dict(sd)
+                _checkpoint.save_checkpoint(path, optimizer=tmpl, model=model, extra=extra)
+        except Exception as exc:  # noqa: BLE001 - every rank must hear of it
+            err = exc
+        _agree(self.comm, err)
+
+    def _load_checkpoint(self, path, *, model=None):
+        """:func:`fastdescent.load_checkpoint` into a ShardedOptimizer (collective): every rank
+        reads and validates the file (the single-process layout, from any number of ranks) and
+        keeps its shard. Atomic across ranks: an error on any rank raises the same error on every
+        rank with the optimizer and ``model`` unchanged everywhere."""
+        err, sd, extra, before = None, None, None, None
+        try:
+            tmpl = self._template()
+            if model is not None and callable(getattr(model, "state_dict", None)):
+                before = model.state_dict()
+            extra = _checkpoint.load_checkpoint(path, optimizer=tmpl, model=model)
+            sd = tmpl.state_dict()
+        except Exception as exc:  # noqa: BLE001 - every rank must hear of it
+            err = exc
+        try:
+            _agree(self.comm, err)
+            self.load_state_dict(sd)
+        except BaseException:
+            if before is not None and err is None:
+                model.load_state_dict(before)
+            raise
+        return extra
 
     def _reshard(self, tmpl):
         """The local optimizer's state_dict holding this rank's pieces of ``tmpl``'s state."""

@@ -25,20 +25,27 @@ import fastdescent as fd
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fd.__file__)))
 
 
-def _mpirun_path():
-    found = shutil.which("mpirun")
+def _mpirun_path(search_path=None, executable=sys.executable):
+    """mpirun on ``search_path`` (default: PATH), else next to ``executable`` (a venv's bin)."""
+    found = shutil.which("mpirun", path=search_path)
     if found:
         return found
-    here = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    here = os.path.join(os.path.dirname(executable), "mpirun")
     return here if os.path.exists(here) else None
+
+
+def _skip_reason(have_mpi4py, mpirun_path):
+    """Why the MPI tests cannot run here (None: they can)."""
+    if have_mpi4py and mpirun_path is not None:
+        return None
+    return ("needs mpi4py and mpirun (pip install 'fastdescent[mpi]'): "
+            + ("mpi4py is not installed" if not have_mpi4py else "no mpirun on PATH"))
 
 
 MPIRUN = _mpirun_path()
 _HAVE_MPI4PY = importlib.util.find_spec("mpi4py") is not None
-needs_mpi = pytest.mark.skipif(
-    not _HAVE_MPI4PY or MPIRUN is None,
-    reason="needs mpi4py and mpirun (pip install 'fastdescent[mpi]'): "
-           + ("mpi4py is not installed" if not _HAVE_MPI4PY else "no mpirun on PATH"))
+_SKIP = _skip_reason(_HAVE_MPI4PY, MPIRUN)
+needs_mpi = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
 
 PRELUDE = """
 import os, pickle, sys
@@ -387,6 +394,195 @@ def test_fit_with_comm_equals_single_process_fit(tmp_path):
         allp = comm.allgather(model.arena.flat_params)
         assert np.array_equal(allp[0], allp[1])
         assert h.val_accuracy[-1] > 0.8, h.val_accuracy
+        print("OK", rank)
+    """, timeout=90)
+    assert out.count("OK") == 2, out
+
+
+def test_mpi_tests_skip_with_a_reason_without_mpirun(tmp_path):
+    """No mpirun on PATH nor next to the interpreter: the marker skips, naming what is missing."""
+    assert _mpirun_path(search_path=str(tmp_path), executable=str(tmp_path / "python")) is None
+    reason = _skip_reason(True, None)
+    assert "no mpirun on PATH" in reason and "fastdescent[mpi]" in reason
+    assert "mpi4py is not installed" in _skip_reason(False, None)
+    assert _skip_reason(True, "/usr/bin/mpirun") is None
+    fake = tmp_path / "mpirun"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert _mpirun_path(search_path=str(tmp_path), executable="/nonexistent/python") == str(fake)
+
+
+@needs_mpi
+def test_ranks_that_disagree_never_hang_or_diverge(tmp_path):
+    """Arguments that differ across ranks (collective roots, step options), errors raised on one
+    rank only inside fit (callback, per-step scheduler), a size-1 communicator."""
+    out = mpirun(tmp_path, """
+        def expect(fn, exc_type, *words):
+            try:
+                fn()
+            except exc_type as exc:
+                msgs = comm.allgather(str(exc))
+                assert msgs[0] == msgs[1], msgs
+                assert all(w in msgs[0] for w in words), (words, msgs[0])
+                return
+            raise AssertionError(f"rank {rank}: no {exc_type.__name__} for {words}")
+
+        p = [np.ones((3, 2), np.float32), np.ones(4, np.float32)]
+        g = [np.ones((3, 2), np.float32), np.ones(4, np.float32)]
+        sh = dist.ShardedOptimizer(fd.Adam, p, comm, lr=0.1)
+        sh.step(g)
+        # collectives rooted at different ranks used to hang
+        expect(lambda: sh.state_dict(to=rank), ValueError, "to must be the same", "[0, 1]")
+        expect(lambda: sh.load_state_dict(sh.state_dict(), src=rank), ValueError, "src must be")
+        # options that differ at step time: refused (reduce differing used to diverge silently;
+        # skip_nonfinite / max_grad_norm on one rank used to hang)
+        before = [a.copy() for a in p]
+        expect(lambda: sh.step(g, reduce="sum" if rank else "mean"), ValueError, "different options")
+        sh.skip_nonfinite = rank == 0
+        expect(lambda: sh.step(g), ValueError, "different options")
+        sh.skip_nonfinite = False
+        sh.max_grad_norm = 1.0 if rank else None
+        expect(lambda: sh.step(g), ValueError, "different options")
+        assert all(np.array_equal(a, b) for a, b in zip(p, before))
+        expect(lambda: setattr(sh, "max_grad_norm", -1.0), ValueError, "max_grad_norm")
+        sh.max_grad_norm = None
+        assert sh.step(g) is True
+
+        # a communicator of size 1 is the plain optimizer, bit for bit (clipping included)
+        rng = np.random.default_rng(0)
+        init = [rng.normal(size=s).astype(np.float32) for s in [(5, 3), (7,), (2, 2)]]
+        for cls, kw in ((fd.Adam, dict(lr=0.05)), (fd.LAMB, dict(lr=0.05, weight_decay=0.1))):
+            a = [x.copy() for x in init]; b = [x.copy() for x in init]
+            one = dist.ShardedOptimizer(cls, a, MPI.COMM_SELF, max_grad_norm=0.3, **kw)
+            plain = cls(b, **kw)
+            for _ in range(3):
+                gs = [rng.normal(size=x.shape).astype(np.float32) for x in init]
+                one.step([x.copy() for x in gs])
+                fd.clip_grad_norm_(gs, 0.3)
+                plain.step(gs)
+            assert all(np.array_equal(x, y) for x, y in zip(a, b)), cls
+
+        # errors raised on one rank inside fit are raised on every rank (used to hang)
+        X = rng.normal(size=(60, 4)); y = (X[:, 0] > 0).astype(int)
+
+        class Boom(Exception):
+            pass
+
+        def cb(epoch, logs, model):
+            if rank == 0 and epoch == 2:
+                raise Boom("callback failed")
+        for shard in (False, True):
+            expect(lambda: fd.fit(fd.nn.MLP([4, 8, 2], seed=0), X, y, epochs=4, progress=False,
+                                  comm=comm, callback=cb, shard_optimizer=shard),
+                   RuntimeError, "Boom: callback failed", "rank 0")
+
+        def last(epoch, logs, model):
+            if rank == 1 and epoch == 3:
+                raise KeyError("at the last epoch")
+        expect(lambda: fd.fit(fd.nn.MLP([4, 8, 2], seed=0), X, y, epochs=3, progress=False,
+                              comm=comm, callback=last), KeyError, "at the last epoch", "rank 1")
+
+        class Flaky(fd.nn.StepLR):
+            def step(self, *args):
+                if rank == 1 and self.last_epoch == 5:
+                    raise RuntimeError("scheduler failed")
+                return super().step(*args)
+
+        m = fd.nn.MLP([4, 8, 2], seed=0)
+        opt = fd.Adam(m.parameters(), lr=1e-2)
+        expect(lambda: fd.fit(m, X, y, optimizer=opt, epochs=3, batch_size=16, progress=False,
+                              scheduler=Flaky(opt, 2), scheduler_interval="step", comm=comm),
+               RuntimeError, "scheduler failed", "rank 1")
+        # and the communicator still works
+        h = fd.fit(fd.nn.MLP([4, 8, 2], seed=0), X, y, epochs=2, progress=False, comm=comm)
+        assert h.n_epochs == 2
+        print("OK", rank)
+    """, timeout=90)
+    assert out.count("OK") == 2, out
+
+
+@needs_mpi
+def test_fit_conversion_schedulers_empty_ranks_and_checkpoints(tmp_path):
+    """fit(shard_optimizer=True) with a scheduler on the caller's optimizer; a data_sharded rank
+    with no rows; save_checkpoint/load_checkpoint with a ShardedOptimizer."""
+    out = mpirun(tmp_path, """
+        rng = np.random.default_rng(1)
+        X = rng.normal(size=(60, 4)); y = (X[:, 0] > 0).astype(int)
+
+        def run(c, shard):
+            m = fd.nn.MLP([4, 8, 2], seed=0)
+            opt = fd.Adam(m.parameters(), lr=1e-2)
+            sched = fd.nn.StepLR(opt, step_size=1, gamma=0.5)
+            h = fd.fit(m, X, y, optimizer=opt, epochs=3, batch_size=16, progress=False,
+                       scheduler=sched, comm=c, shard_optimizer=shard)
+            return m, h, opt
+        m0, h0, o0 = run(None, False)
+        m1, h1, o1 = run(comm, True)
+        assert h1.lr == h0.lr == [0.01, 0.005, 0.0025], (h1.lr, h0.lr)
+        for a, b in zip(m1.params, m0.params):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        # the caller's optimizer holds the trained state and the scheduler's last lr
+        s0, s1 = o0.state_dict(), o1.state_dict()
+        assert s1["param_groups"][0]["lr"] == s0["param_groups"][0]["lr"] == 0.00125
+        for i, st in s0["state"].items():
+            assert s1["state"][i]["step"] == st["step"]
+            np.testing.assert_allclose(s1["state"][i]["exp_avg"], st["exp_avg"], rtol=1e-5, atol=1e-7)
+
+        # data_sharded: rank 0 holds no rows at all -> the single-process run on rank 1's rows
+        mine = slice(0, 0) if rank == 0 else slice(0, 60)
+        m = fd.nn.MLP([4, 8, 2], seed=0)
+        h = fd.fit(m, X[mine], y[mine], epochs=2, batch_size=8, progress=False, comm=comm,
+                   data_sharded=True, validation_data=(X[mine], y[mine]))
+        ref = fd.nn.MLP([4, 8, 2], seed=0)
+        hr = fd.fit(ref, X, y, epochs=2, batch_size=8, progress=False, validation_data=(X, y))
+        np.testing.assert_allclose(h.loss, hr.loss, rtol=1e-6)
+        np.testing.assert_allclose(h.val_loss, hr.val_loss, rtol=1e-6)
+        for a, b in zip(m.params, ref.params):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        try:
+            fd.fit(fd.nn.MLP([4, 8, 2], seed=0), X[:0], y[:0], epochs=1, progress=False,
+                   comm=comm, data_sharded=True)
+        except ValueError as exc:
+            assert "no rows on any rank" in str(exc), exc
+        else:
+            raise AssertionError("fit on no rows at all was accepted")
+
+        # checkpoints: gathered on rank 0 into the single-process file; loadable by a plain
+        # optimizer and re-sharded by a ShardedOptimizer; a failure on one rank changes nothing
+        model = fd.nn.MLP([3, 4, 2], seed=0)
+        sh = dist.ShardedOptimizer(fd.Adam, model.parameters(), comm, lr=0.1)
+        sh.step([np.full(a.shape, 0.5, a.dtype) for a in model.params])
+        sh.param_groups[0]["lr"] = 0.05
+        fd.save_checkpoint("ck.npz", optimizer=sh, model=model, extra={"epoch": 1})
+        comm.Barrier()
+        plain_model = fd.nn.MLP([3, 4, 2], seed=5)
+        plain = fd.Adam(plain_model.parameters(), lr=0.3)
+        assert fd.load_checkpoint("ck.npz", optimizer=plain, model=plain_model) == {"epoch": 1}
+        assert plain.param_groups[0]["lr"] == 0.05
+        want = sh.state_dict()
+        for i, st in want["state"].items():
+            assert plain.state_dict()["state"][i]["step"] == st["step"] == 1
+            np.testing.assert_array_equal(plain.state_dict()["state"][i]["exp_avg"], st["exp_avg"])
+        m3 = fd.nn.MLP([3, 4, 2], seed=7)
+        sh3 = dist.ShardedOptimizer(fd.Adam, m3.parameters(), comm, lr=0.3)
+        assert fd.load_checkpoint("ck.npz", optimizer=sh3, model=m3) == {"epoch": 1}
+        assert np.array_equal(m3.arena.flat_params, model.arena.flat_params)
+        got = sh3.state_dict()
+        assert got["param_groups"][0]["lr"] == 0.05
+        for i, st in want["state"].items():
+            np.testing.assert_array_equal(got["state"][i]["exp_avg_sq"], st["exp_avg_sq"])
+        m4 = fd.nn.MLP([3, 4, 2], seed=9)
+        snap = m4.arena.flat_params.copy()
+        sh4 = dist.ShardedOptimizer(fd.Adam, m4.parameters(), comm, lr=0.3)
+        try:
+            fd.load_checkpoint("ck.npz" if rank else "missing.npz", optimizer=sh4, model=m4)
+        except (FileNotFoundError, RuntimeError) as exc:
+            msgs = comm.allgather(str(exc))
+            assert msgs[0] == msgs[1] and "missing.npz" in msgs[0], msgs
+        else:
+            raise AssertionError("a checkpoint missing on rank 0 was loaded")
+        assert np.array_equal(m4.arena.flat_params, snap)  # rank 1 had loaded it: put back
+        assert sh4.state_dict()["state"] == {} and sh4.param_groups[0]["lr"] == 0.3
         print("OK", rank)
     """, timeout=90)
     assert out.count("OK") == 2, out

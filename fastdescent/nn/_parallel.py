@@ -39,12 +39,24 @@ class Plan:
         self.data_sharded = bool(data_sharded)
         self.agreed = False
         self.counts = None
+        self.source = None  # the plain optimizer fit converted into a ShardedOptimizer
 
-    # ---- errors before training: every rank raises the first failing rank's error
+    # ---- errors: every rank raises the first failing rank's error
     def fail(self, exc):
-        if not self.agreed:
-            self.agreed = True
-            _dist._agree(self.comm, exc, (0.0, 0.0, 0.0))
+        """Report ``exc`` (raised on this rank) to the others, which are waiting in an agreement
+        (every collective of fit's loop that a rank can wait in is one: the input agreement, each
+        step's, each epoch's metrics and callback agreement, the final one): every rank raises the
+        first failing rank's error. An error that was already raised on every rank alike is left
+        as it is."""
+        if getattr(exc, "agreed", False):
+            return
+        self.agreed = True
+        _dist._agree(self.comm, exc)
+
+    def finish(self):
+        """The last agreement of a run: a rank that failed after the last epoch's agreement
+        (progress bar, restore_best) reports it here instead of leaving the others waiting."""
+        _dist._agree(self.comm, None)
 
     def agree(self, n_train, n_val, fingerprint):
         """Called once every input has been checked: agree (raising everywhere on any error) and
@@ -52,15 +64,16 @@ class Plan:
         self.agreed = True  # (an error raised by the agreement itself is every rank's already)
         got = _dist._agree(self.comm, None, (float(n_train), float(n_val), float(fingerprint)))
         if not (got[:, 2] == got[0, 2]).all():
-            raise ValueError("fit: the ranks passed different arguments (model shapes, loss, "
-                             "epochs, batch_size, shuffle or optimizer): every rank must call fit "
-                             "alike")
+            raise _dist._agreed(ValueError(
+                "fit: the ranks passed different arguments (model shapes, loss, epochs, "
+                "batch_size, shuffle or optimizer): every rank must call fit alike"))
         self.n_train = got[:, 0].astype(np.int64)
         self.n_val = got[:, 1].astype(np.int64)
         if not self.data_sharded and not ((self.n_train == self.n_train[0]).all()
                                           and (self.n_val == self.n_val[0]).all()):
-            raise ValueError("fit: the ranks passed data of different sizes; every rank passes "
-                             "the same (X, y) unless data_sharded=True")
+            raise _dist._agreed(ValueError(
+                "fit: the ranks passed data of different sizes; every rank passes the same (X, y) "
+                "unless data_sharded=True"))
 
     # ---- the optimizer
     def optimizer(self, optimizer, model):
@@ -79,8 +92,23 @@ class Plan:
             if not isinstance(optimizer, Optimizer):
                 raise TypeError(f"optimizer must be a fastdescent optimizer, got "
                                 f"{type(optimizer).__name__}")
+            self.source = optimizer
             return _dist.ShardedOptimizer.from_optimizer(optimizer, self.comm)
         return optimizer
+
+    def mirror(self, sharded):
+        """Copy the hyperparameters of the optimizer fit converted (which schedulers and callbacks
+        edit) into the ShardedOptimizer that steps in its place."""
+        for src, dst in zip(self.source.param_groups, sharded.param_groups):
+            for k, v in src.items():
+                if k != "params":
+                    dst[k] = v
+
+    def write_back(self, sharded):
+        """Leave the converted optimizer holding the trained state (gathered from the shards), so
+        that the caller's optimizer continues (or is checkpointed) where fit stopped."""
+        self.mirror(sharded)
+        self.source.load_state_dict(sharded.state_dict())
 
     def sync_params(self, model):
         """Start every rank from rank 0's parameters."""
@@ -127,9 +155,13 @@ class Plan:
         comm = self.comm
         flat = arena.flat_grads
         if isinstance(optimizer, _dist.ShardedOptimizer):
+            source = self.source
+
             def opt_step(grads):
                 if factor != 1.0:
                     np.multiply(flat, factor, out=flat)
+                if source is not None:
+                    self.mirror(optimizer)
                 optimizer.step(reduce="sum")
         else:
             def opt_step(grads):
@@ -139,12 +171,11 @@ class Plan:
                 optimizer.step(grads)
         return opt_step
 
-    # ---- agreement during training
+    # ---- agreement during training (agreements, so that a failing rank can join them)
     def sum(self, values):
-        vec = np.asarray(values, np.float64)
-        out = np.empty_like(vec)
-        self.comm.Allreduce(vec, out, op=MPI.SUM)
-        return out
+        """The sum over ranks of (at most 3) float values, in rank order (equal on every rank)."""
+        got = _dist._agree(self.comm, None, [float(v) for v in values])
+        return got.sum(axis=0)
 
     def any(self, flag):
-        return bool(self.comm.allreduce(1 if flag else 0, op=MPI.MAX))
+        return bool(_dist._agree(self.comm, None, (1.0 if flag else 0.0,))[:, 0].any())

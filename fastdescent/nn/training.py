@@ -283,19 +283,23 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
         update is the single-process one up to float rounding, on every rank. Training loss and
         validation metrics are reduced over the ranks (each rank evaluates a slice of the
         validation set), so early stopping, ``restore_best``, ``ReduceLROnPlateau`` and callbacks
-        (stopping when any rank's callback returns True) agree. An invalid argument on any rank
-        raises the same error on every rank. The minibatch loop runs the kernel-by-kernel step
-        (not the fused one-call step).
+        (stopping when any rank's callback returns True) agree. An invalid argument on any rank,
+        or an exception raised on one rank during training (a callback, a scheduler), raises the
+        same error on every rank. The minibatch loop runs the kernel-by-kernel step (not the fused
+        one-call step).
     shard_optimizer : bool, default False
         With ``comm``: shard the optimizer state over the ranks
         (:class:`fastdescent.distributed.ShardedOptimizer`, built from ``optimizer`` and its
-        state). Passing a ShardedOptimizer as ``optimizer`` does the same (schedulers must then be
-        built on it).
+        state). Schedulers built on ``optimizer`` keep working (the sharded one takes its
+        hyperparameters before every step), and at the end ``optimizer`` holds the trained state
+        (gathered). Passing a ShardedOptimizer as ``optimizer`` does the same (schedulers must then
+        be built on it).
     data_sharded : bool, default False
         With ``comm``: each rank passes its own rows (``X``, ``y`` and ``validation_data`` differ
         per rank); each step takes from every rank a share of the global ``batch_size``
         proportional to its row count, and metrics are averaged over all ranks' rows. Not equal to
-        a single-process run (the batches are drawn per rank), but the same estimator.
+        a single-process run (the batches are drawn per rank), but the same estimator. A rank may
+        hold no rows (or no validation rows) as long as some rank does.
 
     Returns
     -------
@@ -335,7 +339,7 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
                     validation_data, scheduler, scheduler_interval, tol, n_iter_no_change, monitor,
                     restore_best, callback, progress, plan)
     except Exception as exc:
-        plan.fail(exc)  # before training agreed: every rank raises the first failing rank's error
+        plan.fail(exc)  # every rank raises the first failing rank's error
         raise
 
 
@@ -403,13 +407,13 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
         if yv.shape[0] != xv.shape[0]:
             raise ValueError(f"validation_data[1] has {yv.shape[0]} rows but validation_data[0] has "
                              f"{xv.shape[0]}")
-        if xv.shape[0] == 0:
+        if xv.shape[0] == 0 and (plan is None or not plan.data_sharded):
             raise ValueError("validation_data is empty")
     has_val = xv is not None
 
     n = x2.shape[0]
-    if n == 0:
-        raise ValueError("X has no rows")
+    if n == 0 and (plan is None or not plan.data_sharded):
+        raise ValueError("X has no rows")  # (with data_sharded, a rank may hold none)
     if monitor is None:
         monitor = "val_loss" if has_val else "loss"
     allowed = ("loss", "val_loss", "val_accuracy") if has_val else ("loss",)
@@ -424,12 +428,19 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
         plan.agree(n, xv.shape[0] if has_val else 0,
                    _fingerprint(model, spec, epochs, batch_size, shuffle,
                                 type(optimizer).__name__, plan.data_sharded))
+        if plan.total_train() == 0:
+            raise ValueError("X has no rows on any rank")
+        if has_val and plan.total_val() == 0:
+            raise ValueError("validation_data is empty on every rank")
         plan.sync_params(model)
         optimizer = plan.optimizer(optimizer, model)
     elif optimizer is None:
         from ..optim import Adam
         optimizer = Adam(model.parameters(), lr=1e-3, backend=model.backend)
-    scheds = _schedulers(scheduler, optimizer)
+    # schedulers (and callbacks) edit the optimizer the caller passed, also when fit stepped a
+    # ShardedOptimizer made from it (its hyperparameters follow before every step)
+    user_opt = optimizer if plan is None or plan.source is None else plan.source
+    scheds = _schedulers(scheduler, user_opt)
     if scheduler_interval == "step":
         # per-minibatch schedulers; ReduceLROnPlateau (needs the epoch's metric) stays per epoch
         batch_scheds = [s_ for s_ in scheds if not isinstance(s_, ReduceLROnPlateau)]
@@ -486,7 +497,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
     best = -math.inf if mode_max else math.inf
     no_change = 0
     best_params = model.arena.flat_params.copy() if restore_best else None
-    groups = optimizer.param_groups
+    groups = user_opt.param_groups
 
     bar = None
     if progress and (plan is None or plan.rank == 0):
@@ -556,7 +567,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
                                 refresh=False)
                 bar.update(1)
             stop = callback is not None and bool(callback(epoch, dict(logs), model))
-            if plan is not None and callback is not None:
+            if plan is not None:
                 stop = plan.any(stop)  # one rank's callback stops every rank
             if stop:
                 hist.stop_reason = "callback"
@@ -573,6 +584,10 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
     if best_params is not None and math.isfinite(best):
         model.arena.flat_params[...] = best_params
         hist.restored_best = True
+    if plan is not None:
+        if plan.source is not None:
+            plan.write_back(optimizer)
+        plan.finish()
     return hist
 
 
