@@ -10,16 +10,22 @@ a backend tensor table (``fastdescent.backends._table``) whose param and state c
 addresses of the parameters and of their state tensors, so one kernel call updates a whole bucket.
 The buckets and their tables are a cached *plan*, rebuilt only when something they describe changes:
 
-- the parameters (identity, or their memory: ``p.data = ...`` moves a parameter);
+- the parameters (identity, or their memory, shape or strides: ``p.data = ...``);
 - which parameters have a gradient (the pattern of None grads);
 - the state: ``self.state`` replaced, a parameter's state dict or any state tensor replaced
-  (``load_state_dict``, user code), a step count edited in place, or an option that needs another
-  buffer (``amsgrad`` switched on);
+  (``load_state_dict``, user code), a state tensor's memory moved in place (``resize_``, ``set_``,
+  ``.data = ...``), a step count edited in place, or an option that needs another buffer
+  (``amsgrad`` switched on);
 - ``add_param_group``, ``load_state_dict``, unpickling.
 
+A plan refuses parameters listed twice and parameters or state tensors that share memory: one kernel
+call updates them all at once, on several threads. Its tables keep aliases of every tensor they point
+at, so memory they point at is never freed while they do; a moved tensor is noticed at the next step.
+
 The gradient column is re-packed at every step from the grads' current addresses, after checking
-them (dense, same dtype, size and layout as the parameter): ``zero_grad()`` (``set_to_none=True``,
+them (dense, same dtype, shape and layout as the parameter): ``zero_grad()`` (``set_to_none=True``,
 torch's default) gives new ``.grad`` tensors at every backward, and a step never reads an old one.
+A gradient that shares memory with what the step writes (``p.grad = p.data``) is copied first.
 No reference to a gradient is kept after the step, so torch's allocator can reuse its memory.
 
 State layout
