@@ -608,11 +608,12 @@ class Optimizer(torch.optim.Optimizer):
     @staticmethod
     def _fd_grad_overlaps(plan, gaddrs):
         """Per gradient (at ``gaddrs``, with its parameter's size): True if its bytes meet those of
-        a tensor the step writes (``plan.w_start``/``plan.w_end``: sorted, disjoint, led by an
-        empty sentinel)."""
-        ends = gaddrs + plan.gbytes
-        k = np.searchsorted(plan.w_start, ends, "left") - 1
-        return (plan.w_end[k] > gaddrs) & (ends > gaddrs)
+        a tensor the step writes (``plan.w_start``/``plan.w_end``: sorted and disjoint, so the ranges
+        a gradient meets are those that start before its end, less those that end before its
+        start)."""
+        meets = (np.searchsorted(plan.w_start, gaddrs + plan.gbytes, "left")
+                 != np.searchsorted(plan.w_end, gaddrs, "right"))
+        return meets & plan.gsized
 
     # ------------------------------------------------------------------ plan
     @staticmethod
@@ -756,6 +757,7 @@ class Optimizer(torch.optim.Optimizer):
         plan.meta = [(p.dtype, True, p.shape) for p in sparams]
         plan.gbytes = np.array([p.numel() * p.element_size() for p in sparams], dtype=np.int64)
         plan.gempty = plan.gbytes == 0
+        plan.gsized = ~plan.gempty
         plan.pshapes = [p.shape for p in params]
         plan.pcontig = [p.is_contiguous() for p in params]
         plan.pnc = [(i, p.stride()) for i, (p, c) in enumerate(zip(params, plan.pcontig)) if not c]
@@ -766,10 +768,10 @@ class Optimizer(torch.optim.Optimizer):
 
     @staticmethod
     def _fd_set_written(plan, spans):
-        """The byte ranges a step writes (disjoint, checked), sorted, led by an empty sentinel."""
+        """The byte ranges a step writes (disjoint, checked), sorted."""
         spans = sorted(sp for sp in spans if sp[1] > sp[0])
-        plan.w_start = np.array([-1] + [a for a, _ in spans], dtype=np.int64)
-        plan.w_end = np.array([-1] + [e for _, e in spans], dtype=np.int64)
+        plan.w_start = np.array([a for a, _ in spans], dtype=np.int64)
+        plan.w_end = np.array([e for _, e in spans], dtype=np.int64)
 
     def _fd_commit(self, plan):
         """Create the plan's pending state (buffers, step tensors, scalar state) and build its
