@@ -42,7 +42,8 @@ Differences from torch.optim worth knowing:
 - an option switched on between steps that needs a new buffer (``amsgrad``) gets a fresh one
   (torch raises a KeyError);
 - like torch's optimizers, not thread-safe: one thread steps an optimizer at a time (two threads
-  stepping two optimizers is fine); a forked child can step (torch.optim's step hangs there);
+  stepping two optimizers is fine); a forked child can step (the C backend resets its thread
+  pool in the child; torch.optim's own step can hang there, on torch's);
 - ``GradScaler`` skips the steps with inf/NaN gradients, as for torch.optim (``fused=True`` is
   ignored, so the step never takes the scaler's scale itself).
 
