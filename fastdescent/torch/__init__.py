@@ -21,14 +21,31 @@ parameters, sparse gradients, ``differentiable=True`` (each raises a clear error
 
 Differences from torch.optim worth knowing:
 
-- gradients are checked for what the kernels need (dense, CPU, the parameter's dtype, number of
-  elements and layout; a gradient with other strides is copied for the step); a gradient aliasing
-  its parameter or the optimizer state is not detected (torch does not check that either);
+- gradients are checked for what the kernels need (dense, CPU, the parameter's dtype, shape and
+  layout; one with other strides, a lazily negated view or a zero tensor is copied for the step);
+  a gradient that shares memory with a parameter or state tensor the step writes (``p.grad =
+  p.data``) is copied too, so the step reads it as it was before the step (torch.optim's result
+  there depends on its implementation and the order of the parameters; for ``p.grad = p.data``
+  both agree);
+- a tensor listed twice (torch warns, and steps it twice) and parameters or state tensors that share
+  memory (views of one tensor; one state tensor assigned to two parameters) are refused with a
+  ``ValueError``: the kernels update every tensor of a step at once, on several threads;
+- ``step`` counts edited in place must stay non-negative integers; a parameter or state tensor
+  whose memory, shape or strides change in place between steps (``p.data = p.data[:2]``,
+  ``state[p]['exp_avg'].resize_(...)``) is followed, or refused where its state no longer fits;
+- a param group that lacks a key after ``load_state_dict`` takes this optimizer's constructor
+  value (torch raises a KeyError at the step);
+- a float32 step whose per-step scalar overflows float32 (an ``lr`` of 1e39) and non-finite
+  hyperparameters are refused before anything is written (torch writes inf/NaN);
 - NAdam's ``mu_product`` is carried in float64 between steps and stored in torch's scalar dtype
   (float32 by default): against torch's float32 product, trajectories agree to ~1e-8 relative;
 - an option switched on between steps that needs a new buffer (``amsgrad``) gets a fresh one
   (torch raises a KeyError);
-- like torch's optimizers, not thread-safe: one thread steps an optimizer at a time.
+- like torch's optimizers, not thread-safe: one thread steps an optimizer at a time (two threads
+  stepping two optimizers is fine); a forked child can step (the C backend resets its thread
+  pool in the child; torch.optim's own step can hang there, on torch's);
+- ``GradScaler`` skips the steps with inf/NaN gradients, as for torch.optim (``fused=True`` is
+  ignored, so the step never takes the scaler's scale itself).
 
 Importing ``fastdescent`` never imports torch; importing ``fastdescent.torch`` does.
 """

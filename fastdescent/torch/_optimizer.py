@@ -10,16 +10,22 @@ a backend tensor table (``fastdescent.backends._table``) whose param and state c
 addresses of the parameters and of their state tensors, so one kernel call updates a whole bucket.
 The buckets and their tables are a cached *plan*, rebuilt only when something they describe changes:
 
-- the parameters (identity, or their memory: ``p.data = ...`` moves a parameter);
+- the parameters (identity, or their memory, shape or strides: ``p.data = ...``);
 - which parameters have a gradient (the pattern of None grads);
 - the state: ``self.state`` replaced, a parameter's state dict or any state tensor replaced
-  (``load_state_dict``, user code), a step count edited in place, or an option that needs another
-  buffer (``amsgrad`` switched on);
+  (``load_state_dict``, user code), a state tensor's memory moved in place (``resize_``, ``set_``,
+  ``.data = ...``), a step count edited in place, or an option that needs another buffer
+  (``amsgrad`` switched on);
 - ``add_param_group``, ``load_state_dict``, unpickling.
 
+A plan refuses parameters listed twice and parameters or state tensors that share memory: one kernel
+call updates them all at once, on several threads. Its tables keep aliases of every tensor they point
+at, so memory they point at is never freed while they do; a moved tensor is noticed at the next step.
+
 The gradient column is re-packed at every step from the grads' current addresses, after checking
-them (dense, same dtype, size and layout as the parameter): ``zero_grad()`` (``set_to_none=True``,
+them (dense, same dtype, shape and layout as the parameter): ``zero_grad()`` (``set_to_none=True``,
 torch's default) gives new ``.grad`` tensors at every backward, and a step never reads an old one.
+A gradient that shares memory with what the step writes (``p.grad = p.data``) is copied first.
 No reference to a gradient is kept after the step, so torch's allocator can reuse its memory.
 
 State layout
@@ -57,8 +63,9 @@ _data_ptr = torch.Tensor.data_ptr
 _is_contiguous = torch.Tensor.is_contiguous
 _get_grad = operator.attrgetter("grad")
 #: what the fast path compares of each gradient with its parameter's (one C-level pass)
-_get_meta = operator.attrgetter("dtype", "is_cpu")
-_numel = torch.Tensor.numel
+_get_meta = operator.attrgetter("dtype", "is_cpu", "shape")
+_get_shape = operator.attrgetter("shape")
+_is_neg = torch.Tensor.is_neg
 _is_not = operator.is_not
 _is = operator.is_
 _getitem = operator.getitem
@@ -98,6 +105,22 @@ def _dense(t):
             return False
         expect *= sz
     return True
+
+
+def _span(t):
+    """The bytes ``[start, end)`` a dense tensor's elements occupy."""
+    start = t.data_ptr()
+    return start, start + t.numel() * t.element_size()
+
+
+def _first_overlap(spans):
+    """The first pair of indices into ``spans`` (``(start, end)`` byte ranges) whose ranges share a
+    byte, or None (empty ranges share nothing)."""
+    order = sorted((s, e, k) for k, (s, e) in enumerate(spans) if e > s)
+    for (_, e0, k0), (s1, _, k1) in zip(order, order[1:]):
+        if s1 < e0:
+            return k0, k1
+    return None
 
 
 _PLAIN = frozenset((float, int, bool, str, type(None)))
@@ -214,6 +237,10 @@ class Optimizer(torch.optim.Optimizer):
                              "tensors only")
         if p.layout != _STRIDED:
             raise TypeError(f"{where}: {p.layout} parameters are not supported (dense tensors only)")
+        if p.is_neg():
+            raise ValueError(f"{where} is a lazily negated view (its negative bit is set, e.g. the "
+                             "imaginary part of a conjugated tensor): its memory holds the "
+                             "negated values; make it a parameter of its own (t.resolve_neg())")
         if not _dense(p):
             raise ValueError(f"{where} is a view with gaps or overlaps (shape {tuple(p.shape)}, "
                              f"strides {p.stride()}): fastdescent updates dense parameters only; "
@@ -227,8 +254,12 @@ class Optimizer(torch.optim.Optimizer):
         group = self.param_groups[-1]
         try:
             base = sum(len(g["params"]) for g in self.param_groups[:-1])
+            seen = set()
             for k, p in enumerate(group["params"]):
                 self._fd_check_param(p, f"params[{base + k}]")
+                if id(p) in seen:
+                    raise ValueError(self._fd_duplicate_message(n, p, group["params"]))
+                seen.add(id(p))
             self._fd_hp(n, group)
             if self._eager_state:
                 self._fd_create_eager_state(n, group)
@@ -237,6 +268,13 @@ class Optimizer(torch.optim.Optimizer):
             self._fd_checked[n:] = []
             raise
         self._fd_plan = None
+
+    def _fd_duplicate_message(self, gi, p, params):
+        ks = [k for k, q in enumerate(params) if q is p]
+        return (f"param_groups[{gi}] holds the same tensor more than once (at positions {ks}): "
+                f"{self._name()} refuses duplicate parameters (torch.optim warns that it will "
+                "refuse them, and steps such a parameter once per occurrence); list each "
+                "parameter once")
 
     def _fd_hp(self, gi, group):
         """Validate group ``gi`` (by value; unchanged groups cost an identity comparison) and return
@@ -439,11 +477,19 @@ class Optimizer(torch.optim.Optimizer):
         grads = list(map(_get_grad, params))
         have = list(map(_is_not, grads, repeat(None)))
         paddrs = list(map(_data_ptr, params))
+        pshapes = list(map(_get_shape, params))
+        pcontig = list(map(_is_contiguous, params))
         plan = self._fd_plan
         if (plan is None or plan.have != have or plan.paddr_list != paddrs
                 or len(plan.params) != len(params) or not all(map(_is, params, plan.params))
+                or plan.pshapes != pshapes or plan.pcontig != pcontig
+                or not all(params[i].stride() == st for i, st in plan.pnc)
                 or not self._fd_plan_current(plan, hps)):
             plan = self._fd_build(params, have, paddrs, hps)
+        if plan.inference and not torch.is_inference_mode_enabled():
+            raise RuntimeError(f"{self._name()}: a parameter is an inference tensor (created under "
+                               "torch.inference_mode()), which torch does not update in place "
+                               "outside inference mode; clone it into a normal tensor")
         gs, gaddrs = self._fd_check_grads(plan, list(compress(grads, have)))
         # every bucket's scalars (and post-update passes) before anything is written
         rule = self._rule
@@ -497,6 +543,8 @@ class Optimizer(torch.optim.Optimizer):
         if (plan.state_obj is not state or len(state) != len(plan.svals)
                 or not all(map(_is, state.values(), plan.svals))):
             return False
+        if list(map(_data_ptr, plan.st_kern)) != plan.st_addrs:
+            return False  # (a state tensor's memory moved: resize_, set_, .data = ...)
         if plan.sd_rep and not all(map(_is, map(_getitem, plan.sd_rep, plan.sn_rep), plan.st_rep)):
             return False
         for b in plan.buckets:
@@ -509,18 +557,25 @@ class Optimizer(torch.optim.Optimizer):
     # ------------------------------------------------------------------ gradients
     def _fd_check_grads(self, plan, present):
         """The gradients to read (parameter order) and their addresses, after checking them. Fast
-        path: every one on the CPU with its parameter's dtype, number of elements and layout (a
-        sparse gradient fails it: it has no ``is_contiguous``). Otherwise each is looked at: sparse,
-        another dtype, shape or device raise; a gradient whose strides differ from its parameter's
-        is copied into a tensor with the parameter's layout, for this step only."""
+        path: every one on the CPU with its parameter's dtype, shape and layout, a plain tensor (no
+        negative bit, not a zero tensor) and sharing no memory with what the step writes (the
+        parameters and their state; a sparse gradient fails it: it has no ``is_contiguous``).
+        Otherwise each is looked at: sparse, another dtype, shape or device raise; a gradient whose
+        strides differ from its parameter's, a lazily negated one, a zero tensor, or one that
+        shares memory with a parameter or state tensor of the step is copied into a tensor with the
+        parameter's layout, for this step only (so the step reads the gradient as it was before
+        the step, whatever the kernels write)."""
         if not present:
             return present, None
         try:
             if (list(map(_get_meta, present)) == plan.meta
-                    and list(map(_numel, present)) == plan.numels
                     and list(map(_is_contiguous, present)) == plan.contig
-                    and all(present[k].stride() == st for k, st in plan.pstrides)):
-                return present, np.fromiter(map(_data_ptr, present), np.int64, len(present))
+                    and all(present[k].stride() == st for k, st in plan.pstrides)
+                    and not any(map(_is_neg, present))):
+                gaddrs = np.fromiter(map(_data_ptr, present), np.int64, len(present))
+                if (np.logical_or(gaddrs, plan.gempty).all()
+                        and not self._fd_grad_overlaps(plan, gaddrs).any()):
+                    return present, gaddrs
         except RuntimeError:  # (sparse tensors have no strides nor data pointer)
             pass
         out = []
@@ -537,12 +592,28 @@ class Optimizer(torch.optim.Optimizer):
             if tuple(g.shape) != tuple(p.shape):
                 raise ValueError(f"{where} has shape {tuple(g.shape)}, the parameter "
                                  f"{tuple(p.shape)}")
-            if g.stride() != p.stride() and g.numel() > 1:
+            out.append(g)
+        addrs = np.fromiter(map(_data_ptr, out), np.int64, len(out))
+        shared = self._fd_grad_overlaps(plan, addrs)
+        for k, (g, p) in enumerate(zip(out, plan.sparams)):
+            if g._is_zerotensor():
+                out[k] = torch.zeros_like(p)
+            elif ((g.stride() != p.stride() and g.numel() > 1) or g.is_neg() or shared[k]
+                  or not _dense(g)):
                 tmp = torch.empty_like(p)  # the parameter's layout: elements correspond in memory
                 tmp.copy_(g)
-                g = tmp
-            out.append(g)
+                out[k] = tmp
         return out, np.fromiter(map(_data_ptr, out), np.int64, len(out))
+
+    @staticmethod
+    def _fd_grad_overlaps(plan, gaddrs):
+        """Per gradient (at ``gaddrs``, with its parameter's size): True if its bytes meet those of
+        a tensor the step writes (``plan.w_start``/``plan.w_end``: sorted and disjoint, so the ranges
+        a gradient meets are those that start before its end, less those that end before its
+        start)."""
+        meets = (np.searchsorted(plan.w_start, gaddrs + plan.gbytes, "left")
+                 != np.searchsorted(plan.w_end, gaddrs, "right"))
+        return meets & plan.gsized
 
     # ------------------------------------------------------------------ plan
     @staticmethod
@@ -566,7 +637,7 @@ class Optimizer(torch.optim.Optimizer):
         plan.paddrs = np.array(paddrs, dtype=np.int64)
         keyed = {}
         pending = []
-        sparams, sindex = [], []
+        sparams, sindex, sgroup = [], [], []
         i = 0
         for gi, g in enumerate(self.param_groups):
             hp = hps[gi]
@@ -597,13 +668,17 @@ class Optimizer(torch.optim.Optimizer):
                                if isinstance(buf, torch.Tensor) else "")
                             + f"; the parameter {p.dtype}, shape {tuple(p.shape)}, strides "
                             f"{p.stride()}): load state with load_state_dict")
+                    elif buf.is_neg():
+                        raise ValueError(f"state[{i}][{nm!r}] is a lazily negated view (its "
+                                         "negative bit is set): give it a tensor of its own "
+                                         "(t.resolve_neg())")
                 step, rehome = 0, False
                 if self._step_in_state:
                     t = st.get("step")
                     if t is None:
                         rehome = True
                     elif self._fd_own(self._fd_steps, gi, k, n, t):
-                        step = int(self._fd_steps[gi][1][k])
+                        step = _state_step(float(self._fd_steps[gi][1][k]), f"state[{i}]['step']")
                     else:
                         step = _state_step(t, f"state[{i}]['step']")
                         rehome = True
@@ -626,8 +701,41 @@ class Optimizer(torch.optim.Optimizer):
                     pending.append((gi, k, n, p, missing, hp, step, ss))
                 sparams.append(p)
                 sindex.append(i)
+                sgroup.append(gi)
                 i += 1
         plan.pending = pending
+        # the memory the step writes (parameters, their state) must not be shared: the kernels
+        # update every tensor of a bucket at once (on several threads), not one after the other
+        # as torch.optim's for-loop does
+        seen = {}
+        for p, i, gi in zip(sparams, sindex, sgroup):
+            if id(p) in seen:
+                j, gj = seen[id(p)]
+                if gj == gi:
+                    raise ValueError(self._fd_duplicate_message(gi, p, self.param_groups[gi]["params"]))
+                raise ValueError(f"params[{j}] and params[{i}] are the same tensor, in "
+                                 f"param_groups[{gj}] and param_groups[{gi}] (torch.optim refuses "
+                                 "that too)")
+            seen[id(p)] = (i, gi)
+        spans, whats = [], []
+        for p, i, gi in zip(sparams, sindex, sgroup):
+            spans.append(_span(p))
+            whats.append(f"params[{i}]")
+            st = state.get(p, {})
+            for nm in self._fd_state_names(hps[gi]):
+                buf = st.get(nm)
+                if buf is not None:
+                    spans.append(_span(buf))
+                    whats.append(f"state[{i}][{nm!r}]")
+        hit = _first_overlap(spans)
+        if hit is not None:
+            a, b = whats[hit[0]], whats[hit[1]]
+            raise ValueError(f"{a} and {b} share memory (views of one tensor, or one tensor "
+                             f"assigned to both): {self._name()} updates the tensors of a step "
+                             "at once and needs each to have memory of its own; make them separate "
+                             "tensors (e.g. nn.Parameter(t.clone()))")
+        self._fd_set_written(plan, spans)  # (completed by _fd_commit with the new buffers)
+        plan.inference = any(p.is_inference() for p in sparams)
         pos_of = {i: j for j, i in enumerate(sindex)}
         plan.buckets = []
         for (gi, dt, step, ss, fresh), members in keyed.items():
@@ -646,12 +754,24 @@ class Optimizer(torch.optim.Optimizer):
         if len(plan.buckets) == 1:
             plan.buckets[0].kall = True  # the bucket reads every gradient, in order
         plan.sparams, plan.sindex = sparams, sindex
-        plan.meta = [(p.dtype, True) for p in sparams]
-        plan.numels = [p.numel() for p in sparams]
+        plan.meta = [(p.dtype, True, p.shape) for p in sparams]
+        plan.gbytes = np.array([p.numel() * p.element_size() for p in sparams], dtype=np.int64)
+        plan.gempty = plan.gbytes == 0
+        plan.gsized = ~plan.gempty
+        plan.pshapes = [p.shape for p in params]
+        plan.pcontig = [p.is_contiguous() for p in params]
+        plan.pnc = [(i, p.stride()) for i, (p, c) in enumerate(zip(params, plan.pcontig)) if not c]
         plan.contig = [p.is_contiguous() for p in sparams]
         plan.pstrides = [(k, p.stride()) for k, (p, c) in enumerate(zip(sparams, plan.contig))
                          if not c]
         return plan
+
+    @staticmethod
+    def _fd_set_written(plan, spans):
+        """The byte ranges a step writes (disjoint, checked), sorted."""
+        spans = sorted(sp for sp in spans if sp[1] > sp[0])
+        plan.w_start = np.array([a for a, _ in spans], dtype=np.int64)
+        plan.w_end = np.array([e for _, e in spans], dtype=np.int64)
 
     def _fd_commit(self, plan):
         """Create the plan's pending state (buffers, step tensors, scalar state) and build its
@@ -674,11 +794,13 @@ class Optimizer(torch.optim.Optimizer):
         numpy_cols = self._fd_backend.NAME == "numpy"
         ptensors = []
         sd_rep, sn_rep, st_rep = [], [], []
+        st_kern, st_addrs, spans = [], [], []
         params = plan.params
         for b in plan.buckets:
             ps = [params[i] for i in b.param_index]
             aliases = [p.detach() for p in ps]  # keep the memory alive while the table points at it
             ptensors.extend(ps)
+            spans.extend(map(_span, ps))
             tab = Table(b.dtype, [p.numel() for p in ps])
             tab.set("param", [a.numpy() for a in aliases] if numpy_cols else aliases,
                     plan.paddrs[b.param_index])
@@ -687,14 +809,22 @@ class Optimizer(torch.optim.Optimizer):
             for nm in names:
                 bufs = [state[p][nm] for p in ps]
                 if nm in b.names:
+                    # aliases keep the memory alive even if a buffer's storage is swapped
+                    # (.data = ..., set_): its address then changes, and the next step sees it
+                    salias = [x.detach() for x in bufs]
                     addrs = np.fromiter(map(_data_ptr, bufs), np.int64, len(bufs))
-                    tab.set(nm, [x.numpy() for x in bufs] if numpy_cols else bufs, addrs)
+                    tab.set(nm, [x.numpy() for x in salias] if numpy_cols else salias, addrs)
+                    st_kern.extend(bufs)
+                    st_addrs.extend(addrs.tolist())
+                    spans.extend(map(_span, bufs))
                 for p, buf in zip(ps, bufs):
                     sd_rep.append(state[p])
                     sn_rep.append(nm)
                     st_rep.append(buf)
             b.tab = tab
         plan.ptensors = ptensors
+        plan.st_kern, plan.st_addrs = st_kern, st_addrs
+        self._fd_set_written(plan, spans)
         plan.state_obj = state
         plan.svals = list(state.values())
         plan.sd_rep, plan.sn_rep, plan.st_rep = sd_rep, sn_rep, st_rep
