@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -54,8 +55,11 @@ def test_set_num_threads_reaches_both_backends_and_results_do_not_change(restore
 
 
 def _child(code, **env):
+    # cwd: not the source tree, whose fastdescent/ (no compiled extension in a fresh clone) would
+    # shadow the installed package for ``python -c``
     e = dict(os.environ, **env)
-    r = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=120,
+                       cwd=tempfile.gettempdir())
     assert r.returncode == 0, r.stderr
     return r
 
@@ -82,6 +86,6 @@ def test_info_reports_the_openmp_wait_policy_in_force():
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     r = subprocess.run([sys.executable, "-c", "import json, os, fastdescent as fd; print(json.dumps("
                         "[fd.info()['threads']['wait_policy'], os.environ.get('OMP_WAIT_POLICY')]))"],
-                       env=env, capture_output=True, text=True, timeout=120)
+                       env=env, capture_output=True, text=True, timeout=120, cwd=tempfile.gettempdir())
     wait, env_after = json.loads(r.stdout)
     assert wait["policy"] is None and env_after is None  # fastdescent does not change the environment
