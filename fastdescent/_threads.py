@@ -24,6 +24,8 @@ from __future__ import annotations
 import os
 import threading
 
+import numpy as np
+
 __all__ = ["configure_wait_policy", "set_num_threads", "get_num_threads", "requested", "state"]
 
 _lock = threading.Lock()
@@ -52,9 +54,10 @@ def configure_wait_policy():
 
 
 def _parse(n, what):
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    """``n`` as an int >= 0 (ints and NumPy integers, never bool); ValueError naming it otherwise."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"{what} must be an int >= 0 (0: the backends' defaults), got {n!r}")
-    return n
+    return int(n)
 
 
 def _from_env():

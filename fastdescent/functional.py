@@ -110,10 +110,12 @@ def _tables(backend, columns, check=True):
     hit = _CACHE.get(key)
     if hit is not None:
         cached, prints, tables, cached_fast = hit
-        if fast is not None and cached_fast is not None:
+        if cached_fast is not None:
             # the object addresses are in the prints: equal prints = the same (still referenced)
-            # objects with the same data address, dtype, flags and shape
-            if fast.shape == cached_fast.shape and np.array_equal(fast, cached_fast):
+            # objects with the same data address, dtype, flags and shape. No prints now (an array
+            # reshaped beyond 6-d, ...): a miss, revalidated below.
+            if fast is not None and fast.shape == cached_fast.shape \
+                    and np.array_equal(fast, cached_fast):
                 return mod, tables
         elif all(lists[name] is None or (len(lists[name]) == len(cached[name])
                                          and all(map(operator.is_, lists[name], cached[name])))

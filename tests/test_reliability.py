@@ -694,3 +694,14 @@ def test_functional_cache_with_subclasses_takes_the_checked_path(host_backend):
     for _ in range(2):
         F.sgd([p], [g], lr=0.25, backend=host_backend)
     np.testing.assert_array_equal(np.asarray(p), 0.5)
+
+
+def test_functional_cache_entry_of_fast_prints_then_arrays_beyond_six_dims(host_backend):
+    """A table cached with the one-call prints, then the same arrays reshaped to 7-d (which those
+    prints cannot describe): revalidated, not a crash (was: TypeError on the missing per-array
+    prints)."""
+    p, g = np.ones(4), np.ones(4)
+    F.sgd([p], [g], lr=0.5, backend=host_backend)
+    p.shape = g.shape = (1,) * 6 + (4,)
+    F.sgd([p], [g], lr=0.5, backend=host_backend)
+    np.testing.assert_array_equal(p.reshape(-1), 0.0)

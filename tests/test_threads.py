@@ -89,3 +89,8 @@ def test_info_reports_the_openmp_wait_policy_in_force():
                        env=env, capture_output=True, text=True, timeout=120, cwd=tempfile.gettempdir())
     wait, env_after = json.loads(r.stdout)
     assert wait["policy"] is None and env_after is None  # fastdescent does not change the environment
+
+
+def test_numpy_integer_counts_are_accepted(restore_threads):
+    fd.set_num_threads(np.int64(1))
+    assert fd.get_num_threads() == 1 and type(fd.info()["threads"]["requested"]) is int
