@@ -15,32 +15,12 @@ import math
 import numpy as np
 from numba import prange
 
+from .._philox import MASK as _MASK, ONE as _ONE, S11 as _S11, S32 as _S32, TWO_M53 as _TWO_M53, \
+    TWO_PI as _TWO_PI, ZERO as _ZERO, philox
 from ._config import jit, jit_variants
 from ._ptr import like, segment
 
-_MASK = np.uint64(0xFFFFFFFF)
-_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
-_W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
-_S32, _S11 = np.uint64(32), np.uint64(11)
-_ONE, _ZERO = np.uint64(1), np.uint64(0)
-_TWO_M53 = 2.0 ** -53
-_TWO_PI = 6.283185307179586
-
-
-@jit
-def _philox(c0, c1, c2, c3, k0, k1):
-    for _ in range(10):
-        p0 = _M0 * c0
-        p1 = _M1 * c2
-        n0 = (p1 >> _S32) ^ c1 ^ k0
-        n2 = (p0 >> _S32) ^ c3 ^ k1
-        c1 = p1 & _MASK
-        c3 = p0 & _MASK
-        c0 = n0
-        c2 = n2
-        k0 = (k0 + _W0) & _MASK
-        k1 = (k1 + _W1) & _MASK
-    return c0, c1, c2, c3
+_philox = jit(philox)  # the one Philox of both Numba backends (backends/_philox.py)
 
 
 @jit
