@@ -17,6 +17,8 @@ from ._ptr import EMPTY_ADDRS, like, segment
 
 @jit
 def _moments(pi, gi, mi, vi, neg, use_decay, decay, use_wd, wd, b1, c1, b2, c2):
+    """Adam's moments of one element (shared by Adam, NAdam and RAdam): returns the decayed
+    parameter, the new m and v, and the gradient after maximize and coupled weight decay."""
     if neg:
         gi = -gi
     if use_decay:
@@ -27,14 +29,14 @@ def _moments(pi, gi, mi, vi, neg, use_decay, decay, use_wd, wd, b1, c1, b2, c2):
     mi = mi + c1 * gi
     vi = vi * b2
     vi = vi + c2 * gi * gi
-    return pi, mi, vi
+    return pi, mi, vi, gi
 
 
 @jit_inline
 def _adam_loop(p, g, m, v, neg, use_decay, decay, use_wd, wd, b1, c1, b2, c2, eps, ss, bc):
     for i in range(p.shape[0]):
-        pi, mi, vi = _moments(p[i], g[i], m[i], v[i], neg, use_decay, decay, use_wd, wd, b1, c1,
-                              b2, c2)
+        pi, mi, vi, _ = _moments(p[i], g[i], m[i], v[i], neg, use_decay, decay, use_wd, wd, b1,
+                                 c1, b2, c2)
         m[i] = mi
         v[i] = vi
         denom = (np.sqrt(vi) / bc) + eps
@@ -44,8 +46,8 @@ def _adam_loop(p, g, m, v, neg, use_decay, decay, use_wd, wd, b1, c1, b2, c2, ep
 @jit_inline
 def _amsgrad_loop(p, g, m, v, w, neg, use_decay, decay, use_wd, wd, b1, c1, b2, c2, eps, ss, bc):
     for i in range(p.shape[0]):
-        pi, mi, vi = _moments(p[i], g[i], m[i], v[i], neg, use_decay, decay, use_wd, wd, b1, c1,
-                              b2, c2)
+        pi, mi, vi, _ = _moments(p[i], g[i], m[i], v[i], neg, use_decay, decay, use_wd, wd, b1,
+                                 c1, b2, c2)
         m[i] = mi
         v[i] = vi
         wi = w[i]

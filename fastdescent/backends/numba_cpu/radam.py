@@ -15,21 +15,14 @@ from numba import prange
 from ..._contract import kernel_scalars
 from ._config import jit_inline, jit_variants
 from ._ptr import segment
+from .adam import _moments
 
 
 @jit_inline
 def _radam_loop(p, g, m, v, neg, use_decay, decay, use_wd, wd, b1, c1, b2, c2, eps, ss, rect):
     for i in range(p.shape[0]):
-        pi = p[i]
-        gi = g[i]
-        if neg:
-            gi = -gi
-        if use_decay:
-            pi = pi * decay
-        if use_wd:
-            gi = gi + wd * pi
-        mi = m[i] * b1 + c1 * gi
-        vi = v[i] * b2 + c2 * gi * gi
+        pi, mi, vi, _ = _moments(p[i], g[i], m[i], v[i], neg, use_decay, decay, use_wd, wd, b1, c1,
+                                  b2, c2)
         m[i] = mi
         v[i] = vi
         if rect:
