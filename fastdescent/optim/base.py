@@ -42,7 +42,7 @@ import numpy as np
 from .. import _arrays
 from .._contract import row as _row
 from .._validate import check_flag, check_real
-from ..rules import check_l1, check_scalars
+from ..rules import check_scalars
 from .._arrays import flat_view
 from ..backends import resolve
 
@@ -322,8 +322,7 @@ class Optimizer:
 
     # ------------------------------------------------------------------ subclass hooks
     def _check_group(self, group):
-        self._rule.check(group)
-        check_l1(group)  # the proximal L1 option every optimizer has (docs/update-rules.md "L1")
+        self._rule.check_group(group)  # its hyperparameters and the l1 option every optimizer has
 
     def _state_names(self, group):
         """Names of the state buffers this group's options need, in contract column order."""
@@ -335,9 +334,7 @@ class Optimizer:
     def _scalars(self, group, step, fresh, sstate=None):
         """Kernel scalars (a dict, float64) for a bucket about to take step number ``step``
         (``sstate``: the bucket's scalar state, for rules that have one)."""
-        if sstate is None:
-            return self._rule.scalars(group, step, fresh)
-        return self._rule.scalars(group, step, fresh, sstate)
+        return self._rule.step_scalars(group, step, fresh, sstate)
 
     @property
     def rule(self):

@@ -90,6 +90,19 @@ class Rule:
     def check(self, hp):
         raise NotImplementedError
 
+    def check_group(self, hp):
+        """A param group's options: the rule's hyperparameters, then the ``l1`` option every
+        optimizer has (what the NumPy-facing and the torch classes both check)."""
+        self.check(hp)
+        check_l1(hp)
+
+    def step_scalars(self, hp, step, first, sstate=None):
+        """:meth:`scalars` for a bucket about to take step ``step``, with its scalar state if the
+        rule keeps one (``sstate``; None for the rules that keep none)."""
+        if sstate is None:
+            return self.scalars(hp, step, first)
+        return self.scalars(hp, step, first, sstate)
+
     def state_names(self, hp):
         return self.core_state
 

@@ -52,7 +52,7 @@ import torch
 from .._contract import row as _row
 from ..backends import resolve
 from ..optim.base import _state_step
-from ..rules import check_l1, check_scalars
+from ..rules import check_scalars
 
 __all__ = ["Optimizer"]
 
@@ -169,10 +169,6 @@ class Optimizer(torch.optim.Optimizer):
     _step_in_state = True
     _eager_state = False
     _forced = {}
-    #: group keys torch writes for its implementation choices: accepted, and ignored (fastdescent
-    #: always runs its multi-tensor kernels); ``differentiable=True`` cannot be honoured
-    _IGNORED_FLAGS = ("foreach", "fused", "capturable")
-
     def __init__(self, params, defaults, *, backend=None):
         if defaults.get("differentiable"):
             raise ValueError(f"{self._name()}: differentiable=True is not supported (the kernels "
@@ -207,9 +203,6 @@ class Optimizer(torch.optim.Optimizer):
         self._fd_plan = None
         self._fd_checked = []  # per group: (keys, values, resolved hp) of its last validation
         self._fd_adopt_needed = False
-
-    def _fd_state_names(self, hp):
-        return self._rule.state_names(hp)
 
     # ------------------------------------------------------------------ params and groups
     def _fd_check_param(self, p, where):
@@ -300,8 +293,7 @@ class Optimizer(torch.optim.Optimizer):
                 r = _resolve(v)
                 mutable = mutable or r is not v or isinstance(v, (list, dict))
                 hp[k] = r
-            self._rule.check(hp)
-            check_l1(hp)
+            self._rule.check_group(hp)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{where}: {exc}") from None
         # a group holding tensors or lists is re-validated at every step (edited in place)
@@ -311,7 +303,7 @@ class Optimizer(torch.optim.Optimizer):
     def _fd_create_eager_state(self, gi, group):
         """torch's Adagrad creates ``step`` (0) and ``sum`` in its constructor: the same here."""
         hp = self._fd_hp(gi, group)
-        names = self._fd_state_names(hp)
+        names = self._rule.state_names(hp)
         for k, p in enumerate(group["params"]):
             st = self.state[p]
             if st:
@@ -382,7 +374,7 @@ class Optimizer(torch.optim.Optimizer):
         idx = 0
         for gi, group in enumerate(self.param_groups):
             hp = self._fd_hp(gi, group)
-            needed = self._fd_state_names(hp)
+            needed = self._rule.state_names(hp)
             params = group["params"]
             n = len(params)
             svals = np.zeros(n)
@@ -497,8 +489,7 @@ class Optimizer(torch.optim.Optimizer):
         for b in plan.buckets:
             hp = hps[b.gi]
             t = b.step + 1
-            sc = (rule.scalars(hp, t, b.fresh) if b.sstate is None
-                  else rule.scalars(hp, t, b.fresh, b.sstate))
+            sc = rule.step_scalars(hp, t, b.fresh, b.sstate)
             where = f"param_groups[{b.gi}]"
             scalars.append(check_scalars(sc, where, b.dtype))
             passes.append([(name, check_scalars(psc, where, b.dtype))
@@ -548,7 +539,7 @@ class Optimizer(torch.optim.Optimizer):
         if plan.sd_rep and not all(map(_is, map(_getitem, plan.sd_rep, plan.sn_rep), plan.st_rep)):
             return False
         for b in plan.buckets:
-            if b.names != self._fd_state_names(hps[b.gi]):
+            if b.names != self._rule.state_names(hps[b.gi]):
                 return False
             if self._step_in_state and (self._fd_steps[b.gi][1][b.sel] != b.step).any():
                 return False
@@ -641,7 +632,7 @@ class Optimizer(torch.optim.Optimizer):
         i = 0
         for gi, g in enumerate(self.param_groups):
             hp = hps[gi]
-            names = self._fd_state_names(hp)
+            names = self._rule.state_names(hp)
             n = len(g["params"])
             for k, p in enumerate(g["params"]):
                 if not have[i]:
@@ -722,7 +713,7 @@ class Optimizer(torch.optim.Optimizer):
             spans.append(_span(p))
             whats.append(f"params[{i}]")
             st = state.get(p, {})
-            for nm in self._fd_state_names(hps[gi]):
+            for nm in self._rule.state_names(hps[gi]):
                 buf = st.get(nm)
                 if buf is not None:
                     spans.append(_span(buf))
@@ -749,7 +740,7 @@ class Optimizer(torch.optim.Optimizer):
             b.sel = b.pos
             if len(b.pos) and (b.pos == np.arange(b.pos[0], b.pos[0] + len(b.pos))).all():
                 b.sel = slice(int(b.pos[0]), int(b.pos[0]) + len(b.pos))  # (a view: cheaper)
-            b.names = self._fd_state_names(hps[gi])
+            b.names = self._rule.state_names(hps[gi])
             plan.buckets.append(b)
         if len(plan.buckets) == 1:
             plan.buckets[0].kall = True  # the bucket reads every gradient, in order
