@@ -10,12 +10,10 @@ from ._device import _chunk, _nanmax, _ptr, _sqrt, launch
 
 
 @cuda.jit(device=True, inline=True)
-def _adam_elem(p, g, m, v, vmax, j, beta1, omb1, beta2, omb2, eps, weight_decay, decay, step_size,
-               bc2_sqrt, amsgrad, maximize, use_decay, use_wd):
-    pj = p[j]
-    gj = g[j]
-    mj = m[j]
-    vj = v[j]
+def _moments(pj, gj, mj, vj, beta1, omb1, beta2, omb2, weight_decay, decay, maximize, use_decay,
+             use_wd):
+    """Adam's moments of one element (shared by Adam, NAdam and RAdam): the decayed parameter, the
+    new m and v, and the gradient after maximize and coupled weight decay."""
     if maximize:
         gj = -gj
     if use_decay:
@@ -24,6 +22,14 @@ def _adam_elem(p, g, m, v, vmax, j, beta1, omb1, beta2, omb2, eps, weight_decay,
         gj = gj + weight_decay * pj
     mj = mj * beta1 + omb1 * gj
     vj = vj * beta2 + omb2 * gj * gj
+    return pj, mj, vj, gj
+
+
+@cuda.jit(device=True, inline=True)
+def _adam_elem(p, g, m, v, vmax, j, beta1, omb1, beta2, omb2, eps, weight_decay, decay, step_size,
+               bc2_sqrt, amsgrad, maximize, use_decay, use_wd):
+    pj, mj, vj, _ = _moments(p[j], g[j], m[j], v[j], beta1, omb1, beta2, omb2, weight_decay, decay,
+                             maximize, use_decay, use_wd)
     m[j] = mj
     v[j] = vj
     if amsgrad:

@@ -9,21 +9,14 @@ from numba import cuda
 
 from ..._contract import kernel_scalars
 from ._device import _chunk, _ptr, _sqrt, launch
+from .adam import _moments
 
 
 @cuda.jit(device=True, inline=True)
 def _nadam_elem(p, g, m, v, j, beta1, omb1, beta2, omb2, weight_decay, decay, sg, sm, eps,
                 maximize, use_decay, use_wd):
-    pj = p[j]
-    gj = g[j]
-    if maximize:
-        gj = -gj
-    if use_decay:
-        pj = pj * decay
-    if use_wd:
-        gj = gj + weight_decay * pj
-    mj = m[j] * beta1 + omb1 * gj
-    vj = v[j] * beta2 + omb2 * gj * gj
+    pj, mj, vj, gj = _moments(p[j], g[j], m[j], v[j], beta1, omb1, beta2, omb2, weight_decay,
+                                 decay, maximize, use_decay, use_wd)
     m[j] = mj
     v[j] = vj
     p[j] = pj - (sg * gj + sm * mj) / (_sqrt(vj) + eps)
