@@ -345,9 +345,7 @@ class ShardedOptimizer:
         self._cls = cls
         self.max_grad_norm = max_grad_norm
         self._skip_nonfinite = check_flag("skip_nonfinite", skip_nonfinite)
-        for bad in ("skip_nonfinite", "backend"):
-            options.pop(bad, None)
-        self._options = dict(options)
+        self._options = options  # (skip_nonfinite and backend are keyword arguments, never here)
         self._backend_req = backend
         self._arena = params if isinstance(params, ParamArena) else None
         # the full-model optimizer validates the parameters and options exactly as a single process
@@ -378,6 +376,7 @@ class ShardedOptimizer:
         segs = []
         inner_groups = []
         self._piece_of = []  # inner param index -> (global param index or None, start, stop)
+        placeholder_dtypes = {}  # inner param index of a placeholder -> its group's dtype
         for gi, group in enumerate(self._full.param_groups):
             start = self._group_start(gi)
             idx = list(range(start, start + len(group["params"])))
@@ -418,6 +417,7 @@ class ShardedOptimizer:
                 segs.append(s)
             if not pieces:  # this rank holds nothing of the group: a placeholder keeps it a group
                 pieces.append(np.zeros(0, self._infos[idx[0]].dtype))
+                placeholder_dtypes[len(self._piece_of)] = self._infos[idx[0]].dtype
                 self._piece_of.append((None, 0, 0))
             g = {k: v for k, v in group.items() if k != "params"}
             g["params"] = pieces
@@ -429,8 +429,8 @@ class ShardedOptimizer:
             for k, a, b, _ in s.pieces:
                 self._inner_grads[k] = s.recv[a:b]
         for k, (i, _a, _b) in enumerate(self._piece_of):
-            if self._inner_grads[k] is None:
-                self._inner_grads[k] = np.zeros(0, self._infos[0].dtype if i is None
+            if self._inner_grads[k] is None:  # its placeholder's dtype (the group's), or its own
+                self._inner_grads[k] = np.zeros(0, placeholder_dtypes[k] if i is None
                                                 else self._infos[i].dtype)
         self._grads_ref = None
 
@@ -580,6 +580,8 @@ class ShardedOptimizer:
             with self._inner._lock:
                 self._inner._check_groups()
             for gi, g in enumerate(self._inner.param_groups):
+                if not self._inner._post_groups[gi]:  # (cached by _check_groups: no passes)
+                    continue
                 for name, _ in self._cls._rule.post_passes(g, 1):
                     if _row(name).per_tensor:
                         raise NotImplementedError(
@@ -755,8 +757,7 @@ class ShardedOptimizer:
                              backend=self._backend_req, **self._options)
             tmpl.load_state_dict(state_dict)
             inner_sd = self._reshard(tmpl)
-            inner_check = self._inner._validate_state_dict(inner_sd)
-            del inner_check
+            self._inner._validate_state_dict(inner_sd)
         except Exception as exc:  # noqa: BLE001 - every rank must hear of it
             err = exc
         _agree(comm, err)

@@ -586,3 +586,25 @@ def test_fit_conversion_schedulers_empty_ranks_and_checkpoints(tmp_path):
         print("OK", rank)
     """, timeout=90)
     assert out.count("OK") == 2, out
+
+
+def test_rank_holding_nothing_of_a_mixed_dtype_group(tmp_path):
+    """A float64 group and a one-element float32 group on 2 ranks: rank 1 holds nothing of the
+    float32 group; its placeholder gradient has that group's dtype (was the model's first dtype:
+    a TypeError on rank 1 only, inside the step, and a hang), and the result equals one process."""
+    out = mpirun(tmp_path, """
+        init = [np.arange(6.0).reshape(2, 3), np.array([0.5], np.float32)]
+        grads = [[np.full((2, 3), 0.1 * (r + 1)), np.array([r + 1.0], np.float32)] for r in range(N)]
+        ref = [a.copy() for a in init]
+        opt = fd.Adam([{"params": [ref[0]]}, {"params": [ref[1]]}], lr=0.1)
+        mine = [a.copy() for a in init]
+        sh = dist.ShardedOptimizer(fd.Adam, [{"params": [mine[0]]}, {"params": [mine[1]]}], comm,
+                                   lr=0.1)
+        for _ in range(2):
+            opt.step([sum(g[i] for g in grads) / N for i in range(2)])
+            assert sh.step([g.copy() for g in grads[rank]]) is True
+        for a, b in zip(mine, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+        print("ok", rank)
+    """)
+    assert out.count("ok") == 2, out

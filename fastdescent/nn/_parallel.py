@@ -37,8 +37,6 @@ class Plan:
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.shard = bool(shard_optimizer)
         self.data_sharded = bool(data_sharded)
-        self.agreed = False
-        self.counts = None
         self.source = None  # the plain optimizer fit converted into a ShardedOptimizer
 
     # ---- errors: every rank raises the first failing rank's error
@@ -50,7 +48,6 @@ class Plan:
         as it is."""
         if getattr(exc, "agreed", False):
             return
-        self.agreed = True
         _dist._agree(self.comm, exc)
 
     def finish(self):
@@ -58,11 +55,11 @@ class Plan:
         (progress bar, restore_best) reports it here instead of leaving the others waiting."""
         _dist._agree(self.comm, None)
 
-    def agree(self, n_train, n_val, fingerprint):
-        """Called once every input has been checked: agree (raising everywhere on any error) and
-        learn every rank's training/validation row counts."""
-        self.agreed = True  # (an error raised by the agreement itself is every rank's already)
-        got = _dist._agree(self.comm, None, (float(n_train), float(n_val), float(fingerprint)))
+    def agree(self, n_train, n_val, loop_args):
+        """Called once every input has been checked: agree (raising everywhere on any error), check
+        that every rank passed the same ``loop_args`` (the arguments that shape the training loop,
+        compared through a checksum of their repr) and learn every rank's row counts."""
+        got = _dist._agree(self.comm, None, (float(n_train), float(n_val), _dist._crc(loop_args)))
         if not (got[:, 2] == got[0, 2]).all():
             raise _dist._agreed(ValueError(
                 "fit: the ranks passed different arguments (model shapes, loss, epochs, "

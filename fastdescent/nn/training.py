@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-import zlib
 
 import numpy as np
 
@@ -426,8 +425,8 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
     if plan is not None:
         # every rank's inputs are valid from here on (or every rank raises the first error)
         plan.agree(n, xv.shape[0] if has_val else 0,
-                   _fingerprint(model, spec, epochs, batch_size, shuffle,
-                                type(optimizer).__name__, plan.data_sharded))
+                   (model.arena.shapes, str(model.dtype), spec.name, epochs, batch_size,
+                    bool(shuffle), type(optimizer).__name__, plan.data_sharded))
         if plan.total_train() == 0:
             raise ValueError("X has no rows on any rank")
         if has_val and plan.total_val() == 0:
@@ -590,12 +589,6 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
         plan.finish()
     return hist
 
-
-def _fingerprint(model, spec, epochs, batch_size, shuffle, opt_name, data_sharded):
-    """A float equal on every rank when the arguments that shape the training loop are."""
-    desc = repr((model.arena.shapes, str(model.dtype), spec.name, epochs, batch_size, bool(shuffle),
-                 opt_name, data_sharded))
-    return float(zlib.crc32(desc.encode()))
 
 
 def _idle_step(arena, opt_step, grads):
