@@ -13,7 +13,7 @@ from ... import precision as P
 from .._mixed import STATE_COLUMNS
 from .._table import TensorTable
 
-__all__ = ["mixed_step"]
+__all__ = ["mixed_step", "grads_finite"]
 
 
 def _load(a, code, scales):
@@ -83,3 +83,17 @@ def mixed_step(plan, *, scalars, step, grad_scale=1.0):
                 arrays, code, scales = c
                 _store(arrays[i], staged[name], code, None if scales is None else scales[i], plan,
                        i, 1 + k, step)
+
+
+def grads_finite(plan):
+    """True if every element of every gradient of ``plan`` is finite."""
+    for g, code in zip(plan.grads, plan.gcodes):
+        if code == P.F32:
+            if not np.isfinite(g).all():
+                return False
+        else:
+            bits = g.reshape(-1).view(np.uint16)
+            mask = 0x7F80 if code == P.BF16 else 0x7C00
+            if ((bits & mask) == mask).any():
+                return False
+    return True
