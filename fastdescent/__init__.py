@@ -18,7 +18,7 @@ from . import _threads
 
 _threads.configure_wait_policy()  # recorded before any backend loads an OpenMP runtime (_threads)
 
-from . import functional  # noqa: E402
+from . import amp, functional  # noqa: E402
 from .arena import ParamArena  # noqa: E402
 from .backends import available_backends, get_backend, use_backend  # noqa: E402
 from .errors import BackendUnavailableError, FastDescentError, KernelError  # noqa: E402
@@ -38,7 +38,7 @@ __all__ = [
     "available_backends",
     "get_backend", "use_backend", "info", "set_num_threads", "get_num_threads",
     "FastDescentError", "BackendUnavailableError", "KernelError", "__version__", "nn", "fit",
-    "save_checkpoint", "load_checkpoint", "CheckpointError",
+    "save_checkpoint", "load_checkpoint", "CheckpointError", "amp",
 ]
 
 

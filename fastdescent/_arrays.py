@@ -110,9 +110,10 @@ def inspect(a, what):
     return ArrayInfo(a, shape, dtype, int(addr or 0), contiguous, not readonly, True)
 
 
-def check_param(info, what):
-    """Raise if ``info`` cannot be updated in place by a kernel."""
-    if info.dtype not in SUPPORTED_DTYPES:
+def check_param(info, what, low_precision=False):
+    """Raise if ``info`` cannot be updated in place by a kernel (``low_precision``: the caller has
+    checked a bfloat16/float16 dtype itself)."""
+    if not low_precision and info.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"{what} has dtype {info.dtype}; supported: float32, float64")
     if not info.contiguous:
         raise ValueError(f"{what} is not C-contiguous; kernels update contiguous arrays in place "

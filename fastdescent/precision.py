@@ -66,10 +66,14 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["F32", "BF16", "F16", "Q8S", "Q8U", "BLOCK", "QMAX", "SR_TAG", "CODE_NAMES",
-           "bfloat16", "code_of_dtype", "storage_dtype", "encode", "decode", "sr_random",
+           "MIXED_RULES", "SIGNED_STATE", "state_map", "state_columns", "bfloat16", "code_of_dtype", "storage_dtype", "encode", "decode", "sr_random",
            "bf16_round_stochastic", "q8_quantize", "q8_dequantize", "nblocks"]
 
 F32, BF16, F16, Q8S, Q8U = 0, 1, 2, 3, 4
+#: the update rules (contract rows) that have a mixed-precision step
+MIXED_RULES = ("sgd", "adam", "rmsprop")
+#: state buffers that hold signed values (the signed 8-bit map); the others are >= 0 (unsigned map)
+SIGNED_STATE = frozenset({"exp_avg", "momentum_buffer", "grad_avg"})
 CODE_NAMES = {F32: "float32", BF16: "bfloat16", F16: "float16", Q8S: "int8", Q8U: "int8"}
 #: elements per quantization block
 BLOCK = 256
@@ -92,6 +96,18 @@ def bfloat16():
     except ImportError as exc:  # pragma: no cover - ml_dtypes is a dependency
         raise ImportError("bfloat16 needs the ml_dtypes package (pip install ml_dtypes)") from exc
     return np.dtype(ml_dtypes.bfloat16)
+
+
+def state_map(name):
+    """The 8-bit storage code of state buffer ``name``: Q8S (signed values) or Q8U (>= 0)."""
+    return Q8S if name in SIGNED_STATE else Q8U
+
+
+def state_columns(rule):
+    """The state columns of a rule's kernel (contract order): every written column but ``param``."""
+    from ._contract import KERNELS
+
+    return KERNELS[rule].writes[1:]
 
 
 def code_of_dtype(dtype):

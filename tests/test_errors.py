@@ -350,8 +350,8 @@ def test_bad_grads_after_cached_grads(what):
 
 
 # ------------------------------------------------------------------------------ parameters
-def _float16(dev):
-    return [dev.put(np.zeros(3, np.float32)), dev.put(np.zeros(3, np.float16))]
+def _complex64(dev):
+    return [dev.put(np.zeros(3, np.float32)), dev.put(np.zeros(3, np.complex64))]
 
 
 def _int(dev):
@@ -405,7 +405,7 @@ def _mixed_host_device(dev):
 
 PARAMS = {
     # name: (fn(dev) -> params list, exception, name in message, host only)
-    "float16": (_float16, TypeError, "params[1]", False),
+    "complex64": (_complex64, TypeError, "params[1]", False),
     "int32": (_int, TypeError, "params[1]", False),
     "non_contiguous": (_noncontiguous, ValueError, "params[1]", True),
     "transposed": (_transposed, ValueError, "params[1]", True),

@@ -26,24 +26,16 @@ from __future__ import annotations
 import numpy as np
 
 from .. import precision as P
-from .._contract import KERNELS as _ROWS
 from ._table import addresses
 
-__all__ = ["MIXED_RULES", "STATE_COLUMNS", "SIGNED_STATE", "MixedPlan", "state_map"]
+__all__ = ["MIXED_RULES", "STATE_COLUMNS", "SIGNED_STATE", "MixedPlan", "GradList", "state_map"]
 
-#: contract rows that have a mixed-precision step
-MIXED_RULES = ("sgd", "adam", "rmsprop")
-#: the state columns of each, in contract order
-STATE_COLUMNS = {r: _ROWS[r].writes[1:] for r in MIXED_RULES}
-#: state buffers that hold signed values (the signed 8-bit map); the others are >= 0 (unsigned map)
-SIGNED_STATE = frozenset({"exp_avg", "momentum_buffer", "grad_avg"})
+from ..precision import MIXED_RULES, SIGNED_STATE, state_map  # noqa: E402,F401  (re-exported)
+
+#: the state columns of each mixed rule, in contract order
+STATE_COLUMNS = {r: P.state_columns(r) for r in MIXED_RULES}
 #: most state columns of a mixed rule (C: FD_MIXED_MAX_STATE)
 MAX_STATE = 3
-
-
-def state_map(name):
-    """The 8-bit storage code of state buffer ``name``: Q8S (signed) or Q8U."""
-    return P.Q8S if name in SIGNED_STATE else P.Q8U
 
 
 class MixedPlan:
@@ -114,3 +106,22 @@ class MixedPlan:
     def column(self, name):
         """(arrays, code, scales) of a state column, or None if absent."""
         return self.states.get(name)
+
+
+class GradList:
+    """Gradients alone (float32, bfloat16 or float16), for ``grads_finite``: the attributes of a
+    :class:`MixedPlan` that the check reads (``n``, ``sizes``, ``grads``, ``gcodes``,
+    ``addr["grad"]``, ``cache``)."""
+
+    __slots__ = ("n", "sizes", "grads", "gcodes", "addr", "cache")
+
+    def __init__(self, grads):
+        self.grads = list(grads)
+        self.n = len(self.grads)
+        self.sizes = np.array([g.size for g in self.grads], dtype=np.int64)
+        codes = [P.code_of_dtype(g.dtype) for g in self.grads]
+        if any(c is None for c in codes):
+            raise ValueError("grads: every gradient must be float32, bfloat16 or float16")
+        self.gcodes = np.array(codes, dtype=np.int8)
+        self.addr = {"grad": addresses(self.grads)}
+        self.cache = {}

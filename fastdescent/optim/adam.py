@@ -1,6 +1,7 @@
 """Adam and AdamW."""
 
 from ..rules.adam import ADAM as _RULE
+from ._precision import options as _options
 from .base import Optimizer
 
 __all__ = ["Adam", "AdamW"]
@@ -40,6 +41,17 @@ class Adam(Optimizer):
         Proximal L1 strength (group option): after the update,
         :math:`p \leftarrow \operatorname{sign}(p)\max(|p| - \eta\,\text{l1}, 0)`, which sets small
         weights exactly to zero.
+    master_weights : bool, default False
+        bfloat16/float16 parameters: keep a float32 copy in the state (``master_param``), update it
+        and write the parameter as the copy rounded to nearest (``docs/low-precision.md``).
+    stochastic_rounding : bool, default False
+        bfloat16 parameters (and bfloat16 state): round each new value stochastically, with random
+        bits keyed by ``seed``, so that updates below bfloat16's resolution accumulate.
+    state_dtype : {None, "float32", "bfloat16", "int8"}, default None
+        Storage of the state buffers (None: the parameter's dtype, float32 for bfloat16/float16
+        parameters); ``"int8"``: 8-bit block-quantized (codes plus ``<name>_scale``).
+    seed : int, default 0
+        Keys the stochastic rounding.
     backend : str, optional
     skip_nonfinite : bool, default False
 
@@ -60,10 +72,12 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, *, maximize=False, decoupled_weight_decay=False, l1=0.0,
+                 master_weights=False, stochastic_rounding=False, state_dtype=None, seed=0,
                  backend=None, skip_nonfinite=False):
         defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps,
                         weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
                         decoupled_weight_decay=decoupled_weight_decay, l1=l1)
+        defaults.update(_options(master_weights, stochastic_rounding, state_dtype, seed))
         super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
 
 
@@ -79,7 +93,11 @@ class AdamW(Adam):
     _forced_on_load = {"decoupled_weight_decay": True}  # torch's AdamW.__setstate__ does the same
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False, l1=0.0, backend=None, skip_nonfinite=False):
+                 amsgrad=False, *, maximize=False, l1=0.0, master_weights=False,
+                 stochastic_rounding=False, state_dtype=None, seed=0, backend=None,
+                 skip_nonfinite=False):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True, l1=l1,
-                         backend=backend, skip_nonfinite=skip_nonfinite)
+                         master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                         state_dtype=state_dtype, seed=seed, backend=backend,
+                         skip_nonfinite=skip_nonfinite)

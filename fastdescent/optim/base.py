@@ -45,6 +45,8 @@ from .._validate import check_flag, check_real
 from ..rules import check_scalars
 from .._arrays import flat_view
 from ..backends import resolve
+from .. import precision as _P
+from . import _precision
 
 __all__ = ["Optimizer", "FlatBucket", "check_hyper", "check_scalars"]
 
@@ -80,6 +82,22 @@ class _ParamList(list):
 _LIVE = weakref.WeakSet()
 
 
+_F32 = np.dtype(np.float32)
+_MIXED_RULES = _P.MIXED_RULES
+
+
+def post_any(rule, group):
+    """True if ``group`` runs post-update passes (l1, SGD's noise) at some step."""
+    return bool(rule.post_passes(group, 1))
+
+
+
+
+def _low(dtype):
+    """bfloat16 or float16 (the mixed-precision step's low-precision parameter dtypes)."""
+    return _P.code_of_dtype(dtype) in (_P.BF16, _P.F16)
+
+
 def _renew_locks_after_fork():
     for opt in list(_LIVE):
         opt._lock = threading.RLock()
@@ -92,7 +110,7 @@ if hasattr(os, "register_at_fork"):
 class _Bucket:
     __slots__ = ("group", "dtype", "indices", "step", "fresh", "names", "flat", "sizes", "tab_multi",
                  "tab_flat", "tab", "param_flat", "param_addrs", "grad_flat", "param_index",
-                 "sstate")
+                 "sstate", "spec", "plan")
 
 
 class FlatBucket:
@@ -255,6 +273,7 @@ class Optimizer:
         self._write_ranges = None  # sorted (start, end) byte ranges of params and state blocks
         self._checked = []
         self._post_groups = []  # per group: may its rule run post-update passes (l1, noise)?
+        self._options_changed = True
 
     @property
     def skip_nonfinite(self):
@@ -294,7 +313,10 @@ class Optimizer:
         for k, p in enumerate(ps):
             what = f"params[{base + k}]"
             info = _arrays.inspect(p, what)
-            _arrays.check_param(info, what)
+            low = info.dtype not in _arrays.SUPPORTED_DTYPES and not info.device
+            if low:
+                _precision.check_param_dtype(self._rule, info.dtype, what)
+            _arrays.check_param(info, what, low_precision=low)
             if self._device is not None and info.device != self._device:
                 raise ValueError(f"{what}: mixing host (NumPy) and device arrays in one optimizer is "
                                  "not supported; use one optimizer per device")
@@ -323,6 +345,7 @@ class Optimizer:
     # ------------------------------------------------------------------ subclass hooks
     def _check_group(self, group):
         self._rule.check_group(group)  # its hyperparameters and the l1 option every optimizer has
+        _precision.check_options(self._rule, group)  # master_weights, state_dtype, ...
 
     def _state_names(self, group):
         """Names of the state buffers this group's options need, in contract column order."""
@@ -363,7 +386,8 @@ class Optimizer:
             if len(bs) != 1:
                 return None
             b = bs[0]
-            if (list(b.indices) != list(range(len(self._params))) or b.param_flat is None
+            if (b.spec is not None or list(b.indices) != list(range(len(self._params)))
+                    or b.param_flat is None
                     or b.grad_flat is None):
                 return None
             return FlatBucket(self, b)
@@ -479,7 +503,7 @@ class Optimizer:
                     st = self._state.get(idx, {})
                     fresh = any(n not in st for n in names)
                     ss = self._sstates.get(idx, self._rule.scalar_state)
-                    key = (gi, self._infos[idx].dtype.str, self._steps.get(idx, 0), fresh,
+                    key = (gi, self._infos[idx].dtype, self._steps.get(idx, 0), fresh,
                            tuple(sorted(ss.items())))
                     keyed.setdefault(key, []).append(idx)
                 idx += 1
@@ -492,8 +516,18 @@ class Optimizer:
             b.sstate = dict(ss) if ss else None
             b.names = self._state_names(group)
             b.sizes = [self._infos[i].size for i in indices]
-            total = sum(b.sizes)
+            b.spec = _precision.group_spec(self._rule, group, b.dtype, b.names)
+            b.plan = None
             b.flat = {}
+            params = [self._params[i] for i in indices]
+            b.param_index = np.array(indices, dtype=np.int64)
+            if b.spec is not None:
+                self._build_mixed(b, group, params)
+                buckets.append(b)
+                for i in indices:
+                    self._bucket_of[i] = b
+                continue
+            total = sum(b.sizes)
             for name in b.names:
                 block = self._zeros(total, b.dtype, self._init_value(group, name))
                 off = 0
@@ -502,15 +536,19 @@ class Optimizer:
                     view = block[off:off + n].reshape(self._infos[i].shape)
                     old = st.get(name)
                     if old is not None:
+                        if not self._device and old.dtype == np.uint8:  # 8-bit codes: read back
+                            old = _precision.convert_state(old, st.get(_precision.scale_name(name)),
+                                                           name, _P.F32, view.shape)[0]
                         self._copy_into(view, old)
                     st[name] = view
+                    st.pop(_precision.scale_name(name), None)
                     off += n
                 b.flat[name] = block
-            params = [self._params[i] for i in indices]
+            for i in indices:
+                self._state.get(i, {}).pop(_precision.MASTER, None)
             b.param_addrs = np.array([self._infos[i].addr for i in indices], dtype=np.int64)
             b.param_flat = (self._flat_view(params, [self._infos[i] for i in indices])
                             if self._coalesce else None)
-            b.param_index = np.array(indices, dtype=np.int64)
             Table = self._backend.Table
             b.tab_multi = Table(b.dtype, b.sizes)
             b.tab_multi.set("param", params, b.param_addrs)
@@ -528,6 +566,104 @@ class Optimizer:
                 self._bucket_of[i] = b
         self._buckets = buckets
         self._grads_packed = False
+
+    def _build_mixed(self, b, group, params):
+        """State blocks and the :class:`~fastdescent.backends._mixed.MixedPlan` of a bucket with a
+        mixed-precision step (``b.spec``): each state buffer in its storage (with block scales for
+        8-bit state), a float32 master copy if asked; existing state is converted into it."""
+        from ..backends._mixed import MixedPlan
+
+        spec = b.spec
+        codes = dict(spec.codes)
+        indices = b.indices
+        shapes = [self._infos[i].shape for i in indices]
+        total = sum(b.sizes)
+        states = {}
+        for name in b.names:
+            if self._init_value(group, name) != 0:
+                raise ValueError(f"state buffer {name!r} does not start at 0: no mixed-precision "
+                                 "step for it")
+            code = codes[name]
+            q8 = code in (_P.Q8S, _P.Q8U)
+            sname = _precision.scale_name(name)
+            block = np.zeros(total, _P.storage_dtype(code))
+            nbs = [_P.nblocks(n) for n in b.sizes]
+            sblock = np.zeros(sum(nbs), np.float32) if q8 else None
+            arrays, scales = [], []
+            off = soff = 0
+            for i, n, nb, shape in zip(indices, b.sizes, nbs, shapes):
+                st = self._state.setdefault(i, {})
+                view = block[off:off + n].reshape(shape)
+                old = st.get(name)
+                vals = sc = None
+                if old is not None:
+                    vals, sc = _precision.convert_state(old, st.get(sname), name, code, shape)
+                    view[...] = vals
+                st[name] = view
+                arrays.append(view)
+                if q8:
+                    sview = sblock[soff:soff + nb]
+                    if sc is not None:
+                        sview[...] = sc
+                    st[sname] = sview
+                    scales.append(sview)
+                    soff += nb
+                else:
+                    st.pop(sname, None)
+                off += n
+            b.flat[name] = block
+            if q8:
+                b.flat[sname] = sblock
+            states[name] = (arrays, code, scales if q8 else None)
+        masters = None
+        if spec.master:
+            mblock = np.empty(total, np.float32)
+            masters = []
+            off = 0
+            for i, n, shape, p in zip(indices, b.sizes, shapes, params):
+                st = self._state.setdefault(i, {})
+                view = mblock[off:off + n].reshape(shape)
+                old = st.get(_precision.MASTER)
+                view[...] = old if old is not None else p.astype(np.float32)
+                st[_precision.MASTER] = view
+                masters.append(view)
+                off += n
+            b.flat[_precision.MASTER] = mblock
+        else:
+            for i in indices:
+                self._state.get(i, {}).pop(_precision.MASTER, None)
+        b.plan = MixedPlan(self._rule.name, params, spec.pcode, masters, states, b.param_index,
+                           spec.seed, spec.stochastic)
+        b.param_addrs = b.plan.addr["param"]
+        b.param_flat = None
+        b.tab_multi = b.tab_flat = b.tab = None
+
+    def _mixed_kernels(self):
+        """The backend's mixed-precision step module (``backends/<backend>/mixed.py``)."""
+        mod = self.__dict__.get("_mixed_mod")
+        if mod is None:
+            import importlib
+
+            try:
+                mod = importlib.import_module(self._backend.__name__ + ".mixed")
+            except ModuleNotFoundError:
+                raise ValueError(f"the {self._backend.NAME!r} backend has no mixed-precision step "
+                                 "(bfloat16/float16 parameters, 8-bit or bfloat16 state, "
+                                 "grad_scale); use 'c', 'numba' or 'numpy'") from None
+            self._mixed_mod = mod
+        return mod
+
+    def _f32_plan(self, b):
+        """A float32 bucket's tensors as a mixed-precision plan (for a step with grad_scale)."""
+        from ..backends._mixed import MixedPlan, STATE_COLUMNS
+
+        if b.plan is None:
+            states = {name: ([self._state[i][name] for i in b.indices], _P.F32, None)
+                      for name in STATE_COLUMNS[self._rule.name] if name in b.names}
+            b.plan = MixedPlan(self._rule.name, [self._params[i] for i in b.indices], _P.F32, None,
+                               states, b.param_index, 0, False)
+            b.plan.set_grads([self._grad_infos[i].obj for i in b.indices])
+        return b.plan
 
     def _write_set(self):
         """Sorted, disjoint (start, end, label) byte ranges of everything a step writes: the
@@ -566,6 +702,10 @@ class Optimizer:
                 continue
             what = f"grads[{i}]"
             info = _arrays.inspect(g, what)
+            if info.dtype != pinfo.dtype and info.dtype == _F32 and _low(pinfo.dtype):
+                pinfo = _arrays.ArrayInfo(pinfo.obj, pinfo.shape, _F32, pinfo.addr,
+                                          pinfo.contiguous, pinfo.writeable, pinfo.device,
+                                          pinfo.size)  # float32 gradients of bf16/fp16 params
             _arrays.check_like(info, pinfo, what, f"params[{i}]")
             if info.nbytes:
                 if ranges is None:
@@ -615,6 +755,12 @@ class Optimizer:
         infos = self._grad_infos
         for b in self._buckets:
             gs = [infos[i].obj for i in b.indices]  # plain ndarray views (subclasses unwrapped)
+            if b.spec is not None:
+                b.plan.set_grads(gs, np.array([infos[i].addr for i in b.indices], dtype=np.int64))
+                b.grad_flat = None
+                continue
+            if b.plan is not None:
+                b.plan.set_grads(gs)  # a float32 bucket's plan for grad_scale steps
             gflat = None
             if b.tab_flat is not None:
                 gflat = self._flat_view(gs, [infos[i] for i in b.indices])
@@ -653,6 +799,7 @@ class Optimizer:
                     and all(map(operator.is_, old[1], values))):
                 continue
             self._check_group(group)
+            self._options_changed = True  # (the buckets' storage may depend on the options)
             # passes only switch off as t grows (a noise sigma_t underflowing), so step 1 says
             # whether this group may have any: groups without skip the per-step query
             self._post_groups[i] = bool(self._rule.post_passes(group, 1))
@@ -664,9 +811,14 @@ class Optimizer:
         by_dtype = {}
         for i, info in enumerate(self._grad_infos):
             if info is not None:
-                by_dtype.setdefault(info.dtype.str, []).append(i)
+                by_dtype.setdefault(info.dtype, []).append(i)
         tabs = []
         for dt, idx in by_dtype.items():
+            if _low(dt):  # bfloat16/float16: the mixed-precision module's check
+                from ..backends._mixed import GradList
+
+                tabs.append(GradList([self._grad_infos[i].obj for i in idx]))
+                continue
             tab = self._backend.Table(np.dtype(dt), [self._grad_infos[i].size for i in idx])
             tab.set("grad", [self._grad_infos[i].obj for i in idx],
                     np.array([self._grad_infos[i].addr for i in idx], dtype=np.int64))
@@ -677,33 +829,63 @@ class Optimizer:
         if self._buckets is None:
             return True
         for b in self._buckets:
-            if b.names != self._state_names(self.param_groups[b.group]):
+            group = self.param_groups[b.group]
+            names = self._state_names(group)
+            if b.names != names:
                 return True
+            if self._options_changed and b.spec != _precision.group_spec(self._rule, group, b.dtype,
+                                                                          names):
+                return True
+        self._options_changed = False
         return False
 
     # ------------------------------------------------------------------ step
-    def step(self, grads=None):
+    def step(self, grads=None, grad_scale=None):
         """Update every parameter in place from ``grads`` (aligned with the parameters).
 
         A ``None`` entry skips that parameter (its state and step count do not change), as torch
         skips parameters whose ``.grad`` is None. Nothing is modified if any check fails.
 
+        ``grad_scale`` (a finite float > 0, or None): the gradients were multiplied by it (loss
+        scaling); the kernel divides them by it in float32 as it reads them, so no unscaled copy is
+        made (:class:`fastdescent.amp.GradScaler`). For float32, bfloat16 and float16 parameters of
+        SGD, Adam, AdamW and RMSprop. With ``skip_nonfinite`` the finiteness check reads the
+        gradients as passed (scaled) before anything is written.
+
         Thread-safe: ``step``, ``state_dict``, ``load_state_dict`` and ``add_param_group`` of one
         optimizer are serialised by a per-optimizer lock (separate optimizers run concurrently).
         """
         with self._lock:
-            return self._step(grads)
+            return self._step(grads, grad_scale)
 
-    def _step(self, grads):
+    def _finite(self, kernels):
+        finite = kernels["all_finite"]
+        for t in self._finite_tabs:
+            if hasattr(t, "gcodes"):  # bfloat16/float16 gradients
+                if not self._mixed_kernels().grads_finite(t):
+                    return False
+            elif not finite(t):
+                return False
+        return True
+
+    def _scaled_step(self, grads, grad_scale):
+        """:meth:`step` with ``grad_scale``, skipping (returning False) on a non-finite gradient
+        whatever ``skip_nonfinite`` says (:class:`fastdescent.amp.GradScaler`)."""
+        with self._lock:
+            return self._step(grads, grad_scale, skip=True)
+
+    def _step(self, grads, grad_scale=None, skip=False):
         self._check_groups()
+        gscale = 1.0
+        if grad_scale is not None:
+            gscale = check_real("grad_scale", grad_scale, lo=0.0, lo_open=True)
         self._prepare_grads(grads)
         kernels = self._backend.KERNELS
-        if self._skip_nonfinite:
+        if self._skip_nonfinite or skip:
             if self._finite_tabs is None or self._finite_for is not self._grads_ref:
                 self._finite_tabs = self._grad_tables()
                 self._finite_for = self._grads_ref
-            finite = kernels["all_finite"]
-            if not all(finite(t) for t in self._finite_tabs):
+            if not self._finite(kernels):
                 self.last_step_skipped = True
                 self.skipped_steps += 1
                 return False
@@ -730,6 +912,7 @@ class Optimizer:
             passes = [[(name, check_scalars(sc, f"param_groups[{b.group}]", b.dtype)) for name, sc in
                        self._rule.post_passes(self.param_groups[b.group], b.step + 1)]
                       if post[b.group] else () for b in self._buckets] if any(post) else None
+            mixed = self._mixed_plans(gscale)
         except (TypeError, ValueError):
             if rebuilt:
                 self._invalidate()
@@ -743,7 +926,10 @@ class Optimizer:
                    for b in self._buckets]
         for k, (b, sc, ss) in enumerate(zip(self._buckets, scalars, sstates)):
             step = b.step + 1
-            kernel(b.tab, **sc)
+            if mixed is not None and mixed[k] is not None:
+                self._mixed_mod.mixed_step(mixed[k], scalars=sc, step=step, grad_scale=gscale)
+            else:
+                kernel(b.tab, **sc)
             if passes is not None:
                 for name, psc in passes[k]:
                     self._post_pass(kernels[name], name, b, psc)
@@ -753,6 +939,37 @@ class Optimizer:
             if b.fresh:
                 b.fresh = False
         return True
+
+    def _mixed_plans(self, gscale):
+        """Per bucket, the mixed-precision plan its step runs (None: the plain kernel), or None
+        when every bucket runs its plain kernel. Raises (before anything is written) for a
+        grad_scale the bucket cannot apply, or a backend without the mixed step."""
+        if gscale == 1.0 and all(b.spec is None for b in self._buckets):
+            return None
+        self._mixed_kernels()
+        out = []
+        for b in self._buckets:
+            if b.spec is None and gscale == 1.0:
+                out.append(None)
+                continue
+            if b.spec is None:
+                if self._rule.name not in _MIXED_RULES:
+                    raise ValueError(f"grad_scale is supported by SGD, Adam, AdamW and RMSprop, "
+                                     f"not by {type(self).__name__}")
+                if b.dtype != _F32:
+                    raise ValueError(f"grad_scale needs float32, bfloat16 or float16 parameters; "
+                                     f"params[{b.indices[0]}] is {b.dtype}")
+                if post_any(self._rule, self.param_groups[b.group]):
+                    raise ValueError("grad_scale is not supported together with l1 > 0 or SGD's "
+                                     "gradient noise")
+                plan = self._f32_plan(b)
+            else:
+                plan = b.plan
+            if b.step + 1 >= 2 ** 32:
+                raise ValueError(f"param_groups[{b.group}]: the mixed-precision step counts steps "
+                                 "below 2**32")
+            out.append(plan)
+        return out
 
     @staticmethod
     def _post_pass(fn, name, b, scalars):
@@ -820,8 +1037,8 @@ class Optimizer:
         with self._lock:
             new_groups, new_state, new_steps, new_sstates = self._validate_state_dict(state_dict)
             # convert (and, on a device backend, upload) every array before changing anything
-            converted = {i: {n: self._from_host(h, self._infos[i].shape, self._infos[i].dtype)
-                             for n, h in d.items()} for i, d in new_state.items()}
+            converted = {i: {n: self._from_host(h, h.shape, h.dtype) for n, h in d.items()}
+                         for i, d in new_state.items()}
             for mine, g in zip(self.param_groups, new_groups):
                 mine.clear()
                 mine.update(g)
@@ -879,7 +1096,8 @@ class Optimizer:
             for k, v in saved.items():
                 if k == "params" or k in self._BOOKKEEPING_KEYS and k not in mine:
                     continue
-                if k not in mine:
+                if k not in mine and not (k in _precision.OPTION_KEYS
+                                          and self._rule.name in _MIXED_RULES):
                     raise ValueError(
                         f"state_dict['param_groups'][{gi}] has the key {k!r}, which "
                         f"{type(self).__name__} does not know (it keeps "
@@ -897,6 +1115,9 @@ class Optimizer:
         new_state, new_steps = {}, {}
         sinit = self._rule.scalar_state
         new_sstates = {}
+        mixed_ok = self._rule.name in _MIXED_RULES
+        extra_ok = (frozenset(_precision.scale_name(n) for n in self._all_state_names)
+                    | {_precision.MASTER}) if mixed_ok else frozenset()
         for key, st in states.items():
             where = f"state_dict['state'][{key!r}]"
             try:
@@ -911,10 +1132,36 @@ class Optimizer:
             needed = self._state_names(new_groups[owner[i]])
             d, step = {}, None
             ss = {}
+            spec, extra, codes = None, {}, {}
+            if mixed_ok:
+                try:
+                    spec = _precision.group_spec(self._rule, new_groups[owner[i]], info.dtype,
+                                                 needed)
+                except ValueError as exc:
+                    raise ValueError(f"{where}: {exc}") from None
             for name, val in st.items():
                 if name == "step":
                     step = _state_step(val, f"{where}['step']")
                     continue
+                if name in extra_ok:  # block scales of 8-bit state, the master copy
+                    extra[name] = _state_float32(val, f"{where}[{name!r}]")
+                    continue
+                if (mixed_ok and name in self._all_state_names and val is not None
+                        and (spec is not None or _codes_or_low(val))):
+                    host = _state_float32(val, f"{where}[{name!r}]", codes_ok=True)
+                    if host.dtype == np.uint8:  # 8-bit codes
+                        if host.shape != tuple(info.shape):
+                            raise ValueError(f"{where}[{name!r}] has shape {host.shape}, "
+                                             f"params[{i}] has shape {tuple(info.shape)}")
+                        codes[name] = host
+                        continue
+                    if spec is not None:  # kept as float32, converted to the storage at the step
+                        if host.shape != tuple(info.shape):
+                            raise ValueError(f"{where}[{name!r}] has shape {host.shape}, "
+                                             f"params[{i}] has shape {tuple(info.shape)}")
+                        d[name] = host
+                        continue
+                    val = host
                 if name in sinit:  # scalar state: a float (a 0-d tensor in torch's state_dicts)
                     try:
                         ss[name] = self._rule.check_scalar_state(name, val, f"{where}[{name!r}]")
@@ -928,6 +1175,8 @@ class Optimizer:
                 if val is None and name not in needed:
                     continue  # torch writes e.g. momentum_buffer=None when there is none
                 d[name] = _state_array(val, info, f"{where}[{name!r}]", i)
+            if codes or extra:
+                self._load_mixed_extras(d, codes, extra, spec, info, where, i)
             if d or (step or 0) > 0:
                 missing = [n for n in self._core_state_names if n in needed and n not in d]
                 if missing:
@@ -945,6 +1194,38 @@ class Optimizer:
                 new_sstates[i] = ss
             new_state[i] = d
         return new_groups, new_state, new_steps, new_sstates
+
+    def _load_mixed_extras(self, d, codes, extra, spec, info, where, i):
+        """Pair loaded 8-bit codes with their block scales and take a master copy: kept as they are
+        for a group with a mixed-precision step (converted to its storage at the next step),
+        read back into the parameter's dtype otherwise (a master copy is then dropped)."""
+        shape = tuple(info.shape)
+        for name, c in codes.items():
+            sname = _precision.scale_name(name)
+            sc = extra.get(sname)
+            if sc is None:
+                raise ValueError(f"{where}[{name!r}] holds 8-bit codes (uint8) but the state has no "
+                                 f"{sname!r} (their block scales)")
+            nb = _P.nblocks(info.size)
+            if sc.shape != (nb,):
+                raise ValueError(f"{where}[{sname!r}] has shape {sc.shape}, expected ({nb},) (one "
+                                 f"scale per {_P.BLOCK} elements of params[{i}])")
+            if spec is not None:
+                d[name] = c
+                d[sname] = sc
+            else:
+                vals = _P.q8_dequantize(c, sc, _precision.state_map(name)).reshape(shape)
+                d[name] = _state_array(vals, info, f"{where}[{name!r}]", i)
+        for sname in extra:
+            if sname != _precision.MASTER and sname[:-len("_scale")] not in codes:
+                raise ValueError(f"{where}[{sname!r}] has no 8-bit codes "
+                                 f"{sname[:-len('_scale')]!r} to go with it")
+        m = extra.get(_precision.MASTER)
+        if m is not None and spec is not None and spec.master:
+            if m.shape != shape:
+                raise ValueError(f"{where}[{_precision.MASTER!r}] has shape {m.shape}, params[{i}] "
+                                 f"has shape {shape}")
+            d[_precision.MASTER] = m
 
     def __repr__(self):
         lines = [f"{type(self).__name__} (backend={self.backend!r})"]
@@ -973,6 +1254,39 @@ def _state_step(val, where):
     if not 0 <= step < 2 ** 62:
         raise ValueError(f"{where} must be a non-negative integer below 2**62, got {val!r}")
     return step
+
+
+def _codes_or_low(val):
+    """True for a state_dict value holding 8-bit codes (uint8) or bfloat16/float16 numbers."""
+    dt = getattr(val, "dtype", None)
+    if isinstance(val, np.ndarray):
+        return dt == np.uint8 or _P.code_of_dtype(dt) in (_P.BF16, _P.F16)
+    return str(dt) in ("torch.uint8", "torch.bfloat16", "torch.float16")
+
+
+def _state_float32(val, where, codes_ok=False):
+    """A host array from a state_dict value: float32 for real values (bfloat16/float16 widened
+    exactly; wider floats must stay finite), uint8 kept as such when ``codes_ok`` (8-bit codes)."""
+    if hasattr(val, "detach") and hasattr(val, "cpu"):  # torch tensor, on any device
+        val = val.detach().cpu()
+        if val.is_floating_point() and val.element_size() < 4:
+            val = val.float()
+        val = val.numpy()
+    if not isinstance(val, (np.ndarray, list, tuple)):
+        raise ValueError(f"{where} must be an array (NumPy array or torch tensor), got "
+                         f"{type(val).__name__}")
+    host = np.asarray(val)
+    if codes_ok and host.dtype == np.uint8:
+        return np.array(host, order="C", copy=True)
+    if _P.code_of_dtype(host.dtype) is None and host.dtype.kind not in "fiu":
+        raise ValueError(f"{where} has dtype {host.dtype}; state must hold real numbers")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.array(host, dtype=np.float32, order="C", copy=True)
+        if host.dtype.kind == "f" and host.dtype.itemsize > 4:
+            bad = np.isfinite(host) & ~np.isfinite(out)
+            if bad.any():
+                raise ValueError(f"{where} holds values that overflow float32")
+    return out
 
 
 def _state_array(val, info, where, i):

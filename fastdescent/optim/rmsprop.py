@@ -1,6 +1,7 @@
 """RMSprop (plain or centered, with optional momentum)."""
 
 from ..rules.rmsprop import RMSPROP as _RULE
+from ._precision import options as _options
 from .base import Optimizer
 
 __all__ = ["RMSprop"]
@@ -31,6 +32,17 @@ class RMSprop(Optimizer):
         Proximal L1 strength (group option): after the update,
         :math:`p \leftarrow \operatorname{sign}(p)\max(|p| - \eta\,\text{l1}, 0)`, which sets small
         weights exactly to zero.
+    master_weights : bool, default False
+        bfloat16/float16 parameters: keep a float32 copy in the state (``master_param``), update it
+        and write the parameter as the copy rounded to nearest (``docs/low-precision.md``).
+    stochastic_rounding : bool, default False
+        bfloat16 parameters (and bfloat16 state): round each new value stochastically, with random
+        bits keyed by ``seed``, so that updates below bfloat16's resolution accumulate.
+    state_dtype : {None, "float32", "bfloat16", "int8"}, default None
+        Storage of the state buffers (None: the parameter's dtype, float32 for bfloat16/float16
+        parameters); ``"int8"``: 8-bit block-quantized (codes plus ``<name>_scale``).
+    seed : int, default 0
+        Keys the stochastic rounding.
     backend : str, optional
     skip_nonfinite : bool, default False
 
@@ -49,7 +61,10 @@ class RMSprop(Optimizer):
     _rule = _RULE
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, *, maximize=False, l1=0.0, backend=None, skip_nonfinite=False):
+                 centered=False, *, maximize=False, l1=0.0, master_weights=False,
+                 stochastic_rounding=False, state_dtype=None, seed=0, backend=None,
+                 skip_nonfinite=False):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                         centered=centered, maximize=maximize, l1=l1)
+        defaults.update(_options(master_weights, stochastic_rounding, state_dtype, seed))
         super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)

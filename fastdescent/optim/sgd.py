@@ -1,6 +1,7 @@
 """SGD with momentum, dampening, Nesterov momentum, coupled weight decay and gradient noise."""
 
 from ..rules.sgd import SGD as _RULE
+from ._precision import options as _options
 from .base import Optimizer
 
 __all__ = ["SGD"]
@@ -54,6 +55,15 @@ class SGD(Optimizer):
         Proximal L1 strength (group option): after the step,
         :math:`p \leftarrow \operatorname{sign}(p)\max(|p| - \eta\,\text{l1}, 0)`, which sets
         small weights exactly to zero (ISTA for a full-batch least-squares loss, i.e. the Lasso).
+    master_weights : bool, default False
+        bfloat16/float16 parameters: keep a float32 copy in the state (``master_param``), update it
+        and write the parameter as the copy rounded to nearest (``docs/low-precision.md``).
+    stochastic_rounding : bool, default False
+        bfloat16 parameters (and bfloat16 state): round each new value stochastically, with random
+        bits keyed by ``seed``, so that updates below bfloat16's resolution accumulate.
+    state_dtype : {None, "float32", "bfloat16", "int8"}, default None
+        Storage of the state buffers (None: the parameter's dtype, float32 for bfloat16/float16
+        parameters); ``"int8"``: 8-bit block-quantized (codes plus ``<name>_scale``).
     backend : str, optional
         See :class:`~fastdescent.optim.base.Optimizer`.
     skip_nonfinite : bool, default False
@@ -78,8 +88,10 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False, noise_std=0.0, noise_decay=0.0, seed=0, l1=0.0,
+                 master_weights=False, stochastic_rounding=False, state_dtype=None,
                  backend=None, skip_nonfinite=False):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, noise_std=noise_std,
                         noise_decay=noise_decay, seed=seed, l1=l1)
+        defaults.update(_options(master_weights, stochastic_rounding, state_dtype, seed))
         super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
