@@ -276,7 +276,7 @@ def test_import_does_not_load_numba_or_backends():
         f"assert fastdescent.__file__.startswith({root!r}), fastdescent.__file__\n"
         "bad = sorted(m for m in sys.modules if m == 'numba' or m.startswith('numba.')\n"
         "             or m.startswith('fastdescent.backends.') or m == 'fastdescent._fastdescent_c'\n"
-        "             or m in ('torch', 'llvmlite', 'scipy', 'sklearn'))\n"
+        "             or m in ('torch', 'llvmlite', 'scipy', 'sklearn', 'ml_dtypes'))\n"
         "print(','.join(bad))\n"
     )
     for env_backend in ("", "numba", "c"):

@@ -1265,8 +1265,8 @@ def _codes_or_low(val):
 
 
 def _state_float32(val, where, codes_ok=False):
-    """A host array from a state_dict value: float32 for real values (bfloat16/float16 widened
-    exactly; wider floats must stay finite), uint8 kept as such when ``codes_ok`` (8-bit codes)."""
+    """A host array from a state_dict value: float32 for real values (wider floats must stay
+    finite); with ``codes_ok``, uint8 (8-bit codes) and bfloat16/float16 arrays kept as they are."""
     if hasattr(val, "detach") and hasattr(val, "cpu"):  # torch tensor, on any device
         val = val.detach().cpu()
         if val.is_floating_point() and val.element_size() < 4:
@@ -1276,8 +1276,8 @@ def _state_float32(val, where, codes_ok=False):
         raise ValueError(f"{where} must be an array (NumPy array or torch tensor), got "
                          f"{type(val).__name__}")
     host = np.asarray(val)
-    if codes_ok and host.dtype == np.uint8:
-        return np.array(host, order="C", copy=True)
+    if codes_ok and (host.dtype == np.uint8 or _P.code_of_dtype(host.dtype) in (_P.BF16, _P.F16)):
+        return np.array(host, order="C", copy=True)  # codes, or bf16/fp16 values kept as they are
     if _P.code_of_dtype(host.dtype) is None and host.dtype.kind not in "fiu":
         raise ValueError(f"{where} has dtype {host.dtype}; state must hold real numbers")
     with np.errstate(over="ignore", invalid="ignore"):
