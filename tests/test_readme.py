@@ -15,9 +15,9 @@ README = ROOT / "README.md"
 pytestmark = pytest.mark.skipif(not README.is_file(), reason="README.md is not next to tests/ here")
 
 
-def snippets():
+def snippets(path=README):
     """(first line number, code) of every ```python block, indented ones (in lists) included."""
-    out, lines = [], README.read_text().splitlines() if README.is_file() else []
+    out, lines = [], path.read_text().splitlines() if path.is_file() else []
     i = 0
     while i < len(lines):
         m = re.match(r"^(\s*)```python\s*$", lines[i])
@@ -33,6 +33,9 @@ def snippets():
 
 
 SNIPPETS = snippets()
+#: the docs whose snippets run too
+DOCS = [ROOT / "docs" / "low-precision.md"]
+DOC_SNIPPETS = [(f"{d.name}:{n}", code) for d in DOCS for n, code in snippets(d)]
 
 
 def test_there_are_snippets():
@@ -49,6 +52,13 @@ def test_snippet_runs(line, code, tmp_path, monkeypatch):
         pytest.importorskip("sklearn")
     monkeypatch.chdir(tmp_path)
     exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})
+
+
+@pytest.mark.parametrize("where,code", DOC_SNIPPETS, ids=[w for w, _ in DOC_SNIPPETS])
+def test_doc_snippet_runs(where, code, tmp_path, monkeypatch):
+    pytest.importorskip("ml_dtypes")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, where, "exec"), {"__name__": "__doc__"})
 
 
 def test_links_stay_inside_the_repository():
