@@ -66,7 +66,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["F32", "BF16", "F16", "Q8S", "Q8U", "BLOCK", "QMAX", "SR_TAG", "CODE_NAMES",
-           "MIXED_RULES", "SIGNED_STATE", "state_map", "state_columns", "bfloat16", "code_of_dtype", "storage_dtype", "encode", "decode", "sr_random",
+           "MIXED_RULES", "SIGNED_STATE", "state_map", "state_columns", "bfloat16", "code_of_dtype",
+           "storage_dtype", "encode", "decode", "sr_random",
            "bf16_round_stochastic", "q8_quantize", "q8_dequantize", "nblocks"]
 
 F32, BF16, F16, Q8S, Q8U = 0, 1, 2, 3, 4

@@ -106,7 +106,7 @@ def _assert_same(x, y):
     if x["master"] is not None:
         for pa, pb in zip(x["master"], y["master"]):
             np.testing.assert_array_equal(_bits(pa), _bits(pb))
-    for name, (arrays, code, sc) in x["states"].items():
+    for name, (arrays, _code, sc) in x["states"].items():
         arrays2, _, sc2 = y["states"][name]
         for k, (pa, pb) in enumerate(zip(arrays, arrays2)):
             np.testing.assert_array_equal(_bits(pa), _bits(pb), err_msg=f"{name}[{k}]")

@@ -82,7 +82,7 @@ class MixedPlan:
         self.addr = {"param": addresses(self.params)}
         if self.master is not None:
             self.addr["master"] = addresses(self.master)
-        for name, (arrays, code, scales) in self.states.items():
+        for name, (arrays, _code, scales) in self.states.items():
             self.addr[name] = addresses(arrays)
             if scales is not None:
                 self.addr[name + ".scale"] = addresses(scales)

@@ -25,7 +25,7 @@ from .. import precision as P
 from .._validate import check_flag
 from ..precision import MIXED_RULES, state_columns, state_map
 
-__all__ = ["options", "OPTION_KEYS", "STATE_DTYPES", "MixedSpec", "check_options", "group_spec", "extra_names",
+__all__ = ["options", "OPTION_KEYS", "STATE_DTYPES", "MixedSpec", "check_options", "group_spec",
            "convert_state", "MASTER", "scale_name", "check_param_dtype"]
 
 OPTION_KEYS = ("master_weights", "stochastic_rounding", "state_dtype", "seed")
@@ -147,16 +147,6 @@ def group_spec(rule, group, dtype, names):
         else:
             codes.append((name, P.F32))
     return MixedSpec(pcode, bool(master) and pcode != P.F32, tuple(codes), bool(sr), int(seed))
-
-
-def extra_names(spec):
-    """State entries a bucket of ``spec`` keeps besides the rule's buffers."""
-    if spec is None:
-        return ()
-    out = [scale_name(n) for n, c in spec.codes if c in (P.Q8S, P.Q8U)]
-    if spec.master:
-        out.append(MASTER)
-    return tuple(out)
 
 
 def convert_state(old, old_scale, name, code, shape):
