@@ -353,3 +353,22 @@ def test_digits_quality_matches_fp32():
                    (BF16, dict(stochastic_rounding=True, state_dtype="int8"))]:
         acc, loss = _digits_run(dt, 50, **kw)
         assert np.isfinite(loss) and loss < 0.05 and acc >= ref - 0.005, (kw, acc, loss)
+
+
+def test_fused_training_step_yields_to_a_low_precision_option():
+    """A model's fused training step (one kernel for forward, backward and the update) stops using
+    its coalesced bucket once a group switches to 8-bit state: the next steps go through the
+    mixed-precision step and the state becomes 8-bit."""
+    model = fd.nn.MLP([8, 16, 3], seed=0)
+    opt = fd.Adam(model.parameters(), lr=1e-2)
+    step = model.make_train_step(opt)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 8)).astype(np.float32)
+    y = np.arange(32) % 3
+    for _ in range(2):
+        step(x, y)
+    opt.param_groups[0]["state_dtype"] = "int8"
+    for _ in range(2):
+        step(x, y)
+    assert opt.state[0]["exp_avg"].dtype == np.uint8
+    assert opt.state[0]["step"] == 4

@@ -157,7 +157,15 @@ class FlatBucket:
         opt = self._opt
         return (opt._buckets is self._buckets and not opt._skip_nonfinite
                 and tuple(self._bucket.names) == tuple(opt._state_names(self.group))
-                and not self._post_passes())
+                and not self._post_passes() and self._plain())
+
+    def _plain(self):
+        """The group still runs the plain kernel (no low-precision option switched on since)."""
+        try:
+            return _precision.group_spec(self._opt._rule, self.group, self.dtype,
+                                         self._bucket.names) is None
+        except ValueError:  # an invalid combination: the kernel-by-kernel step names it
+            return False
 
     def _post_passes(self):
         try:
