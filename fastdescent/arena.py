@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .precision import BF16, F16, code_of_dtype
+
 __all__ = ["ParamArena"]
 
 
@@ -20,7 +22,8 @@ class ParamArena:
     shapes : sequence of tuple
         Shape of each parameter.
     dtype : numpy dtype, default float32
-        float32 or float64.
+        float32 or float64, or bfloat16 (``ml_dtypes.bfloat16``) / float16: low-precision parameters,
+        whose gradient block is float32 (the optimizers of ``docs/low-precision.md`` take them).
 
     Attributes
     ----------
@@ -43,8 +46,9 @@ class ParamArena:
 
     def __init__(self, shapes, dtype=np.float32):
         dtype = np.dtype(dtype)
-        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        low = code_of_dtype(dtype) in (BF16, F16)
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)) and not low:
+            raise TypeError(f"dtype must be float32, float64, bfloat16 or float16, got {dtype}")
         self.shapes = [(int(s),) if isinstance(s, (int, np.integer)) else tuple(int(d) for d in s)
                        for s in shapes]
         if not self.shapes:
@@ -57,7 +61,7 @@ class ParamArena:
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         total = int(self.offsets[-1])
         self.flat_params = np.zeros(total, dtype)
-        self.flat_grads = np.zeros(total, dtype)
+        self.flat_grads = np.zeros(total, np.float32 if low else dtype)
         self.params = self._views(self.flat_params)
         self.grads = self._views(self.flat_grads)
 

@@ -61,7 +61,7 @@ def test_zero_grad_and_from_arrays():
 
 
 @pytest.mark.parametrize("shapes,dtype,exc,match", [
-    ([(2,)], np.float16, TypeError, "dtype"),
+    ([(2,)], np.int16, TypeError, "dtype"),
     ([(2,)], np.int64, TypeError, "dtype"),
     ([], np.float32, ValueError, "shapes"),
     ([(2, -1)], np.float32, ValueError, "shapes"),
@@ -202,3 +202,11 @@ def test_arena_docstring_example():
     arena.grads[0][...] = 1.0
     opt.step()
     assert float(arena.flat_params[0]) == 0.5
+
+
+def test_low_precision_arena_has_float32_grads():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    for dt in (ml_dtypes.bfloat16, np.float16):
+        arena = fd.ParamArena([(3, 2), (2,)], dt)
+        assert arena.flat_params.dtype == np.dtype(dt) and arena.flat_grads.dtype == np.float32
+        assert [g.shape for g in arena.grads] == [(3, 2), (2,)]

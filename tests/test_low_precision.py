@@ -299,60 +299,63 @@ def test_skip_nonfinite_sees_bf16_and_fp16_gradients():
 
 
 def _digits_run(dtype, epochs, **kw):
-    """A 64-128-10 MLP on scikit-learn's digits, forward/backward in float32 NumPy from the
-    (possibly bfloat16) parameters, Adam from fastdescent; returns (test accuracy, final loss)."""
+    """A 64-128-10 MLP of parameter dtype ``dtype`` on scikit-learn's digits, trained by fd.fit
+    with Adam (``kw``: its low-precision options); returns (test accuracy, final training loss)."""
     datasets = pytest.importorskip("sklearn.datasets")
     X, y = datasets.load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
     idx = np.random.default_rng(0).permutation(len(X))
     X, y = X[idx], y[idx]
-    xtr, ytr, xte, yte = X[:1400], y[:1400], X[1400:], y[1400:]
-    r = np.random.default_rng(1)
-    ps = [(r.standard_normal((64, 128)) * np.sqrt(2 / 64)).astype(np.float32),
-          np.zeros(128, np.float32),
-          (r.standard_normal((128, 10)) * np.sqrt(1 / 128)).astype(np.float32),
-          np.zeros(10, np.float32)]
-    ps = [p.astype(dtype) for p in ps]
-    opt = fd.Adam(ps, lr=2e-3, **kw)
-
-    def forward(xb):
-        w1, b1, w2, b2 = [p.astype(np.float32) for p in ps]
-        h = np.maximum(xb @ w1 + b1, 0)
-        return h, h @ w2 + b2, w2
-
-    loss = None
-    r = np.random.default_rng(2)
-    for _ in range(epochs):
-        perm = r.permutation(len(xtr))
-        for i in range(0, len(perm), 32):
-            b = perm[i:i + 32]
-            xb, yb = xtr[b], ytr[b]
-            h, z, w2 = forward(xb)
-            z = z - z.max(1, keepdims=True)
-            pr = np.exp(z)
-            pr /= pr.sum(1, keepdims=True)
-            loss = float(-np.log(pr[np.arange(len(yb)), yb] + 1e-12).mean())
-            pr[np.arange(len(yb)), yb] -= 1
-            dz = pr / len(yb)
-            dh = dz @ w2.T * (h > 0)
-            opt.step([xb.T @ dh, dh.sum(0), h.T @ dz, dz.sum(0)])
-    acc = float((forward(xte)[1].argmax(1) == yte).mean())
-    return acc, loss
+    model = fd.nn.MLP([64, 128, 10], seed=1, dtype=dtype)
+    assert model.params[0].dtype == dtype and model.arena.grads[0].dtype == np.float32
+    opt = fd.Adam(model.parameters(), lr=2e-3, **kw)
+    hist = fd.fit(model, X[:1400], y[:1400], optimizer=opt, epochs=epochs, batch_size=32,
+                  progress=False, seed=2)
+    return model.score(X[1400:], y[1400:]), hist["loss"][-1]
 
 
 def test_digits_quality_matches_fp32():
-    """int8 moments, and bf16 parameters with stochastic rounding (with and without int8 moments),
-    reach the fp32 run's test accuracy within 0.5 points under the same seed and schedule; a
-    50-epoch run of each stays finite and as accurate."""
+    """int8 moments, bf16 parameters with stochastic rounding (with and without int8 moments) or
+    master weights reach the fp32 run's test accuracy within 0.5 points under the same seed and
+    schedule; a 50-epoch run stays finite and as accurate."""
     ref, _ = _digits_run(np.float32, 20)
     for dt, kw in [(np.float32, dict(state_dtype="int8")), (BF16, dict(stochastic_rounding=True)),
-                   (BF16, dict(stochastic_rounding=True, state_dtype="int8"))]:
+                   (BF16, dict(stochastic_rounding=True, state_dtype="int8")),
+                   (BF16, dict(master_weights=True)), (np.float16, dict(master_weights=True))]:
         acc, _ = _digits_run(dt, 20, **kw)
         assert acc >= ref - 0.005, (dt, kw, acc, ref)
     for dt, kw in [(np.float32, dict(state_dtype="int8")),
                    (BF16, dict(stochastic_rounding=True, state_dtype="int8"))]:
         acc, loss = _digits_run(dt, 50, **kw)
         assert np.isfinite(loss) and loss < 0.05 and acc >= ref - 0.005, (kw, acc, loss)
+
+
+def test_bf16_model_weights_follow_the_stored_parameters():
+    """The float32 copy the kernels read is refreshed from the stored bfloat16 parameters before
+    every pass: a manual step (loss_and_grad, opt.step) shows up in predict; state_dict holds the
+    stored dtype; load_state_dict rounds, refuses what overflows float16, and changes nothing then."""
+    model = fd.nn.MLP([4, 8, 3], seed=0, dtype=BF16, backend="numpy")
+    x = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
+    y = np.arange(16) % 3
+    before = model.predict(x)
+    opt = fd.SGD(model.parameters(), lr=0.5, stochastic_rounding=True, backend="numpy")
+    _, grads = model.loss_and_grad(x, y)
+    opt.step(grads)
+    after = model.predict(x)
+    assert not np.array_equal(before, after)
+    np.testing.assert_array_equal(model.layers[0].weight, model.params[0].astype(np.float32))
+    sd = model.state_dict()
+    assert all(v.dtype == BF16 for v in sd.values())
+    m16 = fd.nn.MLP([4, 8, 3], seed=1, dtype=np.float16, backend="numpy")
+    keep = m16.state_dict()
+    bad = dict(sd)
+    bad["0.weight"] = np.full((4, 8), 1e5, np.float32)
+    with pytest.raises(ValueError, match="overflow"):
+        m16.load_state_dict(bad)
+    for k, v in m16.state_dict().items():
+        np.testing.assert_array_equal(v, keep[k])
+    m16.load_state_dict(sd)
+    np.testing.assert_array_equal(m16.params[0], sd["0.weight"].astype(np.float16))
 
 
 def test_fused_training_step_yields_to_a_low_precision_option():

@@ -365,8 +365,8 @@ def test_model_construction_errors():
         nn.MLP([64, 2.5, 10])
     with pytest.raises(ValueError, match="activation must be one of"):
         nn.MLP([4, 4, 2], activation="swish")
-    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
-        nn.MLP([4, 2], dtype=np.float16)
+    with pytest.raises(TypeError, match="dtype must be float32, float64, bfloat16 or float16"):
+        nn.MLP([4, 2], dtype=np.int32)
     with pytest.raises(ValueError, match="init must be one of"):
         nn.Linear(3, 3, init="orthogonal")
     with pytest.raises(ValueError, match="unknown backend"):

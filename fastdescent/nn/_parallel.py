@@ -111,6 +111,10 @@ class Plan:
         """Start every rank from rank 0's parameters."""
         if self.size > 1:
             flat = model.arena.flat_params
+            if flat.dtype not in _dist._MPI_TYPES:  # bfloat16/float16 storage: its raw bytes
+                flat = flat.view(np.uint8)
+                self.comm.Bcast(flat, root=0)
+                return
             self.comm.Bcast([flat, _dist._MPI_TYPES[flat.dtype]], root=0)
 
     # ---- batches

@@ -69,8 +69,8 @@ class FusedPlan:
         group = optimizer.param_groups[0]
         if group.get("l1", 0) != 0 or optimizer.skip_nonfinite:
             return None
-        if model.dtype not in (_F32, _F64):
-            return None
+        if model.dtype not in (_F32, _F64) or model.param_dtype != model.dtype:
+            return None  # (low-precision storage: the kernel-by-kernel step and the mixed update)
         if loss_name not in LOSS_KINDS:
             return None
         spec = get_loss(loss_name)

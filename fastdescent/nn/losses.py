@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..precision import BF16, code_of_dtype
+
 from ._backend import resolve_dense
 
 __all__ = ["mse", "cross_entropy", "get_loss", "LossSpec", "LOSSES"]
@@ -34,8 +36,11 @@ def _as_array(x, what):
 
     ``np.matrix`` and other subclasses become plain arrays (a matrix stays 2-D under ``reshape(-1)``);
     a masked array is taken only when no entry is masked (its masked values are arbitrary); a torch
-    tensor is detached and copied to the host (bfloat16/float16 through float64, exactly)."""
+    tensor is detached and copied to the host (bfloat16/float16 through float64, exactly); a NumPy
+    bfloat16 array (``ml_dtypes``) becomes float32, exactly."""
     if type(x) is np.ndarray:
+        if x.dtype.kind == "V" and code_of_dtype(x.dtype) == BF16:
+            return x.astype(np.float32)
         return x
     if isinstance(x, np.ma.MaskedArray):
         mask = np.ma.getmask(x)

@@ -36,6 +36,7 @@ from ..arena import ParamArena
 from ._backend import resolve_dense
 from .fused import FusedPlan
 from .layers import Activation, Layer, Linear, _positive_int, activation
+from ..precision import BF16, F16, code_of_dtype
 from .losses import _as_array, _check_real, _to_dtype, get_loss
 
 __all__ = ["Sequential", "MLP"]
@@ -100,7 +101,14 @@ class Sequential:
         match; the first ``Linear`` fixes the input size.
     seed : int, numpy.random.Generator or None, default 0
         Seed of the ``numpy.random.default_rng`` that initialises the weights, layer by layer.
-    dtype : float32 or float64, default float32
+    dtype : float32, float64, bfloat16 or float16, default float32
+        The parameters' dtype. With bfloat16 (``ml_dtypes.bfloat16``) or float16 the parameters
+        (``model.arena``, ``model.params``, ``state_dict()``) are stored in that dtype and the
+        gradients in float32; the forward and backward passes run in float32 (:attr:`dtype` is then
+        float32, :attr:`param_dtype` the storage dtype) on a float32 copy of the weights refreshed
+        from the stored ones before every pass (exact: each stored value is a float32 value), so the
+        matrix products accumulate in float32. Train it with an optimizer's ``master_weights`` or
+        ``stochastic_rounding`` (``docs/low-precision.md``).
     backend : str or None
         ``"numpy"``, ``"c"``, ``"numba"`` or ``"auto"``; None means the default in force
         (:func:`fastdescent.use_backend`, ``$FASTDESCENT_BACKEND``, else ``"auto"``), resolved once
@@ -153,8 +161,9 @@ class Sequential:
             if layer.in_features is not None:
                 prev = i
         dtype = np.dtype(dtype)
-        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        low = code_of_dtype(dtype) in (BF16, F16)
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)) and not low:
+            raise TypeError(f"dtype must be float32, float64, bfloat16 or float16, got {dtype}")
         shapes, owner = [], []
         for i, layer in enumerate(layers):
             for s in layer.param_shapes():
@@ -162,7 +171,11 @@ class Sequential:
                 owner.append(i)
         self.arena = ParamArena(shapes, dtype)
         self.layers = list(layers)
-        self.dtype = dtype
+        self.param_dtype = dtype
+        # compute dtype; with low-precision storage, a float32 copy of the weights for the kernels
+        self.dtype = np.dtype(np.float32) if low else dtype
+        self._compute = ParamArena(shapes, np.float32) if low else None
+        cparams = self._compute.params if low else self.arena.params
         self.in_features = dims[0]
         self.out_features = dims[-1]
         self._widths = dims[1:]  # output width of each layer
@@ -170,13 +183,16 @@ class Sequential:
         k = 0
         for layer in layers:
             n = len(layer.param_shapes())
-            layer._bind(self.arena.params[k:k + n], self.arena.grads[k:k + n])
+            layer._bind(cparams[k:k + n], self.arena.grads[k:k + n])
             layer._model_owned = True
             tmp = [np.empty(v.shape, np.float64) for v in layer._params]
             layer.init(rng, tmp)
-            for v, t in zip(layer._params, tmp):
+            for v, t, s in zip(layer._params, tmp, self.arena.params[k:k + n]):
                 v[...] = t
+                if low:  # stored rounded to nearest; the float32 copy follows the stored values
+                    s[...] = v.astype(dtype)
             k += n
+        self._sync()
         self._be = resolve_dense(backend)
         K = self._be.KERNELS
         self._k_mm_fwd = K["matmul_fwd"]
@@ -238,11 +254,13 @@ class Sequential:
         if layout not in ("fastdescent", "torch"):
             raise ValueError(f"layout must be 'fastdescent' or 'torch', got {layout!r}")
         out = {}
+        stored = iter(self.arena.params)  # (the stored dtype; layer.weight is the float32 copy)
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Linear):
-                out[f"{i}.weight"] = (layer.weight.T if layout == "torch" else layer.weight).copy()
+                w = next(stored)
+                out[f"{i}.weight"] = (w.T if layout == "torch" else w).copy()
                 if layer.bias is not None:
-                    out[f"{i}.bias"] = layer.bias.copy()
+                    out[f"{i}.bias"] = next(stored).copy()
         return out
 
     def load_state_dict(self, state_dict, layout="fastdescent"):
@@ -273,13 +291,23 @@ class Sequential:
                 raise ValueError(f"{what} has shape {v.shape}, expected {ref.shape}"
                                  f"{' (torch layout: (out, in))' if layout == 'torch' else ''}")
             # finite in the model's dtype (1e300 is finite in float64, inf in float32)
-            new[key] = _to_dtype(v, self.dtype, what)
+            v = _to_dtype(v, self.dtype, what)
+            if self._compute is not None:  # and in the stored dtype (1e5 overflows float16)
+                with np.errstate(over="ignore"):
+                    stored = v.astype(self.param_dtype)
+                if not np.isfinite(stored.astype(np.float32)).all():
+                    raise ValueError(f"{what} holds values that overflow {self.param_dtype} (the "
+                                     "model's parameter dtype)")
+                v = stored
+            new[key] = v
         # everything checked and converted: the writes below cannot fail
+        stored = iter(self.arena.params)
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Linear):
-                layer.weight[...] = new[f"{i}.weight"]
+                next(stored)[...] = new[f"{i}.weight"]
                 if layer.bias is not None:
-                    layer.bias[...] = new[f"{i}.bias"]
+                    next(stored)[...] = new[f"{i}.bias"]
+        self._sync()
 
     # ------------------------------------------------------------------ input checks
     def _check_X(self, X, what="X"):
@@ -308,9 +336,25 @@ class Sequential:
     def _unaliased(self, a):
         """``a``, or a copy of it if it may share memory with the parameter or gradient block."""
         arena = self.arena
-        if np.may_share_memory(a, arena.flat_params) or np.may_share_memory(a, arena.flat_grads):
+        if (np.may_share_memory(a, arena.flat_params) or np.may_share_memory(a, arena.flat_grads)
+                or (self._compute is not None
+                    and np.may_share_memory(a, self._compute.flat_params))):
             return a.copy()
         return a
+
+    def _sync(self):
+        """Low-precision storage: refresh the float32 copy the kernels read from the stored
+        parameters (exact; one pass). Called before every forward pass, so the copy always follows
+        what an optimizer wrote into ``arena``. A no-op for float32/float64 models."""
+        c = self._compute
+        if c is None:
+            return
+        src = self.arena.flat_params
+        if code_of_dtype(src.dtype) == BF16:  # the bfloat16 bits are float32's top half
+            np.left_shift(src.view(np.uint16), 16, out=c.flat_params.view(np.uint32),
+                          dtype=np.uint32)
+        else:
+            np.copyto(c.flat_params, src)
 
     def _check_rows(self, x2, y, what="y"):
         if y.shape[0] != x2.shape[0]:
@@ -378,7 +422,10 @@ class Sequential:
         (f0, pre0, post0, kw0), rest = self._forward_ops(ws)
         out = ws.acts[-1]
 
+        sync = self._sync
+
         def forward(x3):
+            sync()
             f0(*pre0, x3, *post0, **kw0)
             for fn_, a, kw in rest:
                 fn_(*a, **kw)
@@ -414,6 +461,7 @@ class Sequential:
         scale = spec.scale(rows, N)
         zero_grads = self.arena.flat_grads.fill
         zero_dacts = ws.dblock.fill
+        sync = self._sync
         if last is None:
             lf, lpre, lpost = (lambda *a: None), (), ()
         else:
@@ -421,6 +469,7 @@ class Sequential:
 
         if opt_step is None:
             def step(x3, y):
+                sync()
                 zero_grads(0)
                 zero_dacts(0)
                 f0(*pre0, x3, *post0, **kw0)
@@ -433,6 +482,7 @@ class Sequential:
                 return loss
         else:
             def step(x3, y):
+                sync()
                 zero_grads(0)
                 zero_dacts(0)
                 f0(*pre0, x3, *post0, **kw0)
