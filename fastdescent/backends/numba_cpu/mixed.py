@@ -62,8 +62,6 @@ _QCLAMP = np.float32(4.0)
 _ONE = np.float32(1.0)
 _FLT_MIN = np.float32(2.0 ** -126)
 _NAN = np.float32(np.nan)
-_MASK16 = np.uint64(0xFFFF)
-_SIXTEEN = np.uint64(16)
 _MASK32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 
@@ -137,21 +135,18 @@ def _f16_value(h):
 
 
 @jit
-def _sr_bits(rb, lo, n, k0, k1, step, tag):
-    """``rb[i]``: the 16 random bits of element ``lo + i`` (``lo`` a multiple of 8)."""
+def _sr_bits(rw, lo, n, k0, k1, step, tag):
+    """The Philox words of elements ``lo .. lo+n-1`` (``lo`` a multiple of 8) into the uint32
+    array ``rw``, 4 per 8 elements: viewed as uint16 (little-endian), ``rw.view(uint16)[i]`` is the
+    16 random bits of element ``lo + i``."""
     j0 = np.uint64(lo >> 3)
     for j in range((n + 7) >> 3):
         jj = j0 + np.uint64(j)
         x0, x1, x2, x3 = _philox(jj & _MASK32, jj >> _S32, step, tag, k0, k1)
-        o = 8 * j
-        rb[o] = x0 & _MASK16
-        rb[o + 1] = x0 >> _SIXTEEN
-        rb[o + 2] = x1 & _MASK16
-        rb[o + 3] = x1 >> _SIXTEEN
-        rb[o + 4] = x2 & _MASK16
-        rb[o + 5] = x2 >> _SIXTEEN
-        rb[o + 6] = x3 & _MASK16
-        rb[o + 7] = x3 >> _SIXTEEN
+        rw[4 * j] = x0
+        rw[4 * j + 1] = x1
+        rw[4 * j + 2] = x2
+        rw[4 * j + 3] = x3
 
 
 # ---------------------------------------------------------------- 8-bit block maps
@@ -276,9 +271,10 @@ def _commit(code, x, addr, saddr, lo, n, sr, k0, k1, step, stream, rb):
         dst = segment(addr, lo, n, _U16P)
         if sr:
             _sr_bits(rb, lo, n, k0, k1, step, np.uint64(P.SR_TAG) | np.uint64(stream))
+            r16 = rb.view(np.uint16)
             for i in range(n):
                 u = _bits(x[i])
-                up = (u + np.int64(rb[i])) >> 16
+                up = (u + np.int64(r16[i])) >> 16
                 near = _bf16_rne(u)
                 dst[i] = np.uint16(up if (u & 0x7F800000) != 0x7F800000 else near)
         else:
