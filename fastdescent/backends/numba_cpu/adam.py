@@ -58,21 +58,31 @@ def _amsgrad_loop(p, g, m, v, w, neg, use_decay, decay, use_wd, wd, b1, c1, b2, 
         p[i] = pi - ss * (mi / denom)
 
 
+@jit
+def _adam_consts(proto, beta1, beta2, eps, weight_decay, decay, step_size, bias_correction2_sqrt,
+                 amsgrad, maximize):
+    """The per-step scalars in the dtype of ``proto`` (rounded once) and the flags, in the order
+    :func:`_adam_seg` takes them after its arrays (shared with the mixed-precision step)."""
+    return (amsgrad != 0, maximize != 0, decay != 1.0, like(decay, proto), weight_decay != 0.0,
+            like(weight_decay, proto), like(beta1, proto), like(1.0 - beta1, proto),
+            like(beta2, proto), like(1.0 - beta2, proto), like(eps, proto), like(step_size, proto),
+            like(bias_correction2_sqrt, proto))
+
+
+@jit_inline
+def _adam_seg(p, g, m, v, w, ams, neg, use_decay, decay, use_wd, wd, b1, c1, b2, c2, eps, ss, bc):
+    """One segment (equal-length arrays; ``w`` is only touched with amsgrad)."""
+    if ams:
+        _amsgrad_loop(p, g, m, v, w, neg, use_decay, decay, use_wd, wd, b1, c1, b2, c2, eps, ss, bc)
+    else:
+        _adam_loop(p, g, m, v, neg, use_decay, decay, use_wd, wd, b1, c1, b2, c2, eps, ss, bc)
+
+
 def _adam_body(pieces, starts, p_a, g_a, m_a, v_a, w_a, proto, beta1, beta2, eps,
                weight_decay, decay, step_size, bias_correction2_sqrt, amsgrad, maximize):
-    b1 = like(beta1, proto)
-    c1 = like(1.0 - beta1, proto)
-    b2 = like(beta2, proto)
-    c2 = like(1.0 - beta2, proto)
-    ep = like(eps, proto)
-    wd = like(weight_decay, proto)
-    dc = like(decay, proto)
-    ss = like(step_size, proto)
-    bc = like(bias_correction2_sqrt, proto)
-    use_wd = weight_decay != 0.0
-    use_decay = decay != 1.0
-    neg = maximize != 0
-    ams = amsgrad != 0
+    ams, neg, use_decay, dc, use_wd, wd, b1, c1, b2, c2, ep, ss, bc = _adam_consts(
+        proto, beta1, beta2, eps, weight_decay, decay, step_size, bias_correction2_sqrt, amsgrad,
+        maximize)
     for c in prange(starts.shape[0] - 1):
         for q in range(starts[c], starts[c + 1]):
             t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
@@ -80,13 +90,9 @@ def _adam_body(pieces, starts, p_a, g_a, m_a, v_a, w_a, proto, beta1, beta2, eps
             g = segment(g_a[t], lo, k, proto)
             m = segment(m_a[t], lo, k, proto)
             v = segment(v_a[t], lo, k, proto)
-            if ams:
-                w = segment(w_a[t], lo, k, proto)
-                _amsgrad_loop(p, g, m, v, w, neg, use_decay, dc, use_wd, wd, b1, c1, b2, c2,
-                              ep, ss, bc)
-            else:
-                _adam_loop(p, g, m, v, neg, use_decay, dc, use_wd, wd, b1, c1, b2, c2, ep, ss,
-                           bc)
+            w = segment(w_a[t], lo, k, proto) if ams else v
+            _adam_seg(p, g, m, v, w, ams, neg, use_decay, dc, use_wd, wd, b1, c1, b2, c2, ep, ss,
+                      bc)
 
 
 _adam_serial, _adam_parallel = jit_variants(_adam_body)

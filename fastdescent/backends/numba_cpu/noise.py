@@ -24,6 +24,16 @@ _philox = jit(philox)  # the one Philox of both Numba backends (backends/_philox
 
 
 @jit
+def _tensor_key(s_lo, s_hi, index):
+    """The Philox key (K0, K1) of the tensor at ``index`` (int64) under the seed words (uint64):
+    the first two words of Philox((index_lo, index_hi, 0, 0), (s_lo, s_hi)). Gradient noise and the
+    stochastic rounding of the mixed-precision step both key their streams with it."""
+    idx = np.uint64(index)
+    k0, k1, _, _ = _philox(idx & _MASK, idx >> _S32, _ZERO, _ZERO, s_lo, s_hi)
+    return k0, k1
+
+
+@jit
 def _pair(k0, k1, t_lo, t_hi, j):
     """The two normals (even element, odd element) of pair ``j``."""
     x0, x1, x2, x3 = _philox(j & _MASK, j >> _S32, t_lo, t_hi, k0, k1)
@@ -64,8 +74,7 @@ def _noise_body(pieces, starts, p_a, index, proto, sigma, seed, step):
     for c in prange(starts.shape[0] - 1):
         for q in range(starts[c], starts[c + 1]):
             t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
-            idx = np.uint64(index[t])
-            k0, k1, _, _ = _philox(idx & _MASK, idx >> _S32, _ZERO, _ZERO, s_lo, s_hi)
+            k0, k1 = _tensor_key(s_lo, s_hi, index[t])
             _noise_seg(segment(p_a[t], lo, k, proto), lo, k0, k1, t_lo, t_hi, s, proto)
 
 

@@ -83,36 +83,43 @@ def _centered_momentum_loop(p, g, v, a, b, neg, use_wd, wd, al, c, eps, lr, mu):
         p[i] = pi - lr * bi
 
 
+@jit
+def _rmsprop_consts(proto, lr, alpha, eps, weight_decay, momentum, centered, maximize):
+    """The per-step scalars in the dtype of ``proto`` (rounded once) and the flags, in the order
+    :func:`_rmsprop_seg` takes them after its arrays (shared with the mixed-precision step)."""
+    return (centered != 0, momentum > 0.0, maximize != 0, weight_decay != 0.0,
+            like(weight_decay, proto), like(alpha, proto), like(1.0 - alpha, proto),
+            like(eps, proto), like(lr, proto), like(momentum, proto))
+
+
+@jit_inline
+def _rmsprop_seg(p, g, v, a, b, cen, use_mom, neg, use_wd, wd, al, c, eps, lr, mu):
+    """One segment (equal-length arrays; ``a`` is only touched when centered, ``b`` with
+    momentum)."""
+    if cen:
+        if use_mom:
+            _centered_momentum_loop(p, g, v, a, b, neg, use_wd, wd, al, c, eps, lr, mu)
+        else:
+            _centered_loop(p, g, v, a, neg, use_wd, wd, al, c, eps, lr)
+    elif use_mom:
+        _momentum_loop(p, g, v, b, neg, use_wd, wd, al, c, eps, lr, mu)
+    else:
+        _plain_loop(p, g, v, neg, use_wd, wd, al, c, eps, lr)
+
+
 def _rmsprop_body(pieces, starts, p_a, g_a, v_a, a_a, b_a, proto, lr, alpha, eps,
                   weight_decay, momentum, centered, maximize):
-    lr_ = like(lr, proto)
-    al = like(alpha, proto)
-    c = like(1.0 - alpha, proto)
-    ep = like(eps, proto)
-    wd = like(weight_decay, proto)
-    mu = like(momentum, proto)
-    use_wd = weight_decay != 0.0
-    use_mom = momentum > 0.0
-    cen = centered != 0
-    neg = maximize != 0
+    cen, use_mom, neg, use_wd, wd, al, c, ep, lr_, mu = _rmsprop_consts(
+        proto, lr, alpha, eps, weight_decay, momentum, centered, maximize)
     for ci in prange(starts.shape[0] - 1):
         for q in range(starts[ci], starts[ci + 1]):
             t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
             p = segment(p_a[t], lo, k, proto)
             g = segment(g_a[t], lo, k, proto)
             v = segment(v_a[t], lo, k, proto)
-            if cen:
-                a = segment(a_a[t], lo, k, proto)
-                if use_mom:
-                    b = segment(b_a[t], lo, k, proto)
-                    _centered_momentum_loop(p, g, v, a, b, neg, use_wd, wd, al, c, ep, lr_, mu)
-                else:
-                    _centered_loop(p, g, v, a, neg, use_wd, wd, al, c, ep, lr_)
-            elif use_mom:
-                b = segment(b_a[t], lo, k, proto)
-                _momentum_loop(p, g, v, b, neg, use_wd, wd, al, c, ep, lr_, mu)
-            else:
-                _plain_loop(p, g, v, neg, use_wd, wd, al, c, ep, lr_)
+            a = segment(a_a[t], lo, k, proto) if cen else v
+            b = segment(b_a[t], lo, k, proto) if use_mom else v
+            _rmsprop_seg(p, g, v, a, b, cen, use_mom, neg, use_wd, wd, al, c, ep, lr_, mu)
 
 
 _rmsprop_serial, _rmsprop_parallel = jit_variants(_rmsprop_body)

@@ -49,27 +49,35 @@ def _momentum_loop(p, g, b, neg, use_wd, wd, lr, mu, c, first, nesterov):
         p[i] = pi - lr * gi
 
 
+@jit
+def _sgd_consts(proto, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
+    """The per-step scalars in the dtype of ``proto`` (rounded once) and the flags, in the order
+    :func:`_sgd_seg` takes them after its arrays (shared with the mixed-precision step)."""
+    return (momentum != 0.0, maximize != 0, weight_decay != 0.0, like(weight_decay, proto),
+            like(lr, proto), like(momentum, proto), like(1.0 - dampening, proto), first_step != 0,
+            nesterov != 0)
+
+
+@jit_inline
+def _sgd_seg(p, g, b, use_mom, neg, use_wd, wd, lr, mu, c, first, nesterov):
+    """One segment (equal-length arrays; ``b`` is only touched with momentum)."""
+    if use_mom:
+        _momentum_loop(p, g, b, neg, use_wd, wd, lr, mu, c, first, nesterov)
+    else:
+        _sgd_loop(p, g, neg, use_wd, wd, lr)
+
+
 def _sgd_body(pieces, starts, p_a, g_a, b_a, proto, lr, momentum, dampening,
               weight_decay, nesterov, maximize, first_step):
-    lr_ = like(lr, proto)
-    mu = like(momentum, proto)
-    c = like(1.0 - dampening, proto)
-    wd = like(weight_decay, proto)
-    use_wd = weight_decay != 0.0
-    use_mom = momentum != 0.0
-    neg = maximize != 0
-    nest = nesterov != 0
-    first = first_step != 0
+    use_mom, neg, use_wd, wd, lr_, mu, c, first, nest = _sgd_consts(
+        proto, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step)
     for ci in prange(starts.shape[0] - 1):
         for q in range(starts[ci], starts[ci + 1]):
             t, lo, k = pieces[q, 0], pieces[q, 1], pieces[q, 2]
             p = segment(p_a[t], lo, k, proto)
             g = segment(g_a[t], lo, k, proto)
-            if use_mom:
-                b = segment(b_a[t], lo, k, proto)
-                _momentum_loop(p, g, b, neg, use_wd, wd, lr_, mu, c, first, nest)
-            else:
-                _sgd_loop(p, g, neg, use_wd, wd, lr_)
+            b = segment(b_a[t], lo, k, proto) if use_mom else p
+            _sgd_seg(p, g, b, use_mom, neg, use_wd, wd, lr_, mu, c, first, nest)
 
 
 _sgd_serial, _sgd_parallel = jit_variants(_sgd_body)
