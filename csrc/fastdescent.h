@@ -356,6 +356,60 @@ int fd_noise_f32(int64_t ntensors, const int64_t *sizes, float *const *param,
 int fd_noise_f64(int64_t ntensors, const int64_t *sizes, double *const *param,
                  const int64_t *param_index, double sigma, int64_t seed, int64_t step);
 
+/* ---- mixed precision (fd_mixed.c) ------------------------------------------------------------- */
+/* Storage codes of a column (fastdescent/precision.py, docs/low-precision.md): float32; bfloat16 (the
+ * top 16 bits of a float32); IEEE float16; 8-bit block codes of the signed map (E4M3, bias 15) or the
+ * unsigned map (E5M3, bias 31), one float32 scale per FD_MIXED_BLOCK elements from the tensor's
+ * start. FD_STORE_ABSENT: the state column is not there. */
+enum fd_store_code {
+    FD_STORE_ABSENT = -1,
+    FD_STORE_F32 = 0,
+    FD_STORE_BF16 = 1,
+    FD_STORE_F16 = 2,
+    FD_STORE_Q8S = 3,
+    FD_STORE_Q8U = 4
+};
+enum fd_mixed_rule_id { FD_RULE_SGD = 0, FD_RULE_ADAM = 1, FD_RULE_RMSPROP = 2 };
+enum fd_mixed_limits { FD_MIXED_BLOCK = 256, FD_MIXED_MAX_STATE = 3 };
+
+/* One step of SGD / Adam / RMSprop over a table whose columns are stored in low precision, with
+ * float32 arithmetic: every value is read into float32, the rule's float32 update (the same
+ * operations as fd_<rule>_f32) runs on it, and the results are stored back: the parameter rounded to
+ * nearest-even (or, bfloat16 with `stochastic`, rounded stochastically), bfloat16 state likewise,
+ * float16 to nearest, 8-bit state quantized per block with the block's new absmax.
+ *   param[i]      ntensors pointers, storage pcode (F32, BF16 or F16)          written
+ *   master        NULL, or ntensors float32 copies of the parameters (pcode BF16/F16 only): then the
+ *                 update runs on the copy and param[i] is the copy rounded      written
+ *   grad[i]       storage gcodes[i] (F32 or pcode)                              read
+ *   state         FD_MIXED_MAX_STATE * ntensors pointers, column k of tensor i at state[k*ntensors+i],
+ *                 in contract order (adam: exp_avg, exp_avg_sq, max_exp_avg_sq; sgd: momentum_buffer;
+ *                 rmsprop: square_avg, grad_avg, momentum_buffer), storage scodes[k]    written
+ *   scales        same layout: float32 [ceil(sizes[i]/FD_MIXED_BLOCK)] per 8-bit column (others
+ *                 unused; may be NULL when no column is 8-bit)                   written
+ *   param_index   ntensors int64 >= 0: keys the random bits of stochastic rounding
+ * seed, step: the random bits of element e of tensor i are Philox4x32-10 at counter (e / 8, step mod
+ * 2^32, 0x53520000 | stream) keyed by (seed, param_index[i]) (stream 0: the parameter, 1 + k: state
+ * column k); results do not depend on the thread count. grad_scale (finite, > 0): the gradient is
+ * divided by it (float32) first. scalars: the rule's float32-kernel scalars as doubles, flags as 0/1 --
+ * adam (9): beta1, beta2, eps, weight_decay, decay, step_size, bias_correction2_sqrt, amsgrad,
+ * maximize; sgd (7): lr, momentum, dampening, weight_decay, nesterov, maximize, first_step;
+ * rmsprop (7): lr, alpha, eps, weight_decay, momentum, centered, maximize; domains as those kernels.
+ * FD_ERR_ARG also for an unknown rule or code, a missing column the scalars need, or a master copy
+ * of float32 parameters. Uses up to ~30 KiB of stack per thread; no allocation. */
+int fd_mixed_step(int rule, int64_t ntensors, const int64_t *sizes, void *const *param, int pcode,
+                  float *const *master, const void *const *grad, const int8_t *gcodes,
+                  void *const *state, float *const *scales, const int32_t *scodes,
+                  const int64_t *param_index, uint64_t seed, uint64_t step, int stochastic,
+                  double grad_scale, const double *scalars, int64_t nscalars);
+/* *out = 1 if every element of every gradient (storage gcodes[i]: F32, BF16 or F16) is finite,
+ * else 0. */
+int fd_grads_finite(int64_t ntensors, const int64_t *sizes, const void *const *grad,
+                    const int8_t *gcodes, int *out);
+/* 8-bit block quantization of n float32 values (code FD_STORE_Q8S or FD_STORE_Q8U): codes [n],
+ * scales [ceil(n/FD_MIXED_BLOCK)]; and back. Single-threaded helpers (tests, conversions). */
+int fd_q8_quantize(int64_t n, const float *x, int code, uint8_t *codes, float *scales);
+int fd_q8_dequantize(int64_t n, const uint8_t *codes, const float *scales, int code, float *x);
+
 /* ---- per-step scalars (fd_scalars.c) ----------------------------------------------------------- */
 /* The update kernels above take per-step scalars (bias corrections, effective step sizes, decay
  * factors) that the Python layer derives in float64 from the hyperparameters and the step count

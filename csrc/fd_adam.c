@@ -55,10 +55,11 @@ FD_INLINE void FD_S(adam_loop)(int64_t n, FD_T *FD_RESTRICT p, FD_T *FD_RESTRICT
                                const FD_T *FD_RESTRICT g, const FD_S(adam_ctx) *c, const int wd_on,
                                const int ams)
 {
-    const FD_T gs = c->gsign, decay = c->decay, wd = c->wd, b1 = c->beta1, c1 = c->omb1;
+    const FD_S(fd_signmask) neg = c->gsign < 0 ? FD_S(FD_SIGNBIT) : 0;
+    const FD_T decay = c->decay, wd = c->wd, b1 = c->beta1, c1 = c->omb1;
     const FD_T b2 = c->beta2, c2 = c->omb2, bc2 = c->bc2, eps = c->eps, step = c->step;
     for (int64_t i = 0; i < n; i++) {
-        FD_T gi = g[i] * gs;
+        FD_T gi = FD_S(fd_flip)(g[i], neg); /* maximize: -g */
         FD_T pi = p[i] * decay;
         if (wd_on) gi = gi + wd * pi;
         FD_T mi = m[i] * b1 + c1 * gi;
@@ -90,6 +91,60 @@ FD_INLINE void FD_BODY(adam_seg)(const void *ctx, int64_t t, int64_t off, int64_
     }
 }
 
+/* The element-type scalars of ctx c (everything but the column pointers). */
+static void FD_S(adam_fill)(FD_S(adam_ctx) *c, double beta1, double beta2, double eps,
+                            double weight_decay, double decay, double step_size,
+                            double bias_correction2_sqrt, int amsgrad, int maximize)
+{
+    c->gsign = maximize ? -FD_ONE : FD_ONE;
+    c->decay = (FD_T)decay;
+    c->wd = (FD_T)weight_decay;
+    c->beta1 = (FD_T)beta1;
+    c->omb1 = (FD_T)(1.0 - beta1);
+    c->beta2 = (FD_T)beta2;
+    c->omb2 = (FD_T)(1.0 - beta2);
+    c->bc2 = (FD_T)bias_correction2_sqrt;
+    c->eps = (FD_T)eps;
+    c->step = (FD_T)step_size;
+    c->wd_on = weight_decay != 0.0;
+    c->amsgrad = amsgrad != 0;
+}
+
+#if FD_IS_F32
+/* The mixed-precision step's span (fd_internal.h): state columns exp_avg, exp_avg_sq,
+ * max_exp_avg_sq. */
+FD_INLINE void adam_span_body(const void *ctx, int64_t n, float *p, const float *g, float *s0,
+                              float *s1, float *s2)
+{
+    const adam_ctx_f32 *c = (const adam_ctx_f32 *)ctx;
+    if (c->amsgrad) {
+        if (c->wd_on) adam_loop_f32(n, p, s0, s1, s2, g, c, 1, 1);
+        else adam_loop_f32(n, p, s0, s1, s2, g, c, 0, 1);
+    } else {
+        if (c->wd_on) adam_loop_f32(n, p, s0, s1, NULL, g, c, 1, 0);
+        else adam_loop_f32(n, p, s0, s1, NULL, g, c, 0, 0);
+    }
+}
+
+FD_MULTIVERSION(adam_span, (const void *ctx, int64_t n, float *p, const float *g, float *s0,
+                            float *s1, float *s2), (ctx, n, p, g, s0, s1, s2))
+
+/* sc: beta1, beta2, eps, weight_decay, decay, step_size, bias_correction2_sqrt, amsgrad, maximize */
+int fd_adam_mixed_setup(const double *sc, int64_t nsc, fd_mixed_rule *r)
+{
+    FD_REQUIRE(nsc == 9);
+    FD_CHECK(fd_adam_check_scalars(sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6]));
+    _Static_assert(sizeof(adam_ctx_f32) <= sizeof(r->ctx), "fd_mixed_rule.ctx too small");
+    adam_ctx_f32 *c = (adam_ctx_f32 *)(void *)r->ctx.bytes;
+    c->p = c->m = c->v = c->vmax = NULL;
+    c->g = NULL;
+    adam_fill_f32(c, sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7] != 0.0, sc[8] != 0.0);
+    r->apply = FD_PICK(adam_span);
+    r->needs = 3u | (c->amsgrad ? 4u : 0u);
+    return FD_OK;
+}
+#endif
+
 FD_MULTIVERSION(FD_S(adam_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
                 (ctx, t, off, len))
 
@@ -117,18 +172,8 @@ int FD_S(fd_adam)(int64_t ntensors, const int64_t *sizes, FD_T *const *param, FD
     c.v = exp_avg_sq;
     c.vmax = max_exp_avg_sq;
     c.g = grad;
-    c.gsign = maximize ? -FD_ONE : FD_ONE;
-    c.decay = (FD_T)decay;
-    c.wd = (FD_T)weight_decay;
-    c.beta1 = (FD_T)beta1;
-    c.omb1 = (FD_T)(1.0 - beta1);
-    c.beta2 = (FD_T)beta2;
-    c.omb2 = (FD_T)(1.0 - beta2);
-    c.bc2 = (FD_T)bias_correction2_sqrt;
-    c.eps = (FD_T)eps;
-    c.step = (FD_T)step_size;
-    c.wd_on = weight_decay != 0.0;
-    c.amsgrad = amsgrad != 0;
+    FD_S(adam_fill)(&c, beta1, beta2, eps, weight_decay, decay, step_size, bias_correction2_sqrt,
+                    amsgrad, maximize);
     fd_run_segments(ntensors, sizes, total, FD_PAR_MIN_HEAVY, FD_PICK(FD_S(adam_seg)), &c);
     return FD_OK;
 }

@@ -317,10 +317,25 @@ static int threads_for(int64_t total, int64_t min_per_thread)
  * (a 64-byte line of float32) each. */
 #define FD_DYN_PER_THREAD 16
 
-void fd_run_segments(int64_t ntensors, const int64_t *sizes, int64_t total, int64_t min_per_thread,
-                     fd_seg_fn fn, const void *ctx)
+/* Visit, for the flattened range [lo, hi), the elements of each tensor whose `align`-element unit
+ * (counted from the tensor's start) starts in the range: every unit is visited by exactly the one
+ * range holding its first element, and pieces start on unit boundaries. align == 1: run_range. */
+static void run_range_aligned(cursor *cur, int64_t ntensors, const int64_t *sizes, int64_t lo,
+                              int64_t hi, int64_t align, fd_seg_fn fn, const void *ctx)
 {
-    min_per_thread = grain(min_per_thread);
+    seek(cur, ntensors, sizes, lo);
+    for (int64_t t = cur->t, start = cur->start; t < ntensors && start < hi; start += sizes[t++]) {
+        int64_t n = sizes[t];
+        int64_t a = lo > start ? (lo - start + align - 1) / align * align : 0;
+        int64_t b = (hi - start + align - 1) / align * align;
+        if (b > n) b = n;
+        if (b > a) fn(ctx, t, a, b - a);
+    }
+}
+
+static void run_dynamic(int64_t ntensors, const int64_t *sizes, int64_t total,
+                        int64_t min_per_thread, int64_t align, fd_seg_fn fn, const void *ctx)
+{
     int nth = threads_for(total, min_per_thread);
     if (nth <= 1) {
         for (int64_t t = 0; t < ntensors; t++)
@@ -339,10 +354,25 @@ void fd_run_segments(int64_t ntensors, const int64_t *sizes, int64_t total, int6
 #pragma omp for schedule(dynamic, 1) nowait
         for (int64_t c = 0; c < nchunks; c++) {
             int64_t lo = c * chunk, hi = lo + chunk < total ? lo + chunk : total;
-            run_range(&cur, ntensors, sizes, lo, hi, fn, ctx);
+            if (align > 1) run_range_aligned(&cur, ntensors, sizes, lo, hi, align, fn, ctx);
+            else run_range(&cur, ntensors, sizes, lo, hi, fn, ctx);
         }
     }
+#else
+    (void)align;
 #endif
+}
+
+void fd_run_segments(int64_t ntensors, const int64_t *sizes, int64_t total, int64_t min_per_thread,
+                     fd_seg_fn fn, const void *ctx)
+{
+    run_dynamic(ntensors, sizes, total, grain(min_per_thread), 1, fn, ctx);
+}
+
+void fd_run_segments_aligned(int64_t ntensors, const int64_t *sizes, int64_t total,
+                             int64_t min_per_thread, int64_t align, fd_seg_fn fn, const void *ctx)
+{
+    run_dynamic(ntensors, sizes, total, grain(min_per_thread), align > 1 ? align : 1, fn, ctx);
 }
 
 int64_t fd_chunk_start(int64_t total, int64_t c, int64_t nchunks) { return split(total, c, nchunks); }

@@ -16,6 +16,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "fastdescent.h"
 
@@ -133,6 +134,26 @@ static inline int fd_mul_size(int64_t a, int64_t b, int64_t *out)
     return FD_OK;
 }
 
+/* x with its sign bit flipped when mask is the sign bit (0: x itself): maximize's negation of a
+ * gradient, done on the bits so that the compiler cannot fold it into a later subtraction (which
+ * would give a NaN gradient the other sign than the NumPy reference's). */
+static inline float fd_flip_f32(float x, uint32_t mask)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u ^= mask;
+    memcpy(&x, &u, sizeof u);
+    return x;
+}
+static inline double fd_flip_f64(double x, uint64_t mask)
+{
+    uint64_t u;
+    memcpy(&u, &x, sizeof u);
+    u ^= mask;
+    memcpy(&x, &u, sizeof u);
+    return x;
+}
+
 /* Scalar domains (NaN fails every one of them). */
 static inline int fd_finite(double x) { return isfinite(x) != 0; }
 static inline int fd_nonneg(double x) { return x >= 0.0 && isfinite(x); }  /* finite, >= 0 */
@@ -177,5 +198,33 @@ static inline int fd_unit(double x) { return x >= 0.0 && x < 1.0; }        /* [0
     } while (0)
 
 #define FD_COL(c) ((const void *const *)(c))
+
+/* ---- the mixed-precision step's view of a rule (fd_mixed.c) ----
+ * fd_<rule>_mixed_setup(sc, nsc, r) checks the rule's float32 scalars (the vector `sc` of nsc
+ * doubles, in the order fd_mixed_step documents in fastdescent.h), rounds them into r->ctx exactly
+ * as fd_<rule>_f32 does, and sets r->apply to the rule's float32 element loop on one span (the same
+ * loop as fd_<rule>_f32's, so the same bits) and r->needs to the state columns (bit k: column k in
+ * contract order) that the scalars require. FD_ERR_ARG for a wrong count or a scalar outside the
+ * float32 kernel's domain. The absent columns of a span are NULL and never touched. */
+typedef void (*fd_span_fn)(const void *ctx, int64_t n, float *p, const float *g, float *s0,
+                           float *s1, float *s2);
+typedef struct {
+    union {
+        double align_;
+        void *ptr_;
+        unsigned char bytes[192];
+    } ctx;
+    fd_span_fn apply;
+    unsigned needs;
+} fd_mixed_rule;
+int fd_adam_mixed_setup(const double *sc, int64_t nsc, fd_mixed_rule *r);
+int fd_sgd_mixed_setup(const double *sc, int64_t nsc, fd_mixed_rule *r);
+int fd_rmsprop_mixed_setup(const double *sc, int64_t nsc, fd_mixed_rule *r);
+
+/* As fd_run_segments, but every piece of a tensor starts at a multiple of `align` elements from
+ * the tensor's start (and is a whole number of `align` units, but for the tensor's last one): for
+ * kernels whose work unit is a block (fd_mixed.c's 8-bit blocks). */
+void fd_run_segments_aligned(int64_t ntensors, const int64_t *sizes, int64_t total,
+                             int64_t min_per_thread, int64_t align, fd_seg_fn fn, const void *ctx);
 
 #endif /* FD_INTERNAL_H */

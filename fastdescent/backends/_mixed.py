@@ -28,7 +28,8 @@ import numpy as np
 from .. import precision as P
 from ._table import addresses
 
-__all__ = ["MIXED_RULES", "STATE_COLUMNS", "SIGNED_STATE", "MixedPlan", "GradList", "state_map"]
+__all__ = ["MIXED_RULES", "STATE_COLUMNS", "SIGNED_STATE", "SCALARS", "MixedPlan", "GradList",
+           "state_map", "scalar_vector", "check_columns", "checked_grads"]
 
 from ..precision import MIXED_RULES, SIGNED_STATE, state_map  # noqa: E402,F401  (re-exported)
 
@@ -36,6 +37,73 @@ from ..precision import MIXED_RULES, SIGNED_STATE, state_map  # noqa: E402,F401 
 STATE_COLUMNS = {r: P.state_columns(r) for r in MIXED_RULES}
 #: most state columns of a mixed rule (C: FD_MIXED_MAX_STATE)
 MAX_STATE = 3
+
+#: the float32 kernel's keyword scalars of each rule, in the order of the compiled kernels' vector
+SCALARS = {
+    "adam": ("beta1", "beta2", "eps", "weight_decay", "decay", "step_size", "bias_correction2_sqrt",
+             "amsgrad", "maximize"),
+    "sgd": ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "first_step"),
+    "rmsprop": ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"),
+}
+#: state columns the flags of a rule's scalars need besides its required ones
+_NEEDS = {
+    "adam": lambda s: (s["amsgrad"] and "max_exp_avg_sq",),
+    "sgd": lambda s: (s["momentum"] != 0 and "momentum_buffer",),
+    "rmsprop": lambda s: (s["centered"] and "grad_avg", s["momentum"] > 0 and "momentum_buffer"),
+}
+
+
+def scalar_vector(rule, scalars):
+    """float64 vector of a rule's scalars in :data:`SCALARS` order (TypeError naming what is
+    missing or unexpected)."""
+    names = SCALARS[rule]
+    extra = sorted(set(scalars) - set(names))
+    missing = [k for k in names if k not in scalars]
+    if extra or missing:
+        raise TypeError(f"mixed_step: {rule}'s scalars are {names}; "
+                        f"missing {missing}, unexpected {extra}")
+    return np.array([float(scalars[k]) for k in names], dtype=np.float64)
+
+
+def check_columns(plan, scalars):
+    """The state columns the rule and this call's flags need are there (the float32 kernels'
+    ``TensorTable.require`` message), and param_index has one value per tensor."""
+    from ._table import required_columns
+
+    always = [c for c in required_columns(plan.rule) if c in STATE_COLUMNS[plan.rule]]
+    for name in always + [c for c in _NEEDS[plan.rule](scalars) if c]:
+        if plan.states.get(name) is None:
+            why = "" if name in always else " (by this call's scalars)"
+            raise ValueError(f"{plan.rule}: the column {name!r} is required{why}, but it is missing")
+    if plan.param_index.shape != (plan.n,):
+        raise ValueError(f"{plan.rule}: param_index must hold {plan.n} values (one per tensor), got "
+                         f"shape {plan.param_index.shape}")
+    for name, (arrays, code, scales) in plan.states.items():
+        if code in (P.Q8S, P.Q8U) and scales is None:
+            raise ValueError(f"{plan.rule}: the 8-bit state column {name!r} has no scales")
+
+
+def checked_grads(plan, who, key):
+    """(addresses, codes as int64) of the plan's gradients, checked once per ``set_grads`` and
+    cached under ``plan.cache[key]``."""
+    grads = plan.grads
+    if grads is None:
+        raise ValueError(f"{who}: the plan has no gradients (call plan.set_grads(grads) first)")
+    c = plan.cache.get(key)
+    if c is not None and c[0] is grads:
+        return c[1], c[2]
+    if len(grads) != plan.n:
+        raise ValueError(f"{who}: grads holds {len(grads)} arrays for {plan.n} parameters")
+    for i, g in enumerate(grads):
+        if g.size != plan.sizes[i]:
+            raise ValueError(f"{who}: grads[{i}] has {g.size} elements, its parameter "
+                             f"{int(plan.sizes[i])}")
+        if not g.flags.c_contiguous:
+            raise ValueError(f"{who}: grads[{i}] is not C-contiguous")
+    g_a = np.ascontiguousarray(plan.addr["grad"], dtype=np.int64)
+    codes = np.ascontiguousarray(plan.gcodes, dtype=np.int64)
+    plan.cache[key] = (grads, g_a, codes)
+    return g_a, codes
 
 
 class MixedPlan:

@@ -30,8 +30,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from ... import precision as P
-from .._mixed import STATE_COLUMNS
-from .._table import required_columns
+from .._mixed import STATE_COLUMNS, check_columns, checked_grads, scalar_vector
 from . import _config
 from ._config import jit, jit_variants
 from ._ptr import segment
@@ -290,7 +289,7 @@ def _commit(code, x, addr, saddr, lo, n, sr, k0, k1, step, stream, rb):
 
 
 # ---------------------------------------------------------------- the rules
-# ``_consts(sc)`` turns the float64 vector of a rule's scalars (:data:`_SCALARS` order) into the
+# ``_consts(sc)`` turns the float64 vector of a rule's scalars (``_mixed.SCALARS`` order) into the
 # tuple its float32 segment function takes after the arrays; ``_apply`` runs it on one block with
 # the state columns in STATE_COLUMNS order (an absent column gets a stand-in the flags never touch).
 @jit
@@ -322,21 +321,6 @@ def _rmsprop_k(sc):
 @jit
 def _rmsprop_apply(p, g, s0, s1, s2, k):
     _rmsprop_seg(p, g, s0, s1, s2, k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8], k[9])
-
-
-#: the float32 kernel's keyword scalars of each rule, in the order of the vector ``sc``
-_SCALARS = {
-    "adam": ("beta1", "beta2", "eps", "weight_decay", "decay", "step_size", "bias_correction2_sqrt",
-             "amsgrad", "maximize"),
-    "sgd": ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "first_step"),
-    "rmsprop": ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"),
-}
-#: state columns the flags of a rule's scalars need besides its required ones
-_NEEDS = {
-    "adam": lambda s: (s["amsgrad"] and "max_exp_avg_sq",),
-    "sgd": lambda s: (s["momentum"] != 0 and "momentum_buffer",),
-    "rmsprop": lambda s: (s["centered"] and "grad_avg", s["momentum"] > 0 and "momentum_buffer"),
-}
 
 
 # ---------------------------------------------------------------- the kernel bodies
@@ -468,8 +452,6 @@ def _columns(plan):
         s_codes[j] = int(code)
         s_a[j] = plan.addr[name]
         if code in (Q8S, Q8U):
-            if scales is None:
-                raise ValueError(f"{plan.rule}: the 8-bit state column {name!r} has no scales")
             s_sc[j] = plan.addr[name + ".scale"]
     m_a = plan.addr.get("master", np.zeros(0, np.int64))
     c = (np.ascontiguousarray(m_a, dtype=np.int64), s_a, s_sc, s_codes)
@@ -478,54 +460,13 @@ def _columns(plan):
 
 
 def _grads(plan, who):
-    """(addresses, codes) of the plan's gradients, checked once per ``set_grads``."""
-    grads = plan.grads
-    if grads is None:
-        raise ValueError(f"{who}: the plan has no gradients (call plan.set_grads(grads) first)")
-    c = plan.cache.get("numba.grad")
-    if c is not None and c[0] is grads:
-        return c[1], c[2]
-    if len(grads) != plan.n:
-        raise ValueError(f"{who}: grads holds {len(grads)} arrays for {plan.n} parameters")
-    for i, g in enumerate(grads):
-        if g.size != plan.sizes[i]:
-            raise ValueError(f"{who}: grads[{i}] has {g.size} elements, its parameter "
-                             f"{int(plan.sizes[i])}")
-        if not g.flags.c_contiguous:
-            raise ValueError(f"{who}: grads[{i}] is not C-contiguous")
-    g_a = np.ascontiguousarray(plan.addr["grad"], dtype=np.int64)
-    codes = np.ascontiguousarray(plan.gcodes, dtype=np.int64)
-    plan.cache["numba.grad"] = (grads, g_a, codes)
-    return g_a, codes
-
-
-def _scalar_vector(rule, scalars):
-    names = _SCALARS[rule]
-    extra = sorted(set(scalars) - set(names))
-    missing = [k for k in names if k not in scalars]
-    if extra or missing:
-        raise TypeError(f"mixed_step: {rule}'s scalars are {names}; "
-                        f"missing {missing}, unexpected {extra}")
-    return np.array([float(scalars[k]) for k in names], dtype=np.float64)
-
-
-def _check_columns(plan, scalars):
-    """The state columns the rule and this call's flags need are there (the float32 kernels'
-    ``TensorTable.require`` message)."""
-    always = [c for c in required_columns(plan.rule) if c in STATE_COLUMNS[plan.rule]]
-    for name in always + [c for c in _NEEDS[plan.rule](scalars) if c]:
-        if plan.states.get(name) is None:
-            why = "" if name in always else " (by this call's scalars)"
-            raise ValueError(f"{plan.rule}: the column {name!r} is required{why}, but it is missing")
-    if plan.param_index.shape != (plan.n,):
-        raise ValueError(f"{plan.rule}: param_index must hold {plan.n} values (one per tensor), got "
-                         f"shape {plan.param_index.shape}")
+    return checked_grads(plan, who, "numba.grad")
 
 
 def mixed_step(plan, *, scalars, step, grad_scale=1.0):
     """One step of ``plan``'s rule over its tensors (``fastdescent.backends._mixed``)."""
-    sc = _scalar_vector(plan.rule, scalars)
-    _check_columns(plan, scalars)
+    sc = scalar_vector(plan.rule, scalars)
+    check_columns(plan, scalars)
     seed = int(plan.seed)
     if not 0 <= seed < 1 << 64:
         raise ValueError(f"mixed_step: the plan's seed must be in [0, 2**64), got {seed}")

@@ -1,7 +1,7 @@
-"""The Numba mixed-precision step beyond the shared kernel parity tests: the threaded variant over many
-work items (bit-identical to the NumPy reference for any thread count), every float16 bit pattern and
-the formats' edge values through the kernel, the 8-bit maps' special blocks, ``grads_finite``, and
-bad arguments (clear errors, nothing written)."""
+"""The compiled mixed-precision steps (c, numba) beyond the shared kernel parity tests: the threaded
+variants over many work items (bit-identical to the NumPy reference for any thread count and split),
+every float16 bit pattern and the formats' edge values through the kernel, the 8-bit maps' special
+blocks, ``grads_finite``, and bad arguments (clear errors, nothing written)."""
 
 from __future__ import annotations
 
@@ -21,21 +21,31 @@ BF16 = np.dtype(ml_dtypes.bfloat16)
 PDT = {P.F32: np.float32, P.BF16: BF16, P.F16: np.float16}
 
 
-@pytest.fixture(scope="module")
-def nb():
-    require_backend("numba")
-    from fastdescent.backends.numba_cpu import mixed
+@pytest.fixture(scope="module", params=["c", "numba"])
+def nb(request):
+    import importlib
 
-    return mixed
+    mod = require_backend(request.param)
+    return importlib.import_module(mod.__name__ + ".mixed")
 
 
 @pytest.fixture
-def small_chunks(monkeypatch):
-    """Work items of 512 elements, threaded from the first element: many items per tensor."""
-    from fastdescent.backends.numba_cpu import _config
+def small_chunks(nb, monkeypatch):
+    """Small work items, threaded from the first ones: many items per tensor (numba: 512-element
+    items from element 0; c: a parallel grain of 512 elements)."""
+    if nb.__name__.endswith("numba_cpu.mixed"):
+        from fastdescent.backends.numba_cpu import _config
 
-    monkeypatch.setattr(_config, "CHUNK", 512)
-    monkeypatch.setattr(_config, "PARALLEL_MIN", 0)
+        monkeypatch.setattr(_config, "CHUNK", 512)
+        monkeypatch.setattr(_config, "PARALLEL_MIN", 0)
+        yield
+    else:
+        from fastdescent.backends import c_cffi
+
+        old = c_cffi.get_parallel_grain()
+        c_cffi.set_parallel_grain(512)
+        yield
+        c_cffi.set_parallel_grain(old)
 
 
 @pytest.fixture
@@ -131,7 +141,8 @@ def test_threaded_any_thread_count_matches_reference(nb, small_chunks, restore_t
         fd.set_num_threads(threads)
         got = _copy(base)
         _steps(nb.mixed_step, got, rule, hp, grads, grad_scale=4.0)
-        assert nb._work(got)[2]  # the threaded variant ran
+        if hasattr(nb, "_work"):
+            assert nb._work(got)[2]  # the threaded variant ran
         _same(want, got)
 
 
