@@ -306,9 +306,9 @@ def _digits_run(dtype, epochs, **kw):
     X = (X / 16.0).astype(np.float32)
     idx = np.random.default_rng(0).permutation(len(X))
     X, y = X[idx], y[idx]
-    model = fd.nn.MLP([64, 128, 10], seed=1, dtype=dtype, backend="numba")
+    model = fd.nn.MLP([64, 128, 10], seed=1, dtype=dtype)
     assert model.params[0].dtype == dtype and model.arena.grads[0].dtype == np.float32
-    opt = fd.Adam(model.parameters(), lr=2e-3, backend="numba", **kw)
+    opt = fd.Adam(model.parameters(), lr=2e-3, **kw)
     hist = fd.fit(model, X[:1400], y[:1400], optimizer=opt, epochs=epochs, batch_size=32,
                   progress=False, seed=2)
     return model.score(X[1400:], y[1400:]), hist.loss[-1]

@@ -657,7 +657,7 @@ class Optimizer:
             except ModuleNotFoundError:
                 raise ValueError(f"the {self._backend.NAME!r} backend has no mixed-precision step "
                                  "(bfloat16/float16 parameters, 8-bit or bfloat16 state, "
-                                 "grad_scale); use 'c', 'numba' or 'numpy'") from None
+                                 "grad_scale) yet; use 'c', 'numba' or 'numpy' for such groups") from None
             self._mixed_mod = mod
         return mod
 
