@@ -130,9 +130,11 @@ FD_INLINE void q8_load_block(const q8map *m, const uint8_t *FD_RESTRICT codes, f
     }
 }
 
-/* quantize one block x[0..n) into codes and *scale (fastdescent/precision.py) */
-FD_INLINE void q8_store_block(const q8map *m, const float *FD_RESTRICT x, int64_t n,
-                              uint8_t *FD_RESTRICT codes, float *scale)
+/* The scale of one block x[0..n) (fastdescent/precision.py): 0 with every code 0 when the block
+ * is below the smallest normal scale, NaN with every code 0 when it holds a non-finite value; else
+ * *inv = 1 / scale and 1 is returned (the codes are still to be written). */
+static inline int q8_block_scale(const float *FD_RESTRICT x, int64_t n, uint8_t *codes,
+                                 float *scale, float *inv)
 {
     uint32_t top = 0; /* largest |x| as bits: NaN's exceed inf's, which exceed any finite's */
     for (int64_t i = 0; i < n; i++) {
@@ -142,16 +144,23 @@ FD_INLINE void q8_store_block(const q8map *m, const float *FD_RESTRICT x, int64_
     if (top >= UINT32_C(0x7F800000)) {
         *scale = bitsf(UINT32_C(0x7FC00000));
         memset(codes, 0, (size_t)n);
-        return;
+        return 0;
     }
     float s = bitsf(top) / 1.875f;
     if (!(s >= 0x1p-126f)) {
         *scale = 0.0f;
         memset(codes, 0, (size_t)n);
-        return;
+        return 0;
     }
     *scale = s;
-    const float inv = 1.0f / s;
+    *inv = 1.0f / s;
+    return 1;
+}
+
+/* codes of x[0..n) for a block of inverse scale inv (portable path) */
+static void q8_encode_generic(const q8map *m, const float *FD_RESTRICT x, int64_t n, float inv,
+                              uint8_t *FD_RESTRICT codes)
+{
     const uint32_t rebias = (uint32_t)(127 - m->bias) << 3, qmax = m->qmax;
     const float sub_lim = m->sub_lim, sub_mul = m->sub_mul;
     if (m->smask) {
@@ -161,7 +170,8 @@ FD_INLINE void q8_store_block(const q8map *m, const float *FD_RESTRICT x, int64_
             y = y < 4.0f ? y : 4.0f;
             uint32_t u = fbits(y);
             uint32_t qn = ((u + UINT32_C(0x7FFFF) + ((u >> 20) & 1u)) >> 20) - rebias;
-            uint32_t qs = (uint32_t)(int32_t)((y * sub_mul + 0x1p23f) - 0x1p23f);
+            float ys = y < sub_lim ? y : 0.0f; /* (in range of the conversion) */
+            uint32_t qs = (uint32_t)(int32_t)((ys * sub_mul + 0x1p23f) - 0x1p23f);
             uint32_t q = y < sub_lim ? qs : qn;
             q = q < qmax ? q : qmax;
             codes[i] = (uint8_t)(q | (xi < 0.0f ? 0x80u : 0u));
@@ -173,7 +183,8 @@ FD_INLINE void q8_store_block(const q8map *m, const float *FD_RESTRICT x, int64_
             y = y < 4.0f ? y : 4.0f;
             uint32_t u = fbits(y);
             uint32_t qn = ((u + UINT32_C(0x7FFFF) + ((u >> 20) & 1u)) >> 20) - rebias;
-            uint32_t qs = (uint32_t)(int32_t)((y * sub_mul + 0x1p23f) - 0x1p23f);
+            float ys = y < sub_lim ? y : 0.0f;
+            uint32_t qs = (uint32_t)(int32_t)((ys * sub_mul + 0x1p23f) - 0x1p23f);
             uint32_t q = y < sub_lim ? qs : qn;
             q = q < qmax ? q : qmax;
             q = (q == 0 && ax > 0.0f) ? 1u : q;
@@ -182,12 +193,19 @@ FD_INLINE void q8_store_block(const q8map *m, const float *FD_RESTRICT x, int64_
     }
 }
 
+/* x[i] = value of codes[i] times scale, i < n (portable path) */
+static void q8_load_generic(const q8map *m, const uint8_t *FD_RESTRICT codes, float scale,
+                            int64_t n, float *FD_RESTRICT x)
+{
+    q8_load_block(m, codes, scale, n, x);
+}
+
 /* ---------------------------------------------------------------------------- random bits */
 /* The 16 random bits of elements lo .. lo+n-1 (lo a multiple of 8) into r[0 .. n) (room for n
- * rounded up to 64): the little-endian halves of the 4 Philox words of counter e >> 3. Eight
+ * rounded up to 128): the little-endian halves of the 4 Philox words of counter e >> 3. Eight
  * counters at a time in lanes (vectorizes: the 32x32->64 products are the only wide operations). */
-FD_INLINE void sr_bits(uint16_t *FD_RESTRICT r, int64_t lo, int64_t n, const uint32_t key[2],
-                       uint32_t step, uint32_t tag)
+static void sr_bits_generic(uint16_t *FD_RESTRICT r, int64_t lo, int64_t n, const uint32_t key[2],
+                            uint32_t step, uint32_t tag)
 {
     int64_t nj = (n + 7) >> 3;
     uint64_t j0 = (uint64_t)lo >> 3;
@@ -229,6 +247,189 @@ FD_INLINE void sr_bits(uint16_t *FD_RESTRICT r, int64_t lo, int64_t n, const uin
     }
 }
 
+
+/* ---------------------------------------------------------------------------- AVX2 paths */
+/* The same functions with AVX2 intrinsics (the autovectorizer leaves Philox and the 8-bit encoder
+ * scalar); identical results, chosen at run time with the other AVX2 code (fd_avx2_active). */
+#if FD_X86_DISPATCH
+#include <immintrin.h>
+
+/* high and low 32 bits of the eight 32x32 products a[l] * m */
+FD_TARGET_AVX2 static inline void mulhilo8(__m256i a, __m256i m, __m256i *hi, __m256i *lo)
+{
+    __m256i pe = _mm256_mul_epu32(a, m);                        /* lanes 0, 2, 4, 6 */
+    __m256i po = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m); /* lanes 1, 3, 5, 7 */
+    *lo = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
+    *hi = _mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
+}
+
+/* Philox4x32-10 of eight counters (c0, c1, step, tag), G groups at once (independent chains for the
+ * multiplier's latency) */
+#define FD_SR_GROUPS 2
+FD_TARGET_AVX2 static inline void philox8(__m256i c[FD_SR_GROUPS][4], uint32_t k0, uint32_t k1)
+{
+    const __m256i m0 = _mm256_set1_epi64x((long long)FD_PHILOX_M0);
+    const __m256i m1 = _mm256_set1_epi64x((long long)FD_PHILOX_M1);
+    for (int rd = 0; rd < 10; rd++) {
+        const __m256i vk0 = _mm256_set1_epi32((int)k0), vk1 = _mm256_set1_epi32((int)k1);
+        for (int q = 0; q < FD_SR_GROUPS; q++) {
+            __m256i hi0, lo0, hi1, lo1;
+            mulhilo8(c[q][0], m0, &hi0, &lo0);
+            mulhilo8(c[q][2], m1, &hi1, &lo1);
+            c[q][0] = _mm256_xor_si256(_mm256_xor_si256(hi1, c[q][1]), vk0);
+            c[q][2] = _mm256_xor_si256(_mm256_xor_si256(hi0, c[q][3]), vk1);
+            c[q][1] = lo1;
+            c[q][3] = lo0;
+        }
+        k0 += FD_PHILOX_W0;
+        k1 += FD_PHILOX_W1;
+    }
+}
+
+FD_TARGET_AVX2 static void sr_bits_avx2(uint16_t *FD_RESTRICT r, int64_t lo, int64_t n,
+                                        const uint32_t key[2], uint32_t step, uint32_t tag)
+{
+    int64_t nj = (n + 7) >> 3;
+    uint64_t j0 = (uint64_t)lo >> 3;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int64_t b = 0; b < nj; b += 8 * FD_SR_GROUPS) {
+        __m256i c[FD_SR_GROUPS][4];
+        for (int q = 0; q < FD_SR_GROUPS; q++) {
+            uint64_t j = j0 + (uint64_t)(b + 8 * q);
+            if ((uint32_t)j <= UINT32_C(0xFFFFFFF8)) {
+                c[q][0] = _mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)j), lane);
+                c[q][1] = _mm256_set1_epi32((int)(uint32_t)(j >> 32));
+            } else { /* the low word wraps inside this group */
+                uint32_t w0[8], w1[8];
+                for (int l = 0; l < 8; l++) {
+                    w0[l] = (uint32_t)(j + (uint64_t)l);
+                    w1[l] = (uint32_t)((j + (uint64_t)l) >> 32);
+                }
+                c[q][0] = _mm256_loadu_si256((const __m256i *)w0);
+                c[q][1] = _mm256_loadu_si256((const __m256i *)w1);
+            }
+            c[q][2] = _mm256_set1_epi32((int)step);
+            c[q][3] = _mm256_set1_epi32((int)tag);
+        }
+        philox8(c, key[0], key[1]);
+        for (int q = 0; q < FD_SR_GROUPS; q++) {
+            /* transpose: counter l's four words consecutive (its eight halves, little-endian) */
+            __m256i t0 = _mm256_unpacklo_epi32(c[q][0], c[q][1]);
+            __m256i t1 = _mm256_unpackhi_epi32(c[q][0], c[q][1]);
+            __m256i t2 = _mm256_unpacklo_epi32(c[q][2], c[q][3]);
+            __m256i t3 = _mm256_unpackhi_epi32(c[q][2], c[q][3]);
+            __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+            __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+            __m256i *o = (__m256i *)(r + 8 * (b + 8 * q));
+            _mm256_storeu_si256(o, _mm256_permute2x128_si256(u0, u1, 0x20));
+            _mm256_storeu_si256(o + 1, _mm256_permute2x128_si256(u2, u3, 0x20));
+            _mm256_storeu_si256(o + 2, _mm256_permute2x128_si256(u0, u1, 0x31));
+            _mm256_storeu_si256(o + 3, _mm256_permute2x128_si256(u2, u3, 0x31));
+        }
+    }
+}
+
+/* codes of eight values */
+FD_TARGET_AVX2 static inline __m256i q8_encode8(__m256 x, __m256 inv, __m256i rebias, __m256i qmax,
+                                                __m256 sub_lim, __m256 sub_mul, int sgn)
+{
+    const __m256i absmask = _mm256_set1_epi32(0x7FFFFFFF);
+    __m256 ax = _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(x), absmask));
+    __m256 y = _mm256_min_ps(_mm256_mul_ps(ax, inv), _mm256_set1_ps(4.0f));
+    __m256i u = _mm256_castps_si256(y);
+    __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 20), _mm256_set1_epi32(1));
+    __m256i qn = _mm256_sub_epi32(
+        _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFFF)), odd),
+                          20),
+        rebias);
+    __m256 sub = _mm256_cmp_ps(y, sub_lim, _CMP_LT_OQ);
+    __m256 ys = _mm256_and_ps(y, sub);
+    const __m256 two23 = _mm256_set1_ps(0x1p23f);
+    __m256i qs = _mm256_cvttps_epi32(
+        _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(ys, sub_mul), two23), two23));
+    __m256i q = _mm256_blendv_epi8(qn, qs, _mm256_castps_si256(sub));
+    q = _mm256_min_epu32(q, qmax);
+    if (sgn) {
+        __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
+        q = _mm256_or_si256(q, _mm256_and_si256(_mm256_castps_si256(neg), _mm256_set1_epi32(0x80)));
+    } else {
+        __m256i zero = _mm256_cmpeq_epi32(q, _mm256_setzero_si256());
+        __m256 pos = _mm256_cmp_ps(ax, _mm256_setzero_ps(), _CMP_GT_OQ);
+        __m256i up = _mm256_and_si256(zero, _mm256_castps_si256(pos));
+        q = _mm256_or_si256(q, _mm256_and_si256(up, _mm256_set1_epi32(1)));
+    }
+    return q;
+}
+
+FD_TARGET_AVX2 static void q8_encode_avx2(const q8map *m, const float *FD_RESTRICT x, int64_t n,
+                                          float inv, uint8_t *FD_RESTRICT codes)
+{
+    const __m256 vinv = _mm256_set1_ps(inv), sub_lim = _mm256_set1_ps(m->sub_lim);
+    const __m256 sub_mul = _mm256_set1_ps(m->sub_mul);
+    const __m256i rebias = _mm256_set1_epi32((127 - m->bias) << 3);
+    const __m256i qmax = _mm256_set1_epi32((int)m->qmax);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const int sgn = m->smask != 0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i q0 = q8_encode8(_mm256_loadu_ps(x + i), vinv, rebias, qmax, sub_lim, sub_mul, sgn);
+        __m256i q1 = q8_encode8(_mm256_loadu_ps(x + i + 8), vinv, rebias, qmax, sub_lim, sub_mul, sgn);
+        __m256i q2 = q8_encode8(_mm256_loadu_ps(x + i + 16), vinv, rebias, qmax, sub_lim, sub_mul,
+                                sgn);
+        __m256i q3 = q8_encode8(_mm256_loadu_ps(x + i + 24), vinv, rebias, qmax, sub_lim, sub_mul,
+                                sgn);
+        __m256i a = _mm256_packus_epi32(q0, q1), b = _mm256_packus_epi32(q2, q3);
+        __m256i c = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(a, b), order);
+        _mm256_storeu_si256((__m256i *)(codes + i), c);
+    }
+    if (i < n) q8_encode_generic(m, x + i, n - i, inv, codes + i);
+}
+
+FD_TARGET_AVX2 static void q8_load_avx2(const q8map *m, const uint8_t *FD_RESTRICT codes,
+                                        float scale, int64_t n, float *FD_RESTRICT x)
+{
+    const __m256 vs = _mm256_set1_ps(scale);
+    const __m256i smask = _mm256_set1_epi32((int)m->smask);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + i)));
+        __m256 mag = _mm256_i32gather_ps(m->mag, c, 4);
+        __m256i v = _mm256_castps_si256(_mm256_mul_ps(mag, vs));
+        v = _mm256_xor_si256(v, _mm256_slli_epi32(_mm256_and_si256(c, smask), 24));
+        _mm256_storeu_ps(x + i, _mm256_castsi256_ps(v));
+    }
+    if (i < n) q8_load_block(m, codes + i, scale, n - i, x + i);
+}
+#endif
+
+/* the paths of this CPU */
+typedef struct {
+    void (*sr)(uint16_t *, int64_t, int64_t, const uint32_t *, uint32_t, uint32_t);
+    void (*enc)(const q8map *, const float *, int64_t, float, uint8_t *);
+    void (*load)(const q8map *, const uint8_t *, float, int64_t, float *);
+} mixed_paths;
+
+static mixed_paths pick_paths(void)
+{
+    mixed_paths fp = {sr_bits_generic, q8_encode_generic, q8_load_generic};
+#if FD_X86_DISPATCH
+    if (fd_avx2_active()) {
+        fp.sr = sr_bits_avx2;
+        fp.enc = q8_encode_avx2;
+        fp.load = q8_load_avx2;
+    }
+#endif
+    return fp;
+}
+
+/* quantize one block x[0..n) into codes and *scale */
+static inline void q8_store_block(const mixed_paths *fp, const q8map *m, const float *x, int64_t n,
+                                  uint8_t *codes, float *scale)
+{
+    float inv;
+    if (q8_block_scale(x, n, codes, scale, &inv)) fp->enc(m, x, n, inv, codes);
+}
+
 /* ---------------------------------------------------------------------------- the step */
 typedef struct {
     fd_mixed_rule rule;
@@ -249,12 +450,13 @@ typedef struct {
     float gscale;
     int unscale;
     const q8map *maps[FD_NSTATE];
+    mixed_paths fp;
 } mixed_ctx;
 
 /* float32 values of elements [lo, lo+n) of a column stored as `code`: the column itself when it
  * is float32, else decoded into buf. */
-FD_INLINE float *stage(int code, void *base, const float *scales, const q8map *m, int64_t lo,
-                       int64_t n, float *FD_RESTRICT buf)
+FD_INLINE float *stage(const mixed_paths *fp, int code, void *base, const float *scales,
+                       const q8map *m, int64_t lo, int64_t n, float *FD_RESTRICT buf)
 {
     if (code == F32) return (float *)base + lo;
     if (code == BF16) {
@@ -267,21 +469,22 @@ FD_INLINE float *stage(int code, void *base, const float *scales, const q8map *m
         const uint8_t *src = (const uint8_t *)base + lo;
         for (int64_t b = 0; b < n; b += FD_BLOCK) {
             int64_t k = n - b < FD_BLOCK ? n - b : FD_BLOCK;
-            q8_load_block(m, src + b, scales[(lo + b) / FD_BLOCK], k, buf + b);
+            fp->load(m, src + b, scales[(lo + b) / FD_BLOCK], k, buf + b);
         }
     }
     return buf;
 }
 
 /* store float32 x[0..n) into elements [lo, lo+n) of a column stored as `code` (not float32) */
-FD_INLINE void commit(int code, const float *FD_RESTRICT x, void *base, float *scales,
+FD_INLINE void commit(const mixed_paths *fp, int code, const float *FD_RESTRICT x, void *base,
+                      float *scales,
                       const q8map *m, int64_t lo, int64_t n, int sr, const uint32_t key[2],
                       uint32_t step, uint32_t stream, uint16_t *FD_RESTRICT rb)
 {
     if (code == BF16) {
         uint16_t *dst = (uint16_t *)base + lo;
         if (sr) {
-            sr_bits(rb, lo, n, key, step, FD_SR_TAG | stream);
+            fp->sr(rb, lo, n, key, step, FD_SR_TAG | stream);
             const uint16_t *r16 = rb;
             for (int64_t i = 0; i < n; i++) {
                 uint32_t u = fbits(x[i]);
@@ -299,7 +502,7 @@ FD_INLINE void commit(int code, const float *FD_RESTRICT x, void *base, float *s
         uint8_t *dst = (uint8_t *)base + lo;
         for (int64_t b = 0; b < n; b += FD_BLOCK) {
             int64_t k = n - b < FD_BLOCK ? n - b : FD_BLOCK;
-            q8_store_block(m, x + b, k, dst + b, scales + (lo + b) / FD_BLOCK);
+            q8_store_block(fp, m, x + b, k, dst + b, scales + (lo + b) / FD_BLOCK);
         }
     }
 }
@@ -322,8 +525,8 @@ FD_INLINE void mixed_seg_body(const void *vctx, int64_t t, int64_t off, int64_t 
     for (int64_t b = off; b < off + len; b += FD_SPAN) {
         int64_t n = off + len - b < FD_SPAN ? off + len - b : FD_SPAN;
         float *p = c->master ? c->master[t] + b
-                             : stage(pcode, c->param[t], NULL, NULL, b, n, buf[0]);
-        float *g = stage(gcode, (void *)c->grad[t], NULL, NULL, b, n, buf[1]);
+                             : stage(&c->fp, pcode, c->param[t], NULL, NULL, b, n, buf[0]);
+        float *g = stage(&c->fp, gcode, (void *)c->grad[t], NULL, NULL, b, n, buf[1]);
         if (c->unscale) {
             const float gs = c->gscale;
             float *FD_RESTRICT out = buf[1];
@@ -332,15 +535,16 @@ FD_INLINE void mixed_seg_body(const void *vctx, int64_t t, int64_t off, int64_t 
         }
         float *s[FD_NSTATE];
         for (int k = 0; k < FD_NSTATE; k++)
-            s[k] = sbase[k] ? stage(c->scodes[k], sbase[k], sscale[k], c->maps[k], b, n, buf[2 + k])
+            s[k] = sbase[k] ? stage(&c->fp, c->scodes[k], sbase[k], sscale[k], c->maps[k], b, n,
+                                    buf[2 + k])
                             : NULL;
         c->rule.apply(c->rule.ctx.bytes, n, p, g, s[0], s[1], s[2]);
         if (pcode != F32)
-            commit(pcode, p, c->param[t], NULL, NULL, b, n, c->psr, key, c->step, 0, rb);
+            commit(&c->fp, pcode, p, c->param[t], NULL, NULL, b, n, c->psr, key, c->step, 0, rb);
         for (int k = 0; k < FD_NSTATE; k++)
             if (sbase[k] && c->scodes[k] != F32)
-                commit(c->scodes[k], s[k], sbase[k], sscale[k], c->maps[k], b, n, c->ssr, key,
-                       c->step, (uint32_t)(1 + k), rb);
+                commit(&c->fp, c->scodes[k], s[k], sbase[k], sscale[k], c->maps[k], b, n, c->ssr,
+                       key, c->step, (uint32_t)(1 + k), rb);
     }
 }
 
@@ -428,6 +632,7 @@ int fd_mixed_step(int rule, int64_t ntensors, const int64_t *sizes, void *const 
     c.ssr = stochastic != 0;
     c.gscale = (float)grad_scale;
     c.unscale = c.gscale != 1.0f;
+    c.fp = pick_paths();
     fd_run_segments_aligned(ntensors, sizes, total, FD_PAR_MIN_HEAVY / 2, FD_BLOCK,
                             FD_PICK(mixed_seg), &c);
     return FD_OK;
@@ -509,9 +714,10 @@ int fd_q8_quantize(int64_t n, const float *x, int code, uint8_t *codes, float *s
     FD_CHECK(fd_check_ptr(scales, n, sizeof(float)));
     q8map m;
     q8map_init(&m, code);
+    mixed_paths fp = pick_paths();
     for (int64_t b = 0; b < n; b += FD_BLOCK) {
         int64_t k = n - b < FD_BLOCK ? n - b : FD_BLOCK;
-        q8_store_block(&m, x + b, k, codes + b, scales + b / FD_BLOCK);
+        q8_store_block(&fp, &m, x + b, k, codes + b, scales + b / FD_BLOCK);
     }
     return FD_OK;
 }
@@ -525,9 +731,10 @@ int fd_q8_dequantize(int64_t n, const uint8_t *codes, const float *scales, int c
     FD_CHECK(fd_check_ptr(scales, n, sizeof(float)));
     q8map m;
     q8map_init(&m, code);
+    mixed_paths fp = pick_paths();
     for (int64_t b = 0; b < n; b += FD_BLOCK) {
         int64_t k = n - b < FD_BLOCK ? n - b : FD_BLOCK;
-        q8_load_block(&m, codes + b, scales[b / FD_BLOCK], k, x + b);
+        fp.load(&m, codes + b, scales[b / FD_BLOCK], k, x + b);
     }
     return FD_OK;
 }
