@@ -705,13 +705,18 @@ int fd_grads_finite(int64_t ntensors, const int64_t *sizes, const void *const *g
 }
 
 /* ---------------------------------------------------------------------------- 8-bit helpers */
-int fd_q8_quantize(int64_t n, const float *x, int code, uint8_t *codes, float *scales)
+static int q8_args(int64_t n, const float *x, const uint8_t *codes, const float *scales, int code)
 {
     FD_REQUIRE(code == Q8S || code == Q8U);
     if (n < 0 || n > FD_MAX_ELEMS) return FD_ERR_SIZE;
     FD_CHECK(fd_check_ptr(x, n, sizeof(float)));
     FD_CHECK(fd_check_ptr(codes, n, 1));
-    FD_CHECK(fd_check_ptr(scales, n, sizeof(float)));
+    return fd_check_ptr(scales, n, sizeof(float));
+}
+
+int fd_q8_quantize(int64_t n, const float *x, int code, uint8_t *codes, float *scales)
+{
+    FD_CHECK(q8_args(n, x, codes, scales, code));
     q8map m;
     q8map_init(&m, code);
     mixed_paths fp = pick_paths();
@@ -724,11 +729,7 @@ int fd_q8_quantize(int64_t n, const float *x, int code, uint8_t *codes, float *s
 
 int fd_q8_dequantize(int64_t n, const uint8_t *codes, const float *scales, int code, float *x)
 {
-    FD_REQUIRE(code == Q8S || code == Q8U);
-    if (n < 0 || n > FD_MAX_ELEMS) return FD_ERR_SIZE;
-    FD_CHECK(fd_check_ptr(x, n, sizeof(float)));
-    FD_CHECK(fd_check_ptr(codes, n, 1));
-    FD_CHECK(fd_check_ptr(scales, n, sizeof(float)));
+    FD_CHECK(q8_args(n, x, codes, scales, code));
     q8map m;
     q8map_init(&m, code);
     mixed_paths fp = pick_paths();

@@ -78,7 +78,7 @@ def check_columns(plan, scalars):
     if plan.param_index.shape != (plan.n,):
         raise ValueError(f"{plan.rule}: param_index must hold {plan.n} values (one per tensor), got "
                          f"shape {plan.param_index.shape}")
-    for name, (arrays, code, scales) in plan.states.items():
+    for name, (_arrays, code, scales) in plan.states.items():
         if code in (P.Q8S, P.Q8U) and scales is None:
             raise ValueError(f"{plan.rule}: the 8-bit state column {name!r} has no scales")
 

@@ -168,3 +168,22 @@ def convert_state(old, old_scale, name, code, shape):
         codes, scales = P.q8_quantize(x32, code)
         return codes.reshape(shape), scales
     return P.encode(x32, code).reshape(shape), None
+
+
+#: the low-precision options' entries of an optimizer's docstring (``%(low_precision)s``)
+PARAMS_DOC = """master_weights : bool, default False
+        bfloat16/float16 parameters: keep a float32 copy in the state (``master_param``), update it
+        and write the parameter as the copy rounded to nearest (``docs/low-precision.md``).
+    stochastic_rounding : bool, default False
+        bfloat16 parameters (and bfloat16 state): round each new value stochastically, with random
+        bits keyed by ``seed``, so that updates below bfloat16's resolution accumulate.
+    state_dtype : {None, "float32", "bfloat16", "int8"}, default None
+        Storage of the state buffers (None: the parameter's dtype, float32 for bfloat16/float16
+        parameters); ``"int8"``: 8-bit block-quantized (codes plus ``<name>_scale``)."""
+
+
+def document(cls):
+    """Class decorator: fill ``%(low_precision)s`` in the docstring with :data:`PARAMS_DOC`."""
+    if cls.__doc__:
+        cls.__doc__ = cls.__doc__.replace("%(low_precision)s", PARAMS_DOC)
+    return cls

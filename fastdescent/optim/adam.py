@@ -1,12 +1,14 @@
 """Adam and AdamW."""
 
 from ..rules.adam import ADAM as _RULE
+from ._precision import document as _document
 from ._precision import options as _options
 from .base import Optimizer
 
 __all__ = ["Adam", "AdamW"]
 
 
+@_document
 class Adam(Optimizer):
     r"""Adam (Kingma & Ba), torch.optim.Adam's rule; ``AdamW`` is the decoupled-decay variant.
 
@@ -41,15 +43,7 @@ class Adam(Optimizer):
         Proximal L1 strength (group option): after the update,
         :math:`p \leftarrow \operatorname{sign}(p)\max(|p| - \eta\,\text{l1}, 0)`, which sets small
         weights exactly to zero.
-    master_weights : bool, default False
-        bfloat16/float16 parameters: keep a float32 copy in the state (``master_param``), update it
-        and write the parameter as the copy rounded to nearest (``docs/low-precision.md``).
-    stochastic_rounding : bool, default False
-        bfloat16 parameters (and bfloat16 state): round each new value stochastically, with random
-        bits keyed by ``seed``, so that updates below bfloat16's resolution accumulate.
-    state_dtype : {None, "float32", "bfloat16", "int8"}, default None
-        Storage of the state buffers (None: the parameter's dtype, float32 for bfloat16/float16
-        parameters); ``"int8"``: 8-bit block-quantized (codes plus ``<name>_scale``).
+    %(low_precision)s
     seed : int, default 0
         Keys the stochastic rounding.
     backend : str, optional
