@@ -370,6 +370,21 @@ def test_optimizer_grad_scale_skip_and_state_conversions():
     _same_state(oh.state_dict(), od3.state_dict())
 
 
+def test_float32_device_params_with_grad_scale():
+    """A float32 bucket stepped with grad_scale runs the mixed-precision step on its own float32
+    state (``Optimizer._f32_plan``): on device arrays too."""
+    sizes = [300, 9]
+    rng = np.random.default_rng(10)
+    hp, dp, oh, od = _opt_pair(fd.Adam, dict(lr=1e-2, weight_decay=0.1), np.float32, sizes, rng)
+    for _ in range(2):
+        gs = [(rng.standard_normal(n) * 64).astype(np.float32) for n in sizes]
+        oh.step([g.copy() for g in gs], grad_scale=64.0)
+        od.step([cuda.to_device(g) for g in gs], grad_scale=64.0)
+    for a, b in zip(hp, dp):
+        np.testing.assert_array_equal(u8(a), u8(b))
+    _same_state(oh.state_dict(), od.state_dict())
+
+
 PTX_SCRIPT = textwrap.dedent(r'''
     import re, sys
     from numba import cuda, types
