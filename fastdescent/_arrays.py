@@ -97,6 +97,12 @@ def inspect(a, what):
         )
     shape = tuple(int(d) for d in cai["shape"])
     dtype = np.dtype(cai["typestr"])
+    if dtype.kind == "V" and dtype.itemsize == 2 and dtype.fields is None:
+        # '<V2': bfloat16, as torch's CUDA tensors and ml_dtypes arrays spell it (the interface
+        # has no typestr of its own for it)
+        from .precision import bfloat16
+
+        dtype = bfloat16()
     strides = cai.get("strides")
     if strides is None:
         contiguous = True

@@ -26,7 +26,7 @@ from .._validate import check_flag
 from ..precision import MIXED_RULES, state_columns, state_map
 
 __all__ = ["options", "OPTION_KEYS", "STATE_DTYPES", "MixedSpec", "check_options", "group_spec",
-           "convert_state", "MASTER", "scale_name", "check_param_dtype"]
+           "convert_state", "MASTER", "scale_name", "check_param_dtype", "DeviceRef", "plan_arrays"]
 
 OPTION_KEYS = ("master_weights", "stochastic_rounding", "state_dtype", "seed")
 STATE_DTYPES = (None, "float32", "bfloat16", "int8")
@@ -168,6 +168,34 @@ def convert_state(old, old_scale, name, code, shape):
         codes, scales = P.q8_quantize(x32, code)
         return codes.reshape(shape), scales
     return P.encode(x32, code).reshape(shape), None
+
+
+class DeviceRef:
+    """A caller's device array as a mixed-precision plan holds it (``backends._mixed.MixedPlan``
+    reads ``size`` and ``dtype``, the kernels its address): ``shape``, ``size``, the NumPy ``dtype``
+    (bfloat16 for the typestr ``'<V2'``) and ``__cuda_array_interface__`` from its
+    :class:`fastdescent._arrays.ArrayInfo`, whatever the array's type (a torch CUDA tensor's
+    ``size`` is a method and its ``dtype`` a torch dtype). Keeps the array alive (``obj``)."""
+
+    __slots__ = ("obj", "shape", "size", "dtype", "_cai")
+
+    def __init__(self, info):
+        self.obj = info.obj
+        self.shape = tuple(info.shape)
+        self.size = int(info.size)
+        self.dtype = info.dtype
+        self._cai = {"shape": self.shape, "typestr": info.dtype.str,
+                     "data": (int(info.addr), not info.writeable), "strides": None, "version": 3}
+
+    @property
+    def __cuda_array_interface__(self):
+        return self._cai
+
+
+def plan_arrays(infos):
+    """The arrays of ``infos`` for a mixed-precision plan: host arrays as they are, device arrays
+    as :class:`DeviceRef`."""
+    return [DeviceRef(i) if i.device else i.obj for i in infos]
 
 
 #: the low-precision options' entries of an optimizer's docstring (``%(low_precision)s``)

@@ -321,7 +321,7 @@ class Optimizer:
         for k, p in enumerate(ps):
             what = f"params[{base + k}]"
             info = _arrays.inspect(p, what)
-            low = info.dtype not in _arrays.SUPPORTED_DTYPES and not info.device
+            low = info.dtype not in _arrays.SUPPORTED_DTYPES
             if low:
                 _precision.check_param_dtype(self._rule, info.dtype, what)
             _arrays.check_param(info, what, low_precision=low)
@@ -547,6 +547,13 @@ class Optimizer:
                         if not self._device and old.dtype == np.uint8:  # 8-bit codes: read back
                             old = _precision.convert_state(old, st.get(_precision.scale_name(name)),
                                                            name, _P.F32, view.shape)[0]
+                        elif self._device and _arrays.inspect(old, name).dtype != b.dtype:
+                            # bfloat16 or 8-bit state of a mixed-precision step: read back on
+                            # the host
+                            sc = st.get(_precision.scale_name(name))
+                            old = self._from_host(_precision.convert_state(
+                                self._to_host(old), None if sc is None else self._to_host(sc), name,
+                                _P.F32, view.shape)[0], view.shape, b.dtype)
                         self._copy_into(view, old)
                     st[name] = view
                     st.pop(_precision.scale_name(name), None)
@@ -587,6 +594,15 @@ class Optimizer:
         shapes = [self._infos[i].shape for i in indices]
         total = sum(b.sizes)
         states = {}
+        dev = self._device  # device arrays: allocated, converted and filled by the backend
+        alloc = self._mixed_kernels().zeros if dev else (lambda n, dt: np.zeros(n, dt))
+        host = self._to_host if dev else (lambda a: a)
+
+        def _fill(view, vals):  # converted host values into a state view
+            if dev:
+                view.copy_to_device(np.ascontiguousarray(vals))
+            else:
+                view[...] = vals
         for name in b.names:
             if self._init_value(group, name) != 0:
                 raise ValueError(f"state buffer {name!r} does not start at 0: no mixed-precision "
@@ -594,9 +610,9 @@ class Optimizer:
             code = codes[name]
             q8 = code in (_P.Q8S, _P.Q8U)
             sname = _precision.scale_name(name)
-            block = np.zeros(total, _P.storage_dtype(code))
+            block = alloc(total, _P.storage_dtype(code))
             nbs = [_P.nblocks(n) for n in b.sizes]
-            sblock = np.zeros(sum(nbs), np.float32) if q8 else None
+            sblock = alloc(sum(nbs), np.float32) if q8 else None
             arrays, scales = [], []
             off = soff = 0
             for i, n, nb, shape in zip(indices, b.sizes, nbs, shapes):
@@ -605,14 +621,16 @@ class Optimizer:
                 old = st.get(name)
                 vals = sc = None
                 if old is not None:
-                    vals, sc = _precision.convert_state(old, st.get(sname), name, code, shape)
-                    view[...] = vals
+                    osc = st.get(sname)
+                    vals, sc = _precision.convert_state(host(old), None if osc is None else host(osc),
+                                                        name, code, shape)
+                    _fill(view, vals)
                 st[name] = view
                 arrays.append(view)
                 if q8:
                     sview = sblock[soff:soff + nb]
                     if sc is not None:
-                        sview[...] = sc
+                        _fill(sview, sc)
                     st[sname] = sview
                     scales.append(sview)
                     soff += nb
@@ -625,14 +643,19 @@ class Optimizer:
             states[name] = (arrays, code, scales if q8 else None)
         masters = None
         if spec.master:
-            mblock = np.empty(total, np.float32)
+            mblock = alloc(total, np.float32) if dev else np.empty(total, np.float32)
             masters = []
             off = 0
             for i, n, shape, p in zip(indices, b.sizes, shapes, params):
                 st = self._state.setdefault(i, {})
                 view = mblock[off:off + n].reshape(shape)
                 old = st.get(_precision.MASTER)
-                view[...] = old if old is not None else p.astype(np.float32)
+                if not dev:
+                    view[...] = old if old is not None else p.astype(np.float32)
+                elif old is not None:
+                    self._copy_into(view, old)
+                else:
+                    self._mixed_mod.decode_into(view, p, spec.pcode)
                 st[_precision.MASTER] = view
                 masters.append(view)
                 off += n
@@ -640,8 +663,8 @@ class Optimizer:
         else:
             for i in indices:
                 self._state.get(i, {}).pop(_precision.MASTER, None)
-        b.plan = MixedPlan(self._rule.name, params, spec.pcode, masters, states, b.param_index,
-                           spec.seed, spec.stochastic)
+        b.plan = MixedPlan(self._rule.name, _precision.plan_arrays([self._infos[i] for i in indices]),
+                           spec.pcode, masters, states, b.param_index, spec.seed, spec.stochastic)
         b.param_addrs = b.plan.addr["param"]
         b.param_flat = None
         b.tab_multi = b.tab_flat = b.tab = None
@@ -668,9 +691,10 @@ class Optimizer:
         if b.plan is None:
             states = {name: ([self._state[i][name] for i in b.indices], _P.F32, None)
                       for name in STATE_COLUMNS[self._rule.name] if name in b.names}
-            b.plan = MixedPlan(self._rule.name, [self._params[i] for i in b.indices], _P.F32, None,
-                               states, b.param_index, 0, False)
-            b.plan.set_grads([self._grad_infos[i].obj for i in b.indices])
+            b.plan = MixedPlan(self._rule.name,
+                               _precision.plan_arrays([self._infos[i] for i in b.indices]), _P.F32,
+                               None, states, b.param_index, 0, False)
+            b.plan.set_grads(_precision.plan_arrays([self._grad_infos[i] for i in b.indices]))
         return b.plan
 
     def _write_set(self):
@@ -764,11 +788,12 @@ class Optimizer:
         for b in self._buckets:
             gs = [infos[i].obj for i in b.indices]  # plain ndarray views (subclasses unwrapped)
             if b.spec is not None:
-                b.plan.set_grads(gs, np.array([infos[i].addr for i in b.indices], dtype=np.int64))
+                b.plan.set_grads(_precision.plan_arrays([infos[i] for i in b.indices]),
+                                 np.array([infos[i].addr for i in b.indices], dtype=np.int64))
                 b.grad_flat = None
                 continue
-            if b.plan is not None:
-                b.plan.set_grads(gs)  # a float32 bucket's plan for grad_scale steps
+            if b.plan is not None:  # a float32 bucket's plan for grad_scale steps
+                b.plan.set_grads(_precision.plan_arrays([infos[i] for i in b.indices]))
             gflat = None
             if b.tab_flat is not None:
                 gflat = self._flat_view(gs, [infos[i] for i in b.indices])
@@ -825,7 +850,7 @@ class Optimizer:
             if _low(dt):  # bfloat16/float16: the mixed-precision module's check
                 from ..backends._mixed import GradList
 
-                tabs.append(GradList([self._grad_infos[i].obj for i in idx]))
+                tabs.append(GradList(_precision.plan_arrays([self._grad_infos[i] for i in idx])))
                 continue
             tab = self._backend.Table(np.dtype(dt), [self._grad_infos[i].size for i in idx])
             tab.set("grad", [self._grad_infos[i].obj for i in idx],
