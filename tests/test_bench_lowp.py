@@ -157,8 +157,14 @@ def test_tiny_run_writes_bytes_roofline_and_ratio_fields(tmp_path):
     assert "## Low-precision Adam step" in md
     assert "| config | impl | params / grads / state | B/param | median | GB/s | roofline |" in md
     assert "| adam-bf16-sr-int8 | numba | bfloat16 / float32 / int8 | 12.19 |" in md
+    assert "## Results" not in md  # (no other section: no empty generic tables)
     # the targets are listed once lowp rows exist (their layouts were not run here)
     assert any(t["what"].startswith("Adam bf16+SR, int8 state") for t in report["targets"])
+    assert not any(t["what"].startswith("Adam bf16") for t in R.evaluate_targets(
+        [r for r in rows if r["section"] != "lowp"]))
+    if peers:
+        pytest.importorskip("matplotlib")
+        assert R.plot(str(tmp_path / "o.png"), report) and (tmp_path / "o.png").stat().st_size > 0
 
 
 LOWP_PARAMS = {name: cfg.params for name, cfg in L.LOWP_CONFIGS.items()}
@@ -179,3 +185,17 @@ def test_cli_lists_lowp_and_picks_its_layouts():
                                  lowp_layouts=(SMALL,), peers=False)
     assert {c.impl for c in cases} == {"numba", "roofline"}
     assert L.RESNET50.n_tensors == 161 and L.RESNET50.elements == 25_557_032
+
+
+def test_pytest_benchmark_file_takes_the_shared_cases(monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_lowp.py"
+    if not path.is_file():
+        pytest.skip("benchmarks/ is not next to tests/ here")
+    monkeypatch.delenv("FASTDESCENT_BENCH_LOWP_FULL", raising=False)
+    spec = importlib.util.spec_from_file_location("_fd_bench_lowp", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.CASES == L.lowp_cases(L.BENCH_LOWP_LAYOUTS)  # small sizes unless asked

@@ -66,7 +66,8 @@ import numpy as np
 from . import cases as C
 
 __all__ = ["LowpConfig", "LOWP_CONFIGS", "LOWP_PEERS", "SLOW_PEERS", "PEER_CONFIG", "LOWP_BACKENDS",
-           "RESNET50", "LINEAR50", "LOWP_LAYOUTS", "QUICK_LOWP_LAYOUTS", "BENCH_LOWP_LAYOUTS", "LowpCase", "lowp_cases",
+           "RESNET50", "LINEAR50", "LOWP_LAYOUTS", "QUICK_LOWP_LAYOUTS", "BENCH_LOWP_LAYOUTS",
+           "LowpCase", "lowp_cases",
            "bytes_per_step", "check_update", "CHECK_PREFIX", "PEER_ROUNDS", "PEER_BUDGET_S", "LR",
            "BASELINE"]
 

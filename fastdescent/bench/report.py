@@ -383,16 +383,18 @@ def to_markdown(report, *, title="fastdescent benchmark results"):
                 f"- settings: {report.get('settings')}", ""]
     if any(d["measured"] is not None for d in report.get("targets") or []):
         out += ["## Performance targets (measured in this run)", "", targets_markdown(report["targets"]), ""]
-    out += ["## Results", "",
-            "Cells: median time per step (per call for matmul, per epoch for the MLP), then "
-            "throughput; for optimizers `GB/s` counts the bytes the update must move and the "
-            "percentage is the fraction of the memory roofline (streaming-probe time / kernel time; "
-            "the roofline column is the probe's best round, an upper bound). "
-            "`n/a`: not available here (reasons below); `WRONG`: failed the correctness check "
-            "against the NumPy reference (not timed). No roofline percentage where the probe takes "
-            "under 50 µs (call overhead, not memory traffic, dominates there), nor where a kernel "
-            "beat the probe's best round (`probe disturbed`: machine load).", ""]
-    for title, keys, impls, cells in _tables(rows):
+    tables = _tables(rows)
+    if tables or not any(r["section"] == "lowp" for r in rows):
+        out += ["## Results", "",
+                "Cells: median time per step (per call for matmul, per epoch for the MLP), then "
+                "throughput; for optimizers `GB/s` counts the bytes the update must move and the "
+                "percentage is the fraction of the memory roofline (streaming-probe time / kernel time; "
+                "the roofline column is the probe's best round, an upper bound). "
+                "`n/a`: not available here (reasons below); `WRONG`: failed the correctness check "
+                "against the NumPy reference (not timed). No roofline percentage where the probe takes "
+                "under 50 µs (call overhead, not memory traffic, dominates there), nor where a kernel "
+                "beat the probe's best round (`probe disturbed`: machine load).", ""]
+    for title, keys, impls, cells in tables:
         body = [[k] + [_cell(cells[(k, i)], "<br>") if (k, i) in cells else "" for i in impls]
                 for k in keys]
         out += [f"### {title}", "", _md_table(["case"] + impls, body), ""]
@@ -484,7 +486,8 @@ def print_report(report, file=None):
 # ============================================================================ plot
 def plot(path, report):
     """PNG: throughput vs size per implementation for each optimizer (roofline drawn), the tensor-count
-    sweep, and matmul GFLOP/s. Returns the path, or raises ImportError without matplotlib."""
+    sweep, matmul GFLOP/s, and the lowp step's time relative to torch fused per layout. Returns the
+    path, or raises ImportError without matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -504,6 +507,10 @@ def plot(path, report):
         panels.append(("count", first))
     if mm_rows:
         panels.append(("matmul", None))
+    lowp_rows = [r for r in rows if r["section"] == "lowp" and "time_vs_baseline" in r]
+    for r in lowp_rows:
+        if ("lowp", r["layout"]) not in panels:
+            panels.append(("lowp", r["layout"]))
     if not panels:
         panels = [("empty", None)]
     ncol = min(3, len(panels))
@@ -569,6 +576,23 @@ def plot(path, report):
             ax.set_yscale("log")
             ax.set_ylabel("GFLOP/s")
             ax.set_title("dense-layer kernels (batch x (M x K x N))")
+        elif kind == "lowp":  # op: the layout
+            sel = [r for r in lowp_rows if r["layout"] == op]
+            configs = list(dict.fromkeys(r["op"] for r in sel))
+            impls = _order({r["impl"] for r in sel})
+            width = 0.8 / max(1, len(impls))
+            for j, impl in enumerate(impls):
+                pts = [(configs.index(r["op"]) + j * width, r["time_vs_baseline"]) for r in sel
+                       if r["impl"] == impl]
+                ax.bar([x for x, _ in pts], [y for _, y in pts], width=width, color=color(impl),
+                       label=impl)
+            ax.axhline(1.0, color="black", lw=1, ls="--")
+            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(configs))])
+            ax.set_xticklabels([c.replace("adam-", "") for c in configs], fontsize=7, rotation=30,
+                               ha="right")
+            ax.set_yscale("log")
+            ax.set_ylabel("time / torch fused fp32 Adam")
+            ax.set_title(f"low-precision Adam step: {op}")
         else:
             ax.text(0.5, 0.5, "no results", ha="center", va="center")
         ax.grid(True, which="both", alpha=0.25)
