@@ -52,6 +52,7 @@ def run_case(benchmark, request):
             inst.step()  # warm-up beyond the check steps
             benchmark.group = case.group
             benchmark.extra_info.update(impl=case.impl, kind=case.kind, check=check)
+            benchmark.extra_info.update(getattr(case, "row_info", None) or {})  # (lowp: formats)
             if inst.bytes_per_step:
                 benchmark.extra_info["bytes_per_step"] = inst.bytes_per_step
             if inst.flops_per_step:

@@ -45,7 +45,9 @@ def build_parser():
             "(torch.optim for-loop/foreach/fused, textbook NumPy, np.matmul, torch.bmm, "
             "scikit-learn) and the memory roofline. Every case is checked against the NumPy "
             "reference before it is timed."),
-        epilog=f"ops: {', '.join(C.OPS)}, matmul, mlp. Sizes accept 2^k, k/M/G suffixes.")
+        epilog=f"ops: {', '.join(C.OPS)}, matmul, mlp, mnist, lowp (the low-precision Adam step: "
+               "bf16 parameters with stochastic rounding or master weights, bf16/int8 state). Sizes "
+               "accept 2^k, k/M/G suffixes.")
     b.add_argument("--quick", action="store_true",
                    help="a subset (sgd_momentum, adam, rmsprop, lamb unless --ops; sizes 2^10..2^22; "
                         "1/64/1000 tensors; no 400-tensor layout; 3 rounds; --time-budget 100): "
@@ -55,7 +57,11 @@ def build_parser():
                         "(default: 100 with --quick, none otherwise)")
     b.add_argument("--backends", metavar="LIST",
                    help="comma-separated backends (numpy,c,numba,cuda); default: all available here")
-    b.add_argument("--ops", metavar="LIST", help="comma-separated ops; default: all")
+    b.add_argument("--ops", metavar="LIST",
+                   help="comma-separated ops: optimizer names, matmul, mlp, mnist, lowp (low-precision "
+                        "Adam: bf16+stochastic rounding, bf16/int8 state, master weights, next to "
+                        "torch fused fp32 Adam, torchao and bitsandbytes 8-bit; --sizes sets its flat "
+                        "tensor, default 2^25, then ResNet-50's tensors); default: all")
     b.add_argument("--json", metavar="FILE", help="write every figure and the machine description")
     b.add_argument("--md", metavar="FILE", help="write a Markdown report")
     b.add_argument("--plot", metavar="FILE", help="write a PNG plot (needs matplotlib)")

@@ -11,8 +11,9 @@ from . import cases as C
 __all__ = ["UsageError", "parse_sizes", "parse_list", "select_backends", "select_ops", "bench_cases",
            "check_output_paths", "run_bench", "Progress"]
 
-#: ops accepted by ``--ops`` besides the optimizer names
-EXTRA_OPS = ("matmul", "mlp", "mnist")
+#: ops accepted by ``--ops`` besides the optimizer names (``lowp``: the low-precision Adam step,
+#: fastdescent/bench/lowp.py)
+EXTRA_OPS = ("matmul", "mlp", "mnist", "lowp")
 #: ``--quick``: no group starts after this many seconds (the cases left are reported, not run; a
 #: group that started finishes, each case within QUICK_CASE_BUDGET_S of timing), so the whole command
 #: stays within about two minutes even on a loaded machine
@@ -113,10 +114,13 @@ def select_ops(text):
 
 # ============================================================================ what to run
 def bench_cases(*, backends, ops, sizes, counts, layouts=(), shapes=C.MATMUL_SHAPES, peers=True,
-                roofline=True):
+                roofline=True, lowp_layouts=None):
     """The case list of a ``bench`` run (sections: mlp (digits, then MNIST-shaped), size, count,
-    layout, matmul). The training cases come first: under a time budget (``--quick``) they are the
-    last thing to be left out."""
+    layout, matmul, lowp). The training cases come first: under a time budget (``--quick``) they are
+    the last thing to be left out. ``lowp_layouts``: the layouts of the lowp cases (default
+    :data:`~fastdescent.bench.lowp.LOWP_LAYOUTS`)."""
+    from . import lowp as L
+
     opt_ops = [o for o in ops if o in C.OPTIMIZERS]
     impls = tuple(backends) + (C.OPT_PEERS if peers else ()) + (("roofline",) if roofline else ())
     out = []
@@ -133,7 +137,21 @@ def bench_cases(*, backends, ops, sizes, counts, layouts=(), shapes=C.MATMUL_SHA
     if "matmul" in ops:
         out += C.matmul_cases(C.MATMUL_KERNELS, shapes,
                               tuple(backends) + (C.MATMUL_PEERS if peers else ()))
+    if "lowp" in ops:
+        out += L.lowp_cases(L.LOWP_LAYOUTS if lowp_layouts is None else tuple(lowp_layouts),
+                            backends, peers=peers, roofline=roofline)
     return out
+
+
+def lowp_layouts(sizes_text, quick):
+    """The lowp layouts of a run: one tensor of each ``--sizes`` size (default 2^25; ``--quick``
+    2^22), then ResNet-50's tensors (``--quick``: 50 Linear(64, 64) layers)."""
+    from . import lowp as L
+
+    default = L.QUICK_LOWP_LAYOUTS if quick else L.LOWP_LAYOUTS
+    if not sizes_text:
+        return default
+    return tuple(C.single(n) for n in parse_sizes(sizes_text)) + default[1:]
 
 
 # ============================================================================ progress
@@ -274,8 +292,9 @@ def run_bench(args, argv=None):
     peers = not args.no_peers
     if peers and C.torch_unavailable() is not None and not args.quiet:
         print(f"note: torch peers skipped: {C.torch_unavailable()}", file=sys.stderr)
+    lowp = lowp_layouts(args.sizes, quick) if "lowp" in ops else ()
     case_list = bench_cases(backends=backends, ops=ops, sizes=sizes, counts=counts, layouts=layouts,
-                            shapes=shapes, peers=peers)
+                            shapes=shapes, peers=peers, lowp_layouts=lowp)
     mem = int(args.mem_budget_gib * (1 << 30)) if args.mem_budget_gib is not None else None
     machine = machine_info()
     t0 = time.perf_counter()
@@ -290,7 +309,8 @@ def run_bench(args, argv=None):
         "settings": {"quick": quick, "backends": backends, "ops": ops, "sizes": list(sizes),
                      "counts": list(counts), "small_tensor": C.SMALL_TENSOR,
                      "matmul_shapes": [s.name for s in shapes] if "matmul" in ops else [],
-                     "layouts": [lay.name for lay in layouts], "rounds": rounds, "min_time_s": min_time,
+                     "layouts": [lay.name for lay in layouts],
+                     "lowp_layouts": [lay.name for lay in lowp], "rounds": rounds, "min_time_s": min_time,
                      "time_budget_s": time_budget, "case_budget_s": case_budget,
                      "peers": peers, "dtype": str(C.DTYPE), "check_steps": C.CHECK_STEPS},
         "machine": machine,

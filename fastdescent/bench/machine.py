@@ -13,7 +13,8 @@ __all__ = ["machine_info", "versions", "loadavg"]
 _PACKAGES = {"numpy": ("numpy", "numpy"), "numba": ("numba", "numba"), "cffi": ("cffi", "cffi"),
              "torch": ("torch", "torch"), "sklearn": ("sklearn", "scikit-learn"),
              "matplotlib": ("matplotlib", "matplotlib"), "rich": ("rich", "rich"),
-             "tqdm": ("tqdm", "tqdm")}
+             "tqdm": ("tqdm", "tqdm"), "ml_dtypes": ("ml_dtypes", "ml_dtypes"),
+             "torchao": ("torchao", "torchao"), "bitsandbytes": ("bitsandbytes", "bitsandbytes")}
 
 
 def versions():

@@ -17,7 +17,7 @@ __all__ = ["TARGETS", "evaluate_targets", "load_warning", "write_json", "to_mark
 
 IMPL_ORDER = ("numpy", "c", "numba", "cuda", "torch-forloop", "torch-foreach", "torch-fused",
               "numpy-textbook", "np.matmul", "torch.bmm", "torch-autograd", "torch", "sklearn",
-              "roofline")
+              "torchao-bf16-sr", "torchao-8bit", "bnb-8bit", "roofline")
 SECTION_TITLES = {
     "headline": "Headline cases",
     "size": "One tensor, sweep over its size",
@@ -26,6 +26,7 @@ SECTION_TITLES = {
     "matmul": "Dense-layer kernels (batched matmul)",
     "mlp": "Digits MLP, one training epoch",
     "mnist": "MNIST-shaped MLP (784-128-10, 60,000 synthetic rows, batch 128), one training epoch",
+    "lowp": "Low-precision Adam step",
 }
 
 
@@ -81,6 +82,8 @@ def _tables(rows):
     out = []
     by_table = {}
     for r in rows:
+        if r["section"] == "lowp":  # (its own tables: _lowp_tables)
+            continue
         if r["section"] in ("headline", "size", "count", "layout"):
             tkey = (r["section"], r["op"])
             title = f"{SECTION_TITLES.get(r['section'], r['section'])}: {r['op']}"
@@ -100,6 +103,75 @@ def _tables(rows):
         impls.add(r["impl"])
         cells[(key, r["impl"])] = r
     return [(t, k, _order(i), c) for (t, k, i, c) in out]
+
+
+_LOWP_HEADER = ("config", "impl", "params / grads / state", "B/param", "median", "GB/s",
+                "roofline", "vs torch fused")
+
+
+def _lowp_formats(r):
+    state = r.get("state", "?") + (" + fp32 master" if r.get("master") else "")
+    return f"{r.get('params', '?')} / {r.get('grads', '?')} / {state}"
+
+
+def _lowp_tables(rows):
+    """The lowp rows as one table per layout: [(title, [[cell, ...], ...])], rows in configuration
+    order (fastdescent's backends, then the peers, the roofline probe last). Cells: median time,
+    bytes per parameter, GB/s, fraction of the roofline (achieved GB/s / the float32 streaming
+    probe's best-round GB/s) and time / torch fused float32 Adam's time (same run)."""
+    out, by = [], {}
+    for r in rows:
+        if r["section"] != "lowp":
+            continue
+        lay = r.get("layout", r["group"])
+        if lay not in by:
+            by[lay] = []
+            out.append((lay, by[lay]))
+        by[lay].append(r)
+    tables = []
+    for lay, rs in out:
+        configs = list(dict.fromkeys(r["op"] for r in rs if r["impl"] != "roofline"))
+        order = {i: k for k, i in enumerate(IMPL_ORDER)}
+        ranked = sorted(rs, key=lambda r: (r["impl"] == "roofline", configs.index(r["op"])
+                                           if r["op"] in configs else 0, order.get(r["impl"], 99)))
+        body = []
+        for r in ranked:
+            bpp = r.get("bytes_per_param")
+            cells = [r["op"] if r["impl"] != "roofline" else "(stream probe)", r["impl"],
+                     _lowp_formats(r), "-" if bpp is None else f"{bpp:.4g}"]
+            if r["status"] != "ok":
+                cells += [_cell(r), "", "", ""]
+            else:
+                if "roofline_fraction" in r:
+                    roof = f"{100 * r['roofline_fraction']:.0f}%"
+                elif r["impl"] == "roofline":
+                    roof = "(100%)"
+                elif "disturbed" in r.get("roofline_note", ""):
+                    roof = "probe disturbed"
+                else:
+                    roof = "-"
+                vs = r.get("time_vs_baseline")
+                cells += [fmt_time(r["time_s"]), f"{r['gbps']:.3g}" if "gbps" in r else "-", roof,
+                          "-" if vs is None or r["impl"] == "roofline" else f"{vs:.3g}×"]
+            body.append(cells)
+        n = next((r.get("n_tensors") for r in rs), None)
+        el = next((r.get("elements") for r in rs), None)
+        title = f"{SECTION_TITLES['lowp']}: {lay}" + (
+            f" ({n} tensor{'s' if n != 1 else ''}, {el:,} parameters)" if n and el else "")
+        tables.append((title, body))
+    return tables
+
+
+LOWP_EXPLAINED = (
+    "Adam, lr=1e-3, float32 gradients (torchao-bf16-sr: bfloat16, as torch requires). `B/param`: "
+    "bytes the step must move per parameter, from the formats (parameter read + written, written "
+    "only with a master copy, which is read + written; gradient read; both moments read + written, "
+    "8-bit ones with their float32 block scales); `GB/s` = those bytes / median time. `roofline`: "
+    "achieved GB/s / the float32 Adam streaming probe's best-round GB/s on the same element count, "
+    "measured in the same run. `vs torch fused`: time / torch.optim.Adam(fused=True) float32's time "
+    "in the same run (< 1: faster). fastdescent's rows are checked bit for bit against the NumPy "
+    "backend before timing; the torchao/bitsandbytes peers (timed apart, few rounds) must move the "
+    "parameters like float32 Adam in the mean.")
 
 
 def _problems(rows):
@@ -125,11 +197,16 @@ class Target:
     metric: str
     goal: float
     peer: str | None = None
+    #: the peer's op where it is another one (lowp: torch fused runs the adam-fp32 configuration)
+    peer_op: str | None = None
+    #: evaluated only when the run has rows of this section (lowp: 24 targets of their own)
+    section: str | None = None
 
     @property
     def goal_text(self):
-        return {"ratio": f"≤ {self.goal:g}× {self.peer}",
-                "speedup": f"≥ {self.goal:g}× faster than {self.peer}",
+        peer = self.peer if self.peer_op in (None, self.op) else f"{self.peer} ({self.peer_op})"
+        return {"ratio": f"≤ {self.goal:g}× {peer}",
+                "speedup": f"≥ {self.goal:g}× faster than {peer}",
                 "roofline": f"≥ {100 * self.goal:.0f}% of roofline",
                 "ms": f"≤ {self.goal:g} ms/step"}[self.metric]
 
@@ -153,6 +230,18 @@ def _targets():
         for opt in ("adam", "sgd"):
             t.append(Target(f"784-128-10 epoch ({opt})", "mnist", f"mnist-shaped 784-128-10 {opt}",
                             impl, "ratio", 0.7, "torch"))
+    # issue 11: the low-precision step against torch's fused float32 Adam (same run), and the
+    # 8-bit peers on the same formats
+    lowp = (("adam-bf16-sr", "bf16+SR", 0.85), ("adam-bf16-sr-bf16", "bf16+SR, bf16 state", 0.6),
+            ("adam-int8", "fp32, int8 state", 0.7), ("adam-bf16-sr-int8", "bf16+SR, int8 state", 0.45))
+    for layout, lname in (("1x2^25", "2^25"), ("resnet50", "ResNet-50")):
+        for impl in ("c", "numba"):
+            for op, what, goal in lowp:
+                t.append(Target(f"Adam {what} {lname}", op, layout, impl, "ratio", goal, "torch-fused",
+                                peer_op="adam-fp32", section="lowp"))
+            for peer in ("torchao-8bit", "bnb-8bit"):
+                t.append(Target(f"Adam fp32, int8 state {lname}", "adam-int8", layout, impl,
+                                "speedup", 50.0, peer, section="lowp"))
     return tuple(t)
 
 
@@ -172,9 +261,12 @@ def _find(rows, op, layout, impl):
 def evaluate_targets(rows):
     """One dict per target: measured value (None if a needed case did not run), met (bool/None)."""
     out = []
+    sections = {r.get("section") for r in rows}
     for t in TARGETS:
+        if t.section is not None and t.section not in sections:
+            continue
         r = _find(rows, t.op, t.layout, t.impl)
-        p = _find(rows, t.op, t.layout, t.peer) if t.peer else None
+        p = _find(rows, t.peer_op or t.op, t.layout, t.peer) if t.peer else None
         d = {"what": t.what, "impl": t.impl, "metric": t.metric, "goal": t.goal, "peer": t.peer,
              "goal_text": t.goal_text, "measured": None, "met": None, "why_missing": None}
         if r is None or r["status"] != "ok":
@@ -182,7 +274,7 @@ def evaluate_targets(rows):
                 f"{t.impl} {t.op} {t.layout} was not run"
         elif t.peer and (p is None or p["status"] != "ok"):
             d["why_missing"] = (f"{t.peer}: " + (p.get("reason") or p["status"])) if p else \
-                f"{t.peer} {t.op} {t.layout} was not run"
+                f"{t.peer} {t.peer_op or t.op} {t.layout} was not run"
         elif t.metric == "roofline" and "roofline_fraction" not in r:
             d["why_missing"] = "the roofline probe did not run"
         else:
@@ -291,19 +383,26 @@ def to_markdown(report, *, title="fastdescent benchmark results"):
                 f"- settings: {report.get('settings')}", ""]
     if any(d["measured"] is not None for d in report.get("targets") or []):
         out += ["## Performance targets (measured in this run)", "", targets_markdown(report["targets"]), ""]
-    out += ["## Results", "",
-            "Cells: median time per step (per call for matmul, per epoch for the MLP), then "
-            "throughput; for optimizers `GB/s` counts the bytes the update must move and the "
-            "percentage is the fraction of the memory roofline (streaming-probe time / kernel time; "
-            "the roofline column is the probe's best round, an upper bound). "
-            "`n/a`: not available here (reasons below); `WRONG`: failed the correctness check "
-            "against the NumPy reference (not timed). No roofline percentage where the probe takes "
-            "under 50 µs (call overhead, not memory traffic, dominates there), nor where a kernel "
-            "beat the probe's best round (`probe disturbed`: machine load).", ""]
-    for title, keys, impls, cells in _tables(rows):
+    tables = _tables(rows)
+    if tables or not any(r["section"] == "lowp" for r in rows):
+        out += ["## Results", "",
+                "Cells: median time per step (per call for matmul, per epoch for the MLP), then "
+                "throughput; for optimizers `GB/s` counts the bytes the update must move and the "
+                "percentage is the fraction of the memory roofline (streaming-probe time / kernel time; "
+                "the roofline column is the probe's best round, an upper bound). "
+                "`n/a`: not available here (reasons below); `WRONG`: failed the correctness check "
+                "against the NumPy reference (not timed). No roofline percentage where the probe takes "
+                "under 50 µs (call overhead, not memory traffic, dominates there), nor where a kernel "
+                "beat the probe's best round (`probe disturbed`: machine load).", ""]
+    for title, keys, impls, cells in tables:
         body = [[k] + [_cell(cells[(k, i)], "<br>") if (k, i) in cells else "" for i in impls]
                 for k in keys]
         out += [f"### {title}", "", _md_table(["case"] + impls, body), ""]
+    lowp = _lowp_tables(rows)
+    if lowp:
+        out += ["## Low-precision Adam step", "", LOWP_EXPLAINED, ""]
+        for title, body in lowp:
+            out += [f"### {title}", "", _md_table(list(_LOWP_HEADER), body), ""]
     probs = _problems(rows)
     if probs:
         out += ["## Not measured", ""]
@@ -354,6 +453,15 @@ def print_report(report, file=None):
         for k in keys:
             tab.add_row(k, *[_cell(cells[(k, i)], "\n") if (k, i) in cells else "" for i in impls])
         con.print(tab)
+    for title, body in _lowp_tables(report["results"]):
+        tab = Table(title=title, title_justify="left")
+        for k, col in enumerate(_LOWP_HEADER):
+            tab.add_column(col, justify="left" if k < 3 else "right",
+                           style="bold" if k == 0 else None)
+        for cells in body:
+            tab.add_row(*cells, style="cyan" if cells[1] in ("c", "numba", "numpy", "cuda") else
+                        ("dim" if cells[1] == "roofline" else None))
+        con.print(tab)
     if any(d["measured"] is not None for d in report.get("targets") or []):
         tab = Table(title="Performance targets (measured in this run)", title_justify="left")
         for col in ("case", "backend", "target", "measured", "met"):
@@ -378,7 +486,8 @@ def print_report(report, file=None):
 # ============================================================================ plot
 def plot(path, report):
     """PNG: throughput vs size per implementation for each optimizer (roofline drawn), the tensor-count
-    sweep, and matmul GFLOP/s. Returns the path, or raises ImportError without matplotlib."""
+    sweep, matmul GFLOP/s, and the lowp step's time relative to torch fused per layout. Returns the
+    path, or raises ImportError without matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -398,6 +507,10 @@ def plot(path, report):
         panels.append(("count", first))
     if mm_rows:
         panels.append(("matmul", None))
+    lowp_rows = [r for r in rows if r["section"] == "lowp" and "time_vs_baseline" in r]
+    for r in lowp_rows:
+        if ("lowp", r["layout"]) not in panels:
+            panels.append(("lowp", r["layout"]))
     if not panels:
         panels = [("empty", None)]
     ncol = min(3, len(panels))
@@ -463,6 +576,23 @@ def plot(path, report):
             ax.set_yscale("log")
             ax.set_ylabel("GFLOP/s")
             ax.set_title("dense-layer kernels (batch x (M x K x N))")
+        elif kind == "lowp":  # op: the layout
+            sel = [r for r in lowp_rows if r["layout"] == op]
+            configs = list(dict.fromkeys(r["op"] for r in sel))
+            impls = _order({r["impl"] for r in sel})
+            width = 0.8 / max(1, len(impls))
+            for j, impl in enumerate(impls):
+                pts = [(configs.index(r["op"]) + j * width, r["time_vs_baseline"]) for r in sel
+                       if r["impl"] == impl]
+                ax.bar([x for x, _ in pts], [y for _, y in pts], width=width, color=color(impl),
+                       label=impl)
+            ax.axhline(1.0, color="black", lw=1, ls="--")
+            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(configs))])
+            ax.set_xticklabels([c.replace("adam-", "") for c in configs], fontsize=7, rotation=30,
+                               ha="right")
+            ax.set_yscale("log")
+            ax.set_ylabel("time / torch fused fp32 Adam")
+            ax.set_title(f"low-precision Adam step: {op}")
         else:
             ax.text(0.5, 0.5, "no results", ha="center", va="center")
         ax.grid(True, which="both", alpha=0.25)

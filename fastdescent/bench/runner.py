@@ -19,6 +19,7 @@ import time
 import traceback
 
 from . import cases as C
+from . import lowp as L
 from .timing import measure_interleaved
 
 __all__ = ["run", "run_group", "default_mem_budget"]
@@ -57,6 +58,9 @@ def _base_row(case):
                                                  Bw=shape.Bw), dtype=str(case.dtype))
     if getattr(case, "sizes", None) is not None and case.section == "mlp":
         row.update(layout=case.name)
+    info = getattr(case, "row_info", None)  # (lowp: formats, bytes per parameter, ref_group)
+    if info:
+        row.update(info)
     return row
 
 
@@ -119,6 +123,8 @@ def _finish(row, inst, timing, interleaved):
             row["accuracy_error"] = repr(exc)
     if "elements" in row:
         row["elements_per_s"] = row["elements"] / t
+        if inst.bytes_per_step and row["elements"]:
+            row["bytes_per_param"] = inst.bytes_per_step / row["elements"]
     return row
 
 
@@ -126,26 +132,57 @@ def _finish(row, inst, timing, interleaved):
 ROOFLINE_MIN_PROBE_S = 50e-6
 
 
+def _ref(r):
+    """The group whose roofline probe (and baseline) a row is compared with: its own, or the
+    ``ref_group`` its case names (the lowp slow peers are timed apart from their probe)."""
+    return r.get("ref_group") or r["group"]
+
+
+def _relative_speed(r, p):
+    """Row ``r``'s speed relative to probe row ``p``: probe time / kernel time, times the ratio of
+    the bytes they move (= achieved GB/s / probe GB/s; the plain time ratio when the bytes are the
+    same, as in every optimizer group)."""
+    rb, pb = r.get("bytes_per_step"), p.get("bytes_per_step")
+    return p["time_s"] / r["time_s"] * (rb / pb if rb and pb else 1.0)
+
+
 def _derive(rows):
-    """Roofline fraction (probe time / kernel time) within each group, where the probe itself is
-    bandwidth-bound (takes at least ROOFLINE_MIN_PROBE_S). The probe's time is its best round; a
-    kernel whose median beats it shows that the probe was disturbed (it is not an upper bound in this
-    run): no fraction is given for the group then, and the row says why."""
-    probe = {r["group"]: r["time_s"] for r in rows if r["impl"] == "roofline" and r["status"] == "ok"}
-    disturbed = {r["group"] for r in rows if r["status"] == "ok" and r["impl"] != "roofline"
-                 and r["group"] in probe and probe[r["group"]] >= ROOFLINE_MIN_PROBE_S
-                 and r["time_s"] < probe[r["group"]]}
+    """Roofline fraction (achieved bandwidth / the streaming probe's, i.e. probe time / kernel time
+    where both move the same bytes) for the rows compared with a probe (:func:`_ref`), where the
+    probe itself is bandwidth-bound (takes at least ROOFLINE_MIN_PROBE_S). The probe's time is its
+    best round; a kernel that beats it shows that the probe was disturbed (it is not an upper bound
+    in this run): no fraction is given for the group then, and the row says why. Rows whose case
+    names a ``baseline`` implementation get ``time_vs_baseline`` = time / the baseline's time in
+    the same ref group (lowp: torch's fused float32 Adam). Idempotent: :func:`run` applies it again
+    over all rows for the comparisons across groups."""
+    probe = {_ref(r): r for r in rows if r["impl"] == "roofline" and r["status"] == "ok"}
+    disturbed = {_ref(r) for r in rows if r["status"] == "ok" and r["impl"] != "roofline"
+                 and _ref(r) in probe and probe[_ref(r)]["time_s"] >= ROOFLINE_MIN_PROBE_S
+                 and _relative_speed(r, probe[_ref(r)]) > 1.0}
     for r in rows:
-        if r["status"] == "ok" and r["group"] in probe and r["impl"] != "roofline":
-            if r["group"] in disturbed:
+        if r["status"] == "ok" and _ref(r) in probe and r["impl"] != "roofline":
+            p = probe[_ref(r)]
+            r.pop("roofline_fraction", None)
+            if _ref(r) in disturbed:
                 r["roofline_note"] = ("no roofline fraction: a kernel beat the best streaming-probe "
                                       "round, so the probe was disturbed in this run (machine load)")
-            elif probe[r["group"]] >= ROOFLINE_MIN_PROBE_S:
-                r["roofline_fraction"] = probe[r["group"]] / r["time_s"]
+            elif p["time_s"] >= ROOFLINE_MIN_PROBE_S:
+                r.pop("roofline_note", None)
+                r["roofline_fraction"] = _relative_speed(r, p)
+                if "gbps" in p:
+                    r["roofline_gbps"] = p["gbps"]
             else:
                 r["roofline_note"] = (f"no roofline fraction: the streaming probe takes "
-                                      f"{probe[r['group']] * 1e6:.1f} us, under "
+                                      f"{p['time_s'] * 1e6:.1f} us, under "
                                       f"{ROOFLINE_MIN_PROBE_S * 1e6:.0f} us (call overhead dominates)")
+    base = {}
+    for r in rows:
+        if r.get("baseline") and r["status"] == "ok" and r["impl"] == r["baseline"]:
+            base[(_ref(r), r["impl"])] = r["time_s"]
+    for r in rows:
+        key = (_ref(r), r.get("baseline"))
+        if r.get("baseline") and r["status"] == "ok" and r["impl"] != "roofline" and key in base:
+            r["time_vs_baseline"] = r["time_s"] / base[key]
     return rows
 
 
@@ -236,11 +273,18 @@ def run(cases, *, rounds=5, min_time=0.05, warmup=1, mem_budget=None, on_row=Non
                 if on_row is not None:
                     on_row(case, row)
             continue
-        rows.extend(run_group(group, rounds=rounds, min_time=min_time, warmup=warmup,
-                              mem_budget=mem_budget, on_row=on_row, debug=debug, budget=budget))
+        # a case may cap its group's rounds and timing budget (lowp: the slow peers, 1-4 s a step)
+        caps = [c.max_rounds for c in group if getattr(c, "max_rounds", None)]
+        g_rounds = min([rounds] + caps)
+        budgets = [c.budget_s for c in group if getattr(c, "budget_s", None)]
+        g_budget = min(budgets + ([budget] if budget is not None else [])) if budgets else budget
+        rows.extend(run_group(group, rounds=g_rounds, min_time=min_time, warmup=warmup,
+                              mem_budget=mem_budget, on_row=on_row, debug=debug, budget=g_budget))
+    _derive([r for r in rows if r.get("ref_group")])  # comparisons across groups (lowp)
     C._base_data.cache_clear()
     C._reference_params.cache_clear()
     C._mm_data.cache_clear()
     C._mm_reference.cache_clear()
+    L._prefix_reference.cache_clear()
     gc.collect()
     return rows
