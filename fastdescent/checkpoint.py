@@ -6,8 +6,8 @@ plain numeric arrays and a JSON header; :func:`load_checkpoint` reads it back pa
 source never runs code, and never allocates more than the objects it loads into need (plus a
 bounded JSON header and bounded read buffers), whatever sizes the file declares.
 
-File layout (format version 1)
-------------------------------
+File layout (format version 2; version 1 files are read too)
+------------------------------------------------------------
 ``header``
     uint8 array: UTF-8 JSON ``{"format": "fastdescent-checkpoint", "version": 1, "optimizer": ...,
     "model": ..., "extra": ...}``. The optimizer entry holds its class name, the parameters' shapes
@@ -17,9 +17,17 @@ File layout (format version 1)
     arrays.
 ``optimizer/state/<i>/<name>``
     state array ``name`` (``exp_avg``, ``momentum_buffer``, ...) of parameter ``i`` (the index in
-    ``optimizer.state_dict()``), with the parameter's shape and dtype.
+    ``optimizer.state_dict()``). The header lists it by name when it has the parameter's shape and
+    dtype, else as ``{"name", "shape", "dtype"}`` (version 2): low-precision state
+    (``docs/low-precision.md``) -- float32 or bfloat16 buffers of a bfloat16/float16 parameter,
+    8-bit codes (uint8) with their float32 ``<name>_scale`` (one per 256-element block), a float32
+    ``master_param``; anything else is refused at save and at load.
 ``model/<key>``
     the array ``model.state_dict()[key]``.
+
+bfloat16 arrays (``ml_dtypes.bfloat16``, which an ``.npy`` header cannot describe) are stored as
+their 16-bit words (``<u2`` members) with the dtype name ``"bfloat16"`` in the JSON header, and read
+back as bfloat16 bit for bit.
 
 Hyperparameters keep their Python types exactly: floats (``repr`` round trip), ints, bools, None,
 strings, tuples (torch's ``betas``) and lists, nested dicts with string keys, NumPy scalars (their
@@ -45,8 +53,13 @@ from .errors import FastDescentError
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "FORMAT_VERSION"]
 
 FORMAT_NAME = "fastdescent-checkpoint"
-#: the file format version this module writes (and the only one it reads)
-FORMAT_VERSION = 1
+#: the file format version this module writes; it reads this one and version 1 (whose state arrays
+#: all have their parameter's shape and dtype)
+FORMAT_VERSION = 2
+_READ_VERSIONS = (1, 2)
+#: the dtype name written for bfloat16 (``ml_dtypes.bfloat16``): NumPy cannot describe it in an
+#: ``.npy`` header, so its members hold the raw 16-bit words as ``<u2``
+_BF16 = "bfloat16"
 
 _HEADER = "header"
 _OPT = "optimizer/state/"
@@ -168,8 +181,19 @@ def _check_extra(v, where="extra"):
 
 
 # ---------------------------------------------------------------------------------------- saving
+def _is_bf16(dt):
+    dt = np.dtype(dt)
+    return dt.name == _BF16 and dt.itemsize == 2
+
+
 def _dtype_name(dt):
-    return np.dtype(dt).str
+    """The header's name of a dtype: NumPy's ``str`` (``<f4``), or ``bfloat16``."""
+    return _BF16 if _is_bf16(dt) else np.dtype(dt).str
+
+
+def _storage(a):
+    """The array as the member stores it: bfloat16 as its 16-bit words."""
+    return a.view(np.uint16) if _is_bf16(a.dtype) else a
 
 
 def _host_array(a, where):
@@ -180,9 +204,38 @@ def _host_array(a, where):
             a = a.detach().cpu().numpy()
         else:
             a = np.asarray(a)
-    if a.dtype.kind not in "biuf" or a.dtype.hasobject:
+    if (a.dtype.kind not in "biuf" or a.dtype.hasobject) and not _is_bf16(a.dtype):
         raise CheckpointError(f"{where} has dtype {a.dtype}; a checkpoint stores numeric arrays only")
     return a if a.flags.c_contiguous else a.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
+
+
+_MASTER = "master_param"
+_SCALE = "_scale"
+_LOW = (_BF16, "<f2")
+
+
+def _state_entry_ok(name, shape, dtype, pshape, pdtype, names, where):
+    """What a state array of a parameter of (pshape, pdtype) may be (dtypes as header names):
+    its parameter's shape and dtype; a float32 or bfloat16 buffer (low-precision state, or float32
+    state of a low-precision parameter); 8-bit codes (uint8, the parameter's shape) with their
+    ``<name>_scale`` (float32, one per 256-element block); a float32 ``master_param`` of a
+    bfloat16/float16 parameter. CheckpointError otherwise, naming ``where``."""
+    from .precision import nblocks
+
+    if name == _MASTER:
+        ok = shape == pshape and dtype == "<f4" and pdtype in _LOW
+        want = "float32 with the parameter's shape, for a bfloat16/float16 parameter"
+    elif name.endswith(_SCALE) and name[:-len(_SCALE)] in names:
+        ok = shape == (nblocks(math.prod(pshape)),) and dtype == "<f4"
+        want = f"float32 of shape ({nblocks(math.prod(pshape))},) (one per 256-element block)"
+    else:
+        ok = shape == pshape and (dtype in (pdtype, "<f4", _BF16, "|u1"))
+        want = (f"shape {pshape} and dtype {pdtype}, float32, bfloat16 or uint8 (8-bit codes, with "
+                f"their {name + _SCALE!r})")
+        if ok and dtype == "|u1":
+            ok = name + _SCALE in names
+    if not ok:
+        raise CheckpointError(f"{where} has shape {shape} and dtype {dtype}; it must have {want}")
 
 
 def _optimizer_section(optimizer, arrays):
@@ -238,11 +291,12 @@ def _optimizer_section(optimizer, arrays):
                 continue
             arr = _host_array(val, where)
             meta = params_meta[i]
-            if list(arr.shape) != meta["shape"] or arr.dtype.str != meta["dtype"]:
-                raise CheckpointError(f"{where} has shape {arr.shape} and dtype {arr.dtype}, its "
-                                      f"parameter {tuple(meta['shape'])} and {meta['dtype']}")
-            arrays[f"{_OPT}{i}/{name}"] = arr
-            entry["arrays"].append(name)
+            shape, dtype = list(arr.shape), _dtype_name(arr.dtype)
+            _state_entry_ok(name, tuple(shape), dtype, tuple(meta["shape"]), meta["dtype"],
+                            set(st), where)
+            arrays[f"{_OPT}{i}/{name}"] = _storage(arr)
+            same = shape == meta["shape"] and dtype == meta["dtype"]
+            entry["arrays"].append(name if same else {"name": name, "shape": shape, "dtype": dtype})
         state[str(i)] = entry
     return {"class": type(optimizer).__name__, "params": params_meta, "param_groups": groups,
             "state": state}
@@ -262,8 +316,8 @@ def _model_section(model, arrays):
             raise CheckpointError(f"model.state_dict() has a key {key!r}: keys must be non-empty "
                                   "printable strings")
         arr = _host_array(val, f"model.state_dict()[{key!r}]")
-        arrays[_MODEL + key] = arr
-        entries.append({"key": key, "shape": list(arr.shape), "dtype": arr.dtype.str})
+        arrays[_MODEL + key] = _storage(arr)
+        entries.append({"key": key, "shape": list(arr.shape), "dtype": _dtype_name(arr.dtype)})
     return {"class": type(model).__name__, "arrays": entries}
 
 
@@ -423,7 +477,10 @@ def _is_shape(v):
 
 
 def _parse_dtype(s, where):
+    """The member dtype of a header dtype name (bfloat16: its 16-bit words, ``<u2``)."""
     _expect(type(s) is str, f"header: {where} dtype must be a string")
+    if s == _BF16:
+        return np.dtype("<u2")
     try:
         dt = np.dtype(s)
     except TypeError:
@@ -450,9 +507,9 @@ def _read_header(zf, names, limit):
             f"not a fastdescent checkpoint (header format {header.get('format')!r})")
     version = header.get("version")
     _expect(_is_int(version), f"header: format version must be an int, got {version!r}")
-    _expect(version == FORMAT_VERSION,
-            f"unsupported checkpoint format version {version} (this fastdescent reads version "
-            f"{FORMAT_VERSION})")
+    _expect(version in _READ_VERSIONS,
+            f"unsupported checkpoint format version {version} (this fastdescent reads versions "
+            f"{', '.join(map(str, _READ_VERSIONS))})")
     unexpected = set(header) - {"format", "version", "optimizer", "model", "extra"}
     _expect(not unexpected, f"header: unexpected entries {sorted(unexpected)}")
     return header
@@ -541,8 +598,9 @@ def _read_member(zf, name, dtype, shape, *, load=True, max_len=None):
     return arr
 
 
-def _parse_optimizer(sec):
-    """Check the header's optimizer entry; return (class, params meta, groups, state)."""
+def _parse_optimizer(sec, version):
+    """Check the header's optimizer entry; return (class, params meta, groups, state): metas and
+    state arrays as (shape, header dtype name)."""
     _expect(type(sec) is dict and set(sec) == {"class", "params", "param_groups", "state"},
             "header: malformed optimizer entry")
     cls = sec["class"]
@@ -553,7 +611,8 @@ def _parse_optimizer(sec):
     for i, m in enumerate(params):
         _expect(type(m) is dict and set(m) == {"shape", "dtype"} and _is_shape(m["shape"]),
                 f"header: malformed optimizer params[{i}]")
-        metas.append((tuple(m["shape"]), _parse_dtype(m["dtype"], f"optimizer params[{i}]")))
+        _parse_dtype(m["dtype"], f"optimizer params[{i}]")
+        metas.append((tuple(m["shape"]), m["dtype"]))
     groups = []
     total = 0
     _expect(type(sec["param_groups"]) is list and sec["param_groups"],
@@ -579,17 +638,31 @@ def _parse_optimizer(sec):
         _expect(type(entry) is dict
                 and set(entry) in ({"step", "arrays"}, {"step", "arrays", "scalars"})
                 and (entry["step"] is None or _is_int(entry["step"]) and entry["step"] >= 0)
-                and type(entry["arrays"]) is list
-                and all(type(n) is str and n and "/" not in n for n in entry["arrays"])
-                and len(set(entry["arrays"])) == len(entry["arrays"]),
+                and type(entry["arrays"]) is list,
                 f"header: malformed optimizer state[{key}]")
+        pshape, pdtype = metas[int(key)]
+        arrays = {}  # name -> (shape, header dtype name)
+        for a in entry["arrays"]:
+            if type(a) is dict and version >= 2:
+                _expect(set(a) == {"name", "shape", "dtype"} and _is_shape(a["shape"]),
+                        f"header: malformed optimizer state[{key}] array entry")
+                n, meta = a["name"], (tuple(a["shape"]), a["dtype"])
+                _parse_dtype(meta[1], f"optimizer state[{key}][{n!r}]")
+            else:
+                n, meta = a, (pshape, pdtype)
+            _expect(type(n) is str and n and "/" not in n and n not in arrays,
+                    f"header: malformed optimizer state[{key}]")
+            arrays[n] = meta
+        for n, (shape, dt) in arrays.items():
+            _state_entry_ok(n, shape, dt, pshape, pdtype, set(arrays),
+                            f"checkpoint optimizer state[{key}][{n!r}]")
         scalars = entry.get("scalars", {})
-        _expect(type(scalars) is dict and not set(scalars) & set(entry["arrays"]),
+        _expect(type(scalars) is dict and not set(scalars) & set(arrays),
                 f"header: malformed optimizer state[{key}] scalars")
         scalars = {n: _decode_value(v, f"optimizer state[{key}][{n!r}]") for n, v in scalars.items()}
         _expect(all(type(v) is float for v in scalars.values()),
                 f"header: optimizer state[{key}] scalars must be floats")
-        state[int(key)] = (entry["step"], list(entry["arrays"]), scalars)
+        state[int(key)] = (entry["step"], arrays, scalars)
     return cls, metas, groups, state
 
 
@@ -601,7 +674,8 @@ def _parse_model(sec):
         _expect(type(e) is dict and set(e) == {"key", "shape", "dtype"} and type(e["key"]) is str
                 and e["key"] and _is_shape(e["shape"]), f"header: malformed model arrays[{k}]")
         _expect(e["key"] not in out, f"header: model array {e['key']!r} listed twice")
-        out[e["key"]] = (tuple(e["shape"]), _parse_dtype(e["dtype"], f"model array {e['key']!r}"))
+        _parse_dtype(e["dtype"], f"model array {e['key']!r}")
+        out[e["key"]] = (tuple(e["shape"]), e["dtype"])
     return out
 
 
@@ -619,7 +693,9 @@ def _check_against_optimizer(optimizer, cls, metas, groups, state):
                                        f"optimizer's has {len(g['params'])}")
         # every hyperparameter the class defines must be in the file; other keys (a scheduler's
         # "initial_lr", user tags) are taken from the file, or kept when the file lacks them
-        missing = sorted(set(getattr(optimizer, "defaults", {})) - set(hyper))
+        from .optim._precision import OPTION_KEYS  # (storage options: kept when the file lacks them)
+
+        missing = sorted(set(getattr(optimizer, "defaults", {})) - set(hyper) - set(OPTION_KEYS))
         _expect(not missing, f"checkpoint param_groups[{gi}] lacks the hyperparameters {missing} of "
                              f"{mine}")
         check = getattr(optimizer, "_check_group", None)
@@ -634,17 +710,25 @@ def _check_against_optimizer(optimizer, cls, metas, groups, state):
                                       f"{exc}") from None
         for k, p in enumerate(g["params"]):
             shape, dtype = metas[pos]
-            _expect(tuple(p.shape) == shape and np.dtype(p.dtype) == dtype,
+            _expect(tuple(p.shape) == shape and _dtype_name(p.dtype) == dtype,
                     f"checkpoint params[{pos}] has shape {shape} and dtype {dtype}, the optimizer's "
                     f"param_groups[{gi}]['params'][{k}] has {tuple(p.shape)} and {np.dtype(p.dtype)}")
             pos += 1
     names = getattr(optimizer, "_all_state_names", None)
     if names is not None:  # (this also bounds how many arrays per parameter are read)
         names = tuple(names) + tuple(getattr(getattr(optimizer, "_rule", None), "scalar_state", ()))
+        names += tuple(n + _SCALE for n in names) + (_MASTER,)  # (low precision; the optimizer's
+        # load_state_dict decides whether its groups take them)
         for i, (_, arrays, scalars) in state.items():
             bad = sorted((set(arrays) | set(scalars)) - set(names))
             _expect(not bad, f"checkpoint optimizer state[{i}] has unknown entries {bad}; "
                              f"{mine} keeps {list(names)}")
+
+
+def _bf16_dtype():
+    from .precision import bfloat16
+
+    return bfloat16()
 
 
 def _check_against_model(model, entries):
@@ -659,8 +743,8 @@ def _check_against_model(model, entries):
         shape, dtype = entries[key]
         _expect(shape == ref.shape, f"checkpoint model array {key!r} has shape {shape}, the model's "
                                     f"{ref.shape}")
-        _expect(dtype == ref.dtype, f"checkpoint model array {key!r} has dtype {dtype}, the model's "
-                                    f"{ref.dtype}")
+        _expect(dtype == _dtype_name(ref.dtype), f"checkpoint model array {key!r} has dtype {dtype}, "
+                                                  f"the model's {ref.dtype}")
 
 
 def _parse(path, f, optimizer, model):
@@ -694,10 +778,10 @@ def _parse(path, f, optimizer, model):
         expected = {_HEADER: None}  # member name -> (shape, dtype)
         opt_sec = header["optimizer"]
         if opt_sec is not None:
-            cls, metas, groups, state = _parse_optimizer(opt_sec)
+            cls, metas, groups, state = _parse_optimizer(opt_sec, header["version"])
             for i, (_, arrays, _) in state.items():
-                for n in arrays:
-                    expected[f"{_OPT}{i}/{n}"] = metas[i]
+                for n, meta in arrays.items():
+                    expected[f"{_OPT}{i}/{n}"] = meta
         model_sec = header["model"]
         if model_sec is not None:
             entries = _parse_model(model_sec)
@@ -731,9 +815,9 @@ def _parse(path, f, optimizer, model):
                 continue
             shape, dtype = meta
             wanted = optimizer is not None if name.startswith(_OPT) else model is not None
-            arr = _read_member(zf, name, dtype, shape, load=wanted)
+            arr = _read_member(zf, name, _parse_dtype(dtype, name), shape, load=wanted)
             if wanted:
-                loaded[name] = arr
+                loaded[name] = arr.view(_bf16_dtype()) if dtype == _BF16 else arr
 
     opt_sd = None  # (only for the sections asked for: the others were verified, not read)
     if optimizer is not None:
@@ -755,7 +839,7 @@ def _parse(path, f, optimizer, model):
         model_sd = {key: loaded[_MODEL + key] for key in entries}
         for key, arr in model_sd.items():
             # fastdescent.nn models refuse non-finite parameters: find it before loading anything
-            if arr.dtype.kind == "f":
+            if arr.dtype.kind == "f" or _is_bf16(arr.dtype):
                 _expect(bool(np.isfinite(arr).all()),
                         f"checkpoint model array {key!r} contains NaN or infinity")
     return opt_sd, model_sd, ({} if extra is None else extra)

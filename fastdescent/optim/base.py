@@ -1083,6 +1083,14 @@ class Optimizer:
             self._finite_tabs = None
             self._write_ranges = None
             self._checked = []
+            if any(_precision.OPTION_KEYS[2] in g or _precision.OPTION_KEYS[0] in g
+                   for g in self.param_groups) or any(
+                    np.dtype(a.dtype) != self._infos[i].dtype
+                    for i, d in new_state.items() for a in d.values()):
+                # state stored in bfloat16/8 bits or a master copy, or loaded in another storage:
+                # convert it now, so that state_dict() shows the storage the groups ask for (as
+                # after a step)
+                self._build_buckets()
 
     def _validate_state_dict(self, state_dict):
         from collections.abc import Mapping, Sequence
