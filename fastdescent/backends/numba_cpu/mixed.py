@@ -158,24 +158,28 @@ def _q8_map(signed):
     return 31, 255, np.float32(2.0 ** -30), np.float32(2.0 ** 33), np.float32(2.0 ** -33)
 
 
+def _mag_table(code):
+    """float32 value of each byte's magnitude bits on a map (the sign bit ignored)."""
+    return P.q8_dequantize(np.arange(256, dtype=np.uint8) & (0x7F if code == Q8S else 0xFF),
+                           np.ones(1, np.float32), code)
+
+
+_MAG_S = _mag_table(Q8S)
+_MAG_U = _mag_table(Q8U)
+
+
 @jit
 def _q8_load(codes, scales, signed, x):
-    """``x[i]`` = value of byte ``codes[i]`` times its block's scale (``scales[i // BLOCK]``)."""
-    bias, _, _, _, unit = _q8_map(signed)
-    qmask = 0x7F if signed else 0xFF
+    """``x[i]`` = value of byte ``codes[i]`` times its block's scale (``scales[i // BLOCK]``): the
+    magnitude from a table, the sign bit flipped for a negative code."""
+    mag = _MAG_S if signed else _MAG_U
     smask = 0x80 if signed else 0
     for b in range(0, x.shape[0], BLOCK):
         scale = scales[b // BLOCK]
         for i in range(b, min(b + BLOCK, x.shape[0])):
             c = np.int64(codes[i])
-            q = c & qmask
-            e = q >> 3
-            f = q & 7
-            normal = _float(((e + (127 - bias)) << 23) | (f << 20))
-            sub = np.float32(f) * unit
-            mag = sub if e == 0 else normal
             # negation flips the sign bit (as NumPy's, NaN included)
-            x[i] = _float(_bits(mag * scale) ^ ((c & smask) << 24))
+            x[i] = _float(_bits(mag[c] * scale) ^ ((c & smask) << 24))
 
 
 @jit
@@ -199,20 +203,32 @@ def _q8_store_block(x, codes, scale, signed):
     scale[0] = s
     inv = _ONE / s
     bias, qmax, sub_lim, sub_mul, _ = _q8_map(signed)
-    for i in range(n):
+    if signed:
+        _q8_encode(x, codes, inv, bias, qmax, sub_lim, sub_mul, True)
+    else:
+        _q8_encode(x, codes, inv, bias, qmax, sub_lim, sub_mul, False)
+
+
+@jit
+def _q8_encode(x, codes, inv, bias, qmax, sub_lim, sub_mul, signed):
+    """The codes of one block of inverse scale ``inv`` (branch-free per element, 32-bit integers:
+    vectorizes)."""
+    rebias = np.int32((127 - bias) << 3)
+    qmax32 = np.int32(qmax)
+    for i in range(x.shape[0]):
         xi = x[i]
         ax = abs(xi)
-        y = ax * inv
-        y = y if y < _QCLAMP else _QCLAMP
-        u = _bits(y)
-        qn = ((u + 0x7FFFF + ((u >> 20) & 1)) >> 20) - ((127 - bias) << 3)
-        qs = np.int64(((y * sub_mul) + _TWO_23) - _TWO_23)  # float32: rounds to nearest even
+        y = min(ax * inv, _QCLAMP)
+        u = np.int32(_bits(y))
+        qn = ((u + np.int32(0x7FFFF) + ((u >> np.int32(20)) & np.int32(1))) >> np.int32(20)) - rebias
+        ys = y if y < sub_lim else np.float32(0.0)  # (in range of the conversion)
+        qs = np.int32(((ys * sub_mul) + _TWO_23) - _TWO_23)  # float32: rounds to nearest even
         q = qs if y < sub_lim else qn
-        q = q if q < qmax else qmax
+        q = min(q, qmax32)
         if signed:
-            q = q | (0x80 if xi < 0 else 0)
+            q = q | (np.int32(0x80) if xi < 0 else np.int32(0))
         else:
-            q = 1 if (q == 0 and ax > 0) else q
+            q = np.int32(1) if (q == 0) & (ax > 0) else q
         codes[i] = np.uint8(q)
 
 
