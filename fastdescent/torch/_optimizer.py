@@ -158,13 +158,21 @@ def _np_dtype(dt):
     return np.dtype(np.float16) if dt == _F16 else _NP[dt]
 
 
+_BF16_NP = []  # ml_dtypes.bfloat16's NumPy dtype, once looked up
+
+
 def _flat_np(t):
-    """A 1-D NumPy view of a dense tensor's memory, in memory order (what the mixed-precision step
-    reads and writes: tensors with the same layout correspond element by element)."""
-    t = t.detach()
-    t = t.reshape(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))
+    """A NumPy view of a dense tensor's memory, C-contiguous, in memory order (what the
+    mixed-precision step reads and writes: tensors with the same layout correspond element by
+    element): the tensor's shape if it is contiguous, else 1-D."""
+    if t.requires_grad:
+        t = t.detach()
+    if not t.is_contiguous():
+        t = t.detach().as_strided((t.numel(),), (1,))
     if t.dtype == _BF16:
-        return t.view(torch.int16).numpy().view(_P.bfloat16())
+        if not _BF16_NP:
+            _BF16_NP.append(_P.bfloat16())
+        return t.view(torch.int16).numpy().view(_BF16_NP[0])
     return t.numpy()
 
 
@@ -462,7 +470,8 @@ class Optimizer(torch.optim.Optimizer):
         ``scale``, in the codes' layout."""
         x = torch.empty_like(codes, dtype=_F32)
         sc = scale.detach().to(device="cpu", dtype=_F32).contiguous()
-        _flat_np(x)[...] = _P.q8_dequantize(_flat_np(codes), sc.numpy(), _P.state_map(nm))
+        _flat_np(x).reshape(-1)[...] = _P.q8_dequantize(_flat_np(codes), sc.numpy(),
+                                                        _P.state_map(nm))
         return x
 
     def _fd_storage(self, p, nm, code, old=None, old_scale=None, init=0.0):
@@ -489,7 +498,7 @@ class Optimizer(torch.optim.Optimizer):
                 x = torch.empty_like(p, dtype=_F32)
                 x.copy_(old)
                 c, scales = _P.q8_quantize(_flat_np(x), code)
-                _flat_np(codes)[...] = c
+                _flat_np(codes).reshape(-1)[...] = c  # (a view: C-contiguous)
                 sc.numpy()[...] = scales
             return codes, sc
         want = p.dtype if code is None else _STORAGE[code]
