@@ -56,7 +56,7 @@ def impls(name):
 
 def open_loop(name, hp, steps, backend, n, seed=0):
     g = torch.Generator().manual_seed(seed)
-    init = [torch.randn(n, generator=g).to(torch.bfloat16), torch.randn(n // 7, generator=g).to(torch.bfloat16)]
+    init = [torch.randn(k, generator=g).to(torch.bfloat16) for k in (n, n // 7)]
     ours = [torch.nn.Parameter(t.clone()) for t in init]
     opt = getattr(fdt, name)(ours, backend=backend, **hp)
     theirs = {}

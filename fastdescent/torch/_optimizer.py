@@ -38,6 +38,21 @@ them with one write. Scalar state (NAdam's ``mu_product``) is kept the same way.
 has torch's layout and loads into the torch.optim class, and torch's state_dict loads here
 (``load_state_dict`` copies every loaded tensor into buffers of this optimizer's own: two optimizers
 never share state tensors through a load).
+
+Low precision
+-------------
+In the optimizers whose rule has a mixed-precision step (SGD, Adam, AdamW, RMSprop), a bucket whose
+:func:`fastdescent.optim._precision.group_spec` is not None (bfloat16/float16 parameters, or
+bfloat16/int8 state) runs the backend's ``mixed.mixed_step`` on a
+:class:`fastdescent.backends._mixed.MixedPlan` of NumPy views of the tensors' memory instead of the
+plain kernel. Its state stays in torch tensors of the parameter's shape and strides, in their
+storage dtype (bfloat16, float32, uint8 codes), with ``<name>_scale`` (float32 block scales, blocks
+in memory order) and ``master_param`` (float32) entries where the options ask for them. bfloat16
+parameters default to bfloat16 state (torch.optim's choice), not the NumPy-facing classes' float32.
+State in another storage than its group's (a load, an option changed between steps) is converted
+before the step, as the NumPy-facing optimizers do; ``load_state_dict`` takes the saved tensors as
+they are, not cast to the parameter's dtype as torch does. SGD keeps its step counts (which key
+stochastic rounding's random bits) in the group's block too, out of its state (torch's SGD has none).
 """
 
 from __future__ import annotations
