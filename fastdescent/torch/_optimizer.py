@@ -308,8 +308,8 @@ class Optimizer(torch.optim.Optimizer):
             if p.device.type == "cuda":
                 raise ValueError(f"{where} is on {p.device}: CUDA tensors are not yet supported "
                                  f"by {self._name()} (CPU tensors only"
-                                 + ("; nor is there a CUDA mixed-precision step for "
-                                    f"{p.dtype} parameters" if low else "")
+                                 + (f", {p.dtype} ones included: its mixed-precision step runs "
+                                    "on CPU tensors" if low else "")
                                  + f"); use torch.optim.{self._torch_name or 'Adam'}(fused=True) "
                                  "on the GPU")
             raise ValueError(f"{where} is on device {p.device}: {self._name()} supports CPU "
