@@ -143,9 +143,16 @@ def float64_default():
 def test_signature_and_groups_are_torchs(name):
     ours, theirs = getattr(fdt, name), getattr(torch.optim, name)
     assert issubclass(ours, torch.optim.Optimizer)
-    sp = [p for p in inspect.signature(ours).parameters.values() if p.name != "backend"]
+    lowp = ("master_weights", "stochastic_rounding", "state_dtype", "seed")
+    params = list(inspect.signature(ours).parameters.values())
+    sp = [p for p in params if p.name != "backend" and p.name not in lowp]
     tp = list(inspect.signature(theirs).parameters.values())
     assert [(p.name, p.kind, p.default) for p in sp] == [(p.name, p.kind, p.default) for p in tp]
+    # fastdescent's low-precision options: keyword-only, on the classes with a mixed-precision step
+    extra = [(p.name, p.kind, p.default) for p in params if p.name in lowp]
+    assert extra == ([(k, inspect.Parameter.KEYWORD_ONLY, d) for k, d in
+                      zip(lowp, (False, False, None, 0))]
+                     if name in ("SGD", "Adam", "AdamW", "RMSprop") else [])
     w = torch.nn.Parameter(torch.zeros(3))
     g, tg = ours([w]).param_groups[0], theirs([w]).param_groups[0]
     assert {k: v for k, v in g.items() if k != "params"} == \
@@ -449,9 +456,12 @@ def test_constructor_refusals():
         fdt.Adam([w], differentiable=True)
     with pytest.raises(TypeError, match="complex parameters"):
         fdt.Adam([torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))])
-    for dt in (torch.bfloat16, torch.float16):
-        with pytest.raises(TypeError, match="not supported yet"):
-            fdt.AdamW([torch.nn.Parameter(torch.zeros(3, dtype=dt))])
+    for dt in (torch.bfloat16, torch.float16):  # (SGD/Adam/AdamW/RMSprop: tests/test_torch_lowp.py)
+        with pytest.raises(TypeError, match=f"{dt} parameters are not supported by "
+                                            "fastdescent.torch.Adagrad.*SGD, Adam, AdamW and RMSprop"):
+            fdt.Adagrad([torch.nn.Parameter(torch.zeros(3, dtype=dt))])
+    with pytest.raises(TypeError, match="dtype torch.int32 is not supported"):
+        fdt.Adam([torch.zeros(3, dtype=torch.int32)])
     with pytest.raises(ValueError, match="device meta"):
         fdt.SGD([torch.nn.Parameter(torch.zeros(3, device="meta"))])
     with pytest.raises(ValueError, match="gaps or overlaps"):
@@ -489,10 +499,11 @@ def test_bad_inputs_leave_params_and_state_untouched():
         opt.step()
     _unchanged(m, opt, snap)
     opt.param_groups[1]["lr"] = 0.005
-    # a parameter turned bfloat16 after construction (model.to(...)): refused at the step
-    w.data = w.data.to(torch.bfloat16)
-    w.grad = torch.ones_like(w)
-    with pytest.raises(TypeError, match="not supported yet"):
+    # a parameter turned to an unsupported dtype after construction: refused at the step
+    # (bfloat16/float16: tests/test_torch_lowp.py)
+    w.data = w.data.to(torch.float8_e4m3fn)
+    w.grad = torch.zeros_like(w)
+    with pytest.raises(TypeError, match="dtype torch.float8_e4m3fn is not supported"):
         opt.step()
     w.data = snap[0][0].clone()
     _unchanged(m, opt, snap)

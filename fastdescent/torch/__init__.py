@@ -15,9 +15,12 @@ interchanges with torch.optim's, both ways), and runs fastdescent's kernels on t
 memory: one kernel call per (param group, dtype) bucket. Schedulers (``torch.optim.lr_scheduler``),
 hooks, closures, ``zero_grad`` and ``add_param_group`` work because the base class is torch's.
 
-Supported: CPU tensors of float32 and float64. Not yet: CUDA tensors, float16/bfloat16 and complex
-parameters, sparse gradients, ``differentiable=True`` (each raises a clear error).
-``foreach``/``fused``/``capturable`` are accepted and ignored.
+Supported: CPU tensors of float32 and float64; bfloat16 and float16 too in ``SGD``, ``Adam``,
+``AdamW`` and ``RMSprop`` (fastdescent's mixed-precision step: bfloat16 state by default, as torch.optim
+keeps, float32 state for float16; the keyword arguments ``master_weights``, ``stochastic_rounding``,
+``state_dtype`` and ``seed``: ``docs/low-precision.md``). Not yet: CUDA tensors, complex parameters,
+bfloat16/float16 in the other optimizers, sparse gradients, ``differentiable=True`` (each raises a
+clear error). ``foreach``/``fused``/``capturable`` are accepted and ignored.
 
 Differences from torch.optim worth knowing:
 

@@ -38,6 +38,21 @@ them with one write. Scalar state (NAdam's ``mu_product``) is kept the same way.
 has torch's layout and loads into the torch.optim class, and torch's state_dict loads here
 (``load_state_dict`` copies every loaded tensor into buffers of this optimizer's own: two optimizers
 never share state tensors through a load).
+
+Low precision
+-------------
+In the optimizers whose rule has a mixed-precision step (SGD, Adam, AdamW, RMSprop), a bucket whose
+:func:`fastdescent.optim._precision.group_spec` is not None (bfloat16/float16 parameters, or
+bfloat16/int8 state) runs the backend's ``mixed.mixed_step`` on a
+:class:`fastdescent.backends._mixed.MixedPlan` of NumPy views of the tensors' memory instead of the
+plain kernel. Its state stays in torch tensors of the parameter's shape and strides, in their
+storage dtype (bfloat16, float32, uint8 codes), with ``<name>_scale`` (float32 block scales, blocks
+in memory order) and ``master_param`` (float32) entries where the options ask for them. bfloat16
+parameters default to bfloat16 state (torch.optim's choice), not the NumPy-facing classes' float32.
+State in another storage than its group's (a load, an option changed between steps) is converted
+before the step, as the NumPy-facing optimizers do; ``load_state_dict`` takes the saved tensors as
+they are, not cast to the parameter's dtype as torch does. SGD keeps its step counts (which key
+stochastic rounding's random bits) in the group's block too, out of its state (torch's SGD has none).
 """
 
 from __future__ import annotations
@@ -49,15 +64,28 @@ from itertools import compress, repeat
 import numpy as np
 import torch
 
+from .. import precision as _P
 from .._contract import row as _row
 from ..backends import resolve
+from ..optim import _precision
 from ..optim.base import _state_step
+from ..precision import MIXED_RULES
 from ..rules import check_scalars
 
 __all__ = ["Optimizer"]
 
 _F32, _F64 = torch.float32, torch.float64
+_BF16, _F16, _U8 = torch.bfloat16, torch.float16, torch.uint8
+#: parameter dtypes the plain (float32/float64) kernels update
 _NP = {_F32: np.dtype(np.float32), _F64: np.dtype(np.float64)}
+#: parameter dtypes the mixed-precision step stores (SGD, Adam, AdamW, RMSprop)
+_LOW = (_BF16, _F16)
+#: torch dtype of each storage code of the mixed-precision step
+_STORAGE = {_P.F32: _F32, _P.BF16: _BF16, _P.Q8S: _U8, _P.Q8U: _U8}
+_Q8 = (_P.Q8S, _P.Q8U)
+_MASTER = _precision.MASTER
+_scale_name = _precision.scale_name
+_SUPPORTED_LOW = "SGD, Adam, AdamW and RMSprop"
 _STRIDED = torch.strided
 _data_ptr = torch.Tensor.data_ptr
 _is_contiguous = torch.Tensor.is_contiguous
@@ -138,9 +166,53 @@ def _resolve(v):
     return v
 
 
+def _np_dtype(dt):
+    """The NumPy dtype of a torch parameter dtype (float32, float64, bfloat16, float16)."""
+    if dt == _BF16:
+        return _P.bfloat16()
+    return np.dtype(np.float16) if dt == _F16 else _NP[dt]
+
+
+_BF16_NP = []  # ml_dtypes.bfloat16's NumPy dtype, once looked up
+
+
+def _flat_np(t):
+    """A NumPy view of a dense tensor's memory, C-contiguous, in memory order (what the
+    mixed-precision step reads and writes: tensors with the same layout correspond element by
+    element): the tensor's shape if it is contiguous, else 1-D."""
+    if t.requires_grad:
+        t = t.detach()
+    if not t.is_contiguous():
+        t = t.detach().as_strided((t.numel(),), (1,))
+    if t.dtype == _BF16:
+        if not _BF16_NP:
+            _BF16_NP.append(_P.bfloat16())
+        return t.view(torch.int16).numpy().view(_BF16_NP[0])
+    return t.numpy()
+
+
+def _valid_scale(sc, n):
+    """True if ``sc`` can be the block scales of an ``n``-element 8-bit state buffer as the step
+    reads them (float32, CPU, contiguous, one per block)."""
+    return (isinstance(sc, torch.Tensor) and sc.dtype == _F32 and sc.device.type == "cpu"
+            and sc.dim() == 1 and sc.numel() == _P.nblocks(n) and sc.is_contiguous()
+            and not sc.is_neg())
+
+
+def _release_grads(plan):
+    """Drop every reference a mixed-precision plan (and its backend's caches) holds to this step's
+    gradients, so that torch's allocator can reuse their memory."""
+    grads = plan.grads
+    plan.grads = None
+    if grads is None:
+        return
+    for key in [k for k, v in plan.cache.items() if isinstance(v, tuple) and v and v[0] is grads]:
+        del plan.cache[key]
+
+
 class _Bucket:
     __slots__ = ("gi", "dtype", "pos", "sel", "step", "sstate", "fresh", "tab", "kidx", "kall",
-                 "names", "param_index")
+                 "names", "param_index", "spec", "plan", "tdtype", "hp")
 
 
 class _Plan:
@@ -161,7 +233,8 @@ class Optimizer(torch.optim.Optimizer):
 
     ``backend``: ``"c"``, ``"numba"``, ``"numpy"`` or ``"auto"``; None means the default in force
     (:func:`fastdescent.use_backend`, ``$FASTDESCENT_BACKEND``, else ``"auto"``: the C backend).
-    CPU tensors of float32 or float64 only.
+    CPU tensors of float32 or float64; bfloat16 and float16 too for the rules with a
+    mixed-precision step (SGD, Adam, AdamW, RMSprop: the module docstring, "Low precision").
     """
 
     _rule = None
@@ -169,6 +242,13 @@ class Optimizer(torch.optim.Optimizer):
     _step_in_state = True
     _eager_state = False
     _forced = {}
+
+    @property
+    def _lowp(self):
+        """True if the rule has a mixed-precision step (bfloat16/float16 parameters, the
+        low-precision options)."""
+        return self._rule.name in MIXED_RULES
+
     def __init__(self, params, defaults, *, backend=None):
         if defaults.get("differentiable"):
             raise ValueError(f"{self._name()}: differentiable=True is not supported (the kernels "
@@ -214,18 +294,24 @@ class Optimizer(torch.optim.Optimizer):
             raise TypeError(f"{where}: complex parameters ({p.dtype}) are not supported by "
                             f"{self._name()} (float32 and float64 only); view them as real "
                             "(torch.view_as_real) or use torch.optim")
-        if p.dtype in (torch.float16, torch.bfloat16):
-            raise TypeError(f"{where}: {p.dtype} parameters are not supported yet by fastdescent "
-                            "(its kernels are float32 and float64); keep float32 master weights "
-                            "(e.g. torch.autocast for the forward pass) or use torch.optim")
-        if p.dtype not in _NP:
+        low = p.dtype in _LOW
+        if low and self._rule.name not in MIXED_RULES:
+            raise TypeError(f"{where}: {p.dtype} parameters are not supported by {self._name()}: "
+                            "fastdescent.torch updates bfloat16/float16 parameters in "
+                            f"{_SUPPORTED_LOW} only (their mixed-precision step); keep float32 "
+                            f"parameters or use torch.optim.{self._torch_name or 'Adam'}")
+        if not low and p.dtype not in _NP:
             raise TypeError(f"{where}: dtype {p.dtype} is not supported ({self._name()} updates "
-                            "float32 and float64 parameters)")
+                            "float32 and float64 parameters"
+                            + (", and bfloat16 and float16 ones" if self._lowp else "") + ")")
         if p.device.type != "cpu":
             if p.device.type == "cuda":
                 raise ValueError(f"{where} is on {p.device}: CUDA tensors are not yet supported "
-                                 f"by {self._name()} (CPU tensors only); use torch.optim."
-                                 f"{self._torch_name or 'Adam'}(fused=True) on the GPU")
+                                 f"by {self._name()} (CPU tensors only"
+                                 + (f", {p.dtype} ones included: its mixed-precision step runs "
+                                    "on CPU tensors" if low else "")
+                                 + f"); use torch.optim.{self._torch_name or 'Adam'}(fused=True) "
+                                 "on the GPU")
             raise ValueError(f"{where} is on device {p.device}: {self._name()} supports CPU "
                              "tensors only")
         if p.layout != _STRIDED:
@@ -253,7 +339,11 @@ class Optimizer(torch.optim.Optimizer):
                 if id(p) in seen:
                     raise ValueError(self._fd_duplicate_message(n, p, group["params"]))
                 seen.add(id(p))
-            self._fd_hp(n, group)
+            hp = self._fd_hp(n, group)
+            if self._lowp:  # a combination with no kernel (float16 + stochastic_rounding) fails here
+                names = self._rule.state_names(hp)
+                for dt in {p.dtype for p in group["params"]}:
+                    self._fd_spec(n, hp, dt, names)
             if self._eager_state:
                 self._fd_create_eager_state(n, group)
         except Exception:
@@ -294,11 +384,27 @@ class Optimizer(torch.optim.Optimizer):
                 mutable = mutable or r is not v or isinstance(v, (list, dict))
                 hp[k] = r
             self._rule.check_group(hp)
+            _precision.check_options(self._rule, hp)  # master_weights, state_dtype, ...
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{where}: {exc}") from None
         # a group holding tensors or lists is re-validated at every step (edited in place)
         checked[gi] = (keys, values, hp) if not mutable else None
         return hp
+
+    def _fd_spec(self, gi, hp, dtype, names):
+        """The mixed-precision step of group ``gi``'s ``dtype`` parameters with state ``names``
+        (a :class:`fastdescent.optim._precision.MixedSpec`), or None for the plain kernel.
+        bfloat16 parameters keep bfloat16 state unless ``state_dtype`` says otherwise (torch.optim's
+        default: state in the parameter's dtype); float16 ones float32 state (fastdescent has no
+        float16 state). ValueError naming the group for a combination that has no kernel."""
+        if not self._lowp:
+            return None
+        if dtype == _BF16 and hp.get("state_dtype") is None:
+            hp = dict(hp, state_dtype="bfloat16")
+        try:
+            return _precision.group_spec(self._rule, hp, _np_dtype(dtype), names)
+        except ValueError as exc:
+            raise ValueError(f"param_groups[{gi}] ({dtype} parameters): {exc}") from None
 
     def _fd_create_eager_state(self, gi, group):
         """torch's Adagrad creates ``step`` (0) and ``sum`` in its constructor: the same here."""
@@ -311,6 +417,111 @@ class Optimizer(torch.optim.Optimizer):
             for name in names:
                 st[name] = torch.full_like(p, self._rule.init_value(hp, name))
             st["step"] = self._fd_step_view(gi, k, len(group["params"]), 0)
+
+    # ------------------------------------------------------------------ low-precision state
+    def _fd_buf_status(self, i, nm, buf, p, st, code):
+        """How a step takes ``state[i][nm]`` (``buf``, not None) of ``p``, stored as ``code`` (a
+        storage code of the mixed-precision step; None: the plain kernel's, ``p``'s dtype): "ok",
+        "convert" (another storage of the same values, in an optimizer with a mixed-precision step:
+        converted before the step, as fastdescent's optimizers do when ``state_dtype`` changes), or
+        raise ``ValueError``."""
+        want = p.dtype if code is None else _STORAGE[code]
+        if isinstance(buf, torch.Tensor) and buf.device == p.device and buf.shape == p.shape:
+            same = buf.stride() == p.stride() or p.numel() <= 1
+            if buf.dtype == want and same:
+                if buf.is_neg():
+                    raise ValueError(f"state[{i}][{nm!r}] is a lazily negated view (its negative "
+                                     "bit is set): give it a tensor of its own (t.resolve_neg())")
+                if code in _Q8:
+                    self._fd_check_scale(i, nm, p, st)
+                return "ok"
+            if (self._lowp and buf.dtype != want
+                    and (code is not None or buf.dtype in (_BF16, _F16, _U8))):
+                if buf.dtype == _U8 and same and _dense(buf):
+                    self._fd_check_scale(i, nm, p, st)
+                    return "convert"
+                if buf.dtype != _U8 and buf.is_floating_point():
+                    return "convert"
+        raise ValueError(
+            f"state[{i}][{nm!r}] does not match params[{i}] (it is {type(buf).__name__}"
+            + (f" {buf.dtype}, shape {tuple(buf.shape)}, strides {buf.stride()}"
+               if isinstance(buf, torch.Tensor) else "")
+            + f"; the parameter {p.dtype}, shape {tuple(p.shape)}, strides {p.stride()}"
+            + (f", its state {want}" if want != p.dtype else "")
+            + "): load state with load_state_dict")
+
+    @staticmethod
+    def _fd_check_scale(i, nm, p, st):
+        sname = _scale_name(nm)
+        sc = st.get(sname)
+        if not _valid_scale(sc, p.numel()):
+            got = (f"{sc.dtype} {tuple(sc.shape)} on {sc.device}" if isinstance(sc, torch.Tensor)
+                   else type(sc).__name__)
+            raise ValueError(f"state[{i}][{nm!r}] holds 8-bit codes (uint8), so state[{i}]"
+                             f"[{sname!r}] must hold their block scales: a contiguous float32 "
+                             f"CPU tensor of {_P.nblocks(p.numel())} values (one per {_P.BLOCK} "
+                             f"elements), got {got}")
+
+    @staticmethod
+    def _fd_master_status(i, p, st):
+        """"missing", "ok" or "convert" (a float tensor of another dtype or layout) for
+        ``state[i]['master_param']``; ``ValueError`` if it cannot be ``p``'s master copy."""
+        m = st.get(_MASTER)
+        if m is None:
+            return "missing"
+        if (isinstance(m, torch.Tensor) and m.device == p.device and m.shape == p.shape
+                and m.is_floating_point()):
+            if m.dtype == _F32 and (m.stride() == p.stride() or p.numel() <= 1) and not m.is_neg():
+                return "ok"
+            return "convert"
+        raise ValueError(f"state[{i}][{_MASTER!r}] must be a floating-point tensor of "
+                         f"params[{i}]'s shape {tuple(p.shape)} (its float32 master copy), got "
+                         + (f"{m.dtype} {tuple(m.shape)} on {m.device}"
+                            if isinstance(m, torch.Tensor) else type(m).__name__))
+
+    @staticmethod
+    def _fd_dequantize(codes, scale, nm):
+        """float32 values of 8-bit ``codes`` (dense, blocks in memory order) with their block
+        ``scale``, in the codes' layout."""
+        x = torch.empty_like(codes, dtype=_F32)
+        sc = scale.detach().to(device="cpu", dtype=_F32).contiguous()
+        _flat_np(x).reshape(-1)[...] = _P.q8_dequantize(_flat_np(codes), sc.numpy(),
+                                                        _P.state_map(nm))
+        return x
+
+    def _fd_storage(self, p, nm, code, old=None, old_scale=None, init=0.0):
+        """State buffer ``nm`` of ``p`` stored as ``code`` (None: ``p``'s dtype), with ``p``'s
+        layout, and its block scales (None unless 8-bit): filled with ``init`` if ``old`` is None,
+        else ``old`` converted (a floating-point tensor of ``p``'s shape, or 8-bit codes with their
+        block scales ``old_scale``; codes already in the target map and layout are copied as
+        they are)."""
+        if old is not None:
+            old = old.detach()
+            if old.dtype == _U8:
+                if (code == _P.state_map(nm) and old.device == p.device
+                        and (old.stride() == p.stride() or p.numel() <= 1)):
+                    codes = torch.empty_like(p, dtype=_U8)
+                    codes.copy_(old)
+                    sc = torch.empty(_P.nblocks(p.numel()), dtype=_F32)
+                    sc.copy_(old_scale.detach().reshape(-1))
+                    return codes, sc
+                old = self._fd_dequantize(old, old_scale, nm)
+        if code in _Q8:
+            codes = torch.zeros_like(p, dtype=_U8)
+            sc = torch.zeros(_P.nblocks(p.numel()), dtype=_F32)
+            if old is not None:
+                x = torch.empty_like(p, dtype=_F32)
+                x.copy_(old)
+                c, scales = _P.q8_quantize(_flat_np(x), code)
+                _flat_np(codes).reshape(-1)[...] = c  # (a view: C-contiguous)
+                sc.numpy()[...] = scales
+            return codes, sc
+        want = p.dtype if code is None else _STORAGE[code]
+        if old is None:
+            return torch.full_like(p, init, dtype=want), None
+        out = torch.empty_like(p, dtype=want)
+        out.copy_(old)
+        return out, None
 
     # ------------------------------------------------------------------ step blocks
     def _fd_block(self, table, key, n, dtype):
@@ -350,16 +561,58 @@ class Optimizer(torch.optim.Optimizer):
         """torch's ``load_state_dict`` (same format, same id mapping, tensors cast to the parameters'
         dtype), then every loaded state tensor is checked (names this optimizer keeps, the
         parameter's shape, a valid ``step``) and copied into buffers of this optimizer's own.
-        Atomic: a state_dict that fails a check raises and leaves the optimizer as it was."""
+        Atomic: a state_dict that fails a check raises and leaves the optimizer as it was.
+
+        SGD, Adam, AdamW and RMSprop take each state tensor as it was saved instead of torch's
+        cast to the parameter's dtype (which would round float32 state, master copies and block
+        scales to a bfloat16 parameter's dtype), and convert it into the storage of its group:
+        bfloat16, float32 or 8-bit codes with their block scales, a float32 master copy."""
         old = (self.__dict__.get("state"), self.__dict__.get("param_groups"),
                self._fd_steps, self._fd_sblocks)
+        kept = None
+        if self._lowp:  # torch would cast every state tensor to its parameter's dtype
+            state_dict, kept = self._fd_keep_state_tensors(state_dict)
         super().load_state_dict(state_dict)
         try:
+            if kept:
+                self._fd_restore_state_tensors(state_dict, kept)
             self._fd_adopt()
         except Exception:
             self.state, self.param_groups, self._fd_steps, self._fd_sblocks = old
             self._fd_reset()
             raise
+
+    @staticmethod
+    def _fd_keep_state_tensors(state_dict):
+        """A shallow copy of ``state_dict`` whose per-parameter state tensors (all but ``step``)
+        are None, and those tensors: ``{saved id: {name: tensor}}``."""
+        states = state_dict.get("state") if isinstance(state_dict, dict) else None
+        if not isinstance(states, dict):
+            return state_dict, None
+        kept, new = {}, {}
+        for key, st in states.items():
+            if isinstance(st, dict):
+                ts = {nm: v for nm, v in st.items()
+                      if nm != "step" and isinstance(v, torch.Tensor)}
+                if ts:
+                    kept[key] = ts
+                    st = {nm: (None if nm in ts else v) for nm, v in st.items()}
+            new[key] = st
+        out = dict(state_dict)
+        out["state"] = new
+        return out, kept
+
+    def _fd_restore_state_tensors(self, state_dict, kept):
+        """Put the tensors :meth:`_fd_keep_state_tensors` took back into ``self.state``, under the
+        parameters torch mapped their saved ids to (state of unmapped ids stays under its id, as
+        torch keeps it)."""
+        saved = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        id_map = dict(zip(saved, params))
+        for key, ts in kept.items():
+            st = self.state[id_map.get(key, key)]
+            for nm, v in ts.items():
+                st[nm] = v
 
     def _fd_adopt(self):
         """Check the state (after a load or unpickling) and move it into this optimizer's layout:
@@ -368,6 +621,8 @@ class Optimizer(torch.optim.Optimizer):
         rule = self._rule
         sinit = rule.scalar_state
         allowed = set(rule.all_state)
+        extra_ok = (frozenset(map(_scale_name, rule.all_state)) | {_MASTER}) if self._lowp \
+            else frozenset()
         sdt = _scalar_dtype()
         new_state = defaultdict(dict)
         steps, sblocks = {}, {}
@@ -386,6 +641,8 @@ class Optimizer(torch.optim.Optimizer):
                     continue
                 d = {}
                 step = None
+                extras = {}  # (block scales of 8-bit state, the master copy)
+                raw = {}
                 for name, val in st.items():
                     if name == "step":
                         if self._step_in_state:  # (SGD's torch state has no step: dropped)
@@ -394,22 +651,72 @@ class Optimizer(torch.optim.Optimizer):
                     if name in sinit:
                         ssvals[name][k] = rule.check_scalar_state(name, val, f"{where}[{name!r}]")
                         continue
+                    if name in extra_ok:
+                        if not isinstance(val, torch.Tensor) or not val.is_floating_point():
+                            raise ValueError(f"{where}[{name!r}] must be a real floating-point "
+                                             f"tensor, got {type(val).__name__}")
+                        extras[name] = val
+                        continue
                     if name not in allowed:
+                        keeps = ('step',) + tuple(rule.all_state) + tuple(sinit)
+                        if extra_ok:
+                            keeps += tuple(sorted(extra_ok))
                         raise ValueError(f"{where} has an unknown entry {name!r}; {self._name()} "
-                                         f"keeps {('step',) + tuple(rule.all_state) + tuple(sinit)}")
+                                         f"keeps {keeps}")
                     if val is None and name not in needed:
                         continue  # (an absent momentum buffer, as old torch versions wrote it)
-                    if not isinstance(val, torch.Tensor) or val.is_complex() \
-                            or not val.is_floating_point():
-                        raise ValueError(f"{where}[{name!r}] must be a real floating-point tensor, "
-                                         f"got {type(val).__name__}")
+                    codes8 = (extra_ok and isinstance(val, torch.Tensor) and val.dtype == _U8)
+                    if not codes8 and (not isinstance(val, torch.Tensor) or val.is_complex()
+                                       or not val.is_floating_point()):
+                        raise ValueError(f"{where}[{name!r}] must be a real floating-point tensor"
+                                         + (" (or 8-bit codes, uint8, with their block scales)"
+                                            if extra_ok else "")
+                                         + f", got {type(val).__name__}"
+                                         + (f" {val.dtype}" if isinstance(val, torch.Tensor)
+                                            else ""))
                     if tuple(val.shape) != tuple(p.shape):
                         raise ValueError(f"{where}[{name!r}] has shape {tuple(val.shape)}, "
                                          f"params[{idx + k}] has shape {tuple(p.shape)}")
-                    buf = torch.empty_like(p)
-                    buf.copy_(val.detach())
-                    d[name] = buf
+                    if codes8:
+                        sname = _scale_name(name)
+                        sc = extras.get(sname, st.get(sname))
+                        nb = _P.nblocks(p.numel())
+                        if not isinstance(sc, torch.Tensor):
+                            raise ValueError(f"{where}[{name!r}] holds 8-bit codes (uint8) but the "
+                                             f"state has no {sname!r} (their block scales)")
+                        if tuple(sc.shape) != (nb,):
+                            raise ValueError(f"{where}[{sname!r}] has shape {tuple(sc.shape)}, "
+                                             f"expected ({nb},) (one scale per {_P.BLOCK} "
+                                             f"elements of params[{idx + k}])")
+                        if not _dense(val):
+                            raise ValueError(f"{where}[{name!r}]: 8-bit codes must be a dense "
+                                             "tensor (their blocks are runs of memory)")
+                    raw[name] = val
+                for sname in extras:
+                    if sname != _MASTER and not (isinstance(raw.get(sname[:-len("_scale")]),
+                                                            torch.Tensor)
+                                                 and raw[sname[:-len("_scale")]].dtype == _U8):
+                        raise ValueError(f"{where}[{sname!r}] has no 8-bit codes "
+                                         f"{sname[:-len('_scale')]!r} to go with it")
+                if raw or extras:
+                    spec = self._fd_spec(gi, hp, p.dtype, rule.all_state) if extra_ok else None
+                    codes = dict(spec.codes) if spec is not None else {}
+                    for name, val in raw.items():
+                        buf, sc = self._fd_storage(p, name, codes.get(name), val,
+                                                   extras.get(_scale_name(name)))
+                        d[name] = buf
+                        if sc is not None:
+                            d[_scale_name(name)] = sc
+                    m = extras.get(_MASTER)
+                    if m is not None and spec is not None and spec.master:
+                        if tuple(m.shape) != tuple(p.shape):
+                            raise ValueError(f"{where}[{_MASTER!r}] has shape {tuple(m.shape)}, "
+                                             f"params[{idx + k}] has shape {tuple(p.shape)}")
+                        buf = torch.empty_like(p, dtype=_F32)
+                        buf.copy_(m.detach())
+                        d[_MASTER] = buf
                 missing = [nm for nm in rule.core_state if nm in needed and nm not in d]
+                # (d's entries: state buffers, their scales, the master copy)
                 if missing and (d or (step or 0) > 0):
                     raise ValueError(f"{where} lacks {missing}, which params[{idx + k}]'s group "
                                      f"needs (it holds {sorted(st)})")
@@ -486,6 +793,7 @@ class Optimizer(torch.optim.Optimizer):
         # every bucket's scalars (and post-update passes) before anything is written
         rule = self._rule
         scalars, passes = [], []
+        mixed = None
         for b in plan.buckets:
             hp = hps[b.gi]
             t = b.step + 1
@@ -494,6 +802,13 @@ class Optimizer(torch.optim.Optimizer):
             scalars.append(check_scalars(sc, where, b.dtype))
             passes.append([(name, check_scalars(psc, where, b.dtype))
                            for name, psc in rule.post_passes(hp, t)])
+            if b.spec is not None:
+                mixed = self._fd_mixed_module()
+                if t >= 2 ** 32:
+                    raise ValueError(f"{where}: the mixed-precision step counts steps below 2**32")
+                if passes[-1]:  # (group_spec refuses l1 > 0 and gradient noise: not reached)
+                    raise ValueError(f"{where}: {[n for n, _ in passes[-1]]} after the "
+                                     "mixed-precision step is not supported")
         if plan is not self._fd_plan:
             self._fd_commit(plan)
         if not plan.buckets:
@@ -503,6 +818,10 @@ class Optimizer(torch.optim.Optimizer):
         numpy_cols = self._fd_backend.NAME == "numpy"
         try:
             for b, sc, ps in zip(plan.buckets, scalars, passes):
+                if b.plan is not None:
+                    b.plan.set_grads([_flat_np(gs[k]) for k in b.kidx], gaddrs[b.kidx])
+                    mixed.mixed_step(b.plan, scalars=sc, step=b.step + 1, grad_scale=1.0)
+                    continue
                 if numpy_cols:
                     b.tab.set("grad", [gs[k].numpy() for k in b.kidx], gaddrs[b.kidx])
                 else:  # (c, numba: the addresses are what the kernel reads)
@@ -514,13 +833,15 @@ class Optimizer(torch.optim.Optimizer):
                     else:
                         kernels[name](b.tab, **psc)
         finally:
-            for b in plan.buckets:
-                b.tab.set("grad", None)  # no reference to a gradient outlives the step
+            for b in plan.buckets:  # no reference to a gradient outlives the step
+                if b.plan is not None:
+                    _release_grads(b.plan)
+                else:
+                    b.tab.set("grad", None)
         for b in plan.buckets:
             b.step += 1
             b.fresh = False
-            if self._step_in_state:
-                self._fd_steps[b.gi][1][b.sel] = b.step
+            self._fd_steps[b.gi][1][b.sel] = b.step
             if b.sstate is not None:
                 b.sstate = rule.next_scalar_state(hps[b.gi], b.step, b.sstate)
                 for name, v in b.sstate.items():
@@ -539,11 +860,32 @@ class Optimizer(torch.optim.Optimizer):
         if plan.sd_rep and not all(map(_is, map(_getitem, plan.sd_rep, plan.sn_rep), plan.st_rep)):
             return False
         for b in plan.buckets:
-            if b.names != self._rule.state_names(hps[b.gi]):
+            hp = hps[b.gi]
+            if b.names != self._rule.state_names(hp):
                 return False
-            if self._step_in_state and (self._fd_steps[b.gi][1][b.sel] != b.step).any():
+            if b.hp is not hp:  # (the group changed: its options may ask for another storage)
+                if self._fd_spec(b.gi, hp, b.tdtype, b.names) != b.spec:
+                    return False
+                b.hp = hp
+            if (self._fd_steps[b.gi][1][b.sel] != b.step).any():
                 return False
         return True
+
+    def _fd_mixed_module(self):
+        """The backend's mixed-precision step (``fastdescent/backends/<backend>/mixed.py``);
+        ``ValueError`` if it has none."""
+        mod = self.__dict__.get("_fd_mixed")
+        if mod is None:
+            import importlib
+
+            try:
+                mod = importlib.import_module(self._fd_backend.__name__ + ".mixed")
+            except ModuleNotFoundError:
+                raise ValueError(f"{self._name()}: the {self.backend!r} backend has no "
+                                 "mixed-precision step (bfloat16/float16 parameters, bfloat16 or "
+                                 "int8 state); use backend='c', 'numba' or 'numpy'") from None
+            self._fd_mixed = mod
+        return mod
 
     # ------------------------------------------------------------------ gradients
     def _fd_check_grads(self, plan, present):
@@ -629,40 +971,46 @@ class Optimizer(torch.optim.Optimizer):
         keyed = {}
         pending = []
         sparams, sindex, sgroup = [], [], []
+        specs = {}  # (group, dtype) -> MixedSpec or None
         i = 0
         for gi, g in enumerate(self.param_groups):
             hp = hps[gi]
             names = self._rule.state_names(hp)
             n = len(g["params"])
+            blk = self._fd_steps.get(gi)  # (SGD: its step counts, kept out of the state)
             for k, p in enumerate(g["params"]):
                 if not have[i]:
                     i += 1
                     continue
                 where = f"params[{i}]"
                 self._fd_check_param(p, where)
+                skey = (gi, p.dtype)
+                if skey not in specs:
+                    specs[skey] = self._fd_spec(gi, hp, p.dtype, names)
+                spec = specs[skey]
+                codes = dict(spec.codes) if spec is not None else {}
                 st = state.get(p, {})
-                missing = []
+                missing, convert = [], []
                 for nm in names:
                     buf = st.get(nm)
                     if buf is None:
                         check_scalars({f"initial value of {nm!r} (from the group's lr and "
                                        "options)": rule.init_value(hp, nm)},
-                                      f"param_groups[{gi}]", _NP[p.dtype])
+                                      f"param_groups[{gi}]", _NP.get(p.dtype, _NP[_F32]))
                         missing.append(nm)
-                    elif (not isinstance(buf, torch.Tensor) or buf.dtype != p.dtype
-                          or buf.shape != p.shape or buf.device != p.device
-                          or (buf.stride() != p.stride() and p.numel() > 1)):
-                        raise ValueError(
-                            f"state[{i}][{nm!r}] does not match params[{i}] (it is "
-                            f"{type(buf).__name__}"
-                            + (f" {buf.dtype}, shape {tuple(buf.shape)}, strides {buf.stride()}"
-                               if isinstance(buf, torch.Tensor) else "")
-                            + f"; the parameter {p.dtype}, shape {tuple(p.shape)}, strides "
-                            f"{p.stride()}): load state with load_state_dict")
-                    elif buf.is_neg():
-                        raise ValueError(f"state[{i}][{nm!r}] is a lazily negated view (its "
-                                         "negative bit is set): give it a tensor of its own "
-                                         "(t.resolve_neg())")
+                    elif self._fd_buf_status(i, nm, buf, p, st, codes.get(nm)) == "convert":
+                        convert.append(nm)
+                master, drop = None, []
+                if self._lowp:
+                    if spec is not None and spec.master:
+                        master = self._fd_master_status(i, p, st)
+                        if master == "ok":
+                            master = None
+                    elif _MASTER in st:
+                        drop.append(_MASTER)  # (a group without master weights drops the copy)
+                    drop += [_scale_name(nm) for nm in names
+                             if codes.get(nm) not in _Q8 and nm not in convert
+                             and _scale_name(nm) in st]
                 step, rehome = 0, False
                 if self._step_in_state:
                     t = st.get("step")
@@ -673,6 +1021,8 @@ class Optimizer(torch.optim.Optimizer):
                     else:
                         step = _state_step(t, f"state[{i}]['step']")
                         rehome = True
+                elif blk is not None and blk[0].numel() == n:
+                    step = int(blk[1][k])
                 ss = []
                 for nm, init in sinit.items():
                     t = st.get(nm)
@@ -688,8 +1038,9 @@ class Optimizer(torch.optim.Optimizer):
                     rehome = True
                 key = (gi, p.dtype, step, tuple(ss), bool(missing))
                 keyed.setdefault(key, []).append((i, k))
-                if missing or rehome:
-                    pending.append((gi, k, n, p, missing, hp, step, ss))
+                if missing or rehome or convert or master or drop:
+                    pending.append((gi, k, n, p, missing, hp, step, ss, spec, convert, master,
+                                    drop))
                 sparams.append(p)
                 sindex.append(i)
                 sgroup.append(gi)
@@ -713,11 +1064,19 @@ class Optimizer(torch.optim.Optimizer):
             spans.append(_span(p))
             whats.append(f"params[{i}]")
             st = state.get(p, {})
+            spec = specs[(gi, p.dtype)]
             for nm in self._rule.state_names(hps[gi]):
                 buf = st.get(nm)
-                if buf is not None:
+                if buf is not None and buf.dtype == (p.dtype if spec is None
+                                                     else _STORAGE[dict(spec.codes)[nm]]):
                     spans.append(_span(buf))
                     whats.append(f"state[{i}][{nm!r}]")
+                    if buf.dtype == _U8:
+                        spans.append(_span(st[_scale_name(nm)]))
+                        whats.append(f"state[{i}][{_scale_name(nm)!r}]")
+            if spec is not None and spec.master and self._fd_master_status(i, p, st) == "ok":
+                spans.append(_span(st[_MASTER]))
+                whats.append(f"state[{i}][{_MASTER!r}]")
         hit = _first_overlap(spans)
         if hit is not None:
             a, b = whats[hit[0]], whats[hit[1]]
@@ -731,7 +1090,9 @@ class Optimizer(torch.optim.Optimizer):
         plan.buckets = []
         for (gi, dt, step, ss, fresh), members in keyed.items():
             b = _Bucket()
-            b.gi, b.dtype, b.step, b.fresh = gi, _NP[dt], step, fresh
+            b.spec, b.plan, b.tdtype, b.hp = specs[(gi, dt)], None, dt, hps[gi]
+            # (a mixed-precision bucket computes in float32: its scalars must fit float32)
+            b.gi, b.dtype, b.step, b.fresh = gi, _NP[_F32] if b.spec else _NP[dt], step, fresh
             b.sstate = dict(ss) if ss else None
             b.pos = np.array([k for _, k in members], dtype=np.int64)
             b.param_index = np.array([i for i, _ in members], dtype=np.int64)
@@ -765,15 +1126,37 @@ class Optimizer(torch.optim.Optimizer):
         plan.w_end = np.array([e for _, e in spans], dtype=np.int64)
 
     def _fd_commit(self, plan):
-        """Create the plan's pending state (buffers, step tensors, scalar state) and build its
-        tables; the plan becomes the optimizer's."""
+        """Create the plan's pending state (buffers, step tensors, scalar state; low-precision
+        state converted to its group's storage, master copies, stale entries dropped) and build its
+        tables (mixed-precision plans for the low-precision buckets); the plan becomes the
+        optimizer's."""
+        from ..backends._mixed import MixedPlan
+
         rule = self._rule
         state = self.state
         sdt = _scalar_dtype()
-        for gi, k, n, p, missing, hp, step, ss in plan.pending:
+        for gi, k, n, p, missing, hp, step, ss, spec, convert, master, drop in plan.pending:
             st = state[p]
+            codes = dict(spec.codes) if spec is not None else {}
             for nm in missing:
-                st[nm] = torch.full_like(p, rule.init_value(hp, nm))
+                buf, sc = self._fd_storage(p, nm, codes.get(nm), init=rule.init_value(hp, nm))
+                st[nm] = buf
+                if sc is not None:
+                    st[_scale_name(nm)] = sc
+            for nm in convert:
+                sname = _scale_name(nm)
+                buf, sc = self._fd_storage(p, nm, codes.get(nm), st[nm], st.get(sname))
+                st[nm] = buf
+                if sc is not None:
+                    st[sname] = sc
+                else:
+                    st.pop(sname, None)
+            if master is not None:  # missing: the parameter's values; convert: the copy's
+                m = torch.empty_like(p, dtype=_F32)
+                m.copy_(p.detach() if master == "missing" else st[_MASTER].detach())
+                st[_MASTER] = m
+            for key in drop:
+                st.pop(key, None)
             if self._step_in_state:
                 st["step"] = self._fd_step_view(gi, k, n, step)
             for nm, v in ss:
@@ -781,37 +1164,70 @@ class Optimizer(torch.optim.Optimizer):
                 a[k] = v
                 st[nm] = t[k]
         plan.pending = None
+        if not self._step_in_state:  # SGD: the step counts (stochastic rounding's bits) in a block
+            for b in plan.buckets:
+                n = len(self.param_groups[b.gi]["params"])
+                self._fd_block(self._fd_steps, b.gi, n, sdt)[1][b.sel] = b.step
         Table = self._fd_backend.Table
         numpy_cols = self._fd_backend.NAME == "numpy"
         ptensors = []
         sd_rep, sn_rep, st_rep = [], [], []
         st_kern, st_addrs, spans = [], [], []
         params = plan.params
+        extra = (["step"] if self._step_in_state else []) + list(rule.scalar_state)
+
+        def track(ps, nm, bufs, kern):
+            """Remember where state entry ``nm`` of ``ps`` is (a replaced entry, or one whose
+            memory moved, makes the next step rebuild the plan)."""
+            if kern:
+                st_kern.extend(bufs)
+                st_addrs.extend(map(_data_ptr, bufs))
+                spans.extend(map(_span, bufs))
+            for p, buf in zip(ps, bufs):
+                sd_rep.append(state[p])
+                sn_rep.append(nm)
+                st_rep.append(buf)
+
         for b in plan.buckets:
             ps = [params[i] for i in b.param_index]
-            aliases = [p.detach() for p in ps]  # keep the memory alive while the table points at it
             ptensors.extend(ps)
             spans.extend(map(_span, ps))
+            for nm in extra:
+                track(ps, nm, [state[p][nm] for p in ps], False)
+            if b.spec is not None:
+                # the plan's NumPy views of the tensors' memory keep it alive while it points at it
+                codes = dict(b.spec.codes)
+                cols = {}
+                for nm in b.names:
+                    bufs = [state[p][nm] for p in ps]
+                    track(ps, nm, bufs, True)
+                    scs = None
+                    if codes[nm] in _Q8:
+                        scs = [state[p][_scale_name(nm)] for p in ps]
+                        track(ps, _scale_name(nm), scs, True)
+                        scs = [_flat_np(x) for x in scs]
+                    cols[nm] = ([_flat_np(x) for x in bufs], codes[nm], scs)
+                masters = None
+                if b.spec.master:
+                    ms = [state[p][_MASTER] for p in ps]
+                    track(ps, _MASTER, ms, True)
+                    masters = [_flat_np(x) for x in ms]
+                b.plan = MixedPlan(rule.name, [_flat_np(p) for p in ps], b.spec.pcode, masters,
+                                   cols, b.param_index, b.spec.seed, b.spec.stochastic)
+                b.tab = None
+                continue
+            aliases = [p.detach() for p in ps]  # keep the memory alive while the table points at it
             tab = Table(b.dtype, [p.numel() for p in ps])
             tab.set("param", [a.numpy() for a in aliases] if numpy_cols else aliases,
                     plan.paddrs[b.param_index])
-            names = list(b.names) + (["step"] if self._step_in_state else []) \
-                + list(rule.scalar_state)
-            for nm in names:
+            for nm in b.names:
                 bufs = [state[p][nm] for p in ps]
-                if nm in b.names:
-                    # aliases keep the memory alive even if a buffer's storage is swapped
-                    # (.data = ..., set_): its address then changes, and the next step sees it
-                    salias = [x.detach() for x in bufs]
-                    addrs = np.fromiter(map(_data_ptr, bufs), np.int64, len(bufs))
-                    tab.set(nm, [x.numpy() for x in salias] if numpy_cols else salias, addrs)
-                    st_kern.extend(bufs)
-                    st_addrs.extend(addrs.tolist())
-                    spans.extend(map(_span, bufs))
-                for p, buf in zip(ps, bufs):
-                    sd_rep.append(state[p])
-                    sn_rep.append(nm)
-                    st_rep.append(buf)
+                # aliases keep the memory alive even if a buffer's storage is swapped
+                # (.data = ..., set_): its address then changes, and the next step sees it
+                salias = [x.detach() for x in bufs]
+                addrs = np.fromiter(map(_data_ptr, bufs), np.int64, len(bufs))
+                tab.set(nm, [x.numpy() for x in salias] if numpy_cols else salias, addrs)
+                track(ps, nm, bufs, True)
             b.tab = tab
         plan.ptensors = ptensors
         plan.st_kern, plan.st_addrs = st_kern, st_addrs
