@@ -31,8 +31,11 @@
 FD_EXACT_FP
 
 #define FD_BLOCK 256
-/* elements staged at once: whole blocks, few enough for the buffers to stay in the L1/L2 cache */
-#define FD_SPAN 1024
+/* elements staged at once: one block (measured: 256 beats 1024 by ~10% and 4096 by ~15% on the
+ * SR and 8-bit paths -- the short phases keep the hardware prefetchers ahead); a multiple of the
+ * 128 elements sr_bits_avx2 writes at a time */
+#define FD_SPAN 256
+_Static_assert(FD_SPAN % 128 == 0 && FD_SPAN % FD_BLOCK == 0, "FD_SPAN: whole blocks, 128s");
 #define FD_SR_TAG UINT32_C(0x53520000)
 #define FD_NSTATE 3
 
