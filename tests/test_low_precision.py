@@ -177,7 +177,10 @@ def test_unsupported_combinations_are_clear_errors():
     with pytest.raises(ValueError, match="SGD, Adam, AdamW and RMSprop"):
         fd.Lion([{"params": _params(np.float32), "state_dtype": "int8"}], backend="numpy")
     ps = _params(np.float16)
-    opt = fd.Adam(ps, stochastic_rounding=True, backend="numpy")
+    with pytest.raises(ValueError, match="master_weights"):  # refused at once, not at the step
+        fd.Adam(ps, stochastic_rounding=True, backend="numpy")
+    opt = fd.Adam(ps, backend="numpy")
+    opt.param_groups[0]["stochastic_rounding"] = True  # (set between steps: refused by the step)
     with pytest.raises(ValueError, match="master_weights"):
         opt.step(_grads(ps, 0))
     ps64 = _params(np.float64)

@@ -208,6 +208,33 @@ def _schedulers(scheduler, optimizer):
 
 
 # ---------------------------------------------------------------------------------------- fit
+def _masters(optimizer, copy=False):
+    """{param index: master_param} of a fastdescent optimizer with master weights (live views, or
+    copies); {} for any other optimizer."""
+    from ..optim.base import Optimizer
+
+    if not isinstance(optimizer, Optimizer):
+        return {}
+    out = {}
+    for i, st in optimizer.state.items():
+        m = st.get("master_param")
+        if m is not None:
+            out[i] = np.array(m, copy=True) if copy else m
+    return out
+
+
+def _restore_masters(optimizer, saved):
+    """After the best parameters were written back: each master copy the optimizer holds gets its
+    value saved with them, or (a master made since) the restored parameter's value."""
+    live = _masters(optimizer)
+    if not live:
+        return
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for i, m in live.items():
+        old = (saved or {}).get(i)
+        m[...] = old if old is not None and old.shape == m.shape else params[i].astype(np.float32)
+
+
 def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_size=32, shuffle=True,
         seed=0, validation_split=None, validation_data=None, scheduler=None, scheduler_interval="epoch",
         tol=None, n_iter_no_change=10, monitor=None, restore_best=False, callback=None, progress=True,
@@ -496,6 +523,9 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
     best = -math.inf if mode_max else math.inf
     no_change = 0
     best_params = model.arena.flat_params.copy() if restore_best else None
+    # (an optimizer with master_weights keeps float32 copies that the next step writes into the
+    # parameters: they are saved and restored with them, or the first step would undo the restore)
+    best_masters = _masters(optimizer, copy=True) if restore_best else None
     groups = user_opt.param_groups
 
     bar = None
@@ -556,6 +586,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
                 best = value
                 if best_params is not None:
                     best_params[...] = model.arena.flat_params
+                    best_masters = _masters(optimizer, copy=True)
             for s_ in epoch_scheds:
                 if isinstance(s_, ReduceLROnPlateau):
                     s_.step(value)
@@ -582,6 +613,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
             bar.close()
     if best_params is not None and math.isfinite(best):
         model.arena.flat_params[...] = best_params
+        _restore_masters(optimizer, best_masters)
         hist.restored_best = True
     if plan is not None:
         if plan.source is not None:

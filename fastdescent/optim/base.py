@@ -339,6 +339,7 @@ class Optimizer:
             group.setdefault(k, v)
         group["params"] = _ParamList(ps)
         self._check_group(group)
+        self._check_kernels(group, infos)
         if self._backend is None:
             self._backend = resolve(self._requested_backend, device=bool(self._device))
         self.param_groups.append(group)
@@ -349,6 +350,19 @@ class Optimizer:
             self._invalidate()
         self._grads_ref = None
         self._write_ranges = None
+
+    def _check_kernels(self, group, infos, where=""):
+        """ValueError (prefixed with ``where``) unless the group's options have a kernel for each
+        dtype of ``infos`` (float16 with stochastic rounding, float64 with 8-bit state, bfloat16 with
+        l1 have none): a group refused here, and not at every later step of the whole optimizer."""
+        names = None
+        for dt in {i.dtype for i in infos}:
+            if names is None:
+                names = self._state_names(group)
+            try:
+                _precision.group_spec(self._rule, group, dt, names)
+            except ValueError as exc:
+                raise ValueError(f"{where}{exc}") from None
 
     # ------------------------------------------------------------------ subclass hooks
     def _check_group(self, group):
@@ -911,14 +925,14 @@ class Optimizer:
         self._check_groups()
         gscale = 1.0
         if grad_scale is not None:
-            gscale = check_real("grad_scale", grad_scale, lo=0.0, lo_open=True)
+            gscale = _check_grad_scale(grad_scale)
         self._prepare_grads(grads)
         kernels = self._backend.KERNELS
         if self._skip_nonfinite or skip:
             if self._finite_tabs is None or self._finite_for is not self._grads_ref:
                 self._finite_tabs = self._grad_tables()
                 self._finite_for = self._grads_ref
-            if not self._finite(kernels):
+            if not self._finite(kernels) or (gscale < 1.0 and self._unscale_overflows(gscale)):
                 self.last_step_skipped = True
                 self.skipped_steps += 1
                 return False
@@ -936,9 +950,11 @@ class Optimizer:
                 self._pack_grads()
             # every bucket's scalars first: one that overflows (lr=1e300 / (1 - beta1)) raises
             # before any bucket is updated, identically on every backend
+            # (bfloat16/float16 buckets compute in float32: their scalars must fit it too)
             scalars = [check_scalars(self._scalars(self.param_groups[b.group], b.step + 1, b.fresh,
                                                    b.sstate),
-                                     f"param_groups[{b.group}]", b.dtype) for b in self._buckets]
+                                     f"param_groups[{b.group}]", _F32 if _low(b.dtype) else b.dtype)
+                       for b in self._buckets]
             # and the post-update passes' (Rule.post_passes: noise, L1 prox) of the groups that
             # have any
             post = self._post_groups
@@ -972,6 +988,22 @@ class Optimizer:
             if b.fresh:
                 b.fresh = False
         return True
+
+    def _unscale_overflows(self, gscale):
+        """True if dividing some (finite) gradient by ``gscale`` < 1 in float32, as the kernels do,
+        gives inf: a step that the finiteness check of the scaled gradients would let through, and
+        that would write inf/NaN (torch's GradScaler checks the unscaled gradients). Division is
+        monotonic, so the largest magnitude of each gradient decides."""
+        gs = np.float32(gscale)
+        for info in self._grad_infos:
+            if info is None or not info.size:
+                continue
+            a = self._to_host(info.obj) if info.device else info.obj
+            top = max(abs(float(np.max(a))), abs(float(np.min(a))))
+            with np.errstate(over="ignore"):
+                if not np.isfinite(np.float32(top) / gs):
+                    return True
+        return False
 
     def _mixed_plans(self, gscale):
         """Per bucket, the mixed-precision plan its step runs (None: the plain kernel), or None
@@ -1151,6 +1183,8 @@ class Optimizer:
                 self._check_group(g)
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"state_dict['param_groups'][{gi}]: {exc}") from None
+            self._check_kernels(g, self._infos[idx - len(ids):idx],
+                                f"state_dict['param_groups'][{gi}]: ")
             g["params"] = mine["params"]
             new_groups.append(g)
         new_state, new_steps = {}, {}
@@ -1202,7 +1236,8 @@ class Optimizer:
                                              f"params[{i}] has shape {tuple(info.shape)}")
                         d[name] = host
                         continue
-                    val = host
+                    # bfloat16 values for a plain group: read back exactly (as 8-bit codes are)
+                    val = host if host.dtype.kind in "fiu" else host.astype(np.float32)
                 if name in sinit:  # scalar state: a float (a 0-d tensor in torch's state_dicts)
                     try:
                         ss[name] = self._rule.check_scalar_state(name, val, f"{where}[{name!r}]")
@@ -1251,6 +1286,11 @@ class Optimizer:
             if sc.shape != (nb,):
                 raise ValueError(f"{where}[{sname!r}] has shape {sc.shape}, expected ({nb},) (one "
                                  f"scale per {_P.BLOCK} elements of params[{i}])")
+            bad = (sc < 0) | np.isinf(sc)  # (NaN is a block that held a non-finite value)
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"{where}[{sname!r}] holds {sc[k]!r} at block {k}; a block scale "
+                                 "is >= 0 and finite (or NaN for a block that held inf/NaN)")
             if spec is not None:
                 d[name] = c
                 d[sname] = sc
@@ -1274,6 +1314,20 @@ class Optimizer:
             hp = ", ".join(f"{k}={v!r}" for k, v in g.items() if k != "params")
             lines.append(f"  group {i}: {len(g['params'])} params, {hp}")
         return "\n".join(lines)
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_grad_scale(value, name="grad_scale"):
+    """A loss scale: a finite float > 0 that stays positive and finite in float32, the type the
+    kernels divide the gradients by it in (1e-300 would round to 0, 1e300 to inf)."""
+    v = check_real(name, value, lo=0.0, lo_open=True)
+    if v > _F32_MAX or np.float32(v) == 0.0:
+        raise ValueError(f"{name} must be representable in float32 (the kernels divide the "
+                         f"gradients by it in float32): between {np.finfo(np.float32).smallest_subnormal}"
+                         f" and {_F32_MAX:.6g}, got {value!r}")
+    return v
 
 
 def _state_step(val, where):
@@ -1316,7 +1370,10 @@ def _state_float32(val, where, codes_ok=False):
     if not isinstance(val, (np.ndarray, list, tuple)):
         raise ValueError(f"{where} must be an array (NumPy array or torch tensor), got "
                          f"{type(val).__name__}")
-    host = np.asarray(val)
+    try:
+        host = np.asarray(val)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{where} is not an array of numbers: {exc}") from None
     if codes_ok and (host.dtype == np.uint8 or _P.code_of_dtype(host.dtype) in (_P.BF16, _P.F16)):
         return np.array(host, order="C", copy=True)  # codes, or bf16/fp16 values kept as they are
     if _P.code_of_dtype(host.dtype) is None and host.dtype.kind not in "fiu":

@@ -64,7 +64,8 @@ def check_l1(hp):
 def check_scalars(scalars, where, dtype=None):
     """Raise ``ValueError`` if a per-step kernel scalar derived from valid hyperparameters is not
     finite (e.g. ``lr / (1 - beta1**t)`` overflowing for an lr near the float64 limit), or, for a
-    float32 bucket, does not fit in float32 (kernels round each scalar once to the element type)."""
+    float32 bucket (``dtype`` float32: also bfloat16/float16 ones, computed in float32), does not fit
+    in float32 (kernels round each scalar once to the element type)."""
     lim = _FLOAT32_MAX if dtype == _F32 else math.inf
     for k, v in scalars.items():
         if not math.isfinite(v):
@@ -72,7 +73,7 @@ def check_scalars(scalars, where, dtype=None):
                              "hyperparameters are too extreme for float64")
         if abs(v) > lim:
             raise ValueError(f"{where}: the per-step kernel scalar {k} = {v} overflows float32 "
-                             "(the parameters' dtype)")
+                             "(the dtype the kernel computes in)")
     return scalars
 
 
