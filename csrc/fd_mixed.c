@@ -11,6 +11,8 @@
  *   float16 exactly by bit arithmetic, an 8-bit code as its map's magnitude times the block scale,
  *   the sign bit flipped for negative codes); float32 columns are used in place; the gradient is
  *   divided by grad_scale (float32) when that is not 1;
+ * - a master copy is re-read from the parameter where the parameter is not the master rounded to
+ *   nearest (it was written from outside the optimizer);
  * - the rule's float32 element loop runs on the span (fd_<rule>_mixed_setup: the float32 kernel's
  *   own loop, hence its bits);
  * - the parameter (from the master copy when there is one) is stored rounded to nearest-even, or,
@@ -510,6 +512,23 @@ FD_INLINE void commit(const mixed_paths *fp, int code, const float *FD_RESTRICT 
     }
 }
 
+/* Re-read master elements whose parameter (bits h) is not the master rounded to nearest: the
+ * parameter was written from outside (a model load, an in-place edit) and wins. */
+FD_INLINE void resync(int pcode, const uint16_t *FD_RESTRICT h, float *FD_RESTRICT m, int64_t n)
+{
+    if (pcode == BF16) {
+        for (int64_t i = 0; i < n; i++) {
+            float d = bitsf((uint32_t)h[i] << 16);
+            m[i] = bf16_rne(fbits(m[i])) != h[i] ? d : m[i];
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            float d = f16_value(h[i]);
+            m[i] = f16_rne(fbits(m[i])) != h[i] ? d : m[i];
+        }
+    }
+}
+
 FD_INLINE void mixed_seg_body(const void *vctx, int64_t t, int64_t off, int64_t len)
 {
     const mixed_ctx *c = (const mixed_ctx *)vctx;
@@ -529,6 +548,7 @@ FD_INLINE void mixed_seg_body(const void *vctx, int64_t t, int64_t off, int64_t 
         int64_t n = off + len - b < FD_SPAN ? off + len - b : FD_SPAN;
         float *p = c->master ? c->master[t] + b
                              : stage(&c->fp, pcode, c->param[t], NULL, NULL, b, n, buf[0]);
+        if (c->master) resync(pcode, (const uint16_t *)c->param[t] + b, p, n);
         float *g = stage(&c->fp, gcode, (void *)c->grad[t], NULL, NULL, b, n, buf[1]);
         if (c->unscale) {
             const float gs = c->gscale;

@@ -31,7 +31,7 @@ def _numba():
 # ---------------------------------------------------------------------------- bytes per parameter
 @pytest.mark.parametrize("config, want", [
     ("adam-fp32", 28), ("adam-bf16-sr", 24), ("adam-bf16-sr-bf16", 16),
-    ("adam-int8", 16 + 16 / 256), ("adam-bf16-sr-int8", 12 + 16 / 256), ("adam-bf16-master", 30)])
+    ("adam-int8", 16 + 16 / 256), ("adam-bf16-sr-int8", 12 + 16 / 256), ("adam-bf16-master", 32)])
 def test_bytes_per_param_from_the_formats(config, want):
     case = L.LowpCase(config, ONE, "numba")
     assert case.bytes_per_step == want * 2 ** 20

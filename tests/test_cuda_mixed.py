@@ -436,3 +436,21 @@ def test_kernels_compile_to_ptx_without_fused_multiply_add(tmp_path):
         pytest.skip("no usable CUDA compiler toolchain (NVVM) here: cannot compile the kernels to "
                     f"PTX ({proc.stdout.strip()[-300:] or 'NVVM not found'})")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+def test_master_is_reread_where_the_parameter_was_written_from_outside():
+    """Parameters overwritten between steps (a model load, an in-place edit): the master copy of
+    those elements is re-read from the parameter, as on the host."""
+    rng = np.random.default_rng(3)
+    hp, dp, oh, od = _opt_pair(fd.Adam, dict(lr=1e-2, master_weights=True), BF16, [300], rng)
+    g = rng.standard_normal(300).astype(np.float32)
+    oh.step([g.copy()])
+    od.step([cuda.to_device(g)])
+    new = host(dp[0])
+    new[::7] = np.linspace(-2, 2, new[::7].size).astype(BF16)
+    hp[0][...] = new
+    dp[0].copy_to_device(new)
+    oh.step([g.copy()])
+    od.step([cuda.to_device(g)])
+    np.testing.assert_array_equal(u8(hp[0]), u8(dp[0]))
+    _same_state(oh.state_dict(), od.state_dict())

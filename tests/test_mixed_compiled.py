@@ -302,3 +302,30 @@ def test_c_generic_and_avx2_paths_agree(case):
     want = _copy(base)
     _steps(ref.mixed_step, want, rule, hp, grads, grad_scale=2.0)
     _same(want, out[0])
+
+
+@pytest.mark.parametrize("pcode", [P.BF16, P.F16])
+def test_master_is_reread_where_the_parameter_was_written_from_outside(nb, pcode):
+    """Between steps some parameters are overwritten (a model load, an in-place edit): those
+    elements' master copies are re-read from the parameter, the others keep their float32 bits;
+    bit for bit the reference."""
+    rule, hp = "adam", dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                            amsgrad=False, maximize=False, decoupled_weight_decay=False)
+    sizes = [700, 3]
+    base = _plan(rule, hp, sizes, pcode, P.F32, True, False)
+    rng = np.random.default_rng(8)
+    grads = [_grads(sizes, P.F32, rng) for _ in range(2)]
+    outs = []
+    for fn in (ref.mixed_step, nb.mixed_step):
+        plan = _copy(base)
+        _steps(fn, plan, rule, hp, grads[:1])
+        kept = plan.master[0][1].copy()
+        plan.params[0][::5] = np.asarray(np.linspace(-3, 3, 140), np.float32).astype(PDT[pcode])
+        plan.params[1][0] = PDT[pcode].type(7.0) if hasattr(PDT[pcode], "type") else 7.0
+        r = get_rule(rule)
+        plan.set_grads([np.zeros(n, np.float32) for n in sizes])
+        fn(plan, scalars=r.scalars(dict(hp, lr=0.0), 2, False), step=2)  # lr 0: only the re-read
+        assert plan.master[0][0] == np.float32(-3.0) and plan.master[1][0] == np.float32(7.0)
+        assert plan.master[0][1].view(np.uint32) == kept.view(np.uint32)  # untouched: its bits
+        outs.append(plan)
+    _same(outs[0], outs[1])

@@ -12,11 +12,12 @@ adam-bf16-sr         bfloat16   float32  stochastic_round.  24
 adam-bf16-sr-bf16    bfloat16   bfloat16 stochastic_round.  16
 adam-int8            float32    int8     state_dtype="int8" 16.0625
 adam-bf16-sr-int8    bfloat16   int8     both               12.0625
-adam-bf16-master     bfloat16   float32  master_weights     30
+adam-bf16-master     bfloat16   float32  master_weights     32
 ==================== ========== ======== ================== =========
 
 Bytes per parameter are computed from the formats (:func:`bytes_per_step`): the parameter read and
-written (written only with a master copy, which is read and written: 8 B), the gradient read, each
+written (with a master copy too: the parameter is read to find elements written from outside, and
+the copy is read and written: 8 B), the gradient read, each
 of the two moments read and written (float32 8 B, bfloat16 4 B, 8-bit 2 B plus its block's float32
 scale read and written: 8 B per 256 elements), exactly per tensor (a partial last block counts one
 scale).
@@ -163,12 +164,12 @@ def bytes_per_step(layout, params, grads, state, master):
     """Bytes one Adam step must move over ``layout`` with these storage formats (module docstring).
 
     ``params``/``grads``: "float32" or "bfloat16"; ``state``: "float32", "bfloat16" or "int8";
-    ``master``: a float32 master copy (the parameter is then only written)."""
+    ``master``: a float32 master copy (read and written, besides the parameter)."""
     for what, val, allowed in (("params", params, _ITEMSIZE), ("grads", grads, _ITEMSIZE),
                                ("state", state, _STATE_BYTES)):
         if val not in allowed:
             raise ValueError(f"bytes_per_step: {what} must be one of {sorted(allowed)}, got {val!r}")
-    p = _ITEMSIZE[params] * (1 if master else 2) + (8 if master else 0)
+    p = _ITEMSIZE[params] * 2 + (8 if master else 0)
     per_elem = p + _ITEMSIZE[grads] + 2 * 2 * _STATE_BYTES[state]
     total = 0
     for shape in layout.shapes:

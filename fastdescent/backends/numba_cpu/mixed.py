@@ -269,6 +269,18 @@ def _stage(code, addr, saddr, lo, n, row):
 
 
 @jit
+def _resync(pcode, h, m):
+    """Re-read master elements whose parameter (bits ``h``) is not the master rounded to nearest:
+    the parameter was written from outside (a model load, an in-place edit) and wins."""
+    for i in range(m.shape[0]):
+        u = _bits(m[i])
+        enc = _bf16_rne(u) if pcode == BF16 else _f16_rne(u)
+        c = np.int64(h[i])
+        if enc != c:
+            m[i] = _float(c << 16) if pcode == BF16 else _f16_value(c)
+
+
+@jit
 def _unscale(g, gs, row):
     """``g / gs`` (float32) into ``row``, which may be ``g`` itself."""
     out = row[:g.shape[0]]
@@ -363,6 +375,7 @@ def _mixed_body(items, pieces, p_a, pcode, m_a, g_a, gcodes, s_a, s_sc, s_codes,
                 n = min(SPAN, lo + kk - b)
                 if has_master:
                     p = segment(m_a[t], b, n, _F32P)
+                    _resync(pcode, segment(p_a[t], b, n, _U16P), p)
                 else:
                     p = _stage(pcode, p_a[t], 0, b, n, buf[0])
                 g = _stage(np.int64(gcodes[t]), g_a[t], 0, b, n, buf[1])

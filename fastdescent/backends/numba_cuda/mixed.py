@@ -482,6 +482,10 @@ def _mixed_kernel(units, p_a, m_a, g_a, gcodes, s_a, s_sc, index, rule, pcode, h
             e = start + i
             if has_master:
                 pj = mf[e]
+                cur = np.int64(ph[e])
+                enc = _bf16_rne(_bits(pj)) if pcode == BF16 else _f16_rne(_bits(pj))
+                if enc != cur:  # the parameter was written from outside: it wins
+                    pj = _load(pcode, pf, ph, ph, e, _F0)
             else:
                 pj = _load(pcode, pf, ph, ph, e, _F0)
             gj = _load(gcode, gf, gh, gh, e, _F0)

@@ -1,10 +1,12 @@
 """The mixed-precision step (NumPy): the reference the C and Numba kernels match bit for bit.
 
-Per tensor: read every column into float32 (``fastdescent.precision``), run the rule's float32 NumPy
-kernel on those arrays (the same code, hence the same bits, as a float32 bucket), then store: the
-master copy as is and the parameter rounded to nearest (or stochastically, stream 0); bfloat16 state
-rounded to nearest (or stochastically, stream 1 + its column position); 8-bit state quantized per
-block. Gradients are divided by ``grad_scale`` in float32 when it is not 1.
+Per tensor: read every column into float32 (``fastdescent.precision``; a master copy is re-read from
+the parameter where the parameter is not the master rounded to its format, i.e. was written from
+outside), run the rule's float32 NumPy kernel on those arrays (the same code, hence the same bits,
+as a float32 bucket), then store: the master copy as is and the parameter rounded to nearest (or
+stochastically, stream 0); bfloat16 state rounded to nearest (or stochastically, stream 1 + its
+column position); 8-bit state quantized per block. Gradients are divided by ``grad_scale`` in
+float32 when it is not 1.
 """
 
 import numpy as np
@@ -52,6 +54,12 @@ def mixed_step(plan, *, scalars, step, grad_scale=1.0):
             p = plan.params[i]
             if plan.master is not None:
                 p32 = plan.master[i].reshape(-1)  # updated in place
+                # an element whose parameter is not its master rounded was written from outside
+                # (a model load, an in-place edit): the parameter wins
+                pb = p.reshape(-1).view(np.uint16)
+                stale = P.encode(p32, plan.pcode).view(np.uint16) != pb
+                if stale.any():
+                    p32[stale] = P.decode(p.reshape(-1), plan.pcode)[stale]
             elif plan.pcode == P.F32:
                 p32 = p.reshape(-1)
             else:
