@@ -29,7 +29,7 @@ from .. import precision as P
 from ._table import addresses
 
 __all__ = ["MIXED_RULES", "STATE_COLUMNS", "SIGNED_STATE", "SCALARS", "MixedPlan", "GradList",
-           "state_map", "scalar_vector", "check_columns", "checked_grads"]
+           "state_map", "scalar_vector", "check_columns", "check_call", "checked_grads"]
 
 from ..precision import MIXED_RULES, SIGNED_STATE, state_map  # noqa: E402,F401  (re-exported)
 
@@ -81,6 +81,22 @@ def check_columns(plan, scalars):
     for name, (_arrays, code, scales) in plan.states.items():
         if code in (P.Q8S, P.Q8U) and scales is None:
             raise ValueError(f"{plan.rule}: the 8-bit state column {name!r} has no scales")
+
+
+def check_call(plan, scalars, grad_scale):
+    """The checks every backend's ``mixed_step`` makes before touching memory; returns (the
+    scalar vector, the seed, grad_scale as a float)."""
+    sc = scalar_vector(plan.rule, scalars)
+    check_columns(plan, scalars)
+    seed = int(plan.seed)
+    if not 0 <= seed < 1 << 64:
+        raise ValueError(f"mixed_step: the plan's seed must be in [0, 2**64), got {seed}")
+    gs = float(grad_scale)
+    if not (np.isfinite(gs) and gs > 0):
+        raise ValueError(f"mixed_step: grad_scale must be finite and > 0, got {grad_scale!r}")
+    if plan.master is not None and plan.pcode == P.F32:
+        raise ValueError("mixed_step: a master copy is kept for bfloat16/float16 parameters only")
+    return sc, seed, gs
 
 
 def checked_grads(plan, who, key):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import precision as P
-from .._mixed import MAX_STATE, STATE_COLUMNS, check_columns, checked_grads, scalar_vector
+from .._mixed import MAX_STATE, STATE_COLUMNS, check_call, checked_grads
 from ._lib import ffi, kernel_error, lib
 
 __all__ = ["mixed_step", "grads_finite", "q8_quantize", "q8_dequantize"]
@@ -74,16 +74,7 @@ def _grad_cdata(plan, who):
 
 def mixed_step(plan, *, scalars, step, grad_scale=1.0):
     """One step of ``plan``'s rule over its tensors (``fastdescent.backends._mixed``)."""
-    sc = scalar_vector(plan.rule, scalars)
-    check_columns(plan, scalars)
-    seed = int(plan.seed)
-    if not 0 <= seed < 1 << 64:
-        raise ValueError(f"mixed_step: the plan's seed must be in [0, 2**64), got {seed}")
-    gs = float(grad_scale)
-    if not (np.isfinite(gs) and gs > 0):
-        raise ValueError(f"mixed_step: grad_scale must be finite and > 0, got {grad_scale!r}")
-    if plan.master is not None and plan.pcode == P.F32:
-        raise ValueError("mixed_step: a master copy is kept for bfloat16/float16 parameters only")
+    sc, seed, gs = check_call(plan, scalars, grad_scale)
     gp, gc = _grad_cdata(plan, "mixed_step")
     c = _packed(plan)
     rc = lib.fd_mixed_step(_RULE[plan.rule], plan.n, c["sizes"], c["param"], int(plan.pcode),

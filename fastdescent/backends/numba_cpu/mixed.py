@@ -30,7 +30,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from ... import precision as P
-from .._mixed import STATE_COLUMNS, check_columns, checked_grads, scalar_vector
+from .._mixed import STATE_COLUMNS, check_call, checked_grads
 from . import _config
 from ._config import jit, jit_variants
 from ._ptr import segment
@@ -494,11 +494,7 @@ def _grads(plan, who):
 
 def mixed_step(plan, *, scalars, step, grad_scale=1.0):
     """One step of ``plan``'s rule over its tensors (``fastdescent.backends._mixed``)."""
-    sc = scalar_vector(plan.rule, scalars)
-    check_columns(plan, scalars)
-    seed = int(plan.seed)
-    if not 0 <= seed < 1 << 64:
-        raise ValueError(f"mixed_step: the plan's seed must be in [0, 2**64), got {seed}")
+    sc, seed, gs = check_call(plan, scalars, grad_scale)
     g_a, gcodes = _grads(plan, "mixed_step")
     items, pieces, threaded = _work(plan)
     m_a, s_a, s_sc, s_codes = _columns(plan)
@@ -506,7 +502,7 @@ def mixed_step(plan, *, scalars, step, grad_scale=1.0):
     (parallel if threaded else serial)(
         items, pieces, plan.addr["param"], int(plan.pcode), m_a, g_a, gcodes, s_a, s_sc, s_codes,
         plan.param_index, seed & 0xFFFFFFFF, seed >> 32, int(step) & 0xFFFFFFFF,
-        int(bool(plan.stochastic)), float(grad_scale), sc)
+        int(bool(plan.stochastic)), gs, sc)
 
 
 def grads_finite(plan):

@@ -57,7 +57,7 @@ from numba import cuda, float32, int32, uint32
 
 from ... import _arrays
 from ... import precision as P
-from .._mixed import STATE_COLUMNS, check_columns, scalar_vector
+from .._mixed import STATE_COLUMNS, check_call
 from ._device import SIM, DeviceTable, _chunk, _nanmax, _ptr, _sqrt, address_of, config, flat_grid
 from .noise import _key, _philox
 
@@ -676,16 +676,7 @@ def _rule_args(rule, sc):
 
 def mixed_step(plan, *, scalars, step, grad_scale=1.0):
     """One step of ``plan``'s rule over its tensors (``fastdescent.backends._mixed``): one launch."""
-    sc = scalar_vector(plan.rule, scalars)
-    check_columns(plan, scalars)
-    seed = int(plan.seed)
-    if not 0 <= seed < 1 << 64:
-        raise ValueError(f"mixed_step: the plan's seed must be in [0, 2**64), got {seed}")
-    gs = float(grad_scale)
-    if not (np.isfinite(gs) and gs > 0):
-        raise ValueError(f"mixed_step: grad_scale must be finite and > 0, got {grad_scale!r}")
-    if plan.master is not None and plan.pcode == F32:
-        raise ValueError("mixed_step: a master copy is kept for bfloat16/float16 parameters only")
+    sc, seed, gs = check_call(plan, scalars, grad_scale)
     p_a, m_a, s_a, s_sc, codes, index = _columns(plan)
     g_a, gcodes = _grads(plan, "mixed_step")
     units, nunits = _units(plan)
