@@ -9,7 +9,7 @@ bounded JSON header and bounded read buffers), whatever sizes the file declares.
 File layout (format version 2; version 1 files are read too)
 ------------------------------------------------------------
 ``header``
-    uint8 array: UTF-8 JSON ``{"format": "fastdescent-checkpoint", "version": 1, "optimizer": ...,
+    uint8 array: UTF-8 JSON ``{"format": "fastdescent-checkpoint", "version": 2, "optimizer": ...,
     "model": ..., "extra": ...}``. The optimizer entry holds its class name, the parameters' shapes
     and dtypes, each param group's hyperparameters and parameter count, and per parameter the step
     count, the names of its state arrays and its scalar state (``"scalars"``: name -> float, e.g.
@@ -19,9 +19,14 @@ File layout (format version 2; version 1 files are read too)
     state array ``name`` (``exp_avg``, ``momentum_buffer``, ...) of parameter ``i`` (the index in
     ``optimizer.state_dict()``). The header lists it by name when it has the parameter's shape and
     dtype, else as ``{"name", "shape", "dtype"}`` (version 2): low-precision state
-    (``docs/low-precision.md``) -- float32 or bfloat16 buffers of a bfloat16/float16 parameter,
-    8-bit codes (uint8) with their float32 ``<name>_scale`` (one per 256-element block), a float32
-    ``master_param``; anything else is refused at save and at load.
+    (``docs/low-precision.md``). What each entry may be, by its parameter's dtype (checked at save,
+    and at load before any array is read): a buffer (``exp_avg``, ...) has the parameter's shape
+    and, for a float32, bfloat16 or float16 parameter, dtype float32, bfloat16, or uint8 (8-bit
+    codes, only with their ``<name>_scale``), for a float64 one float64; a ``<name>_scale`` is
+    float32 of shape ``(ceil(n / 256),)``, only next to uint8 codes ``name``; a ``master_param`` is
+    float32 with the shape of its bfloat16/float16 parameter. An optimizer without a mixed-precision
+    step (not SGD, Adam, AdamW, RMSprop) keeps every array in its parameter's shape and dtype.
+    Anything else is refused, naming the entry.
 ``model/<key>``
     the array ``model.state_dict()[key]``.
 
@@ -211,31 +216,51 @@ def _host_array(a, where):
 
 _MASTER = "master_param"
 _SCALE = "_scale"
+_CODES = "|u1"  # 8-bit state codes (``optim/base.py`` state_dict: uint8, the parameter's shape)
 _LOW = (_BF16, "<f2")
+#: the dtypes a state buffer (``exp_avg``, ...) may have, per parameter dtype (what
+#: ``state_dict()`` emits: float64 parameters keep float64 state; float32, bfloat16 and float16 ones
+#: keep float32, bfloat16 or 8-bit state -- float16 state does not exist)
+_STATE_DTYPES = {"<f8": ("<f8",), "<f4": ("<f4", _BF16, _CODES), _BF16: ("<f4", _BF16, _CODES),
+                 "<f2": ("<f4", _BF16, _CODES)}
+
+
+def _dtype_text(name):
+    return {"<f8": "float64", "<f4": "float32", "<f2": "float16", _CODES: "uint8"}.get(name, name)
 
 
 def _state_entry_ok(name, shape, dtype, pshape, pdtype, names, where):
-    """What a state array of a parameter of (pshape, pdtype) may be (dtypes as header names):
-    its parameter's shape and dtype; a float32 or bfloat16 buffer (low-precision state, or float32
-    state of a low-precision parameter); 8-bit codes (uint8, the parameter's shape) with their
-    ``<name>_scale`` (float32, one per 256-element block); a float32 ``master_param`` of a
-    bfloat16/float16 parameter. CheckpointError otherwise, naming ``where``."""
+    """What a state array of a parameter of (pshape, pdtype) may be (dtypes as header names,
+    ``names``: {state name: header dtype name} of the parameter's arrays): a buffer with the
+    parameter's shape, of a dtype ``_STATE_DTYPES`` allows for the parameter's (8-bit codes, uint8,
+    only together with their ``<name>_scale``); a ``<name>_scale`` of float32, one per 256-element
+    block, only next to 8-bit codes ``name``; a float32 ``master_param`` of a bfloat16/float16
+    parameter. A parameter of any other dtype (a version 1 file's) may only have buffers of its own
+    shape and dtype. CheckpointError otherwise, naming ``where``."""
     from .precision import nblocks
 
+    allowed = _STATE_DTYPES.get(pdtype, (pdtype,))
     if name == _MASTER:
         ok = shape == pshape and dtype == "<f4" and pdtype in _LOW
-        want = "float32 with the parameter's shape, for a bfloat16/float16 parameter"
+        want = "dtype float32 and the parameter's shape, for a bfloat16/float16 parameter"
+        if pdtype not in _LOW:
+            want += f" (this one is {_dtype_text(pdtype)})"
     elif name.endswith(_SCALE) and name[:-len(_SCALE)] in names:
-        ok = shape == (nblocks(math.prod(pshape)),) and dtype == "<f4"
-        want = f"float32 of shape ({nblocks(math.prod(pshape))},) (one per 256-element block)"
+        nb = nblocks(math.prod(pshape))
+        codes = name[:-len(_SCALE)]
+        ok = shape == (nb,) and dtype == "<f4" and names[codes] == _CODES
+        want = (f"dtype float32 and shape ({nb},) (one per 256-element block of the parameter), "
+                f"next to 8-bit codes {codes!r} (uint8; the file says "
+                f"{_dtype_text(names[codes])})")
     else:
-        ok = shape == pshape and (dtype in (pdtype, "<f4", _BF16, "|u1"))
-        want = (f"shape {pshape} and dtype {pdtype}, float32, bfloat16 or uint8 (8-bit codes, with "
-                f"their {name + _SCALE!r})")
-        if ok and dtype == "|u1":
-            ok = name + _SCALE in names
+        ok = shape == pshape and dtype in allowed
+        want = (f"the parameter's shape {pshape} and a dtype in "
+                f"{[_dtype_text(d) for d in allowed]} (the parameter is {_dtype_text(pdtype)})")
+        if ok and dtype == _CODES and name + _SCALE not in names:
+            ok, want = False, f"its block scales {name + _SCALE!r} next to these 8-bit codes"
     if not ok:
-        raise CheckpointError(f"{where} has shape {shape} and dtype {dtype}; it must have {want}")
+        raise CheckpointError(f"{where} has shape {shape} and dtype {_dtype_text(dtype)}; it must "
+                              f"have {want}")
 
 
 def _optimizer_section(optimizer, arrays):
@@ -274,6 +299,7 @@ def _optimizer_section(optimizer, arrays):
                                   "no parameter")
         i = index[key]
         entry = {"step": None, "arrays": []}
+        found = {}  # array state: name -> (shape, header dtype name, host array)
         for name, val in st.items():
             where = f"optimizer state[{i}][{name!r}]"
             if name == "step":
@@ -290,13 +316,16 @@ def _optimizer_section(optimizer, arrays):
                 entry.setdefault("scalars", {})[name] = _encode_value(val, where)
                 continue
             arr = _host_array(val, where)
-            meta = params_meta[i]
-            shape, dtype = list(arr.shape), _dtype_name(arr.dtype)
-            _state_entry_ok(name, tuple(shape), dtype, tuple(meta["shape"]), meta["dtype"],
-                            set(st), where)
+            found[name] = (tuple(arr.shape), _dtype_name(arr.dtype), arr)
+        meta = params_meta[i]
+        dtypes = {n: dt for n, (_, dt, _) in found.items()}
+        for name, (shape, dtype, arr) in found.items():
+            _state_entry_ok(name, shape, dtype, tuple(meta["shape"]), meta["dtype"], dtypes,
+                            f"optimizer state[{i}][{name!r}]")
             arrays[f"{_OPT}{i}/{name}"] = _storage(arr)
-            same = shape == meta["shape"] and dtype == meta["dtype"]
-            entry["arrays"].append(name if same else {"name": name, "shape": shape, "dtype": dtype})
+            same = list(shape) == meta["shape"] and dtype == meta["dtype"]
+            entry["arrays"].append(name if same else {"name": name, "shape": list(shape),
+                                                      "dtype": dtype})
         state[str(i)] = entry
     return {"class": type(optimizer).__name__, "params": params_meta, "param_groups": groups,
             "state": state}
@@ -653,8 +682,9 @@ def _parse_optimizer(sec, version):
             _expect(type(n) is str and n and "/" not in n and n not in arrays,
                     f"header: malformed optimizer state[{key}]")
             arrays[n] = meta
+        dtypes = {n: dt for n, (_, dt) in arrays.items()}
         for n, (shape, dt) in arrays.items():
-            _state_entry_ok(n, shape, dt, pshape, pdtype, set(arrays),
+            _state_entry_ok(n, shape, dt, pshape, pdtype, dtypes,
                             f"checkpoint optimizer state[{key}][{n!r}]")
         scalars = entry.get("scalars", {})
         _expect(type(scalars) is dict and not set(scalars) & set(arrays),
@@ -716,13 +746,25 @@ def _check_against_optimizer(optimizer, cls, metas, groups, state):
             pos += 1
     names = getattr(optimizer, "_all_state_names", None)
     if names is not None:  # (this also bounds how many arrays per parameter are read)
-        names = tuple(names) + tuple(getattr(getattr(optimizer, "_rule", None), "scalar_state", ()))
-        names += tuple(n + _SCALE for n in names) + (_MASTER,)  # (low precision; the optimizer's
-        # load_state_dict decides whether its groups take them)
+        from .precision import MIXED_RULES
+
+        rule = getattr(optimizer, "_rule", None)
+        mixed = getattr(rule, "name", None) in MIXED_RULES
+        buffers = tuple(names)
+        names = buffers + tuple(getattr(rule, "scalar_state", ()))
+        if mixed:  # low precision: block scales of 8-bit codes, master copies (the optimizer's
+            # load_state_dict decides whether its groups take them)
+            names += tuple(n + _SCALE for n in buffers) + (_MASTER,)
         for i, (_, arrays, scalars) in state.items():
             bad = sorted((set(arrays) | set(scalars)) - set(names))
             _expect(not bad, f"checkpoint optimizer state[{i}] has unknown entries {bad}; "
                              f"{mine} keeps {list(names)}")
+            if not mixed:  # no low-precision storage: every buffer is its parameter's shape and dtype
+                for n, meta in arrays.items():
+                    _expect(meta == metas[i], f"checkpoint optimizer state[{i}][{n!r}] has shape "
+                                              f"{meta[0]} and dtype {_dtype_text(meta[1])}; {mine} "
+                                              f"keeps its state in its parameter's shape {metas[i][0]}"
+                                              f" and dtype {_dtype_text(metas[i][1])}")
 
 
 def _bf16_dtype():
@@ -864,9 +906,12 @@ def load_checkpoint(path, *, optimizer=None, model=None):
     (so a corrupted file is refused as a whole), never materialised. State saved on one backend
     loads on any other.
 
-    Memory: every array allocated has the shape and dtype of the ``optimizer``/``model`` array it
-    is loaded into (compared before allocating; the data is streamed from the zip entry into it,
-    with no intermediate copy), the JSON header may have at most 8 MiB + 4 KiB per parameter/model
+    Memory: every array allocated has the shape and dtype of the ``model`` array it is loaded into,
+    or of a state array the ``optimizer`` can hold (its parameter's shape, in its parameter's dtype
+    or one of at most 4 bytes, or one float32 per 256-element block; only names it keeps) -- compared
+    before allocating; the data is streamed from the zip entry into it, with no intermediate copy
+    (bfloat16 arrays are read as their 16-bit words and viewed as ``ml_dtypes.bfloat16``, which is
+    imported only then) --, the JSON header may have at most 8 MiB + 4 KiB per parameter/model
     array of the objects given (:func:`save_checkpoint` refuses to write a larger one), and no zip
     entry is ever decompressed past the size its array needs. Sizes declared by the file alone
     never decide an allocation, so a small crafted file cannot exhaust memory; the time spent on
