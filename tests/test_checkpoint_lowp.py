@@ -3,8 +3,7 @@ block scales), bfloat16 state, float32 master copies -- bit-exact round trips th
 same trajectory, conversions on load, version 1 files, and files that lie about any of it refused
 with nothing changed.
 
-Backends: ``numpy`` (the reference) and ``numba`` (bit-identical to it); the C backend's
-mixed-precision step is tested elsewhere.
+Backends: ``numpy`` (the reference); resumed on ``c`` and ``numba`` (bit-identical to it).
 """
 
 from __future__ import annotations
@@ -146,13 +145,14 @@ def test_round_trip_continues_bit_for_bit(tmp_path, case):
     _continue(tmp_path, *case)
 
 
+@pytest.mark.parametrize("backend", ["c", "numba"])
 @pytest.mark.parametrize("config", ["bf16-master", "bf16-sr-bf16state", "bf16-int8"])
-def test_saved_on_numpy_resumed_on_numba(tmp_path, config):
+def test_saved_on_numpy_resumed_on_another_backend(tmp_path, config, backend):
     """The backends' mixed steps are bit-identical, so a run resumed on another backend stays on
     the uninterrupted run's trajectory."""
-    require_backend("numba")
+    require_backend(backend)
     dtype, kw = CONFIGS[config]
-    _continue(tmp_path, "RMSprop", dtype, {**OPTIMIZERS["RMSprop"], **kw}, load_backend="numba")
+    _continue(tmp_path, "RMSprop", dtype, {**OPTIMIZERS["RMSprop"], **kw}, load_backend=backend)
 
 
 def _mlp_run(tmp_path, kw, backend=BACKEND, save_at=None):
