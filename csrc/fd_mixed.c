@@ -162,40 +162,35 @@ static inline int q8_block_scale(const float *FD_RESTRICT x, int64_t n, uint8_t 
     return 1;
 }
 
+/* codes of x[0..n) for a block of inverse scale inv on the signed (sgn) or unsigned map */
+FD_INLINE void q8_encode_loop(const q8map *m, const float *FD_RESTRICT x, int64_t n, float inv,
+                              uint8_t *FD_RESTRICT codes, const int sgn)
+{
+    const uint32_t rebias = (uint32_t)(127 - m->bias) << 3, qmax = m->qmax;
+    const float sub_lim = m->sub_lim, sub_mul = m->sub_mul;
+    for (int64_t i = 0; i < n; i++) {
+        float xi = x[i];
+        float ax = fabsf(xi);
+        float y = ax * inv;
+        y = y < 4.0f ? y : 4.0f;
+        uint32_t u = fbits(y);
+        uint32_t qn = ((u + UINT32_C(0x7FFFF) + ((u >> 20) & 1u)) >> 20) - rebias;
+        float ys = y < sub_lim ? y : 0.0f; /* (in range of the conversion) */
+        uint32_t qs = (uint32_t)(int32_t)((ys * sub_mul + 0x1p23f) - 0x1p23f);
+        uint32_t q = y < sub_lim ? qs : qn;
+        q = q < qmax ? q : qmax;
+        if (sgn) q |= xi < 0.0f ? 0x80u : 0u;
+        else q = (q == 0 && ax > 0.0f) ? 1u : q; /* a positive value never reads back as 0 */
+        codes[i] = (uint8_t)q;
+    }
+}
+
 /* codes of x[0..n) for a block of inverse scale inv (portable path) */
 static void q8_encode_generic(const q8map *m, const float *FD_RESTRICT x, int64_t n, float inv,
                               uint8_t *FD_RESTRICT codes)
 {
-    const uint32_t rebias = (uint32_t)(127 - m->bias) << 3, qmax = m->qmax;
-    const float sub_lim = m->sub_lim, sub_mul = m->sub_mul;
-    if (m->smask) {
-        for (int64_t i = 0; i < n; i++) {
-            float xi = x[i];
-            float y = fabsf(xi) * inv;
-            y = y < 4.0f ? y : 4.0f;
-            uint32_t u = fbits(y);
-            uint32_t qn = ((u + UINT32_C(0x7FFFF) + ((u >> 20) & 1u)) >> 20) - rebias;
-            float ys = y < sub_lim ? y : 0.0f; /* (in range of the conversion) */
-            uint32_t qs = (uint32_t)(int32_t)((ys * sub_mul + 0x1p23f) - 0x1p23f);
-            uint32_t q = y < sub_lim ? qs : qn;
-            q = q < qmax ? q : qmax;
-            codes[i] = (uint8_t)(q | (xi < 0.0f ? 0x80u : 0u));
-        }
-    } else {
-        for (int64_t i = 0; i < n; i++) {
-            float ax = fabsf(x[i]);
-            float y = ax * inv;
-            y = y < 4.0f ? y : 4.0f;
-            uint32_t u = fbits(y);
-            uint32_t qn = ((u + UINT32_C(0x7FFFF) + ((u >> 20) & 1u)) >> 20) - rebias;
-            float ys = y < sub_lim ? y : 0.0f;
-            uint32_t qs = (uint32_t)(int32_t)((ys * sub_mul + 0x1p23f) - 0x1p23f);
-            uint32_t q = y < sub_lim ? qs : qn;
-            q = q < qmax ? q : qmax;
-            q = (q == 0 && ax > 0.0f) ? 1u : q;
-            codes[i] = (uint8_t)q;
-        }
-    }
+    if (m->smask) q8_encode_loop(m, x, n, inv, codes, 1);
+    else q8_encode_loop(m, x, n, inv, codes, 0);
 }
 
 /* x[i] = value of codes[i] times scale, i < n (portable path) */
@@ -438,7 +433,6 @@ static inline void q8_store_block(const mixed_paths *fp, const q8map *m, const f
 /* ---------------------------------------------------------------------------- the step */
 typedef struct {
     fd_mixed_rule rule;
-    const int64_t *sizes;
     void *const *param;
     float *const *master; /* NULL: no master copy */
     const void *const *grad;
@@ -639,7 +633,6 @@ int fd_mixed_step(int rule, int64_t ntensors, const int64_t *sizes, void *const 
     q8map_init(&maps[1], Q8U);
     for (int k = 0; k < FD_NSTATE; k++)
         c.maps[k] = c.scodes[k] == Q8S ? &maps[0] : c.scodes[k] == Q8U ? &maps[1] : NULL;
-    c.sizes = sizes;
     c.param = param;
     c.master = master;
     c.grad = grad;

@@ -250,3 +250,33 @@ def test_c_q8_helpers_match_reference(backend, code):
     y = importlib.import_module(mod.__name__ + ".mixed").q8_dequantize(codes, scales, code)
     np.testing.assert_array_equal(y.view(np.uint32), P.q8_dequantize(codes, scales, code)
                                   .view(np.uint32))
+
+
+def test_plan_layout_is_checked_when_built():
+    """A plan whose arrays do not fit its tensors (a state buffer or a scale array of the wrong
+    length, a master of the wrong dtype, a non-contiguous parameter, a bad seed or param_index) is
+    refused when it is built, naming the column: every backend's kernel trusts the plan."""
+    n = 300
+    p = [np.zeros(n, BF16)]
+    idx = np.zeros(1, np.int64)
+    ok = {"exp_avg": ([np.zeros(n, np.uint8)], P.Q8S, [np.zeros(2, np.float32)])}
+    MixedPlan("sgd", p, P.BF16, None, {"momentum_buffer": ok["exp_avg"]}, idx, 0, False)
+    bad = [
+        (dict(states={"momentum_buffer": ([np.zeros(n - 1, np.uint8)], P.Q8S,
+                                          [np.zeros(2, np.float32)])}), "momentum_buffer\\[0\\]"),
+        (dict(states={"momentum_buffer": ([np.zeros(n, np.uint8)], P.Q8S,
+                                          [np.zeros(1, np.float32)])}), "momentum_buffer scales"),
+        (dict(states={"momentum_buffer": ([np.zeros(n, np.uint8)], P.Q8S, None)}), "no scales"),
+        (dict(master=[np.zeros(n, np.float16)]), "master\\[0\\]"),
+        (dict(params=[np.zeros(2 * n, BF16)[::2]]), "not C-contiguous"),
+        (dict(seed=-1), "seed"),
+        (dict(index=np.array([-1])), "param_index"),
+        (dict(pcode=P.F32, params=[np.zeros(n, np.float32)], master=[np.zeros(n, np.float32)]),
+         "master copy"),
+    ]
+    for kw, match in bad:
+        args = dict(params=p, pcode=P.BF16, master=None, states={}, index=idx, seed=0)
+        args.update(kw)
+        with pytest.raises(ValueError, match=match):
+            MixedPlan("sgd", args["params"], args["pcode"], args["master"], args["states"],
+                      args["index"], args["seed"], False)

@@ -67,7 +67,7 @@ def scalar_vector(rule, scalars):
 
 def check_columns(plan, scalars):
     """The state columns the rule and this call's flags need are there (the float32 kernels'
-    ``TensorTable.require`` message), and param_index has one value per tensor."""
+    ``TensorTable.require`` message); the rest of the plan was checked when it was built."""
     from ._table import required_columns
 
     always = [c for c in required_columns(plan.rule) if c in STATE_COLUMNS[plan.rule]]
@@ -75,12 +75,6 @@ def check_columns(plan, scalars):
         if plan.states.get(name) is None:
             why = "" if name in always else " (by this call's scalars)"
             raise ValueError(f"{plan.rule}: the column {name!r} is required{why}, but it is missing")
-    if plan.param_index.shape != (plan.n,):
-        raise ValueError(f"{plan.rule}: param_index must hold {plan.n} values (one per tensor), got "
-                         f"shape {plan.param_index.shape}")
-    for name, (_arrays, code, scales) in plan.states.items():
-        if code in (P.Q8S, P.Q8U) and scales is None:
-            raise ValueError(f"{plan.rule}: the 8-bit state column {name!r} has no scales")
 
 
 def check_call(plan, scalars, grad_scale):
@@ -88,15 +82,10 @@ def check_call(plan, scalars, grad_scale):
     scalar vector, the seed, grad_scale as a float)."""
     sc = scalar_vector(plan.rule, scalars)
     check_columns(plan, scalars)
-    seed = int(plan.seed)
-    if not 0 <= seed < 1 << 64:
-        raise ValueError(f"mixed_step: the plan's seed must be in [0, 2**64), got {seed}")
     gs = float(grad_scale)
     if not (np.isfinite(gs) and gs > 0):
         raise ValueError(f"mixed_step: grad_scale must be finite and > 0, got {grad_scale!r}")
-    if plan.master is not None and plan.pcode == P.F32:
-        raise ValueError("mixed_step: a master copy is kept for bfloat16/float16 parameters only")
-    return sc, seed, gs
+    return sc, plan.seed, gs
 
 
 def checked_grads(plan, who, key):
@@ -143,7 +132,7 @@ class MixedPlan:
     """
 
     __slots__ = ("rule", "n", "sizes", "params", "pcode", "master", "states", "param_index", "seed",
-                 "stochastic", "grads", "gcodes", "addr", "cache")
+                 "stochastic", "grads", "gcodes", "addr", "cache", "table")
 
     def __init__(self, rule, params, pcode, master, states, param_index, seed, stochastic):
         if rule not in MIXED_RULES:
@@ -171,6 +160,69 @@ class MixedPlan:
             if scales is not None:
                 self.addr[name + ".scale"] = addresses(scales)
         self.cache = {}  # backend-private packed forms
+        self._check()
+        self.table = self._state_table()
+
+    def _check(self):
+        """The plan's invariants, checked once (every backend's kernel relies on them): param_index
+        and seed in range, a master copy only for low-precision parameters, every array C-contiguous
+        with its tensor's element count in its storage's item size, 8-bit columns with their
+        per-block float32 scales."""
+        from .._arrays import inspect
+
+        where = f"MixedPlan({self.rule!r})"
+        if self.pcode not in (P.F32, P.BF16, P.F16):
+            raise ValueError(f"{where}: the parameters' storage code must be float32, bfloat16 or "
+                             f"float16, got {self.pcode!r}")
+        if self.param_index.shape != (self.n,) or (self.param_index < 0).any():
+            raise ValueError(f"{where}: param_index must hold {self.n} values >= 0 (one per tensor), "
+                             f"got {self.param_index!r}")
+        if not 0 <= self.seed < 1 << 64:
+            raise ValueError(f"{where}: the seed must be in [0, 2**64), got {self.seed}")
+        if self.master is not None and self.pcode == P.F32:
+            raise ValueError(f"{where}: a master copy is kept for bfloat16/float16 parameters only")
+
+        def layout(arrays, what, itemsize, blocks=False):
+            if len(arrays) != self.n:
+                raise ValueError(f"{where}: {what} holds {len(arrays)} arrays for {self.n} tensors")
+            for i, a in enumerate(arrays):
+                info = inspect(a, f"{what}[{i}]")
+                want = P.nblocks(self.sizes[i]) if blocks else int(self.sizes[i])
+                if not info.contiguous:
+                    raise ValueError(f"{where}: {what}[{i}] is not C-contiguous")
+                if info.dtype.itemsize != itemsize or info.size != want:
+                    raise ValueError(f"{where}: {what}[{i}] holds {info.size} elements of "
+                                     f"{info.dtype}; expected {want} of {itemsize} bytes")
+
+        layout(self.params, "params", P.storage_dtype(self.pcode).itemsize)
+        if self.master is not None:
+            layout(self.master, "master", 4)
+        for name, (arrays, code, scales) in self.states.items():
+            if code not in P.CODE_NAMES:
+                raise ValueError(f"{where}: state column {name!r} has the unknown storage code "
+                                 f"{code!r}")
+            layout(arrays, name, P.storage_dtype(code).itemsize)
+            if code in (P.Q8S, P.Q8U):
+                if scales is None:
+                    raise ValueError(f"{self.rule}: the 8-bit state column {name!r} has no scales")
+                layout(scales, name + " scales", 4, blocks=True)
+
+    def _state_table(self):
+        """(addresses, scale addresses) as int64 (MAX_STATE, n) and the storage codes (MAX_STATE,)
+        of the state columns in :data:`STATE_COLUMNS` order, -1 (and address 0) for an absent one:
+        the compiled kernels' view of the state."""
+        addr = np.zeros((MAX_STATE, self.n), np.int64)
+        scale_addr = np.zeros((MAX_STATE, self.n), np.int64)
+        codes = np.full(MAX_STATE, -1, np.int64)
+        for k, name in enumerate(STATE_COLUMNS[self.rule]):
+            col = self.states.get(name)
+            if col is None:
+                continue
+            codes[k] = int(col[1])
+            addr[k] = self.addr[name]
+            if col[2] is not None:
+                scale_addr[k] = self.addr[name + ".scale"]
+        return addr, scale_addr, codes
 
     def set_grads(self, grads, addrs=None):
         """The step's gradients (a list aligned with ``params``; float32 or the parameter's dtype)."""

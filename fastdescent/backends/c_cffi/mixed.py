@@ -14,13 +14,12 @@ from __future__ import annotations
 import numpy as np
 
 from ... import precision as P
-from .._mixed import MAX_STATE, STATE_COLUMNS, check_call, checked_grads
+from .._mixed import check_call, checked_grads
 from ._lib import ffi, kernel_error, lib
 
 __all__ = ["mixed_step", "grads_finite", "q8_quantize", "q8_dequantize"]
 
 _RULE = {"sgd": 0, "adam": 1, "rmsprop": 2}
-_ABSENT = -1
 
 
 def _packed(plan):
@@ -28,22 +27,11 @@ def _packed(plan):
     c = plan.cache.get("c.columns")
     if c is not None:
         return c
-    n = plan.n
     sizes = np.ascontiguousarray(plan.sizes, dtype=np.int64)
     p_a = np.ascontiguousarray(plan.addr["param"], dtype=np.int64)
     m_a = None if plan.master is None else np.ascontiguousarray(plan.addr["master"], dtype=np.int64)
-    s_a = np.zeros((MAX_STATE, n), np.int64)
-    s_sc = np.zeros((MAX_STATE, n), np.int64)
-    codes = np.full(MAX_STATE, _ABSENT, np.int32)
-    for k, name in enumerate(STATE_COLUMNS[plan.rule]):
-        col = plan.states.get(name)
-        if col is None:
-            continue
-        _arrays, code, scales = col
-        codes[k] = int(code)
-        s_a[k] = plan.addr[name]
-        if scales is not None:
-            s_sc[k] = plan.addr[name + ".scale"]
+    s_a, s_sc, codes = plan.table
+    codes = codes.astype(np.int32)
     index = np.ascontiguousarray(plan.param_index, dtype=np.int64)
     keep = (sizes, p_a, m_a, s_a, s_sc, codes, index)  # the cdata below view these arrays
     c = {

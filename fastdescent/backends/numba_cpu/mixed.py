@@ -30,7 +30,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from ... import precision as P
-from .._mixed import STATE_COLUMNS, check_call, checked_grads
+from .._mixed import check_call, checked_grads
 from . import _config
 from ._config import jit, jit_variants
 from ._ptr import segment
@@ -464,28 +464,9 @@ def _work(plan):
 
 
 def _columns(plan):
-    """Packed master/state columns of ``plan`` (cached): master addresses (empty if none), state
-    addresses and scale addresses (3, n) and codes (3,) in STATE_COLUMNS order (-1: absent)."""
-    c = plan.cache.get("numba.columns")
-    if c is not None:
-        return c
-    n = plan.n
-    s_a = np.zeros((3, n), np.int64)
-    s_sc = np.zeros((3, n), np.int64)
-    s_codes = np.full(3, _ABSENT, np.int64)
-    for j, name in enumerate(STATE_COLUMNS[plan.rule]):
-        col = plan.states.get(name)
-        if col is None:
-            continue
-        arrays, code, scales = col
-        s_codes[j] = int(code)
-        s_a[j] = plan.addr[name]
-        if code in (Q8S, Q8U):
-            s_sc[j] = plan.addr[name + ".scale"]
+    """Master addresses (empty if none), and the plan's state table (``MixedPlan.table``)."""
     m_a = plan.addr.get("master", np.zeros(0, np.int64))
-    c = (np.ascontiguousarray(m_a, dtype=np.int64), s_a, s_sc, s_codes)
-    plan.cache["numba.columns"] = c
-    return c
+    return (np.ascontiguousarray(m_a, dtype=np.int64),) + plan.table
 
 
 def _grads(plan, who):

@@ -57,7 +57,7 @@ from numba import cuda, float32, int32, uint32
 
 from ... import _arrays
 from ... import precision as P
-from .._mixed import STATE_COLUMNS, check_call
+from .._mixed import check_call
 from ._device import SIM, DeviceTable, _chunk, _nanmax, _ptr, _sqrt, address_of, config, flat_grid
 from .noise import _key, _philox
 
@@ -575,13 +575,10 @@ def _info(a, what):
     return info
 
 
-def _check_arrays(arrays, sizes, itemsize, what, nblocks=False):
+def _check_device(arrays, what):
+    """Every array of a column is a device array (the plan checked their layouts)."""
     for i, a in enumerate(arrays):
-        info = _info(a, f"{what}[{i}]")
-        want = P.nblocks(int(sizes[i])) if nblocks else int(sizes[i])
-        if info.dtype.itemsize != itemsize or info.size != want:
-            raise ValueError(f"mixed_step: {what}[{i}] holds {info.size} elements of {info.dtype}; "
-                             f"expected {want} of {itemsize} bytes")
+        _info(a, f"{what}[{i}]")
 
 
 def _units(plan):
@@ -598,30 +595,16 @@ def _columns(plan):
     c = plan.cache.get("cuda.columns")
     if c is not None:
         return c
-    n = plan.n
-    if plan.pcode not in (F32, BF16, F16):
-        raise ValueError(f"mixed_step: the parameters' storage code must be float32, bfloat16 or "
-                         f"float16, got {plan.pcode!r}")
-    _check_arrays(plan.params, plan.sizes, _ITEMSIZE[plan.pcode], "params")
-    s_a = np.zeros((3, n), np.int64)
-    s_sc = np.zeros((3, n), np.int64)
-    codes = [_ABSENT] * 3
-    for k, name in enumerate(STATE_COLUMNS[plan.rule]):
-        col = plan.states.get(name)
-        if col is None:
-            continue
-        arrays, code, scales = col
-        if code not in _ITEMSIZE:
-            raise ValueError(f"mixed_step: state column {name!r} has the unknown storage code {code!r}")
-        _check_arrays(arrays, plan.sizes, _ITEMSIZE[code], name)
-        codes[k] = int(code)
-        s_a[k] = plan.addr[name]
-        if code in (Q8S, Q8U):
-            _check_arrays(scales, plan.sizes, 4, name + " scales", nblocks=True)
-            s_sc[k] = plan.addr[name + ".scale"]
-    m_a = np.zeros(n, np.int64)
+    _check_device(plan.params, "params")
+    for name, (arrays, _code, scales) in plan.states.items():
+        _check_device(arrays, name)
+        if scales is not None:
+            _check_device(scales, name + " scales")
+    s_a, s_sc, codes = plan.table
+    codes = [int(x) for x in codes]
+    m_a = np.zeros(plan.n, np.int64)
     if plan.master is not None:
-        _check_arrays(plan.master, plan.sizes, 4, "master")
+        _check_device(plan.master, "master")
         m_a = np.asarray(plan.addr["master"], np.int64)
     dev = cuda.to_device
     c = (dev(np.ascontiguousarray(plan.addr["param"], np.int64)), dev(m_a),
