@@ -60,3 +60,22 @@ def check_flag(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
     return bool(value)
+
+
+#: the largest float32
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def check_loss_scale(name, value, *, coerce=False):
+    """A loss scale (``grad_scale``, a GradScaler's scale): a finite real > 0 that stays positive
+    and finite in float32, the type the kernels divide the gradients by it in (1e39 would be inf,
+    1e-300 zero)."""
+    import numpy as np
+
+    v = check_real(name, value, lo=0.0, lo_open=True, coerce=coerce)
+    if v > FLOAT32_MAX or np.float32(v) == 0.0:
+        raise ValueError(f"{name} must be representable in float32 (the kernels divide the "
+                         f"gradients by it in float32): between "
+                         f"{np.finfo(np.float32).smallest_subnormal} and {FLOAT32_MAX:.6g}, got "
+                         f"{value!r}")
+    return v

@@ -19,25 +19,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
-from ._validate import check_flag, check_real
+from ._validate import FLOAT32_MAX, check_flag, check_loss_scale, check_real
 
 __all__ = ["GradScaler"]
-
-#: the largest float32: the step divides the gradients by the scale in float32
-_F32_MAX = 3.4028234663852886e38
-
-
-def _check_scale(name, value, coerce=False):
-    """A loss scale: finite, > 0, and a positive finite float32 (the kernels divide by it in
-    float32: 1e39 would be inf, 1e-300 zero)."""
-    v = check_real(name, value, lo=0.0, lo_open=True, coerce=coerce)
-    if v > _F32_MAX or np.float32(v) == 0.0:
-        raise ValueError(f"{name} must be representable in float32 (at most {_F32_MAX:.6g}, not "
-                         f"rounding to 0), got {value!r}")
-    return v
-
 
 class GradScaler:
     """Dynamic loss scale (torch.amp.GradScaler's rule).
@@ -57,7 +42,7 @@ class GradScaler:
     def __init__(self, init_scale=2.0 ** 16, growth_factor=2.0, backoff_factor=0.5,
                  growth_interval=2000, enabled=True):
         self._enabled = check_flag("enabled", enabled)
-        self._scale = _check_scale("init_scale", init_scale)
+        self._scale = check_loss_scale("init_scale", init_scale)
         self._growth = check_real("growth_factor", growth_factor, lo=1.0, lo_open=True)
         self._backoff = check_real("backoff_factor", backoff_factor, lo=0.0, hi=1.0, lo_open=True,
                                    hi_open=True)
@@ -98,7 +83,7 @@ class GradScaler:
         if not self._enabled:
             return
         if new_scale is not None:
-            self._scale = _check_scale("new_scale", new_scale)
+            self._scale = check_loss_scale("new_scale", new_scale)
             self._tracker = 0
             self._found_inf = None
             return
@@ -111,7 +96,7 @@ class GradScaler:
             self._tracker += 1
             if self._tracker == self._interval:
                 grown = self._scale * self._growth
-                if grown <= _F32_MAX:  # (torch's scale is a float32 tensor: it stops below inf)
+                if grown <= FLOAT32_MAX:  # (torch's scale is a float32 tensor: it stops below inf)
                     self._scale = grown
                 self._tracker = 0
         self._found_inf = None
@@ -127,7 +112,7 @@ class GradScaler:
         if not isinstance(state, dict) or "scale" not in state:
             raise ValueError("GradScaler.load_state_dict: expected a dict with 'scale' (from "
                              "state_dict())")
-        scale = _check_scale("state['scale']", state["scale"], coerce=True)
+        scale = check_loss_scale("state['scale']", state["scale"], coerce=True)
         growth = check_real("state['growth_factor']", state.get("growth_factor", self._growth),
                             lo=1.0, lo_open=True, coerce=True)
         backoff = check_real("state['backoff_factor']", state.get("backoff_factor", self._backoff),

@@ -41,7 +41,7 @@ import numpy as np
 
 from .. import _arrays
 from .._contract import row as _row
-from .._validate import check_flag, check_real
+from .._validate import check_flag, check_loss_scale, check_real
 from ..rules import check_scalars
 from .._arrays import flat_view
 from ..backends import resolve
@@ -925,7 +925,7 @@ class Optimizer:
         self._check_groups()
         gscale = 1.0
         if grad_scale is not None:
-            gscale = _check_grad_scale(grad_scale)
+            gscale = check_loss_scale("grad_scale", grad_scale)
         self._prepare_grads(grads)
         kernels = self._backend.KERNELS
         if self._skip_nonfinite or skip:
@@ -1115,8 +1115,7 @@ class Optimizer:
             self._finite_tabs = None
             self._write_ranges = None
             self._checked = []
-            if any(_precision.OPTION_KEYS[2] in g or _precision.OPTION_KEYS[0] in g
-                   for g in self.param_groups) or any(
+            if any("state_dtype" in g or "master_weights" in g for g in self.param_groups) or any(
                     np.dtype(a.dtype) != self._infos[i].dtype
                     for i, d in new_state.items() for a in d.values()):
                 # state stored in bfloat16/8 bits or a master copy, or loaded in another storage:
@@ -1316,18 +1315,6 @@ class Optimizer:
         return "\n".join(lines)
 
 
-_F32_MAX = float(np.finfo(np.float32).max)
-
-
-def _check_grad_scale(value, name="grad_scale"):
-    """A loss scale: a finite float > 0 that stays positive and finite in float32, the type the
-    kernels divide the gradients by it in (1e-300 would round to 0, 1e300 to inf)."""
-    v = check_real(name, value, lo=0.0, lo_open=True)
-    if v > _F32_MAX or np.float32(v) == 0.0:
-        raise ValueError(f"{name} must be representable in float32 (the kernels divide the "
-                         f"gradients by it in float32): between {np.finfo(np.float32).smallest_subnormal}"
-                         f" and {_F32_MAX:.6g}, got {value!r}")
-    return v
 
 
 def _state_step(val, where):
