@@ -156,8 +156,9 @@ def check_like(info, ref, what, ref_what):
         raise ValueError(f"{what} has shape {info.shape}, expected {ref.shape} (the shape of "
                          f"{ref_what})")
     if info.dtype != ref.dtype:
-        low = ref.dtype.itemsize == 2 and ref.dtype.kind in "fV" or ref.dtype.name == "bfloat16"
-        also = " or float32" if low else ""
+        from .precision import BF16, F16, code_of_dtype
+
+        also = " or float32" if code_of_dtype(ref.dtype) in (BF16, F16) else ""
         raise TypeError(f"{what} has dtype {info.dtype}, expected {ref.dtype} (the dtype of "
                         f"{ref_what}){also}")
     check_readable(info, what)

@@ -53,6 +53,7 @@ import zlib
 
 import numpy as np
 
+from . import precision as _P
 from .errors import FastDescentError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "FORMAT_VERSION"]
@@ -187,8 +188,7 @@ def _check_extra(v, where="extra"):
 
 # ---------------------------------------------------------------------------------------- saving
 def _is_bf16(dt):
-    dt = np.dtype(dt)
-    return dt.name == _BF16 and dt.itemsize == 2
+    return _P.code_of_dtype(dt) == _P.BF16
 
 
 def _dtype_name(dt):
@@ -237,8 +237,6 @@ def _state_entry_ok(name, shape, dtype, pshape, pdtype, names, where):
     block, only next to 8-bit codes ``name``; a float32 ``master_param`` of a bfloat16/float16
     parameter. A parameter of any other dtype (a version 1 file's) may only have buffers of its own
     shape and dtype. CheckpointError otherwise, naming ``where``."""
-    from .precision import nblocks
-
     allowed = _STATE_DTYPES.get(pdtype, (pdtype,))
     if name == _MASTER:
         ok = shape == pshape and dtype == "<f4" and pdtype in _LOW
@@ -246,7 +244,7 @@ def _state_entry_ok(name, shape, dtype, pshape, pdtype, names, where):
         if pdtype not in _LOW:
             want += f" (this one is {_dtype_text(pdtype)})"
     elif name.endswith(_SCALE) and name[:-len(_SCALE)] in names:
-        nb = nblocks(math.prod(pshape))
+        nb = _P.nblocks(math.prod(pshape))
         codes = name[:-len(_SCALE)]
         ok = shape == (nb,) and dtype == "<f4" and names[codes] == _CODES
         want = (f"dtype float32 and shape ({nb},) (one per 256-element block of the parameter), "
@@ -746,10 +744,8 @@ def _check_against_optimizer(optimizer, cls, metas, groups, state):
             pos += 1
     names = getattr(optimizer, "_all_state_names", None)
     if names is not None:  # (this also bounds how many arrays per parameter are read)
-        from .precision import MIXED_RULES
-
         rule = getattr(optimizer, "_rule", None)
-        mixed = getattr(rule, "name", None) in MIXED_RULES
+        mixed = getattr(rule, "name", None) in _P.MIXED_RULES
         buffers = tuple(names)
         names = buffers + tuple(getattr(rule, "scalar_state", ()))
         if mixed:  # low precision: block scales of 8-bit codes, master copies (the optimizer's
@@ -765,12 +761,6 @@ def _check_against_optimizer(optimizer, cls, metas, groups, state):
                                               f"{meta[0]} and dtype {_dtype_text(meta[1])}; {mine} "
                                               f"keeps its state in its parameter's shape {metas[i][0]}"
                                               f" and dtype {_dtype_text(metas[i][1])}")
-
-
-def _bf16_dtype():
-    from .precision import bfloat16
-
-    return bfloat16()
 
 
 def _check_against_model(model, entries):
@@ -859,7 +849,7 @@ def _parse(path, f, optimizer, model):
             wanted = optimizer is not None if name.startswith(_OPT) else model is not None
             arr = _read_member(zf, name, _parse_dtype(dtype, name), shape, load=wanted)
             if wanted:
-                loaded[name] = arr.view(_bf16_dtype()) if dtype == _BF16 else arr
+                loaded[name] = arr.view(_P.bfloat16()) if dtype == _BF16 else arr
 
     opt_sd = None  # (only for the sections asked for: the others were verified, not read)
     if optimizer is not None:
