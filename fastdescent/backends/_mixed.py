@@ -29,7 +29,7 @@ from .. import precision as P
 from ._table import addresses
 
 __all__ = ["MIXED_RULES", "STATE_COLUMNS", "SIGNED_STATE", "SCALARS", "MixedPlan", "GradList",
-           "state_map", "scalar_vector", "check_columns", "check_call", "checked_grads"]
+           "state_map", "mixed_module", "scalar_vector", "check_columns", "check_call", "checked_grads"]
 
 from ..precision import MIXED_RULES, SIGNED_STATE, state_map  # noqa: E402,F401  (re-exported)
 
@@ -51,6 +51,19 @@ _NEEDS = {
     "sgd": lambda s: (s["momentum"] != 0 and "momentum_buffer",),
     "rmsprop": lambda s: (s["centered"] and "grad_avg", s["momentum"] > 0 and "momentum_buffer"),
 }
+
+
+def mixed_module(backend, who=""):
+    """The mixed-precision step module of a backend package (``backends/<backend>/mixed.py``);
+    ValueError (prefixed with ``who``) naming the backend if it has none."""
+    import importlib
+
+    try:
+        return importlib.import_module(backend.__name__ + ".mixed")
+    except ModuleNotFoundError:
+        raise ValueError(f"{who}the {backend.NAME!r} backend has no mixed-precision step "
+                         "(bfloat16/float16 parameters, 8-bit or bfloat16 state, grad_scale) yet; "
+                         "use 'c', 'numba' or 'numpy' for such groups") from None
 
 
 def scalar_vector(rule, scalars):
@@ -238,6 +251,15 @@ class MixedPlan:
         self.addr["grad"] = addresses(self.grads) if addrs is None else addrs
         self.cache.pop("grad", None)
         return self
+
+    def release_grads(self):
+        """Drop every reference the plan (and its backends' caches) holds to the gradients of the
+        last ``set_grads``, so that their memory can be reused (torch's allocator)."""
+        grads, self.grads = self.grads, None
+        if grads is None:
+            return
+        for key in [k for k, v in self.cache.items() if isinstance(v, tuple) and v and v[0] is grads]:
+            del self.cache[key]
 
     def column(self, name):
         """(arrays, code, scales) of a state column, or None if absent."""

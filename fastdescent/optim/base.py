@@ -687,14 +687,9 @@ class Optimizer:
         """The backend's mixed-precision step module (``backends/<backend>/mixed.py``)."""
         mod = self.__dict__.get("_mixed_mod")
         if mod is None:
-            import importlib
+            from ..backends._mixed import mixed_module
 
-            try:
-                mod = importlib.import_module(self._backend.__name__ + ".mixed")
-            except ModuleNotFoundError:
-                raise ValueError(f"the {self._backend.NAME!r} backend has no mixed-precision step "
-                                 "(bfloat16/float16 parameters, 8-bit or bfloat16 state, "
-                                 "grad_scale) yet; use 'c', 'numba' or 'numpy' for such groups") from None
+            mod = mixed_module(self._backend)
             self._mixed_mod = mod
         return mod
 

@@ -199,17 +199,6 @@ def _valid_scale(sc, n):
             and not sc.is_neg())
 
 
-def _release_grads(plan):
-    """Drop every reference a mixed-precision plan (and its backend's caches) holds to this step's
-    gradients, so that torch's allocator can reuse their memory."""
-    grads = plan.grads
-    plan.grads = None
-    if grads is None:
-        return
-    for key in [k for k, v in plan.cache.items() if isinstance(v, tuple) and v and v[0] is grads]:
-        del plan.cache[key]
-
-
 class _Bucket:
     __slots__ = ("gi", "dtype", "pos", "sel", "step", "sstate", "fresh", "tab", "kidx", "kall",
                  "names", "param_index", "spec", "plan", "tdtype", "hp")
@@ -835,7 +824,7 @@ class Optimizer(torch.optim.Optimizer):
         finally:
             for b in plan.buckets:  # no reference to a gradient outlives the step
                 if b.plan is not None:
-                    _release_grads(b.plan)
+                    b.plan.release_grads()
                 else:
                     b.tab.set("grad", None)
         for b in plan.buckets:
@@ -876,14 +865,9 @@ class Optimizer(torch.optim.Optimizer):
         ``ValueError`` if it has none."""
         mod = self.__dict__.get("_fd_mixed")
         if mod is None:
-            import importlib
+            from ..backends._mixed import mixed_module
 
-            try:
-                mod = importlib.import_module(self._fd_backend.__name__ + ".mixed")
-            except ModuleNotFoundError:
-                raise ValueError(f"{self._name()}: the {self.backend!r} backend has no "
-                                 "mixed-precision step (bfloat16/float16 parameters, bfloat16 or "
-                                 "int8 state); use backend='c', 'numba' or 'numpy'") from None
+            mod = mixed_module(self._fd_backend, f"{self._name()}: ")
             self._fd_mixed = mod
         return mod
 
