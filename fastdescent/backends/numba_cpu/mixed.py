@@ -25,11 +25,11 @@ import types as _pytypes
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import prange, types
-from numba.extending import intrinsic
+from numba import prange
 
 from ... import precision as P
+from .._bitcast import as_float as _float
+from .._bitcast import bits as _bits
 from .._mixed import check_call, checked_grads
 from . import _config
 from ._config import jit, jit_variants
@@ -66,36 +66,6 @@ _S32 = np.uint64(32)
 
 
 # ---------------------------------------------------------------- bit views of float32
-@intrinsic
-def _bits(typingctx, x):
-    """The 32 bits of a float32, as a non-negative int64."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.zext(builder.bitcast(args[0], ir.IntType(32)), ir.IntType(64))
-
-    return types.int64(x), codegen
-
-
-@intrinsic
-def _float(typingctx, u):
-    """The float32 whose bits are the low 32 bits of the integer ``u``."""
-    if not isinstance(u, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        w = args[0]
-        width = signature.args[0].bitwidth
-        if width > 32:
-            w = builder.trunc(w, ir.IntType(32))
-        elif width < 32:
-            w = builder.zext(w, ir.IntType(32))
-        return builder.bitcast(w, ir.FloatType())
-
-    return types.float32(u), codegen
-
-
 # ---------------------------------------------------------------- bfloat16 / float16
 @jit
 def _bf16_rne(u):

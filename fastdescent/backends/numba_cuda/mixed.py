@@ -123,33 +123,8 @@ else:
     from numba.cuda import libdevice
     from numba.extending import intrinsic
 
-    @intrinsic
-    def _bits(typingctx, x):
-        """The 32 bits of a float32, as a non-negative int64."""
-        if x != types.float32:
-            return None
-
-        def codegen(context, builder, signature, args):
-            return builder.zext(builder.bitcast(args[0], ir.IntType(32)), ir.IntType(64))
-
-        return types.int64(x), codegen
-
-    @intrinsic
-    def _float(typingctx, u):
-        """The float32 whose bits are the low 32 bits of the integer ``u``."""
-        if not isinstance(u, types.Integer):
-            return None
-
-        def codegen(context, builder, signature, args):
-            w = args[0]
-            width = signature.args[0].bitwidth
-            if width > 32:
-                w = builder.trunc(w, ir.IntType(32))
-            elif width < 32:
-                w = builder.zext(w, ir.IntType(32))
-            return builder.bitcast(w, ir.FloatType())
-
-        return types.float32(u), codegen
+    from .._bitcast import as_float as _float
+    from .._bitcast import bits as _bits
 
     @intrinsic
     def _tptr(typingctx, addr, n, like):
