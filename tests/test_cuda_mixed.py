@@ -29,7 +29,7 @@ import fastdescent as fd  # noqa: E402
 from fastdescent import _arrays  # noqa: E402
 from fastdescent import backends  # noqa: E402
 from fastdescent import precision as P  # noqa: E402
-from fastdescent.backends._mixed import STATE_COLUMNS, GradList, MixedPlan, state_map  # noqa: E402
+from fastdescent.backends._mixed import GradList, MixedPlan  # noqa: E402
 from fastdescent.backends.numpy_ref import mixed as ref  # noqa: E402
 from fastdescent.errors import BackendUnavailableError  # noqa: E402
 from fastdescent.rules import get as get_rule  # noqa: E402
@@ -40,6 +40,8 @@ except BackendUnavailableError as _exc:
     pytest.skip(f"cuda backend unavailable: {_exc}", allow_module_level=True)
 
 from numba import cuda  # noqa: E402
+
+from _mixed_plans import columns, store  # noqa: E402
 
 from fastdescent.backends.numba_cuda import mixed as cm  # noqa: E402
 
@@ -74,23 +76,8 @@ def u8(a):
     return np.ascontiguousarray(host(a)).view(np.uint8)
 
 
-def _store(x, code):
-    return P.encode(x, code).view(PDT[code]) if code != P.F32 else np.array(x, np.float32)
-
-
-def _columns(rule, hp, sizes, pcode, scode, master, rng):
-    params = [_store((rng.standard_normal(n) * 0.5).astype(np.float32), pcode) for n in sizes]
-    mast = [P.decode(p, pcode) for p in params] if master else None
-    states = {}
-    for name in STATE_COLUMNS[rule]:
-        if name not in get_rule(rule).state_names(hp):
-            continue
-        code = state_map(name) if scode == "int8" else scode
-        arrays = [np.zeros(n, P.storage_dtype(code)) for n in sizes]
-        scales = [np.zeros(P.nblocks(n), np.float32) for n in sizes] if code in (P.Q8S, P.Q8U) \
-            else None
-        states[name] = (arrays, code, scales)
-    return params, mast, states
+_store = store
+_columns = columns
 
 
 def _plan(rule, cols, pcode, stochastic, put):

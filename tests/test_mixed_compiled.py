@@ -10,10 +10,11 @@ import pytest
 
 import fastdescent as fd
 from fastdescent import precision as P
-from fastdescent.backends._mixed import MixedPlan, STATE_COLUMNS, state_map
+from fastdescent.backends._mixed import MixedPlan, state_map
 from fastdescent.backends.numpy_ref import mixed as ref
 from fastdescent.rules import get as get_rule
 
+from _mixed_plans import columns, store
 from conftest import require_backend
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -54,25 +55,13 @@ def restore_threads():
     fd.set_num_threads(0)
 
 
-def _store(x, code):
-    return P.encode(x, code).view(PDT[code]) if code != P.F32 else np.array(x, np.float32)
+_store = store
 
 
 def _plan(rule, hp, sizes, pcode, scode, master, stochastic, seed=0):
-    rng = np.random.default_rng(seed)
-    params = [_store((rng.standard_normal(n) * 0.5).astype(np.float32), pcode) for n in sizes]
-    mast = [P.decode(p, pcode) for p in params] if master else None
-    states = {}
-    for name in STATE_COLUMNS[rule]:
-        if name not in get_rule(rule).state_names(hp):
-            continue
-        code = state_map(name) if scode == "int8" else scode
-        arrays = [np.zeros(n, P.storage_dtype(code)) for n in sizes]
-        scales = [np.zeros(P.nblocks(n), np.float32) for n in sizes] if code in (P.Q8S, P.Q8U) \
-            else None
-        states[name] = (arrays, code, scales)
-    plan = MixedPlan(rule, params, pcode, mast, states, np.arange(len(sizes)) * 3 + 1, 99, stochastic)
-    return plan
+    params, mast, states = columns(rule, hp, sizes, pcode, scode, master,
+                                   np.random.default_rng(seed))
+    return MixedPlan(rule, params, pcode, mast, states, np.arange(len(sizes)) * 3 + 1, 99, stochastic)
 
 
 def _copy(plan):
