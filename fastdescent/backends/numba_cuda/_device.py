@@ -150,8 +150,9 @@ else:
 
     @intrinsic
     def _ptr(typingctx, addr, n, like):
-        """Typed global-memory pointer (``CPointer(typeof(like))``) from an int64 address."""
-        if not isinstance(addr, types.Integer) or not isinstance(like, types.Float):
+        """Typed global-memory pointer (``CPointer(typeof(like))``, a float or integer element type)
+        from an int64 address."""
+        if not isinstance(addr, types.Integer) or not isinstance(like, (types.Float, types.Integer)):
             return None
         sig = types.CPointer(like)(addr, n, like)
 

@@ -110,36 +110,16 @@ if SIM:
     def _sub(a, b):
         return np.float32(a) - np.float32(b)
 
-    _tptr = _ptr  # (the simulator's view builder takes any element type)
-
     def _quiet():
         """No floating-point warnings in this (simulated) thread, as the reference's errstate:
         a warning's first registration in a module's globals races the simulator's global swap."""
         np.seterr(all="ignore")
 
 else:
-    from llvmlite import ir
-    from numba import types
     from numba.cuda import libdevice
-    from numba.extending import intrinsic
 
     from .._bitcast import as_float as _float
     from .._bitcast import bits as _bits
-
-    @intrinsic
-    def _tptr(typingctx, addr, n, like):
-        """Typed global-memory pointer to elements of ``like``'s type (integer or float) at an int64
-        address (``_device._ptr``, which takes float element types only)."""
-        if not isinstance(addr, types.Integer) or not isinstance(like, (types.Float, types.Integer)):
-            return None
-        sig = types.CPointer(like)(addr, n, like)
-
-        def codegen(context, builder, signature, args):
-            elty = context.get_data_type(signature.args[2])
-            gptr = builder.inttoptr(args[0], ir.PointerType(elty, addrspace=1))
-            return builder.addrspacecast(gptr, ir.PointerType(elty))
-
-        return sig, codegen
 
     @cuda.jit(device=True, inline=True)
     def _quiet():
@@ -425,10 +405,10 @@ def _mixed_kernel(units, p_a, m_a, g_a, gcodes, s_a, s_sc, index, rule, pcode, h
             cuda.syncthreads()
         gcode = gcodes[t]
         pf = _ptr(p_a[t], end if pcode == F32 else 0, _F0)
-        ph = _tptr(p_a[t], end if pcode != F32 else 0, _U16_0)
+        ph = _ptr(p_a[t], end if pcode != F32 else 0, _U16_0)
         mf = _ptr(m_a[t], end if has_master else 0, _F0)
         gf = _ptr(g_a[t], end if gcode == F32 else 0, _F0)
-        gh = _tptr(g_a[t], end if gcode != F32 else 0, _U16_0)
+        gh = _ptr(g_a[t], end if gcode != F32 else 0, _U16_0)
         a0 = s_a[t]
         a1 = s_a[ntens + t]
         a2 = s_a[2 * ntens + t]
@@ -438,12 +418,12 @@ def _mixed_kernel(units, p_a, m_a, g_a, gcodes, s_a, s_sc, index, rule, pcode, h
         s0f = _ptr(a0, end if c0 == F32 else 0, _F0)
         s1f = _ptr(a1, end if c1 == F32 else 0, _F0)
         s2f = _ptr(a2, end if c2 == F32 else 0, _F0)
-        s0h = _tptr(a0, end if c0 == BF16 or c0 == F16 else 0, _U16_0)
-        s1h = _tptr(a1, end if c1 == BF16 or c1 == F16 else 0, _U16_0)
-        s2h = _tptr(a2, end if c2 == BF16 or c2 == F16 else 0, _U16_0)
-        s0b = _tptr(a0, end if q0 else 0, _U8_0)
-        s1b = _tptr(a1, end if q1 else 0, _U8_0)
-        s2b = _tptr(a2, end if q2 else 0, _U8_0)
+        s0h = _ptr(a0, end if c0 == BF16 or c0 == F16 else 0, _U16_0)
+        s1h = _ptr(a1, end if c1 == BF16 or c1 == F16 else 0, _U16_0)
+        s2h = _ptr(a2, end if c2 == BF16 or c2 == F16 else 0, _U16_0)
+        s0b = _ptr(a0, end if q0 else 0, _U8_0)
+        s1b = _ptr(a1, end if q1 else 0, _U8_0)
+        s2b = _ptr(a2, end if q2 else 0, _U8_0)
         sc0 = _ptr(s_sc[t], blk + 1 if q0 else 0, _F0)
         sc1 = _ptr(s_sc[ntens + t], blk + 1 if q1 else 0, _F0)
         sc2 = _ptr(s_sc[2 * ntens + t], blk + 1 if q2 else 0, _F0)
@@ -510,12 +490,12 @@ def _finite_kernel(units, g_a, gcodes, bad):
         t, start, end = _chunk(units, c)
         code = gcodes[t]
         if code == F32:
-            u = _tptr(g_a[t], end, np.uint32(0))
+            u = _ptr(g_a[t], end, np.uint32(0))
             for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
                 if (u[j] & 0x7F800000) == 0x7F800000:
                     bad[0] = 1
         else:
-            h = _tptr(g_a[t], end, _U16_0)
+            h = _ptr(g_a[t], end, _U16_0)
             mask = 0x7F80 if code == BF16 else 0x7C00
             for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
                 if (h[j] & mask) == mask:
@@ -524,7 +504,7 @@ def _finite_kernel(units, g_a, gcodes, bad):
 
 @cuda.jit(cache=True)
 def _zero_kernel(addr, nbytes):
-    b = _tptr(addr, nbytes, _U8_0)
+    b = _ptr(addr, nbytes, _U8_0)
     for j in range(cuda.grid(1), nbytes, cuda.gridsize(1)):
         b[j] = 0
 
@@ -532,7 +512,7 @@ def _zero_kernel(addr, nbytes):
 @cuda.jit(cache=True)
 def _decode_kernel(dst, src, n, code):
     d = _ptr(dst, n, _F0)
-    s = _tptr(src, n, _U16_0)
+    s = _ptr(src, n, _U16_0)
     for j in range(cuda.grid(1), n, cuda.gridsize(1)):
         if code == BF16:
             d[j] = _float(np.int64(s[j]) << 16)
