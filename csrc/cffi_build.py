@@ -157,7 +157,8 @@ def write_version_header(path=VERSION_HEADER):
 #: fastdescent/functional.py checks the layout against __array_interface__ before using it.
 PY_ARRAY_CDEF = """
 #define FD_PY_PRINT_SLOTS 12
-int fd_py_array_prints(const int64_t *objs, int64_t n, int64_t ndarray_type, int64_t *out);
+int fd_py_array_prints(const int64_t *seqs, int64_t nseq, int64_t ndarray_type, int64_t n,
+                       int64_t *out, const int64_t *prev);
 """
 
 PY_ARRAY_SOURCE = r"""
@@ -173,27 +174,53 @@ typedef struct {
     int flags;
 } fd_py_array_head;
 
-/* For each object: [address, data, descr, flags, nd, dims[0..6], 0] in out[12*i ...]. Returns the
- * index of the first object that is not exactly an ndarray_type or has more than 6 dimensions, or -1
- * when all were read. The caller holds references to every object. */
-static int fd_py_array_prints(const int64_t *objs, int64_t n, int64_t ndarray_type, int64_t *out)
+/* The arrays of nseq lists or tuples (seqs: their addresses; the caller holds references), end to
+ * end: for each array [address, data, descr, flags, nd, dims[0..6], 0] in out[12*i ...] (n arrays in
+ * all). Runs under the GIL (cffi released it: no other thread can resize a list or an array while
+ * they are read). Returns -1 if a sequence is not a list or tuple, an element is not exactly an
+ * ndarray_type or has more than 6 dimensions, or the sequences do not hold n arrays in all; else 0
+ * when prev (n rows, may be NULL) equals what was read, 1 when it differs or is NULL. */
+static int fd_py_array_prints(const int64_t *seqs, int64_t nseq, int64_t ndarray_type, int64_t n,
+                              int64_t *out, const int64_t *prev)
 {
     const PyTypeObject *nd_type = (const PyTypeObject *)(uintptr_t)ndarray_type;
-    for (int64_t i = 0; i < n; i++) {
-        const fd_py_array_head *a = (const fd_py_array_head *)(uintptr_t)objs[i];
-        /* exact ndarrays only (the limited API hides a type's base; subclasses take the slow path) */
-        if (Py_TYPE((PyObject *)a) != nd_type || a->nd < 0 || a->nd > 6)
-            return (int)(i < 0x7fffffff ? i : 0x7fffffff);
-        int64_t *o = out + FD_PY_PRINT_SLOTS * i;
-        o[0] = objs[i];
-        o[1] = (int64_t)(uintptr_t)a->data;
-        o[2] = (int64_t)(uintptr_t)a->descr;
-        o[3] = a->flags;
-        o[4] = a->nd;
-        for (int d = 0; d < 6; d++) o[5 + d] = d < a->nd ? (int64_t)a->dimensions[d] : -1;
-        o[11] = 0;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int rc = prev ? 0 : 1;
+    int64_t k = 0;
+    for (int64_t s = 0; s < nseq && rc >= 0; s++) {
+        PyObject *seq = (PyObject *)(uintptr_t)seqs[s];
+        int is_list = PyList_Check(seq);
+        if (!is_list && !PyTuple_Check(seq)) {
+            rc = -1;
+            break;
+        }
+        Py_ssize_t len = is_list ? PyList_Size(seq) : PyTuple_Size(seq);
+        for (Py_ssize_t j = 0; j < len; j++) {
+            /* borrowed references: nothing here runs Python code that could drop them */
+            PyObject *obj = is_list ? PyList_GetItem(seq, j) : PyTuple_GetItem(seq, j);
+            const fd_py_array_head *a = (const fd_py_array_head *)obj;
+            /* exact ndarrays only (the limited API hides a type's base; subclasses take the slow
+             * path) */
+            if (k >= n || obj == NULL || Py_TYPE(obj) != nd_type || a->nd < 0 || a->nd > 6) {
+                rc = -1;
+                break;
+            }
+            int64_t *o = out + FD_PY_PRINT_SLOTS * k;
+            o[0] = (int64_t)(uintptr_t)obj;
+            o[1] = (int64_t)(uintptr_t)a->data;
+            o[2] = (int64_t)(uintptr_t)a->descr;
+            o[3] = a->flags;
+            o[4] = a->nd;
+            for (int d = 0; d < 6; d++) o[5 + d] = d < a->nd ? (int64_t)a->dimensions[d] : -1;
+            o[11] = 0;
+            if (rc == 0 && memcmp(o, prev + FD_PY_PRINT_SLOTS * k, FD_PY_PRINT_SLOTS * sizeof *o))
+                rc = 1;
+            k++;
+        }
     }
-    return -1;
+    if (rc >= 0 && k != n) rc = -1;
+    PyGILState_Release(gil);
+    return rc;
 }
 """
 

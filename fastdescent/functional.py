@@ -55,11 +55,11 @@ __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adam
 def _as_list(x, name):
     if x is None:
         return None
+    if isinstance(x, (list, tuple)):
+        return x  # the caller's own sequence: the cache keeps a copy (see _tables)
     if isinstance(x, np.ndarray) or _arrays.is_device_array(x):
         return [x]
-    if not isinstance(x, (list, tuple)):
-        raise TypeError(f"{name} must be a list of arrays, got {type(x).__name__}")
-    return list(x)
+    raise TypeError(f"{name} must be a list of arrays, got {type(x).__name__}")
 
 
 #: the last validated tables per (backend, columns, check): {key: (lists, fingerprints, tables)}. An
@@ -84,45 +84,52 @@ def _tables(backend, columns, check=True):
     arrays every call pays the per-array inspection once.
     Returns (backend module, [table, ...]).
     """
-    names = list(columns)
-    arg = {n: columns[n][0] for n in names}
-    written = {n: columns[n][2] for n in names}
     lists = {}
-    for n in names:
-        lst = _as_list(columns[n][1], arg[n])
-        if lst is None and (len(columns[n]) < 4 or columns[n][3]):
-            raise ValueError(f"{arg[n]}: required, got None")
-        lists[n] = lst
-    first = lists[names[0]]
-    if not first:
-        raise ValueError(f"{arg[names[0]]}: expected a non-empty list of arrays")
-    n = len(first)
-    for name in names[1:]:
-        if lists[name] is not None and len(lists[name]) != n:
-            raise ValueError(f"{arg[name]}: expected {n} arrays (one per entry of {arg[names[0]]}), "
-                             f"got {len(lists[name])}")
+    sig = []
+    n = -1
+    for name, spec in columns.items():
+        lst = _as_list(spec[1], spec[0])
+        if lst is None and (len(spec) < 4 or spec[3]):
+            raise ValueError(f"{spec[0]}: required, got None")
+        if n < 0:  # the reference column
+            if not lst:
+                raise ValueError(f"{spec[0]}: expected a non-empty list of arrays")
+            n, ref_arg = len(lst), spec[0]
+        elif lst is not None and len(lst) != n:
+            raise ValueError(f"{spec[0]}: expected {n} arrays (one per entry of {ref_arg}), "
+                             f"got {len(lst)}")
+        lists[name] = lst
+        sig.append((name, lst is None, spec[2]))
+    first = next(iter(lists.values()))
     device = _arrays.is_device_array(first[0])
     mod = resolve(backend, device=device)
-    key = (mod.NAME, tuple((name, lists[name] is None, written[name]) for name in names),
-           bool(check))
-    cols = [lists[name] for name in names if lists[name] is not None]
-    fast = None if device else array_prints(cols)  # one C call for all arrays (None: per array)
+    key = (mod.NAME, tuple(sig), bool(check))
+    cols = [lst for lst in lists.values() if lst is not None]
     hit = _CACHE.get(key)
+    # one C call for all arrays (None: per array), compared there with the cached entry's prints
+    fast, same = (None, False) if device else array_prints(cols, None if hit is None else hit[3])
     if hit is not None:
         cached, prints, tables, cached_fast = hit
         if cached_fast is not None:
             # the object addresses are in the prints: equal prints = the same (still referenced)
             # objects with the same data address, dtype, flags and shape. No prints now (an array
             # reshaped beyond 6-d, ...): a miss, revalidated below.
-            if fast is not None and fast.shape == cached_fast.shape \
-                    and np.array_equal(fast, cached_fast):
+            if same:
                 return mod, tables
-        elif all(lists[name] is None or (len(lists[name]) == len(cached[name])
-                                         and all(map(operator.is_, lists[name], cached[name])))
-                 for name in names) and all(
-                     list(map(_fingerprint, lists[name])) == prints[name] for name in names
-                     if lists[name] is not None):
+        elif all(lst is None or (len(lst) == len(cached[name])
+                                 and all(map(operator.is_, lst, cached[name])))
+                 for name, lst in lists.items()) and all(
+                     list(map(_fingerprint, lst)) == prints[name] for name, lst in lists.items()
+                     if lst is not None):
             return mod, tables
+    # a miss: validate and build over copies of the lists (another thread may change the caller's
+    # lists meanwhile), and take the prints the cache keeps from those very copies
+    names = list(columns)
+    arg = {name: columns[name][0] for name in names}
+    written = {name: columns[name][2] for name in names}
+    lists = {name: None if lists[name] is None else list(lists[name]) for name in names}
+    if fast is not None:
+        fast, _ = array_prints([lists[name] for name in names if lists[name] is not None])
     first_infos = []
     w_infos = []
     for i in range(n):

@@ -666,16 +666,44 @@ def test_functional_cache_fast_prints_match_the_array_interface():
     require_backend("c")
     assert _prints.available()
     a, b = np.ones(5), np.ones((2, 3), np.float32)
-    p1 = _prints.array_prints([[a, b]])
+    p1, same = _prints.array_prints([[a, b]])
+    assert not same  # nothing to compare with
     assert p1.shape == (2, 12) and p1[0, 0] == id(a) and p1[0, 1] == a.__array_interface__["data"][0]
+    assert _prints.array_prints(([a], (b,)), p1)[1]  # lists and tuples, end to end, compared
     a.resize((1 << 16,), refcheck=False)
     a.resize((5,), refcheck=False)  # same shape, the data (most likely) elsewhere
-    p2 = _prints.array_prints([[a, b]])
+    p2, same = _prints.array_prints([[a, b]], p1)
     assert p2[0, 1] == a.__array_interface__["data"][0]
+    assert same == (p2[0, 1] == p1[0, 1])
     b.flags.writeable = False
-    assert not np.array_equal(_prints.array_prints([[a, b]])[1], p1[1])
-    assert _prints.array_prints([[np.matrix(np.ones((2, 2)))]]) is None
-    assert _prints.array_prints([[np.ones((1,) * 7)]]) is None
+    p3, same = _prints.array_prints([[a, b]], p2)
+    assert not same and not np.array_equal(p3[1], p2[1])
+    assert not _prints.array_prints([[b, a]], p3)[1]  # the same arrays in another order
+    assert not _prints.array_prints([[a, b, a]], p3)[1]  # another length: no comparison
+    assert _prints.array_prints([[np.matrix(np.ones((2, 2)))]]) == (None, False)
+    assert _prints.array_prints([[np.ones((1,) * 7)]]) == (None, False)
+    assert _prints.array_prints([[a, "x"]]) == (None, False)
+    assert _prints.array_prints([iter([a])]) == (None, False)  # only lists and tuples are walked
+
+
+def test_functional_cache_sees_the_callers_list_changed_in_place(host_backend):
+    """The functional API no longer copies the caller's lists on every call: a list edited in
+    place between calls (an entry swapped, appended to) must miss the cache, never reuse a table
+    over the old arrays."""
+    p = [np.ones(4), np.ones(4)]
+    g = [np.ones(4), np.ones(4)]
+    F.sgd(p, g, lr=0.5, backend=host_backend)
+    old = p[1]
+    p[1] = np.ones(4)  # the same list object, another array
+    F.sgd(p, g, lr=0.5, backend=host_backend)
+    np.testing.assert_array_equal(p[1], 0.5)
+    np.testing.assert_array_equal(old, 0.5)  # updated once, by the first call only
+    p.append(np.ones(4))
+    with pytest.raises(ValueError, match="grads: expected 3 arrays"):
+        F.sgd(p, g, lr=0.5, backend=host_backend)
+    g.append(np.ones(4))
+    F.sgd(tuple(p), tuple(g), lr=0.5, backend=host_backend)
+    np.testing.assert_array_equal(p[2], 0.5)
 
 
 def test_functional_cache_sees_data_moved_under_the_same_shape(host_backend):
@@ -705,3 +733,36 @@ def test_functional_cache_entry_of_fast_prints_then_arrays_beyond_six_dims(host_
     p.shape = g.shape = (1,) * 6 + (4,)
     F.sgd([p], [g], lr=0.5, backend=host_backend)
     np.testing.assert_array_equal(p.reshape(-1), 0.0)
+
+
+def test_functional_cache_with_a_list_changed_by_another_thread():
+    """The C walk over the caller's lists holds the GIL: another thread swapping and appending
+    entries while calls run never makes a call use a table over arrays it did not validate (each
+    call raises a clear error or updates arrays of the list it was given), and nothing crashes."""
+    import threading
+
+    require_backend("c")
+    p = [np.ones(64, np.float32) for _ in range(50)]
+    g = [np.ones(64, np.float32) for _ in range(50)]
+    spare = [np.ones(64, np.float32) for _ in range(50)]
+    stop = threading.Event()
+
+    def churn():
+        i = 0
+        while not stop.is_set():
+            k = i % 50
+            p[k], spare[k] = spare[k], p[k]
+            i += 1
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        for _ in range(300):
+            F.sgd(p, g, lr=1.0 / 1024, backend="c")
+    finally:
+        stop.set()
+        t.join()
+    done = np.concatenate([a for a in p + spare])
+    assert np.all((done <= 1.0) & (done >= 1.0 - 300 / 1024))
+    # every element took a whole number of steps (nothing half-written or written twice per call)
+    np.testing.assert_array_equal((1.0 - done) * 1024, np.round((1.0 - done) * 1024))
