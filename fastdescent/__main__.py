@@ -46,8 +46,9 @@ def build_parser():
             "scikit-learn) and the memory roofline. Every case is checked against the NumPy "
             "reference before it is timed."),
         epilog=f"ops: {', '.join(C.OPS)}, matmul, mlp, mnist, lowp (the low-precision Adam step: "
-               "bf16 parameters with stochastic rounding or master weights, bf16/int8 state). Sizes "
-               "accept 2^k, k/M/G suffixes.")
+               "bf16 parameters with stochastic rounding or master weights, bf16/int8 state), functional "
+               "(fastdescent.functional next to the class API on 100 tensors). Sizes accept 2^k, "
+               "k/M/G suffixes.")
     b.add_argument("--quick", action="store_true",
                    help="a subset (sgd_momentum, adam, rmsprop, lamb unless --ops; sizes 2^10..2^22; "
                         "1/64/1000 tensors; no 400-tensor layout; 3 rounds; --time-budget 100): "
@@ -61,7 +62,9 @@ def build_parser():
                    help="comma-separated ops: optimizer names, matmul, mlp, mnist, lowp (low-precision "
                         "Adam: bf16+stochastic rounding, bf16/int8 state, master weights, next to "
                         "torch fused fp32 Adam, torchao and bitsandbytes 8-bit; --sizes sets its flat "
-                        "tensor, default 2^25, then ResNet-50's tensors); default: all")
+                        "tensor, default 2^25, then ResNet-50's tensors), functional (the "
+                        "functional API next to the class API, 100 x 64 elements, for the optimizers "
+                        "given or sgd_momentum, adam, adamw, rmsprop, adagrad, lion); default: all")
     b.add_argument("--json", metavar="FILE", help="write every figure and the machine description")
     b.add_argument("--md", metavar="FILE", help="write a Markdown report")
     b.add_argument("--plot", metavar="FILE", help="write a PNG plot (needs matplotlib)")

@@ -31,7 +31,8 @@ __all__ = [
     "MNIST_SIZES", "mnist_cases", "mnist_shaped_split", "mlp_data",
     "optimizer_cases", "matmul_cases", "mlp_cases", "headline_cases", "SWEEP_SIZES", "QUICK_SIZES",
     "SWEEP_COUNTS", "QUICK_COUNTS", "QUICK_OPS", "SMALL_TENSOR", "CHECK_STEPS", "SEED", "DTYPE",
-    "backend_unavailable", "torch_unavailable",
+    "backend_unavailable", "torch_unavailable", "FUNCTIONAL_SUFFIX", "FUNCTIONAL_OPS",
+    "functional_cases",
 ]
 
 DTYPE = np.dtype(np.float32)
@@ -555,7 +556,7 @@ class OptimizerCase:
 
     @property
     def kind(self):
-        if self.impl in BACKENDS:
+        if self.impl in BACKENDS or self.impl.endswith(FUNCTIONAL_SUFFIX):
             return "fastdescent"
         return "roofline" if self.impl == "roofline" else "peer"
 
@@ -595,6 +596,13 @@ class OptimizerCase:
                 if kernel not in get_backend(self.impl).KERNELS:
                     reason = f"backend {self.impl!r} does not implement the {kernel!r} kernel"
             return reason
+        if self.impl.endswith(FUNCTIONAL_SUFFIX):
+            backend = self.impl[:-len(FUNCTIONAL_SUFFIX)]
+            if self.op not in FUNCTIONAL_OPS:
+                return f"no functional-API case for {self.op!r} (cases: {', '.join(FUNCTIONAL_OPS)})"
+            if backend not in BACKENDS or backend == "cuda":
+                return f"functional-API cases run on the host backends, not {backend!r}"
+            return backend_unavailable(backend)
         if self.impl.startswith("torch-"):
             if self.spec.torch_cls is None:
                 return f"torch has no equivalent of {self.spec.doc or self.op}"
@@ -643,6 +651,9 @@ class OptimizerCase:
             opt = spec.make(params, impl)
             return Instance(functools.partial(opt.step, grads), lambda: params,
                             bytes_per_step=nbytes, keep=(opt, grads))
+        if impl.endswith(FUNCTIONAL_SUFFIX):
+            step = _functional_step(self.op, params, grads, impl[:-len(FUNCTIONAL_SUFFIX)])
+            return Instance(step, lambda: params, bytes_per_step=nbytes, keep=grads)
         if impl.startswith("torch-"):
             import torch
 
@@ -683,6 +694,60 @@ class OptimizerCase:
             rtol, atol = 1e-4, 1e-5
         err = _compare(self.id, inst.result(), ref, rtol, atol)
         return {"max_abs_err": err, "rtol": rtol, "atol": atol, "steps": CHECK_STEPS}
+
+
+#: ``impl`` suffix of the functional-API cases: ``c-functional`` is ``fastdescent.functional`` on the
+#: ``c`` backend, over the same arrays as the class API's ``c`` case (state lists kept by the case)
+FUNCTIONAL_SUFFIX = "-functional"
+#: the optimizers with a functional-API case, and their default set (``--ops functional``)
+FUNCTIONAL_OPS = ("sgd_momentum", "adam", "adamw", "rmsprop", "adagrad", "lion")
+FUNCTIONAL_LAYOUT_COUNT = 100
+
+
+def _functional_step(op, params, grads, backend):
+    """A ``step()`` making one ``fastdescent.functional`` call per step over ``params``/``grads``,
+    with the state arrays and step count a library embedding the functional API keeps itself (the
+    same hyperparameters as the class case, ``OPTIMIZERS[op].kwargs``)."""
+    from .. import functional as F
+
+    kw = dict(OPTIMIZERS[op].kwargs, backend=backend)
+    state = [[np.zeros_like(p) for p in params] for _ in range(2)]
+    t = [0]
+    if op == "sgd_momentum":
+        def call(k):
+            F.sgd(params, grads, state[0], first_step=k == 1, **kw)
+    elif op in ("adam", "adamw"):
+        fn = F.adam if op == "adam" else F.adamw
+
+        def call(k):
+            fn(params, grads, state[0], state[1], step=k, **kw)
+    elif op == "rmsprop":
+        def call(k):
+            F.rmsprop(params, grads, state[0], **kw)
+    elif op == "adagrad":
+        def call(k):
+            F.adagrad(params, grads, state[0], step=k, **kw)
+    elif op == "lion":
+        def call(k):
+            F.lion(params, grads, state[0], **kw)
+    else:
+        raise ValueError(f"no functional-API case for {op!r}")
+
+    def step():
+        t[0] += 1
+        call(t[0])
+
+    return step
+
+
+def functional_cases(ops, backends):
+    """The functional API next to the class API: ``FUNCTIONAL_LAYOUT_COUNT`` tensors of 64 elements,
+    for each host backend its class case and its ``-functional`` case (section ``functional``)."""
+    impls = []
+    for b in backends:
+        if b != "cuda":
+            impls += [b, b + FUNCTIONAL_SUFFIX]
+    return optimizer_cases(ops, [many(FUNCTIONAL_LAYOUT_COUNT)], tuple(impls), section="functional")
 
 
 def optimizer_cases(ops=OPS, layouts=HEADLINE_LAYOUTS, impls=BACKENDS + OPT_PEERS + ("roofline",),

@@ -13,7 +13,7 @@ __all__ = ["UsageError", "parse_sizes", "parse_list", "select_backends", "select
 
 #: ops accepted by ``--ops`` besides the optimizer names (``lowp``: the low-precision Adam step,
 #: fastdescent/bench/lowp.py)
-EXTRA_OPS = ("matmul", "mlp", "mnist", "lowp")
+EXTRA_OPS = ("matmul", "mlp", "mnist", "lowp", "functional")
 #: ``--quick``: no group starts after this many seconds (the cases left are reported, not run; a
 #: group that started finishes, each case within QUICK_CASE_BUDGET_S of timing), so the whole command
 #: stays within about two minutes even on a loaded machine
@@ -137,6 +137,9 @@ def bench_cases(*, backends, ops, sizes, counts, layouts=(), shapes=C.MATMUL_SHA
     if "matmul" in ops:
         out += C.matmul_cases(C.MATMUL_KERNELS, shapes,
                               tuple(backends) + (C.MATMUL_PEERS if peers else ()))
+    if "functional" in ops:
+        fops = [o for o in opt_ops if o in C.FUNCTIONAL_OPS] or list(C.FUNCTIONAL_OPS)
+        out += C.functional_cases(fops, backends)
     if "lowp" in ops:
         out += L.lowp_cases(L.LOWP_LAYOUTS if lowp_layouts is None else tuple(lowp_layouts),
                             backends, peers=peers, roofline=roofline)

@@ -27,6 +27,7 @@ SECTION_TITLES = {
     "mlp": "Digits MLP, one training epoch",
     "mnist": "MNIST-shaped MLP (784-128-10, 60,000 synthetic rows, batch 128), one training epoch",
     "lowp": "Low-precision Adam step",
+    "functional": "The functional API next to the class API (100 tensors of 64 elements)",
 }
 
 
@@ -87,9 +88,9 @@ def _tables(rows):
         if r["section"] in ("headline", "size", "count", "layout"):
             tkey = (r["section"], r["op"])
             title = f"{SECTION_TITLES.get(r['section'], r['section'])}: {r['op']}"
-        elif r["section"] == "matmul":
-            tkey = ("matmul", r["op"])
-            title = f"{SECTION_TITLES['matmul']}: {r['op']}"
+        elif r["section"] in ("matmul", "functional"):
+            tkey = (r["section"], r["op"])
+            title = f"{SECTION_TITLES[r['section']]}: {r['op']}"
         else:
             tkey = (r["section"], r["op"])
             title = SECTION_TITLES.get(r["op"], SECTION_TITLES.get(r["section"], r["section"]))
@@ -230,6 +231,11 @@ def _targets():
         for opt in ("adam", "sgd"):
             t.append(Target(f"784-128-10 epoch ({opt})", "mnist", f"mnist-shaped 784-128-10 {opt}",
                             impl, "ratio", 0.7, "torch"))
+    # the functional API costs at most 2x the class API's step (same backend, same arrays)
+    for op in ("sgd_momentum", "adam", "rmsprop"):
+        for impl in ("c", "numba"):
+            t.append(Target(f"functional {op} 100 x 64", op, "100x64", f"{impl}-functional",
+                            "ratio", 2.0, impl, section="functional"))
     # issue 11: the low-precision step against torch's fused float32 Adam (same run), and the
     # 8-bit peers on the same formats
     lowp = (("adam-bf16-sr", "bf16+SR", 0.85), ("adam-bf16-sr-bf16", "bf16+SR, bf16 state", 0.6),
