@@ -179,7 +179,8 @@ typedef struct {
  * all). Runs under the GIL (cffi released it: no other thread can resize a list or an array while
  * they are read). Returns -1 if a sequence is not a list or tuple, an element is not exactly an
  * ndarray_type or has more than 6 dimensions, or the sequences do not hold n arrays in all; else 0
- * when prev (n rows, may be NULL) equals what was read, 1 when it differs or is NULL. */
+ * when prev (n rows, may be NULL) equals what was read, 1 when it differs or is NULL. With out NULL
+ * (and prev given) nothing is written: the walk stops at the first difference (returning 1). */
 static int fd_py_array_prints(const int64_t *seqs, int64_t nseq, int64_t ndarray_type, int64_t n,
                               int64_t *out, const int64_t *prev)
 {
@@ -187,7 +188,7 @@ static int fd_py_array_prints(const int64_t *seqs, int64_t nseq, int64_t ndarray
     PyGILState_STATE gil = PyGILState_Ensure();
     int rc = prev ? 0 : 1;
     int64_t k = 0;
-    for (int64_t s = 0; s < nseq && rc >= 0; s++) {
+    for (int64_t s = 0; s < nseq && rc >= 0 && !(rc == 1 && !out); s++) {
         PyObject *seq = (PyObject *)(uintptr_t)seqs[s];
         int is_list = PyList_Check(seq);
         if (!is_list && !PyTuple_Check(seq)) {
@@ -205,7 +206,8 @@ static int fd_py_array_prints(const int64_t *seqs, int64_t nseq, int64_t ndarray
                 rc = -1;
                 break;
             }
-            int64_t *o = out + FD_PY_PRINT_SLOTS * k;
+            int64_t row[FD_PY_PRINT_SLOTS];
+            int64_t *o = out ? out + FD_PY_PRINT_SLOTS * k : row;
             o[0] = (int64_t)(uintptr_t)obj;
             o[1] = (int64_t)(uintptr_t)a->data;
             o[2] = (int64_t)(uintptr_t)a->descr;
@@ -216,9 +218,10 @@ static int fd_py_array_prints(const int64_t *seqs, int64_t nseq, int64_t ndarray
             if (rc == 0 && memcmp(o, prev + FD_PY_PRINT_SLOTS * k, FD_PY_PRINT_SLOTS * sizeof *o))
                 rc = 1;
             k++;
+            if (rc == 1 && !out) break;
         }
     }
-    if (rc >= 0 && k != n) rc = -1;
+    if (rc >= 0 && k != n && !(rc == 1 && !out)) rc = -1;
     PyGILState_Release(gil);
     return rc;
 }

@@ -17,22 +17,27 @@ import threading
 
 import numpy as np
 
-__all__ = ["array_prints", "available"]
+__all__ = ["array_prints", "prints_equal", "available"]
 
 _lock = threading.Lock()
 _impl = []  # [] not decided yet; [None] unavailable; [(ffi, lib)] usable
 
 
 def _raw(columns, ffi, lib, prev=None):
+    """The prints of ``columns`` (None: not all readable), or with ``prev``: whether they equal it
+    (read and compared in C, nothing written, stopping at the first difference)."""
     n = sum(map(len, columns))
     seqs = np.array([id(c) for c in columns], np.int64)
+    if prev is not None:
+        if prev.shape != (n, int(lib.FD_PY_PRINT_SLOTS)):
+            return False
+        return lib.fd_py_array_prints(ffi.from_buffer("int64_t[]", seqs), len(columns),
+                                      id(np.ndarray), n, ffi.NULL,
+                                      ffi.from_buffer("int64_t[]", prev)) == 0
     out = np.empty((n, int(lib.FD_PY_PRINT_SLOTS)), np.int64)
-    if prev is not None and prev.shape != out.shape:
-        prev = None
     rc = lib.fd_py_array_prints(ffi.from_buffer("int64_t[]", seqs), len(columns), id(np.ndarray), n,
-                                ffi.from_buffer("int64_t[]", out),
-                                ffi.NULL if prev is None else ffi.from_buffer("int64_t[]", prev))
-    return (None, False) if rc < 0 else (out, rc == 0)
+                                ffi.from_buffer("int64_t[]", out), ffi.NULL)
+    return None if rc < 0 else out
 
 
 def _probe_ok(ffi, lib):
@@ -40,8 +45,8 @@ def _probe_ok(ffi, lib):
     ro.flags.writeable = False
     probes = [np.ones(3), np.ones((2, 3), np.float32), np.zeros(()), np.ones(9)[::2], ro,
               np.ones((2, 1, 3, 1, 2, 2), np.float32)]
-    out, _ = _raw([probes], ffi, lib)
-    if out is None:
+    out = _raw([probes], ffi, lib)
+    if out is None or not _raw([probes], ffi, lib, out) or _raw([probes[1:]], ffi, lib, out):
         return False
     for a, row in zip(probes, out):
         want = [id(a), a.__array_interface__["data"][0], id(a.dtype), a.flags.num, a.ndim,
@@ -73,14 +78,27 @@ def available():
     return _get() is not None
 
 
-def array_prints(columns, prev=None):
-    """For the arrays of ``columns`` (lists or tuples of arrays), end to end: ``(prints, same)``,
-    where ``prints`` is an (n, 12) int64 array, per array its object address, data address, dtype
-    object, flags, ndim and shape, and ``same`` tells whether it equals ``prev`` (an earlier result);
-    ``(None, False)`` if unavailable here or if a column is not a list or tuple, or an entry is not
-    exactly an ndarray (a subclass, a device array) or has more than 6 dimensions. The caller must
-    hold references to the arrays."""
+def _columns_ok(columns):
+    return bool(columns) and all(isinstance(c, (list, tuple)) for c in columns)
+
+
+def array_prints(columns):
+    """For the arrays of ``columns`` (lists or tuples of arrays), end to end: an (n, 12) int64
+    array, per array its object address, data address, dtype object, flags, ndim and shape; None if
+    unavailable here or if a column is not a list or tuple, or an entry is not exactly an ndarray (a
+    subclass, a device array) or has more than 6 dimensions. The caller must hold references to the
+    arrays."""
     impl = _get()
-    if impl is None or not columns or not all(isinstance(c, (list, tuple)) for c in columns):
-        return None, False
+    if impl is None or not _columns_ok(columns):
+        return None
+    return _raw(columns, *impl)
+
+
+def prints_equal(columns, prev):
+    """True if :func:`array_prints` of ``columns`` would equal ``prev`` (an earlier result), found
+    without building it (one C pass that stops at the first difference); False otherwise, also when
+    the prints are unavailable."""
+    impl = _get()
+    if impl is None or not _columns_ok(columns):
+        return False
     return _raw(columns, *impl, prev)

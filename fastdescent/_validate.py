@@ -18,6 +18,20 @@ def check_real(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False, c
     Accepted: int, float and NumPy scalars (never bool); with ``coerce``, also any object with
     ``__float__`` that converts (a 0-d array, a one-element tensor), but never str/bytes/complex.
     """
+    if type(value) is float:  # the common case, checked per call by the functional API
+        v = value
+    else:
+        v = _to_real(name, value, coerce)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
+    if hi is not None and (v > hi or (hi_open and v == hi)):
+        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
+    return v
+
+
+def _to_real(name, value, coerce):
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     if not isinstance(value, (int, float, np.integer, np.floating)):
@@ -29,17 +43,10 @@ def check_real(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False, c
             raise TypeError(f"{name} must be a real number, got {type(value).__name__} "
                             f"{value!r}") from None
     try:
-        v = float(value)
+        return float(value)
     except OverflowError:  # a Python int beyond float's range (10**400)
         raise ValueError(f"{name} must be finite, got an int too large for a float "
                          f"({value!r:.40}...)") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
-    if hi is not None and (v > hi or (hi_open and v == hi)):
-        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
-    return v
 
 
 def check_int(name, value, lo):
@@ -57,7 +64,9 @@ def check_int(name, value, lo):
 
 def check_flag(name, value):
     """A bool (Python or NumPy), as a bool."""
-    if not isinstance(value, (bool, np.bool_)):
+    if value is True or value is False:
+        return value
+    if not isinstance(value, np.bool_):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
     return bool(value)
 

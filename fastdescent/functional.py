@@ -33,7 +33,7 @@ import numpy as np
 
 from . import _arrays
 from .backends import resolve
-from ._prints import array_prints
+from ._prints import array_prints, prints_equal
 from .rules import check_flag, check_real, check_scalars
 from .rules.adadelta import ADADELTA
 from .rules.adagrad import ADAGRAD
@@ -106,15 +106,14 @@ def _tables(backend, columns, check=True):
     key = (mod.NAME, tuple(sig), bool(check))
     cols = [lst for lst in lists.values() if lst is not None]
     hit = _CACHE.get(key)
-    # one C call for all arrays (None: per array), compared there with the cached entry's prints
-    fast, same = (None, False) if device else array_prints(cols, None if hit is None else hit[3])
     if hit is not None:
         cached, prints, tables, cached_fast = hit
         if cached_fast is not None:
-            # the object addresses are in the prints: equal prints = the same (still referenced)
-            # objects with the same data address, dtype, flags and shape. No prints now (an array
-            # reshaped beyond 6-d, ...): a miss, revalidated below.
-            if same:
+            # one C pass over all arrays, compared there with the cached entry's prints. The object
+            # addresses are in the prints: equal prints = the same (still referenced) objects with
+            # the same data address, dtype, flags and shape. Unreadable now (an array reshaped
+            # beyond 6-d, ...): a miss, revalidated below.
+            if prints_equal(cols, cached_fast):
                 return mod, tables
         elif all(lst is None or (len(lst) == len(cached[name])
                                  and all(map(operator.is_, lst, cached[name])))
@@ -128,8 +127,7 @@ def _tables(backend, columns, check=True):
     arg = {name: columns[name][0] for name in names}
     written = {name: columns[name][2] for name in names}
     lists = {name: None if lists[name] is None else list(lists[name]) for name in names}
-    if fast is not None:
-        fast, _ = array_prints([lists[name] for name in names if lists[name] is not None])
+    fast = None if device else array_prints([lists[name] for name in names if lists[name] is not None])
     first_infos = []
     w_infos = []
     for i in range(n):

@@ -666,24 +666,27 @@ def test_functional_cache_fast_prints_match_the_array_interface():
     require_backend("c")
     assert _prints.available()
     a, b = np.ones(5), np.ones((2, 3), np.float32)
-    p1, same = _prints.array_prints([[a, b]])
-    assert not same  # nothing to compare with
+    p1 = _prints.array_prints([[a, b]])
     assert p1.shape == (2, 12) and p1[0, 0] == id(a) and p1[0, 1] == a.__array_interface__["data"][0]
-    assert _prints.array_prints(([a], (b,)), p1)[1]  # lists and tuples, end to end, compared
+    assert _prints.prints_equal(([a], (b,)), p1)  # lists and tuples, end to end, compared
     a.resize((1 << 16,), refcheck=False)
     a.resize((5,), refcheck=False)  # same shape, the data (most likely) elsewhere
-    p2, same = _prints.array_prints([[a, b]], p1)
+    p2 = _prints.array_prints([[a, b]])
     assert p2[0, 1] == a.__array_interface__["data"][0]
-    assert same == (p2[0, 1] == p1[0, 1])
+    assert _prints.prints_equal([[a, b]], p1) == (p2[0, 1] == p1[0, 1])
     b.flags.writeable = False
-    p3, same = _prints.array_prints([[a, b]], p2)
-    assert not same and not np.array_equal(p3[1], p2[1])
-    assert not _prints.array_prints([[b, a]], p3)[1]  # the same arrays in another order
-    assert not _prints.array_prints([[a, b, a]], p3)[1]  # another length: no comparison
-    assert _prints.array_prints([[np.matrix(np.ones((2, 2)))]]) == (None, False)
-    assert _prints.array_prints([[np.ones((1,) * 7)]]) == (None, False)
-    assert _prints.array_prints([[a, "x"]]) == (None, False)
-    assert _prints.array_prints([iter([a])]) == (None, False)  # only lists and tuples are walked
+    p3 = _prints.array_prints([[a, b]])
+    assert not _prints.prints_equal([[a, b]], p2) and not np.array_equal(p3[1], p2[1])
+    assert _prints.prints_equal([[a, b]], p3)
+    assert not _prints.prints_equal([[b, a]], p3)  # the same arrays in another order
+    assert not _prints.prints_equal([[a, b, a]], p3)  # another length
+    assert not _prints.prints_equal([[a]], p3)
+    assert not _prints.prints_equal([[a, np.matrix(np.ones((2, 3)))]], p3)
+    assert _prints.array_prints([[np.matrix(np.ones((2, 2)))]]) is None
+    assert _prints.array_prints([[np.ones((1,) * 7)]]) is None
+    assert _prints.array_prints([[a, "x"]]) is None
+    assert _prints.array_prints([iter([a])]) is None  # only lists and tuples are walked
+    assert not _prints.prints_equal([iter([a, b])], p3)
 
 
 def test_functional_cache_sees_the_callers_list_changed_in_place(host_backend):
