@@ -147,6 +147,81 @@ def test_allreduce_grads_is_the_mean(tmp_path):
 
 
 @needs_mpi
+def test_allreduce_grads_hostile_inputs(tmp_path):
+    """Options that differ across ranks (used to hang on MPI_ERR_TRUNCATE, or to give the ranks a
+    mix of sums and means), a bucket smaller than one element (used to exceed the bound silently),
+    a non-contiguous view on one rank, mixed float32/float64 lists, zero-size arrays, a NaN on one
+    rank: an agreed error with nothing changed, or the mean, bit-identical on every rank."""
+    out = mpirun(tmp_path, """
+        def expect(fn, exc_type, *words):
+            try:
+                fn()
+            except exc_type as exc:
+                msgs = comm.allgather(str(exc))
+                assert msgs[0] == msgs[1], msgs
+                assert all(w in msgs[0] for w in words), (words, msgs[0])
+                return
+            raise AssertionError(f"rank {rank}: no {exc_type.__name__} for {words}")
+
+        def same_everywhere(arrays):
+            got = comm.allgather(b"".join(a.tobytes() for a in arrays))
+            assert all(g == got[0] for g in got), "the ranks ended with different bits"
+
+        a = np.full(100, rank + 1.0, np.float32)
+        before = a.copy()
+        expect(lambda: dist.allreduce_grads(a, comm, bucket_bytes=8 if rank == 0 else None),
+               ValueError, "average or bucket_bytes")
+        expect(lambda: dist.allreduce_grads(a, comm, average=rank == 0), ValueError,
+               "average or bucket_bytes")
+        expect(lambda: dist.allreduce_grads([a, np.ones(3)], comm, bucket_bytes=4), ValueError,
+               "bucket_bytes must be at least 8", "float64")
+        expect(lambda: dist.allreduce_grads(a, comm, bucket_bytes=1), ValueError,
+               "bucket_bytes must be at least 4")
+        # a view with a stride on one rank: refused everywhere, before anything is scaled
+        b = np.full(10, rank + 1.0, np.float32)
+        expect(lambda: dist.allreduce_grads([a, b[::2] if rank else b[:5]], comm), ValueError,
+               "grads[1] is not C-contiguous", "rank 1")
+        expect(lambda: dist.allreduce_grads(np.ones((3, 4), order="F"), comm), ValueError,
+               "not C-contiguous")
+        expect(lambda: dist.allreduce_grads(np.ones(3, ">f4" if rank else "<f4"), comm),
+               TypeError, ">f4")
+        assert np.array_equal(a, before) and (b == rank + 1.0).all()
+
+        # one element per message: still the mean
+        dist.allreduce_grads(a, comm, bucket_bytes=4)
+        assert (a == 1.5).all(), a
+
+        # mixed float32/float64 (listed in another order across dtypes on each rank: each dtype
+        # is reduced as one block, in its own order), odd sizes, a 0-d array, zero-size arrays
+        rng = np.random.default_rng(rank)
+        mine = [rng.normal(size=(3, 5)).astype(np.float32), rng.normal(size=7),
+                np.zeros(0, np.float32), np.array(rank + 2.0, np.float32), rng.normal(size=(2, 0)),
+                rng.normal(size=1)]
+        want = [np.mean(comm.allgather(x), axis=0) for x in mine]
+        order = [0, 1, 2, 3, 4, 5] if rank == 0 else [1, 0, 4, 2, 5, 3]
+        dist.allreduce_grads([mine[k] for k in order], comm, bucket_bytes=16)
+        for x, w in zip(mine, want):
+            np.testing.assert_allclose(x, w, rtol=1e-6)
+        assert mine[3] == 2.5
+        same_everywhere(mine)
+        # only zero-size arrays; a ParamArena holding a zero-size tensor
+        assert dist.allreduce_grads([np.zeros(0, np.float32), np.zeros((0, 3))], comm) == N
+        arena = fd.ParamArena([(0,), (3,), (2, 2)])
+        arena.flat_grads[...] = rank
+        dist.allreduce_grads(arena, comm)
+        assert (arena.flat_grads == 0.5).all()
+
+        # a NaN on one rank: NaN there on every rank, the rest the mean, the same bits everywhere
+        c = np.array([1.0, 2.0, np.nan if rank else 3.0, 4.0 + rank], np.float32)
+        dist.allreduce_grads(c, comm)
+        assert np.isnan(c[2]) and c[0] == 1.0 and c[1] == 2.0 and c[3] == 4.5, c
+        same_everywhere([c])
+        print("OK", rank)
+    """)
+    assert out.count("OK") == 2, out
+
+
+@needs_mpi
 def test_sharded_optimizer_matches_single_process(tmp_path):
     out = mpirun(tmp_path, """
         cases = [(fd.Adam, dict(lr=0.05)), (fd.SGD, dict(lr=0.1, momentum=0.9, nesterov=True)),
