@@ -474,6 +474,100 @@ def test_fit_with_comm_equals_single_process_fit(tmp_path):
     assert out.count("OK") == 2, out
 
 
+@needs_mpi
+def test_plain_and_sharded_optimizers_equal_single_process(tmp_path):
+    """SGD with momentum and LAMB (per-tensor trust ratios), plain (allreduce_grads) and sharded,
+    through fit and through a hand-written loop, equal a single process; a gradient that is
+    non-finite on one rank only is skipped by a plain optimizer with skip_nonfinite on every rank."""
+    out = mpirun(tmp_path, """
+        rng = np.random.default_rng(2)
+        X = rng.normal(size=(203, 6)); y = (X[:, 0] - X[:, 2] > 0).astype(int)
+        cases = [(fd.SGD, dict(lr=0.05, momentum=0.9)), (fd.LAMB, dict(lr=0.02, weight_decay=0.1)),
+                 (fd.Adam, dict(lr=0.01, weight_decay=0.01, amsgrad=True))]
+        for cls, kw in cases:
+            def run(c, shard):
+                model = fd.nn.MLP([6, 16, 8, 2], seed=0)
+                h = fd.fit(model, X, y, optimizer=cls(model.parameters(), **kw), epochs=3,
+                           batch_size=25, progress=False, comm=c, shard_optimizer=shard)
+                return model, h
+            m0, h0 = run(None, False)
+            for shard in (False, True):
+                m1, h1 = run(comm, shard)
+                for a, b in zip(m1.params, m0.params):
+                    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6,
+                                               err_msg=f"{cls.__name__} shard={shard}")
+                np.testing.assert_allclose(h1.loss, h0.loss, rtol=1e-5)
+                allp = comm.allgather(m1.arena.flat_params.tobytes())
+                assert allp[0] == allp[1], (cls.__name__, shard)
+
+            # a hand-written loop: allreduce_grads on the arena, then the plain step
+            arena = fd.ParamArena([(4, 3), (3,), (5,)])
+            arena.flat_params[...] = np.linspace(-1, 1, arena.flat_params.size)
+            ref = [p.copy() for p in arena.params]
+            opt, ref_opt = cls(arena, **kw), cls(ref, **kw)
+            for t in range(4):
+                per_rank = [[np.random.default_rng(100 * t + r).normal(size=p.shape).astype(
+                    np.float32) for p in ref] for r in range(N)]
+                for g, mine in zip(arena.grads, per_rank[rank]):
+                    g[...] = mine
+                dist.allreduce_grads(arena, comm)
+                opt.step()
+                ref_opt.step([np.mean([pr[j] for pr in per_rank], axis=0) for j in range(len(ref))])
+            for a, b in zip(arena.params, ref):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=cls.__name__)
+
+        # a NaN in rank 1's gradient only: the averaged gradient is non-finite on every rank, so
+        # every rank's plain optimizer (skip_nonfinite) skips that step alike, then goes on
+        arena = fd.ParamArena([(4, 3), (5,)])
+        arena.flat_params[...] = 0.5
+        opt = fd.Adam(arena, lr=0.1, skip_nonfinite=True)
+        for t in range(3):
+            arena.flat_grads[...] = 1.0 + rank
+            if t == 1 and rank == 1:
+                arena.grads[1][2] = np.nan
+            dist.allreduce_grads(arena, comm)
+            opt.step()
+        skipped = comm.allgather((opt.skipped_steps, opt.state_dict()["state"][0]["step"]))
+        assert skipped == [(1, 2)] * N, skipped
+        assert np.isfinite(arena.flat_params).all()
+        allp = comm.allgather(arena.flat_params.tobytes())
+        assert allp[0] == allp[1]
+        print("OK", rank)
+    """, timeout=120)
+    assert out.count("OK") == 2, out
+
+
+@needs_mpi
+def test_example_and_progress_on_rank_zero_only(tmp_path):
+    """examples/mpi_digits.py reaches its accuracy target on 2 ranks (plain and sharded Adam), and
+    fit(progress=True, comm=...) draws its progress bar on rank 0 only."""
+    pytest.importorskip("sklearn")
+    example = os.path.join(ROOT, "examples", "mpi_digits.py")
+    for extra in ("", ", '--shard'"):
+        out = mpirun(tmp_path, f"""
+            sys.argv = [{example!r}, "--epochs", "12"{extra}]
+            sys.path.insert(0, {os.path.dirname(example)!r})
+            import runpy
+            try:
+                runpy.run_path({example!r}, run_name="__main__")
+            except SystemExit as exc:
+                assert exc.code in (0, None), f"rank {{rank}}: exit status {{exc.code}}"
+            print("RAN", rank)
+        """, timeout=120, name="example.py")
+        assert out.count("RAN") == 2 and "test accuracy" in out, out
+    out = mpirun(tmp_path, """
+        sys.stderr = open(f"err{rank}.txt", "w")
+        X = np.random.default_rng(0).normal(size=(40, 3)); y = (X[:, 0] > 0).astype(int)
+        fd.fit(fd.nn.MLP([3, 4, 2], seed=0), X, y, epochs=3, progress=True, comm=comm)
+        sys.stderr.close()
+        print("OK", rank)
+    """)
+    assert out.count("OK") == 2, out
+    bar = (tmp_path / "err0.txt").read_text()
+    assert "3/3" in bar and "epoch" in bar, bar
+    assert (tmp_path / "err1.txt").read_text() == ""
+
+
 def test_mpi_tests_skip_with_a_reason_without_mpirun(tmp_path):
     """No mpirun on PATH nor next to the interpreter: the marker skips, naming what is missing."""
     assert _mpirun_path(search_path=str(tmp_path), executable=str(tmp_path / "python")) is None
