@@ -141,6 +141,18 @@ def test_allreduce_grads_is_the_mean(tmp_path):
         one = np.full(7, rank + 1.0)
         dist.allreduce_grads(one, comm, average=False, bucket_bytes=None)
         assert (one == N * (N + 1) / 2).all()
+        # the 1/N inside the update kernel (grad_scale) instead of a pass over the gradient: for a
+        # power-of-two number of ranks, the same bits as averaging in allreduce_grads
+        pa, pb = fd.ParamArena([(5, 3), (4,)]), fd.ParamArena([(5, 3), (4,)])
+        pa.flat_params[...] = pb.flat_params[...] = np.linspace(-1, 1, 19)
+        oa, ob = fd.Adam(pa, lr=0.1), fd.Adam(pb, lr=0.1)
+        for t in range(3):
+            pa.flat_grads[...] = pb.flat_grads[...] = np.random.default_rng(10 * t + rank).normal(
+                size=19)
+            dist.allreduce_grads(pa, comm)
+            oa.step()
+            ob.step(grad_scale=dist.allreduce_grads(pb, comm, average=False))
+        np.testing.assert_array_equal(pa.flat_params, pb.flat_params)
         print("OK", rank)
     """)
     assert out.count("OK") == 2, out
