@@ -293,8 +293,9 @@ def test_sharded_optimizer_matches_single_process(tmp_path):
 
 @needs_mpi
 def test_state_dict_reshards_across_process_counts(tmp_path):
-    """1 process -> 2 ranks -> 1 rank -> 3 ranks -> 1 process: each leg loads the previous leg's
-    single-process-layout state and continues; the end equals 12 uninterrupted steps."""
+    """1 process -> 2 ranks -> 1 rank -> 2 ranks -> 3 ranks -> 1 process: each leg loads the
+    previous leg's single-process-layout state and continues; the end equals 12 uninterrupted
+    steps."""
     rng = np.random.default_rng(3)
     init32 = [rng.normal(size=s).astype(np.float32) for s in [(4, 3), (5,)]]
     init64 = [rng.normal(size=(6,))]
@@ -338,7 +339,9 @@ def test_state_dict_reshards_across_process_counts(tmp_path):
     assert "LEG 2 6" in out, out
     out = mpirun(tmp_path, leg.replace("STEPS", "2"), n=1, name="leg1.py")
     assert "LEG 1 8" in out, out
-    out = mpirun(tmp_path, leg.replace("STEPS", "2"), n=3, name="leg3.py")
+    out = mpirun(tmp_path, leg.replace("STEPS", "1"), n=2, name="leg2b.py")
+    assert "LEG 2 9" in out, out
+    out = mpirun(tmp_path, leg.replace("STEPS", "1"), n=3, name="leg3.py")
     assert "LEG 3 10" in out, out
     with open(tmp_path / "ckpt.pkl", "rb") as f:
         ck = pickle.load(f)
