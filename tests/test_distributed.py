@@ -531,6 +531,29 @@ def test_plain_and_sharded_optimizers_equal_single_process(tmp_path):
             for a, b in zip(arena.params, ref):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=cls.__name__)
 
+        # early stopping, restore_best and ReduceLROnPlateau on the validation loss: the ranks stop
+        # at the single process's epoch with its history and its best parameters
+        Xv = rng.normal(size=(41, 6)); yv = (Xv[:, 0] - Xv[:, 2] > 0).astype(int)
+
+        def stop_early(c, shard):
+            model = fd.nn.MLP([6, 16, 2], seed=0)
+            opt = fd.Adam(model.parameters(), lr=0.05)
+            h = fd.fit(model, X, y, optimizer=opt, epochs=40, batch_size=32, progress=False,
+                       validation_data=(Xv, yv), tol=0.02, n_iter_no_change=3, restore_best=True,
+                       scheduler=fd.nn.ReduceLROnPlateau(opt, factor=0.5, patience=0), comm=c,
+                       shard_optimizer=shard)
+            return model, h
+        m0, h0 = stop_early(None, False)
+        assert h0.n_epochs < 40 and h0.stop_reason == "converged" and h0.lr[-1] < 0.05, h0.lr
+        for shard in (False, True):
+            m1, h1 = stop_early(comm, shard)
+            assert (h1.n_epochs, h1.stop_reason) == (h0.n_epochs, h0.stop_reason), (h1.stop_reason,
+                                                                                     h0.stop_reason)
+            for k in ("val_loss", "lr"):
+                np.testing.assert_allclose(h1.history[k], h0.history[k], rtol=1e-5, err_msg=k)
+            for a, b in zip(m1.params, m0.params):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
         # a NaN in rank 1's gradient only: the averaged gradient is non-finite on every rank, so
         # every rank's plain optimizer (skip_nonfinite) skips that step alike, then goes on
         arena = fd.ParamArena([(4, 3), (5,)])
