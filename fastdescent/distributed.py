@@ -184,7 +184,7 @@ def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=25 * 2 ** 20
         in its packing copy). To average without it, sum and let the optimizer divide as its
         kernel reads the gradient (``grad_scale``: SGD, Adam, AdamW, RMSprop):
         ``opt.step(grad_scale=allreduce_grads(arena, comm, average=False))`` (for a power-of-two
-        number of ranks the same bits as averaging here).
+        number of ranks the same bits as averaging here, unless the sum overflows).
     bucket_bytes : int or None, default 25 MiB
         Largest message: a block is reduced in pieces of at most this many bytes (bounds MPI's
         internal buffers); at least one element of every dtype passed. None: one ``Allreduce``
