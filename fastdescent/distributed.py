@@ -180,11 +180,12 @@ def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=25 * 2 ** 20
     comm : mpi4py communicator, default ``MPI.COMM_WORLD``
     average : bool, default True
         Divide the sum by the number of ranks (as ``x * (1/N)`` before the sum: exact for a power
-        of two ranks). That is one more pass over a ParamArena's gradient (a packed list takes it
-        in its packing copy). To average without it, sum and let the optimizer divide as its
-        kernel reads the gradient (``grad_scale``: SGD, Adam, AdamW, RMSprop):
-        ``opt.step(grad_scale=allreduce_grads(arena, comm, average=False))`` (for a power-of-two
-        number of ranks the same bits as averaging here, unless the sum overflows).
+        of two ranks): one more pass over a ParamArena's gradient (a packed list takes it in its
+        packing copy). Summing and dividing in the update instead,
+        ``opt.step(grad_scale=allreduce_grads(arena, comm, average=False))`` (SGD, Adam, AdamW,
+        RMSprop), gives the same bits for a power-of-two number of ranks unless the sum
+        overflows; it saves the pass but not its time on this project's CPU (the kernels then
+        divide per element: ``benchmarks/mpi_step.py``).
     bucket_bytes : int or None, default 25 MiB
         Largest message: a block is reduced in pieces of at most this many bytes (bounds MPI's
         internal buffers); at least one element of every dtype passed. None: one ``Allreduce``
