@@ -180,13 +180,20 @@ def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=25 * 2 ** 20
     comm : mpi4py communicator, default ``MPI.COMM_WORLD``
     average : bool, default True
         Divide the sum by the number of ranks (as ``x * (1/N)`` before the sum: exact for a power
-        of two ranks).
+        of two ranks): one more pass over a ParamArena's gradient (a packed list takes it in its
+        packing copy). Summing and dividing in the update instead,
+        ``opt.step(grad_scale=allreduce_grads(arena, comm, average=False))`` (SGD, Adam, AdamW,
+        RMSprop), gives the same bits for a power-of-two number of ranks unless the sum
+        overflows; it saves the pass but not its time on this project's CPU (the kernels then
+        divide per element: ``benchmarks/mpi_step.py``).
     bucket_bytes : int or None, default 25 MiB
         Largest message: a block is reduced in pieces of at most this many bytes (bounds MPI's
-        internal buffers). None: one ``Allreduce`` per dtype.
+        internal buffers); at least one element of every dtype passed. None: one ``Allreduce``
+        per dtype.
 
-    Returns the number of ranks. Collective: every rank of ``comm`` must call it. Invalid input on
-    any rank raises the same error on every rank, before any data moves.
+    Returns the number of ranks. Collective: every rank of ``comm`` must call it, with the same
+    ``average`` and ``bucket_bytes``. Invalid input on any rank, or options that differ across
+    ranks, raise the same error on every rank, before any data moves.
     """
     comm = _check_comm(comm)
     blocks = None
@@ -213,29 +220,48 @@ def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=25 * 2 ** 20
         blocks = []
         for dt in sorted(by_dtype):
             ins = by_dtype[dt]
+            if bucket_bytes is not None and bucket_bytes < ins[0].dtype.itemsize:
+                raise ValueError(f"bucket_bytes must be at least {ins[0].dtype.itemsize} (one "
+                                 f"{ins[0].dtype.name} element) to bound the message size, got "
+                                 f"{bucket_bytes}")
             blocks.append((ins, _flat([i.obj for i in ins], ins)))
         layout = [(dt, [tuple(i.shape) for i in by_dtype[dt]]) for dt in sorted(by_dtype)]
-        values = (_crc(layout), sum(i.size for i in infos))
+        values = (_crc(layout), sum(i.size for i in infos), _crc((average, bucket_bytes)))
     except Exception as exc:  # noqa: BLE001 - every rank must hear of it
-        err, values = exc, (0.0, 0.0)
+        err, values = exc, (0.0, 0.0, 0.0)
     gathered = _agree(comm, err, values)
-    if not (gathered == gathered[0]).all():
-        raise _agreed(ValueError("grads: the ranks passed different arrays (shapes, dtypes or order differ; "
-                         f"element counts per rank: {gathered[:, 1].astype(np.int64).tolist()}): "
-                         "every rank must pass the same layout"))
+    if not (gathered[:, :2] == gathered[0, :2]).all():
+        raise _agreed(ValueError(
+            "grads: the ranks passed different arrays (shapes, dtypes or order differ; element "
+            f"counts per rank: {gathered[:, 1].astype(np.int64).tolist()}): every rank must pass "
+            "the same layout"))
+    if not (gathered[:, 2] == gathered[0, 2]).all():
+        raise _agreed(ValueError(
+            "allreduce_grads: the ranks passed different average or bucket_bytes (the messages "
+            "would not match, or the ranks would end with different values): every rank must pass "
+            "the same options"))
     size = comm.Get_size()
+    scale = 1.0 / size if average and size > 1 else None
     for infos, flat in blocks:
-        packed = flat is None
-        if packed:
-            flat = np.concatenate([i.obj.reshape(-1) for i in infos])
-        if average and size > 1:
-            np.multiply(flat, 1.0 / size, out=flat)
-        _allreduce_block(comm, flat, bucket_bytes)
-        if packed:
+        if flat is None:  # packed: the 1/N rides on the packing copy
+            flat = np.empty(sum(i.size for i in infos), infos[0].dtype)
+            off = 0
+            for i in infos:
+                dst = flat[off:off + i.size]
+                if scale is None:
+                    dst[...] = i.obj.reshape(-1)
+                else:
+                    np.multiply(i.obj.reshape(-1), scale, out=dst)
+                off += i.size
+            _allreduce_block(comm, flat, bucket_bytes)
             off = 0
             for i in infos:
                 i.obj.reshape(-1)[...] = flat[off:off + i.size]
                 off += i.size
+        else:
+            if scale is not None:
+                np.multiply(flat, scale, out=flat)
+            _allreduce_block(comm, flat, bucket_bytes)
     return size
 
 

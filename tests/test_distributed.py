@@ -141,6 +141,93 @@ def test_allreduce_grads_is_the_mean(tmp_path):
         one = np.full(7, rank + 1.0)
         dist.allreduce_grads(one, comm, average=False, bucket_bytes=None)
         assert (one == N * (N + 1) / 2).all()
+        # the 1/N inside the update kernel (grad_scale) instead of a pass over the gradient: for a
+        # power-of-two number of ranks, the same bits as averaging in allreduce_grads
+        pa, pb = fd.ParamArena([(5, 3), (4,)]), fd.ParamArena([(5, 3), (4,)])
+        pa.flat_params[...] = pb.flat_params[...] = np.linspace(-1, 1, 19)
+        oa, ob = fd.Adam(pa, lr=0.1), fd.Adam(pb, lr=0.1)
+        for t in range(3):
+            pa.flat_grads[...] = pb.flat_grads[...] = np.random.default_rng(10 * t + rank).normal(
+                size=19)
+            dist.allreduce_grads(pa, comm)
+            oa.step()
+            ob.step(grad_scale=dist.allreduce_grads(pb, comm, average=False))
+        np.testing.assert_array_equal(pa.flat_params, pb.flat_params)
+        print("OK", rank)
+    """)
+    assert out.count("OK") == 2, out
+
+
+@needs_mpi
+def test_allreduce_grads_hostile_inputs(tmp_path):
+    """Options that differ across ranks (used to hang on MPI_ERR_TRUNCATE, or to give the ranks a
+    mix of sums and means), a bucket smaller than one element (used to exceed the bound silently),
+    a non-contiguous view on one rank, mixed float32/float64 lists, zero-size arrays, a NaN on one
+    rank: an agreed error with nothing changed, or the mean, bit-identical on every rank."""
+    out = mpirun(tmp_path, """
+        def expect(fn, exc_type, *words):
+            try:
+                fn()
+            except exc_type as exc:
+                msgs = comm.allgather(str(exc))
+                assert msgs[0] == msgs[1], msgs
+                assert all(w in msgs[0] for w in words), (words, msgs[0])
+                return
+            raise AssertionError(f"rank {rank}: no {exc_type.__name__} for {words}")
+
+        def same_everywhere(arrays):
+            got = comm.allgather(b"".join(a.tobytes() for a in arrays))
+            assert all(g == got[0] for g in got), "the ranks ended with different bits"
+
+        a = np.full(100, rank + 1.0, np.float32)
+        before = a.copy()
+        expect(lambda: dist.allreduce_grads(a, comm, bucket_bytes=8 if rank == 0 else None),
+               ValueError, "average or bucket_bytes")
+        expect(lambda: dist.allreduce_grads(a, comm, average=rank == 0), ValueError,
+               "average or bucket_bytes")
+        expect(lambda: dist.allreduce_grads([a, np.ones(3)], comm, bucket_bytes=4), ValueError,
+               "bucket_bytes must be at least 8", "float64")
+        expect(lambda: dist.allreduce_grads(a, comm, bucket_bytes=1), ValueError,
+               "bucket_bytes must be at least 4")
+        # a view with a stride on one rank: refused everywhere, before anything is scaled
+        b = np.full(10, rank + 1.0, np.float32)
+        expect(lambda: dist.allreduce_grads([a, b[::2] if rank else b[:5]], comm), ValueError,
+               "grads[1] is not C-contiguous", "rank 1")
+        expect(lambda: dist.allreduce_grads(np.ones((3, 4), order="F"), comm), ValueError,
+               "not C-contiguous")
+        expect(lambda: dist.allreduce_grads(np.ones(3, ">f4" if rank else "<f4"), comm),
+               TypeError, ">f4")
+        assert np.array_equal(a, before) and (b == rank + 1.0).all()
+
+        # one element per message: still the mean
+        dist.allreduce_grads(a, comm, bucket_bytes=4)
+        assert (a == 1.5).all(), a
+
+        # mixed float32/float64 (listed in another order across dtypes on each rank: each dtype
+        # is reduced as one block, in its own order), odd sizes, a 0-d array, zero-size arrays
+        rng = np.random.default_rng(rank)
+        mine = [rng.normal(size=(3, 5)).astype(np.float32), rng.normal(size=7),
+                np.zeros(0, np.float32), np.array(rank + 2.0, np.float32), rng.normal(size=(2, 0)),
+                rng.normal(size=1)]
+        want = [np.mean(comm.allgather(x), axis=0) for x in mine]
+        order = [0, 1, 2, 3, 4, 5] if rank == 0 else [1, 0, 4, 2, 5, 3]
+        dist.allreduce_grads([mine[k] for k in order], comm, bucket_bytes=16)
+        for x, w in zip(mine, want):
+            np.testing.assert_allclose(x, w, rtol=1e-6)
+        assert mine[3] == 2.5
+        same_everywhere(mine)
+        # only zero-size arrays; a ParamArena holding a zero-size tensor
+        assert dist.allreduce_grads([np.zeros(0, np.float32), np.zeros((0, 3))], comm) == N
+        arena = fd.ParamArena([(0,), (3,), (2, 2)])
+        arena.flat_grads[...] = rank
+        dist.allreduce_grads(arena, comm)
+        assert (arena.flat_grads == 0.5).all()
+
+        # a NaN on one rank: NaN there on every rank, the rest the mean, the same bits everywhere
+        c = np.array([1.0, 2.0, np.nan if rank else 3.0, 4.0 + rank], np.float32)
+        dist.allreduce_grads(c, comm)
+        assert np.isnan(c[2]) and c[0] == 1.0 and c[1] == 2.0 and c[3] == 4.5, c
+        same_everywhere([c])
         print("OK", rank)
     """)
     assert out.count("OK") == 2, out
@@ -206,8 +293,9 @@ def test_sharded_optimizer_matches_single_process(tmp_path):
 
 @needs_mpi
 def test_state_dict_reshards_across_process_counts(tmp_path):
-    """1 process -> 2 ranks -> 1 rank -> 3 ranks -> 1 process: each leg loads the previous leg's
-    single-process-layout state and continues; the end equals 12 uninterrupted steps."""
+    """1 process -> 2 ranks -> 1 rank -> 2 ranks -> 3 ranks -> 1 process: each leg loads the
+    previous leg's single-process-layout state and continues; the end equals 12 uninterrupted
+    steps."""
     rng = np.random.default_rng(3)
     init32 = [rng.normal(size=s).astype(np.float32) for s in [(4, 3), (5,)]]
     init64 = [rng.normal(size=(6,))]
@@ -251,7 +339,9 @@ def test_state_dict_reshards_across_process_counts(tmp_path):
     assert "LEG 2 6" in out, out
     out = mpirun(tmp_path, leg.replace("STEPS", "2"), n=1, name="leg1.py")
     assert "LEG 1 8" in out, out
-    out = mpirun(tmp_path, leg.replace("STEPS", "2"), n=3, name="leg3.py")
+    out = mpirun(tmp_path, leg.replace("STEPS", "1"), n=2, name="leg2b.py")
+    assert "LEG 2 9" in out, out
+    out = mpirun(tmp_path, leg.replace("STEPS", "1"), n=3, name="leg3.py")
     assert "LEG 3 10" in out, out
     with open(tmp_path / "ckpt.pkl", "rb") as f:
         ck = pickle.load(f)
@@ -397,6 +487,123 @@ def test_fit_with_comm_equals_single_process_fit(tmp_path):
         print("OK", rank)
     """, timeout=90)
     assert out.count("OK") == 2, out
+
+
+@needs_mpi
+def test_plain_and_sharded_optimizers_equal_single_process(tmp_path):
+    """SGD with momentum and LAMB (per-tensor trust ratios), plain (allreduce_grads) and sharded,
+    through fit and through a hand-written loop, equal a single process; a gradient that is
+    non-finite on one rank only is skipped by a plain optimizer with skip_nonfinite on every rank."""
+    out = mpirun(tmp_path, """
+        rng = np.random.default_rng(2)
+        X = rng.normal(size=(203, 6)); y = (X[:, 0] - X[:, 2] > 0).astype(int)
+        cases = [(fd.SGD, dict(lr=0.05, momentum=0.9)), (fd.LAMB, dict(lr=0.02, weight_decay=0.1)),
+                 (fd.Adam, dict(lr=0.01, weight_decay=0.01, amsgrad=True))]
+        for cls, kw in cases:
+            def run(c, shard):
+                model = fd.nn.MLP([6, 16, 8, 2], seed=0)
+                h = fd.fit(model, X, y, optimizer=cls(model.parameters(), **kw), epochs=3,
+                           batch_size=25, progress=False, comm=c, shard_optimizer=shard)
+                return model, h
+            m0, h0 = run(None, False)
+            for shard in (False, True):
+                m1, h1 = run(comm, shard)
+                for a, b in zip(m1.params, m0.params):
+                    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6,
+                                               err_msg=f"{cls.__name__} shard={shard}")
+                np.testing.assert_allclose(h1.loss, h0.loss, rtol=1e-5)
+                allp = comm.allgather(m1.arena.flat_params.tobytes())
+                assert allp[0] == allp[1], (cls.__name__, shard)
+
+            # a hand-written loop: allreduce_grads on the arena, then the plain step
+            arena = fd.ParamArena([(4, 3), (3,), (5,)])
+            arena.flat_params[...] = np.linspace(-1, 1, arena.flat_params.size)
+            ref = [p.copy() for p in arena.params]
+            opt, ref_opt = cls(arena, **kw), cls(ref, **kw)
+            for t in range(4):
+                per_rank = [[np.random.default_rng(100 * t + r).normal(size=p.shape).astype(
+                    np.float32) for p in ref] for r in range(N)]
+                for g, mine in zip(arena.grads, per_rank[rank]):
+                    g[...] = mine
+                dist.allreduce_grads(arena, comm)
+                opt.step()
+                ref_opt.step([np.mean([pr[j] for pr in per_rank], axis=0) for j in range(len(ref))])
+            for a, b in zip(arena.params, ref):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=cls.__name__)
+
+        # early stopping, restore_best and ReduceLROnPlateau on the validation loss: the ranks stop
+        # at the single process's epoch with its history and its best parameters
+        Xv = rng.normal(size=(41, 6)); yv = (Xv[:, 0] - Xv[:, 2] > 0).astype(int)
+
+        def stop_early(c, shard):
+            model = fd.nn.MLP([6, 16, 2], seed=0)
+            opt = fd.Adam(model.parameters(), lr=0.05)
+            h = fd.fit(model, X, y, optimizer=opt, epochs=40, batch_size=32, progress=False,
+                       validation_data=(Xv, yv), tol=0.02, n_iter_no_change=3, restore_best=True,
+                       scheduler=fd.nn.ReduceLROnPlateau(opt, factor=0.5, patience=0), comm=c,
+                       shard_optimizer=shard)
+            return model, h
+        m0, h0 = stop_early(None, False)
+        assert h0.n_epochs < 40 and h0.stop_reason == "converged" and h0.lr[-1] < 0.05, h0.lr
+        for shard in (False, True):
+            m1, h1 = stop_early(comm, shard)
+            assert (h1.n_epochs, h1.stop_reason) == (h0.n_epochs, h0.stop_reason), (h1.stop_reason,
+                                                                                     h0.stop_reason)
+            for k in ("val_loss", "lr"):
+                np.testing.assert_allclose(h1.history[k], h0.history[k], rtol=1e-5, err_msg=k)
+            for a, b in zip(m1.params, m0.params):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+        # a NaN in rank 1's gradient only: the averaged gradient is non-finite on every rank, so
+        # every rank's plain optimizer (skip_nonfinite) skips that step alike, then goes on
+        arena = fd.ParamArena([(4, 3), (5,)])
+        arena.flat_params[...] = 0.5
+        opt = fd.Adam(arena, lr=0.1, skip_nonfinite=True)
+        for t in range(3):
+            arena.flat_grads[...] = 1.0 + rank
+            if t == 1 and rank == 1:
+                arena.grads[1][2] = np.nan
+            dist.allreduce_grads(arena, comm)
+            opt.step()
+        skipped = comm.allgather((opt.skipped_steps, opt.state_dict()["state"][0]["step"]))
+        assert skipped == [(1, 2)] * N, skipped
+        assert np.isfinite(arena.flat_params).all()
+        allp = comm.allgather(arena.flat_params.tobytes())
+        assert allp[0] == allp[1]
+        print("OK", rank)
+    """, timeout=120)
+    assert out.count("OK") == 2, out
+
+
+@needs_mpi
+def test_example_and_progress_on_rank_zero_only(tmp_path):
+    """examples/mpi_digits.py reaches its accuracy target on 2 ranks (plain and sharded Adam), and
+    fit(progress=True, comm=...) draws its progress bar on rank 0 only."""
+    pytest.importorskip("sklearn")
+    example = os.path.join(ROOT, "examples", "mpi_digits.py")
+    for extra in ("", ", '--shard'"):
+        out = mpirun(tmp_path, f"""
+            sys.argv = [{example!r}, "--epochs", "12"{extra}]
+            sys.path.insert(0, {os.path.dirname(example)!r})
+            import runpy
+            try:
+                runpy.run_path({example!r}, run_name="__main__")
+            except SystemExit as exc:
+                assert exc.code in (0, None), f"rank {{rank}}: exit status {{exc.code}}"
+            print("RAN", rank)
+        """, timeout=120, name="example.py")
+        assert out.count("RAN") == 2 and "test accuracy" in out, out
+    out = mpirun(tmp_path, """
+        sys.stderr = open(f"err{rank}.txt", "w")
+        X = np.random.default_rng(0).normal(size=(40, 3)); y = (X[:, 0] > 0).astype(int)
+        fd.fit(fd.nn.MLP([3, 4, 2], seed=0), X, y, epochs=3, progress=True, comm=comm)
+        sys.stderr.close()
+        print("OK", rank)
+    """)
+    assert out.count("OK") == 2, out
+    bar = (tmp_path / "err0.txt").read_text()
+    assert "3/3" in bar and "epoch" in bar, bar
+    assert (tmp_path / "err1.txt").read_text() == ""
 
 
 def test_mpi_tests_skip_with_a_reason_without_mpirun(tmp_path):

@@ -4,9 +4,10 @@ Imported by :func:`fastdescent.fit` only when it is given a communicator (it imp
 :mod:`fastdescent.distributed`).
 
 Each global minibatch (the rows a single-process ``fit`` with the same ``batch_size`` and seed
-would take) is cut into one contiguous piece per rank. Every rank computes the mean-loss gradient
-of its piece, scales it by ``rows_here / rows_in_the_global_batch`` and the ranks sum: the result
-is exactly the gradient of the global batch's mean loss (up to float rounding), whatever the split.
+would take) is cut into one contiguous piece per rank. Every rank computes the gradient of its
+piece's loss summed and divided by the global batch's row count (the loss kernel's ``scale``, so
+no extra pass over the gradient) and the ranks sum: the result is exactly the gradient of the
+global batch's mean loss (up to float rounding), whatever the split.
 """
 
 from __future__ import annotations
@@ -150,24 +151,20 @@ class Plan:
     def total_val(self):
         return int(self.n_val.sum()) if self.data_sharded else int(self.n_val[0])
 
-    def reduce_step(self, optimizer, arena, factor):
-        """The optimizer step run after a rank's backward pass: the local gradient times
-        ``factor`` (its share of the global batch), summed over the ranks, then the update."""
+    def reduce_step(self, optimizer, arena):
+        """The optimizer step run after a rank's backward pass: the local gradient (already this
+        rank's share of the global batch's mean: the loss kernel scaled it by 1/rows of the global
+        batch) summed over the ranks, then the update."""
         comm = self.comm
-        flat = arena.flat_grads
         if isinstance(optimizer, _dist.ShardedOptimizer):
             source = self.source
 
             def opt_step(grads):
-                if factor != 1.0:
-                    np.multiply(flat, factor, out=flat)
                 if source is not None:
                     self.mirror(optimizer)
                 optimizer.step(reduce="sum")
         else:
             def opt_step(grads):
-                if factor != 1.0:
-                    np.multiply(flat, factor, out=flat)
                 _dist.allreduce_grads(arena, comm, average=False)
                 optimizer.step(grads)
         return opt_step

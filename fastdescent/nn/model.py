@@ -439,11 +439,13 @@ class Sequential:
         if len(self._compiled) > 4 * _CACHE_SIZE:
             self._compiled.popitem(last=False)
 
-    def _compile(self, rows, spec, opt_step=None, opt_grads=None):
+    def _compile(self, rows, spec, opt_step=None, opt_grads=None, mean_rows=None):
         """A closure ``step(x3, y) -> loss`` for batches of ``rows`` rows: zero the gradients, forward,
         fused loss + d loss/d output, backward into the arena's gradients, then (if ``opt_step`` is
         given) ``opt_step(opt_grads)``. Inputs are trusted: x3 (1, rows, in) C-contiguous of the model
-        dtype, y as ``spec.prepare_targets`` returns it."""
+        dtype, y as ``spec.prepare_targets`` returns it. ``mean_rows`` (default ``rows``): the loss
+        and its gradient are this batch's sum over ``mean_rows`` rows (a data-parallel rank's share
+        of the mean over a global batch of ``mean_rows`` rows)."""
         ws = self._workspace(rows)
         ws.ensure_grads(self._widths, self.dtype)
         try:
@@ -458,7 +460,7 @@ class Sequential:
         N = self.out_features
         out2 = ws.acts[-1].reshape(rows, N)
         dout2 = ws.dacts[-1].reshape(rows, N)
-        scale = spec.scale(rows, N)
+        scale = spec.scale(rows if mean_rows is None else mean_rows, N)
         zero_grads = self.arena.flat_grads.fill
         zero_dacts = ws.dblock.fill
         sync = self._sync

@@ -505,12 +505,15 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
             rows = e - s
             key = (rows, m)
             if key not in steps:
-                opt_step = plan.reduce_step(optimizer, model.arena, rows / m)
+                # the loss kernel takes the 1/m of the global batch's mean: the ranks' gradients
+                # are their shares of it, summed with no scaling pass; the loss returned is this
+                # rank's share too (hence the weight m below)
+                opt_step = plan.reduce_step(optimizer, model.arena)
                 if rows:
-                    steps[key] = model._compile(rows, spec, opt_step, grads)
+                    steps[key] = model._compile(rows, spec, opt_step, grads, mean_rows=m)
                 else:
                     steps[key] = _idle_step(model.arena, opt_step, grads)
-            batches.append((steps[key], xp[s:e].reshape(1, rows, K), yp[s:e], rows))
+            batches.append((steps[key], xp[s:e].reshape(1, rows, K), yp[s:e], m))
         n_report, n_val_report = plan.total_train(), plan.total_val()
         if has_val:
             vs_, ve_ = plan.val_slice(xv.shape[0])
