@@ -71,8 +71,15 @@ from ..optim import _precision
 from ..optim.base import _state_step
 from ..precision import MIXED_RULES
 from ..rules import check_scalars
+from ._guard import tensor_guard
 
 __all__ = ["Optimizer"]
+
+#: how many times a plan records its fast-path guard (a guard that keeps failing, e.g. gradients
+#: whose type or requires_grad alternate, stops being recorded: the full path is taken)
+_GUARD_TRIES = 8
+#: gradient address sets a plan remembers as checked (no overlap with what the step writes)
+_SEEN = 4
 
 _F32, _F64 = torch.float32, torch.float64
 _BF16, _F16, _U8 = torch.bfloat16, torch.float16, torch.uint8
@@ -201,7 +208,7 @@ def _valid_scale(sc, n):
 
 class _Bucket:
     __slots__ = ("gi", "dtype", "pos", "sel", "step", "sstate", "fresh", "tab", "kidx", "kall",
-                 "names", "param_index", "spec", "plan", "tdtype", "hp")
+                 "names", "param_index", "spec", "plan", "tdtype", "hp", "sbytes")
 
 
 class _Plan:
@@ -763,22 +770,31 @@ class Optimizer(torch.optim.Optimizer):
         hps = [self._fd_hp(gi, g) for gi, g in enumerate(groups)]
         params = [p for g in groups for p in g["params"]]
         grads = list(map(_get_grad, params))
-        have = list(map(_is_not, grads, repeat(None)))
-        paddrs = list(map(_data_ptr, params))
-        pshapes = list(map(_get_shape, params))
-        pcontig = list(map(_is_contiguous, params))
         plan = self._fd_plan
-        if (plan is None or plan.have != have or plan.paddr_list != paddrs
-                or len(plan.params) != len(params) or not all(map(_is, params, plan.params))
-                or plan.pshapes != pshapes or plan.pcontig != pcontig
-                or not all(params[i].stride() == st for i, st in plan.pnc)
-                or not self._fd_plan_current(plan, hps)):
-            plan = self._fd_build(params, have, paddrs, hps)
-        if plan.inference and not torch.is_inference_mode_enabled():
-            raise RuntimeError(f"{self._name()}: a parameter is an inference tensor (created under "
-                               "torch.inference_mode()), which torch does not update in place "
-                               "outside inference mode; clone it into a normal tensor")
-        gs, gaddrs = self._fd_check_grads(plan, list(compress(grads, have)))
+        fast = None
+        if plan is not None and plan.guard is not None:
+            fast = self._fd_fast(plan, params, grads, hps)
+        if fast is not None:
+            gs, gaddrs = fast
+        else:
+            have = list(map(_is_not, grads, repeat(None)))
+            paddrs = list(map(_data_ptr, params))
+            pshapes = list(map(_get_shape, params))
+            pcontig = list(map(_is_contiguous, params))
+            if (plan is None or plan.have != have or plan.paddr_list != paddrs
+                    or len(plan.params) != len(params) or not all(map(_is, params, plan.params))
+                    or plan.pshapes != pshapes or plan.pcontig != pcontig
+                    or not all(params[i].stride() == st for i, st in plan.pnc)
+                    or not self._fd_plan_current(plan, hps)):
+                plan = self._fd_build(params, have, paddrs, hps)
+            if plan.inference and not torch.is_inference_mode_enabled():
+                raise RuntimeError(f"{self._name()}: a parameter is an inference tensor (created "
+                                   "under torch.inference_mode()), which torch does not update in "
+                                   "place outside inference mode; clone it into a normal tensor")
+            present = list(compress(grads, have))
+            gs, gaddrs = self._fd_check_grads(plan, present)
+            # the gradients passed as they are: the next steps compare with what was checked now
+            plain = gs is present
         # every bucket's scalars (and post-update passes) before anything is written
         rule = self._rule
         scalars, passes = [], []
@@ -800,6 +816,8 @@ class Optimizer(torch.optim.Optimizer):
                                      "mixed-precision step is not supported")
         if plan is not self._fd_plan:
             self._fd_commit(plan)
+        if fast is None and plain and plan.guard_tries < _GUARD_TRIES:
+            self._fd_record(plan, params, gs, gaddrs)
         if not plan.buckets:
             return
         kernels = self._fd_backend.KERNELS
@@ -830,35 +848,94 @@ class Optimizer(torch.optim.Optimizer):
         for b in plan.buckets:
             b.step += 1
             b.fresh = False
-            self._fd_steps[b.gi][1][b.sel] = b.step
+            blk = self._fd_steps[b.gi][1]
+            blk[b.sel] = b.step
+            b.sbytes = blk[b.sel].tobytes()
             if b.sstate is not None:
                 b.sstate = rule.next_scalar_state(hps[b.gi], b.step, b.sstate)
                 for name, v in b.sstate.items():
                     self._fd_sblocks[(b.gi, name)][1][b.sel] = v
         _bump_versions(plan.ptensors)
 
-    def _fd_plan_current(self, plan, hps):
+    def _fd_plan_current(self, plan, hps, addrs=True):
         """False when the state the plan's tables point at is no longer the optimizer's (replaced
-        state dicts or tensors, step counts edited, an option that needs another buffer)."""
+        state dicts or tensors, step counts edited, an option that needs another buffer).
+        ``addrs=False``: the caller has compared the state tensors' addresses."""
         state = self.state
         if (plan.state_obj is not state or len(state) != len(plan.svals)
                 or not all(map(_is, state.values(), plan.svals))):
             return False
-        if list(map(_data_ptr, plan.st_kern)) != plan.st_addrs:
+        if addrs and list(map(_data_ptr, plan.st_kern)) != plan.st_addrs:
             return False  # (a state tensor's memory moved: resize_, set_, .data = ...)
         if plan.sd_rep and not all(map(_is, map(_getitem, plan.sd_rep, plan.sn_rep), plan.st_rep)):
             return False
+        steps = self._fd_steps
         for b in plan.buckets:
             hp = hps[b.gi]
-            if b.names != self._rule.state_names(hp):
-                return False
             if b.hp is not hp:  # (the group changed: its options may ask for another storage)
+                if b.names != self._rule.state_names(hp):
+                    return False
                 if self._fd_spec(b.gi, hp, b.tdtype, b.names) != b.spec:
                     return False
                 b.hp = hp
-            if (self._fd_steps[b.gi][1][b.sel] != b.step).any():
+            # (the bytes the last step wrote: equal values for any other bytes are rare, and only
+            # cost the full comparison)
+            now = steps[b.gi][1][b.sel]
+            if now.tobytes() != b.sbytes and (now != b.step).any():
                 return False
         return True
+
+    def _fd_fast(self, plan, params, grads, hps):
+        """The gradients to read and their addresses (as :meth:`_fd_check_grads` returns them) if
+        the cached plan holds and every gradient has what the step needs, checked in a few C-level
+        passes against what an earlier step checked one by one; None: take the full path, which
+        decides (and raises, rebuilds or copies) exactly as before.
+
+        One :func:`._guard.tensor_guard` call compares every parameter and gradient with the ones
+        the plan was last confirmed with (type, dispatch keys: CPU, strided, no negative or zero bit;
+        dtype, requires_grad, shape, strides); the parameters' and state tensors' addresses are
+        compared with the plan's, the state (dicts, entries, step counts) as
+        :meth:`_fd_plan_current` does; the gradients' addresses must be non-null and share no byte
+        with what the step writes, which is computed once per set of addresses and remembered for
+        the plan (the last few sets: torch's allocator often hands the same ones back)."""
+        if len(params) != len(plan.params) or not all(map(_is, params, plan.params)):
+            return None
+        if plan.all_have:
+            present = grads
+        else:
+            if any(map(_is_not, compress(grads, plan.nothave), repeat(None))):
+                return None
+            present = list(compress(grads, plan.have))
+        if not plan.guard(*params, *present):  # (a None gradient fails it)
+            return None
+        if list(map(_data_ptr, plan.watch)) != plan.watch_addrs:
+            return None
+        if not self._fd_plan_current(plan, hps, addrs=False):
+            return None
+        if not present:
+            return present, None
+        gptrs = list(map(_data_ptr, present))
+        for seen, arr in plan.gseen:
+            if seen == gptrs:
+                return present, arr
+        arr = np.array(gptrs, dtype=np.int64)
+        if not np.logical_or(arr, plan.gempty).all() or self._fd_grad_overlaps(plan, arr).any():
+            return None
+        plan.gseen.insert(0, (gptrs, arr))
+        del plan.gseen[_SEEN:]
+        return present, arr
+
+    @staticmethod
+    def _fd_record(plan, params, gs, gaddrs):
+        """After a step whose plan held and whose gradients passed as they were: remember their
+        metadata (a guard over the parameters and gradients) and addresses for the next steps'
+        fast path. A plan whose guard keeps failing stops recording after a few tries; one with
+        inference tensors (which the full path checks against the inference mode) never does."""
+        plan.guard_tries += 1
+        if plan.inference:
+            return
+        plan.guard = tensor_guard(params + gs)
+        plan.gseen = [] if gaddrs is None else [(gaddrs.tolist(), gaddrs)]
 
     def _fd_mixed_module(self):
         """The backend's mixed-precision step (``fastdescent/backends/<backend>/mixed.py``);
@@ -951,6 +1028,9 @@ class Optimizer(torch.optim.Optimizer):
         sinit = rule.scalar_state
         plan = _Plan()
         plan.params, plan.have, plan.paddr_list = params, have, paddrs
+        plan.all_have = all(have)
+        plan.nothave = [not h for h in have]
+        plan.guard, plan.guard_tries, plan.gseen = None, 0, []
         plan.paddrs = np.array(paddrs, dtype=np.int64)
         keyed = {}
         pending = []
@@ -1086,6 +1166,7 @@ class Optimizer(torch.optim.Optimizer):
             if len(b.pos) and (b.pos == np.arange(b.pos[0], b.pos[0] + len(b.pos))).all():
                 b.sel = slice(int(b.pos[0]), int(b.pos[0]) + len(b.pos))  # (a view: cheaper)
             b.names = self._rule.state_names(hps[gi])
+            b.sbytes = None  # (the bytes of its step counts the last step wrote)
             plan.buckets.append(b)
         if len(plan.buckets) == 1:
             plan.buckets[0].kall = True  # the bucket reads every gradient, in order
@@ -1218,6 +1299,8 @@ class Optimizer(torch.optim.Optimizer):
         self._fd_set_written(plan, spans)
         plan.state_obj = state
         plan.svals = list(state.values())
+        plan.watch = list(params) + st_kern  # (the fast path compares their addresses at once)
+        plan.watch_addrs = plan.paddr_list + st_addrs
         plan.sd_rep, plan.sn_rep, plan.st_rep = sd_rep, sn_rep, st_rep
         self._fd_plan = plan
 
