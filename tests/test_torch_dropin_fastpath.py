@@ -351,3 +351,46 @@ def test_without_the_guard_every_step_takes_the_full_path(monkeypatch, fast_hits
             q.grad = p.grad.clone()
         both_step(opt, topt, ps, qs)
     assert fast_hits == []  # (no guard recorded: _fd_fast is never asked)
+
+
+def test_step_hooks_profiler_and_subclass_step():
+    """The step keeps torch's wrapper semantics: hooks (the optimizer's and global ones) run once
+    per step, the profiler sees the step's range, a subclass's own step is wrapped too."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = fdt.SGD([p], lr=0.1)
+    calls = []
+    h1 = opt.register_step_pre_hook(lambda o, a, kw: calls.append("pre"))
+    h2 = register_optimizer_step_post_hook(lambda o, a, kw: calls.append("global post"))
+    try:
+        p.grad = torch.ones(3)
+        opt.step()
+        assert calls == ["pre", "global post"]
+    finally:
+        h1.remove()
+        h2.remove()
+    opt.step()
+    assert calls == ["pre", "global post"]
+    with torch.profiler.profile() as prof:
+        opt.step()
+    assert "Optimizer.step#SGD.step" in {e.name for e in prof.events()}
+
+    seen = {}
+    for base in (fdt.SGD, torch.optim.SGD):  # (torch.optim.SGD instantiated before, like fdt.SGD)
+        torch.optim.SGD([torch.nn.Parameter(torch.ones(1))])
+
+        class Mine(base):
+            def step(self, closure=None):
+                calls.append("mine")
+                return super().step(closure)
+
+        q = torch.nn.Parameter(torch.ones(3))
+        mine = Mine([q], lr=0.5)
+        mine.register_step_post_hook(lambda o, a, kw: calls.append("post"))
+        q.grad = torch.ones(3)
+        calls.clear()
+        mine.step()
+        seen[base.__name__ if base is fdt.SGD else "torch"] = list(calls)
+        assert torch.allclose(q.detach(), torch.full((3,), 0.5))
+    assert seen["SGD"] == seen["torch"] and seen["SGD"][0] == "mine", seen

@@ -57,6 +57,7 @@ stochastic rounding's random bits) in the group's block too, out of its state (t
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections import defaultdict
 from itertools import compress, repeat
@@ -121,6 +122,42 @@ def _bump_versions(tensors):
     except TypeError:  # pragma: no cover - depends on the torch version
         for t in tensors:
             _increment_version(t)
+
+
+_set_grad_enabled = torch._C._set_grad_enabled
+try:  # (private to torch: where missing, step keeps torch's own wrapper)
+    from torch._C._profiler import _RecordFunctionFast
+    from torch.autograd import _profiler_enabled
+    from torch.optim.optimizer import _global_optimizer_post_hooks as _GLOBAL_POST
+    from torch.optim.optimizer import _global_optimizer_pre_hooks as _GLOBAL_PRE
+except ImportError:  # pragma: no cover - depends on the torch version
+    _RecordFunctionFast = None
+
+
+def _hook_step(func, cls_name):
+    """``func`` (an optimizer's step) wrapped as torch's ``Optimizer.profile_hook_step`` wraps it:
+    with a step hook registered (global or the optimizer's) or torch's profiler on, torch's own
+    wrapper runs; otherwise ``func`` runs inside the same profiler range
+    (``Optimizer.step#<class>.step``, opened by torch's low-overhead recorder) and is followed by
+    ``_optimizer_step_code``, as in torch's. None where torch lacks what this needs."""
+    if _RecordFunctionFast is None:  # pragma: no cover - depends on the torch version
+        return None
+    hooked = torch.optim.Optimizer.profile_hook_step(func)
+    name = f"Optimizer.step#{cls_name}.step"
+
+    @functools.wraps(func)
+    def step(self, *args, **kwargs):
+        if (_GLOBAL_PRE or _GLOBAL_POST or self._optimizer_step_pre_hooks
+                or self._optimizer_step_post_hooks or _profiler_enabled()):
+            return hooked(self, *args, **kwargs)
+        with _RecordFunctionFast(name):
+            out = func(self, *args, **kwargs)
+            self._optimizer_step_code()
+        return out
+
+    step.hooked = True
+    step._fd_hook_step = True
+    return step
 
 
 def _scalar_dtype():
@@ -747,7 +784,6 @@ class Optimizer(torch.optim.Optimizer):
         self._fd_adopt_needed = False
 
     # ------------------------------------------------------------------ step
-    @torch.no_grad()
     def step(self, closure=None):
         """One optimization step over every parameter whose ``.grad`` is not None.
 
@@ -756,12 +792,33 @@ class Optimizer(torch.optim.Optimizer):
         Nothing is modified if a check fails (an invalid hyperparameter, a sparse or mismatched
         gradient, an unsupported dtype or device).
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self._fd_step()
-        return loss
+        prev = torch.is_grad_enabled()  # (torch.no_grad(), without its per-call objects)
+        _set_grad_enabled(False)
+        try:
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            self._fd_step()
+            return loss
+        finally:
+            _set_grad_enabled(prev)
+
+    def _patch_step_function(self):
+        """torch's (the class's ``step`` wrapped once, for the profiler and the step hooks), then
+        the wrapper it installed is replaced by :func:`_hook_step`'s, which calls torch's wrapper
+        whenever it has something to do (a hook registered, the profiler on) and otherwise only
+        opens the profiler range with torch's low-overhead recorder (~0.3 us instead of ~10 us)."""
+        cls = type(self)
+        before = cls.__dict__.get("step")
+        super()._patch_step_function()
+        step = cls.__dict__.get("step")
+        inner = getattr(step, "__wrapped__", None)
+        if (step is not before and inner is not None and getattr(step, "hooked", False)
+                and not getattr(step, "_fd_hook_step", False)):
+            light = _hook_step(inner, cls.__name__)
+            if light is not None:
+                cls.step = light
 
     def _fd_step(self):
         if self._fd_adopt_needed:
