@@ -1,9 +1,14 @@
-"""fastdescent.torch's step fast path (``Optimizer._fd_fast``): once a step has checked the parameters,
+"""fastdescent.torch's step fast path (``Optimizer._fd_fast``) and the placement of large state buffers.
+
+Fast path: once a step has checked the parameters,
 gradients and state one by one, the next steps compare them with what was checked in a few C-level
 passes (a metadata guard over the parameters and gradients, their addresses, the state's identity).
 Every change between steps must still be seen exactly as the full path sees it: each case warms the
 fast path up (and checks that it is taken), changes one thing, and compares the step with torch.optim's
 for-loop implementation or with the refusal the full path gives (parameters and state untouched).
+
+State placement (``_state_like``): a large state buffer starts at another offset within a page than
+its parameter; it is still an ordinary tensor of the parameter's shape and strides.
 """
 
 from __future__ import annotations
@@ -17,7 +22,12 @@ torch = pytest.importorskip("torch")
 
 import fastdescent.torch as fdt  # noqa: E402
 from fastdescent.torch import _guard  # noqa: E402
-from fastdescent.torch._optimizer import Optimizer  # noqa: E402
+from fastdescent.torch._optimizer import (  # noqa: E402
+    _PAGE,
+    _STAGGER_MIN,
+    Optimizer,
+    _stagger_step,
+)
 
 WARM = 3  # steps before a change: the first checks one by one, the next ones take the fast path
 
@@ -394,3 +404,71 @@ def test_step_hooks_profiler_and_subclass_step():
         seen[base.__name__ if base is fdt.SGD else "torch"] = list(calls)
         assert torch.allclose(q.detach(), torch.full((3,), 0.5))
     assert seen["SGD"] == seen["torch"] and seen["SGD"][0] == "mine", seen
+
+
+@pytest.mark.parametrize("cls_name, hp, names", [
+    ("Adam", dict(lr=0.01, amsgrad=True), ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
+    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True),
+     ("square_avg", "grad_avg", "momentum_buffer")),
+    ("Adagrad", dict(lr=0.1, initial_accumulator_value=0.25), ("sum",)),
+])
+def test_large_state_buffers_are_staggered_and_ordinary(cls_name, hp, names, tmp_path):
+    """Large buffers (a channels-last conv weight, a vector) get p's shape and strides, their initial
+    value, and start at another offset within a page than p and than each other; trajectories,
+    torch.save and loading into torch.optim are as for any tensor."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 32, 3, 3, generator=g).to(memory_format=torch.channels_last)
+    shapes = [w, torch.randn(_STAGGER_MIN, generator=g), torch.randn(7, generator=g)]
+    ps = [torch.nn.Parameter(t.clone()) for t in shapes]
+    qs = [torch.nn.Parameter(t.clone()) for t in shapes]
+    assert not ps[0].is_contiguous() and ps[0].is_contiguous(memory_format=torch.channels_last)
+    opt, topt = getattr(fdt, cls_name)(ps, **hp), getattr(torch.optim, cls_name)(qs, foreach=False,
+                                                                               **hp)
+    for _ in range(3):
+        for p, q in zip(ps, qs):
+            v = torch.randn(p.shape, generator=g).to(memory_format=torch.channels_last
+                                                     if p.dim() == 4 else torch.contiguous_format)
+            p.grad, q.grad = v, v.clone()
+        both_step(opt, topt, ps, qs)
+    for p, q in zip(ps, qs):
+        for nm in names:
+            a, b = opt.state[p][nm], topt.state[q][nm]
+            assert a.shape == p.shape and a.stride() == p.stride() and a.dtype == p.dtype, nm
+            torch.testing.assert_close(a, b)
+    rule_names = opt.rule.all_state
+    step = _stagger_step(len(rule_names) + 1)
+    for p in ps[:2]:  # (the small one is allocated as torch allocates it)
+        for nm in names:
+            k = rule_names.index(nm) + 1
+            assert (opt.state[p][nm].data_ptr() - p.data_ptr()) % _PAGE == k * step, nm
+    fresh = getattr(fdt, cls_name)([torch.nn.Parameter(torch.zeros(_STAGGER_MIN))], **hp)
+    if cls_name == "Adagrad":  # (its state exists from the constructor: filled with the init value)
+        st = fresh.state[fresh.param_groups[0]["params"][0]]["sum"]
+        assert torch.equal(st, torch.full((_STAGGER_MIN,), 0.25))
+    path = tmp_path / "opt.pt"
+    torch.save(opt.state_dict(), path)
+    sd = torch.load(path, weights_only=True)
+    rs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    ropt = getattr(torch.optim, cls_name)(rs, foreach=False, **hp)
+    ropt.load_state_dict(sd)
+    for p, q, r in zip(ps, qs, rs):
+        p.grad = torch.ones_like(p)
+        q.grad, r.grad = p.grad.clone(), p.grad.clone()
+    opt.step()
+    ropt.step()
+    close(ps, rs)
+
+
+def test_large_state_resized_is_refused_as_before():
+    p = torch.nn.Parameter(torch.ones(_STAGGER_MIN))
+    opt = fdt.Adam([p], lr=0.1)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    opt.step()
+    snap = snapshot(opt, [p])
+    buf = opt.state[p]["exp_avg_sq"]
+    buf.resize_(3 * _STAGGER_MIN)  # (its storage grows: the memory moves)
+    with pytest.raises(ValueError, match=r"state\[0\]\['exp_avg_sq'\] does not match"):
+        opt.step()
+    opt.state[p]["exp_avg_sq"] = snap[0][1]["exp_avg_sq"].clone()
+    unchanged(opt, [p], snap)
