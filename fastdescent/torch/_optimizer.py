@@ -28,6 +28,17 @@ torch's default) gives new ``.grad`` tensors at every backward, and a step never
 A gradient that shares memory with what the step writes (``p.grad = p.data``) is copied first.
 No reference to a gradient is kept after the step, so torch's allocator can reuse its memory.
 
+Fast path: once a step has checked everything above one tensor at a time and used the plan, it
+records a guard (``_guard.tensor_guard``: torch's C++ check of many tensors' type, dispatch keys,
+dtype, requires_grad, sizes and strides) over the parameters and the gradients it took as they were.
+The next steps first try :meth:`Optimizer._fd_fast`: the parameters the same objects, one guard call
+over parameters and gradients, one pass comparing the parameters' and state tensors' addresses, the
+state's identity and step counts as :meth:`Optimizer._fd_plan_current` compares them, and the
+gradients' addresses non-null and clear of what the step writes (computed once per set of addresses,
+the last few remembered per plan). Anything that fails there takes the full path, which decides
+exactly as before (and raises, rebuilds the plan or copies a gradient). Large state buffers are
+placed at another offset within a page than their parameter (:func:`_state_like`).
+
 State layout
 ------------
 ``self.state[p]`` holds torch tensors named as torch names them (``exp_avg``, ``exp_avg_sq``,
