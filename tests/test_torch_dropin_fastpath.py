@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch")
 import fastdescent.torch as fdt  # noqa: E402
 from fastdescent.torch import _guard  # noqa: E402
 from fastdescent.torch._optimizer import (  # noqa: E402
+    _GUARD_TRIES,
     _PAGE,
     _STAGGER_MIN,
     Optimizer,
@@ -350,6 +351,21 @@ def test_options_and_lr_changed_between_fast_steps(fast_hits):
     opt.step()
     assert "max_exp_avg_sq" in opt.state[ps[0]]
     assert fast_hits == [True, False]
+
+
+def test_gradients_whose_kind_alternates_every_step(fast_hits):
+    """Gradients that fail the recorded guard every other step (requires_grad on, then off): each
+    failure re-records it, a few times, then the plan stops recording; every step is right."""
+    ps, qs, opt, topt = pair("Adam", lr=0.1)
+    warm(opt, topt, ps, qs, fast_hits)
+    g = torch.Generator().manual_seed(2)
+    for k in range(2 * _GUARD_TRIES + 4):
+        for p, q in zip(ps, qs):
+            v = torch.randn(4, 5, generator=g)
+            p.grad, q.grad = v.clone().requires_grad_(k % 2 == 0), v
+        both_step(opt, topt, ps, qs)
+    assert opt._fd_plan.guard_tries == _GUARD_TRIES
+    assert fast_hits.count(False) >= _GUARD_TRIES
 
 
 def test_without_the_guard_every_step_takes_the_full_path(monkeypatch, fast_hits):
