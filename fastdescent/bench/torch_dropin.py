@@ -17,8 +17,10 @@ fast path: gradients validated once) and ``fdt-static`` is ``fastdescent.torch``
 set of ``.grad`` tensors: ``fdt-static`` minus ``fd-raw`` is what the torch adapter costs per step.
 ``fd-raw-fresh`` is ``fd-raw`` with the two gradient sets by turns, as ``fdt`` and torch get them:
 the kernels then stream the other set's memory at every step, which a cache as large as the model's
-state (this machine reports 480 MiB of L3) makes slower than re-reading one set; ``fdt`` minus
-``assign`` minus ``fd-raw-fresh`` is the adapter's cost in the training loop's conditions.
+state (this machine reports 480 MiB of L3) makes slower than re-reading one set. It also pays the
+NumPy-facing class's own check of a new gradient list at every step (~3 us an array), so ``fdt``
+minus ``assign`` minus ``fd-raw-fresh`` understates the adapter's cost, by that much, on small
+models; on ResNet-50's shapes the cache effect dominates.
 
 Run: ``python -m fastdescent.bench.torch_dropin [--models resnet50,linear50] [--ops adam,rmsprop]``
 (prints a table), or ``pytest benchmarks/bench_torch_dropin.py`` (pytest-benchmark).
@@ -310,8 +312,8 @@ def main(argv=None):
                       f"{over * 1e6:.1f} us per step")
             if {"fdt", "assign", "fd-raw-fresh"} <= by.keys():
                 over = by["fdt"] - by["assign"] - by["fd-raw-fresh"]
-                print(f"  adapter overhead, fresh gradients (fdt - assign - fd-raw-fresh): "
-                      f"{over * 1e6:.1f} us per step")
+                print(f"  fdt - assign - fd-raw-fresh (fresh gradients; fd-raw-fresh checks each new "
+                      f"gradient list itself): {over * 1e6:.1f} us per step")
             for i in insts:
                 i.close()
             _data.cache_clear()
