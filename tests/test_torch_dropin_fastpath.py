@@ -24,6 +24,7 @@ import fastdescent.torch as fdt  # noqa: E402
 from fastdescent.torch import _guard  # noqa: E402
 from fastdescent.torch._optimizer import (  # noqa: E402
     _GUARD_TRIES,
+    _HUGE_MIN,
     _PAGE,
     _STAGGER_MIN,
     Optimizer,
@@ -488,3 +489,40 @@ def test_large_state_resized_is_refused_as_before():
         opt.step()
     opt.state[p]["exp_avg_sq"] = snap[0][1]["exp_avg_sq"].clone()
     unchanged(opt, [p], snap)
+
+
+def _huge_kib(addr):
+    """AnonHugePages (KiB) of the mapping holding ``addr`` (/proc/self/smaps), None if not found."""
+    found = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and ":" not in head:
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                found = lo <= addr < hi
+            elif found and head == "AnonHugePages:":
+                return int(line.split()[1])
+    return None
+
+
+def _thp_mode():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return text[text.index("[") + 1:text.index("]")] if "[" in text else None
+
+
+@pytest.mark.skipif(_thp_mode() not in ("madvise", "always"),
+                    reason="transparent huge pages are off (or not Linux) here")
+def test_large_state_buffers_ask_for_huge_pages():
+    """A state buffer of at least _HUGE_MIN bytes is advised onto transparent huge pages (the
+    kernel may still refuse when memory is fragmented: then its pages are smaller, nothing else)."""
+    p = torch.nn.Parameter(torch.zeros(4 * _HUGE_MIN // 4))  # 16 MiB of float32
+    opt = fdt.Adam([p], lr=0.1)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    buf = opt.state[p]["exp_avg"]
+    kib = _huge_kib(buf.data_ptr() + buf.numel() * 2)  # (the middle: in a whole 2 MiB page)
+    assert kib is not None and kib >= 2048, kib

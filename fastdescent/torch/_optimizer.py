@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import sys
 from collections import defaultdict
 from itertools import compress, repeat
 
@@ -194,6 +195,37 @@ def _dense(t):
 #: state buffers of at least this many bytes start at their own offset within a 4 KiB page
 _STAGGER_MIN = 1 << 16
 _PAGE = 4096
+#: and those of at least this many bytes ask Linux for transparent huge pages (as NumPy does for
+#: its arrays of 4 MiB and more)
+_HUGE_MIN = 4 << 20
+_HUGE = 2 << 20
+_MADV_HUGEPAGE = 14
+_MADVISE = []  # [] not looked up yet; [None] unavailable; [libc's madvise]
+
+
+def _advise_huge(addr, nbytes):
+    """Ask Linux to back the whole 2 MiB pages inside ``[addr, addr + nbytes)`` (memory of ours, not
+    touched yet) with transparent huge pages: a step streams several such buffers at once, and with
+    4 KiB pages its address translations miss (measured: a ResNet-50 Adam or RMSprop step ~2-4%
+    slower than over the NumPy-facing class's state, which NumPy allocates this way). Advice only:
+    where it is unavailable or refused nothing changes."""
+    if not _MADVISE:
+        fn = None
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                fn = ctypes.CDLL(None).madvise
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                fn.restype = ctypes.c_int
+            except (OSError, AttributeError):  # pragma: no cover - depends on the libc
+                fn = None
+        _MADVISE.append(fn)
+    fn = _MADVISE[0]
+    lo = -(-addr // _HUGE) * _HUGE
+    hi = (addr + nbytes) // _HUGE * _HUGE
+    if fn is not None and hi > lo:
+        fn(lo, hi - lo, _MADV_HUGEPAGE)
 
 
 def _stagger_step(nslots):
@@ -208,12 +240,16 @@ def _state_like(p, dtype, slot, nslots):
     offset within a page: buffers allocated on their own often start at the same offset within a
     page as their parameter and its gradient, and a step that streams them together then loads and
     stores lines that fall in the same cache sets (measured: a ResNet-50 Adam step 2-4% slower
-    than with the buffers staggered)."""
+    than with the buffers staggered). One of at least :data:`_HUGE_MIN` bytes asks for transparent
+    huge pages (:func:`_advise_huge`)."""
     n = p.numel()
     es = _ITEMSIZE[dtype]
     if n * es < _STAGGER_MIN:
         return torch.zeros_like(p, dtype=dtype)
-    base = torch.zeros(n + _PAGE // es, dtype=dtype)
+    base = torch.empty(n + _PAGE // es, dtype=dtype)
+    if n * es >= _HUGE_MIN:
+        _advise_huge(base.data_ptr(), base.numel() * es)  # (before the first touch: zero_)
+    base.zero_()
     off = (p.data_ptr() + _stagger_step(nslots) * (slot + 1) - base.data_ptr()) % _PAGE // es
     return base.as_strided(p.shape, p.stride(), off)
 
