@@ -37,7 +37,9 @@ state's identity and step counts as :meth:`Optimizer._fd_plan_current` compares 
 gradients' addresses non-null and clear of what the step writes (computed once per set of addresses,
 the last few remembered per plan). Anything that fails there takes the full path, which decides
 exactly as before (and raises, rebuilds the plan or copies a gradient). Large state buffers are
-placed at another offset within a page than their parameter (:func:`_state_like`).
+placed at another offset within a page than their parameter, and from 4 MiB on transparent huge pages
+(:func:`_state_like`): ordinary tensors of the parameter's shape and strides, each with a storage of
+its own (one page longer than it needs).
 
 State layout
 ------------
