@@ -29,6 +29,7 @@ from fastdescent.torch._optimizer import (  # noqa: E402
     _STAGGER_MIN,
     Optimizer,
     _stagger_step,
+    _state_like,
 )
 
 WARM = 3  # steps before a change: the first checks one by one, the next ones take the fast path
@@ -526,3 +527,13 @@ def test_large_state_buffers_ask_for_huge_pages():
     buf = opt.state[p]["exp_avg"]
     kib = _huge_kib(buf.data_ptr() + buf.numel() * 2)  # (the middle: in a whole 2 MiB page)
     assert kib is not None and kib >= 2048, kib
+
+
+def test_state_like_takes_any_layout():
+    """A parameter that is not dense (made so after the checks, e.g. before a load_state_dict) gets
+    a buffer as torch.zeros_like makes it; small and dense ones as described."""
+    big = torch.ones(64, 2 * _STAGGER_MIN // 64)
+    for t in (big[:, ::2], big.t(), big[:1], torch.ones(3)):
+        out = _state_like(t, torch.float32, 1, 4)
+        ref = torch.zeros_like(t)
+        assert out.shape == t.shape and out.stride() == ref.stride() and not out.any()

@@ -246,7 +246,7 @@ def _state_like(p, dtype, slot, nslots):
     huge pages (:func:`_advise_huge`)."""
     n = p.numel()
     es = _ITEMSIZE[dtype]
-    if n * es < _STAGGER_MIN:
+    if n * es < _STAGGER_MIN or not _dense(p):  # (not dense: torch's layout for it, as before)
         return torch.zeros_like(p, dtype=dtype)
     base = torch.empty(n + _PAGE // es, dtype=dtype)
     if n * es >= _HUGE_MIN:
