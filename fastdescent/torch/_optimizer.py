@@ -149,23 +149,23 @@ except ImportError:  # pragma: no cover - depends on the torch version
     _RecordFunctionFast = None
 
 
-def _hook_step(func, cls_name):
+def _hook_step(func):
     """``func`` (an optimizer's step) wrapped as torch's ``Optimizer.profile_hook_step`` wraps it:
     with a step hook registered (global or the optimizer's) or torch's profiler on, torch's own
     wrapper runs; otherwise ``func`` runs inside the same profiler range
-    (``Optimizer.step#<class>.step``, opened by torch's low-overhead recorder) and is followed by
-    ``_optimizer_step_code``, as in torch's. None where torch lacks what this needs."""
+    (``Optimizer.step#<the instance's class>.step``, opened by torch's low-overhead recorder) and
+    is followed by ``_optimizer_step_code``, as in torch's. None where torch lacks what this
+    needs."""
     if _RecordFunctionFast is None:  # pragma: no cover - depends on the torch version
         return None
     hooked = torch.optim.Optimizer.profile_hook_step(func)
-    name = f"Optimizer.step#{cls_name}.step"
 
     @functools.wraps(func)
     def step(self, *args, **kwargs):
         if (_GLOBAL_PRE or _GLOBAL_POST or self._optimizer_step_pre_hooks
                 or self._optimizer_step_post_hooks or _profiler_enabled()):
             return hooked(self, *args, **kwargs)
-        with _RecordFunctionFast(name):
+        with _RecordFunctionFast(f"Optimizer.step#{type(self).__name__}.step"):
             out = func(self, *args, **kwargs)
             self._optimizer_step_code()
         return out
@@ -900,7 +900,7 @@ class Optimizer(torch.optim.Optimizer):
         inner = getattr(step, "__wrapped__", None)
         if (step is not before and inner is not None and getattr(step, "hooked", False)
                 and not getattr(step, "_fd_hook_step", False)):
-            light = _hook_step(inner, cls.__name__)
+            light = _hook_step(inner)
             if light is not None:
                 cls.step = light
 
