@@ -551,7 +551,7 @@ def test_bench_models_and_cases():
     sizes = {m: (len(f()), sum(math.prod(s) for s in f())) for m, f in T.MODELS.items()}
     assert sizes == {"resnet50": (161, 25_557_032), "gpt2": (148, 124_439_808),
                      "linear50": (100, 208_000)}
-    for impl in ("fdt", "torch-fused", "fdt-static", "fd-raw", "assign"):
+    for impl in ("fdt", "torch-fused", "fdt-static", "fd-raw", "fd-raw-fresh", "assign"):
         case = T.TorchStepCase("adam", "linear50", impl)
         assert case.unavailable() is None
         inst = case.build()

@@ -15,6 +15,12 @@ gradient assignment is the same for every implementation (``assign`` times it al
 is ``fastdescent.<Opt>`` on NumPy views of the same tensors with one persistent gradient list (its
 fast path: gradients validated once) and ``fdt-static`` is ``fastdescent.torch`` with one persistent
 set of ``.grad`` tensors: ``fdt-static`` minus ``fd-raw`` is what the torch adapter costs per step.
+``fd-raw-fresh`` is ``fd-raw`` with the two gradient sets by turns, as ``fdt`` and torch get them:
+the kernels then stream the other set's memory at every step, which a cache as large as the model's
+state (this machine reports 480 MiB of L3) makes slower than re-reading one set. It also pays the
+NumPy-facing class's own check of a new gradient list at every step (~3 us an array), so ``fdt``
+minus ``assign`` minus ``fd-raw-fresh`` understates the adapter's cost, by that much, on small
+models; on ResNet-50's shapes the cache effect dominates.
 
 Run: ``python -m fastdescent.bench.torch_dropin [--models resnet50,linear50] [--ops adam,rmsprop]``
 (prints a table), or ``pytest benchmarks/bench_torch_dropin.py`` (pytest-benchmark).
@@ -73,9 +79,10 @@ MODELS = {"resnet50": resnet50_shapes, "gpt2": gpt2_small_shapes, "linear50": li
 
 #: fdt: fastdescent.torch; fdt-static: the same with one persistent set of .grad tensors (no
 #: assignment); fd-raw: the NumPy-facing class on views of the same tensors and one persistent
-#: gradient list; assign: the gradient assignment alone (the fresh-gradient steps do it); roofline:
-#: the streaming probe
-IMPLS = ("fdt", "torch-fused", "torch-foreach", "fdt-static", "fd-raw", "assign", "roofline")
+#: gradient list (fd-raw-fresh: the two gradient sets by turns); assign: the gradient assignment
+#: alone (the fresh-gradient steps do it); roofline: the streaming probe
+IMPLS = ("fdt", "torch-fused", "torch-foreach", "fdt-static", "fd-raw", "fd-raw-fresh", "assign",
+         "roofline")
 
 CHECK_STEPS = 2
 
@@ -137,7 +144,7 @@ class TorchStepCase:
     @property
     def kind(self):
         return {"fdt": "fastdescent", "fdt-static": "fastdescent", "fd-raw": "fastdescent",
-                "roofline": "roofline"}.get(
+                "fd-raw-fresh": "fastdescent", "roofline": "roofline"}.get(
             self.impl, "peer")
 
     @property
@@ -187,15 +194,18 @@ class TorchStepCase:
         p0, gsets = _data(self.model)
         ps = [torch.nn.Parameter(torch.tensor(a)) for a in p0]
         tg = [[torch.tensor(g) for g in gs] for gs in gsets]
-        if impl == "fd-raw":
+        if impl in ("fd-raw", "fd-raw-fresh"):
             import fastdescent as fd
 
             views = [p.detach().numpy() for p in ps]
-            grads = [g.numpy() for g in tg[0]]
+            sets = [[g.numpy() for g in gs] for gs in tg]
             opt = getattr(fd, spec.cls)(views, backend="c", **spec.kwargs)
+            turn = [0]
 
             def step():
-                opt.step(grads)
+                opt.step(sets[turn[0] & 1])
+                if impl == "fd-raw-fresh":
+                    turn[0] += 1
 
             def result():
                 return views
@@ -292,13 +302,18 @@ def main(argv=None):
                     extra += f"  {t.median / by['torch-fused']:.2f}x torch fused"
                 if c.impl in ("fdt", "torch-fused") and "torch-foreach" in by:
                     extra += f"  {t.median / by['torch-foreach']:.2f}x torch foreach"
-                if c.impl in ("fdt", "fdt-static", "fd-raw", "torch-fused") and "roofline" in by:
+                if c.impl in ("fdt", "fdt-static", "fd-raw", "fd-raw-fresh",
+                              "torch-fused") and "roofline" in by:
                     extra += f"  roofline fraction {by['roofline'] / t.median:.2f}"
                 print(f"  {c.impl:14s} {t.median * 1e6:12.1f} us  (spread {t.spread:.2f}){extra}")
             if {"fdt-static", "fd-raw"} <= by.keys():
                 over = by["fdt-static"] - by["fd-raw"]
                 print(f"  adapter overhead (fdt-static - fd-raw, the same tensors and gradients): "
                       f"{over * 1e6:.1f} us per step")
+            if {"fdt", "assign", "fd-raw-fresh"} <= by.keys():
+                over = by["fdt"] - by["assign"] - by["fd-raw-fresh"]
+                print(f"  fdt - assign - fd-raw-fresh (fresh gradients; fd-raw-fresh checks each new "
+                      f"gradient list itself): {over * 1e6:.1f} us per step")
             for i in insts:
                 i.close()
             _data.cache_clear()
