@@ -97,6 +97,20 @@ int fd_set_num_threads(int n);
 int fd_set_parallel_grain(int64_t n);
 int64_t fd_get_parallel_grain(void);
 
+/* Busy-machine back-off of the multi-threaded dense-layer GEMMs. A parallel region ends only when
+ * every thread of its team has arrived; with the machine's other cores busy, a team thread can wait
+ * milliseconds for its core. A GEMM whose calling thread, its share done, waits for the team longer
+ * than a quarter of its own working time (and over 50 us) makes the GEMMs of the process run on the
+ * calling thread for a while (50 ms, doubled on each stall in a row up to 2 s, halved by each
+ * parallel GEMM that ends cleanly); then they try threads again. Results never depend on it.
+ * mode 1: on (the default); 0: off (every GEMM uses the threads its size allows); -1: only query.
+ * Returns the mode in force afterwards, or FD_ERR_ARG for another mode. */
+int fd_gemm_backoff(int mode);
+/* Counters since the library was loaded, into out[5]: out[0] stalls seen, out[1] GEMMs run on one
+ * thread by a back-off, out[2] nanoseconds of back-off left now (0: none), out[3] multi-threaded GEMM
+ * regions run, out[4] nanoseconds the calling threads waited in the stalled ones. NULL is ignored. */
+void fd_gemm_backoff_stats(int64_t *out);
+
 /* CPU features seen at run time: a bitwise OR of fd_cpu_feature. */
 enum fd_cpu_feature {
     FD_CPU_SSE2 = 1,

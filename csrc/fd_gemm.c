@@ -15,6 +15,8 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -32,6 +34,95 @@
 #define G_OMP(directive) _Pragma(#directive)
 #else
 #define G_OMP(directive)
+#endif
+
+/* ---- busy-machine back-off ---------------------------------------------------------------------
+ * A parallel region ends only when every thread of its team has arrived, and on a machine whose other
+ * cores are busy a team thread can wait a scheduler time slice (milliseconds) for its core, however
+ * the work is split: the running thread does the units, then waits for the descheduled one to show
+ * up. Each multi-threaded GEMM therefore times itself: when the calling thread, its share done, waits
+ * for the team longer than a quarter of its own working time (and over G_STALL_MIN_NS), the GEMMs of
+ * the whole process run on the calling thread alone for a while (50 ms, doubled on each stall in a
+ * row up to 2 s, halved by each parallel GEMM that ends cleanly), then try threads again. Results do
+ * not depend on it (they do not depend on the thread count). */
+#define G_STALL_MIN_NS 50000
+#define G_BACKOFF_MIN_NS 50000000
+#define G_BACKOFF_MAX_NS 2000000000
+
+static int64_t g_off_until = 0; /* CLOCK_MONOTONIC ns until which GEMMs run on one thread */
+static int64_t g_off_len = 0;   /* the current back-off length */
+static int64_t g_stalls = 0;    /* stalls seen (for fd_gemm_backoff_stats) */
+static int64_t g_backoffs = 0;  /* GEMMs run on one thread because of a back-off */
+static int64_t g_regions = 0;   /* multi-threaded GEMM regions run */
+static int64_t g_waited = 0;    /* ns the calling threads waited for their teams in stalled regions */
+static int g_backoff_on = 1;
+
+#define G_LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define G_STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+
+static int64_t gemm_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* the team size a GEMM that wants nt > 1 threads gets now */
+static int gemm_team(int nt)
+{
+    if (nt > 1 && G_LOAD(g_backoff_on) && G_LOAD(g_off_until) > gemm_now()) {
+        __atomic_fetch_add(&g_backoffs, 1, __ATOMIC_RELAXED);
+        return 1;
+    }
+    return nt;
+}
+
+/* after a region of a team of nt > 1 that started at t0, whose calling thread finished its share at
+ * tmain: start or lengthen a back-off on a stall, shorten it otherwise */
+static void gemm_region_done(int nt, int64_t t0, int64_t tmain)
+{
+    if (nt <= 1) return;
+    const int64_t tend = gemm_now(), wait = tend - tmain, work = tmain - t0;
+    int64_t len = G_LOAD(g_off_len);
+    __atomic_fetch_add(&g_regions, 1, __ATOMIC_RELAXED);
+    if (wait > G_STALL_MIN_NS && wait > work / 4) {
+        __atomic_fetch_add(&g_stalls, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&g_waited, wait, __ATOMIC_RELAXED);
+        if (!G_LOAD(g_backoff_on)) return;
+        len = len < G_BACKOFF_MIN_NS ? G_BACKOFF_MIN_NS : len * 2;
+        if (len > G_BACKOFF_MAX_NS) len = G_BACKOFF_MAX_NS;
+        G_STORE(g_off_len, len);
+        G_STORE(g_off_until, tend + len);
+    } else if (len > 0) {
+        G_STORE(g_off_len, len / 2 < G_BACKOFF_MIN_NS ? 0 : len / 2);
+    }
+}
+
+int fd_gemm_backoff(int mode)
+{
+    if (mode == 0 || mode == 1)
+        G_STORE(g_backoff_on, mode);
+    else if (mode != -1)
+        return FD_ERR_ARG;
+    if (mode == 0) G_STORE(g_off_until, 0);
+    return G_LOAD(g_backoff_on);
+}
+
+void fd_gemm_backoff_stats(int64_t *out)
+{
+    if (!out) return;
+    const int64_t left = G_LOAD(g_off_until) - gemm_now();
+    out[0] = G_LOAD(g_stalls);
+    out[1] = G_LOAD(g_backoffs);
+    out[2] = left > 0 ? left : 0;
+    out[3] = G_LOAD(g_regions);
+    out[4] = G_LOAD(g_waited);
+}
+
+#ifdef _OPENMP
+#define G_TID() omp_get_thread_num()
+#else
+#define G_TID() 0
 #endif
 
 /* ---- portable path ---------------------------------------------------------------------------- */

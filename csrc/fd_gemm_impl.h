@@ -570,33 +570,151 @@ static void GF(grid)(int64_t m, int64_t n, int nt, int *tm, int *tn)
     }
 }
 
+/* ---- the parallel path ---------------------------------------------------------------------
+ * No barrier inside the region, and no fixed share per thread: the threads take units of work from
+ * a shared counter, guided style (a unit is 1/nt of what is left, at most an MC block), so a thread
+ * that the OS deschedules (another process on its core) holds up only the unit it is in and the
+ * running threads do the rest. A unit is a range of row micro-panels with every column strip (the
+ * B micro-panel in L1 is reused by all its rows), or, when there are few row panels, a range of
+ * strips with every row. Packed: the operands are packed lazily into whole-operand buffers (A as
+ * MR x KC micro-panels per KC block, B as KC x NR micro-panels) with one flag per micro-panel: the
+ * first thread that needs a micro-panel claims and packs it; one that finds it claimed but not yet
+ * ready packs a private copy rather than wait. A unit walks the KC blocks in order for each of its
+ * C tiles, so every element gets the serial path's chain; a strip's column sums are taken by the
+ * unit holding row 0, in KC order, as on the serial path. */
+
 typedef struct {
     const GF(item) *g;
-    GT *bufa, *bufb;
-    int packed;
-} GF(par_ctx);
+    int64_t mt, ns, nkb;       /* row micro-panels, column strips, KC blocks */
+    int by_rows;               /* units are ranges of row panels (1) or of strips (0) */
+    int64_t total, cap;        /* panels / strips to hand out; most per unit */
+    int64_t next;              /* the first not yet handed out (atomic) */
+    int nt;
+    GT *pa, *pb;               /* packed A (ir, kb) at (ir*nkb + kb)*MR*KC; B (kb, s) at (kb*ns + s)*KC*NR */
+    int *fa, *fb;              /* per micro-panel: 0 free, 1 being packed, 2 ready */
+} GF(dyn);
 
-/* Thread tid of a team of nt (the team actually running, which may be smaller than asked for). */
-static void GF(par_worker)(const GF(par_ctx) *x, int tid, int nt)
+/* claim (0 -> 1) a free micro-panel: 1 if this thread is to pack it */
+static inline int GF(claim)(int *f)
 {
-    const GF(item) *g = x->g;
-    const int64_t mt = (g->m + G_MR - 1) / G_MR, ns = (g->n + G_NR - 1) / G_NR;
-    int tm = nt, tn = 1;
-    if (x->packed) {
-        GF(grid)(g->m, g->n, nt, &tm, &tn);
-        GF(run_packed)(g, x->bufa + (int64_t)tid * G_MC * G_KC, x->bufb, tid, nt, tm, tn);
-        return;
-    }
-    /* direct: every strip is a whole pass over k; split the strips unless there are few */
-    if (ns >= (int64_t)nt * 2 || ns > mt) {
-        tm = 1;
-        tn = nt;
-    }
-    const int ti = tid / tn, tj = tid % tn;
-    int64_t i1 = (mt * (ti + 1) / tm) * G_MR;
-    if (i1 > g->m) i1 = g->m;
-    GF(run_direct)(g, (mt * ti / tm) * G_MR, i1, ns * tj / tn, ns * (tj + 1) / tn, ti == 0);
+    int expect = 0;
+    return __atomic_load_n(f, __ATOMIC_ACQUIRE) == 0 &&
+           __atomic_compare_exchange_n(f, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
+
+/* A micro-panel (row panel ir, KC block kb): the shared copy, or a private one in priv */
+static const GT *GF(dyn_a)(const GF(dyn) *d, int64_t ir, int64_t kb, int64_t kc, GT *priv)
+{
+    const int64_t at = ir * d->nkb + kb;
+    GT *dst = d->pa + at * (G_MR * G_KC);
+    int *f = d->fa + at;
+    if (__atomic_load_n(f, __ATOMIC_ACQUIRE) == 2) return dst;
+    const GF(item) *g = d->g;
+    const int64_t i = ir * G_MR, mr = g->m - i < G_MR ? g->m - i : G_MR;
+    const GT *src = g->a + i * g->rsa + kb * G_KC * g->csa;
+    if (GF(claim)(f)) {
+        GF(pack_a)(mr, kc, src, g->rsa, g->csa, dst);
+        __atomic_store_n(f, 2, __ATOMIC_RELEASE);
+        return dst;
+    }
+    if (__atomic_load_n(f, __ATOMIC_ACQUIRE) == 2) return dst;
+    GF(pack_a)(mr, kc, src, g->rsa, g->csa, priv); /* being packed by a thread that may be stalled */
+    return priv;
+}
+
+/* B micro-panel (KC block kb, strip s): the shared copy, or a private one in priv */
+static const GT *GF(dyn_b)(const GF(dyn) *d, int64_t kb, int64_t s, int64_t kc, GT *priv)
+{
+    const int64_t at = kb * d->ns + s;
+    GT *dst = d->pb + at * (G_KC * G_NR);
+    int *f = d->fb + at;
+    if (__atomic_load_n(f, __ATOMIC_ACQUIRE) == 2) return dst;
+    const GF(item) *g = d->g;
+    const int64_t j = s * G_NR, nr = g->n - j < G_NR ? g->n - j : G_NR;
+    const GT *src = g->b + kb * G_KC * g->rsb + j * g->csb;
+    if (GF(claim)(f)) {
+        GF(pack_b)(kc, nr, src, g->rsb, g->csb, dst);
+        __atomic_store_n(f, 2, __ATOMIC_RELEASE);
+        return dst;
+    }
+    if (__atomic_load_n(f, __ATOMIC_ACQUIRE) == 2) return dst;
+    GF(pack_b)(kc, nr, src, g->rsb, g->csb, priv);
+    return priv;
+}
+
+/* Packed unit: row panels [ir0, ir1) x strips [s0, s1), the strips visited from s0 + rot (mod the
+ * range: threads that start together pack different B micro-panels first). apriv / bpriv: this
+ * thread's MR x KC and KC x NR scratch. */
+static void GF(dyn_packed)(const GF(dyn) *d, int64_t ir0, int64_t ir1, int64_t s0, int64_t s1,
+                           int64_t rot, GT *apriv, GT *bpriv)
+{
+    const GF(item) *g = d->g;
+    const int64_t k = g->k, nsu = s1 - s0;
+    for (int64_t kb = 0; kb < d->nkb; kb++) {
+        const int64_t pc = kb * G_KC, kc = k - pc < G_KC ? k - pc : G_KC;
+        const int beta = g->accumulate || pc > 0;
+        const int last = pc + kc == k;
+        for (int64_t q = 0; q < nsu; q++) {
+            const int64_t s = s0 + (q + rot) % nsu;
+            const int64_t j = s * G_NR, nr = g->n - j < G_NR ? g->n - j : G_NR;
+            const GT *bp = GF(dyn_b)(d, kb, s, kc, bpriv);
+            if (g->bsum && ir0 == 0)
+                GF(colsum)(kc, nr, g->b + pc * g->rsb + j * g->csb, g->rsb, g->csb, g->bsum + j);
+            const GT *bias = (g->bias && last) ? g->bias + j : NULL;
+            for (int64_t ir = ir0; ir < ir1; ir++) {
+                const int64_t i = ir * G_MR, mr = g->m - i < G_MR ? g->m - i : G_MR;
+                const GT *ap = GF(dyn_a)(d, ir, kb, kc, apriv);
+                GF(kern_packed)(kc, ap, bp, mr, nr, g->c + i * g->ldc + j, g->ldc, beta, bias);
+            }
+        }
+    }
+}
+
+/* Take the next unit [*lo, *hi) of the axis: 1 if there was one. */
+static int GF(dyn_take)(GF(dyn) *d, int64_t *lo, int64_t *hi)
+{
+    int64_t cur = __atomic_load_n(&d->next, __ATOMIC_RELAXED);
+    while (cur < d->total) {
+        int64_t q = (d->total - cur + d->nt - 1) / d->nt;
+        if (q > d->cap) q = d->cap;
+        if (__atomic_compare_exchange_n(&d->next, &cur, cur + q, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+            *lo = cur;
+            *hi = cur + q;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Thread tid's share: units until none is left. */
+static void GF(dyn_worker)(GF(dyn) *d, int packed, int tid)
+{
+    GT apriv[G_MR * G_KC] __attribute__((aligned(G_ALIGN)));
+    GT bpriv[G_KC * G_NR] __attribute__((aligned(G_ALIGN)));
+    const GF(item) *g = d->g;
+    int64_t lo, hi;
+    while (GF(dyn_take)(d, &lo, &hi)) {
+        int64_t ir0 = 0, ir1 = d->mt, s0 = 0, s1 = d->ns;
+        if (d->by_rows) {
+            ir0 = lo;
+            ir1 = hi;
+        } else {
+            s0 = lo;
+            s1 = hi;
+        }
+        if (packed) {
+            GF(dyn_packed)(d, ir0, ir1, s0, s1, (s1 - s0) * tid / d->nt, apriv, bpriv);
+        } else {
+            const int64_t i1 = ir1 * G_MR < g->m ? ir1 * G_MR : g->m;
+            GF(run_direct)(g, ir0 * G_MR, i1, s0, s1, ir0 == 0);
+        }
+    }
+}
+
+/* Most elements of packing scratch the parallel packed path takes (whole A and B); above it, the
+ * item goes to the blocked path with a static split (run_packed), whose regions are long anyway. */
+#define G_DYN_MAX_ELEMS ((int64_t)1 << 22)
 
 /* One item on up to nt threads. */
 static void GF(run_parallel)(const GF(item) *g, int nt)
@@ -608,22 +726,66 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
         free(bufb);
         return;
     }
-    GF(par_ctx) x = {g, NULL, NULL, 0};
-    if (!GF(want_direct)(g)) {
-        x.bufa = (GT *)GF(alloc)((int64_t)nt * G_MC * G_KC);
-        x.bufb = (GT *)GF(alloc)(GF(panel_elems)(g->n));
-        x.packed = x.bufa && x.bufb;
-    }
-    G_OMP(omp parallel num_threads(nt))
-    {
+    GF(dyn) d;
+    memset(&d, 0, sizeof d);
+    d.g = g;
+    d.mt = (g->m + G_MR - 1) / G_MR;
+    d.ns = (g->n + G_NR - 1) / G_NR;
+    d.nkb = (g->k + G_KC - 1) / G_KC;
+    int packed = !GF(want_direct)(g);
+    if (packed) {
+        const int64_t na = d.mt * d.nkb * G_MR * G_KC, nb = d.nkb * d.ns * G_KC * G_NR;
+        if (na + nb > G_DYN_MAX_ELEMS) {
+            GT *bufa = (GT *)GF(alloc)((int64_t)nt * G_MC * G_KC);
+            GT *bufb = (GT *)GF(alloc)(GF(panel_elems)(g->n));
+            if (bufa && bufb) {
+                const int64_t t0 = gemm_now();
+                int64_t tmain = t0;
+                G_OMP(omp parallel num_threads(nt))
+                {
 #ifdef _OPENMP
-        GF(par_worker)(&x, omp_get_thread_num(), omp_get_num_threads());
+                    const int tid = omp_get_thread_num(), ntr = omp_get_num_threads();
 #else
-        GF(par_worker)(&x, 0, 1);
+                    const int tid = 0, ntr = 1;
 #endif
+                    int tm = ntr, tn = 1;
+                    GF(grid)(g->m, g->n, ntr, &tm, &tn);
+                    GF(run_packed)(g, bufa + (int64_t)tid * G_MC * G_KC, bufb, tid, ntr, tm, tn);
+                    if (tid == 0) tmain = gemm_now();
+                }
+                gemm_region_done(nt, t0, tmain);
+            } else {
+                packed = 0;
+            }
+            free(bufa);
+            free(bufb);
+            if (packed) return;
+        } else {
+            d.pa = (GT *)GF(alloc)(na);
+            d.pb = (GT *)GF(alloc)(nb);
+            d.fa = (int *)calloc((size_t)(d.mt * d.nkb), sizeof(int));
+            d.fb = (int *)calloc((size_t)(d.nkb * d.ns), sizeof(int));
+            packed = d.pa && d.pb && d.fa && d.fb;
+        }
     }
-    free(x.bufa);
-    free(x.bufb);
+    /* units along the rows unless there are too few row panels for the threads */
+    d.by_rows = d.mt >= 2 * (int64_t)nt || d.mt >= d.ns;
+    d.total = d.by_rows ? d.mt : d.ns;
+    d.cap = d.by_rows ? G_MC / G_MR : (G_NC / G_NR) / 4;
+    if ((int64_t)nt > d.total) nt = (int)d.total;
+    d.nt = nt;
+    const int64_t t0 = gemm_now();
+    int64_t tmain = t0;
+    G_OMP(omp parallel num_threads(nt) if (nt > 1))
+    {
+        GF(dyn_worker)(&d, packed, G_TID());
+        if (G_TID() == 0) tmain = gemm_now();
+    }
+    gemm_region_done(nt, t0, tmain);
+    free(d.pa);
+    free(d.pb);
+    free(d.fa);
+    free(d.fb);
 }
 
 static void GF(item_of)(const fd_gemm_args *a, int64_t t, GF(item) *g)
@@ -668,10 +830,12 @@ static int GF(run_ksplit)(const GF(item) *g, int64_t ck, int nt)
     if (nt > nch) nt = (int)nch;
     /* dynamic: a thread held up by another process does not hold up the others (any schedule gives
      * the same bits: each chunk is computed whole by one thread, and combined in chunk order) */
+    const int64_t t0 = gemm_now();
+    int64_t tmain = t0;
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
         GT *bufa = NULL, *bufb = NULL;
-        G_OMP(omp for schedule(dynamic, 1))
+        G_OMP(omp for schedule(dynamic, 1) nowait)
         for (int64_t ch = 0; ch < nch; ch++) {
             GF(item) s = *g;
             const int64_t p0 = ch * ck;
@@ -690,7 +854,9 @@ static int GF(run_ksplit)(const GF(item) *g, int64_t ck, int nt)
         }
         free(bufa);
         free(bufb);
+        if (G_TID() == 0) tmain = gemm_now();
     }
+    gemm_region_done(nt, t0, tmain);
     /* fixed-order reduction of the chunk partials (the output is small by construction) */
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
@@ -723,6 +889,7 @@ static void GF(gemm)(const fd_gemm_args *args, int nthreads)
     double cap = work * (double)batch / G_PAR_MIN_FMA;
     int nt = nthreads;
     if ((double)nt > cap) nt = cap < 1 ? 1 : (int)cap;
+    nt = gemm_team(nt);
 
     if (batch == 1) {
         GF(item) g;
@@ -745,10 +912,12 @@ static void GF(gemm)(const fd_gemm_args *args, int nthreads)
     /* dynamic in runs of items (about 16 runs per thread): as robust as the k-split to a busy core */
     int64_t run = batch / (16 * (int64_t)nt);
     if (run < 1) run = 1;
+    const int64_t t0 = gemm_now();
+    int64_t tmain = t0;
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
         GT *bufa = NULL, *bufb = NULL;
-        G_OMP(omp for schedule(dynamic, run))
+        G_OMP(omp for schedule(dynamic, run) nowait)
         for (int64_t t = 0; t < batch; t++) {
             GF(item) g;
             GF(item_of)(args, t, &g);
@@ -756,13 +925,16 @@ static void GF(gemm)(const fd_gemm_args *args, int nthreads)
         }
         free(bufa);
         free(bufb);
+        if (G_TID() == 0) tmain = gemm_now();
     }
+    gemm_region_done(nt, t0, tmain);
 }
 
 #undef G_HAVE_PACK_BT_VEC
 #undef G_KSPLIT_MIN
 #undef G_KSPLIT_MAX_CHUNKS
 #undef G_PAR_MIN_FMA
+#undef G_DYN_MAX_ELEMS
 #undef G_ALIGN
 #undef GF
 #undef GF_

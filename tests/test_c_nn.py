@@ -41,6 +41,15 @@ def threads(c):
     c.set_num_threads(0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_backoff(c):
+    """The GEMMs' busy-machine back-off off in this module, so that the threaded paths run whatever
+    the machine's load (a back-off would run them on one thread: same results, less coverage)."""
+    c.set_gemm_backoff(False)
+    yield
+    c.set_gemm_backoff(True)
+
+
 TOL = {np.float32: 1e-6, np.float64: 1e-14}  # relative to sqrt(len) * sum |terms|
 
 
@@ -113,6 +122,7 @@ BIG = [
     (3, 1, 41, 300, 70),
     (64, 64, 16, 16, 16),    # batch-parallel small matrices
     (64, 1, 40, 16, 16),     # shared-weight gradient over 2560 rows: k-split
+    (1, 1, 12, 3000, 512),   # threaded over units of column strips (few row panels), packed
     (5, 5, 0, 4, 3), (5, 5, 4, 0, 3), (5, 1, 4, 3, 0), (0, 1, 4, 3, 2),  # empty dimensions
 ]
 
@@ -139,7 +149,10 @@ def test_backward_accumulates(c):
     np.testing.assert_allclose(db, 2 * db1, rtol=1e-14)
 
 
-DET = [(1, 1, 300, 280, 270), (64, 64, 16, 16, 16), (2, 1, 512, 16, 16), (8, 1, 64, 64, 256)]
+DET = [(1, 1, 300, 280, 270), (64, 64, 16, 16, 16), (2, 1, 512, 16, 16), (8, 1, 64, 64, 256),
+       (1, 1, 12, 600, 600),    # two row panels: the threads take units of column strips, direct
+       (1, 1, 12, 3000, 512),   # the same, packed
+       (1, 1, 2000, 2048, 256)]  # fwd, bwd_w: too big for whole-operand packing, blocked static split
 
 
 @pytest.mark.parametrize("shape", DET, ids=lambda s: "x".join(map(str, s)))
@@ -166,6 +179,36 @@ def test_matmul_concurrent_callers(c):
     for i, got in enumerate(together):
         for a, b2 in zip(got, alone[i % len(data)]):
             assert np.array_equal(a, b2)
+
+
+def test_gemm_backoff_switch_and_counters(c):
+    bo = c.gemm_backoff()
+    assert set(bo) == {"enabled", "parallel_calls", "stalls", "stalled_s", "single_thread_calls",
+                       "left_s"}
+    assert bo["enabled"] is False  # this module's fixture
+    c.set_gemm_backoff(True)
+    try:
+        assert c.gemm_backoff()["enabled"] is True
+        assert c.describe()["gemm_backoff"]["enabled"] is True
+        for bad in (1, 0, None, "yes"):
+            with pytest.raises(ValueError, match="enabled"):
+                c.set_gemm_backoff(bad)
+            assert c.gemm_backoff()["enabled"] is True  # unchanged
+    finally:
+        c.set_gemm_backoff(False)
+    assert c.lib.fd_gemm_backoff(3) == c.lib.FD_ERR_ARG
+    assert c.lib.fd_gemm_backoff(-1) == 0
+    # a threaded GEMM is counted (the back-off off: it always gets its threads)
+    c.set_num_threads(2)
+    try:
+        if c.get_num_threads() < 2:
+            return  # no OpenMP in this build, or a fork child: nothing runs in parallel
+        before = c.gemm_backoff()["parallel_calls"]
+        d = _data(1, 1, 300, 280, 270, np.float32)
+        _run(c, d, True)
+        assert c.gemm_backoff()["parallel_calls"] >= before + 3
+    finally:
+        c.set_num_threads(0)
 
 
 def test_matmul_errors(c):

@@ -31,7 +31,7 @@ DEVICE = False
 
 __all__ = ["NAME", "DEVICE", "Table", "KERNELS", "check_available", "describe", "get_num_threads",
            "set_num_threads", "max_threads", "apply_num_threads", "default_num_threads",
-           "get_parallel_grain", "set_parallel_grain",
+           "get_parallel_grain", "set_parallel_grain", "gemm_backoff", "set_gemm_backoff",
            "get_simd_path", "set_simd_path", "ffi", "lib"]
 
 
@@ -92,6 +92,28 @@ def set_parallel_grain(n):
         raise kernel_error("set_parallel_grain", rc)
 
 
+def gemm_backoff():
+    """The busy-machine back-off of the multi-threaded GEMMs (``fd_gemm_backoff`` in
+    ``csrc/fastdescent.h``): ``{"enabled", "parallel_calls", "stalls", "stalled_s",
+    "single_thread_calls", "left_s"}``: whether it is on, the multi-threaded GEMM regions run, the
+    stalls among them (the calling thread waited for its team longer than a quarter of its own work)
+    and the seconds waited in those, the GEMMs run on one thread because of them, and the seconds of
+    back-off left now (counters since the extension was loaded)."""
+    out = ffi.new("int64_t[5]")
+    lib.fd_gemm_backoff_stats(out)
+    return {"enabled": bool(lib.fd_gemm_backoff(-1)), "parallel_calls": int(out[3]),
+            "stalls": int(out[0]), "stalled_s": int(out[4]) / 1e9,
+            "single_thread_calls": int(out[1]), "left_s": int(out[2]) / 1e9}
+
+
+def set_gemm_backoff(enabled):
+    """Turn the GEMMs' busy-machine back-off on (the default) or off (every GEMM then uses the
+    threads its size allows, as tests of the threaded paths need). ``enabled`` must be a bool."""
+    if not isinstance(enabled, (bool, np.bool_)):
+        raise ValueError(f"enabled must be a bool, got {enabled!r}")
+    lib.fd_gemm_backoff(1 if enabled else 0)
+
+
 _PATHS = {"generic": 0, "avx2-fma": 1}
 
 
@@ -131,6 +153,7 @@ def describe():
         "cpu_features": [name for bit, name in _FEATURES if feats & bit],
         "simd_path": get_simd_path(),
         "avx2": get_simd_path() == "avx2-fma",
+        "gemm_backoff": gemm_backoff(),
     }
 
 

@@ -1,0 +1,109 @@
+/* test_gemm_backoff.c -- the busy-machine back-off of the GEMM engine (fd_gemm.c): the stall rule,
+ * the back-off's length (50 ms, doubled on each stall in a row up to 2 s, halved by a clean region),
+ * a GEMM run on one thread while a back-off is in force, fd_gemm_backoff's modes and counters.
+ * It includes fd_gemm.c itself to reach the engine's internal functions (gemm_region_done,
+ * gemm_team) with made-up region timings, which no real run can produce on demand.
+ * Prints one line per failure and "N passed, N failed"; exit status 1 on failure.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "fd_gemm.c"
+
+#include "fd_check.h"
+
+#define MS 1000000LL
+
+/* a region of a 2-thread team that started `work` ns before the calling thread finished its share,
+ * which was `wait` ns before now */
+static void region(int64_t work, int64_t wait)
+{
+    const int64_t now = gemm_now();
+    gemm_region_done(2, now - wait - work, now - wait);
+}
+
+static void stats(int64_t out[5]) { fd_gemm_backoff_stats(out); }
+
+int main(void)
+{
+    int64_t s[5];
+    CHECK(fd_gemm_backoff(-1) == 1); /* on by default */
+    CHECK(fd_gemm_backoff(2) == FD_ERR_ARG);
+    CHECK(fd_gemm_backoff(-2) == FD_ERR_ARG);
+    CHECK(fd_gemm_backoff(-1) == 1);
+    fd_gemm_backoff_stats(NULL); /* ignored */
+    stats(s);
+    CHECK(s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0);
+    CHECK(gemm_team(2) == 2 && gemm_team(1) == 1);
+
+    /* clean regions: a short wait, or a wait of at most a quarter of the work */
+    region(1 * MS, 10000);
+    region(1 * MS, 200000);
+    region(100000, 40000); /* 40% of the work, but under G_STALL_MIN_NS */
+    stats(s);
+    CHECK(s[0] == 0 && s[3] == 3 && gemm_team(2) == 2 && G_LOAD(g_off_len) == 0);
+
+    /* a stall: 50 ms on one thread */
+    region(200000, 100000);
+    stats(s);
+    CHECK(s[0] == 1 && s[3] == 4);
+    CHECK(s[4] >= 100000 && s[4] < 100 * MS); /* the wait (plus this test's own time) */
+    CHECK(G_LOAD(g_off_len) == 50 * MS);
+    CHECK(s[2] > 0 && s[2] <= 50 * MS);
+    CHECK(gemm_team(4) == 1 && gemm_team(1) == 1);
+    stats(s);
+    CHECK(s[1] == 1); /* only the call that wanted threads counts */
+
+    /* a GEMM big enough for two threads runs on one while the back-off lasts: no region */
+    fd_set_num_threads(2);
+    const int64_t n = 256;
+    float *a = calloc(n * n, sizeof(float)), *b = calloc(n * n, sizeof(float)),
+          *c = calloc(n * n, sizeof(float));
+    CHECK(a && b && c);
+    for (int64_t i = 0; i < n * n; i++) {
+        a[i] = (float)urand();
+        b[i] = (float)urand();
+    }
+    fd_gemm_args g = {0};
+    g.batch = 1; g.m = n; g.n = n; g.k = n;
+    g.a = a; g.rsa = n; g.csa = 1;
+    g.b = b; g.rsb = n; g.csb = 1;
+    g.c = c; g.ldc = n;
+    fd_gemm_f32(&g);
+    stats(s);
+    CHECK(s[1] == 2 && s[3] == 4);
+    CHECK(c[0] != 0.0f);
+
+    /* stalls in a row double the length, up to 2 s */
+    region(200000, 100000);
+    CHECK(G_LOAD(g_off_len) == 100 * MS);
+    for (int i = 0; i < 10; i++) region(200000, 100000);
+    CHECK(G_LOAD(g_off_len) == 2000 * MS);
+    stats(s);
+    CHECK(s[0] == 12 && s[2] > 1000 * MS);
+    /* clean regions halve it, and below 50 ms it is gone (the one in force runs out) */
+    region(10 * MS, 100000);
+    CHECK(G_LOAD(g_off_len) == 1000 * MS);
+    for (int i = 0; i < 5; i++) region(10 * MS, 100000);
+    CHECK(G_LOAD(g_off_len) == 0);
+    CHECK(gemm_team(2) == 1); /* still in force */
+
+    /* off: every GEMM gets its threads, the back-off in force is dropped */
+    CHECK(fd_gemm_backoff(0) == 0);
+    CHECK(fd_gemm_backoff(-1) == 0);
+    CHECK(gemm_team(2) == 2);
+    stats(s);
+    CHECK(s[2] == 0);
+    region(200000, 100000); /* counted, but starts nothing while off */
+    stats(s);
+    CHECK(s[0] == 13 && s[2] == 0 && gemm_team(2) == 2);
+    CHECK(fd_gemm_backoff(1) == 1);
+    CHECK(gemm_team(2) == 2);
+
+    free(a);
+    free(b);
+    free(c);
+    fd_set_num_threads(0);
+    return check_summary();
+}
