@@ -4,6 +4,7 @@
  *
  * Blocking (MR x NR micro-tile, MC x KC A block in L2, KC x NC B panel in L3):
  *   AVX2+FMA  f32: 6 x 16, MC 144, KC 256, NC 4080     f64: 6 x 8, MC 72, KC 256, NC 2040
+ *   AVX-512   f32: 6 x 32, MC 144, KC 256, NC 4064     f64: 6 x 16, MC 72, KC 256, NC 2032
  *   portable  f32: 6 x 8,  MC 120, KC 256, NC 2048     f64: 6 x 4, MC 96, KC 256, NC 2048
  * (the AVX2 ones are BLIS's Zen/Haswell choices: 12 accumulator registers, a 16 KiB B micro-panel
  * and 6 KiB A micro-panel in a 32 KiB L1).
@@ -40,11 +41,12 @@
  * A parallel region ends only when every thread of its team has arrived, and on a machine whose other
  * cores are busy a team thread can wait a scheduler time slice (milliseconds) for its core, however
  * the work is split: the running thread does the units, then waits for the descheduled one to show
- * up. Each multi-threaded GEMM therefore times itself: when the calling thread, its share done, waits
- * for the team longer than a quarter of its own working time (and over G_STALL_MIN_NS), the GEMMs of
- * the whole process run on the calling thread alone for a while (50 ms, doubled on each stall in a
- * row up to 2 s, halved by each parallel GEMM that ends cleanly), then try threads again. Results do
- * not depend on it (they do not depend on the thread count). */
+ * up. Each multi-threaded GEMM therefore times itself: the calling thread knows how long it worked and
+ * what share of the units it did, so what the whole GEMM would have cost it alone (work / share);
+ * when the region took longer than that by over G_STALL_MIN_NS (the team cost more than it gave), the
+ * GEMMs of the whole process run on the calling thread alone for a while (50 ms, doubled on each such
+ * stall in a row up to 2 s, halved by each parallel GEMM that ends without one), then try threads
+ * again. Results do not depend on it (they do not depend on the thread count). */
 #define G_STALL_MIN_NS 50000
 #define G_BACKOFF_MIN_NS 50000000
 #define G_BACKOFF_MAX_NS 2000000000
@@ -77,17 +79,21 @@ static int gemm_team(int nt)
     return nt;
 }
 
-/* after a region of a team of nt > 1 that started at t0, whose calling thread finished its share at
- * tmain: start or lengthen a back-off on a stall, shorten it otherwise */
-static void gemm_region_done(int nt, int64_t t0, int64_t tmain)
+/* after a region of a team of nt > 1 that started at t0, whose calling thread finished at tmain having
+ * done `mine` of the `total` units: start or lengthen a back-off on a stall, shorten it otherwise */
+static void gemm_region_done(int nt, int64_t t0, int64_t tmain, int64_t mine, int64_t total)
 {
     if (nt <= 1) return;
-    const int64_t tend = gemm_now(), wait = tend - tmain, work = tmain - t0;
+    const int64_t tend = gemm_now(), work = tmain - t0;
+    /* alone, the calling thread would have needed work * total / mine (nothing to compare with if
+     * it did no unit: then it was the one held up, not the team) */
+    const double alone = mine > 0 ? (double)work * (double)total / (double)mine : (double)(tend - t0);
+    const double loss = (double)(tend - t0) - alone;
     int64_t len = G_LOAD(g_off_len);
     __atomic_fetch_add(&g_regions, 1, __ATOMIC_RELAXED);
-    if (wait > G_STALL_MIN_NS && wait > work / 4) {
+    if (loss > G_STALL_MIN_NS) {
         __atomic_fetch_add(&g_stalls, 1, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&g_waited, wait, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&g_waited, tend - tmain, __ATOMIC_RELAXED);
         if (!G_LOAD(g_backoff_on)) return;
         len = len < G_BACKOFF_MIN_NS ? G_BACKOFF_MIN_NS : len * 2;
         if (len > G_BACKOFF_MAX_NS) len = G_BACKOFF_MAX_NS;
@@ -127,6 +133,7 @@ void fd_gemm_backoff_stats(int64_t *out)
 
 /* ---- portable path ---------------------------------------------------------------------------- */
 #define G_AVX2 0
+#define G_AVX512 0
 #define G_MR 6
 #define G_KC 256
 
@@ -158,6 +165,7 @@ void fd_gemm_backoff_stats(int64_t *out)
 #undef G_MC
 #undef G_NC
 #undef G_AVX2
+#undef G_AVX512
 
 /* ---- AVX2 + FMA path -------------------------------------------------------------------------- */
 #if FD_X86_DISPATCH
@@ -168,6 +176,7 @@ void fd_gemm_backoff_stats(int64_t *out)
 #pragma GCC target("avx2,fma")
 #endif
 #define G_AVX2 1
+#define G_AVX512 0
 
 #define GT float
 #define GSFX f32_avx2
@@ -198,6 +207,54 @@ void fd_gemm_backoff_stats(int64_t *out)
 #undef G_NC
 
 #undef G_AVX2
+#undef G_AVX512
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+/* ---- AVX-512 path: the AVX2 engine on 512-bit vectors, for the GEMMs alone (the AVX2+FMA path's
+ * other kernels stay as they are). Same MR, KC and the same multiply-add chains: the same bits. */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+#endif
+#define G_AVX2 1
+#define G_AVX512 1
+
+#define GT float
+#define GSFX f32_avx512
+#define G_F64 0
+#define G_NR 32
+#define G_MC 144
+#define G_NC 4064
+#include "fd_gemm_impl.h"
+#undef GT
+#undef GSFX
+#undef G_F64
+#undef G_NR
+#undef G_MC
+#undef G_NC
+
+#define GT double
+#define GSFX f64_avx512
+#define G_F64 1
+#define G_NR 16
+#define G_MC 72
+#define G_NC 2032
+#include "fd_gemm_impl.h"
+#undef GT
+#undef GSFX
+#undef G_F64
+#undef G_NR
+#undef G_MC
+#undef G_NC
+
+#undef G_AVX2
+#undef G_AVX512
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -209,12 +266,45 @@ void fd_gemm_backoff_stats(int64_t *out)
 #undef G_KC
 
 /* ---- dispatch --------------------------------------------------------------------------------- */
+static int g_avx512_on = 1; /* fd_gemm_avx512 */
+
+/* 1 if this CPU (and OS) runs the AVX-512 GEMM */
+static int gemm_avx512_supported(void)
+{
+#if FD_X86_DISPATCH
+    const unsigned int need = FD_CPU_AVX512F | FD_CPU_AVX2 | FD_CPU_FMA;
+    return (fd_cpu_features() & need) == need;
+#else
+    return 0;
+#endif
+}
+
+int fd_gemm_avx512(int mode)
+{
+    if (mode == 1 && !gemm_avx512_supported()) return FD_ERR_UNSUPPORTED;
+    if (mode == 0 || mode == 1)
+        G_STORE(g_avx512_on, mode);
+    else if (mode != -1)
+        return FD_ERR_ARG;
+    return G_LOAD(g_avx512_on) && gemm_avx512_supported() && fd_avx2_active();
+}
+
+/* The AVX-512 engine on the AVX2+FMA path, for outputs at least one 512-bit strip wide (narrower
+ * ones, e.g. batches of 16 x 16 matrices, would compute twice the columns they keep). */
+static int gemm_use_avx512(const fd_gemm_args *g, int64_t nr)
+{
+    return g->n >= nr && G_LOAD(g_avx512_on) && gemm_avx512_supported();
+}
+
 void fd_gemm_f32(const fd_gemm_args *g)
 {
     const int nt = fd_threads_now();
 #if FD_X86_DISPATCH
     if (fd_avx2_active()) {
-        gemm_f32_avx2(g, nt);
+        if (gemm_use_avx512(g, 32))
+            gemm_f32_avx512(g, nt);
+        else
+            gemm_f32_avx2(g, nt);
         return;
     }
 #endif
@@ -226,7 +316,10 @@ void fd_gemm_f64(const fd_gemm_args *g)
     const int nt = fd_threads_now();
 #if FD_X86_DISPATCH
     if (fd_avx2_active()) {
-        gemm_f64_avx2(g, nt);
+        if (gemm_use_avx512(g, 16))
+            gemm_f64_avx512(g, nt);
+        else
+            gemm_f64_avx2(g, nt);
         return;
     }
 #endif

@@ -6,6 +6,8 @@
  *   G_MR, G_NR   micro-tile (rows x columns of C held in registers)
  *   G_MC, G_KC, G_NC   cache blocking (A block MC x KC in L2, B panel KC x NC in L3, KC x NR in L1)
  *   G_AVX2       1: AVX2+FMA micro-kernel (compiled inside a target("avx2,fma") region), 0: portable C
+ *   G_AVX512     1 (with G_AVX2 1): the same micro-kernel on 512-bit vectors (6 x 32 f32, 6 x 16 f64;
+ *                compiled inside a target("avx512f,avx2,fma") region)
  *   G_F64        1 if GT is double
  * See fd_gemm.h for what the engine computes and the paths it takes.
  */
@@ -44,7 +46,27 @@ static inline void GF(store_tile)(const GT *tile, int64_t mr, int64_t nr, GT *c,
 }
 
 #if G_AVX2
-#if G_F64
+#if G_AVX512 && G_F64
+#define GV __m512d
+#define GV_ZERO() _mm512_setzero_pd()
+#define GV_LOAD(p) _mm512_load_pd(p)
+#define GV_LOADU(p) _mm512_loadu_pd(p)
+#define GV_STOREU(p, v) _mm512_storeu_pd(p, v)
+#define GV_BCAST(p) _mm512_set1_pd(*(p))
+#define GV_FMA(a, b, c) _mm512_fmadd_pd(a, b, c)
+#define GV_ADD(a, b) _mm512_add_pd(a, b)
+#define GV_L 8
+#elif G_AVX512
+#define GV __m512
+#define GV_ZERO() _mm512_setzero_ps()
+#define GV_LOAD(p) _mm512_load_ps(p)
+#define GV_LOADU(p) _mm512_loadu_ps(p)
+#define GV_STOREU(p, v) _mm512_storeu_ps(p, v)
+#define GV_BCAST(p) _mm512_set1_ps(*(p))
+#define GV_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define GV_ADD(a, b) _mm512_add_ps(a, b)
+#define GV_L 16
+#elif G_F64
 #define GV __m256d
 #define GV_ZERO() _mm256_setzero_pd()
 #define GV_LOAD(p) _mm256_load_pd(p)
@@ -105,7 +127,7 @@ static inline void GF(store_tile)(const GT *tile, int64_t mr, int64_t nr, GT *c,
         if (mr > 4) GK_STROW(4)                                                              \
         if (mr > 5) GK_STROW(5)                                                              \
     } else {                                                                                 \
-        GT tile[G_MR * G_NR] __attribute__((aligned(32)));                                   \
+        GT tile[G_MR * G_NR] __attribute__((aligned(64)));                                   \
         GK_TILEROW(0) GK_TILEROW(1) GK_TILEROW(2) GK_TILEROW(3) GK_TILEROW(4) GK_TILEROW(5)  \
         GF(store_tile)(tile, mr, nr, c, ldc, beta, bias);                                    \
     }
@@ -687,14 +709,15 @@ static int GF(dyn_take)(GF(dyn) *d, int64_t *lo, int64_t *hi)
     return 0;
 }
 
-/* Thread tid's share: units until none is left. */
-static void GF(dyn_worker)(GF(dyn) *d, int packed, int tid)
+/* Thread tid's share: units until none is left. Returns how many panels / strips it did. */
+static int64_t GF(dyn_worker)(GF(dyn) *d, int packed, int tid)
 {
     GT apriv[G_MR * G_KC] __attribute__((aligned(G_ALIGN)));
     GT bpriv[G_KC * G_NR] __attribute__((aligned(G_ALIGN)));
     const GF(item) *g = d->g;
-    int64_t lo, hi;
+    int64_t lo, hi, done = 0;
     while (GF(dyn_take)(d, &lo, &hi)) {
+        done += hi - lo;
         int64_t ir0 = 0, ir1 = d->mt, s0 = 0, s1 = d->ns;
         if (d->by_rows) {
             ir0 = lo;
@@ -710,6 +733,7 @@ static void GF(dyn_worker)(GF(dyn) *d, int packed, int tid)
             GF(run_direct)(g, ir0 * G_MR, i1, s0, s1, ir0 == 0);
         }
     }
+    return done;
 }
 
 /* Most elements of packing scratch the parallel packed path takes (whole A and B); above it, the
@@ -753,7 +777,7 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
                     GF(run_packed)(g, bufa + (int64_t)tid * G_MC * G_KC, bufb, tid, ntr, tm, tn);
                     if (tid == 0) tmain = gemm_now();
                 }
-                gemm_region_done(nt, t0, tmain);
+                gemm_region_done(nt, t0, tmain, 1, nt); /* static: equal shares */
             } else {
                 packed = 0;
             }
@@ -775,13 +799,16 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
     if ((int64_t)nt > d.total) nt = (int)d.total;
     d.nt = nt;
     const int64_t t0 = gemm_now();
-    int64_t tmain = t0;
+    int64_t tmain = t0, mine = 0;
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
-        GF(dyn_worker)(&d, packed, G_TID());
-        if (G_TID() == 0) tmain = gemm_now();
+        const int64_t done = GF(dyn_worker)(&d, packed, G_TID());
+        if (G_TID() == 0) {
+            tmain = gemm_now();
+            mine = done;
+        }
     }
-    gemm_region_done(nt, t0, tmain);
+    gemm_region_done(nt, t0, tmain, mine, d.total);
     free(d.pa);
     free(d.pb);
     free(d.fa);
@@ -831,12 +858,14 @@ static int GF(run_ksplit)(const GF(item) *g, int64_t ck, int nt)
     /* dynamic: a thread held up by another process does not hold up the others (any schedule gives
      * the same bits: each chunk is computed whole by one thread, and combined in chunk order) */
     const int64_t t0 = gemm_now();
-    int64_t tmain = t0;
+    int64_t tmain = t0, mine = 0;
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
         GT *bufa = NULL, *bufb = NULL;
+        int64_t done = 0;
         G_OMP(omp for schedule(dynamic, 1) nowait)
         for (int64_t ch = 0; ch < nch; ch++) {
+            done++;
             GF(item) s = *g;
             const int64_t p0 = ch * ck;
             s.k = g->k - p0 < ck ? g->k - p0 : ck;
@@ -854,9 +883,12 @@ static int GF(run_ksplit)(const GF(item) *g, int64_t ck, int nt)
         }
         free(bufa);
         free(bufb);
-        if (G_TID() == 0) tmain = gemm_now();
+        if (G_TID() == 0) {
+            tmain = gemm_now();
+            mine = done;
+        }
     }
-    gemm_region_done(nt, t0, tmain);
+    gemm_region_done(nt, t0, tmain, mine, nch);
     /* fixed-order reduction of the chunk partials (the output is small by construction) */
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
@@ -913,21 +945,26 @@ static void GF(gemm)(const fd_gemm_args *args, int nthreads)
     int64_t run = batch / (16 * (int64_t)nt);
     if (run < 1) run = 1;
     const int64_t t0 = gemm_now();
-    int64_t tmain = t0;
+    int64_t tmain = t0, mine = 0;
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
         GT *bufa = NULL, *bufb = NULL;
+        int64_t done = 0;
         G_OMP(omp for schedule(dynamic, run) nowait)
         for (int64_t t = 0; t < batch; t++) {
+            done++;
             GF(item) g;
             GF(item_of)(args, t, &g);
             GF(run_serial)(&g, &bufa, &bufb);
         }
         free(bufa);
         free(bufb);
-        if (G_TID() == 0) tmain = gemm_now();
+        if (G_TID() == 0) {
+            tmain = gemm_now();
+            mine = done;
+        }
     }
-    gemm_region_done(nt, t0, tmain);
+    gemm_region_done(nt, t0, tmain, mine, batch);
 }
 
 #undef G_HAVE_PACK_BT_VEC

@@ -1,6 +1,7 @@
-/* test_gemm_backoff.c -- the busy-machine back-off of the GEMM engine (fd_gemm.c): the stall rule,
- * the back-off's length (50 ms, doubled on each stall in a row up to 2 s, halved by a clean region),
- * a GEMM run on one thread while a back-off is in force, fd_gemm_backoff's modes and counters.
+/* test_gemm_backoff.c -- the busy-machine back-off of the GEMM engine (fd_gemm.c): the stall rule
+ * (a stall: the region took over 50 us longer than its calling thread alone would have needed), the
+ * back-off's length (50 ms, doubled on each stall in a row up to 2 s, halved by a clean region), a
+ * GEMM run on one thread while a back-off is in force, fd_gemm_backoff's modes and counters.
  * It includes fd_gemm.c itself to reach the engine's internal functions (gemm_region_done,
  * gemm_team) with made-up region timings, which no real run can produce on demand.
  * Prints one line per failure and "N passed, N failed"; exit status 1 on failure.
@@ -15,12 +16,12 @@
 
 #define MS 1000000LL
 
-/* a region of a 2-thread team that started `work` ns before the calling thread finished its share,
- * which was `wait` ns before now */
-static void region(int64_t work, int64_t wait)
+/* a region of a 2-thread team whose calling thread did `share` of the units in `work` ns and then
+ * waited `wait` ns (until now) for the team */
+static void region(int64_t work, int64_t wait, double share)
 {
     const int64_t now = gemm_now();
-    gemm_region_done(2, now - wait - work, now - wait);
+    gemm_region_done(2, now - wait - work, now - wait, (int64_t)(share * 1000), 1000);
 }
 
 static void stats(int64_t out[5]) { fd_gemm_backoff_stats(out); }
@@ -37,18 +38,19 @@ int main(void)
     CHECK(s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0);
     CHECK(gemm_team(2) == 2 && gemm_team(1) == 1);
 
-    /* clean regions: a short wait, or a wait of at most a quarter of the work */
-    region(1 * MS, 10000);
-    region(1 * MS, 200000);
-    region(100000, 40000); /* 40% of the work, but under G_STALL_MIN_NS */
+    /* no stall: the region took at most 50 us longer than the calling thread alone would have */
+    region(1 * MS, 10000, 1.0);   /* it did everything, then waited 10 us */
+    region(100000, 40000, 1.0);   /* 40 us */
+    region(1 * MS, 900000, 0.5);  /* half the work: alone 2 ms, the region 1.9 ms */
+    region(1 * MS, 5 * MS, 0.0);  /* it did no unit: it was the one held up */
     stats(s);
-    CHECK(s[0] == 0 && s[3] == 3 && gemm_team(2) == 2 && G_LOAD(g_off_len) == 0);
+    CHECK(s[0] == 0 && s[3] == 4 && gemm_team(2) == 2 && G_LOAD(g_off_len) == 0);
 
     /* a stall: 50 ms on one thread */
-    region(200000, 100000);
+    region(1 * MS, 1100000, 0.5); /* alone 2 ms, the region 2.1 ms */
     stats(s);
-    CHECK(s[0] == 1 && s[3] == 4);
-    CHECK(s[4] >= 100000 && s[4] < 100 * MS); /* the wait (plus this test's own time) */
+    CHECK(s[0] == 1 && s[3] == 5);
+    CHECK(s[4] >= 1100000 && s[4] < 100 * MS); /* the wait (plus this test's own time) */
     CHECK(G_LOAD(g_off_len) == 50 * MS);
     CHECK(s[2] > 0 && s[2] <= 50 * MS);
     CHECK(gemm_team(4) == 1 && gemm_team(1) == 1);
@@ -72,20 +74,20 @@ int main(void)
     g.c = c; g.ldc = n;
     fd_gemm_f32(&g);
     stats(s);
-    CHECK(s[1] == 2 && s[3] == 4);
+    CHECK(s[1] == 2 && s[3] == 5);
     CHECK(c[0] != 0.0f);
 
     /* stalls in a row double the length, up to 2 s */
-    region(200000, 100000);
+    region(200000, 100000, 1.0);
     CHECK(G_LOAD(g_off_len) == 100 * MS);
-    for (int i = 0; i < 10; i++) region(200000, 100000);
+    for (int i = 0; i < 10; i++) region(200000, 100000, 1.0);
     CHECK(G_LOAD(g_off_len) == 2000 * MS);
     stats(s);
     CHECK(s[0] == 12 && s[2] > 1000 * MS);
     /* clean regions halve it, and below 50 ms it is gone (the one in force runs out) */
-    region(10 * MS, 100000);
+    region(10 * MS, 100000, 0.5);
     CHECK(G_LOAD(g_off_len) == 1000 * MS);
-    for (int i = 0; i < 5; i++) region(10 * MS, 100000);
+    for (int i = 0; i < 5; i++) region(10 * MS, 100000, 0.5);
     CHECK(G_LOAD(g_off_len) == 0);
     CHECK(gemm_team(2) == 1); /* still in force */
 
@@ -95,7 +97,7 @@ int main(void)
     CHECK(gemm_team(2) == 2);
     stats(s);
     CHECK(s[2] == 0);
-    region(200000, 100000); /* counted, but starts nothing while off */
+    region(200000, 100000, 1.0); /* counted, but starts nothing while off */
     stats(s);
     CHECK(s[0] == 13 && s[2] == 0 && gemm_team(2) == 2);
     CHECK(fd_gemm_backoff(1) == 1);
