@@ -44,9 +44,12 @@
  * up. Each multi-threaded GEMM therefore times itself: the calling thread knows how long it worked and
  * what share of the units it did, so what the whole GEMM would have cost it alone (work / share);
  * when the region took longer than that by over G_STALL_MIN_NS (the team cost more than it gave), the
- * GEMMs of the whole process run on the calling thread alone for a while (50 ms, doubled on each such
- * stall in a row up to 2 s, halved by each parallel GEMM that ends without one), then try threads
- * again. Results do not depend on it (they do not depend on the thread count). */
+ * GEMMs of the whole process run on the calling thread alone for a while, then try threads again:
+ * 50 ms, doubled up to 2 s for each stall that comes soon (within 4 back-off lengths) after the last
+ * back-off ended, 50 ms again after a longer clean spell. A long back-off also keeps the team's
+ * threads asleep: OpenMP's threads spin for a while after each region (GOMP_SPINCOUNT: milliseconds
+ * here), and under load a spinning thread takes CPU time from the calling one. Results do not depend
+ * on it (they do not depend on the thread count). */
 #define G_STALL_MIN_NS 50000
 #define G_BACKOFF_MIN_NS 50000000
 #define G_BACKOFF_MAX_NS 2000000000
@@ -80,7 +83,7 @@ static int gemm_team(int nt)
 }
 
 /* after a region of a team of nt > 1 that started at t0, whose calling thread finished at tmain having
- * done `mine` of the `total` units: start or lengthen a back-off on a stall, shorten it otherwise */
+ * done `mine` of the `total` units: start a back-off on a stall */
 static void gemm_region_done(int nt, int64_t t0, int64_t tmain, int64_t mine, int64_t total)
 {
     if (nt <= 1) return;
@@ -89,19 +92,20 @@ static void gemm_region_done(int nt, int64_t t0, int64_t tmain, int64_t mine, in
      * it did no unit: then it was the one held up, not the team) */
     const double alone = mine > 0 ? (double)work * (double)total / (double)mine : (double)(tend - t0);
     const double loss = (double)(tend - t0) - alone;
-    int64_t len = G_LOAD(g_off_len);
     __atomic_fetch_add(&g_regions, 1, __ATOMIC_RELAXED);
-    if (loss > G_STALL_MIN_NS) {
-        __atomic_fetch_add(&g_stalls, 1, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&g_waited, tend - tmain, __ATOMIC_RELAXED);
-        if (!G_LOAD(g_backoff_on)) return;
-        len = len < G_BACKOFF_MIN_NS ? G_BACKOFF_MIN_NS : len * 2;
-        if (len > G_BACKOFF_MAX_NS) len = G_BACKOFF_MAX_NS;
-        G_STORE(g_off_len, len);
-        G_STORE(g_off_until, tend + len);
-    } else if (len > 0) {
-        G_STORE(g_off_len, len / 2 < G_BACKOFF_MIN_NS ? 0 : len / 2);
-    }
+    if (loss <= G_STALL_MIN_NS) return;
+    __atomic_fetch_add(&g_stalls, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_waited, tend - tmain, __ATOMIC_RELAXED);
+    if (!G_LOAD(g_backoff_on)) return;
+    /* doubled if this stall follows the last back-off's end closely (within 4 of its lengths: the
+     * load went on), back to the shortest otherwise */
+    int64_t len = G_LOAD(g_off_len);
+    if (len < G_BACKOFF_MIN_NS || tend - G_LOAD(g_off_until) > 4 * len)
+        len = G_BACKOFF_MIN_NS;
+    else
+        len = len * 2 > G_BACKOFF_MAX_NS ? G_BACKOFF_MAX_NS : len * 2;
+    G_STORE(g_off_len, len);
+    G_STORE(g_off_until, tend + len);
 }
 
 int fd_gemm_backoff(int mode)

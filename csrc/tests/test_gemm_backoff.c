@@ -1,7 +1,8 @@
 /* test_gemm_backoff.c -- the busy-machine back-off of the GEMM engine (fd_gemm.c): the stall rule
  * (a stall: the region took over 50 us longer than its calling thread alone would have needed), the
- * back-off's length (50 ms, doubled on each stall in a row up to 2 s, halved by a clean region), a
- * GEMM run on one thread while a back-off is in force, fd_gemm_backoff's modes and counters.
+ * back-off's length (50 ms, doubled up to 2 s for stalls soon after the last back-off, 50 ms again
+ * after a long clean spell), a GEMM run on one thread while a back-off is in force,
+ * fd_gemm_backoff's modes and counters.
  * It includes fd_gemm.c itself to reach the engine's internal functions (gemm_region_done,
  * gemm_team) with made-up region timings, which no real run can produce on demand.
  * Prints one line per failure and "N passed, N failed"; exit status 1 on failure.
@@ -77,19 +78,27 @@ int main(void)
     CHECK(s[1] == 2 && s[3] == 5);
     CHECK(c[0] != 0.0f);
 
-    /* stalls in a row double the length, up to 2 s */
+    /* stalls soon after the last back-off double the length, up to 2 s */
     region(200000, 100000, 1.0);
     CHECK(G_LOAD(g_off_len) == 100 * MS);
     for (int i = 0; i < 10; i++) region(200000, 100000, 1.0);
     CHECK(G_LOAD(g_off_len) == 2000 * MS);
     stats(s);
     CHECK(s[0] == 12 && s[2] > 1000 * MS);
-    /* clean regions halve it, and below 50 ms it is gone (the one in force runs out) */
+    /* clean regions change nothing */
     region(10 * MS, 100000, 0.5);
-    CHECK(G_LOAD(g_off_len) == 1000 * MS);
-    for (int i = 0; i < 5; i++) region(10 * MS, 100000, 0.5);
-    CHECK(G_LOAD(g_off_len) == 0);
-    CHECK(gemm_team(2) == 1); /* still in force */
+    CHECK(G_LOAD(g_off_len) == 2000 * MS && gemm_team(2) == 1);
+    /* a stall within 4 lengths of the last back-off's end: still doubling (capped) */
+    G_STORE(g_off_until, gemm_now() - 3 * 2000 * MS);
+    CHECK(gemm_team(2) == 2); /* that one is over */
+    region(200000, 100000, 1.0);
+    CHECK(G_LOAD(g_off_len) == 2000 * MS && gemm_team(2) == 1);
+    /* a stall after a longer clean spell: back to 50 ms */
+    G_STORE(g_off_until, gemm_now() - 5 * 2000 * MS);
+    region(200000, 100000, 1.0);
+    CHECK(G_LOAD(g_off_len) == 50 * MS && gemm_team(2) == 1);
+    stats(s);
+    CHECK(s[0] == 14 && s[2] > 0 && s[2] <= 50 * MS);
 
     /* off: every GEMM gets its threads, the back-off in force is dropped */
     CHECK(fd_gemm_backoff(0) == 0);
@@ -99,7 +108,7 @@ int main(void)
     CHECK(s[2] == 0);
     region(200000, 100000, 1.0); /* counted, but starts nothing while off */
     stats(s);
-    CHECK(s[0] == 13 && s[2] == 0 && gemm_team(2) == 2);
+    CHECK(s[0] == 15 && s[2] == 0 && gemm_team(2) == 2);
     CHECK(fd_gemm_backoff(1) == 1);
     CHECK(gemm_team(2) == 2);
 
