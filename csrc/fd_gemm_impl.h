@@ -348,10 +348,40 @@ static void GF(pack_b)(int64_t kc, int64_t nr, const GT *restrict b, int64_t rsb
     }
 }
 
+/* A block of a transposed A (rsa == 1, x^T of a weight gradient), mc >= MR, as micro-panels of MR
+ * rows at dst + (i/MR)*pstride (the last one zero-padded): column p of the block is contiguous in
+ * memory, so it is read once, whole, and its MR-row pieces go to the panels (reading each panel on
+ * its own would touch every cache line of the block once per panel, MR elements at a time). */
+static void GF(pack_at_block)(int64_t mc, int64_t kc, const GT *restrict a, int64_t csa,
+                              GT *restrict dst, int64_t pstride)
+{
+    const int64_t full = mc / G_MR * G_MR, np = full / G_MR;
+    for (int64_t p = 0; p < kc; p++) {
+        const GT *s = a + p * csa;
+        GT *d = dst + p * G_MR;
+        for (int64_t q = 0; q < np; q++) {
+            const GT *sq = s + q * G_MR;
+            GT *dq = d + q * pstride;
+            dq[0] = sq[0]; dq[1] = sq[1]; dq[2] = sq[2];
+            dq[3] = sq[3]; dq[4] = sq[4]; dq[5] = sq[5];
+        }
+        if (full < mc) {
+            GT *dq = d + np * pstride;
+            int64_t r = 0;
+            for (; r < mc - full; r++) dq[r] = s[full + r];
+            for (; r < G_MR; r++) dq[r] = 0;
+        }
+    }
+}
+
 /* A block (mc x kc) as micro-panels of MR rows (zero-padded): dst[(i/MR)*MR*kc + p*MR + i%MR] */
 static void GF(pack_a)(int64_t mc, int64_t kc, const GT *restrict a, int64_t rsa, int64_t csa,
                        GT *restrict dst)
 {
+    if (rsa == 1 && mc > G_MR) {
+        GF(pack_at_block)(mc, kc, a, csa, dst, G_MR * kc);
+        return;
+    }
     for (int64_t i0 = 0; i0 < mc; i0 += G_MR) {
         int64_t mr = mc - i0 < G_MR ? mc - i0 : G_MR;
         GT *d = dst + i0 * kc;
