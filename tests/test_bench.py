@@ -427,3 +427,31 @@ def test_mnist_shaped_case_trains_and_checks_on_a_small_copy(monkeypatch):
     finally:
         C.mnist_shaped_split.cache_clear()
         mlp._reference_params.cache_clear()
+
+
+@pytest.mark.skipif(not BENCH_DIR.is_dir(), reason="benchmarks/ is not next to tests/ here")
+def test_threads_busy_script_times_each_thread_count(capsys):
+    from conftest import require_backend
+
+    require_backend("c")
+    mod = _load(BENCH_DIR / "threads_busy.py")
+    med = mod.main(["digits", "--rounds", "1", "--threads", "1,2"])
+    assert set(med) == {1, 2} and all(v > 0 for v in med.values())
+    out = capsys.readouterr().out
+    assert out.startswith("digits rows=1437 c: 1t ") and "2t/1t" in out and "back-off {" in out
+    for bad in (["digits", "--threads", "0"], ["digits", "--threads", "1,x"], ["mnist", "--rows", "0"],
+                ["digits", "--rounds", "0"]):
+        with pytest.raises(SystemExit) as ei:
+            mod.main(bad)
+        assert ei.value.code == 2
+    assert "--threads" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not BENCH_DIR.is_dir(), reason="benchmarks/ is not next to tests/ here")
+def test_mnist_vs_torch_script_refuses_bad_arguments(capsys):
+    mod = _load(BENCH_DIR / "mnist_vs_torch.py")
+    for bad in (["--threads", "0"], ["--rounds", "0"], ["--optimizer", "lion"]):
+        with pytest.raises(SystemExit) as ei:
+            mod.main(bad)
+        assert ei.value.code == 2
+    assert "--threads and --rounds must be >= 1" in capsys.readouterr().err
