@@ -96,7 +96,8 @@ def main(argv=None):
     if args.backend == "c":
         from fastdescent.backends import c_cffi
 
-        line += f"  back-off {c_cffi.gemm_backoff()}"
+        if hasattr(c_cffi, "gemm_backoff"):  # (absent from builds before the back-off)
+            line += f"  back-off {c_cffi.gemm_backoff()}"
     print(line)
     return med
 
