@@ -97,6 +97,28 @@ int fd_set_num_threads(int n);
 int fd_set_parallel_grain(int64_t n);
 int64_t fd_get_parallel_grain(void);
 
+/* Busy-machine back-off of the multi-threaded dense-layer GEMMs. A parallel region ends only when
+ * every thread of its team has arrived; with the machine's other cores busy, a team thread can wait
+ * milliseconds for its core. Each threaded GEMM compares its time with what its calling thread would
+ * have needed alone (its working time divided by its share of the work); a GEMM that took over 50 us
+ * longer (a stall) makes the GEMMs of the process run on the calling thread for a while (50 ms,
+ * doubled up to 2 s for each stall soon after the last back-off ended, 50 ms again after a long clean
+ * spell); then they try threads again. Results never depend on it.
+ * mode 1: on (the default); 0: off (every GEMM uses the threads its size allows); -1: only query.
+ * Returns the mode in force afterwards, or FD_ERR_ARG for another mode. */
+int fd_gemm_backoff(int mode);
+/* Counters since the library was loaded, into out[5]: out[0] stalls seen, out[1] GEMMs run on one
+ * thread by a back-off, out[2] nanoseconds of back-off left now (0: none), out[3] multi-threaded GEMM
+ * regions run, out[4] nanoseconds the calling threads waited for their teams in the stalled ones.
+ * NULL is ignored. */
+void fd_gemm_backoff_stats(int64_t *out);
+/* The dense-layer GEMMs' AVX-512 micro-kernel (6 x 32 f32, 6 x 16 f64), used on the AVX2+FMA path
+ * for outputs at least 32 (f32) / 16 (f64) columns wide when the CPU and OS support AVX-512F; the
+ * same results as the AVX2 kernel (the same multiply-add chains). mode 1: use it (the default;
+ * FD_ERR_UNSUPPORTED where it cannot run), 0: AVX2 only, -1: query. Returns 1 if it is in use now
+ * (on, supported, and the AVX2+FMA path in force), 0 if not, or FD_ERR_ARG for another mode. */
+int fd_gemm_avx512(int mode);
+
 /* CPU features seen at run time: a bitwise OR of fd_cpu_feature. */
 enum fd_cpu_feature {
     FD_CPU_SSE2 = 1,

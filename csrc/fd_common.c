@@ -66,7 +66,7 @@ const char *fd_build_info(void)
            "; no OpenMP"
 #endif
 #if FD_X86_DISPATCH
-           "; paths generic+avx2-fma"
+           "; paths generic+avx2-fma (+avx512 gemm)"
 #else
            "; path generic"
 #endif

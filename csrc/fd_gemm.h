@@ -12,7 +12,13 @@
  * Code paths, chosen from the shapes and the thread count:
  *   - packed (BLIS style): B panels KC x NC and A blocks MC x KC are packed into aligned scratch,
  *     a register-blocked MR x NR micro-kernel (6x16 f32 / 6x8 f64 with AVX2+FMA) runs over them;
- *     threads split the output 2-D (rows x column strips) and pack B panels cooperatively;
+ *   - threaded (one item on several threads): no barrier inside the region; the threads take units
+ *     (ranges of row panels, or of column strips when there are few rows) from a shared counter,
+ *     packing each micro-panel of A and B once, on first use, into whole-operand scratch (a thread
+ *     never waits for another's packing: it packs a private copy instead), so a descheduled thread
+ *     holds up only its own unit; items too big for that scratch use the blocked packed path with
+ *     a static 2-D split. A GEMM whose calling thread waits long for its team (a busy machine)
+ *     makes the following GEMMs run on one thread for a while (the back-off, fd_gemm.c);
  *   - direct (no packing of whole operands): for small matrices, or when A is swept only once or
  *     twice, the micro-kernel reads A and B where they lie (a B strip that is transposed or narrower
  *     than NR, and a micro-panel of a transposed A reused by several strips, are copied to stack

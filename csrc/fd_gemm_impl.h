@@ -6,6 +6,8 @@
  *   G_MR, G_NR   micro-tile (rows x columns of C held in registers)
  *   G_MC, G_KC, G_NC   cache blocking (A block MC x KC in L2, B panel KC x NC in L3, KC x NR in L1)
  *   G_AVX2       1: AVX2+FMA micro-kernel (compiled inside a target("avx2,fma") region), 0: portable C
+ *   G_AVX512     1 (with G_AVX2 1): the same micro-kernel on 512-bit vectors (6 x 32 f32, 6 x 16 f64;
+ *                compiled inside a target("avx512f,avx2,fma") region)
  *   G_F64        1 if GT is double
  * See fd_gemm.h for what the engine computes and the paths it takes.
  */
@@ -44,7 +46,27 @@ static inline void GF(store_tile)(const GT *tile, int64_t mr, int64_t nr, GT *c,
 }
 
 #if G_AVX2
-#if G_F64
+#if G_AVX512 && G_F64
+#define GV __m512d
+#define GV_ZERO() _mm512_setzero_pd()
+#define GV_LOAD(p) _mm512_load_pd(p)
+#define GV_LOADU(p) _mm512_loadu_pd(p)
+#define GV_STOREU(p, v) _mm512_storeu_pd(p, v)
+#define GV_BCAST(p) _mm512_set1_pd(*(p))
+#define GV_FMA(a, b, c) _mm512_fmadd_pd(a, b, c)
+#define GV_ADD(a, b) _mm512_add_pd(a, b)
+#define GV_L 8
+#elif G_AVX512
+#define GV __m512
+#define GV_ZERO() _mm512_setzero_ps()
+#define GV_LOAD(p) _mm512_load_ps(p)
+#define GV_LOADU(p) _mm512_loadu_ps(p)
+#define GV_STOREU(p, v) _mm512_storeu_ps(p, v)
+#define GV_BCAST(p) _mm512_set1_ps(*(p))
+#define GV_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define GV_ADD(a, b) _mm512_add_ps(a, b)
+#define GV_L 16
+#elif G_F64
 #define GV __m256d
 #define GV_ZERO() _mm256_setzero_pd()
 #define GV_LOAD(p) _mm256_load_pd(p)
@@ -105,7 +127,7 @@ static inline void GF(store_tile)(const GT *tile, int64_t mr, int64_t nr, GT *c,
         if (mr > 4) GK_STROW(4)                                                              \
         if (mr > 5) GK_STROW(5)                                                              \
     } else {                                                                                 \
-        GT tile[G_MR * G_NR] __attribute__((aligned(32)));                                   \
+        GT tile[G_MR * G_NR] __attribute__((aligned(64)));                                   \
         GK_TILEROW(0) GK_TILEROW(1) GK_TILEROW(2) GK_TILEROW(3) GK_TILEROW(4) GK_TILEROW(5)  \
         GF(store_tile)(tile, mr, nr, c, ldc, beta, bias);                                    \
     }
@@ -268,6 +290,13 @@ typedef struct {
     int accumulate;
 } GF(item);
 
+/* A row-major A (csa == 1) is not packed: the micro-kernel reads its MR rows in place (each a
+ * sequential stream, the whole of A in L2 for the shapes that reach the packed path with threads),
+ * which saves the copy (about 14% of a 128 x 784 x 128 product) and gives the same chains. */
+#ifndef G_A_IN_PLACE
+#define G_A_IN_PLACE(g) ((g)->csa == 1)
+#endif
+
 /* bsum[j] += sum_{p < kc} B(p, j), j < nr: one sequential sum per column and KC block */
 static void GF(colsum)(int64_t kc, int64_t nr, const GT *b, int64_t rsb, int64_t csb, GT *bsum)
 {
@@ -319,10 +348,40 @@ static void GF(pack_b)(int64_t kc, int64_t nr, const GT *restrict b, int64_t rsb
     }
 }
 
+/* A block of a transposed A (rsa == 1, x^T of a weight gradient), mc >= MR, as micro-panels of MR
+ * rows at dst + (i/MR)*pstride (the last one zero-padded): column p of the block is contiguous in
+ * memory, so it is read once, whole, and its MR-row pieces go to the panels (reading each panel on
+ * its own would touch every cache line of the block once per panel, MR elements at a time). */
+static void GF(pack_at_block)(int64_t mc, int64_t kc, const GT *restrict a, int64_t csa,
+                              GT *restrict dst, int64_t pstride)
+{
+    const int64_t full = mc / G_MR * G_MR, np = full / G_MR;
+    for (int64_t p = 0; p < kc; p++) {
+        const GT *s = a + p * csa;
+        GT *d = dst + p * G_MR;
+        for (int64_t q = 0; q < np; q++) {
+            const GT *sq = s + q * G_MR;
+            GT *dq = d + q * pstride;
+            dq[0] = sq[0]; dq[1] = sq[1]; dq[2] = sq[2];
+            dq[3] = sq[3]; dq[4] = sq[4]; dq[5] = sq[5];
+        }
+        if (full < mc) {
+            GT *dq = d + np * pstride;
+            int64_t r = 0;
+            for (; r < mc - full; r++) dq[r] = s[full + r];
+            for (; r < G_MR; r++) dq[r] = 0;
+        }
+    }
+}
+
 /* A block (mc x kc) as micro-panels of MR rows (zero-padded): dst[(i/MR)*MR*kc + p*MR + i%MR] */
 static void GF(pack_a)(int64_t mc, int64_t kc, const GT *restrict a, int64_t rsa, int64_t csa,
                        GT *restrict dst)
 {
+    if (rsa == 1 && mc > G_MR) {
+        GF(pack_at_block)(mc, kc, a, csa, dst, G_MR * kc);
+        return;
+    }
     for (int64_t i0 = 0; i0 < mc; i0 += G_MR) {
         int64_t mr = mc - i0 < G_MR ? mc - i0 : G_MR;
         GT *d = dst + i0 * kc;
@@ -467,15 +526,20 @@ static void GF(run_packed)(const GF(item) *g, GT *bufa, GT *bufb, int tid, int n
             const int last = pc + kc == k;
             for (int64_t ic = i0; ic < i1; ic += G_MC) {
                 const int64_t mc = i1 - ic < G_MC ? i1 - ic : G_MC;
-                GF(pack_a)(mc, kc, g->a + ic * g->rsa + pc * g->csa, g->rsa, g->csa, bufa);
+                const GT *ablk = g->a + ic * g->rsa + pc * g->csa;
+                if (!G_A_IN_PLACE(g)) GF(pack_a)(mc, kc, ablk, g->rsa, g->csa, bufa);
                 for (int64_t s = s0; s < s1; s++) {
                     const int64_t j = jc + s * G_NR, nr = n - j < G_NR ? n - j : G_NR;
                     const GT *bp = bufb + s * kc * G_NR;
                     const GT *bias = (g->bias && last) ? g->bias + j : NULL;
                     for (int64_t ir = 0; ir < mc; ir += G_MR) {
                         const int64_t mr = mc - ir < G_MR ? mc - ir : G_MR;
-                        GF(kern_packed)(kc, bufa + ir * kc, bp, mr, nr,
-                                        g->c + (ic + ir) * g->ldc + j, g->ldc, beta, bias);
+                        GT *cp = g->c + (ic + ir) * g->ldc + j;
+                        if (G_A_IN_PLACE(g))
+                            GF(kern_direct)(kc, ablk + ir * g->rsa, g->rsa, 1, bp, G_NR, mr, nr, cp,
+                                            g->ldc, beta, bias);
+                        else
+                            GF(kern_packed)(kc, bufa + ir * kc, bp, mr, nr, cp, g->ldc, beta, bias);
                     }
                 }
             }
@@ -570,33 +634,159 @@ static void GF(grid)(int64_t m, int64_t n, int nt, int *tm, int *tn)
     }
 }
 
+/* ---- the parallel path ---------------------------------------------------------------------
+ * No barrier inside the region, and no fixed share per thread: the threads take units of work from
+ * a shared counter, guided style (a unit is 1/nt of what is left, at most an MC block), so a thread
+ * that the OS deschedules (another process on its core) holds up only the unit it is in and the
+ * running threads do the rest. A unit is a range of row micro-panels with every column strip (the
+ * B micro-panel in L1 is reused by all its rows), or, when there are few row panels, a range of
+ * strips with every row. Packed: the operands are packed lazily into whole-operand buffers (A as
+ * MR x KC micro-panels per KC block, B as KC x NR micro-panels) with one flag per micro-panel: the
+ * first thread that needs a micro-panel claims and packs it; one that finds it claimed but not yet
+ * ready packs a private copy rather than wait. A unit walks the KC blocks in order for each of its
+ * C tiles, so every element gets the serial path's chain; a strip's column sums are taken by the
+ * unit holding row 0, in KC order, as on the serial path. */
+
 typedef struct {
     const GF(item) *g;
-    GT *bufa, *bufb;
-    int packed;
-} GF(par_ctx);
+    int64_t mt, ns, nkb;       /* row micro-panels, column strips, KC blocks */
+    int by_rows;               /* units are ranges of row panels (1) or of strips (0) */
+    int64_t total, cap;        /* panels / strips to hand out; most per unit */
+    int64_t next;              /* the first not yet handed out (atomic) */
+    int nt;
+    GT *pa, *pb;               /* packed A (ir, kb) at (ir*nkb + kb)*MR*KC; B (kb, s) at (kb*ns + s)*KC*NR */
+    int *fa, *fb;              /* per micro-panel: 0 free, 1 being packed, 2 ready */
+} GF(dyn);
 
-/* Thread tid of a team of nt (the team actually running, which may be smaller than asked for). */
-static void GF(par_worker)(const GF(par_ctx) *x, int tid, int nt)
+/* claim (0 -> 1) a free micro-panel: 1 if this thread is to pack it */
+static inline int GF(claim)(int *f)
 {
-    const GF(item) *g = x->g;
-    const int64_t mt = (g->m + G_MR - 1) / G_MR, ns = (g->n + G_NR - 1) / G_NR;
-    int tm = nt, tn = 1;
-    if (x->packed) {
-        GF(grid)(g->m, g->n, nt, &tm, &tn);
-        GF(run_packed)(g, x->bufa + (int64_t)tid * G_MC * G_KC, x->bufb, tid, nt, tm, tn);
-        return;
-    }
-    /* direct: every strip is a whole pass over k; split the strips unless there are few */
-    if (ns >= (int64_t)nt * 2 || ns > mt) {
-        tm = 1;
-        tn = nt;
-    }
-    const int ti = tid / tn, tj = tid % tn;
-    int64_t i1 = (mt * (ti + 1) / tm) * G_MR;
-    if (i1 > g->m) i1 = g->m;
-    GF(run_direct)(g, (mt * ti / tm) * G_MR, i1, ns * tj / tn, ns * (tj + 1) / tn, ti == 0);
+    int expect = 0;
+    return __atomic_load_n(f, __ATOMIC_ACQUIRE) == 0 &&
+           __atomic_compare_exchange_n(f, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
+
+/* A micro-panel (row panel ir, KC block kb): the shared copy, or a private one in priv */
+static const GT *GF(dyn_a)(const GF(dyn) *d, int64_t ir, int64_t kb, int64_t kc, GT *priv)
+{
+    const int64_t at = ir * d->nkb + kb;
+    GT *dst = d->pa + at * (G_MR * G_KC);
+    int *f = d->fa + at;
+    if (__atomic_load_n(f, __ATOMIC_ACQUIRE) == 2) return dst;
+    const GF(item) *g = d->g;
+    const int64_t i = ir * G_MR, mr = g->m - i < G_MR ? g->m - i : G_MR;
+    const GT *src = g->a + i * g->rsa + kb * G_KC * g->csa;
+    if (GF(claim)(f)) {
+        GF(pack_a)(mr, kc, src, g->rsa, g->csa, dst);
+        __atomic_store_n(f, 2, __ATOMIC_RELEASE);
+        return dst;
+    }
+    if (__atomic_load_n(f, __ATOMIC_ACQUIRE) == 2) return dst;
+    GF(pack_a)(mr, kc, src, g->rsa, g->csa, priv); /* being packed by a thread that may be stalled */
+    return priv;
+}
+
+/* B micro-panel (KC block kb, strip s): the shared copy, or a private one in priv */
+static const GT *GF(dyn_b)(const GF(dyn) *d, int64_t kb, int64_t s, int64_t kc, GT *priv)
+{
+    const int64_t at = kb * d->ns + s;
+    GT *dst = d->pb + at * (G_KC * G_NR);
+    int *f = d->fb + at;
+    if (__atomic_load_n(f, __ATOMIC_ACQUIRE) == 2) return dst;
+    const GF(item) *g = d->g;
+    const int64_t j = s * G_NR, nr = g->n - j < G_NR ? g->n - j : G_NR;
+    const GT *src = g->b + kb * G_KC * g->rsb + j * g->csb;
+    if (GF(claim)(f)) {
+        GF(pack_b)(kc, nr, src, g->rsb, g->csb, dst);
+        __atomic_store_n(f, 2, __ATOMIC_RELEASE);
+        return dst;
+    }
+    if (__atomic_load_n(f, __ATOMIC_ACQUIRE) == 2) return dst;
+    GF(pack_b)(kc, nr, src, g->rsb, g->csb, priv);
+    return priv;
+}
+
+/* Packed unit: row panels [ir0, ir1) x strips [s0, s1), the strips visited from s0 + rot (mod the
+ * range: threads that start together pack different B micro-panels first). apriv / bpriv: this
+ * thread's MR x KC and KC x NR scratch. */
+static void GF(dyn_packed)(const GF(dyn) *d, int64_t ir0, int64_t ir1, int64_t s0, int64_t s1,
+                           int64_t rot, GT *apriv, GT *bpriv)
+{
+    const GF(item) *g = d->g;
+    const int64_t k = g->k, nsu = s1 - s0;
+    for (int64_t kb = 0; kb < d->nkb; kb++) {
+        const int64_t pc = kb * G_KC, kc = k - pc < G_KC ? k - pc : G_KC;
+        const int beta = g->accumulate || pc > 0;
+        const int last = pc + kc == k;
+        for (int64_t q = 0; q < nsu; q++) {
+            const int64_t s = s0 + (q + rot) % nsu;
+            const int64_t j = s * G_NR, nr = g->n - j < G_NR ? g->n - j : G_NR;
+            const GT *bp = GF(dyn_b)(d, kb, s, kc, bpriv);
+            if (g->bsum && ir0 == 0)
+                GF(colsum)(kc, nr, g->b + pc * g->rsb + j * g->csb, g->rsb, g->csb, g->bsum + j);
+            const GT *bias = (g->bias && last) ? g->bias + j : NULL;
+            for (int64_t ir = ir0; ir < ir1; ir++) {
+                const int64_t i = ir * G_MR, mr = g->m - i < G_MR ? g->m - i : G_MR;
+                GT *cp = g->c + i * g->ldc + j;
+                if (G_A_IN_PLACE(g)) {
+                    GF(kern_direct)(kc, g->a + i * g->rsa + pc, g->rsa, 1, bp, G_NR, mr, nr, cp,
+                                    g->ldc, beta, bias);
+                } else {
+                    const GT *ap = GF(dyn_a)(d, ir, kb, kc, apriv);
+                    GF(kern_packed)(kc, ap, bp, mr, nr, cp, g->ldc, beta, bias);
+                }
+            }
+        }
+    }
+}
+
+/* Take the next unit [*lo, *hi) of the axis: 1 if there was one. */
+static int GF(dyn_take)(GF(dyn) *d, int64_t *lo, int64_t *hi)
+{
+    int64_t cur = __atomic_load_n(&d->next, __ATOMIC_RELAXED);
+    while (cur < d->total) {
+        int64_t q = (d->total - cur + d->nt - 1) / d->nt;
+        if (q > d->cap) q = d->cap;
+        if (__atomic_compare_exchange_n(&d->next, &cur, cur + q, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+            *lo = cur;
+            *hi = cur + q;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Thread tid's share: units until none is left. Returns how many panels / strips it did. */
+static int64_t GF(dyn_worker)(GF(dyn) *d, int packed, int tid)
+{
+    GT apriv[G_MR * G_KC] __attribute__((aligned(G_ALIGN)));
+    GT bpriv[G_KC * G_NR] __attribute__((aligned(G_ALIGN)));
+    const GF(item) *g = d->g;
+    int64_t lo, hi, done = 0;
+    while (GF(dyn_take)(d, &lo, &hi)) {
+        done += hi - lo;
+        int64_t ir0 = 0, ir1 = d->mt, s0 = 0, s1 = d->ns;
+        if (d->by_rows) {
+            ir0 = lo;
+            ir1 = hi;
+        } else {
+            s0 = lo;
+            s1 = hi;
+        }
+        if (packed) {
+            GF(dyn_packed)(d, ir0, ir1, s0, s1, (s1 - s0) * tid / d->nt, apriv, bpriv);
+        } else {
+            const int64_t i1 = ir1 * G_MR < g->m ? ir1 * G_MR : g->m;
+            GF(run_direct)(g, ir0 * G_MR, i1, s0, s1, ir0 == 0);
+        }
+    }
+    return done;
+}
+
+/* Most elements of packing scratch the parallel packed path takes (whole A and B); above it, the
+ * item goes to the blocked path with a static split (run_packed), whose regions are long anyway. */
+#define G_DYN_MAX_ELEMS ((int64_t)1 << 22)
 
 /* One item on up to nt threads. */
 static void GF(run_parallel)(const GF(item) *g, int nt)
@@ -608,22 +798,74 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
         free(bufb);
         return;
     }
-    GF(par_ctx) x = {g, NULL, NULL, 0};
-    if (!GF(want_direct)(g)) {
-        x.bufa = (GT *)GF(alloc)((int64_t)nt * G_MC * G_KC);
-        x.bufb = (GT *)GF(alloc)(GF(panel_elems)(g->n));
-        x.packed = x.bufa && x.bufb;
-    }
-    G_OMP(omp parallel num_threads(nt))
-    {
+    GF(dyn) d;
+    memset(&d, 0, sizeof d);
+    d.g = g;
+    d.mt = (g->m + G_MR - 1) / G_MR;
+    d.ns = (g->n + G_NR - 1) / G_NR;
+    d.nkb = (g->k + G_KC - 1) / G_KC;
+    int packed = !GF(want_direct)(g);
+    if (packed) {
+        const int64_t na = G_A_IN_PLACE(g) ? 0 : d.mt * d.nkb * G_MR * G_KC;
+        const int64_t nb = d.nkb * d.ns * G_KC * G_NR;
+        if (na + nb > G_DYN_MAX_ELEMS) {
+            GT *bufa = (GT *)GF(alloc)((int64_t)nt * G_MC * G_KC);
+            GT *bufb = (GT *)GF(alloc)(GF(panel_elems)(g->n));
+            if (bufa && bufb) {
+                const int64_t t0 = gemm_now();
+                int64_t tmain = t0;
+                G_OMP(omp parallel num_threads(nt))
+                {
 #ifdef _OPENMP
-        GF(par_worker)(&x, omp_get_thread_num(), omp_get_num_threads());
+                    const int tid = omp_get_thread_num(), ntr = omp_get_num_threads();
 #else
-        GF(par_worker)(&x, 0, 1);
+                    const int tid = 0, ntr = 1;
 #endif
+                    int tm = ntr, tn = 1;
+                    GF(grid)(g->m, g->n, ntr, &tm, &tn);
+                    GF(run_packed)(g, bufa + (int64_t)tid * G_MC * G_KC, bufb, tid, ntr, tm, tn);
+                    if (tid == 0) tmain = gemm_now();
+                }
+                gemm_region_done(nt, t0, tmain, 1, nt); /* static: equal shares */
+            } else {
+                packed = 0;
+            }
+            free(bufa);
+            free(bufb);
+            if (packed) return;
+        } else {
+            d.pa = (GT *)GF(alloc)(na);
+            d.pb = (GT *)GF(alloc)(nb);
+            d.fa = (int *)calloc((size_t)(d.mt * d.nkb), sizeof(int));
+            d.fb = (int *)calloc((size_t)(d.nkb * d.ns), sizeof(int));
+            packed = d.pa && d.pb && d.fa && d.fb;
+        }
     }
-    free(x.bufa);
-    free(x.bufb);
+    /* Units along the rows (each thread packs its rows of A, the B micro-panels are shared), or
+     * along the column strips (each packs its strips of B, A is shared) when A is read in place or
+     * packs smaller than B, and there are strips enough for the threads; along the strips too when
+     * there are too few row panels for the threads. Sharing means reading what another core packed. */
+    const int strips_cheaper = (G_A_IN_PLACE(g) || g->m < g->n) && d.ns >= 2 * (int64_t)nt;
+    d.by_rows = !strips_cheaper && (d.mt >= 2 * (int64_t)nt || d.mt >= d.ns);
+    d.total = d.by_rows ? d.mt : d.ns;
+    d.cap = d.by_rows ? G_MC / G_MR : (G_NC / G_NR) / 4;
+    if ((int64_t)nt > d.total) nt = (int)d.total;
+    d.nt = nt;
+    const int64_t t0 = gemm_now();
+    int64_t tmain = t0, mine = 0;
+    G_OMP(omp parallel num_threads(nt) if (nt > 1))
+    {
+        const int64_t done = GF(dyn_worker)(&d, packed, G_TID());
+        if (G_TID() == 0) {
+            tmain = gemm_now();
+            mine = done;
+        }
+    }
+    gemm_region_done(nt, t0, tmain, mine, d.total);
+    free(d.pa);
+    free(d.pb);
+    free(d.fa);
+    free(d.fb);
 }
 
 static void GF(item_of)(const fd_gemm_args *a, int64_t t, GF(item) *g)
@@ -668,11 +910,15 @@ static int GF(run_ksplit)(const GF(item) *g, int64_t ck, int nt)
     if (nt > nch) nt = (int)nch;
     /* dynamic: a thread held up by another process does not hold up the others (any schedule gives
      * the same bits: each chunk is computed whole by one thread, and combined in chunk order) */
+    const int64_t t0 = gemm_now();
+    int64_t tmain = t0, mine = 0;
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
         GT *bufa = NULL, *bufb = NULL;
-        G_OMP(omp for schedule(dynamic, 1))
+        int64_t done = 0;
+        G_OMP(omp for schedule(dynamic, 1) nowait)
         for (int64_t ch = 0; ch < nch; ch++) {
+            done++;
             GF(item) s = *g;
             const int64_t p0 = ch * ck;
             s.k = g->k - p0 < ck ? g->k - p0 : ck;
@@ -690,7 +936,12 @@ static int GF(run_ksplit)(const GF(item) *g, int64_t ck, int nt)
         }
         free(bufa);
         free(bufb);
+        if (G_TID() == 0) {
+            tmain = gemm_now();
+            mine = done;
+        }
     }
+    gemm_region_done(nt, t0, tmain, mine, nch);
     /* fixed-order reduction of the chunk partials (the output is small by construction) */
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
@@ -723,6 +974,7 @@ static void GF(gemm)(const fd_gemm_args *args, int nthreads)
     double cap = work * (double)batch / G_PAR_MIN_FMA;
     int nt = nthreads;
     if ((double)nt > cap) nt = cap < 1 ? 1 : (int)cap;
+    nt = gemm_team(nt);
 
     if (batch == 1) {
         GF(item) g;
@@ -745,24 +997,34 @@ static void GF(gemm)(const fd_gemm_args *args, int nthreads)
     /* dynamic in runs of items (about 16 runs per thread): as robust as the k-split to a busy core */
     int64_t run = batch / (16 * (int64_t)nt);
     if (run < 1) run = 1;
+    const int64_t t0 = gemm_now();
+    int64_t tmain = t0, mine = 0;
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
         GT *bufa = NULL, *bufb = NULL;
-        G_OMP(omp for schedule(dynamic, run))
+        int64_t done = 0;
+        G_OMP(omp for schedule(dynamic, run) nowait)
         for (int64_t t = 0; t < batch; t++) {
+            done++;
             GF(item) g;
             GF(item_of)(args, t, &g);
             GF(run_serial)(&g, &bufa, &bufb);
         }
         free(bufa);
         free(bufb);
+        if (G_TID() == 0) {
+            tmain = gemm_now();
+            mine = done;
+        }
     }
+    gemm_region_done(nt, t0, tmain, mine, batch);
 }
 
 #undef G_HAVE_PACK_BT_VEC
 #undef G_KSPLIT_MIN
 #undef G_KSPLIT_MAX_CHUNKS
 #undef G_PAR_MIN_FMA
+#undef G_DYN_MAX_ELEMS
 #undef G_ALIGN
 #undef GF
 #undef GF_

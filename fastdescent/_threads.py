@@ -17,6 +17,13 @@ threads and 55 ms with ``OMP_WAIT_POLICY=PASSIVE`` (the one-thread time), and un
 fastdescent leaves the policy to the user: ``OMP_WAIT_POLICY=PASSIVE`` (set before the first import
 of fastdescent, numba or any OpenMP library) for shared, loaded machines, the default for dedicated
 ones, or ``fd.set_num_threads(1)``. :func:`state` reports the policy in force.
+
+The ``c`` backend's dense-layer GEMMs need none of this to stay near one-thread speed on a busy
+machine: their regions have no inner barrier (threads take units from a counter), and a threaded GEMM
+that cost more than its calling thread alone would have makes the next GEMMs run on one thread for
+50 ms to 2 s (``fd.info()["backends"]["c"]["gemm_backoff"]`` counts the stalls; results do not
+change). The default spinning still costs under load: each threaded region leaves OpenMP's threads
+spinning for milliseconds afterwards.
 """
 
 from __future__ import annotations

@@ -427,3 +427,79 @@ def test_mnist_shaped_case_trains_and_checks_on_a_small_copy(monkeypatch):
     finally:
         C.mnist_shaped_split.cache_clear()
         mlp._reference_params.cache_clear()
+
+
+@pytest.mark.skipif(not BENCH_DIR.is_dir(), reason="benchmarks/ is not next to tests/ here")
+def test_threads_busy_script_times_each_thread_count(capsys):
+    from conftest import require_backend
+
+    require_backend("c")
+    mod = _load(BENCH_DIR / "threads_busy.py")
+    med = mod.main(["digits", "--rounds", "1", "--threads", "1,2"])
+    assert set(med) == {1, 2} and all(v > 0 for v in med.values())
+    out = capsys.readouterr().out
+    assert out.startswith("digits rows=1437 c: 1t ") and "2t/1t" in out and "back-off {" in out
+    for bad in (["digits", "--threads", "0"], ["digits", "--threads", "1,x"], ["mnist", "--rows", "0"],
+                ["digits", "--rounds", "0"]):
+        with pytest.raises(SystemExit) as ei:
+            mod.main(bad)
+        assert ei.value.code == 2
+    assert "--threads" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not BENCH_DIR.is_dir(), reason="benchmarks/ is not next to tests/ here")
+def test_mnist_vs_torch_script_refuses_bad_arguments(capsys):
+    mod = _load(BENCH_DIR / "mnist_vs_torch.py")
+    for bad in (["--threads", "0"], ["--rounds", "0"], ["--optimizer", "lion"]):
+        with pytest.raises(SystemExit) as ei:
+            mod.main(bad)
+        assert ei.value.code == 2
+    assert "--threads and --rounds must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not BENCH_DIR.is_dir(), reason="benchmarks/ is not next to tests/ here")
+@pytest.mark.parametrize("fname", ["mnist_gemms.py", "gemm_shapes.py"])
+def test_gemm_scripts_refuse_bad_thread_counts(fname, capsys):
+    mod = _load(BENCH_DIR / fname)
+    for bad in (["--threads", "0"], ["--threads", "-2"]):
+        with pytest.raises(SystemExit) as ei:
+            mod.main(bad)
+        assert ei.value.code == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not BENCH_DIR.is_dir(), reason="benchmarks/ is not next to tests/ here")
+def test_mnist_gemms_script_times_every_gemm_of_the_step(capsys):
+    from conftest import require_backend
+
+    require_backend("c")
+    mod = _load(BENCH_DIR / "mnist_gemms.py")
+    out = mod.main(["--threads", "1"])
+    assert set(out) == {"fwd1", "bwd_w1", "fwd2", "bwd_w2", "bwd_x2"}
+    assert all(ours > 0 for ours, _ in out.values())
+    assert "128x784x128" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not BENCH_DIR.is_dir(), reason="benchmarks/ is not next to tests/ here")
+def test_gemm_shapes_script_runs_at_the_thread_count_asked(capsys):
+    from conftest import require_backend
+
+    C = require_backend("c")
+    mod = _load(BENCH_DIR / "gemm_shapes.py")
+    shape = (1, 1, 300, 280, 270)  # 22.7M multiply-adds: threaded on 2 threads
+    mod.SHAPES = [shape]  # (a module global)
+    C.set_gemm_backoff(False)  # every GEMM gets the threads it is allowed, busy machine or not
+    try:
+        before = C.gemm_backoff()["parallel_calls"]
+        out = mod.main(["--threads", "1"])
+        assert C.gemm_backoff()["parallel_calls"] == before  # one thread: no region
+        assert set(out[shape]) == {"fwd", "bwd_x", "bwd_w"} and min(out[shape].values()) > 0
+        C.set_num_threads(2)
+        two = C.get_num_threads() == 2  # (not in a fork child or a build without OpenMP)
+        C.set_num_threads(0)
+        if two:
+            mod.main(["--threads", "2"])
+            assert C.gemm_backoff()["parallel_calls"] > before
+    finally:
+        C.set_gemm_backoff(True)
+    assert "1x1x300x280x270:" in capsys.readouterr().out

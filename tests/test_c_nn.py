@@ -24,14 +24,19 @@ def c():
     return require_backend("c")
 
 
-@pytest.fixture(params=["avx2-fma", "generic"])
+@pytest.fixture(params=["avx512-gemm", "avx2-fma", "generic"])
 def path(request, c):
+    """Each code path of the GEMMs: avx2-fma with its AVX-512 micro-kernel, avx2-fma alone, generic."""
     try:
-        c.set_simd_path(request.param)
+        c.set_simd_path("generic" if request.param == "generic" else "avx2-fma")
+        c.set_gemm_avx512(request.param == "avx512-gemm")
     except KernelError:
+        c.set_simd_path("auto")
         pytest.skip(f"code path {request.param} not available on this CPU/build")
     yield request.param
     c.set_simd_path("auto")
+    if "avx512f" in c.describe()["cpu_features"]:
+        c.set_gemm_avx512(True)
 
 
 @pytest.fixture
@@ -39,6 +44,15 @@ def threads(c):
     """Restore the thread count after a test that changes it."""
     yield c
     c.set_num_threads(0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_backoff(c):
+    """The GEMMs' busy-machine back-off off in this module, so that the threaded paths run whatever
+    the machine's load (a back-off would run them on one thread: same results, less coverage)."""
+    c.set_gemm_backoff(False)
+    yield
+    c.set_gemm_backoff(True)
 
 
 TOL = {np.float32: 1e-6, np.float64: 1e-14}  # relative to sqrt(len) * sum |terms|
@@ -113,6 +127,7 @@ BIG = [
     (3, 1, 41, 300, 70),
     (64, 64, 16, 16, 16),    # batch-parallel small matrices
     (64, 1, 40, 16, 16),     # shared-weight gradient over 2560 rows: k-split
+    (1, 1, 12, 3000, 512),   # threaded over units of column strips (few row panels), packed
     (5, 5, 0, 4, 3), (5, 5, 4, 0, 3), (5, 1, 4, 3, 0), (0, 1, 4, 3, 2),  # empty dimensions
 ]
 
@@ -139,7 +154,10 @@ def test_backward_accumulates(c):
     np.testing.assert_allclose(db, 2 * db1, rtol=1e-14)
 
 
-DET = [(1, 1, 300, 280, 270), (64, 64, 16, 16, 16), (2, 1, 512, 16, 16), (8, 1, 64, 64, 256)]
+DET = [(1, 1, 300, 280, 270), (64, 64, 16, 16, 16), (2, 1, 512, 16, 16), (8, 1, 64, 64, 256),
+       (1, 1, 12, 600, 600),    # two row panels: the threads take units of column strips, direct
+       (1, 1, 12, 3000, 512),   # the same, packed
+       (1, 1, 2000, 2048, 256)]  # fwd, bwd_w: too big for whole-operand packing, blocked static split
 
 
 @pytest.mark.parametrize("shape", DET, ids=lambda s: "x".join(map(str, s)))
@@ -166,6 +184,89 @@ def test_matmul_concurrent_callers(c):
     for i, got in enumerate(together):
         for a, b2 in zip(got, alone[i % len(data)]):
             assert np.array_equal(a, b2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avx512_gemm_gives_the_avx2_bits(c, dtype):
+    """The AVX-512 micro-kernel runs the same multiply-add chains as the AVX2 one: same bits, on one
+    and on two threads (shapes on the packed, direct and threaded paths, partial strips)."""
+    try:
+        c.set_simd_path("avx2-fma")
+        c.set_gemm_avx512(True)
+    except KernelError:
+        c.set_simd_path("auto")
+        pytest.skip("no AVX-512 GEMM on this CPU/build")
+    try:
+        for shape in [(1, 1, 128, 784, 128), (1, 1, 70, 300, 100), (8, 1, 64, 64, 256),
+                      (1, 1, 12, 3000, 512), (3, 3, 33, 40, 47)]:
+            d = _data(*shape, dtype)
+            got = {}
+            for avx512 in (True, False):
+                c.set_gemm_avx512(avx512)
+                for nt in (1, 2):
+                    c.set_num_threads(nt)
+                    got[avx512, nt] = _run(c, d, True)
+            for key, res in got.items():
+                for a, b2 in zip(res, got[False, 1]):
+                    assert np.array_equal(a, b2), (shape, key)
+    finally:
+        c.set_num_threads(0)
+        c.set_simd_path("auto")
+        c.set_gemm_avx512(True)
+
+
+def test_gemm_avx512_switch(c):
+    assert c.describe()["gemm_avx512"] == c.gemm_avx512()
+    for bad in (1, None, "on"):
+        with pytest.raises(ValueError, match="enabled"):
+            c.set_gemm_avx512(bad)
+    assert c.lib.fd_gemm_avx512(7) == c.lib.FD_ERR_ARG
+    if "avx512f" not in c.describe()["cpu_features"]:
+        with pytest.raises(KernelError):
+            c.set_gemm_avx512(True)
+        assert c.gemm_avx512() is False
+        return
+    c.set_gemm_avx512(False)
+    try:
+        assert c.gemm_avx512() is False
+    finally:
+        c.set_gemm_avx512(True)
+    assert c.gemm_avx512() is (c.get_simd_path() == "avx2-fma")
+    c.set_simd_path("generic")
+    try:
+        assert c.gemm_avx512() is False  # on, but not in use on the generic path
+    finally:
+        c.set_simd_path("auto")
+
+
+def test_gemm_backoff_switch_and_counters(c):
+    bo = c.gemm_backoff()
+    assert set(bo) == {"enabled", "parallel_calls", "stalls", "stalled_s", "single_thread_calls",
+                       "left_s"}
+    assert bo["enabled"] is False  # this module's fixture
+    c.set_gemm_backoff(True)
+    try:
+        assert c.gemm_backoff()["enabled"] is True
+        assert c.describe()["gemm_backoff"]["enabled"] is True
+        for bad in (1, 0, None, "yes"):
+            with pytest.raises(ValueError, match="enabled"):
+                c.set_gemm_backoff(bad)
+            assert c.gemm_backoff()["enabled"] is True  # unchanged
+    finally:
+        c.set_gemm_backoff(False)
+    assert c.lib.fd_gemm_backoff(3) == c.lib.FD_ERR_ARG
+    assert c.lib.fd_gemm_backoff(-1) == 0
+    # a threaded GEMM is counted (the back-off off: it always gets its threads)
+    c.set_num_threads(2)
+    try:
+        if c.get_num_threads() < 2:
+            return  # no OpenMP in this build, or a fork child: nothing runs in parallel
+        before = c.gemm_backoff()["parallel_calls"]
+        d = _data(1, 1, 300, 280, 270, np.float32)
+        _run(c, d, True)
+        assert c.gemm_backoff()["parallel_calls"] >= before + 3
+    finally:
+        c.set_num_threads(0)
 
 
 def test_matmul_errors(c):

@@ -1,7 +1,9 @@
 /* test_nn_matmul.c -- C tests of the dense-layer matmul kernels (fd_matmul_*): parity with a float64
  * triple loop on shapes at the edges of every block size (micro-tile 6 x 16 / 6 x 8 / 6 x 4, MC, KC
- * 256, NC), Bw == 1 and Bw == B, with and without bias, accumulation, both code paths, f32 and
- * f64; bit-identical results for 1 and 2 threads and from run to run; error codes.
+ * 256, NC), Bw == 1 and Bw == B, with and without bias, accumulation, every code path (generic,
+ * AVX2+FMA, and its AVX-512 GEMM where the CPU has it), f32 and
+ * f64; bit-identical results for 1 and 2 threads and from run to run (the busy-machine back-off
+ * off, so that the threaded paths run); error codes.
  * Prints one line per failure and "N passed, N failed"; exit status 1 on failure.
  */
 #include <math.h>
@@ -220,6 +222,9 @@ static void test_parity(void)
         {4096, 1, 1, 3, 2},     /* long flattened M */
         {64, 1, 40, 16, 16},    /* bwd_w k-split: reduction 2560 into a 16 x 16 output */
         {1, 1, 7, 3, 4097},     /* more than one NC panel */
+        {1, 1, 12, 600, 600},   /* threaded, two row panels: units of strips, direct */
+        {1, 1, 12, 3000, 512},  /* the same, packed */
+        {1, 1, 64, 512, 1024},  /* threaded, units of row panels, direct */
         {3, 3, 0, 5, 4},        /* empty dims */
         {3, 3, 4, 0, 5},
         {3, 1, 4, 5, 0},
@@ -262,16 +267,27 @@ static void test_errors(void)
 
 int main(void)
 {
-    const int paths[2] = {FD_PATH_AVX2_FMA, FD_PATH_GENERIC};
-    for (int i = 0; i < 2; i++) {
+    /* the AVX2+FMA path with the AVX-512 GEMM where this CPU has it, then without, then generic */
+    const int paths[3] = {FD_PATH_AVX2_FMA, FD_PATH_AVX2_FMA, FD_PATH_GENERIC};
+    const int avx512[3] = {1, 0, 0};
+    fd_gemm_backoff(0); /* every GEMM gets the threads its size allows, busy machine or not */
+    CHECK(fd_gemm_avx512(5) == FD_ERR_ARG);
+    for (int i = 0; i < 3; i++) {
         if (fd_set_simd_path(paths[i]) != FD_OK) {
             printf("(path %d not available here: skipped)\n", paths[i]);
             continue;
         }
-        printf("path %d, %d threads\n", fd_get_simd_path(), fd_get_num_threads());
+        if (fd_gemm_avx512(avx512[i]) < 0) {
+            printf("(AVX-512 GEMM not available here: skipped)\n");
+            continue;
+        }
+        printf("path %d, AVX-512 GEMM %d, %d threads\n", fd_get_simd_path(), fd_gemm_avx512(-1),
+               fd_get_num_threads());
         test_parity();
         test_errors();
     }
     fd_set_simd_path(-1);
+    fd_gemm_avx512(1);
+    fd_gemm_backoff(1);
     return check_summary();
 }

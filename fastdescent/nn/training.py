@@ -335,8 +335,10 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
     -----
     Inputs are validated once (shapes against the model, finiteness, label range); the minibatch
     loop then only calls the closure made by :meth:`Sequential.make_train_step`, which makes kernel
-    calls into buffers allocated before the first epoch. Each epoch the training set is permuted
-    into one preallocated copy, so minibatches are contiguous views of it.
+    calls into buffers allocated before the first epoch. Each epoch draws a permutation of the
+    training set; each minibatch's rows are gathered into a preallocated batch buffer just before its
+    step (no copy of the whole set, which for large sets cost a gather through memory and fresh
+    pages on every call, and the rows arrive in cache for the step that reads them).
 
     Examples
     --------
@@ -478,22 +480,31 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
     # ---- buffers and compiled steps, once
     K = model.in_features
     do_shuffle = bool(shuffle) and bs < n
-    if do_shuffle:
-        xp = np.empty_like(x2)
-        yp = np.empty_like(yy)
-    else:
-        xp, yp = x2, yy
+    xp, yp = x2, yy
     steps = {}
     batches = []
+    gathers = []  # per batch (rows s:e of the permutation, x buffer, y buffer) when shuffling
     n_report, n_val_report = n, (xv.shape[0] if has_val else 0)
     if plan is None:
+        bufs = {}
         for s in range(0, n, bs):
             e = min(n, s + bs)
             m = e - s
             if m not in steps:
                 steps[m] = _fast(model.make_train_step(optimizer, spec, rows=m))
-            batches.append((steps[m], xp[s:e].reshape(1, m, K), yp[s:e], m))
+            if do_shuffle:
+                if m not in bufs:
+                    bufs[m] = (np.empty((m,) + x2.shape[1:], x2.dtype),
+                               np.empty((m,) + yy.shape[1:], yy.dtype))
+                xb, yb = bufs[m]
+                gathers.append((s, e, xb, yb))
+                batches.append((steps[m], xb.reshape(1, m, K), yb, m))
+            else:
+                batches.append((steps[m], xp[s:e].reshape(1, m, K), yp[s:e], m))
     else:
+        if do_shuffle:
+            xp = np.empty_like(x2)
+            yp = np.empty_like(yy)
         if plan.data_sharded:
             bs = batch_size if batch_size is not None else plan.total_train()
             bs = min(bs, plan.total_train())
@@ -545,19 +556,25 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
         for epoch in range(1, epochs + 1):
             lr = groups[0]["lr"]
             t0 = time.perf_counter()
-            if do_shuffle:
-                perm = rng.permutation(n)
-                np.take(x2, perm, axis=0, out=xp)
-                np.take(yy, perm, axis=0, out=yp)
             total = 0.0
-            if batch_scheds:
-                for step, xb, yb, m in batches:
+            if gathers:
+                perm = rng.permutation(n)
+                for (step, xb, yb, m), (s, e, xg, yg) in zip(batches, gathers):
+                    idx = perm[s:e]
+                    np.take(x2, idx, axis=0, out=xg)
+                    np.take(yy, idx, axis=0, out=yg)
                     total += step(xb, yb) * m
                     for s_ in batch_scheds:
                         s_.step()
             else:
+                if do_shuffle:  # (with comm: the whole set, the ranks' slices are views of it)
+                    perm = rng.permutation(n)
+                    np.take(x2, perm, axis=0, out=xp)
+                    np.take(yy, perm, axis=0, out=yp)
                 for step, xb, yb, m in batches:
                     total += step(xb, yb) * m
+                    for s_ in batch_scheds:
+                        s_.step()
             t1 = time.perf_counter()
             if plan is None:
                 logs = {"loss": total / n}

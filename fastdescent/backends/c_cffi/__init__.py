@@ -31,7 +31,8 @@ DEVICE = False
 
 __all__ = ["NAME", "DEVICE", "Table", "KERNELS", "check_available", "describe", "get_num_threads",
            "set_num_threads", "max_threads", "apply_num_threads", "default_num_threads",
-           "get_parallel_grain", "set_parallel_grain",
+           "get_parallel_grain", "set_parallel_grain", "gemm_backoff", "set_gemm_backoff",
+           "gemm_avx512", "set_gemm_avx512",
            "get_simd_path", "set_simd_path", "ffi", "lib"]
 
 
@@ -92,6 +93,45 @@ def set_parallel_grain(n):
         raise kernel_error("set_parallel_grain", rc)
 
 
+def gemm_backoff():
+    """The busy-machine back-off of the multi-threaded GEMMs (``fd_gemm_backoff`` in
+    ``csrc/fastdescent.h``): ``{"enabled", "parallel_calls", "stalls", "stalled_s",
+    "single_thread_calls", "left_s"}``: whether it is on, the multi-threaded GEMM regions run, the
+    stalls among them (over 50 us slower than the calling thread alone would have been) and the
+    seconds it waited for its team in those, the GEMMs run on one thread because of them, and the seconds of
+    back-off left now (counters since the extension was loaded)."""
+    out = ffi.new("int64_t[5]")
+    lib.fd_gemm_backoff_stats(out)
+    return {"enabled": bool(lib.fd_gemm_backoff(-1)), "parallel_calls": int(out[3]),
+            "stalls": int(out[0]), "stalled_s": int(out[4]) / 1e9,
+            "single_thread_calls": int(out[1]), "left_s": int(out[2]) / 1e9}
+
+
+def set_gemm_backoff(enabled):
+    """Turn the GEMMs' busy-machine back-off on (the default) or off (every GEMM then uses the
+    threads its size allows, as tests of the threaded paths need). ``enabled`` must be a bool."""
+    if not isinstance(enabled, (bool, np.bool_)):
+        raise ValueError(f"enabled must be a bool, got {enabled!r}")
+    lib.fd_gemm_backoff(1 if enabled else 0)
+
+
+def gemm_avx512():
+    """True if the dense-layer GEMMs use their AVX-512 micro-kernel now (on the avx2-fma path, for
+    outputs at least 32 / 16 columns wide; ``fd_gemm_avx512`` in ``csrc/fastdescent.h``)."""
+    return bool(lib.fd_gemm_avx512(-1))
+
+
+def set_gemm_avx512(enabled):
+    """Let the GEMMs use their AVX-512 micro-kernel (the default where the CPU has AVX-512F;
+    KernelError where it has not) or keep them on AVX2. Same results either way. ``enabled`` must be
+    a bool."""
+    if not isinstance(enabled, (bool, np.bool_)):
+        raise ValueError(f"enabled must be a bool, got {enabled!r}")
+    rc = lib.fd_gemm_avx512(1 if enabled else 0)
+    if rc < 0:
+        raise kernel_error("set_gemm_avx512", rc)
+
+
 _PATHS = {"generic": 0, "avx2-fma": 1}
 
 
@@ -131,6 +171,8 @@ def describe():
         "cpu_features": [name for bit, name in _FEATURES if feats & bit],
         "simd_path": get_simd_path(),
         "avx2": get_simd_path() == "avx2-fma",
+        "gemm_avx512": gemm_avx512(),
+        "gemm_backoff": gemm_backoff(),
     }
 
 
