@@ -102,8 +102,9 @@ int64_t fd_get_parallel_grain(void);
  * milliseconds for its core. Each threaded GEMM compares its time with what its calling thread would
  * have needed alone (its working time divided by its share of the work); a GEMM that took over 50 us
  * longer (a stall) makes the GEMMs of the process run on the calling thread for a while (50 ms,
- * doubled up to 2 s for each stall soon after the last back-off ended, 50 ms again after a long clean
- * spell); then they try threads again. Results never depend on it.
+ * doubled up to 2 s for each stall soon after the last back-off ended, halved by each threaded GEMM
+ * without a stall, 50 ms again after a long clean spell); then they try threads again. Results never
+ * depend on it.
  * mode 1: on (the default); 0: off (every GEMM uses the threads its size allows); -1: only query.
  * Returns the mode in force afterwards, or FD_ERR_ARG for another mode. */
 int fd_gemm_backoff(int mode);

@@ -46,10 +46,11 @@
  * when the region took longer than that by over G_STALL_MIN_NS (the team cost more than it gave), the
  * GEMMs of the whole process run on the calling thread alone for a while, then try threads again:
  * 50 ms, doubled up to 2 s for each stall that comes soon (within 4 back-off lengths) after the last
- * back-off ended, 50 ms again after a longer clean spell. A long back-off also keeps the team's
- * threads asleep: OpenMP's threads spin for a while after each region (GOMP_SPINCOUNT: milliseconds
- * here), and under load a spinning thread takes CPU time from the calling one. Results do not depend
- * on it (they do not depend on the thread count). */
+ * back-off ended; each threaded GEMM that ends without a stall halves the length the next stall
+ * starts from (below 50 ms: none), and a stall after a longer clean spell starts at 50 ms. A long
+ * back-off also keeps the team's threads asleep: OpenMP's threads spin for a while after each region
+ * (GOMP_SPINCOUNT: milliseconds here), and under load a spinning thread takes CPU time from the
+ * calling one. Results do not depend on it (they do not depend on the thread count). */
 #define G_STALL_MIN_NS 50000
 #define G_BACKOFF_MIN_NS 50000000
 #define G_BACKOFF_MAX_NS 2000000000
@@ -93,7 +94,13 @@ static void gemm_region_done(int nt, int64_t t0, int64_t tmain, int64_t mine, in
     const double alone = mine > 0 ? (double)work * (double)total / (double)mine : (double)(tend - t0);
     const double loss = (double)(tend - t0) - alone;
     __atomic_fetch_add(&g_regions, 1, __ATOMIC_RELAXED);
-    if (loss <= G_STALL_MIN_NS) return;
+    if (loss <= G_STALL_MIN_NS) {
+        /* a clean region halves the length the next stall starts from: once the load is gone, a
+         * stall (another library's threads spinning for a moment) costs 50 ms again, not 2 s */
+        const int64_t len = G_LOAD(g_off_len);
+        if (len > 0) G_STORE(g_off_len, len / 2 < G_BACKOFF_MIN_NS ? 0 : len / 2);
+        return;
+    }
     __atomic_fetch_add(&g_stalls, 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&g_waited, tend - tmain, __ATOMIC_RELAXED);
     if (!G_LOAD(g_backoff_on)) return;

@@ -1,7 +1,7 @@
 /* test_gemm_backoff.c -- the busy-machine back-off of the GEMM engine (fd_gemm.c): the stall rule
  * (a stall: the region took over 50 us longer than its calling thread alone would have needed), the
- * back-off's length (50 ms, doubled up to 2 s for stalls soon after the last back-off, 50 ms again
- * after a long clean spell), a GEMM run on one thread while a back-off is in force,
+ * back-off's length (50 ms, doubled up to 2 s for stalls soon after the last back-off, halved by
+ * clean regions, 50 ms again after a long clean spell), a GEMM run on one thread while a back-off is in force,
  * fd_gemm_backoff's modes and counters.
  * It includes fd_gemm.c itself to reach the engine's internal functions (gemm_region_done,
  * gemm_team) with made-up region timings, which no real run can produce on demand.
@@ -85,11 +85,11 @@ int main(void)
     CHECK(G_LOAD(g_off_len) == 2000 * MS);
     stats(s);
     CHECK(s[0] == 12 && s[2] > 1000 * MS);
-    /* clean regions change nothing */
+    /* a clean region halves the length the next stall starts from; the back-off in force stays */
     region(10 * MS, 100000, 0.5);
-    CHECK(G_LOAD(g_off_len) == 2000 * MS && gemm_team(2) == 1);
-    /* a stall within 4 lengths of the last back-off's end: still doubling (capped) */
-    G_STORE(g_off_until, gemm_now() - 3 * 2000 * MS);
+    CHECK(G_LOAD(g_off_len) == 1000 * MS && gemm_team(2) == 1);
+    /* a stall within 4 lengths of the last back-off's end: doubling */
+    G_STORE(g_off_until, gemm_now() - 3 * 1000 * MS);
     CHECK(gemm_team(2) == 2); /* that one is over */
     region(200000, 100000, 1.0);
     CHECK(G_LOAD(g_off_len) == 2000 * MS && gemm_team(2) == 1);
@@ -99,6 +99,16 @@ int main(void)
     CHECK(G_LOAD(g_off_len) == 50 * MS && gemm_team(2) == 1);
     stats(s);
     CHECK(s[0] == 14 && s[2] > 0 && s[2] <= 50 * MS);
+    /* clean regions take the length to none (under 50 ms), and the next stall starts at 50 ms */
+    G_STORE(g_off_len, 400 * MS);
+    for (int i = 0; i < 3; i++) region(10 * MS, 100000, 0.5);
+    CHECK(G_LOAD(g_off_len) == 50 * MS);
+    region(10 * MS, 100000, 0.5);
+    CHECK(G_LOAD(g_off_len) == 0);
+    region(200000, 100000, 1.0);
+    CHECK(G_LOAD(g_off_len) == 50 * MS);
+    stats(s);
+    CHECK(s[0] == 15);
 
     /* off: every GEMM gets its threads, the back-off in force is dropped */
     CHECK(fd_gemm_backoff(0) == 0);
@@ -108,7 +118,7 @@ int main(void)
     CHECK(s[2] == 0);
     region(200000, 100000, 1.0); /* counted, but starts nothing while off */
     stats(s);
-    CHECK(s[0] == 15 && s[2] == 0 && gemm_team(2) == 2);
+    CHECK(s[0] == 16 && s[2] == 0 && gemm_team(2) == 2);
     CHECK(fd_gemm_backoff(1) == 1);
     CHECK(gemm_team(2) == 2);
 
