@@ -19,34 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import fastdescent.torch as fdt  # noqa: E402
-
-
-def pair(cls_name, shape=(4, 5), n=1, seed=0, **hp):
-    """``n`` parameters for fastdescent.torch and the same for torch.optim (foreach=False)."""
-    g = torch.Generator().manual_seed(seed)
-    ps = [torch.nn.Parameter(torch.randn(shape, generator=g)) for _ in range(n)]
-    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
-    return ps, qs, getattr(fdt, cls_name)(ps, **hp), getattr(torch.optim, cls_name)(
-        qs, foreach=False, **hp)
-
-
-def close(ps, qs):
-    for j, (p, q) in enumerate(zip(ps, qs)):
-        torch.testing.assert_close(p, q, msg=lambda m, j=j: f"params[{j}]: {m}")
-
-
-def snapshot(opt, ps):
-    return [(p.detach().clone(), {k: v.clone() for k, v in opt.state.get(p, {}).items()})
-            for p in ps]
-
-
-def unchanged(opt, ps, snap):
-    for j, (p, (value, st)) in enumerate(zip(ps, snap)):
-        assert torch.equal(p.detach(), value), j
-        now = opt.state.get(p, {})
-        assert now.keys() == st.keys(), j
-        for k, v in st.items():
-            assert torch.equal(now[k], v), (j, k)
+from _torch_pairs import close, pair, snapshot, unchanged  # noqa: E402
 
 
 def ones_grads(ps, scale=1.0):
