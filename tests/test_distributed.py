@@ -55,6 +55,18 @@ import fastdescent.distributed as dist
 from mpi4py import MPI
 comm = MPI.COMM_WORLD
 rank, N = comm.rank, comm.size
+
+
+# fn() raises exc_type on every rank, with the same message, containing each of words; the message
+def expect(fn, exc_type, *words):
+    try:
+        fn()
+    except exc_type as exc:
+        msgs = comm.allgather(str(exc))
+        assert msgs[0] == msgs[1], msgs
+        assert all(w in msgs[0] for w in words), (words, msgs[0])
+        return msgs[0]
+    raise AssertionError(f"rank {rank}: no {exc_type.__name__} for {words}")
 """
 
 
@@ -165,16 +177,6 @@ def test_allreduce_grads_hostile_inputs(tmp_path):
     a non-contiguous view on one rank, mixed float32/float64 lists, zero-size arrays, a NaN on one
     rank: an agreed error with nothing changed, or the mean, bit-identical on every rank."""
     out = mpirun(tmp_path, """
-        def expect(fn, exc_type, *words):
-            try:
-                fn()
-            except exc_type as exc:
-                msgs = comm.allgather(str(exc))
-                assert msgs[0] == msgs[1], msgs
-                assert all(w in msgs[0] for w in words), (words, msgs[0])
-                return
-            raise AssertionError(f"rank {rank}: no {exc_type.__name__} for {words}")
-
         def same_everywhere(arrays):
             got = comm.allgather(b"".join(a.tobytes() for a in arrays))
             assert all(g == got[0] for g in got), "the ranks ended with different bits"
@@ -360,15 +362,6 @@ def test_state_dict_reshards_across_process_counts(tmp_path):
 @needs_mpi
 def test_bad_input_on_one_rank_raises_everywhere(tmp_path):
     out = mpirun(tmp_path, """
-        def expect(fn, exc_type):
-            try:
-                fn()
-            except exc_type as exc:
-                msgs = comm.allgather(str(exc))
-                assert msgs[0] == msgs[1], msgs
-                return msgs[0]
-            raise AssertionError(f"rank {rank}: no {exc_type.__name__}")
-
         params = [np.zeros((3, 2), np.float32), np.zeros(4, np.float32)]
         before = [a.copy() for a in params]
         msg = expect(lambda: dist.ShardedOptimizer(fd.Adam, params, comm, lr=-1.0 if rank else 0.1),
@@ -624,16 +617,6 @@ def test_ranks_that_disagree_never_hang_or_diverge(tmp_path):
     """Arguments that differ across ranks (collective roots, step options), errors raised on one
     rank only inside fit (callback, per-step scheduler), a size-1 communicator."""
     out = mpirun(tmp_path, """
-        def expect(fn, exc_type, *words):
-            try:
-                fn()
-            except exc_type as exc:
-                msgs = comm.allgather(str(exc))
-                assert msgs[0] == msgs[1], msgs
-                assert all(w in msgs[0] for w in words), (words, msgs[0])
-                return
-            raise AssertionError(f"rank {rank}: no {exc_type.__name__} for {words}")
-
         p = [np.ones((3, 2), np.float32), np.ones(4, np.float32)]
         g = [np.ones((3, 2), np.float32), np.ones(4, np.float32)]
         sh = dist.ShardedOptimizer(fd.Adam, p, comm, lr=0.1)
