@@ -39,6 +39,19 @@ STATE_COLUMNS = {r: P.state_columns(r) for r in MIXED_RULES}
 MAX_STATE = 3
 
 #: the float32 kernel's keyword scalars of each rule, in the order of the compiled kernels' vector
+#: constants the numba CPU and CUDA mixed kernels share (module globals: numba freezes them into the
+#: compiled code): float32 rounding and 8-bit map values, and the Philox word split
+_HALF = np.float32(0.5)
+_TWO_M14 = np.float32(2.0 ** -14)
+_TWO_23 = np.float32(2.0 ** 23)
+_QMAX = np.float32(P.QMAX)
+_QCLAMP = np.float32(4.0)
+_ONE = np.float32(1.0)
+_FLT_MIN = np.float32(2.0 ** -126)
+_NAN = np.float32(np.nan)
+_MASK32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+
 SCALARS = {
     "adam": ("beta1", "beta2", "eps", "weight_decay", "decay", "step_size", "bias_correction2_sqrt",
              "amsgrad", "maximize"),

@@ -30,7 +30,8 @@ from numba import prange
 from ... import precision as P
 from .._bitcast import as_float as _float
 from .._bitcast import bits as _bits
-from .._mixed import check_call, checked_grads
+from .._mixed import (_FLT_MIN, _HALF, _MASK32, _NAN, _ONE, _QCLAMP, _QMAX, _S32, _TWO_23, _TWO_M14,
+                      check_call, checked_grads)
 from . import _config
 from ._config import jit, jit_variants
 from ._ptr import segment
@@ -52,17 +53,6 @@ _F32P = np.empty(0, np.float32)
 _U32P = np.empty(0, np.uint32)
 _U16P = np.empty(0, np.uint16)
 _U8P = np.empty(0, np.uint8)
-
-_HALF = np.float32(0.5)
-_TWO_M14 = np.float32(2.0 ** -14)
-_TWO_23 = np.float32(2.0 ** 23)
-_QMAX = np.float32(P.QMAX)
-_QCLAMP = np.float32(4.0)
-_ONE = np.float32(1.0)
-_FLT_MIN = np.float32(2.0 ** -126)
-_NAN = np.float32(np.nan)
-_MASK32 = np.uint64(0xFFFFFFFF)
-_S32 = np.uint64(32)
 
 
 # ---------------------------------------------------------------- bit views of float32

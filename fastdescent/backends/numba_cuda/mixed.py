@@ -57,7 +57,8 @@ from numba import cuda, float32, int32, uint32
 
 from ... import _arrays
 from ... import precision as P
-from .._mixed import check_call
+from .._mixed import _FLT_MIN, _HALF, _NAN, _ONE, _QCLAMP, _QMAX, _S32, _TWO_23, _TWO_M14, check_call
+from .._mixed import _MASK32 as _MASK
 from ._device import SIM, DeviceTable, _chunk, _nanmax, _ptr, _sqrt, address_of, config, flat_grid
 from .noise import _key, _philox
 
@@ -78,16 +79,6 @@ _ITEMSIZE = {F32: 4, BF16: 2, F16: 2, Q8S: 1, Q8U: 1}
 _F0 = np.float32(0.0)
 _U16_0 = np.uint16(0)
 _U8_0 = np.uint8(0)
-_HALF = np.float32(0.5)
-_TWO_M14 = np.float32(2.0 ** -14)
-_TWO_23 = np.float32(2.0 ** 23)
-_QMAX = np.float32(P.QMAX)
-_QCLAMP = np.float32(4.0)
-_ONE = np.float32(1.0)
-_FLT_MIN = np.float32(2.0 ** -126)
-_NAN = np.float32(np.nan)
-_MASK = np.uint64(0xFFFFFFFF)
-_S32 = np.uint64(32)
 _TAG = np.uint64(P.SR_TAG)
 
 
