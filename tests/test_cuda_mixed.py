@@ -41,6 +41,7 @@ except BackendUnavailableError as _exc:
 
 from numba import cuda  # noqa: E402
 
+import _ptx  # noqa: E402
 from _mixed_plans import columns, store  # noqa: E402
 
 from fastdescent.backends.numba_cuda import mixed as cm  # noqa: E402
@@ -372,24 +373,7 @@ def test_float32_device_params_with_grad_scale():
     _same_state(oh.state_dict(), od.state_dict())
 
 
-PTX_SCRIPT = textwrap.dedent(r'''
-    import re, sys
-    from numba import cuda, types
-    from numba.cuda.cudadrv import nvvm
-    if not nvvm.is_available():
-        sys.exit(77)
-    if not cuda.is_available():
-        import numba.cuda.dispatcher as _dispatcher
-
-        class _Device:
-            compute_capability = (8, 0)
-
-        _dispatcher.get_current_device = lambda: _Device()
-    try:
-        cuda.compile_ptx(lambda a: None, (types.float32[::1],), cc=(8, 0))
-    except Exception as exc:
-        print(f"{type(exc).__name__}: {exc}"[:500])
-        sys.exit(77)
+PTX_SCRIPT = _ptx.PREAMBLE + textwrap.dedent(r'''
     from fastdescent.backends.numba_cuda import mixed as m
     A, I, U, F = types.int64[::1], types.int64, types.uint64, types.float32
     sig = (A,) * 8 + (I,) * 6 + (U, U, U, I, I, F) + (F,) * 9 + (I,)

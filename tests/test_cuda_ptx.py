@@ -17,31 +17,11 @@ import textwrap
 
 import pytest
 
+import _ptx
 import fastdescent
 
-SCRIPT = textwrap.dedent(r'''
-    import inspect, re, sys
-    from numba import cuda, types
-    from numba.cuda.cudadrv import nvvm
-    if not nvvm.is_available():
-        sys.exit(77)
-    if not cuda.is_available():
-        # numba compiles device functions for the current device's compute capability: none here
-        import numba.cuda.dispatcher as _dispatcher
-
-        class _Device:
-            compute_capability = (8, 0)
-
-        _dispatcher.get_current_device = lambda: _Device()
-
-    def _probe(a):
-        a[0] = 1.0
-
-    try:  # a trivial kernel: if this does not compile, the toolchain (not fastdescent) is missing
-        cuda.compile_ptx(_probe, (types.float32[::1],), cc=(8, 0))
-    except Exception as exc:
-        print(f"{type(exc).__name__}: {exc}"[:500])
-        sys.exit(77)
+SCRIPT = _ptx.PREAMBLE + textwrap.dedent(r'''
+    import inspect
     import importlib, pkgutil
     import fastdescent.backends.numba_cuda as backend
     from fastdescent.backends.numba_cuda import _device, clip, lamb
