@@ -35,3 +35,24 @@ def columns(rule, hp, sizes, pcode, scode, master, rng):
             else None
         states[name] = (arrays, code, scales)
     return params, mast, states
+
+
+def u8(a):
+    """The bytes of a host array (bit-exact comparisons, NaN payloads included)."""
+    return np.ascontiguousarray(a).view(np.uint8)
+
+
+def same_plans(want, got, as_bytes=u8):
+    """Parameters, master copies, state arrays and block scales of two MixedPlans equal byte for
+    byte (``as_bytes``: how to read an array's bytes, e.g. copying a device array to the host)."""
+    for k, (x, y) in enumerate(zip(want.params, got.params)):
+        np.testing.assert_array_equal(as_bytes(x), as_bytes(y), err_msg=f"param[{k}]")
+    if want.master is not None:
+        for k, (x, y) in enumerate(zip(want.master, got.master)):
+            np.testing.assert_array_equal(as_bytes(x), as_bytes(y), err_msg=f"master[{k}]")
+    for name, (arrays, _, sc) in want.states.items():
+        arrays2, _, sc2 = got.states[name]
+        for k, (x, y) in enumerate(zip(arrays, arrays2)):
+            np.testing.assert_array_equal(as_bytes(x), as_bytes(y), err_msg=f"{name}[{k}]")
+        for k, (x, y) in enumerate(zip(sc or [], sc2 or [])):
+            np.testing.assert_array_equal(as_bytes(x), as_bytes(y), err_msg=f"{name} scale[{k}]")

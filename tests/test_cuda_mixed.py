@@ -42,7 +42,7 @@ except BackendUnavailableError as _exc:
 from numba import cuda  # noqa: E402
 
 import _ptx  # noqa: E402
-from _mixed_plans import columns, store  # noqa: E402
+from _mixed_plans import columns, same_plans, store  # noqa: E402
 
 from fastdescent.backends.numba_cuda import mixed as cm  # noqa: E402
 
@@ -90,20 +90,6 @@ def _plan(rule, cols, pcode, stochastic, put):
                      np.arange(len(params)) * 3 + 1, 99, stochastic)
 
 
-def _same(want, got):
-    for k, (x, y) in enumerate(zip(want.params, got.params)):
-        np.testing.assert_array_equal(u8(x), u8(y), err_msg=f"param[{k}]")
-    if want.master is not None:
-        for k, (x, y) in enumerate(zip(want.master, got.master)):
-            np.testing.assert_array_equal(u8(x), u8(y), err_msg=f"master[{k}]")
-    for name, (arrays, _, sc) in want.states.items():
-        arrays2, _, sc2 = got.states[name]
-        for k, (x, y) in enumerate(zip(arrays, arrays2)):
-            np.testing.assert_array_equal(u8(x), u8(y), err_msg=f"{name}[{k}]")
-        for k, (x, y) in enumerate(zip(sc or [], sc2 or [])):
-            np.testing.assert_array_equal(u8(x), u8(y), err_msg=f"{name} scale[{k}]")
-
-
 def _grads(sizes, code, rng, special=False):
     out = []
     for n in sizes:
@@ -128,7 +114,7 @@ def _run(rule, hp, pcode, scode, master, sr, gcode, grad_scale, steps=3, special
         sc = r.scalars(hp, t, t == 1)
         ref.mixed_step(want, scalars=sc, step=t, grad_scale=grad_scale)
         cm.mixed_step(got, scalars=sc, step=t, grad_scale=grad_scale)
-        _same(want, got)
+        same_plans(want, got, u8)
     return cols, got
 
 
@@ -192,7 +178,7 @@ def test_stochastic_rounding_depends_on_seed_and_step_only():
         want.seed = seed
         want.set_grads(g)
         ref.mixed_step(want, scalars=sc, step=1)
-        _same(want, plan)
+        same_plans(want, plan, u8)
         outs.append(u8(plan.params[0]))
     np.testing.assert_array_equal(outs[0], outs[1])
     assert not np.array_equal(outs[0], outs[2])

@@ -14,7 +14,7 @@ from fastdescent.backends._mixed import MixedPlan, state_map
 from fastdescent.backends.numpy_ref import mixed as ref
 from fastdescent.rules import get as get_rule
 
-from _mixed_plans import columns, store
+from _mixed_plans import columns, same_plans, store
 from conftest import require_backend
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -72,24 +72,6 @@ def _copy(plan):
                      plan.param_index, plan.seed, plan.stochastic)
 
 
-def _u8(a):
-    return np.ascontiguousarray(a).view(np.uint8)
-
-
-def _same(a, b):
-    for x, y in zip(a.params, b.params):
-        np.testing.assert_array_equal(_u8(x), _u8(y))
-    if a.master is not None:
-        for x, y in zip(a.master, b.master):
-            np.testing.assert_array_equal(_u8(x), _u8(y))
-    for name, (arrays, _, sc) in a.states.items():
-        arrays2, _, sc2 = b.states[name]
-        for k, (x, y) in enumerate(zip(arrays, arrays2)):
-            np.testing.assert_array_equal(_u8(x), _u8(y), err_msg=f"{name}[{k}]")
-        for k, (x, y) in enumerate(zip(sc or [], sc2 or [])):
-            np.testing.assert_array_equal(_u8(x), _u8(y), err_msg=f"{name} scale[{k}]")
-
-
 def _grads(sizes, code, rng):
     out = []
     for n in sizes:
@@ -132,7 +114,7 @@ def test_threaded_any_thread_count_matches_reference(nb, small_chunks, restore_t
         _steps(nb.mixed_step, got, rule, hp, grads, grad_scale=4.0)
         if hasattr(nb, "_work"):
             assert nb._work(got)[2]  # the threaded variant ran
-        _same(want, got)
+        same_plans(want, got)
 
 
 def test_every_float16_pattern_decodes_exactly(nb):
@@ -153,7 +135,7 @@ def test_every_float16_pattern_decodes_exactly(nb):
     plain = ~np.isnan(want) & (want != 0)
     np.testing.assert_array_equal(got[plain].view(np.uint32), want[plain].view(np.uint32))
     assert np.isnan(got[~plain & (want != 0)]).all()
-    _same(plans[0], plans[1])
+    same_plans(plans[0], plans[1])
 
 
 def _edge_values():
@@ -223,7 +205,7 @@ def test_8bit_special_blocks_match_reference(nb, name):
         fn(plan, scalars=get_rule(rule).scalars(hp, 1, True), step=1)
         fn(plan, scalars=get_rule(rule).scalars(hp, 2, False), step=2)  # reads the codes back
         plans.append(plan)
-    _same(plans[0], plans[1])
+    same_plans(plans[0], plans[1])
     scales = plans[1].states[name][2][0]
     assert np.isnan(scales[0]) and np.isnan(scales[1]) and scales[2] == 0 and scales[3] == 0
 
@@ -261,7 +243,7 @@ def test_bad_arguments_raise_and_write_nothing(nb):
     with pytest.raises(ValueError, match=r"grads\[1\] has 19 elements"):
         nb.mixed_step(plan, scalars=get_rule("adam").scalars(dict(hp, amsgrad=False), 1, True),
                       step=1)
-    _same(before, plan)
+    same_plans(before, plan)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[2]}-{c[3]}")
@@ -287,10 +269,10 @@ def test_c_generic_and_avx2_paths_agree(case):
             out.append(got)
     finally:
         C.set_simd_path("auto")
-    _same(out[0], out[1])
+    same_plans(out[0], out[1])
     want = _copy(base)
     _steps(ref.mixed_step, want, rule, hp, grads, grad_scale=2.0)
-    _same(want, out[0])
+    same_plans(want, out[0])
 
 
 @pytest.mark.parametrize("pcode", [P.BF16, P.F16])
@@ -317,4 +299,4 @@ def test_master_is_reread_where_the_parameter_was_written_from_outside(nb, pcode
         assert plan.master[0][0] == np.float32(-3.0) and plan.master[1][0] == np.float32(7.0)
         assert plan.master[0][1].view(np.uint32) == kept.view(np.uint32)  # untouched: its bits
         outs.append(plan)
-    _same(outs[0], outs[1])
+    same_plans(outs[0], outs[1])
