@@ -13,14 +13,11 @@ the per-array path.
 
 from __future__ import annotations
 
-import threading
+import functools
 
 import numpy as np
 
 __all__ = ["array_prints", "prints_equal", "available"]
-
-_lock = threading.Lock()
-_impl = []  # [] not decided yet; [None] unavailable; [(ffi, lib)] usable
 
 
 def _raw(columns, ffi, lib, prev=None):
@@ -56,21 +53,18 @@ def _probe_ok(ffi, lib):
     return True
 
 
+@functools.cache  # decided once per process (a concurrent first call may probe twice: harmless)
 def _get():
-    if not _impl:
-        with _lock:
-            if not _impl:
-                impl = None
-                try:
-                    from .backends.c_cffi import _lib
+    """(ffi, lib) if the one-call fingerprints are usable here, else None."""
+    try:
+        from .backends.c_cffi import _lib
 
-                    if _lib.lib is not None and hasattr(_lib.lib, "fd_py_array_prints") \
-                            and _probe_ok(_lib.ffi, _lib.lib):
-                        impl = (_lib.ffi, _lib.lib)
-                except Exception:  # noqa: BLE001 - any doubt: the per-array path
-                    impl = None
-                _impl.append(impl)
-    return _impl[0]
+        if _lib.lib is not None and hasattr(_lib.lib, "fd_py_array_prints") \
+                and _probe_ok(_lib.ffi, _lib.lib):
+            return (_lib.ffi, _lib.lib)
+    except Exception:  # noqa: BLE001 - any doubt: the per-array path
+        pass
+    return None
 
 
 def available():

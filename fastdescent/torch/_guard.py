@@ -16,14 +16,11 @@ Data addresses are not part of it (they are read per tensor: ``Tensor.data_ptr``
 
 from __future__ import annotations
 
-import threading
+import functools
 
 import torch
 
 __all__ = ["tensor_guard", "available"]
-
-_lock = threading.Lock()
-_impl = []  # [] not decided yet; [None] unavailable; [TensorGuards] usable
 
 
 def _make(cls, tensors):
@@ -76,20 +73,17 @@ def _probe_ok(cls):
     return not g.check(None, t, d, p, e)
 
 
+@functools.cache  # decided once per process (a concurrent first call may probe twice: harmless)
 def _get():
-    if not _impl:
-        with _lock:
-            if not _impl:
-                impl = None
-                try:
-                    from torch._C._dynamo.guards import TensorGuards
+    """torch's TensorGuards if it passes the probes, else None."""
+    try:
+        from torch._C._dynamo.guards import TensorGuards
 
-                    if _probe_ok(TensorGuards):
-                        impl = TensorGuards
-                except Exception:  # noqa: BLE001 - any doubt: the per-attribute path
-                    impl = None
-                _impl.append(impl)
-    return _impl[0]
+        if _probe_ok(TensorGuards):
+            return TensorGuards
+    except Exception:  # noqa: BLE001 - any doubt: the per-attribute path
+        pass
+    return None
 
 
 def available():
