@@ -557,24 +557,19 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
             lr = groups[0]["lr"]
             t0 = time.perf_counter()
             total = 0.0
-            if gathers:
+            if do_shuffle:
                 perm = rng.permutation(n)
-                for (step, xb, yb, m), (s, e, xg, yg) in zip(batches, gathers):
-                    idx = perm[s:e]
-                    np.take(x2, idx, axis=0, out=xg)
-                    np.take(yy, idx, axis=0, out=yg)
-                    total += step(xb, yb) * m
-                    for s_ in batch_scheds:
-                        s_.step()
-            else:
-                if do_shuffle:  # (with comm: the whole set, the ranks' slices are views of it)
-                    perm = rng.permutation(n)
+                if not gathers:  # (with comm: the whole set, the ranks' slices are views of it)
                     np.take(x2, perm, axis=0, out=xp)
                     np.take(yy, perm, axis=0, out=yp)
-                for step, xb, yb, m in batches:
-                    total += step(xb, yb) * m
-                    for s_ in batch_scheds:
-                        s_.step()
+            for k, (step, xb, yb, m) in enumerate(batches):
+                if gathers:  # this minibatch's rows, into its buffer, just before its step
+                    s, e, xg, yg = gathers[k]
+                    np.take(x2, perm[s:e], axis=0, out=xg)
+                    np.take(yy, perm[s:e], axis=0, out=yg)
+                total += step(xb, yb) * m
+                for s_ in batch_scheds:
+                    s_.step()
             t1 = time.perf_counter()
             if plan is None:
                 logs = {"loss": total / n}
