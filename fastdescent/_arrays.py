@@ -46,6 +46,27 @@ def _cuda_interface(a):
     return cai
 
 
+def wire_dtype(dtype):
+    """The dtype a host<->device copy of ``dtype`` travels as: ``dtype`` itself where NumPy's buffer
+    protocol can describe it, else the unsigned integer of its size. ml_dtypes' bfloat16 (kind 'V',
+    buffer format 'E') has no buffer format: ``memoryview`` refuses it, and so do Numba's driver
+    copies (``to_device``/``copy_to_host``/``copy_to_device`` take the host side as a buffer);
+    Numba's simulator copies with NumPy and does not notice."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "V" and dtype.fields is None and dtype.itemsize in (1, 2, 4, 8):
+        return np.dtype(f"u{dtype.itemsize}")
+    return dtype
+
+
+def device_to_host(a):
+    """A host NumPy copy of the Numba device array ``a`` (anything with ``copy_to_host``), bfloat16
+    included (copied as its 16-bit words, see :func:`wire_dtype`)."""
+    w = wire_dtype(a.dtype)
+    if w == a.dtype:
+        return a.copy_to_host()
+    return a.view(w).copy_to_host().view(a.dtype)
+
+
 def is_device_array(a):
     return not isinstance(a, np.ndarray) and (
         hasattr(a, "__cuda_array_interface__") or getattr(a, "__cuda_ndarray__", False))

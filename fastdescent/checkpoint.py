@@ -53,6 +53,7 @@ import zlib
 
 import numpy as np
 
+from . import _arrays
 from . import precision as _P
 from .errors import FastDescentError
 
@@ -204,7 +205,7 @@ def _storage(a):
 def _host_array(a, where):
     if not isinstance(a, np.ndarray):
         if hasattr(a, "copy_to_host"):
-            a = a.copy_to_host()
+            a = _arrays.device_to_host(a)
         elif hasattr(a, "detach"):
             a = a.detach().cpu().numpy()
         else:

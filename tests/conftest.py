@@ -37,7 +37,7 @@ class Device:
     """Moves test arrays to where backend ``name`` wants them, and back.
 
     Host backends take NumPy arrays as they are; ``cuda`` takes device arrays
-    (``numba.cuda.to_device``) and returns them with ``copy_to_host``.
+    (the backend's ``from_host``) and returns them with its ``to_host``.
     """
 
     def __init__(self, name):
@@ -48,15 +48,14 @@ class Device:
         a = np.array(a, order="C", copy=True)  # (np.ascontiguousarray would make 0-d arrays 1-d)
         if not self.is_device:
             return a
-        from numba import cuda
-        return cuda.to_device(a)
+        return _registry.get_backend("cuda").from_host(a)  # (bfloat16 as 16-bit words on a GPU)
 
     def get(self, a):
         """A host NumPy copy of ``a`` (a host or device array)."""
         if isinstance(a, np.ndarray):
             return a.copy()
-        if hasattr(a, "copy_to_host"):
-            return a.copy_to_host()
+        if hasattr(a, "__cuda_array_interface__"):
+            return _registry.get_backend("cuda").to_host(a)
         return np.array(a, copy=True)
 
 

@@ -503,3 +503,23 @@ def test_gemm_shapes_script_runs_at_the_thread_count_asked(capsys):
     finally:
         C.set_gemm_backoff(True)
     assert "1x1x300x280x270:" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not BENCH_DIR.is_dir(), reason="benchmarks/ is not next to tests/ here")
+def test_gpu_step_script_runs_its_rows(tmp_path, capsys):
+    """benchmarks/gpu_step.py (the GPU session's step timings) on a tiny layout in the simulator:
+    a float32 row and a bfloat16 row run through the backend (no FAILED row) and land in the JSON."""
+    from conftest import require_backend
+
+    require_backend("cuda")
+    mod = _load(BENCH_DIR / "gpu_step.py")
+    out = tmp_path / "rows.json"
+    assert mod.main(["--simulator", "--layouts", "tiny", "--rounds", "1", "--inner", "1",
+                     "--rows", "sgd-momentum,adam-bf16-sr", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "FAILED" not in text, text
+    rows = json.loads(out.read_text())
+    got = {(r["rule"], r["impl"]) for r in rows}
+    assert {("sgd-momentum", "fastdescent cuda"), ("adam-bf16-sr", "fastdescent cuda"),
+            ("sgd-momentum", "roofline (d2d copy)")} <= got, got
+    assert all(r["bytes"] > 0 and r["ms"] > 0 for r in rows)

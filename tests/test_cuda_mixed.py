@@ -69,8 +69,56 @@ def small_grid():
     cu.set_launch_config(**old.__dict__)
 
 
+def _needs_buffer(ary):
+    """What Numba's driver does with the host side of a copy (``host_pointer``: a memoryview):
+    NumPy refuses a buffer of ml_dtypes' bfloat16 ('cannot include dtype 'E' in a buffer')."""
+    if isinstance(ary, np.ndarray):
+        memoryview(ary)
+
+
+@pytest.fixture(autouse=True)
+def driver_like_copies(monkeypatch):
+    """Host<->device copies in the simulator refuse what a GPU's driver refuses (the simulator copies
+    with NumPy and takes bfloat16 host arrays; on an H200 ``cuda.to_device`` of one raised ValueError,
+    2026-12-04): every test here goes through the backend's transfers as they run on hardware."""
+    if not cu.SIM:
+        yield  # the real driver checks
+        return
+    to_device = cuda.to_device
+    fake = type(to_device(np.zeros(1, np.float32)))
+    copy_to_device = fake.copy_to_device
+
+    def checked_to_device(ary, *a, **k):
+        _needs_buffer(ary)
+        return to_device(ary, *a, **k)
+
+    def checked_copy_to_device(self, ary, *a, **k):
+        _needs_buffer(ary)
+        return copy_to_device(self, ary, *a, **k)
+
+    monkeypatch.setattr(cuda, "to_device", checked_to_device)
+    monkeypatch.setattr(fake, "copy_to_device", checked_copy_to_device)
+    yield
+
+
+def test_bfloat16_host_arrays_need_the_backend_transfers():
+    """The emulated driver refuses a bfloat16 host array; the backend's ``from_host``/``to_host``/
+    ``copy_from_host`` move it as 16-bit words, bit for bit."""
+    x = (np.arange(7, dtype=np.float32) / 3 - 1).astype(BF16)
+    with pytest.raises(ValueError):
+        cuda.to_device(x)
+    d = cu.from_host(x)
+    assert _arrays.inspect(d, "d").dtype == BF16
+    assert cu.to_host(d).dtype == BF16
+    np.testing.assert_array_equal(cu.to_host(d).view(np.uint16), x.view(np.uint16))
+    y = x[::-1].copy()
+    cu.copy_from_host(d, y)
+    np.testing.assert_array_equal(cu.to_host(d).view(np.uint16), y.view(np.uint16))
+    np.testing.assert_array_equal(_arrays.device_to_host(d).view(np.uint16), y.view(np.uint16))
+
+
 def host(a):
-    return a.copy_to_host() if hasattr(a, "copy_to_host") else np.asarray(a)
+    return cu.to_host(a) if hasattr(a, "__cuda_array_interface__") else np.asarray(a)
 
 
 def u8(a):
@@ -105,12 +153,12 @@ def _run(rule, hp, pcode, scode, master, sr, gcode, grad_scale, steps=3, special
     rng = np.random.default_rng(seed)
     cols = _columns(rule, hp, SIZES, pcode, scode, master, rng)
     want = _plan(rule, cols, pcode, sr, np.copy)
-    got = _plan(rule, cols, pcode, sr, cuda.to_device)
+    got = _plan(rule, cols, pcode, sr, cu.from_host)
     r = get_rule(rule)
     for t in range(1, steps + 1):
         gs = _grads(SIZES, gcode, rng, special=special and t == 1)
         want.set_grads(gs)
-        got.set_grads([cuda.to_device(g) for g in gs])
+        got.set_grads([cu.from_host(g) for g in gs])
         sc = r.scalars(hp, t, t == 1)
         ref.mixed_step(want, scalars=sc, step=t, grad_scale=grad_scale)
         cm.mixed_step(got, scalars=sc, step=t, grad_scale=grad_scale)
@@ -170,9 +218,9 @@ def test_stochastic_rounding_depends_on_seed_and_step_only():
     sc = get_rule(rule).scalars(hp, 1, True)
     outs = []
     for seed in (99, 99, 7):
-        plan = _plan(rule, cols, P.BF16, True, cuda.to_device)
+        plan = _plan(rule, cols, P.BF16, True, cu.from_host)
         plan.seed = seed
-        plan.set_grads([cuda.to_device(g[0])])
+        plan.set_grads([cu.from_host(g[0])])
         cm.mixed_step(plan, scalars=sc, step=1)
         want = _plan(rule, cols, P.BF16, True, np.copy)
         want.seed = seed
@@ -189,28 +237,28 @@ def test_grads_finite(code):
     sizes = [300, 0, 5, 520]
     rng = np.random.default_rng(2)
     gs = [_store(rng.standard_normal(n).astype(np.float32), code) for n in sizes]
-    plan = GradList([cuda.to_device(g) for g in gs])
+    plan = GradList([cu.from_host(g) for g in gs])
     assert cm.grads_finite(plan) is True
     for t, e, v in ((0, 0, np.inf), (2, 4, np.nan), (3, 519, -np.inf), (3, 256, np.nan)):
         bad = [g.copy() for g in gs]
         bad[t][e] = v
-        assert cm.grads_finite(GradList([cuda.to_device(g) for g in bad])) is False, (t, e, v)
+        assert cm.grads_finite(GradList([cu.from_host(g) for g in bad])) is False, (t, e, v)
     if code == P.F16:  # finite in float32, not in float16: the check reads the stored bits
         big = [g.copy() for g in gs]
         big[0][1] = np.float16(np.inf)
-        assert cm.grads_finite(GradList([cuda.to_device(g) for g in big])) is False
+        assert cm.grads_finite(GradList([cu.from_host(g) for g in big])) is False
 
 
 def test_arguments_are_checked_before_anything_is_written():
     rule, hp = "adam", ADAM
     rng = np.random.default_rng(4)
     cols = _columns(rule, hp, [20, 3], P.BF16, "int8", False, rng)
-    plan = _plan(rule, cols, P.BF16, False, cuda.to_device)
+    plan = _plan(rule, cols, P.BF16, False, cu.from_host)
     sc = get_rule(rule).scalars(hp, 1, True)
     before = [u8(p) for p in plan.params]
     with pytest.raises(ValueError, match="no gradients"):
         cm.mixed_step(plan, scalars=sc, step=1)
-    plan.set_grads([cuda.to_device(np.ones(20, np.float32)), cuda.to_device(np.ones(3, np.float32))])
+    plan.set_grads([cu.from_host(np.ones(20, np.float32)), cu.from_host(np.ones(3, np.float32))])
     for gs in (0.0, -1.0, np.inf, np.nan):
         with pytest.raises(ValueError, match="grad_scale"):
             cm.mixed_step(plan, scalars=sc, step=1, grad_scale=gs)
@@ -218,15 +266,15 @@ def test_arguments_are_checked_before_anything_is_written():
         cm.mixed_step(plan, scalars={k: v for k, v in sc.items() if k != "eps"}, step=1)
     with pytest.raises(ValueError, match="max_exp_avg_sq"):
         cols2 = _columns(rule, dict(hp, amsgrad=False), [20, 3], P.BF16, "int8", False, rng)
-        p2 = _plan(rule, cols2, P.BF16, False, cuda.to_device)
+        p2 = _plan(rule, cols2, P.BF16, False, cu.from_host)
         p2.set_grads(plan.grads)
         cm.mixed_step(p2, scalars=sc, step=1)  # amsgrad=True needs the column
     host_plan = _plan(rule, cols, P.BF16, False, np.copy)  # host arrays: not for the cuda backend
     host_plan.set_grads([np.ones(20, np.float32), np.ones(3, np.float32)])
     with pytest.raises(TypeError, match="host numpy.ndarray"):
         cm.mixed_step(host_plan, scalars=sc, step=1)
-    short = _plan(rule, cols, P.BF16, False, cuda.to_device)
-    short.set_grads([cuda.to_device(np.ones(20, np.float32)), cuda.to_device(np.ones(4, np.float32))])
+    short = _plan(rule, cols, P.BF16, False, cu.from_host)
+    short.set_grads([cu.from_host(np.ones(20, np.float32)), cu.from_host(np.ones(4, np.float32))])
     with pytest.raises(ValueError, match=r"grads\[1\] has 4 elements"):
         cm.mixed_step(short, scalars=sc, step=1)
     for a, b in zip(before, plan.params):
@@ -239,28 +287,28 @@ def test_decode_into_and_zeros():
         x = _store((rng.standard_normal(37) * 100).astype(np.float32), code)
         x[:4] = np.array([np.inf, -np.inf, 0.0, -0.0], np.float32).astype(PDT[code])
         dst = cm.zeros(37, np.float32)
-        cm.decode_into(dst, cuda.to_device(x), code)
+        cm.decode_into(dst, cu.from_host(x), code)
         np.testing.assert_array_equal(u8(dst), u8(P.decode(x, code)))
     for dt in (np.uint8, BF16, np.float16, np.float32):
         z = cm.zeros(13, dt)
         assert host(z).dtype == np.dtype(dt) and not u8(z).any()
     with pytest.raises(ValueError, match="bfloat16 or float16"):
-        cm.decode_into(cm.zeros(3, np.float32), cuda.to_device(np.zeros(3, np.float16)), P.F32)
+        cm.decode_into(cm.zeros(3, np.float32), cu.from_host(np.zeros(3, np.float16)), P.F32)
 
 
 def test_device_bfloat16_is_the_typestr_V2():
     """A device array whose interface says '<V2' (torch's bfloat16 CUDA tensors, ml_dtypes arrays)
     is bfloat16; a uint16 device array is not, and is refused as a parameter."""
-    info = _arrays.inspect(cuda.to_device(np.zeros(4, BF16)), "x")
+    info = _arrays.inspect(cu.from_host(np.zeros(4, BF16)), "x")
     assert info.device and info.dtype == BF16
     with pytest.raises(TypeError, match="dtype uint16"):
-        fd.Adam([cuda.to_device(np.zeros(4, np.uint16))], backend="cuda")
+        fd.Adam([cu.from_host(np.zeros(4, np.uint16))], backend="cuda")
 
 
 def _opt_pair(cls, kw, pdt, sizes, rng):
     ps = [(rng.standard_normal(n) * 0.5).astype(np.float32).astype(pdt) for n in sizes]
     hp = [p.copy() for p in ps]
-    dp = [cuda.to_device(p) for p in ps]
+    dp = [cu.from_host(p) for p in ps]
     return hp, dp, cls(hp, backend="numpy", **kw), cls(dp, backend="cuda", **kw)
 
 
@@ -287,18 +335,18 @@ def test_optimizer_on_device_params_matches_numpy(cls, kw, pdt, gdt):
     for _ in range(2):
         gs = [rng.standard_normal(n).astype(np.float32).astype(gdt) for n in sizes]
         oh.step([g.copy() for g in gs])
-        od.step([cuda.to_device(g) for g in gs])
+        od.step([cu.from_host(g) for g in gs])
     for a, b in zip(hp, dp):
         np.testing.assert_array_equal(u8(a), u8(b))
     sd = od.state_dict()
     _same_state(oh.state_dict(), sd)
     # the device state_dict into a fresh device optimizer, and on: still the numpy backend's steps
-    dp2 = [cuda.to_device(host(p)) for p in dp]
+    dp2 = [cu.from_host(host(p)) for p in dp]
     od2 = cls(dp2, backend="cuda", **kw)
     od2.load_state_dict(sd)
     gs = [rng.standard_normal(n).astype(np.float32).astype(gdt) for n in sizes]
     oh.step([g.copy() for g in gs])
-    od2.step([cuda.to_device(g) for g in gs])
+    od2.step([cu.from_host(g) for g in gs])
     for a, b in zip(hp, dp2):
         np.testing.assert_array_equal(u8(a), u8(b))
 
@@ -317,7 +365,7 @@ def test_optimizer_grad_scale_skip_and_state_conversions():
         if bad:
             gs[1][3] = np.inf
         a = sh.step(oh, [g.copy() for g in gs])
-        b = sd.step(od, [cuda.to_device(g) for g in gs])
+        b = sd.step(od, [cu.from_host(g) for g in gs])
         sh.update()
         sd.update()
         assert a == b
@@ -334,11 +382,11 @@ def test_optimizer_grad_scale_skip_and_state_conversions():
     oh.param_groups[0]["state_dtype"] = "int8"
     step_h = [rng.standard_normal(n).astype(BF16) for n in sizes]
     oh.step(step_h)
-    od3 = fd.Adam([cuda.to_device(host(p)) for p in hp], lr=1e-2, backend="cuda")
+    od3 = fd.Adam([cu.from_host(host(p)) for p in hp], lr=1e-2, backend="cuda")
     od3.load_state_dict(oh.state_dict())
     gs = [rng.standard_normal(n).astype(BF16) for n in sizes]
     oh.step([g.copy() for g in gs])
-    od3.step([cuda.to_device(g) for g in gs])
+    od3.step([cu.from_host(g) for g in gs])
     for x, y in zip(hp, od3.param_groups[0]["params"]):
         np.testing.assert_array_equal(u8(x), u8(y))
     _same_state(oh.state_dict(), od3.state_dict())
@@ -353,7 +401,7 @@ def test_float32_device_params_with_grad_scale():
     for _ in range(2):
         gs = [(rng.standard_normal(n) * 64).astype(np.float32) for n in sizes]
         oh.step([g.copy() for g in gs], grad_scale=64.0)
-        od.step([cuda.to_device(g) for g in gs], grad_scale=64.0)
+        od.step([cu.from_host(g) for g in gs], grad_scale=64.0)
     for a, b in zip(hp, dp):
         np.testing.assert_array_equal(u8(a), u8(b))
     _same_state(oh.state_dict(), od.state_dict())
@@ -402,12 +450,12 @@ def test_master_is_reread_where_the_parameter_was_written_from_outside():
     hp, dp, oh, od = _opt_pair(fd.Adam, dict(lr=1e-2, master_weights=True), BF16, [300], rng)
     g = rng.standard_normal(300).astype(np.float32)
     oh.step([g.copy()])
-    od.step([cuda.to_device(g)])
+    od.step([cu.from_host(g)])
     new = host(dp[0])
     new[::7] = np.linspace(-2, 2, new[::7].size).astype(BF16)
     hp[0][...] = new
-    dp[0].copy_to_device(new)
+    cu.copy_from_host(dp[0], new)
     oh.step([g.copy()])
-    od.step([cuda.to_device(g)])
+    od.step([cu.from_host(g)])
     np.testing.assert_array_equal(u8(hp[0]), u8(dp[0]))
     _same_state(oh.state_dict(), od.state_dict())

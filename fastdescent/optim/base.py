@@ -614,7 +614,7 @@ class Optimizer:
 
         def _fill(view, vals):  # converted host values into a state view
             if dev:
-                view.copy_to_device(np.ascontiguousarray(vals))
+                self._backend.copy_from_host(view, vals)
             else:
                 view[...] = vals
         for name in b.names:

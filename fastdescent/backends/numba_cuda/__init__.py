@@ -3,7 +3,8 @@
 Parameters, gradients and state are device arrays: anything exposing ``__cuda_array_interface__``
 (Numba device arrays, CuPy arrays, torch CUDA tensors), updated in place with no host copy. Optimizer
 state is allocated on the device through the hooks :func:`zeros`, :func:`to_host`, :func:`from_host`,
-:func:`copy_` and :func:`flat_view` that :class:`fastdescent.optim.base.Optimizer` calls.
+:func:`copy_from_host`, :func:`copy_` and :func:`flat_view` that :class:`fastdescent.optim.base.Optimizer`
+calls.
 
 Every multi-tensor row is one launch per table whatever the number of tensors (device-side pointer
 tables, see :mod:`._device`): one kernel per operation, walking the table's chunk plan, a coalesced
@@ -14,7 +15,7 @@ bucket being a plan of one tensor. Without a GPU, the same kernels run in Numba'
 
 from .. import collect_kernels
 from ._device import (  # noqa: F401  (backend hooks used by the optimizer layer)
-    SIM, DeviceTable, config, copy_, flat_view, from_host, set_launch_config, to_host, zeros,
+    SIM, DeviceTable, config, copy_, copy_from_host, flat_view, from_host, set_launch_config, to_host, zeros,
 )
 from ._device import describe as _describe
 

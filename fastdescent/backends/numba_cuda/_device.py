@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import cuda
 
+from ... import _arrays
 from .._table import TensorTable
 
 __all__ = [
@@ -386,7 +387,7 @@ def zeros(n, dtype, fill=0.0):
 def to_host(a):
     """A host NumPy copy of device array ``a`` (same shape)."""
     if hasattr(a, "copy_to_host"):
-        return a.copy_to_host()
+        return _arrays.device_to_host(a)
     cai = a.__cuda_array_interface__
     if SIM:
         shape = tuple(cai["shape"])
@@ -395,12 +396,30 @@ def to_host(a):
         if cai.get("strides") is not None:
             raise ValueError("to_host: only C-contiguous device arrays are supported")
         return _ptr(cai["data"][0], n, dt.type(0)).reshape(shape).copy()
-    return cuda.from_cuda_array_interface(cai, owner=a).copy_to_host()
+    dev = cuda.from_cuda_array_interface(cai, owner=a)
+    if dev.dtype.kind == "V":  # '<V2': bfloat16 (torch's bfloat16 CUDA tensors)
+        dev = dev.view(_arrays.inspect(a, "to_host: a").dtype)
+    return _arrays.device_to_host(dev)
 
 
 def from_host(host):
-    """A new device array holding a copy of the host array ``host`` (same shape and dtype)."""
-    return cuda.to_device(np.require(host, requirements="C"))  # (ascontiguousarray makes 0-d 1-d)
+    """A new device array holding a copy of the host array ``host`` (same shape and dtype; bfloat16
+    travels as its 16-bit words: :func:`fastdescent._arrays.wire_dtype`)."""
+    host = np.require(host, requirements="C")  # (ascontiguousarray makes 0-d 1-d)
+    w = _arrays.wire_dtype(host.dtype)
+    if w == host.dtype:
+        return cuda.to_device(host)
+    return cuda.to_device(host.view(w)).view(host.dtype)
+
+
+def copy_from_host(dst, host):
+    """Copy the host array ``host`` into the device array ``dst`` (same size and dtype)."""
+    host = np.require(host, dtype=dst.dtype, requirements="C")
+    w = _arrays.wire_dtype(host.dtype)
+    if w == host.dtype:
+        dst.copy_to_device(host)
+    else:
+        dst.view(w).copy_to_device(host.view(w))
 
 
 def copy_(dst, src):
