@@ -5,6 +5,11 @@ bench's other contenders (under load, torch's own spinning threads can take a 2-
 core for seconds; one thread is the steadier comparison on a shared machine).
 
     python benchmarks/mnist_vs_torch.py --threads 1 --optimizer adam --rounds 5
+
+``--flush-denormal fastdescent`` turns on fastdescent's opt-in flush of subnormal floats
+(``fd.set_flush_denormal(True)``; the Adam state of this synthetic problem goes subnormal after the
+first epoch); ``both`` also calls ``torch.set_flush_denormal(True)`` (which sets the calling thread's
+floating-point mode for good, so it applies to everything on that thread, fastdescent included).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ def main(argv=None):
     ap.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     ap.add_argument("--backend", choices=("c", "numba", "numpy"), default="c")
     ap.add_argument("--rounds", type=int, default=5, help="epochs each (median; default 5)")
+    ap.add_argument("--flush-denormal", choices=("off", "fastdescent", "both"), default="off",
+                    help="flush subnormal floats: in fastdescent's c kernels, or in both (default off)")
     args = ap.parse_args(argv)
     if args.threads < 1 or args.rounds < 1:
         ap.error("--threads and --rounds must be >= 1")
@@ -34,6 +41,10 @@ def main(argv=None):
 
     fd.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
+    if args.flush_denormal != "off" and not fd.set_flush_denormal(True):
+        ap.error("--flush-denormal: fastdescent cannot flush subnormals here")
+    if args.flush_denormal == "both" and not torch.set_flush_denormal(True):
+        ap.error("--flush-denormal both: torch cannot flush subnormals here")
     cases = [c for c in C.mnist_cases((args.backend, "torch")) if c.optimizer == args.optimizer]
     insts = {c.impl: build(c) for c in cases}
     for inst in insts.values():  # warm-up epoch
@@ -46,7 +57,7 @@ def main(argv=None):
             inst.step()
             times[k].append(time.perf_counter() - t0)
     med = {k: float(np.median(v)) for k, v in times.items()}
-    print(f"{args.optimizer}, {args.threads} thread(s): "
+    print(f"{args.optimizer}, {args.threads} thread(s), flush {args.flush_denormal}: "
           + "  ".join(f"{k} {v:.3f} s" for k, v in med.items())
           + f"  {args.backend}/torch {med[args.backend] / med['torch']:.2f}  load {os.getloadavg()[0]:.2f}")
     return med

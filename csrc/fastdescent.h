@@ -90,6 +90,19 @@ int fd_get_num_threads(void);
  * OpenMP (or in a fork child, see Threads above) kernels stay single-threaded whatever n. */
 int fd_set_num_threads(int n);
 
+/* Opt-in flush of subnormal floats (as torch.set_flush_denormal): with on != 0, every later kernel
+ * call runs with the x86 MXCSR bits FTZ (results below FLT_MIN/DBL_MIN become zero) and DAZ
+ * (subnormal inputs read as zero) set, on the calling thread and on every thread of its parallel
+ * regions, and restores each thread's own MXCSR when it returns: nothing else in the process sees
+ * the bits. Subnormal arithmetic costs a microcode assist per result (tens to hundreds of cycles);
+ * flushing avoids it but changes results below FLT_MIN, so the kernels then no longer agree bit for
+ * bit with the NumPy reference or torch. Returns 1 when the setting took effect, 0 when on != 0 and
+ * this build or CPU has no such control (not x86-64/SSE): the setting then stays off. Process-wide;
+ * off by default. */
+int fd_set_flush_denormal(int on);
+/* 1 if the flush is on (fd_set_flush_denormal), else 0. */
+int fd_get_flush_denormal(void);
+
 /* Grain of the multi-threaded split: the fewest elements per thread before a kernel uses more than
  * one thread (and about half the size of the pieces threads take). 0 (the default) means the
  * built-in per-kernel values (65536 for the optimizer updates, 131072 for the light streaming

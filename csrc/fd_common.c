@@ -132,6 +132,19 @@ int fd_forked_child(void) { return FD_LOAD(g_forked); }
 
 int fd_threads_now(void) { return fd_get_num_threads(); }
 
+static int g_flush_denormal = 0; /* fd_set_flush_denormal; read atomically by every kernel call */
+
+int fd_set_flush_denormal(int on)
+{
+    if (on && !FD_HAVE_MXCSR) return 0;
+    __atomic_store_n(&g_flush_denormal, on ? 1 : 0, __ATOMIC_SEQ_CST);
+    return 1;
+}
+
+int fd_get_flush_denormal(void) { return __atomic_load_n(&g_flush_denormal, __ATOMIC_SEQ_CST); }
+
+int fd_flush_wanted(void) { return __atomic_load_n(&g_flush_denormal, __ATOMIC_RELAXED); }
+
 static int64_t g_grain = 0; /* 0: per-kernel defaults */
 
 int fd_set_parallel_grain(int64_t n)
@@ -337,9 +350,12 @@ static void run_dynamic(int64_t ntensors, const int64_t *sizes, int64_t total,
                         int64_t min_per_thread, int64_t align, fd_seg_fn fn, const void *ctx)
 {
     int nth = threads_for(total, min_per_thread);
+    const int flush = fd_flush_wanted();
     if (nth <= 1) {
+        const unsigned csr = fd_flush_begin(flush);
         for (int64_t t = 0; t < ntensors; t++)
             if (sizes[t] > 0) fn(ctx, t, 0, sizes[t]);
+        fd_flush_end(flush, csr);
         return;
     }
 #ifdef _OPENMP
@@ -350,6 +366,7 @@ static void run_dynamic(int64_t ntensors, const int64_t *sizes, int64_t total,
     int64_t nchunks = (total + chunk - 1) / chunk;
 #pragma omp parallel num_threads(nth)
     {
+        const unsigned csr = fd_flush_begin(flush);
         cursor cur = {0, 0};
 #pragma omp for schedule(dynamic, 1) nowait
         for (int64_t c = 0; c < nchunks; c++) {
@@ -357,6 +374,7 @@ static void run_dynamic(int64_t ntensors, const int64_t *sizes, int64_t total,
             if (align > 1) run_range_aligned(&cur, ntensors, sizes, lo, hi, align, fn, ctx);
             else run_range(&cur, ntensors, sizes, lo, hi, fn, ctx);
         }
+        fd_flush_end(flush, csr);
     }
 #else
     (void)align;
@@ -392,21 +410,26 @@ void fd_run_chunks(int64_t ntensors, const int64_t *sizes, int64_t total, fd_chu
     int nth = threads_for(total, grain(FD_PAR_MIN_LIGHT));
     if ((int64_t)nth > nchunks) nth = (int)nchunks;
     for (int64_t i = 0; i < nchunks * FD_ACC_WORDS; i++) acc[i] = 0.0;
+    const int flush = fd_flush_wanted();
     if (nth <= 1) {
+        const unsigned csr = fd_flush_begin(flush);
         cursor cur = {0, 0};
         for (int64_t c = 0; c < nchunks; c++)
             run_range_acc(&cur, ntensors, sizes, split(total, c, nchunks),
                           split(total, c + 1, nchunks), fn, ctx, acc + c * FD_ACC_WORDS);
+        fd_flush_end(flush, csr);
         return;
     }
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nth)
     {
+        const unsigned csr = fd_flush_begin(flush);
         cursor cur = {0, 0};
 #pragma omp for schedule(dynamic, 1) nowait
         for (int64_t c = 0; c < nchunks; c++)
             run_range_acc(&cur, ntensors, sizes, split(total, c, nchunks),
                           split(total, c + 1, nchunks), fn, ctx, acc + c * FD_ACC_WORDS);
+        fd_flush_end(flush, csr);
     }
 #endif
 }

@@ -816,6 +816,8 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
                 int64_t tmain = t0;
                 G_OMP(omp parallel num_threads(nt))
                 {
+                    const int flush = fd_flush_wanted();
+                    const unsigned csr = fd_flush_begin(flush);
 #ifdef _OPENMP
                     const int tid = omp_get_thread_num(), ntr = omp_get_num_threads();
 #else
@@ -825,6 +827,7 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
                     GF(grid)(g->m, g->n, ntr, &tm, &tn);
                     GF(run_packed)(g, bufa + (int64_t)tid * G_MC * G_KC, bufb, tid, ntr, tm, tn);
                     if (tid == 0) tmain = gemm_now();
+                    fd_flush_end(flush, csr);
                 }
                 gemm_region_done(nt, t0, tmain, 1, nt); /* static: equal shares */
             } else {
@@ -855,11 +858,14 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
     int64_t tmain = t0, mine = 0;
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
+        const int flush = fd_flush_wanted();
+        const unsigned csr = fd_flush_begin(flush);
         const int64_t done = GF(dyn_worker)(&d, packed, G_TID());
         if (G_TID() == 0) {
             tmain = gemm_now();
             mine = done;
         }
+        fd_flush_end(flush, csr);
     }
     gemm_region_done(nt, t0, tmain, mine, d.total);
     free(d.pa);
@@ -914,6 +920,8 @@ static int GF(run_ksplit)(const GF(item) *g, int64_t ck, int nt)
     int64_t tmain = t0, mine = 0;
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
+        const int flush = fd_flush_wanted();
+        const unsigned csr = fd_flush_begin(flush);
         GT *bufa = NULL, *bufb = NULL;
         int64_t done = 0;
         G_OMP(omp for schedule(dynamic, 1) nowait)
@@ -940,6 +948,7 @@ static int GF(run_ksplit)(const GF(item) *g, int64_t ck, int nt)
             tmain = gemm_now();
             mine = done;
         }
+        fd_flush_end(flush, csr);
     }
     gemm_region_done(nt, t0, tmain, mine, nch);
     /* fixed-order reduction of the chunk partials (the output is small by construction) */
@@ -1001,6 +1010,8 @@ static void GF(gemm)(const fd_gemm_args *args, int nthreads)
     int64_t tmain = t0, mine = 0;
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
+        const int flush = fd_flush_wanted();
+        const unsigned csr = fd_flush_begin(flush);
         GT *bufa = NULL, *bufb = NULL;
         int64_t done = 0;
         G_OMP(omp for schedule(dynamic, run) nowait)
@@ -1016,6 +1027,7 @@ static void GF(gemm)(const fd_gemm_args *args, int nthreads)
             tmain = gemm_now();
             mine = done;
         }
+        fd_flush_end(flush, csr);
     }
     gemm_region_done(nt, t0, tmain, mine, batch);
 }

@@ -76,6 +76,30 @@ typedef void (*fd_chunk_fn)(const void *ctx, int64_t t, int64_t off, int64_t len
 
 /* Threads a call may use (>= 1; 1 in a process made by fork(), see fd_common.c). */
 int fd_threads_now(void);
+
+/* The subnormal flush of fd_set_flush_denormal, per thread and per call: `on` is read once per
+ * kernel call (fd_flush_wanted) and handed to its parallel regions, whose threads each set and
+ * restore their own MXCSR. begin returns the thread's previous MXCSR for end. */
+int fd_flush_wanted(void);
+#if defined(__x86_64__) || defined(_M_X64) || (defined(__SSE__) && !defined(__aarch64__))
+#include <xmmintrin.h>
+#define FD_HAVE_MXCSR 1
+static inline unsigned fd_flush_begin(int on)
+{
+    if (!on) return 0u;
+    const unsigned old = _mm_getcsr();
+    _mm_setcsr(old | 0x8040u); /* FTZ (bit 15) | DAZ (bit 6) */
+    return old;
+}
+static inline void fd_flush_end(int on, unsigned old)
+{
+    if (on) _mm_setcsr(old);
+}
+#else
+#define FD_HAVE_MXCSR 0
+static inline unsigned fd_flush_begin(int on) { (void)on; return 0u; }
+static inline void fd_flush_end(int on, unsigned old) { (void)on; (void)old; }
+#endif
 /* Nonzero in a process made by fork() after the library was loaded (kernels stay single-threaded). */
 int fd_forked_child(void);
 

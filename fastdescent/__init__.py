@@ -27,6 +27,7 @@ from .functional import clip_grad_norm_, clip_grad_value_  # noqa: E402
 from .optim import (LAMB, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam,  # noqa: E402
                     Optimizer, RAdam, RMSprop, Rprop)
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
+from ._flush import get_flush_denormal, set_flush_denormal  # noqa: E402
 from . import nn  # noqa: E402
 from .nn import fit  # noqa: E402
 
@@ -37,6 +38,7 @@ __all__ = [
     "Lion", "LAMB", "Optimizer", "ParamArena", "functional", "clip_grad_norm_", "clip_grad_value_",
     "available_backends",
     "get_backend", "use_backend", "info", "set_num_threads", "get_num_threads",
+    "set_flush_denormal", "get_flush_denormal",
     "FastDescentError", "BackendUnavailableError", "KernelError", "__version__", "nn", "fit",
     "save_checkpoint", "load_checkpoint", "CheckpointError", "amp",
 ]
@@ -84,4 +86,5 @@ def info():
     out["numpy"] = np.__version__
     out["cores"] = os.cpu_count()
     out["threads"] = _threads.state()
+    out["flush_denormal"] = get_flush_denormal()
     return out

@@ -81,6 +81,9 @@ def build_parser():
                         "min(6, available/2)); above it they are timed one after the other")
     b.add_argument("--from-json", metavar="FILE",
                    help="run nothing: re-print and re-write the reports of an earlier --json run")
+    b.add_argument("--flush-denormal", action="store_true",
+                   help="run with the c kernels flushing subnormal floats (fd.set_flush_denormal): "
+                        "faster where values go subnormal, not bit-exact there; the report says so")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.add_argument("--debug", action="store_true", help="keep tracebacks of failing cases in the JSON")
 

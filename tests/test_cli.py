@@ -100,6 +100,21 @@ def test_bench_quick_tiny_writes_json_markdown_and_png(tmp_path):
     assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200
 
 
+def test_bench_flush_denormal_is_applied_and_reported(tmp_path):
+    """--flush-denormal: the run's settings and fd.info() in the machine record say the c kernels
+    flushed subnormals (a subprocess: the setting is process-wide)."""
+    r = cli("bench", "--flush-denormal", "--backends", "c", "--ops", "sgd", "--sizes", "2^10",
+            "--counts", "1", "--rounds", "1", "--min-time", "0", "--no-peers", "--quiet",
+            "--json", str(tmp_path / "r.json"), cwd=tmp_path)
+    if r.returncode == 3 and "not available" in r.stderr:
+        pytest.skip(r.stderr.strip()[-300:])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["settings"]["flush_denormal"] is True
+    assert rep["machine"]["fastdescent_info"]["flush_denormal"] is True
+    assert any(x["status"] == "ok" and x["impl"] == "c" for x in rep["results"])
+
+
 @pytest.mark.parametrize("args, message", [
     (["bench", "--backends", "nope"], "unknown backend 'nope'"),
     (["bench", "--ops", "adam,frob"], "unknown op 'frob'"),

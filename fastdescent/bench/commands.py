@@ -299,6 +299,13 @@ def run_bench(args, argv=None):
     case_list = bench_cases(backends=backends, ops=ops, sizes=sizes, counts=counts, layouts=layouts,
                             shapes=shapes, peers=peers, lowp_layouts=lowp)
     mem = int(args.mem_budget_gib * (1 << 30)) if args.mem_budget_gib is not None else None
+    flush = bool(getattr(args, "flush_denormal", False))
+    if flush:
+        from .._flush import set_flush_denormal
+
+        if not set_flush_denormal(True):
+            raise EnvironmentProblem("--flush-denormal: the c backend cannot flush subnormal floats "
+                                     "here (no c extension, or no SSE MXCSR)")
     machine = machine_info()
     t0 = time.perf_counter()
     deadline = None if time_budget is None else t0 + time_budget
@@ -315,7 +322,8 @@ def run_bench(args, argv=None):
                      "layouts": [lay.name for lay in layouts],
                      "lowp_layouts": [lay.name for lay in lowp], "rounds": rounds, "min_time_s": min_time,
                      "time_budget_s": time_budget, "case_budget_s": case_budget,
-                     "peers": peers, "dtype": str(C.DTYPE), "check_steps": C.CHECK_STEPS},
+                     "peers": peers, "dtype": str(C.DTYPE), "check_steps": C.CHECK_STEPS,
+                     "flush_denormal": flush},
         "machine": machine,
         "elapsed_s": elapsed,
         "loadavg_end": loadavg(),

@@ -1,0 +1,101 @@
+"""``fd.set_flush_denormal``: the c backend's opt-in flush of subnormal floats (fastdescent/_flush.py).
+
+Off by default (IEEE subnormals, bit for bit with the NumPy reference); when on, the c kernels' results
+below FLT_MIN become zero and subnormal inputs read as zero, on one thread and on several, in the
+optimizer updates and the GEMMs; the calling thread's own floating-point mode is left as it was.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+
+import fastdescent as fd
+from conftest import require_backend
+
+TINY = np.float32(2e-38)  # normal (FLT_MIN = 1.18e-38)
+SUB = np.float32(5e-39)  # subnormal
+BIG = 1 << 18  # above the optimizer updates' threading grain: two threads take part
+
+
+@pytest.fixture(autouse=True)
+def flush_off_after():
+    require_backend("c")
+    assert fd.get_flush_denormal() is False  # the default (and every test leaves it off)
+    yield
+    fd.set_flush_denormal(False)
+
+
+def _sgd(n, p0, g0, backend="c"):
+    """One SGD step (lr 1) of an n-element tensor filled with p0, gradient g0: p0 - g0."""
+    p = np.full(n, p0, np.float32)
+    fd.SGD([p], lr=1.0, backend=backend).step([np.full(n, g0, np.float32)])
+    return p
+
+
+def _subnormal_result_ok():
+    """NumPy on this thread still computes a subnormal (the thread's MXCSR is untouched)."""
+    return np.float32(2e-38) - np.float32(1.5e-38) > 0
+
+
+@pytest.mark.parametrize("n", [7, BIG], ids=["one-thread", "threaded"])
+def test_updates_flush_results_and_inputs_only_when_asked(n):
+    old = fd.get_num_threads()
+    fd.set_num_threads(2)
+    try:
+        off = _sgd(n, TINY, np.float32(1.5e-38))
+        assert off[0] > 0 and off[0] < np.finfo(np.float32).tiny  # a subnormal, as IEEE says
+        np.testing.assert_array_equal(off, _sgd(n, TINY, np.float32(1.5e-38), backend="numpy"))
+        assert fd.set_flush_denormal(True) is True
+        assert fd.get_flush_denormal() is True and fd.info()["flush_denormal"] is True
+        on = _sgd(n, TINY, np.float32(1.5e-38))
+        assert not on.any()  # FTZ: the subnormal result is zero, in every thread's share
+        daz = _sgd(n, np.float32(0.0), -SUB)  # 0 - (-sub): DAZ reads the input as zero
+        assert not daz.any()
+        assert _subnormal_result_ok()  # the caller's thread got its MXCSR back
+        assert fd.set_flush_denormal(False) is True
+        np.testing.assert_array_equal(_sgd(n, TINY, np.float32(1.5e-38)), off)
+    finally:
+        fd.set_num_threads(old)
+
+
+def test_gemm_flushes_in_every_thread():
+    """The dense-layer GEMM (packed, two threads): products below FLT_MIN."""
+    from fastdescent.backends.c_cffi import matmul as c
+
+    old = fd.get_num_threads()
+    fd.set_num_threads(2)
+    try:
+        x = np.full((1, 256, 256), 1e-20, np.float32)
+        w = np.full((1, 256, 256), 1e-20, np.float32)  # each product 1e-40: subnormal; sum 2.56e-38
+        y = np.empty((1, 256, 256), np.float32)
+        c.matmul_fwd(y, x, w, None)
+        assert (y > 0).all()
+        fd.set_flush_denormal(True)
+        c.matmul_fwd(y, x, w, None)
+        assert not y.any()
+        assert _subnormal_result_ok()
+    finally:
+        fd.set_num_threads(old)
+
+
+def test_other_threads_and_backends_keep_subnormals():
+    """Only the c kernels flush: NumPy in another thread and the numpy backend keep IEEE results."""
+    fd.set_flush_denormal(True)
+    seen = []
+
+    def other():
+        seen.append(bool(_subnormal_result_ok()))
+        seen.append(float(_sgd(5, TINY, np.float32(1.5e-38), backend="numpy")[0]))
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert seen[0] is True and 0 < seen[1] < np.finfo(np.float32).tiny
+
+
+@pytest.mark.parametrize("bad", [1, 0, "yes", None, 1.0])
+def test_mode_must_be_a_bool(bad):
+    with pytest.raises(TypeError, match="set_flush_denormal: mode must be a bool"):
+        fd.set_flush_denormal(bad)
+    assert fd.get_flush_denormal() is False
