@@ -450,3 +450,22 @@ def test_fused_step_refuses_out_of_range_labels_before_writing(backend):
             step(np.zeros((1, 4, 3), np.float32), np.array(bad, np.int64))
     assert all((a == b).all() for a, b in zip(before, m.parameters().params))
     assert np.isfinite(step(np.zeros((1, 4, 3), np.float32), np.array([0, 1, 1, 0], np.int64)))
+
+
+def test_input_check_accepts_finite_values_whose_sum_overflows():
+    """The finiteness check of inputs sums first (a finite sum proves every value finite); values
+    that are all finite but whose sum overflows take the exact check and pass; one NaN or inf among
+    them is still found, with its row."""
+    import warnings
+
+    from fastdescent.nn.losses import _to_dtype
+
+    big = np.full((4, 3), 3e38, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning escapes
+        assert _to_dtype(big, np.float32, "x", rows=True) is not None
+    for bad in (np.nan, np.inf, -np.inf):
+        b = big.copy()
+        b[2, 1] = bad
+        with pytest.raises(ValueError, match="first in row 2"):
+            _to_dtype(b, np.float32, "x", rows=True)

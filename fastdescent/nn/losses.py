@@ -75,7 +75,11 @@ def _to_dtype(a, dtype, what, rows=False):
     (inputs), else the first bad index. No overflow warning escapes: the error says it all."""
     with np.errstate(over="ignore", invalid="ignore"):
         out = np.ascontiguousarray(a, dtype=dtype)
-    if out.dtype.kind == "f" and not np.isfinite(out).all():
+        # a finite sum proves every element finite (one inf or NaN makes any sum inf or NaN) at
+        # about half the cost of isfinite's boolean temporary on a large input; a sum that
+        # overflows (or an input that holds inf/NaN) takes the exact check
+        suspect = out.dtype.kind == "f" and not np.isfinite(np.add.reduce(out, axis=None))
+    if suspect and not np.isfinite(out).all():
         bad = ~np.isfinite(out)
         at = tuple(int(i) for i in np.argwhere(bad)[0])
         src = a[at]  # a has out's shape
