@@ -17,7 +17,15 @@ import functools
 
 import numpy as np
 
-__all__ = ["array_prints", "prints_equal", "available"]
+__all__ = ["array_prints", "prints_equal", "available", "SLOTS", "C_CONTIGUOUS", "ALIGNED",
+           "WRITEABLE"]
+
+#: columns of a print: object, data, dtype object, flags, ndim, dims[0..5], 0
+SLOTS = 12
+#: NumPy's flag bits (``ndarray.flags.num``; the C API's NPY_ARRAY_*), as the prints hold them
+C_CONTIGUOUS = 0x0001
+ALIGNED = 0x0100
+WRITEABLE = 0x0400
 
 
 def _raw(columns, ffi, lib, prev=None):
@@ -42,10 +50,15 @@ def _probe_ok(ffi, lib):
     ro.flags.writeable = False
     probes = [np.ones(3), np.ones((2, 3), np.float32), np.zeros(()), np.ones(9)[::2], ro,
               np.ones((2, 1, 3, 1, 2, 2), np.float32)]
+    if int(lib.FD_PY_PRINT_SLOTS) != SLOTS:
+        return False
     out = _raw([probes], ffi, lib)
     if out is None or not _raw([probes], ffi, lib, out) or _raw([probes[1:]], ffi, lib, out):
         return False
+    flags = {C_CONTIGUOUS: "C_CONTIGUOUS", ALIGNED: "ALIGNED", WRITEABLE: "WRITEABLE"}
     for a, row in zip(probes, out):
+        if any(bool(int(row[3]) & bit) != bool(a.flags[name]) for bit, name in flags.items()):
+            return False
         want = [id(a), a.__array_interface__["data"][0], id(a.dtype), a.flags.num, a.ndim,
                 *a.shape, *([-1] * (6 - a.ndim))]
         if list(map(int, row[:11])) != want:

@@ -40,6 +40,7 @@ import weakref
 import numpy as np
 
 from .. import _arrays
+from .. import _prints
 from .._contract import row as _row
 from .._validate import check_flag, check_loss_scale, check_real
 from ..rules import check_scalars
@@ -728,11 +729,64 @@ class Optimizer:
             self._write_ranges = (self._buckets, ranges, keys)
         return self._write_ranges[1], self._write_ranges[2]
 
+    def _grad_template(self):
+        """What a new gradient list is checked against in one pass (:meth:`_check_grads_fast`):
+        (expected fingerprint columns 2 and 4-11 per parameter, gradient bytes, the host write
+        ranges' starts and ends); None where that pass cannot apply (device parameters, more than
+        6 dimensions, no one-call fingerprints here). Cached per parameter list and write set."""
+        ranges, _keys = self._write_set()
+        t = getattr(self, "_gtmpl", None)
+        if t is not None and t[0] == len(self._infos) and t[1] is ranges:
+            return t[2]
+        tmpl = None
+        infos = self._infos
+        if infos and _prints.available() and all(not i.device and len(i.shape) <= 6 for i in infos):
+            want = np.full((len(infos), _prints.SLOTS - 3), -1, np.int64)  # dtype, ndim, dims, 0
+            for k, i in enumerate(infos):
+                want[k, 0] = id(i.dtype)  # the parameter's dtype object (kept alive by its info)
+                want[k, 1] = len(i.shape)
+                want[k, 2:2 + len(i.shape)] = i.shape
+                want[k, -1] = 0
+            nbytes = np.array([i.nbytes for i in infos], np.int64)
+            host = [r for r in ranges if not r[0]]
+            tmpl = (want, nbytes, np.array([r[1] for r in host], np.int64),
+                    np.array([r[2] for r in host], np.int64))
+        self._gtmpl = (len(infos), ranges, tmpl)
+        return tmpl
+
+    def _check_grads_fast(self, grads):
+        """Infos of a new gradient list whose every entry is a plain C-contiguous, aligned ndarray
+        with its parameter's dtype object and shape, overlapping nothing a step writes, read in one
+        C pass over the list (~10 ns an array instead of ~4 us); None to take the per-array checks
+        (anything else, including every error, which they name)."""
+        tmpl = self._grad_template()
+        if tmpl is None:
+            return None
+        prints = _prints.array_prints([grads])
+        if prints is None:
+            return None
+        want, nbytes, starts, ends = tmpl
+        req = _prints.C_CONTIGUOUS | _prints.ALIGNED
+        if (not np.array_equal(prints[:, 4:], want[:, 1:]) or not np.array_equal(prints[:, 2], want[:, 0])
+                or ((prints[:, 3] & req) != req).any()):
+            return None
+        addr = prints[:, 1]
+        if starts.size:
+            k = np.searchsorted(starts, addr + nbytes, side="left") - 1
+            if ((nbytes > 0) & (k >= 0) & (ends[np.maximum(k, 0)] > addr)).any():
+                return None
+        wflag = _prints.WRITEABLE
+        return [_arrays.ArrayInfo(g, pi.shape, pi.dtype, a, True, bool(f & wflag), False, pi.size)
+                for g, pi, a, f in zip(grads, self._infos, addr.tolist(), prints[:, 3].tolist())]
+
     def _check_grads(self, grads):
         n = len(self._params)
         if len(grads) != n:
             raise ValueError(f"grads: expected {n} arrays (one per parameter, in param_groups order), "
                              f"got {len(grads)}")
+        fast = self._check_grads_fast(grads)
+        if fast is not None:
+            return fast, [False] * n
         infos = []
         none = []
         ranges = keys = None

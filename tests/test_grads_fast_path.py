@@ -1,0 +1,150 @@
+"""The one-pass check of a new gradient list (``Optimizer._check_grads_fast``): a loop that hands the
+optimizer new gradient arrays every step (autograd libraries, JAX arrays viewed as NumPy) is checked in
+one C pass over the list instead of ~4 us an array. It must accept exactly what is plainly fine and
+leave everything else to the per-array checks, which name the problem: aliasing of a parameter or of
+optimizer state (whole or partial), non-contiguous, misaligned, wrong dtype or shape, subclasses,
+None entries, read-only arrays, dtype objects that are equal but not the same object.
+"""
+
+import numpy as np
+import pytest
+
+import fastdescent as fd
+from conftest import require_backend
+from fastdescent import _prints
+
+pytestmark = pytest.mark.skipif(not _prints.available(),
+                                reason="no one-call array fingerprints here (no c extension)")
+
+SHAPES = [(7, 5), (64,), (3, 1, 4), (0,), ()]
+
+
+def _params(rng, dt=np.float32):
+    return [rng.standard_normal(s).astype(dt) for s in SHAPES]
+
+
+def _grads(rng, ps):
+    return [rng.standard_normal(p.shape).astype(p.dtype) for p in ps]
+
+
+@pytest.fixture
+def opt_and_grads():
+    rng = np.random.default_rng(0)
+    ps = _params(rng)
+    opt = fd.Adam(ps, lr=1e-2, backend="numpy")
+    opt.step(_grads(rng, ps))  # state exists: the write set holds it
+    return opt, ps, rng
+
+
+def test_fresh_lists_take_the_one_pass_and_step_exactly():
+    """New gradient arrays every step: the fast check accepts them, and the trajectory is bit for
+    bit the one with the per-array checks (same values, one list reused)."""
+    require_backend("c")
+    rng = np.random.default_rng(1)
+    ps = _params(rng)
+    ref = [p.copy() for p in ps]
+    steps = [_grads(rng, ps) for _ in range(5)]
+    opt, oref = fd.Adam(ps, lr=1e-2, backend="c"), fd.Adam(ref, lr=1e-2, backend="c")
+    keep = [np.empty_like(p) for p in ref]
+    for gs in steps:
+        fresh = [g.copy() for g in gs]
+        if opt._state:
+            assert opt._check_grads_fast(fresh) is not None
+        opt.step(fresh)
+        for k, g in zip(keep, gs):
+            k[...] = g
+        oref.step(keep)
+    for a, b in zip(ps, ref):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_read_only_gradients_pass(opt_and_grads):
+    opt, ps, rng = opt_and_grads
+    gs = _grads(rng, ps)
+    for g in gs:
+        g.flags.writeable = False
+    infos = opt._check_grads_fast(gs)
+    assert infos is not None and not any(i.writeable for i in infos)
+    opt.step(gs)
+
+
+def _bad_cases(opt, ps, rng):
+    gs = _grads(rng, ps)
+    live = opt._state[1]  # the 64-element parameter's state buffers (views of the bucket's blocks)
+    name = "exp_avg"
+    big = rng.standard_normal(200).astype(np.float32)
+    buf = np.zeros(7 * 5 * 4 + 4, np.uint8)
+    cases = {
+        "alias of its parameter": (0, ps[0], ValueError, "shares memory with params"),
+        "alias of another parameter": (2, ps[0].reshape(-1)[:12].reshape(3, 1, 4),
+                                       ValueError, "shares memory with params"),
+        "alias of optimizer state": (1, live[name], ValueError, "shares memory with"),
+        "not contiguous": (1, big[::2][:64], ValueError, "not C-contiguous"),
+        "misaligned": (0, np.frombuffer(buf, np.float32, count=35, offset=1).reshape(7, 5),
+                       ValueError, "not aligned"),
+        "wrong dtype": (0, gs[0].astype(np.float64), TypeError, "dtype float64"),
+        "wrong shape": (0, gs[0].reshape(5, 7), ValueError, "shape"),
+    }
+    return gs, cases
+
+
+@pytest.mark.parametrize("case", ["alias of its parameter", "alias of another parameter",
+                                  "alias of optimizer state", "not contiguous", "misaligned",
+                                  "wrong dtype", "wrong shape"])
+def test_every_bad_list_falls_back_and_gets_the_named_error(opt_and_grads, case):
+    opt, ps, rng = opt_and_grads
+    gs, cases = _bad_cases(opt, ps, rng)
+    i, bad, exc, msg = cases[case]
+    gs[i] = bad
+    before = [p.copy() for p in ps]
+    assert opt._check_grads_fast(gs) is None
+    with pytest.raises(exc, match=msg):
+        opt.step(gs)
+    for a, b in zip(ps, before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_partial_overlaps_at_either_end_are_found():
+    """Gradients that overlap a parameter partly, starting inside it or ending inside it (the fast
+    check's interval search looks at the last write range starting before a gradient's end)."""
+    rng = np.random.default_rng(2)
+    buf = rng.standard_normal(300).astype(np.float32)
+    ps = [buf[0:100], buf[200:300]]
+    opt = fd.Adam(ps, lr=1e-2, backend="numpy")
+    opt.step([rng.standard_normal(100).astype(np.float32) for _ in ps])
+    before = buf.copy()
+    for gs, which in (([buf[50:150], np.zeros(100, np.float32)], "grads\\[0\\]"),
+                      ([np.zeros(100, np.float32), buf[150:250]], "grads\\[1\\]")):
+        assert opt._check_grads_fast(gs) is None
+        with pytest.raises(ValueError, match=which + " shares memory with params"):
+            opt.step(gs)
+    np.testing.assert_array_equal(buf, before)
+    assert opt._check_grads_fast([buf[100:200], np.zeros(100, np.float32)]) is not None  # the gap
+
+
+def test_equal_dtype_objects_that_are_not_the_same_take_the_slow_path_and_step():
+    rng = np.random.default_rng(3)
+    ps = [rng.standard_normal(16).astype(np.float32)]
+    ref = [ps[0].copy()]
+    opt, oref = fd.Adam(ps, lr=1e-2, backend="numpy"), fd.Adam(ref, lr=1e-2, backend="numpy")
+    g = rng.standard_normal(16).astype(np.float32)
+    odd = g.view(np.dtype(np.float32, metadata={"why": "a distinct descr"}))
+    assert odd.dtype == np.float32 and odd.dtype is not g.dtype
+    opt.step([g.copy()])
+    oref.step([g.copy()])
+    assert opt._check_grads_fast([odd]) is None
+    opt.step([odd])
+    oref.step([g.copy()])
+    np.testing.assert_array_equal(ps[0], ref[0])
+
+
+def test_subclasses_and_none_entries_take_the_slow_path(opt_and_grads):
+    opt, ps, rng = opt_and_grads
+    gs = _grads(rng, ps)
+    sub = [np.asmatrix(g) if g.ndim == 2 else g for g in gs]
+    assert opt._check_grads_fast(sub) is None
+    opt.step(sub)
+    with_none = list(gs)
+    with_none[1] = None
+    assert opt._check_grads_fast(with_none) is None
+    opt.step(with_none)
