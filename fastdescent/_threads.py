@@ -29,6 +29,7 @@ spinning for milliseconds afterwards.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 import numpy as np
@@ -105,6 +106,9 @@ def set_num_threads(n):
             mod = _b._loaded.get(name)
             if mod is not None:
                 mod.apply_num_threads(n)
+        c = sys.modules.get("fastdescent.backends.c_cffi")  # imported directly, not registered yet
+        if c is not None and "c" not in _b._loaded and getattr(c, "lib", None) is not None:
+            c.apply_num_threads(n)
 
 
 def get_num_threads():

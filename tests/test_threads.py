@@ -94,3 +94,17 @@ def test_info_reports_the_openmp_wait_policy_in_force():
 def test_numpy_integer_counts_are_accepted(restore_threads):
     fd.set_num_threads(np.int64(1))
     assert fd.get_num_threads() == 1 and type(fd.info()["threads"]["requested"]) is int
+
+
+def test_thread_count_reaches_the_c_library_imported_directly():
+    """An embedder importing the c backend module itself (not through fd.get_backend) still gets
+    FASTDESCENT_NUM_THREADS and later fd.set_num_threads calls."""
+    code = ("import fastdescent as fd; from fastdescent.backends import c_cffi as c;"
+            "from fastdescent.backends import _loaded; a = c.get_num_threads();"
+            "fd.set_num_threads(1); b = c.get_num_threads(); print(a, b, 'c' in _loaded)")
+    r = _child(code, FASTDESCENT_NUM_THREADS="1")
+    a, b, registered = r.stdout.split()
+    assert (a, b) == ("1", "1"), r.stdout
+    r = _child(code.replace("a = c.get_num_threads();", "a = 0;"), FASTDESCENT_NUM_THREADS="2")
+    assert r.stdout.split()[1] == "1", r.stdout  # the later set_num_threads reached it too
+    assert registered == "False"  # (the case this test is about: not loaded through the registry)

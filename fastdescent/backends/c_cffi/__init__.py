@@ -177,3 +177,9 @@ def describe():
 
 
 KERNELS = collect_kernels(__name__) if IMPORT_ERROR is None else {}
+
+if lib is not None:  # fd.set_num_threads / FASTDESCENT_NUM_THREADS reach the library however it is
+    from ... import _threads  # imported (through the registry or directly as this module)
+
+    if _threads.requested():
+        apply_num_threads(_threads.requested())
