@@ -104,17 +104,17 @@ static int fused_check(int64_t nlayers, const int64_t *desc, const void *const *
 
 #else /* ------------------------------------------------------------------- typed part (FD_T) */
 
-/* the body of fd_mlp_step_f32/_f64 (below: they add the subnormal flush of fd_set_flush_denormal
- * around it, for the element-wise work it does on the calling thread) */
-static int FD_S(mlp_step)(int64_t nlayers, const int64_t *desc, FD_T *const *w, FD_T *const *b,
-                          FD_T *const *dw, FD_T *const *db, FD_T *const *act, FD_T *const *dact,
-                          int64_t rows, const FD_T *x, int loss_kind, const int64_t *labels,
-                          const FD_T *target, double loss_scale, int64_t nparams, FD_T *param,
-                          FD_T *exp_avg, FD_T *exp_avg_sq, FD_T *max_exp_avg_sq, FD_T *grad,
-                          FD_T *dact_block, int64_t ndact, double beta1, double beta2, double eps,
-                          double weight_decay, double decay, double step_size,
-                          double bias_correction2_sqrt, int amsgrad, int maximize, double *loss_out)
+/* defines fd_mlp_step_f32 and fd_mlp_step_f64 (FD_S appends the type suffix) */
+int FD_S(fd_mlp_step)(int64_t nlayers, const int64_t *desc, FD_T *const *w, FD_T *const *b,
+                      FD_T *const *dw, FD_T *const *db, FD_T *const *act, FD_T *const *dact,
+                      int64_t rows, const FD_T *x, int loss_kind, const int64_t *labels,
+                      const FD_T *target, double loss_scale, int64_t nparams, FD_T *param,
+                      FD_T *exp_avg, FD_T *exp_avg_sq, FD_T *max_exp_avg_sq, FD_T *grad,
+                      FD_T *dact_block, int64_t ndact, double beta1, double beta2, double eps,
+                      double weight_decay, double decay, double step_size,
+                      double bias_correction2_sqrt, int amsgrad, int maximize, double *loss_out)
 {
+    FD_FLUSH_SCOPE(flush); /* the element-wise work done here, on the calling thread */
     FD_CHECK(fused_check(nlayers, desc, (const void *const *)w, (const void *const *)b,
                          (const void *const *)dw, (const void *const *)db,
                          (const void *const *)act, (const void *const *)dact, rows, x, loss_kind,
@@ -177,27 +177,6 @@ static int FD_S(mlp_step)(int64_t nlayers, const int64_t *desc, FD_T *const *w, 
     }
     *loss_out = loss;
     return FD_OK;
-}
-
-/* defines fd_mlp_step_f32 and fd_mlp_step_f64 (FD_S appends the type suffix) */
-int FD_S(fd_mlp_step)(int64_t nlayers, const int64_t *desc, FD_T *const *w, FD_T *const *b,
-                      FD_T *const *dw, FD_T *const *db, FD_T *const *act, FD_T *const *dact,
-                      int64_t rows, const FD_T *x, int loss_kind, const int64_t *labels,
-                      const FD_T *target, double loss_scale, int64_t nparams, FD_T *param,
-                      FD_T *exp_avg, FD_T *exp_avg_sq, FD_T *max_exp_avg_sq, FD_T *grad,
-                      FD_T *dact_block, int64_t ndact, double beta1, double beta2, double eps,
-                      double weight_decay, double decay, double step_size,
-                      double bias_correction2_sqrt, int amsgrad, int maximize, double *loss_out)
-{
-    const int flush = fd_flush_wanted();
-    const unsigned csr = fd_flush_begin(flush);
-    const int status = FD_S(mlp_step)(nlayers, desc, w, b, dw, db, act, dact, rows, x, loss_kind,
-                                      labels, target, loss_scale, nparams, param, exp_avg,
-                                      exp_avg_sq, max_exp_avg_sq, grad, dact_block, ndact, beta1,
-                                      beta2, eps, weight_decay, decay, step_size,
-                                      bias_correction2_sqrt, amsgrad, maximize, loss_out);
-    fd_flush_end(flush, csr);
-    return status;
 }
 
 #endif /* FD_T */

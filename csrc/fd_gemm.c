@@ -307,8 +307,9 @@ static int gemm_use_avx512(const fd_gemm_args *g, int64_t nr)
     return g->n >= nr && G_LOAD(g_avx512_on) && gemm_avx512_supported();
 }
 
-static void gemm_f32_dispatch(const fd_gemm_args *g)
+void fd_gemm_f32(const fd_gemm_args *g)
 {
+    FD_FLUSH_SCOPE(flush); /* the calling thread; the regions' threads set their own */
     const int nt = fd_threads_now();
 #if FD_X86_DISPATCH
     if (fd_avx2_active()) {
@@ -322,16 +323,9 @@ static void gemm_f32_dispatch(const fd_gemm_args *g)
     gemm_f32_generic(g, nt);
 }
 
-void fd_gemm_f32(const fd_gemm_args *g)
+void fd_gemm_f64(const fd_gemm_args *g)
 {
-    const int flush = fd_flush_wanted(); /* the calling thread; the regions' threads set their own */
-    const unsigned csr = fd_flush_begin(flush);
-    gemm_f32_dispatch(g);
-    fd_flush_end(flush, csr);
-}
-
-static void gemm_f64_dispatch(const fd_gemm_args *g)
-{
+    FD_FLUSH_SCOPE(flush); /* the calling thread; the regions' threads set their own */
     const int nt = fd_threads_now();
 #if FD_X86_DISPATCH
     if (fd_avx2_active()) {
@@ -343,12 +337,4 @@ static void gemm_f64_dispatch(const fd_gemm_args *g)
     }
 #endif
     gemm_f64_generic(g, nt);
-}
-
-void fd_gemm_f64(const fd_gemm_args *g)
-{
-    const int flush = fd_flush_wanted(); /* the calling thread; the regions' threads set their own */
-    const unsigned csr = fd_flush_begin(flush);
-    gemm_f64_dispatch(g);
-    fd_flush_end(flush, csr);
 }

@@ -100,6 +100,19 @@ static inline void fd_flush_end(int on, unsigned old)
 static inline unsigned fd_flush_begin(int on) { (void)on; return 0u; }
 static inline void fd_flush_end(int on, unsigned old) { (void)on; (void)old; }
 #endif
+/* A function-long flush scope: FD_FLUSH_SCOPE(s); at the top of a kernel entry sets the flush (if
+ * wanted) and restores the thread's MXCSR on every return, early error returns included. */
+typedef struct { int on; unsigned csr; } fd_flush_scope;
+static inline fd_flush_scope fd_flush_scope_begin(void)
+{
+    fd_flush_scope s;
+    s.on = fd_flush_wanted();
+    s.csr = fd_flush_begin(s.on);
+    return s;
+}
+static inline void fd_flush_scope_end(fd_flush_scope *s) { fd_flush_end(s->on, s->csr); }
+#define FD_FLUSH_SCOPE(name) \
+    fd_flush_scope name __attribute__((cleanup(fd_flush_scope_end))) = fd_flush_scope_begin()
 /* Nonzero in a process made by fork() after the library was loaded (kernels stay single-threaded). */
 int fd_forked_child(void);
 
