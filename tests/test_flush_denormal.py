@@ -99,3 +99,22 @@ def test_mode_must_be_a_bool(bad):
     with pytest.raises(TypeError, match="set_flush_denormal: mode must be a bool"):
         fd.set_flush_denormal(bad)
     assert fd.get_flush_denormal() is False
+
+
+def test_q8_codecs_flush_too():
+    """The c backend's 8-bit state codecs (fd_q8_quantize / fd_q8_dequantize) are c kernels too: a
+    decoded value below FLT_MIN is zero (FTZ) and a subnormal input encodes as zero (DAZ)."""
+    from fastdescent import precision as P
+    from fastdescent.backends.c_cffi import mixed as c
+
+    codes = np.array([1, 2, 3, 0x81], np.uint8)  # the smallest magnitudes, one negative
+    scales = np.array([2e-38], np.float32)  # normal; code * scale is subnormal
+    off = c.q8_dequantize(codes, scales, P.Q8S)
+    assert (np.abs(off) > 0).all() and (np.abs(off) < np.finfo(np.float32).tiny).all()
+    x = np.array([127 * 2e-38, 1e-39, -3e-39], np.float32)  # a normal block maximum, two subnormals
+    assert c.q8_quantize(x, P.Q8S)[0][1:].any()
+    fd.set_flush_denormal(True)
+    assert not c.q8_dequantize(codes, scales, P.Q8S).any()
+    qcodes, qscales = c.q8_quantize(x, P.Q8S)
+    assert qcodes[0] != 0 and not (qcodes[1:] & 0x7F).any()  # the subnormals read as zero
+    assert _subnormal_result_ok()
