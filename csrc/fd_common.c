@@ -143,7 +143,23 @@ int fd_set_flush_denormal(int on)
 
 int fd_get_flush_denormal(void) { return __atomic_load_n(&g_flush_denormal, __ATOMIC_SEQ_CST); }
 
-int fd_flush_wanted(void) { return __atomic_load_n(&g_flush_denormal, __ATOMIC_RELAXED); }
+#if defined(_MSC_VER)
+#define FD_THREAD_LOCAL __declspec(thread)
+#else
+#define FD_THREAD_LOCAL __thread
+#endif
+static FD_THREAD_LOCAL int t_flush_depth = 0; /* kernel calls in progress on this thread */
+static FD_THREAD_LOCAL int t_flush_on = 0;    /* ... and the outermost one's reading */
+
+int fd_flush_enter(void)
+{
+    if (t_flush_depth++ == 0) t_flush_on = __atomic_load_n(&g_flush_denormal, __ATOMIC_RELAXED);
+    return t_flush_on;
+}
+
+void fd_flush_leave(void) { t_flush_depth--; }
+
+int fd_flush_current(void) { return t_flush_depth > 0 ? t_flush_on : 0; }
 
 static int64_t g_grain = 0; /* 0: per-kernel defaults */
 
@@ -350,12 +366,13 @@ static void run_dynamic(int64_t ntensors, const int64_t *sizes, int64_t total,
                         int64_t min_per_thread, int64_t align, fd_seg_fn fn, const void *ctx)
 {
     int nth = threads_for(total, min_per_thread);
-    const int flush = fd_flush_wanted();
+    const int flush = fd_flush_enter();
     if (nth <= 1) {
         const unsigned csr = fd_flush_begin(flush);
         for (int64_t t = 0; t < ntensors; t++)
             if (sizes[t] > 0) fn(ctx, t, 0, sizes[t]);
         fd_flush_end(flush, csr);
+        fd_flush_leave();
         return;
     }
 #ifdef _OPENMP
@@ -379,6 +396,7 @@ static void run_dynamic(int64_t ntensors, const int64_t *sizes, int64_t total,
 #else
     (void)align;
 #endif
+    fd_flush_leave();
 }
 
 void fd_run_segments(int64_t ntensors, const int64_t *sizes, int64_t total, int64_t min_per_thread,
@@ -410,7 +428,7 @@ void fd_run_chunks(int64_t ntensors, const int64_t *sizes, int64_t total, fd_chu
     int nth = threads_for(total, grain(FD_PAR_MIN_LIGHT));
     if ((int64_t)nth > nchunks) nth = (int)nchunks;
     for (int64_t i = 0; i < nchunks * FD_ACC_WORDS; i++) acc[i] = 0.0;
-    const int flush = fd_flush_wanted();
+    const int flush = fd_flush_enter();
     if (nth <= 1) {
         const unsigned csr = fd_flush_begin(flush);
         cursor cur = {0, 0};
@@ -418,6 +436,7 @@ void fd_run_chunks(int64_t ntensors, const int64_t *sizes, int64_t total, fd_chu
             run_range_acc(&cur, ntensors, sizes, split(total, c, nchunks),
                           split(total, c + 1, nchunks), fn, ctx, acc + c * FD_ACC_WORDS);
         fd_flush_end(flush, csr);
+        fd_flush_leave();
         return;
     }
 #ifdef _OPENMP
@@ -432,4 +451,5 @@ void fd_run_chunks(int64_t ntensors, const int64_t *sizes, int64_t total, fd_chu
         fd_flush_end(flush, csr);
     }
 #endif
+    fd_flush_leave();
 }

@@ -189,7 +189,7 @@ int FD_S(fd_mlp_step)(int64_t nlayers, const int64_t *desc, FD_T *const *w, FD_T
                       double weight_decay, double decay, double step_size,
                       double bias_correction2_sqrt, int amsgrad, int maximize, double *loss_out)
 {
-    const int flush = fd_flush_wanted();
+    const int flush = fd_flush_enter();
     const unsigned csr = fd_flush_begin(flush);
     const int status = FD_S(mlp_step)(nlayers, desc, w, b, dw, db, act, dact, rows, x, loss_kind,
                                       labels, target, loss_scale, nparams, param, exp_avg,
@@ -197,6 +197,7 @@ int FD_S(fd_mlp_step)(int64_t nlayers, const int64_t *desc, FD_T *const *w, FD_T
                                       beta2, eps, weight_decay, decay, step_size,
                                       bias_correction2_sqrt, amsgrad, maximize, loss_out);
     fd_flush_end(flush, csr);
+    fd_flush_leave();
     return status;
 }
 

@@ -324,10 +324,11 @@ static void gemm_f32_dispatch(const fd_gemm_args *g)
 
 void fd_gemm_f32(const fd_gemm_args *g)
 {
-    const int flush = fd_flush_wanted(); /* the calling thread; the regions' threads set their own */
+    const int flush = fd_flush_enter(); /* the calling thread; the regions' threads set their own */
     const unsigned csr = fd_flush_begin(flush);
     gemm_f32_dispatch(g);
     fd_flush_end(flush, csr);
+    fd_flush_leave();
 }
 
 static void gemm_f64_dispatch(const fd_gemm_args *g)
@@ -347,8 +348,9 @@ static void gemm_f64_dispatch(const fd_gemm_args *g)
 
 void fd_gemm_f64(const fd_gemm_args *g)
 {
-    const int flush = fd_flush_wanted(); /* the calling thread; the regions' threads set their own */
+    const int flush = fd_flush_enter(); /* the calling thread; the regions' threads set their own */
     const unsigned csr = fd_flush_begin(flush);
     gemm_f64_dispatch(g);
     fd_flush_end(flush, csr);
+    fd_flush_leave();
 }

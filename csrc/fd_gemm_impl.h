@@ -814,9 +814,9 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
             if (bufa && bufb) {
                 const int64_t t0 = gemm_now();
                 int64_t tmain = t0;
+                const int flush = fd_flush_current(); /* this call's, for every thread */
                 G_OMP(omp parallel num_threads(nt))
                 {
-                    const int flush = fd_flush_wanted();
                     const unsigned csr = fd_flush_begin(flush);
 #ifdef _OPENMP
                     const int tid = omp_get_thread_num(), ntr = omp_get_num_threads();
@@ -856,9 +856,9 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
     d.nt = nt;
     const int64_t t0 = gemm_now();
     int64_t tmain = t0, mine = 0;
+    const int flush = fd_flush_current(); /* this call's, for every thread */
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
-        const int flush = fd_flush_wanted();
         const unsigned csr = fd_flush_begin(flush);
         const int64_t done = GF(dyn_worker)(&d, packed, G_TID());
         if (G_TID() == 0) {
@@ -918,9 +918,9 @@ static int GF(run_ksplit)(const GF(item) *g, int64_t ck, int nt)
      * the same bits: each chunk is computed whole by one thread, and combined in chunk order) */
     const int64_t t0 = gemm_now();
     int64_t tmain = t0, mine = 0;
+    const int flush = fd_flush_current(); /* this call's, for every thread */
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
-        const int flush = fd_flush_wanted();
         const unsigned csr = fd_flush_begin(flush);
         GT *bufa = NULL, *bufb = NULL;
         int64_t done = 0;
@@ -1008,9 +1008,9 @@ static void GF(gemm)(const fd_gemm_args *args, int nthreads)
     if (run < 1) run = 1;
     const int64_t t0 = gemm_now();
     int64_t tmain = t0, mine = 0;
+    const int flush = fd_flush_current(); /* this call's, for every thread */
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
-        const int flush = fd_flush_wanted();
         const unsigned csr = fd_flush_begin(flush);
         GT *bufa = NULL, *bufb = NULL;
         int64_t done = 0;

@@ -78,9 +78,16 @@ typedef void (*fd_chunk_fn)(const void *ctx, int64_t t, int64_t off, int64_t len
 int fd_threads_now(void);
 
 /* The subnormal flush of fd_set_flush_denormal, per thread and per call: `on` is read once per
- * kernel call (fd_flush_wanted) and handed to its parallel regions, whose threads each set and
- * restore their own MXCSR. begin returns the thread's previous MXCSR for end. */
-int fd_flush_wanted(void);
+ * kernel call and handed to its parallel regions, whose threads each set and restore their own
+ * MXCSR. begin returns the thread's previous MXCSR for end.
+ * fd_flush_enter/fd_flush_leave bracket a kernel call on the calling thread: the outermost call
+ * reads the setting, nested ones (fd_mlp_step's GEMMs and element-wise passes, a GEMM's regions)
+ * get the same answer, so a call never mixes flushed and unflushed work when another thread
+ * toggles the setting meanwhile. fd_flush_current: the answer of the call in progress on this
+ * thread (read before a parallel region, handed to its threads). */
+int fd_flush_enter(void);
+void fd_flush_leave(void);
+int fd_flush_current(void);
 #if defined(__x86_64__) || defined(_M_X64) || (defined(__SSE__) && !defined(__aarch64__))
 #include <xmmintrin.h>
 #define FD_HAVE_MXCSR 1

@@ -118,3 +118,43 @@ def test_q8_codecs_flush_too():
     qcodes, qscales = c.q8_quantize(x, P.Q8S)
     assert qcodes[0] != 0 and not (qcodes[1:] & 0x7F).any()  # the subnormals read as zero
     assert _subnormal_result_ok()
+
+
+def test_a_call_never_mixes_flushed_and_unflushed_work_while_another_thread_toggles():
+    """The setting is read once per kernel call: a GEMM whose threads run while another Python
+    thread toggles the flush either flushes every product or none (each GEMM region's threads used
+    to read the setting again for themselves, so one output could hold zeros and subnormal sums).
+    Timing-based: before the fix a mixed output showed up within ~0.5 s here, on 2 cores."""
+    import time
+
+    from fastdescent.backends.c_cffi import matmul as c
+
+    old = fd.get_num_threads()
+    fd.set_num_threads(2)
+    x = np.full((1, 256, 256), 1e-20, np.float32)
+    w = np.full((1, 256, 256), 1e-20, np.float32)  # each product 1e-40: subnormal; sum 2.56e-38
+    y = np.empty((1, 256, 256), np.float32)
+    stop = threading.Event()
+
+    def toggle():
+        on = False
+        while not stop.is_set():
+            on = not on
+            fd.set_flush_denormal(on)
+
+    t = threading.Thread(target=toggle)
+    t.start()
+    mixed = []
+    try:
+        end = time.perf_counter() + 2.0
+        while time.perf_counter() < end and not mixed:
+            c.matmul_fwd(y, x, w, None)
+            zeros = int((y == 0).sum())
+            if 0 < zeros < y.size:
+                mixed.append(zeros)
+    finally:
+        stop.set()
+        t.join()
+        fd.set_num_threads(old)
+    assert not mixed, f"one GEMM call flushed {mixed[0]} of {y.size} outputs and not the others"
+    assert _subnormal_result_ok()
