@@ -158,3 +158,46 @@ def test_a_call_never_mixes_flushed_and_unflushed_work_while_another_thread_togg
         fd.set_num_threads(old)
     assert not mixed, f"one GEMM call flushed {mixed[0]} of {y.size} outputs and not the others"
     assert _subnormal_result_ok()
+
+
+def test_lamb_passes_agree_while_another_thread_toggles():
+    """fd_lamb runs two passes over a tensor that spans reduction chunks (norms, then the update
+    scaled by the trust ratio); both must use the same reading of the setting. A subnormal parameter
+    gives distinct results flushed (trust from a zero norm) and not (a subnormal lr * trust); before
+    the fix, a toggle between the passes gave a third (all zeros) within ~1 s. Timing-based."""
+    import time
+
+    n = 40000  # three reduction chunks: the tensor takes the second pass
+
+    def run():
+        p = [np.full(n, 5e-39, np.float32)]
+        fd.functional.lamb(p, [np.ones(n, np.float32)], [np.zeros(n, np.float32)],
+                           [np.zeros(n, np.float32)], step=1, lr=0.1, backend="c")
+        return p[0]
+
+    fd.set_flush_denormal(True)
+    flushed = run()
+    fd.set_flush_denormal(False)
+    ieee = run()
+    assert not np.array_equal(flushed, ieee)
+    stop = threading.Event()
+
+    def toggle():
+        on = False
+        while not stop.is_set():
+            on = not on
+            fd.set_flush_denormal(on)
+
+    t = threading.Thread(target=toggle)
+    t.start()
+    odd = []
+    try:
+        end = time.perf_counter() + 3.0
+        while time.perf_counter() < end and not odd:
+            p = run()
+            if not (np.array_equal(p, flushed) or np.array_equal(p, ieee)):
+                odd.append(np.unique(p)[:3])
+    finally:
+        stop.set()
+        t.join()
+    assert not odd, f"one lamb call mixed a flushed and an unflushed pass: values {odd[0]}"
