@@ -150,11 +150,40 @@ int fd_get_flush_denormal(void) { return __atomic_load_n(&g_flush_denormal, __AT
 #endif
 static FD_THREAD_LOCAL int t_flush_depth = 0; /* kernel calls in progress on this thread */
 static FD_THREAD_LOCAL int t_flush_on = 0;    /* ... and the outermost one's reading */
+static FD_THREAD_LOCAL unsigned t_flush_csr = 0; /* ... and its MXCSR when it began (flush on) */
 
 int fd_flush_enter(void)
 {
-    if (t_flush_depth++ == 0) t_flush_on = __atomic_load_n(&g_flush_denormal, __ATOMIC_RELAXED);
+    if (t_flush_depth++ == 0) {
+        t_flush_on = __atomic_load_n(&g_flush_denormal, __ATOMIC_RELAXED);
+#if FD_HAVE_MXCSR
+        if (t_flush_on) t_flush_csr = _mm_getcsr();
+#endif
+    }
     return t_flush_on;
+}
+
+unsigned fd_flush_spawn_begin(int flush)
+{
+#if FD_HAVE_MXCSR
+    if (!flush || t_flush_depth == 0) return 0u;
+    const unsigned now = _mm_getcsr();
+    if (now != t_flush_csr) _mm_setcsr(t_flush_csr);
+    return now;
+#else
+    (void)flush;
+    return 0u;
+#endif
+}
+
+void fd_flush_spawn_end(int flush, unsigned saved)
+{
+#if FD_HAVE_MXCSR
+    if (flush && t_flush_depth > 0 && saved != t_flush_csr) _mm_setcsr(saved);
+#else
+    (void)flush;
+    (void)saved;
+#endif
 }
 
 void fd_flush_leave(void) { t_flush_depth--; }
@@ -381,6 +410,7 @@ static void run_dynamic(int64_t ntensors, const int64_t *sizes, int64_t total,
     if (chunk < 16) chunk = 16;
     chunk = (chunk + 15) & ~(int64_t)15;
     int64_t nchunks = (total + chunk - 1) / chunk;
+    const unsigned spawn = fd_flush_spawn_begin(flush);
 #pragma omp parallel num_threads(nth)
     {
         const unsigned csr = fd_flush_begin(flush);
@@ -393,6 +423,7 @@ static void run_dynamic(int64_t ntensors, const int64_t *sizes, int64_t total,
         }
         fd_flush_end(flush, csr);
     }
+    fd_flush_spawn_end(flush, spawn);
 #else
     (void)align;
 #endif
@@ -440,6 +471,7 @@ void fd_run_chunks(int64_t ntensors, const int64_t *sizes, int64_t total, fd_chu
         return;
     }
 #ifdef _OPENMP
+    const unsigned spawn = fd_flush_spawn_begin(flush);
 #pragma omp parallel num_threads(nth)
     {
         const unsigned csr = fd_flush_begin(flush);
@@ -450,6 +482,7 @@ void fd_run_chunks(int64_t ntensors, const int64_t *sizes, int64_t total, fd_chu
                           split(total, c + 1, nchunks), fn, ctx, acc + c * FD_ACC_WORDS);
         fd_flush_end(flush, csr);
     }
+    fd_flush_spawn_end(flush, spawn);
 #endif
     fd_flush_leave();
 }

@@ -815,6 +815,7 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
                 const int64_t t0 = gemm_now();
                 int64_t tmain = t0;
                 const int flush = fd_flush_current(); /* this call's, for every thread */
+                const unsigned spawn = fd_flush_spawn_begin(flush);
                 G_OMP(omp parallel num_threads(nt))
                 {
                     const unsigned csr = fd_flush_begin(flush);
@@ -829,6 +830,7 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
                     if (tid == 0) tmain = gemm_now();
                     fd_flush_end(flush, csr);
                 }
+                fd_flush_spawn_end(flush, spawn);
                 gemm_region_done(nt, t0, tmain, 1, nt); /* static: equal shares */
             } else {
                 packed = 0;
@@ -857,6 +859,7 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
     const int64_t t0 = gemm_now();
     int64_t tmain = t0, mine = 0;
     const int flush = fd_flush_current(); /* this call's, for every thread */
+    const unsigned spawn = fd_flush_spawn_begin(flush);
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
         const unsigned csr = fd_flush_begin(flush);
@@ -867,6 +870,7 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
         }
         fd_flush_end(flush, csr);
     }
+    fd_flush_spawn_end(flush, spawn);
     gemm_region_done(nt, t0, tmain, mine, d.total);
     free(d.pa);
     free(d.pb);
@@ -919,6 +923,7 @@ static int GF(run_ksplit)(const GF(item) *g, int64_t ck, int nt)
     const int64_t t0 = gemm_now();
     int64_t tmain = t0, mine = 0;
     const int flush = fd_flush_current(); /* this call's, for every thread */
+    const unsigned spawn = fd_flush_spawn_begin(flush);
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
         const unsigned csr = fd_flush_begin(flush);
@@ -950,6 +955,7 @@ static int GF(run_ksplit)(const GF(item) *g, int64_t ck, int nt)
         }
         fd_flush_end(flush, csr);
     }
+    fd_flush_spawn_end(flush, spawn);
     gemm_region_done(nt, t0, tmain, mine, nch);
     /* fixed-order reduction of the chunk partials (the output is small by construction) */
     for (int64_t i = 0; i < m; i++)
@@ -1009,6 +1015,7 @@ static void GF(gemm)(const fd_gemm_args *args, int nthreads)
     const int64_t t0 = gemm_now();
     int64_t tmain = t0, mine = 0;
     const int flush = fd_flush_current(); /* this call's, for every thread */
+    const unsigned spawn = fd_flush_spawn_begin(flush);
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
         const unsigned csr = fd_flush_begin(flush);
@@ -1029,6 +1036,7 @@ static void GF(gemm)(const fd_gemm_args *args, int nthreads)
         }
         fd_flush_end(flush, csr);
     }
+    fd_flush_spawn_end(flush, spawn);
     gemm_region_done(nt, t0, tmain, mine, batch);
 }
 

@@ -84,10 +84,16 @@ int fd_threads_now(void);
  * reads the setting, nested ones (fd_mlp_step's GEMMs and element-wise passes, a GEMM's regions)
  * get the same answer, so a call never mixes flushed and unflushed work when another thread
  * toggles the setting meanwhile. fd_flush_current: the answer of the call in progress on this
- * thread (read before a parallel region, handed to its threads). */
+ * thread (read before a parallel region, handed to its threads).
+ * fd_flush_spawn_begin/end bracket each parallel region on the calling thread of a flushed call:
+ * OpenMP starts a region's threads at its entry and a new thread inherits its creator's MXCSR, so
+ * the creator goes back to the MXCSR it had when the call began (the threads are born with the
+ * process's mode, not FTZ|DAZ for good) and gets the flushed one back after the region. */
 int fd_flush_enter(void);
 void fd_flush_leave(void);
 int fd_flush_current(void);
+unsigned fd_flush_spawn_begin(int flush);
+void fd_flush_spawn_end(int flush, unsigned saved);
 #if defined(__x86_64__) || defined(_M_X64) || (defined(__SSE__) && !defined(__aarch64__))
 #include <xmmintrin.h>
 #define FD_HAVE_MXCSR 1

@@ -201,3 +201,36 @@ def test_lamb_passes_agree_while_another_thread_toggles():
         stop.set()
         t.join()
     assert not odd, f"one lamb call mixed a flushed and an unflushed pass: values {odd[0]}"
+
+
+_BORN_FLUSHED = r"""
+import numpy as np, fastdescent as fd
+from fastdescent.backends.c_cffi import matmul as c
+fd.set_num_threads(2)
+assert fd.set_flush_denormal(True)
+x = np.full((1, 256, 256), 1e-20, np.float32)
+y = np.empty_like(x)
+c.matmul_fwd(y, x, x, None)  # the process's first parallel region: its threads start here
+assert not y.any()
+fd.set_flush_denormal(False)
+c.matmul_fwd(y, x, x, None)
+p = np.full(1 << 18, 2e-38, np.float32)
+fd.SGD([p], lr=1.0, backend="c").step([np.full(1 << 18, 1.5e-38, np.float32)])
+print(int((y == 0).sum()), int((p == 0).sum()))
+"""
+
+
+def test_threads_started_during_a_flushed_call_do_not_keep_flushing():
+    """OpenMP starts its threads when a region first needs them, and a new thread inherits its
+    creator's MXCSR: a pool started inside a flushed GEMM call used to be born with FTZ|DAZ as its
+    threads' own mode, so after fd.set_flush_denormal(False) their shares of every kernel kept
+    flushing (half a GEMM's outputs and an SGD step's results zero). A fresh process: in this one
+    the pool exists already."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _BORN_FLUSHED], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    gemm_zeros, sgd_zeros = map(int, r.stdout.split())
+    assert (gemm_zeros, sgd_zeros) == (0, 0), "threads born in a flushed call keep flushing"
