@@ -143,7 +143,52 @@ int fd_set_flush_denormal(int on)
 
 int fd_get_flush_denormal(void) { return __atomic_load_n(&g_flush_denormal, __ATOMIC_SEQ_CST); }
 
-int fd_flush_wanted(void) { return __atomic_load_n(&g_flush_denormal, __ATOMIC_RELAXED); }
+#if defined(_MSC_VER)
+#define FD_THREAD_LOCAL __declspec(thread)
+#else
+#define FD_THREAD_LOCAL __thread
+#endif
+static FD_THREAD_LOCAL int t_flush_depth = 0; /* kernel calls in progress on this thread */
+static FD_THREAD_LOCAL int t_flush_on = 0;    /* ... and the outermost one's reading */
+static FD_THREAD_LOCAL unsigned t_flush_csr = 0; /* ... and its MXCSR when it began (flush on) */
+
+int fd_flush_enter(void)
+{
+    if (t_flush_depth++ == 0) {
+        t_flush_on = __atomic_load_n(&g_flush_denormal, __ATOMIC_RELAXED);
+#if FD_HAVE_MXCSR
+        if (t_flush_on) t_flush_csr = _mm_getcsr();
+#endif
+    }
+    return t_flush_on;
+}
+
+unsigned fd_flush_spawn_begin(int flush)
+{
+#if FD_HAVE_MXCSR
+    if (!flush || t_flush_depth == 0) return 0u;
+    const unsigned now = _mm_getcsr();
+    if (now != t_flush_csr) _mm_setcsr(t_flush_csr);
+    return now;
+#else
+    (void)flush;
+    return 0u;
+#endif
+}
+
+void fd_flush_spawn_end(int flush, unsigned saved)
+{
+#if FD_HAVE_MXCSR
+    if (flush && t_flush_depth > 0 && saved != t_flush_csr) _mm_setcsr(saved);
+#else
+    (void)flush;
+    (void)saved;
+#endif
+}
+
+void fd_flush_leave(void) { t_flush_depth--; }
+
+int fd_flush_current(void) { return t_flush_depth > 0 ? t_flush_on : 0; }
 
 static int64_t g_grain = 0; /* 0: per-kernel defaults */
 
@@ -350,12 +395,13 @@ static void run_dynamic(int64_t ntensors, const int64_t *sizes, int64_t total,
                         int64_t min_per_thread, int64_t align, fd_seg_fn fn, const void *ctx)
 {
     int nth = threads_for(total, min_per_thread);
-    const int flush = fd_flush_wanted();
+    const int flush = fd_flush_enter();
     if (nth <= 1) {
         const unsigned csr = fd_flush_begin(flush);
         for (int64_t t = 0; t < ntensors; t++)
             if (sizes[t] > 0) fn(ctx, t, 0, sizes[t]);
         fd_flush_end(flush, csr);
+        fd_flush_leave();
         return;
     }
 #ifdef _OPENMP
@@ -364,6 +410,7 @@ static void run_dynamic(int64_t ntensors, const int64_t *sizes, int64_t total,
     if (chunk < 16) chunk = 16;
     chunk = (chunk + 15) & ~(int64_t)15;
     int64_t nchunks = (total + chunk - 1) / chunk;
+    const unsigned spawn = fd_flush_spawn_begin(flush);
 #pragma omp parallel num_threads(nth)
     {
         const unsigned csr = fd_flush_begin(flush);
@@ -376,9 +423,11 @@ static void run_dynamic(int64_t ntensors, const int64_t *sizes, int64_t total,
         }
         fd_flush_end(flush, csr);
     }
+    fd_flush_spawn_end(flush, spawn);
 #else
     (void)align;
 #endif
+    fd_flush_leave();
 }
 
 void fd_run_segments(int64_t ntensors, const int64_t *sizes, int64_t total, int64_t min_per_thread,
@@ -410,7 +459,7 @@ void fd_run_chunks(int64_t ntensors, const int64_t *sizes, int64_t total, fd_chu
     int nth = threads_for(total, grain(FD_PAR_MIN_LIGHT));
     if ((int64_t)nth > nchunks) nth = (int)nchunks;
     for (int64_t i = 0; i < nchunks * FD_ACC_WORDS; i++) acc[i] = 0.0;
-    const int flush = fd_flush_wanted();
+    const int flush = fd_flush_enter();
     if (nth <= 1) {
         const unsigned csr = fd_flush_begin(flush);
         cursor cur = {0, 0};
@@ -418,9 +467,11 @@ void fd_run_chunks(int64_t ntensors, const int64_t *sizes, int64_t total, fd_chu
             run_range_acc(&cur, ntensors, sizes, split(total, c, nchunks),
                           split(total, c + 1, nchunks), fn, ctx, acc + c * FD_ACC_WORDS);
         fd_flush_end(flush, csr);
+        fd_flush_leave();
         return;
     }
 #ifdef _OPENMP
+    const unsigned spawn = fd_flush_spawn_begin(flush);
 #pragma omp parallel num_threads(nth)
     {
         const unsigned csr = fd_flush_begin(flush);
@@ -431,5 +482,7 @@ void fd_run_chunks(int64_t ntensors, const int64_t *sizes, int64_t total, fd_chu
                           split(total, c + 1, nchunks), fn, ctx, acc + c * FD_ACC_WORDS);
         fd_flush_end(flush, csr);
     }
+    fd_flush_spawn_end(flush, spawn);
 #endif
+    fd_flush_leave();
 }

@@ -814,9 +814,10 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
             if (bufa && bufb) {
                 const int64_t t0 = gemm_now();
                 int64_t tmain = t0;
+                const int flush = fd_flush_current(); /* this call's, for every thread */
+                const unsigned spawn = fd_flush_spawn_begin(flush);
                 G_OMP(omp parallel num_threads(nt))
                 {
-                    const int flush = fd_flush_wanted();
                     const unsigned csr = fd_flush_begin(flush);
 #ifdef _OPENMP
                     const int tid = omp_get_thread_num(), ntr = omp_get_num_threads();
@@ -829,6 +830,7 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
                     if (tid == 0) tmain = gemm_now();
                     fd_flush_end(flush, csr);
                 }
+                fd_flush_spawn_end(flush, spawn);
                 gemm_region_done(nt, t0, tmain, 1, nt); /* static: equal shares */
             } else {
                 packed = 0;
@@ -856,9 +858,10 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
     d.nt = nt;
     const int64_t t0 = gemm_now();
     int64_t tmain = t0, mine = 0;
+    const int flush = fd_flush_current(); /* this call's, for every thread */
+    const unsigned spawn = fd_flush_spawn_begin(flush);
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
-        const int flush = fd_flush_wanted();
         const unsigned csr = fd_flush_begin(flush);
         const int64_t done = GF(dyn_worker)(&d, packed, G_TID());
         if (G_TID() == 0) {
@@ -867,6 +870,7 @@ static void GF(run_parallel)(const GF(item) *g, int nt)
         }
         fd_flush_end(flush, csr);
     }
+    fd_flush_spawn_end(flush, spawn);
     gemm_region_done(nt, t0, tmain, mine, d.total);
     free(d.pa);
     free(d.pb);
@@ -918,9 +922,10 @@ static int GF(run_ksplit)(const GF(item) *g, int64_t ck, int nt)
      * the same bits: each chunk is computed whole by one thread, and combined in chunk order) */
     const int64_t t0 = gemm_now();
     int64_t tmain = t0, mine = 0;
+    const int flush = fd_flush_current(); /* this call's, for every thread */
+    const unsigned spawn = fd_flush_spawn_begin(flush);
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
-        const int flush = fd_flush_wanted();
         const unsigned csr = fd_flush_begin(flush);
         GT *bufa = NULL, *bufb = NULL;
         int64_t done = 0;
@@ -950,6 +955,7 @@ static int GF(run_ksplit)(const GF(item) *g, int64_t ck, int nt)
         }
         fd_flush_end(flush, csr);
     }
+    fd_flush_spawn_end(flush, spawn);
     gemm_region_done(nt, t0, tmain, mine, nch);
     /* fixed-order reduction of the chunk partials (the output is small by construction) */
     for (int64_t i = 0; i < m; i++)
@@ -1008,9 +1014,10 @@ static void GF(gemm)(const fd_gemm_args *args, int nthreads)
     if (run < 1) run = 1;
     const int64_t t0 = gemm_now();
     int64_t tmain = t0, mine = 0;
+    const int flush = fd_flush_current(); /* this call's, for every thread */
+    const unsigned spawn = fd_flush_spawn_begin(flush);
     G_OMP(omp parallel num_threads(nt) if (nt > 1))
     {
-        const int flush = fd_flush_wanted();
         const unsigned csr = fd_flush_begin(flush);
         GT *bufa = NULL, *bufb = NULL;
         int64_t done = 0;
@@ -1029,6 +1036,7 @@ static void GF(gemm)(const fd_gemm_args *args, int nthreads)
         }
         fd_flush_end(flush, csr);
     }
+    fd_flush_spawn_end(flush, spawn);
     gemm_region_done(nt, t0, tmain, mine, batch);
 }
 

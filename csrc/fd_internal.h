@@ -78,9 +78,22 @@ typedef void (*fd_chunk_fn)(const void *ctx, int64_t t, int64_t off, int64_t len
 int fd_threads_now(void);
 
 /* The subnormal flush of fd_set_flush_denormal, per thread and per call: `on` is read once per
- * kernel call (fd_flush_wanted) and handed to its parallel regions, whose threads each set and
- * restore their own MXCSR. begin returns the thread's previous MXCSR for end. */
-int fd_flush_wanted(void);
+ * kernel call and handed to its parallel regions, whose threads each set and restore their own
+ * MXCSR. begin returns the thread's previous MXCSR for end.
+ * fd_flush_enter/fd_flush_leave bracket a kernel call on the calling thread: the outermost call
+ * reads the setting, nested ones (fd_mlp_step's GEMMs and element-wise passes, a GEMM's regions)
+ * get the same answer, so a call never mixes flushed and unflushed work when another thread
+ * toggles the setting meanwhile. fd_flush_current: the answer of the call in progress on this
+ * thread (read before a parallel region, handed to its threads).
+ * fd_flush_spawn_begin/end bracket each parallel region on the calling thread of a flushed call:
+ * OpenMP starts a region's threads at its entry and a new thread inherits its creator's MXCSR, so
+ * the creator goes back to the MXCSR it had when the call began (the threads are born with the
+ * process's mode, not FTZ|DAZ for good) and gets the flushed one back after the region. */
+int fd_flush_enter(void);
+void fd_flush_leave(void);
+int fd_flush_current(void);
+unsigned fd_flush_spawn_begin(int flush);
+void fd_flush_spawn_end(int flush, unsigned saved);
 #if defined(__x86_64__) || defined(_M_X64) || (defined(__SSE__) && !defined(__aarch64__))
 #include <xmmintrin.h>
 #define FD_HAVE_MXCSR 1
@@ -100,17 +113,22 @@ static inline void fd_flush_end(int on, unsigned old)
 static inline unsigned fd_flush_begin(int on) { (void)on; return 0u; }
 static inline void fd_flush_end(int on, unsigned old) { (void)on; (void)old; }
 #endif
-/* A function-long flush scope: FD_FLUSH_SCOPE(s); at the top of a kernel entry sets the flush (if
- * wanted) and restores the thread's MXCSR on every return, early error returns included. */
+/* A function-long flush scope: FD_FLUSH_SCOPE(s); at the top of a kernel entry enters the call
+ * (fd_flush_enter), sets the flush if this call flushes, and on every return, early error returns
+ * included, restores the thread's MXCSR and leaves the call. */
 typedef struct { int on; unsigned csr; } fd_flush_scope;
 static inline fd_flush_scope fd_flush_scope_begin(void)
 {
     fd_flush_scope s;
-    s.on = fd_flush_wanted();
+    s.on = fd_flush_enter();
     s.csr = fd_flush_begin(s.on);
     return s;
 }
-static inline void fd_flush_scope_end(fd_flush_scope *s) { fd_flush_end(s->on, s->csr); }
+static inline void fd_flush_scope_end(fd_flush_scope *s)
+{
+    fd_flush_end(s->on, s->csr);
+    fd_flush_leave();
+}
 #define FD_FLUSH_SCOPE(name) \
     fd_flush_scope name __attribute__((cleanup(fd_flush_scope_end))) = fd_flush_scope_begin()
 /* Nonzero in a process made by fork() after the library was loaded (kernels stay single-threaded). */

@@ -211,6 +211,9 @@ int FD_S(fd_lamb)(int64_t ntensors, const int64_t *sizes, FD_T *const *param, FD
     FD_REQUIRE(fd_finite(inv_bias_correction2) && inv_bias_correction2 >= 1.0);
     if (total == 0) return FD_OK;
 
+    /* one reading of fd_set_flush_denormal for both passes and the trust ratios between them */
+    const int flush = fd_flush_enter();
+    const unsigned csr = fd_flush_begin(flush);
     FD_S(lamb_ctx) c;
     c.p = param;
     c.m = exp_avg;
@@ -266,6 +269,8 @@ int FD_S(fd_lamb)(int64_t ntensors, const int64_t *sizes, FD_T *const *param, FD
         double unused[FD_MAX_CHUNKS * FD_ACC_WORDS];
         fd_run_chunks(ntensors, sizes, total, FD_PICK(FD_S(lamb_apply)), &c, unused);
     }
+    fd_flush_end(flush, csr);
+    fd_flush_leave();
     return FD_OK;
 }
 

@@ -736,10 +736,14 @@ int fd_q8_quantize(int64_t n, const float *x, int code, uint8_t *codes, float *s
     q8map m;
     q8map_init(&m, code);
     mixed_paths fp = pick_paths();
+    const int flush = fd_flush_enter(); /* a kernel call like the others (fd_set_flush_denormal) */
+    const unsigned csr = fd_flush_begin(flush);
     for (int64_t b = 0; b < n; b += FD_BLOCK) {
         int64_t k = n - b < FD_BLOCK ? n - b : FD_BLOCK;
         q8_store_block(&fp, &m, x + b, k, codes + b, scales + b / FD_BLOCK);
     }
+    fd_flush_end(flush, csr);
+    fd_flush_leave();
     return FD_OK;
 }
 
@@ -749,9 +753,13 @@ int fd_q8_dequantize(int64_t n, const uint8_t *codes, const float *scales, int c
     q8map m;
     q8map_init(&m, code);
     mixed_paths fp = pick_paths();
+    const int flush = fd_flush_enter();
+    const unsigned csr = fd_flush_begin(flush);
     for (int64_t b = 0; b < n; b += FD_BLOCK) {
         int64_t k = n - b < FD_BLOCK ? n - b : FD_BLOCK;
         fp.load(&m, codes + b, scales[b / FD_BLOCK], k, x + b);
     }
+    fd_flush_end(flush, csr);
+    fd_flush_leave();
     return FD_OK;
 }

@@ -115,6 +115,28 @@ def test_bench_flush_denormal_is_applied_and_reported(tmp_path):
     assert any(x["status"] == "ok" and x["impl"] == "c" for x in rep["results"])
 
 
+def test_bench_flush_denormal_is_undone_when_the_run_returns(tmp_path):
+    """main(["bench", "--flush-denormal", ...]) called in-process (a notebook, a script) flushes for
+    its run only: afterwards the process computes subnormals again, and a later run without the
+    option neither flushes nor reports that it does."""
+    import fastdescent as fd
+
+    if not fd.set_flush_denormal(False) or "c" not in fd.available_backends():
+        pytest.skip("no c backend here")
+    common = ["--backends", "c", "--ops", "sgd", "--sizes", "2^10", "--counts", "1", "--rounds", "1",
+              "--min-time", "0", "--no-peers", "--quiet"]
+    try:
+        assert main(["bench", "--flush-denormal", *common, "--json", str(tmp_path / "a.json")]) == 0
+        assert fd.get_flush_denormal() is False
+        assert json.loads((tmp_path / "a.json").read_text())["settings"]["flush_denormal"] is True
+        assert main(["bench", *common, "--json", str(tmp_path / "b.json")]) == 0
+        rep = json.loads((tmp_path / "b.json").read_text())
+        assert rep["settings"]["flush_denormal"] is False
+        assert rep["machine"]["fastdescent_info"]["flush_denormal"] is False
+    finally:
+        fd.set_flush_denormal(False)
+
+
 @pytest.mark.parametrize("args, message", [
     (["bench", "--backends", "nope"], "unknown backend 'nope'"),
     (["bench", "--ops", "adam,frob"], "unknown op 'frob'"),

@@ -299,20 +299,25 @@ def run_bench(args, argv=None):
     case_list = bench_cases(backends=backends, ops=ops, sizes=sizes, counts=counts, layouts=layouts,
                             shapes=shapes, peers=peers, lowp_layouts=lowp)
     mem = int(args.mem_budget_gib * (1 << 30)) if args.mem_budget_gib is not None else None
-    flush = bool(getattr(args, "flush_denormal", False))
-    if flush:
-        from .._flush import set_flush_denormal
+    from .._flush import get_flush_denormal, set_flush_denormal
 
-        if not set_flush_denormal(True):
-            raise EnvironmentProblem("--flush-denormal: the c backend cannot flush subnormal floats "
-                                     "here (no c extension, or no SSE MXCSR)")
-    machine = machine_info()
-    t0 = time.perf_counter()
-    deadline = None if time_budget is None else t0 + time_budget
-    with Progress(len(case_list), enabled=not args.quiet) as prog:
-        rows = run(case_list, rounds=rounds, min_time=min_time, mem_budget=mem, on_row=prog.advance,
-                   debug=args.debug, budget=case_budget, deadline=deadline)
-    elapsed = time.perf_counter() - t0
+    # the flush is process-wide: set for this run only (main() may be called in-process), and the
+    # report says what the kernels did, whoever set it
+    flush_before = get_flush_denormal()
+    if getattr(args, "flush_denormal", False) and not set_flush_denormal(True):
+        raise EnvironmentProblem("--flush-denormal: the c backend cannot flush subnormal floats "
+                                 "here (no c extension, or no SSE MXCSR)")
+    try:
+        flush = get_flush_denormal()
+        machine = machine_info()
+        t0 = time.perf_counter()
+        deadline = None if time_budget is None else t0 + time_budget
+        with Progress(len(case_list), enabled=not args.quiet) as prog:
+            rows = run(case_list, rounds=rounds, min_time=min_time, mem_budget=mem,
+                       on_row=prog.advance, debug=args.debug, budget=case_budget, deadline=deadline)
+        elapsed = time.perf_counter() - t0
+    finally:
+        set_flush_denormal(flush_before)
     report = {
         "schema": "fastdescent-bench/1",
         "command": "fastdescent " + " ".join(argv if argv is not None else sys.argv[1:]),
