@@ -98,7 +98,8 @@ int fd_set_num_threads(int n);
  * flushing avoids it but changes results below FLT_MIN, so the kernels then no longer agree bit for
  * bit with the NumPy reference or torch. Returns 1 when the setting took effect, 0 when on != 0 and
  * this build or CPU has no such control (not x86-64/SSE): the setting then stays off. Process-wide;
- * off by default. */
+ * off by default. Off leaves each thread's MXCSR as it is: a thread whose mode the embedding program
+ * (or torch.set_flush_denormal) set to flush keeps flushing in these kernels too. */
 int fd_set_flush_denormal(int on);
 /* 1 if the flush is on (fd_set_flush_denormal), else 0. */
 int fd_get_flush_denormal(void);

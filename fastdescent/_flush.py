@@ -33,6 +33,10 @@ def set_flush_denormal(mode):
     """Flush subnormal floats to zero in the ``c`` backend's kernels (``True``) or compute them as
     IEEE 754 says (``False``, the default). Process-wide, for every later kernel call.
 
+    ``False`` leaves each thread's own floating-point mode alone: a thread on which something else
+    switched flushing on for good (``torch.set_flush_denormal(True)`` sets its calling thread's mode,
+    and OpenMP threads it starts inherit it) flushes in fastdescent's kernels too.
+
     Returns True if the setting took effect; False if ``mode`` is True and flushing is not available
     (no ``c`` extension, or a CPU without SSE's MXCSR): the setting then stays off, as
     ``torch.set_flush_denormal`` reports. TypeError unless ``mode`` is a bool."""
