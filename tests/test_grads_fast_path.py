@@ -138,6 +138,7 @@ def test_equal_dtype_objects_that_are_not_the_same_take_the_slow_path_and_step()
     np.testing.assert_array_equal(ps[0], ref[0])
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 def test_subclasses_and_none_entries_take_the_slow_path(opt_and_grads):
     opt, ps, rng = opt_and_grads
     gs = _grads(rng, ps)
