@@ -232,8 +232,12 @@ def test_threads_started_during_a_flushed_call_do_not_keep_flushing():
     if not fd.set_flush_denormal(True):
         pytest.skip("no MXCSR flush here")
     fd.set_flush_denormal(False)
+    import tempfile
+
+    # cwd outside the checkout: there `import fastdescent` would find the source tree, which in an
+    # installed (non-editable) test run has no compiled extension
     r = subprocess.run([sys.executable, "-c", _BORN_FLUSHED], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, cwd=tempfile.gettempdir())
     assert r.returncode == 0, r.stderr[-2000:]
     gemm_zeros, sgd_zeros = map(int, r.stdout.split())
     assert (gemm_zeros, sgd_zeros) == (0, 0), "threads born in a flushed call keep flushing"
