@@ -31,6 +31,19 @@ nvidia-smi -L
 python3 -c "import fastdescent as fd, json; b = fd.info()['backends']; \
 print(json.dumps({k: (v.get('available'), v.get('reason')) for k, v in b.items()}))"
 
+# first every row on a tiny layout (seconds): the mixed-precision kernel's first launch at 2^26 with
+# 8-bit state never returned on an H200 (2026-12-04); this shows at once whether it runs at all,
+# and compute-sanitizer (where the machine has it) checks its memory accesses and barriers
+timeout -k 15 -s INT 120 python3 benchmarks/gpu_step.py --layouts tiny --rounds 2 --inner 1 2>&1 \
+    | tee "$out/gpu_step_tiny.log"
+if command -v compute-sanitizer >/dev/null; then
+    for tool in memcheck synccheck racecheck; do
+        timeout -k 15 -s INT 120 compute-sanitizer --tool "$tool" python3 benchmarks/gpu_step.py \
+            --layouts tiny --rounds 1 --inner 1 --rows adam-int8,adam-bf16-sr 2>&1 \
+            | tail -20 | tee "$out/sanitizer_$tool.log"
+    done
+fi
+# then the real sizes: the float32 rows of every layout come before any low-precision row
 timeout -k 15 -s INT "$T_STEP" python3 benchmarks/gpu_step.py --json "$out/gpu_step.json" 2>&1 \
     | tee "$out/gpu_step.log"
 timeout -k 15 -s INT "$T_BENCH" python3 -m pytest -q -p no:cacheprovider benchmarks/bench_cuda.py \
