@@ -429,6 +429,14 @@ def test_mnist_shaped_case_trains_and_checks_on_a_small_copy(monkeypatch):
         mlp._reference_params.cache_clear()
 
 
+def _each_exits_2(mod, argvs):
+    """A benchmark script's main refuses each argv with exit status 2 (argparse's usage error)."""
+    for bad in argvs:
+        with pytest.raises(SystemExit) as ei:
+            mod.main(bad)
+        assert ei.value.code == 2, bad
+
+
 @pytest.mark.skipif(not BENCH_DIR.is_dir(), reason="benchmarks/ is not next to tests/ here")
 def test_threads_busy_script_times_each_thread_count(capsys):
     from conftest import require_backend
@@ -439,21 +447,15 @@ def test_threads_busy_script_times_each_thread_count(capsys):
     assert set(med) == {1, 2} and all(v > 0 for v in med.values())
     out = capsys.readouterr().out
     assert out.startswith("digits rows=1437 c: 1t ") and "2t/1t" in out and "back-off {" in out
-    for bad in (["digits", "--threads", "0"], ["digits", "--threads", "1,x"], ["mnist", "--rows", "0"],
-                ["digits", "--rounds", "0"]):
-        with pytest.raises(SystemExit) as ei:
-            mod.main(bad)
-        assert ei.value.code == 2
+    _each_exits_2(mod, (["digits", "--threads", "0"], ["digits", "--threads", "1,x"],
+                        ["mnist", "--rows", "0"], ["digits", "--rounds", "0"]))
     assert "--threads" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not BENCH_DIR.is_dir(), reason="benchmarks/ is not next to tests/ here")
 def test_mnist_vs_torch_script_refuses_bad_arguments(capsys):
     mod = _load(BENCH_DIR / "mnist_vs_torch.py")
-    for bad in (["--threads", "0"], ["--rounds", "0"], ["--optimizer", "lion"]):
-        with pytest.raises(SystemExit) as ei:
-            mod.main(bad)
-        assert ei.value.code == 2
+    _each_exits_2(mod, (["--threads", "0"], ["--rounds", "0"], ["--optimizer", "lion"]))
     assert "--threads and --rounds must be >= 1" in capsys.readouterr().err
 
 
@@ -461,10 +463,7 @@ def test_mnist_vs_torch_script_refuses_bad_arguments(capsys):
 @pytest.mark.parametrize("fname", ["mnist_gemms.py", "gemm_shapes.py"])
 def test_gemm_scripts_refuse_bad_thread_counts(fname, capsys):
     mod = _load(BENCH_DIR / fname)
-    for bad in (["--threads", "0"], ["--threads", "-2"]):
-        with pytest.raises(SystemExit) as ei:
-            mod.main(bad)
-        assert ei.value.code == 2
+    _each_exits_2(mod, (["--threads", "0"], ["--threads", "-2"]))
     assert "--threads must be >= 1" in capsys.readouterr().err
 
 

@@ -5,6 +5,7 @@ below FLT_MIN become zero and subnormal inputs read as zero, on one thread and o
 optimizer updates and the GEMMs; the calling thread's own floating-point mode is left as it was.
 """
 
+import contextlib
 import threading
 
 import numpy as np
@@ -36,6 +37,26 @@ def _sgd(n, p0, g0, backend="c"):
 def _subnormal_result_ok():
     """NumPy on this thread still computes a subnormal (the thread's MXCSR is untouched)."""
     return np.float32(2e-38) - np.float32(1.5e-38) > 0
+
+
+@contextlib.contextmanager
+def _toggling():
+    """Another thread flips fd.set_flush_denormal as fast as it can while the block runs."""
+    stop = threading.Event()
+
+    def toggle():
+        on = False
+        while not stop.is_set():
+            on = not on
+            fd.set_flush_denormal(on)
+
+    t = threading.Thread(target=toggle)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
 
 
 @pytest.mark.parametrize("n", [7, BIG], ids=["one-thread", "threaded"])
@@ -134,27 +155,16 @@ def test_a_call_never_mixes_flushed_and_unflushed_work_while_another_thread_togg
     x = np.full((1, 256, 256), 1e-20, np.float32)
     w = np.full((1, 256, 256), 1e-20, np.float32)  # each product 1e-40: subnormal; sum 2.56e-38
     y = np.empty((1, 256, 256), np.float32)
-    stop = threading.Event()
-
-    def toggle():
-        on = False
-        while not stop.is_set():
-            on = not on
-            fd.set_flush_denormal(on)
-
-    t = threading.Thread(target=toggle)
-    t.start()
     mixed = []
     try:
-        end = time.perf_counter() + 2.0
-        while time.perf_counter() < end and not mixed:
-            c.matmul_fwd(y, x, w, None)
-            zeros = int((y == 0).sum())
-            if 0 < zeros < y.size:
-                mixed.append(zeros)
+        with _toggling():
+            end = time.perf_counter() + 2.0
+            while time.perf_counter() < end and not mixed:
+                c.matmul_fwd(y, x, w, None)
+                zeros = int((y == 0).sum())
+                if 0 < zeros < y.size:
+                    mixed.append(zeros)
     finally:
-        stop.set()
-        t.join()
         fd.set_num_threads(old)
     assert not mixed, f"one GEMM call flushed {mixed[0]} of {y.size} outputs and not the others"
     assert _subnormal_result_ok()
@@ -180,26 +190,13 @@ def test_lamb_passes_agree_while_another_thread_toggles():
     fd.set_flush_denormal(False)
     ieee = run()
     assert not np.array_equal(flushed, ieee)
-    stop = threading.Event()
-
-    def toggle():
-        on = False
-        while not stop.is_set():
-            on = not on
-            fd.set_flush_denormal(on)
-
-    t = threading.Thread(target=toggle)
-    t.start()
     odd = []
-    try:
+    with _toggling():
         end = time.perf_counter() + 3.0
         while time.perf_counter() < end and not odd:
             p = run()
             if not (np.array_equal(p, flushed) or np.array_equal(p, ieee)):
                 odd.append(np.unique(p)[:3])
-    finally:
-        stop.set()
-        t.join()
     assert not odd, f"one lamb call mixed a flushed and an unflushed pass: values {odd[0]}"
 
 

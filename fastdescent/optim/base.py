@@ -275,6 +275,7 @@ class Optimizer:
         self._buckets = None
         self._grads_ref = None
         self._grad_infos = None
+        self._gtmpl = None  # _grad_template's cache
         self._none_mask = None
         self._finite_tabs = None
         self._finite_for = None  # the grads list the finiteness tables were built over
@@ -735,7 +736,7 @@ class Optimizer:
         ranges' starts and ends); None where that pass cannot apply (device parameters, more than
         6 dimensions, no one-call fingerprints here). Cached per parameter list and write set."""
         ranges, _keys = self._write_set()
-        t = getattr(self, "_gtmpl", None)
+        t = self._gtmpl
         if t is not None and t[0] == len(self._infos) and t[1] is ranges:
             return t[2]
         tmpl = None
