@@ -171,6 +171,16 @@ def main(argv=None):
                         break
                     except (RuntimeError, TypeError, ValueError) as exc:
                         print(f"  (torch {tcls} {mode}=True: {exc})", flush=True)
+                try:  # fastdescent.torch on the same CUDA tensors: the drop-in's step, Python included
+                    import fastdescent.torch as fdt
+
+                    fopt = getattr(fdt, tcls)(tp, **tkw)
+                    add(rule, lname, "fastdescent.torch", time_steps(fopt.step, sync, args.rounds,
+                                                                     args.inner), bpp * n)
+                    del fopt
+                except Exception as exc:
+                    print(f"{rule} {lname} fastdescent.torch: FAILED {type(exc).__name__}: {exc}",
+                          flush=True)
                 del tp
             roofline(rule, lname, bpp * n)
         if part != "lowp":

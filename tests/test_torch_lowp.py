@@ -419,6 +419,6 @@ def test_refusals_name_the_dtype_or_option():
                                          "float64 state"):
         fdt.Adam([torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))], state_dtype="int8")
     fake = torch.Tensor._make_subclass(_FakeCuda, torch.zeros(3, dtype=BF16), True)
-    with pytest.raises(ValueError, match=r"CUDA tensors are not yet supported .*torch.bfloat16 "
-                                         "ones included: its mixed-precision step runs on CPU"):
+    with pytest.raises(ValueError, match=r"torch.bfloat16 parameters on a GPU are not yet "
+                                         r"supported .*its mixed-precision step runs on CPU"):
         fdt.Adam([fake])

@@ -18,18 +18,23 @@ hooks, closures, ``zero_grad`` and ``add_param_group`` work because the base cla
 Supported: CPU tensors of float32 and float64; bfloat16 and float16 too in ``SGD``, ``Adam``,
 ``AdamW`` and ``RMSprop`` (fastdescent's mixed-precision step: bfloat16 state by default, as torch.optim
 keeps, float32 state for float16; the keyword arguments ``master_weights``, ``stochastic_rounding``,
-``state_dtype`` and ``seed``: ``docs/low-precision.md``). Not yet: CUDA tensors, complex parameters,
+``state_dtype`` and ``seed``: ``docs/low-precision.md``). CUDA tensors of float32 and float64 run on
+the ``cuda`` backend (Numba kernels on the tensors' memory, ordered with torch's current stream; a
+step does not wait for the GPU), whatever ``backend`` names for CPU tensors unless it names a host
+backend explicitly (then a CUDA tensor is refused); ``backend="cuda"`` takes CUDA tensors only (in
+Numba's CUDA simulator, CPU tensors stand in for device memory: how the tests run it without a GPU).
+Not yet: bfloat16/float16 parameters and the low-precision options on a GPU, complex parameters,
 bfloat16/float16 in the other optimizers, sparse gradients, ``differentiable=True`` (each raises a
 clear error). ``foreach``/``fused``/``capturable`` are accepted and ignored.
 
 Differences from torch.optim worth knowing:
 
-- gradients are checked for what the kernels need (dense, CPU, the parameter's dtype, shape and
-  layout; one with other strides, a lazily negated view or a zero tensor is copied for the step);
-  a gradient that shares memory with a parameter or state tensor the step writes (``p.grad =
-  p.data``) is copied too, so the step reads it as it was before the step (torch.optim's result
-  there depends on its implementation and the order of the parameters; for ``p.grad = p.data``
-  both agree);
+- gradients are checked for what the kernels need (dense, on the parameter's device, with its
+  dtype, shape and layout; one with other strides, a lazily negated view or a zero tensor is
+  copied for the step); a gradient that shares memory with a parameter or state tensor the step
+  writes (``p.grad = p.data``) is copied too, so the step reads it as it was before the step
+  (torch.optim's result there depends on its implementation and the order of the parameters;
+  for ``p.grad = p.data`` both agree);
 - a tensor listed twice (torch warns, and steps it twice) and parameters or state tensors that share
   memory (views of one tensor; one state tensor assigned to two parameters) are refused with a
   ``ValueError``: the kernels update every tensor of a step at once, on several threads;

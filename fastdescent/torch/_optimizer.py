@@ -70,6 +70,7 @@ stochastic rounding's random bits) in the group's block too, out of its state (t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
 import sys
@@ -81,7 +82,7 @@ import torch
 
 from .. import precision as _P
 from .._contract import row as _row
-from ..backends import resolve
+from ..backends import default_backend, get_backend, resolve
 from ..optim import _precision
 from ..optim.base import _state_step
 from ..precision import MIXED_RULES
@@ -115,6 +116,8 @@ _is_contiguous = torch.Tensor.is_contiguous
 _get_grad = operator.attrgetter("grad")
 #: what the fast path compares of each gradient with its parameter's (one C-level pass)
 _get_meta = operator.attrgetter("dtype", "is_cpu", "shape")
+#: the same where a plan holds CUDA tensors (the device, index included)
+_get_meta_dev = operator.attrgetter("dtype", "device", "shape")
 _get_shape = operator.attrgetter("shape")
 _is_neg = torch.Tensor.is_neg
 _is_not = operator.is_not
@@ -246,7 +249,8 @@ def _state_like(p, dtype, slot, nslots):
     huge pages (:func:`_advise_huge`)."""
     n = p.numel()
     es = _ITEMSIZE[dtype]
-    if n * es < _STAGGER_MIN or not _dense(p):  # (not dense: torch's layout for it, as before)
+    if n * es < _STAGGER_MIN or not _dense(p) or not p.is_cpu:
+        # (not dense: torch's layout for it, as before; on a GPU: torch's allocator)
         return torch.zeros_like(p, dtype=dtype)
     base = torch.empty(n + _PAGE // es, dtype=dtype)
     if n * es >= _HUGE_MIN:
@@ -320,9 +324,51 @@ def _valid_scale(sc, n):
             and not sc.is_neg())
 
 
+def _launch(b, name, sc, ps):
+    """Bucket ``b``'s kernel of rule ``name`` with its scalars ``sc``, then its post-update passes
+    ``ps`` ((name, scalars) pairs)."""
+    kernels = b.be.KERNELS
+    kernels[name](b.tab, **sc)
+    for pname, psc in ps:
+        if _row(pname).per_tensor:
+            kernels[pname](b.tab, param_index=b.param_index, **psc)
+        else:
+            kernels[pname](b.tab, **psc)
+
+
+@contextlib.contextmanager
+def _torch_stream(device):
+    """The cuda backend's launches for tensors on ``device`` (Numba's default stream, which is the
+    legacy default stream, in ``device``'s context) ordered with torch's current stream there: after
+    the work queued on it so far (the backward that made the gradients) and before the work queued on
+    it next (the forward that reads the parameters). On torch's default stream, which is the legacy
+    default stream too, they are in order already; on another one (``with torch.cuda.stream(s)``)
+    the default stream waits for it before the launches and it waits for the default stream after
+    them (events: the host does not wait). A CPU ``device`` (the simulator's stand-in for device
+    memory): nothing to order."""
+    if device.type != "cuda":
+        yield
+        return
+    from numba import cuda
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    cur = torch.cuda.current_stream(index)
+    null = torch.cuda.default_stream(index)
+    other = cur.cuda_stream != null.cuda_stream
+    if other:
+        null.wait_stream(cur)
+    try:
+        with cuda.gpus[index]:
+            yield
+    finally:
+        if other:
+            cur.wait_stream(null)
+
+
 class _Bucket:
     __slots__ = ("gi", "dtype", "pos", "sel", "step", "sstate", "fresh", "tab", "kidx", "kall",
-                 "names", "param_index", "spec", "plan", "tdtype", "hp", "sbytes")
+                 "names", "param_index", "spec", "plan", "tdtype", "hp", "sbytes", "be", "device", "gpu",
+                 "numpy", "device_table")
 
 
 class _Plan:
@@ -365,10 +411,7 @@ class Optimizer(torch.optim.Optimizer):
                              "update the tensors' memory outside autograd); use torch.optim."
                              f"{self._torch_name or type(self).__name__} for a differentiable step")
         self._fd_backend_name = backend
-        self._fd_backend = resolve(backend, device=False)
-        if self._fd_backend.NAME == "cuda":
-            raise ValueError(f"{self._name()}: backend 'cuda': CUDA tensors are not yet supported "
-                             "by fastdescent.torch (CPU tensors only)")
+        self._fd_set_backends(backend)
         self._fd_reset()
         self._fd_steps = {}  # group index -> (block tensor, NumPy view): the groups' step tensors
         self._fd_sblocks = {}  # (group index, name) -> (block, view): scalar state (mu_product)
@@ -381,8 +424,38 @@ class Optimizer(torch.optim.Optimizer):
 
     @property
     def backend(self):
-        """Public name of the backend the kernels run on."""
-        return self._fd_backend.NAME
+        """Public name of the backend the kernels run on: that of CPU tensors (CUDA tensors always
+        run on ``cuda``), or ``"cuda"`` for an optimizer made with ``backend="cuda"``."""
+        return "cuda" if self._fd_backend is None else self._fd_backend.NAME
+
+    def _fd_set_backends(self, backend):
+        """``self._fd_backend``: the backend of CPU tensors (None when ``backend`` is ``"cuda"``:
+        CUDA tensors only); ``self._fd_dev_ok``: whether CUDA tensors are accepted (``backend``
+        None, ``"auto"`` or ``"cuda"``; a host backend named explicitly refuses them). The cuda
+        backend itself is loaded when the first CUDA tensor comes (:meth:`_fd_cuda`)."""
+        name = default_backend() if backend is None else backend
+        self._fd_cuda_mod = None
+        if name == "cuda":
+            self._fd_backend = None
+            self._fd_cuda()  # (raises now if numba.cuda cannot run here)
+        else:
+            self._fd_backend = resolve(name, device=False)
+        self._fd_dev_ok = backend is None or backend in ("auto", "cuda")
+
+    def _fd_cuda(self):
+        """The cuda backend (loaded once); BackendUnavailableError saying why it cannot run."""
+        mod = self._fd_cuda_mod
+        if mod is None:
+            mod = self._fd_cuda_mod = get_backend("cuda")
+        return mod
+
+    def _fd_be(self, p):
+        """The backend that updates parameter ``p``: cuda for a CUDA tensor (and, under
+        ``backend="cuda"`` in Numba's CUDA simulator, for the CPU tensors that stand in for device
+        memory there), else the CPU backend."""
+        if self._fd_backend is None or p.is_cuda:
+            return self._fd_cuda()
+        return self._fd_backend
 
     @property
     def rule(self):
@@ -414,16 +487,29 @@ class Optimizer(torch.optim.Optimizer):
             raise TypeError(f"{where}: dtype {p.dtype} is not supported ({self._name()} updates "
                             "float32 and float64 parameters"
                             + (", and bfloat16 and float16 ones" if self._lowp else "") + ")")
-        if p.device.type != "cpu":
-            if p.device.type == "cuda":
-                raise ValueError(f"{where} is on {p.device}: CUDA tensors are not yet supported "
-                                 f"by {self._name()} (CPU tensors only"
-                                 + (f", {p.dtype} ones included: its mixed-precision step runs "
-                                    "on CPU tensors" if low else "")
-                                 + f"); use torch.optim.{self._torch_name or 'Adam'}(fused=True) "
-                                 "on the GPU")
-            raise ValueError(f"{where} is on device {p.device}: {self._name()} supports CPU "
-                             "tensors only")
+        if p.device.type == "cuda":
+            if not self._fd_dev_ok:
+                raise ValueError(f"{where} is on {p.device}, but this {self._name()} was made with "
+                                 f"backend={self._fd_backend_name!r}, which updates CPU tensors; "
+                                 "CUDA tensors run on the 'cuda' backend (backend=None, 'auto' or "
+                                 "'cuda')")
+            if low:
+                raise ValueError(f"{where} is on {p.device}: {p.dtype} parameters on a GPU are not "
+                                 f"yet supported by {self._name()} (float32 and float64 there; "
+                                 "its mixed-precision step runs on CPU tensors); use "
+                                 f"torch.optim.{self._torch_name or 'Adam'}(fused=True) on the GPU")
+            self._fd_cuda()  # (BackendUnavailableError if numba.cuda cannot run here)
+        elif p.device.type == "cpu":
+            if self._fd_backend is None and not self._fd_cuda().SIM:
+                raise ValueError(f"{where} is on the CPU, but this {self._name()} was made with "
+                                 "backend='cuda', which updates CUDA tensors; use backend=None "
+                                 "(the default) for CPU tensors")
+            if self._fd_backend is None and low:
+                raise ValueError(f"{where}: {p.dtype} parameters are not supported with "
+                                 "backend='cuda' (float32 and float64 only)")
+        else:
+            raise ValueError(f"{where} is on device {p.device}: {self._name()} supports CPU and "
+                             "CUDA tensors only")
         if p.layout != _STRIDED:
             raise TypeError(f"{where}: {p.layout} parameters are not supported (dense tensors only)")
         if p.is_neg():
@@ -668,7 +754,7 @@ class Optimizer(torch.optim.Optimizer):
             group.update(self._forced)
         if not hasattr(self, "_fd_backend"):  # unpickled / deep-copied: nothing of ours yet
             self._fd_backend_name = backend
-            self._fd_backend = resolve(backend, device=False)
+            self._fd_set_backends(backend)
             self._fd_steps = {}
             self._fd_sblocks = {}
         self._fd_reset()
@@ -961,25 +1047,24 @@ class Optimizer(torch.optim.Optimizer):
             self._fd_record(plan, params, gs, gaddrs)
         if not plan.buckets:
             return
-        kernels = self._fd_backend.KERNELS
-        kernel = kernels[rule.name]
-        numpy_cols = self._fd_backend.NAME == "numpy"
         try:
             for b, sc, ps in zip(plan.buckets, scalars, passes):
                 if b.plan is not None:
                     b.plan.set_grads([_flat_np(gs[k]) for k in b.kidx], gaddrs[b.kidx])
                     mixed.mixed_step(b.plan, scalars=sc, step=b.step + 1, grad_scale=1.0)
                     continue
-                if numpy_cols:
+                if b.numpy:
                     b.tab.set("grad", [gs[k].numpy() for k in b.kidx], gaddrs[b.kidx])
-                else:  # (c, numba: the addresses are what the kernel reads)
-                    b.tab.set("grad", gs, gaddrs if b.kall else gaddrs[b.kidx])
-                kernel(b.tab, **sc)
-                for name, psc in ps:
-                    if _row(name).per_tensor:
-                        kernels[name](b.tab, param_index=b.param_index, **psc)
-                    else:
-                        kernels[name](b.tab, **psc)
+                elif b.kall:  # (c, numba, cuda: the addresses are what the kernel reads)
+                    b.tab.set("grad", gs, gaddrs)
+                else:  # (cuda's tables count the arrays; c's and numba's read only addresses)
+                    b.tab.set("grad", [gs[k] for k in b.kidx] if b.device_table else gs,
+                              gaddrs[b.kidx])
+                if b.gpu:
+                    with _torch_stream(b.device):
+                        _launch(b, rule.name, sc, ps)
+                else:
+                    _launch(b, rule.name, sc, ps)
         finally:
             for b in plan.buckets:  # no reference to a gradient outlives the step
                 if b.plan is not None:
@@ -1103,7 +1188,7 @@ class Optimizer(torch.optim.Optimizer):
         if not present:
             return present, None
         try:
-            if (list(map(_get_meta, present)) == plan.meta
+            if (list(map(plan.get_meta, present)) == plan.meta
                     and list(map(_is_contiguous, present)) == plan.contig
                     and all(present[k].stride() == st for k, st in plan.pstrides)
                     and not any(map(_is_neg, present))):
@@ -1193,6 +1278,12 @@ class Optimizer(torch.optim.Optimizer):
                 if skey not in specs:
                     specs[skey] = self._fd_spec(gi, hp, p.dtype, names)
                 spec = specs[skey]
+                be = self._fd_be(p)
+                if spec is not None and getattr(be, "DEVICE", False):
+                    raise ValueError(f"{where}: param_groups[{gi}]'s low-precision options "
+                                     "(state_dtype, master_weights, stochastic_rounding) are not yet "
+                                     f"supported on the cuda backend by {self._name()} (its "
+                                     "mixed-precision step runs on CPU tensors)")
                 codes = dict(spec.codes) if spec is not None else {}
                 st = state.get(p, {})
                 missing, convert = [], []
@@ -1241,7 +1332,7 @@ class Optimizer(torch.optim.Optimizer):
                     ss.append((nm, v))
                 if any(nm not in st for nm in sinit):
                     rehome = True
-                key = (gi, p.dtype, step, tuple(ss), bool(missing))
+                key = (gi, p.dtype, step, tuple(ss), bool(missing), be.NAME, p.device)
                 keyed.setdefault(key, []).append((i, k))
                 if missing or rehome or convert or master or drop:
                     pending.append((gi, k, n, p, missing, hp, step, ss, spec, convert, master,
@@ -1293,8 +1384,13 @@ class Optimizer(torch.optim.Optimizer):
         plan.inference = any(p.is_inference() for p in sparams)
         pos_of = {i: j for j, i in enumerate(sindex)}
         plan.buckets = []
-        for (gi, dt, step, ss, fresh), members in keyed.items():
+        for (gi, dt, step, ss, fresh, _, device), members in keyed.items():
             b = _Bucket()
+            b.device = device
+            b.be = self._fd_be(sparams[pos_of[members[0][0]]])
+            b.gpu = device.type == "cuda"  # (launches ordered with torch's current stream)
+            b.numpy = b.be.NAME == "numpy"  # (its table takes NumPy arrays)
+            b.device_table = bool(getattr(b.be, "DEVICE", False))  # (counts its arrays)
             b.spec, b.plan, b.tdtype, b.hp = specs[(gi, dt)], None, dt, hps[gi]
             # (a mixed-precision bucket computes in float32: its scalars must fit float32)
             b.gi, b.dtype, b.step, b.fresh = gi, _NP[_F32] if b.spec else _NP[dt], step, fresh
@@ -1312,7 +1408,12 @@ class Optimizer(torch.optim.Optimizer):
         if len(plan.buckets) == 1:
             plan.buckets[0].kall = True  # the bucket reads every gradient, in order
         plan.sparams, plan.sindex = sparams, sindex
-        plan.meta = [(p.dtype, True, p.shape) for p in sparams]
+        if all(p.is_cpu for p in sparams):
+            plan.get_meta = _get_meta
+            plan.meta = [(p.dtype, True, p.shape) for p in sparams]
+        else:  # (CUDA tensors: the gradient on the parameter's device, index included)
+            plan.get_meta = _get_meta_dev
+            plan.meta = [(p.dtype, p.device, p.shape) for p in sparams]
         plan.gbytes = np.array([p.numel() * p.element_size() for p in sparams], dtype=np.int64)
         plan.gempty = plan.gbytes == 0
         plan.gsized = ~plan.gempty
@@ -1374,8 +1475,6 @@ class Optimizer(torch.optim.Optimizer):
             for b in plan.buckets:
                 n = len(self.param_groups[b.gi]["params"])
                 self._fd_block(self._fd_steps, b.gi, n, sdt)[1][b.sel] = b.step
-        Table = self._fd_backend.Table
-        numpy_cols = self._fd_backend.NAME == "numpy"
         ptensors = []
         sd_rep, sn_rep, st_rep = [], [], []
         st_kern, st_addrs, spans = [], [], []
@@ -1422,8 +1521,9 @@ class Optimizer(torch.optim.Optimizer):
                                    cols, b.param_index, b.spec.seed, b.spec.stochastic)
                 b.tab = None
                 continue
+            numpy_cols = b.numpy
             aliases = [p.detach() for p in ps]  # keep the memory alive while the table points at it
-            tab = Table(b.dtype, [p.numel() for p in ps])
+            tab = b.be.Table(b.dtype, [p.numel() for p in ps])
             tab.set("param", [a.numpy() for a in aliases] if numpy_cols else aliases,
                     plan.paddrs[b.param_index])
             for nm in b.names:

@@ -292,6 +292,10 @@ class _Column:
         return self._dev
 
 
+#: address columns a table remembers (uploaded) after they are replaced or cleared
+_RECENT = 4
+
+
 class DeviceTable(TensorTable):
     """Tensor table over device arrays: each column packed to its arrays' data addresses, uploaded as
     an ``int64`` device array on first launch; chunk plans built on first use and cached.
@@ -302,6 +306,7 @@ class DeviceTable(TensorTable):
     def __init__(self, dtype, sizes):
         super().__init__(dtype, sizes)
         self._plans = {}
+        self._recent = {}  # address bytes -> _Column: the last columns packed, most recent last
         self._zero_addrs = None
         self._scratch = None
 
@@ -314,7 +319,14 @@ class DeviceTable(TensorTable):
         for col in self.packed.values():  # the same addresses (a column set again): no new upload
             if col is not None and np.array_equal(col.host, host):
                 return col
-        return _Column(host)
+        key = host.tobytes()
+        col = self._recent.pop(key, None)  # (a column set, cleared and set again: the gradients
+        if col is None:                    # of each step, which torch's allocator often puts
+            col = _Column(host)            # at the addresses of the previous step's)
+        self._recent[key] = col
+        while len(self._recent) > _RECENT:
+            del self._recent[next(iter(self._recent))]
+        return col
 
     def plan(self, chunk):
         """(plan, nchunks): the table cut into chunks of at most ``chunk`` elements, as one ``int64``
