@@ -31,6 +31,8 @@ nvidia-smi -L
 python3 -c "import fastdescent as fd, json; b = fd.info()['backends']; \
 print(json.dumps({k: (v.get('available'), v.get('reason')) for k, v in b.items()}))"
 
+# the 8-bit state's first step alone, growing sizes, a stack dump every 25 s (where it stalls, if it does)
+timeout -k 5 -s INT 100 python3 benchmarks/gpu_int8_probe.py 2>&1 | tee "$out/int8_probe.log"
 # first every row on a tiny layout (seconds): the mixed-precision kernel's first launch at 2^26 with
 # 8-bit state never returned on an H200 (2026-12-04); this shows at once whether it runs at all,
 # and compute-sanitizer (where the machine has it) checks its memory accesses and barriers
