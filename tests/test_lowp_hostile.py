@@ -571,3 +571,23 @@ def test_a_forked_child_steps_like_its_parent():
     os.waitpid(pid, 0)
     _train(opt, gs[3:])
     assert child == b"".join(p.tobytes() for p in ps)[:4096]
+
+
+def test_device_unscale_check_reads_no_float32_gradient_back(monkeypatch):
+    """The unscaled-overflow check of float32 device gradients is the backend's max-|g| reduction on
+    the device (only the maximum comes back), not a host copy of every gradient."""
+    require_backend("cuda")
+    from numba import cuda
+
+    dp = cuda.to_device(np.linspace(-1, 1, 9).astype(F32))
+    opt = fd.Adam([dp], lr=1e-2, backend="cuda", skip_nonfinite=True)
+
+    def no_copy(a):
+        raise AssertionError("a gradient was copied to the host")
+
+    monkeypatch.setattr(opt, "_to_host", no_copy)
+    before = dp.copy_to_host()
+    assert opt.step([cuda.to_device(np.full(9, 1e33, F32))], grad_scale=2.0 ** -120) is False
+    assert (dp.copy_to_host() == before).all()
+    assert opt.step([cuda.to_device(np.ones(9, F32))], grad_scale=0.5) is True
+    assert not (dp.copy_to_host() == before).all()

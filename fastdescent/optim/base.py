@@ -1045,8 +1045,16 @@ class Optimizer:
         that would write inf/NaN (torch's GradScaler checks the unscaled gradients). Division is
         monotonic, so the largest magnitude of each gradient decides."""
         gs = np.float32(gscale)
-        for info in self._grad_infos:
-            if info is None or not info.size:
+        # float32/float64 gradients: the backend's max-|g| reduction over each dtype's table (one
+        # pass, on the device for device arrays: only the maximum comes back)
+        norm = self._backend.KERNELS["norm_pow_sum"]
+        for t in self._finite_tabs:
+            if not hasattr(t, "gcodes"):
+                with np.errstate(over="ignore"):
+                    if not np.isfinite(np.float32(norm(t, norm_type=math.inf)) / gs):
+                        return True
+        for info in self._grad_infos:  # bfloat16/float16 gradients (a host copy on a device)
+            if info is None or not info.size or not _low(info.dtype):
                 continue
             a = self._to_host(info.obj) if info.device else info.obj
             top = max(abs(float(np.max(a))), abs(float(np.min(a))))
