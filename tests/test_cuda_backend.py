@@ -525,3 +525,18 @@ def test_mixing_host_and_device_arrays_raises():
         F.sgd([d], [np.ones(3, np.float32)], lr=0.1)
     with pytest.raises(TypeError, match="device arrays, got a host numpy.ndarray"):
         cu.Table(np.dtype(np.float32), [3, 4]).set("param", [d, h])
+
+
+def test_device_helpers_ask_for_nvvm_level_inlining():
+    """numba-cuda reads inline=True as Numba-IR inlining (a front end ~6x slower on the
+    mixed-precision kernel) and has forceinline=True for what Numba's own numba.cuda does with
+    inline=True; the backend picks by the jit's signature."""
+    def numba_cuda_jit(func_or_sig=None, device=False, inline="never", forceinline=False, **kws):
+        pass
+
+    def numba_jit(func_or_sig=None, device=False, inline=False, link=None, **kws):
+        pass
+
+    assert _device._inline_kwargs(numba_cuda_jit) == {"forceinline": True}
+    assert _device._inline_kwargs(numba_jit) == {"inline": True}
+    assert _device.INLINE == _device._inline_kwargs(cuda.jit)

@@ -8,10 +8,10 @@ Scalars arrive as float64 and are rounded once to the element type on the host
 from numba import cuda
 
 from ..._contract import kernel_scalars
-from ._device import _chunk, _ptr, _sqrt, launch
+from ._device import INLINE, _chunk, _ptr, _sqrt, launch
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _adadelta_elem(p, g, v, a, j, lr, rho, omr, eps, weight_decay, maximize, use_wd):
     pj = p[j]
     gj = g[j]

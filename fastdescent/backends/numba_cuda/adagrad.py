@@ -2,10 +2,10 @@
 
 from numba import cuda
 
-from ._device import _chunk, _ptr, _sqrt, launch
+from ._device import INLINE, _chunk, _ptr, _sqrt, launch
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _adagrad_elem(p, s, g, j, clr, eps, weight_decay, maximize, use_wd):
     pj = p[j]
     gj = g[j]

@@ -6,10 +6,10 @@ such as ``1 - beta1`` first computed in float64); per-element arithmetic is in t
 
 from numba import cuda
 
-from ._device import _chunk, _nanmax, _ptr, _sqrt, launch
+from ._device import INLINE, _chunk, _nanmax, _ptr, _sqrt, launch
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _moments(pj, gj, mj, vj, beta1, omb1, beta2, omb2, weight_decay, decay, maximize, use_decay,
              use_wd):
     """Adam's moments of one element (shared by Adam, NAdam and RAdam): the decayed parameter, the
@@ -25,7 +25,7 @@ def _moments(pj, gj, mj, vj, beta1, omb1, beta2, omb2, weight_decay, decay, maxi
     return pj, mj, vj, gj
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _adam_elem(p, g, m, v, vmax, j, beta1, omb1, beta2, omb2, eps, weight_decay, decay, step_size,
                bc2_sqrt, amsgrad, maximize, use_decay, use_wd):
     pj, mj, vj, _ = _moments(p[j], g[j], m[j], v[j], beta1, omb1, beta2, omb2, weight_decay, decay,

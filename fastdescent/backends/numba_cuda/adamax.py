@@ -7,10 +7,10 @@ Scalars arrive as float64 and are rounded once to the element type on the host
 from numba import cuda
 
 from ..._contract import kernel_scalars
-from ._device import _chunk, _nanmax, _ptr, launch
+from ._device import INLINE, _chunk, _nanmax, _ptr, launch
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _adamax_elem(p, g, m, u, j, lw, from_grad, beta2, eps, weight_decay, clr, maximize, use_wd):
     pj = p[j]
     gj = g[j]

@@ -18,12 +18,12 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from ._device import REDUCE_THREADS, _chunk, _nanmax, _ptr, config, launch
+from ._device import INLINE, REDUCE_THREADS, _chunk, _nanmax, _ptr, config, launch
 
 _SUM_POW, _SUM_ABS, _SUM_SQ, _MAX_ABS = 0, 1, 2, 3
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _accumulate(acc, x, mode, power):
     a = abs(np.float64(x))  # (np.float64, not float: IEEE inf on overflow in the simulator too)
     if mode == 2:
@@ -35,7 +35,7 @@ def _accumulate(acc, x, mode, power):
     return acc + a ** power
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _block_reduce(sm, acc, mode):
     """Reduce ``acc`` over the block by a fixed tree; the result is in sm[0] (valid after the call)."""
     tid = cuda.threadIdx.x
@@ -122,7 +122,7 @@ def scale(tab, *, factor):
     launch(tab, _scale_kernel, ("grad",), (tab.dtype.type(factor),))
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _clamp_elem(g, j, lo, hi):
     v = g[j]
     v = lo if v < lo else v

@@ -23,12 +23,12 @@ import numpy as np
 from numba import cuda, float64
 
 from ..._contract import kernel_scalars
-from ._device import REDUCE_THREADS, _chunk, _ptr, _sqrt, config
+from ._device import INLINE, REDUCE_THREADS, _chunk, _ptr, _sqrt, config
 
 _COLUMNS = ("param", "exp_avg", "exp_avg_sq", "grad")
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _lamb_r(mj, vj, pj, ibc1, ibc2, eps, wd, use_wd):
     rj = (mj * ibc1) / (_sqrt(vj * ibc2) + eps)
     if use_wd:
@@ -36,7 +36,7 @@ def _lamb_r(mj, vj, pj, ibc1, ibc2, eps, wd, use_wd):
     return rj
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _block_sum2(sa, sb, a, b):
     """Sum a and b over the block by a fixed tree; the results are in sa[0], sb[0] after the call."""
     tid = cuda.threadIdx.x

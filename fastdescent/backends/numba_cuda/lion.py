@@ -8,10 +8,10 @@ the element type. sign(+-0) = +0, sign(NaN) = NaN.
 from numba import cuda
 
 from ..._contract import kernel_scalars
-from ._device import _chunk, _ptr, launch
+from ._device import INLINE, _chunk, _ptr, launch
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _lion_elem(p, m, g, j, lr, beta1, omb1, beta2, omb2, decay, maximize, use_decay, one, zero):
     gj = g[j]
     mj = m[j]

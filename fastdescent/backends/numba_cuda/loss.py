@@ -28,7 +28,7 @@ import numpy as np
 from numba import cuda, float64
 
 from .._dense_checks import ERR_ARG, check, kernel_error
-from ._device import SIM, _nanmax, _ptr, address_of, config
+from ._device import INLINE, SIM, _nanmax, _ptr, address_of, config
 
 __all__ = ["mse_fwd_bwd", "xent_fwd_bwd"]
 
@@ -37,7 +37,7 @@ __all__ = ["mse_fwd_bwd", "xent_fwd_bwd"]
 THREADS = 8 if SIM else 256
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _block_sum(sm, v):
     """Sum of v over the block by a fixed tree; result in sm[0] (read it, then syncthreads)."""
     tid = cuda.threadIdx.x
@@ -51,7 +51,7 @@ def _block_sum(sm, v):
         s //= 2
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _block_max(sm, v):
     """NaN-propagating max of v over the block; result in sm[0] (read it, then syncthreads)."""
     tid = cuda.threadIdx.x

@@ -59,7 +59,7 @@ from ... import _arrays
 from ... import precision as P
 from .._mixed import _FLT_MIN, _HALF, _NAN, _ONE, _QCLAMP, _QMAX, _S32, _TWO_23, _TWO_M14, check_call
 from .._mixed import _MASK32 as _MASK
-from ._device import SIM, DeviceTable, _chunk, _nanmax, _ptr, _sqrt, address_of, config, flat_grid
+from ._device import INLINE, SIM, DeviceTable, _chunk, _nanmax, _ptr, _sqrt, address_of, config, flat_grid
 from .noise import _key, _philox
 
 __all__ = ["mixed_step", "grads_finite", "decode_into", "zeros", "THREADS"]
@@ -112,32 +112,32 @@ else:
     from .._bitcast import as_float as _float
     from .._bitcast import bits as _bits
 
-    @cuda.jit(device=True, inline=True)
+    @cuda.jit(device=True, **INLINE)
     def _quiet():
         pass
 
-    @cuda.jit(device=True, inline=True)
+    @cuda.jit(device=True, **INLINE)
     def _mul(a, b):
         return libdevice.fmul_rn(a, b)  # mul.rn.f32: never contracted into an FMA
 
-    @cuda.jit(device=True, inline=True)
+    @cuda.jit(device=True, **INLINE)
     def _add(a, b):
         return libdevice.fadd_rn(a, b)
 
-    @cuda.jit(device=True, inline=True)
+    @cuda.jit(device=True, **INLINE)
     def _sub(a, b):
         return libdevice.fsub_rn(a, b)
 
 
 # ---------------------------------------------------------------- bfloat16 / float16
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _bf16_rne(u):
     """bfloat16 bits of the float32 with bits ``u``: nearest, ties to even; NaN -> 0x7FC0."""
     r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
     return 0x7FC0 if (u & 0x7FFFFFFF) > 0x7F800000 else r
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _bf16_store(x, sr, r16):
     """bfloat16 bits of float32 ``x``: stochastically with the 16 random bits ``r16`` (finite
     values; ``sr``), else to nearest."""
@@ -147,7 +147,7 @@ def _bf16_store(x, sr, r16):
     return _bf16_rne(u)
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _f16_rne(u):
     """float16 bits of the float32 with bits ``u``: nearest, ties to even (subnormals included);
     overflow -> inf; NaN -> 0x7E00."""
@@ -162,7 +162,7 @@ def _f16_rne(u):
     return 0x7E00 if a > 0x7F800000 else (h | sign)
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _f16_value(h):
     """The float32 value of float16 bits ``h`` (exact)."""
     o = (h & 0x7FFF) << 13
@@ -175,7 +175,7 @@ def _f16_value(h):
 
 
 # ---------------------------------------------------------------- 8-bit block maps
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _q8_value(c, signed, scale):
     """Value of byte ``c`` on the signed/unsigned map times ``scale``."""
     if signed:
@@ -196,7 +196,7 @@ def _q8_value(c, signed, scale):
     return _float(_bits(_mul(mag, scale)) ^ neg)  # negation flips the sign bit (NaN included)
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _q8_code(x, inv, signed):
     """Byte of float32 ``x`` in a block whose scale has the reciprocal ``inv``."""
     if signed:
@@ -225,7 +225,7 @@ def _q8_code(x, inv, signed):
     return q
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _q8_scale(top):
     """(scale, 1/scale, kind) of a block whose largest |x| has the float32 bits ``top``: kind 0
     codes from the values, 1 all zeros (scale 0), 2 non-finite (scale NaN, codes 0)."""
@@ -238,7 +238,7 @@ def _q8_scale(top):
 
 
 # ---------------------------------------------------------------- columns of one element
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _load(code, f, h, b, e, scale):
     """float32 value of element ``e`` of a column stored as ``code`` (its float32, 16-bit and byte
     views ``f``, ``h``, ``b``; ``scale``: the element's block scale for 8-bit codes)."""
@@ -253,7 +253,7 @@ def _load(code, f, h, b, e, scale):
     return _F0  # absent
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _store(code, x, f, h, e, sr, rw, s, i):
     """Store float32 ``x`` into element ``e`` of a float32/bfloat16/float16 column (8-bit columns are
     quantized per block, absent ones skipped); bfloat16 with ``sr`` rounds with the random bits of
@@ -269,7 +269,7 @@ def _store(code, x, f, h, e, sr, rw, s, i):
         h[e] = np.uint16(_f16_rne(_bits(x)))
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _stash(code, x, sx, k, i, top):
     """An 8-bit column's new value into shared memory; the running max of |x|'s bits."""
     if code == Q8S or code == Q8U:
@@ -280,7 +280,7 @@ def _stash(code, x, sx, k, i, top):
     return top
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _quantize(code, sx, k, red, cnt, b, sc, blk, start):
     """Quantize the unit's ``cnt`` new values ``sx[k]`` of an 8-bit column (its byte view ``b`` and
     scales ``sc``) with the block absmax bits ``red[k, 0]``."""
@@ -298,7 +298,7 @@ def _quantize(code, sx, k, red, cnt, b, sc, blk, start):
 
 
 # ---------------------------------------------------------------- the rules (reference order)
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _adam_x(pj, gj, m, v, w, b1, c1, b2, c2, eps, wd, decay, ss, bc, flags):
     """flags: 1 amsgrad, 2 maximize, 4 decay != 1, 8 weight_decay != 0."""
     if flags & 2:
@@ -318,7 +318,7 @@ def _adam_x(pj, gj, m, v, w, b1, c1, b2, c2, eps, wd, decay, ss, bc, flags):
     return pj, m, v, w
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _sgd_x(pj, gj, b, lr, mu, omd, wd, flags):
     """flags: 1 nesterov, 2 maximize, 4 first_step, 8 weight_decay != 0, 16 momentum != 0."""
     if flags & 2:
@@ -338,7 +338,7 @@ def _sgd_x(pj, gj, b, lr, mu, omd, wd, flags):
     return pj, b
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _rmsprop_x(pj, gj, v, a, b, lr, al, oma, eps, wd, mu, flags):
     """flags: 1 centered, 2 maximize, 8 weight_decay != 0, 16 momentum > 0."""
     if flags & 2:

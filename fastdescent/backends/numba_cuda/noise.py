@@ -15,19 +15,19 @@ from numba import cuda
 
 from .._philox import MASK as _MASK, ONE as _ONE, S11 as _S11, S32 as _S32, TWO_M53 as _TWO_M53, \
     TWO_PI as _TWO_PI, ZERO as _ZERO, philox
-from ._device import _cast, _chunk, _ptr, launch
+from ._device import INLINE, _cast, _chunk, _ptr, launch
 
-_philox = cuda.jit(device=True, inline=True)(philox)  # the one Philox of both Numba backends
+_philox = cuda.jit(device=True, **INLINE)(philox)  # the one Philox of both Numba backends
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _key(index, s_lo, s_hi):
     idx = np.uint64(index)
     k0, k1, _x2, _x3 = _philox(idx & _MASK, idx >> _S32, _ZERO, _ZERO, s_lo, s_hi)
     return k0, k1
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _normal(k0, k1, t_lo, t_hi, e):
     j = np.uint64(e >> 1)
     x0, x1, x2, x3 = _philox(j & _MASK, j >> _S32, t_lo, t_hi, k0, k1)

@@ -4,10 +4,10 @@ import math
 
 from numba import cuda
 
-from ._device import _chunk, _ptr, launch
+from ._device import INLINE, _chunk, _ptr, launch
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _prox_elem(p, j, thr, zero):
     pj = p[j]
     a = abs(pj) - thr

@@ -8,11 +8,11 @@ type.
 from numba import cuda
 
 from ..._contract import kernel_scalars
-from ._device import _chunk, _ptr, _sqrt, launch
+from ._device import INLINE, _chunk, _ptr, _sqrt, launch
 from .adam import _moments
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _radam_elem(p, g, m, v, j, beta1, omb1, beta2, omb2, eps, weight_decay, decay, step_size,
                 rectify, maximize, use_decay, use_wd):
     pj, mj, vj, _ = _moments(p[j], g[j], m[j], v[j], beta1, omb1, beta2, omb2, weight_decay,

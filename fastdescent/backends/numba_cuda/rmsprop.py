@@ -2,10 +2,10 @@
 
 from numba import cuda
 
-from ._device import _chunk, _ptr, _sqrt, launch
+from ._device import INLINE, _chunk, _ptr, _sqrt, launch
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _rmsprop_elem(p, v, a, b, g, j, lr, alpha, oma, eps, weight_decay, momentum, centered, maximize,
                   use_wd, use_mom):
     pj = p[j]

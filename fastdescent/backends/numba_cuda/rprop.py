@@ -3,10 +3,10 @@
 from numba import cuda
 
 from ..._contract import kernel_scalars
-from ._device import _chunk, _ptr, launch
+from ._device import INLINE, _chunk, _ptr, launch
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _rprop_elem(p, prev, ss, g, j, etam, etap, smin, smax, zero, one, maximize):
     gj = g[j]
     if maximize:

@@ -2,10 +2,10 @@
 
 from numba import cuda
 
-from ._device import _chunk, _ptr, launch
+from ._device import INLINE, _chunk, _ptr, launch
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, **INLINE)
 def _sgd_elem(p, g, b, j, lr, momentum, omd, weight_decay, nesterov, maximize, first_step, use_wd,
               use_mom):
     pj = p[j]
