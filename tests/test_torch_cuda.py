@@ -164,17 +164,66 @@ def test_deepcopy_keeps_the_backend():
     assert_close_models(m, m2, torch.float32, "deep copy")
 
 
-def test_low_precision_on_the_cuda_backend_is_refused_untouched():
-    w = torch.nn.Parameter(torch.ones(300, device=DEV))
-    opt = fd_opt("Adam", [w], dict(state_dtype="int8"))
-    w.grad = torch.ones(300, device=DEV)
-    with pytest.raises(ValueError, match=r"params\[0\]: param_groups\[0\]'s low-precision options "
-                                         r".*not yet supported on the cuda backend"):
+LOWP = [
+    ("Adam", torch.bfloat16, dict()),  # (bfloat16 state, torch.optim's default)
+    ("Adam", torch.bfloat16, dict(stochastic_rounding=True, state_dtype="int8", seed=3)),
+    ("AdamW", torch.bfloat16, dict(master_weights=True, state_dtype="float32", amsgrad=True)),
+    ("Adam", torch.float32, dict(state_dtype="int8")),
+    ("SGD", torch.float16, dict(master_weights=True, momentum=0.9, nesterov=True)),
+    ("RMSprop", torch.bfloat16, dict(stochastic_rounding=True, centered=True, momentum=0.5)),
+]
+
+
+def _lowp_pair(name, dtype, kw, n=700):
+    g = torch.Generator().manual_seed(2)
+    w0 = torch.randn(n, generator=g).to(dtype)
+    w, cw = (torch.nn.Parameter(w0.clone().to(d)) for d in (DEV, "cpu"))
+    lr = 0.05 if name == "SGD" else 0.01
+    return w, cw, fd_opt(name, [w], dict(lr=lr, **kw)), getattr(fdt, name)([cw], lr=lr, **kw,
+                                                                            backend="c")
+
+
+@pytest.mark.parametrize("name,dtype,kw", LOWP, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in LOWP])
+def test_low_precision_matches_the_c_backend_bit_for_bit(name, dtype, kw):
+    """bfloat16/float16 parameters and the low-precision options on the cuda backend: the
+    mixed-precision kernel over the tensors' memory, bit for bit the C backend's step (parameters,
+    8-bit codes and their scales, bfloat16 moments, master copies), and the state_dict of one
+    loads into the other mid-run."""
+    require_backend("c")
+    w, cw, opt, copt = _lowp_pair(name, dtype, kw)
+    g = torch.Generator().manual_seed(4)
+    for k in range(4):
+        grad = torch.randn(w.numel(), generator=g).to(dtype)
+        w.grad, cw.grad = grad.to(DEV), grad.clone()
         opt.step()
-    assert torch.equal(w.detach(), torch.ones(300, device=DEV)) and not opt.state[w]
-    b = torch.nn.Parameter(torch.ones(3, dtype=torch.bfloat16, device=DEV))
-    with pytest.raises(ValueError, match="bfloat16"):
-        fd_opt("Adam", [b], {})
+        copt.step()
+        if k == 1:  # swap the states: each continues from the other's
+            sd, csd = copy.deepcopy(opt.state_dict()), copy.deepcopy(copt.state_dict())
+            opt.load_state_dict(csd)
+            copt.load_state_dict(sd)
+    assert torch.equal(w.detach().cpu(), cw.detach())
+    st, cst = opt.state_dict()["state"][0], copt.state_dict()["state"][0]
+    assert st.keys() == cst.keys()
+    for k, v in cst.items():
+        assert st[k].device == (torch.device("cpu") if k == "step" else DEV), k
+        assert torch.equal(st[k].cpu(), v), k
+
+
+def test_float32_state_loads_into_an_int8_state_optimizer_on_the_device():
+    """A float32 state (torch.optim's) quantized on load into 8-bit codes and scales on the
+    parameter's device, as the C backend quantizes it."""
+    require_backend("c")
+    w, cw, opt, copt = _lowp_pair("Adam", torch.float32, dict(state_dtype="int8"))
+    tw = torch.nn.Parameter(cw.detach().clone())
+    topt = torch.optim.Adam([tw], lr=0.01, foreach=False)
+    tw.grad = torch.linspace(-1, 1, tw.numel())
+    topt.step()
+    opt.load_state_dict(copy.deepcopy(topt.state_dict()))
+    copt.load_state_dict(copy.deepcopy(topt.state_dict()))
+    st, cst = opt.state_dict()["state"][0], copt.state_dict()["state"][0]
+    assert st["exp_avg"].dtype == torch.uint8 and st["exp_avg_scale"].device == DEV
+    for k, v in cst.items():
+        assert torch.equal(st[k].cpu(), v), k
 
 
 class _FakeCuda(torch.Tensor):

@@ -18,14 +18,14 @@ hooks, closures, ``zero_grad`` and ``add_param_group`` work because the base cla
 Supported: CPU tensors of float32 and float64; bfloat16 and float16 too in ``SGD``, ``Adam``,
 ``AdamW`` and ``RMSprop`` (fastdescent's mixed-precision step: bfloat16 state by default, as torch.optim
 keeps, float32 state for float16; the keyword arguments ``master_weights``, ``stochastic_rounding``,
-``state_dtype`` and ``seed``: ``docs/low-precision.md``). CUDA tensors of float32 and float64 run on
-the ``cuda`` backend (Numba kernels on the tensors' memory, ordered with torch's current stream; a
+``state_dtype`` and ``seed``: ``docs/low-precision.md``). CUDA tensors (these dtypes and options too)
+run on the ``cuda`` backend (Numba kernels on the tensors' memory, ordered with torch's current stream; a
 step does not wait for the GPU), whatever ``backend`` names for CPU tensors unless it names a host
 backend explicitly (then a CUDA tensor is refused); ``backend="cuda"`` takes CUDA tensors only (in
 Numba's CUDA simulator, CPU tensors stand in for device memory: how the tests run it without a GPU).
-Not yet: bfloat16/float16 parameters and the low-precision options on a GPU, complex parameters,
-bfloat16/float16 in the other optimizers, sparse gradients, ``differentiable=True`` (each raises a
-clear error). ``foreach``/``fused``/``capturable`` are accepted and ignored.
+Not yet: complex parameters, bfloat16/float16 in the other optimizers, sparse gradients,
+``differentiable=True`` (each raises a clear error). ``foreach``/``fused``/``capturable`` are
+accepted and ignored.
 
 Differences from torch.optim worth knowing:
 

@@ -104,12 +104,11 @@ Parameters: {params}. State per parameter (torch's names and layout): {state}.
 """
 
 _PARAMS_PLAIN = """CPU or CUDA tensors of float32 or float64 (float16/bfloat16 parameters have a
-mixed-precision step in SGD, Adam, AdamW and RMSprop only, on CPU tensors; they, complex parameters
-and sparse gradients raise a clear error)"""
+mixed-precision step in SGD, Adam, AdamW and RMSprop only; they, complex parameters and sparse
+gradients raise a clear error)"""
 
-_PARAMS_LOWP = """CPU tensors of float32, float64, bfloat16 or float16, CUDA tensors of
-float32 or float64 (complex parameters, sparse gradients, and the low-precision dtypes and options
-on a GPU raise a clear error). A bfloat16/float16 parameter is
+_PARAMS_LOWP = """CPU or CUDA tensors of float32, float64, bfloat16 or float16 (complex
+parameters and sparse gradients raise a clear error). A bfloat16/float16 parameter is
 updated in float32 and stored once, rounded to nearest (``docs/low-precision.md``). By default, as in
 torch.optim, bfloat16 parameters keep their state in bfloat16 (rounded to nearest); float16 parameters
 keep float32 state (torch.optim: float16; fastdescent has no float16 state)"""

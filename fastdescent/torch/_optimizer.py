@@ -5,9 +5,11 @@ How a step runs
 ---------------
 A step reads every parameter's ``.grad`` (a parameter whose grad is None is skipped: its state and
 step count do not change, as in torch). The parameters that have a gradient are grouped into
-*buckets*, one per (param group, dtype, step count, scalar state, fresh-state flag); each bucket has
-a backend tensor table (``fastdescent.backends._table``) whose param and state columns are the data
+*buckets*, one per (param group, dtype, step count, scalar state, fresh-state flag, device); each
+bucket has a backend tensor table (``fastdescent.backends._table``) whose param and state columns are the data
 addresses of the parameters and of their state tensors, so one kernel call updates a whole bucket.
+CPU tensors run on the CPU backend, CUDA tensors on the ``cuda`` backend (device pointer tables, its
+launches ordered with torch's current stream: :func:`_torch_stream`).
 The buckets and their tables are a cached *plan*, rebuilt only when something they describe changes:
 
 - the parameters (identity, or their memory, shape or strides: ``p.data = ...``);
@@ -57,11 +59,14 @@ Low precision
 In the optimizers whose rule has a mixed-precision step (SGD, Adam, AdamW, RMSprop), a bucket whose
 :func:`fastdescent.optim._precision.group_spec` is not None (bfloat16/float16 parameters, or
 bfloat16/int8 state) runs the backend's ``mixed.mixed_step`` on a
-:class:`fastdescent.backends._mixed.MixedPlan` of NumPy views of the tensors' memory instead of the
-plain kernel. Its state stays in torch tensors of the parameter's shape and strides, in their
-storage dtype (bfloat16, float32, uint8 codes), with ``<name>_scale`` (float32 block scales, blocks
-in memory order) and ``master_param`` (float32) entries where the options ask for them. bfloat16
-parameters default to bfloat16 state (torch.optim's choice), not the NumPy-facing classes' float32.
+:class:`fastdescent.backends._mixed.MixedPlan` of NumPy views of the tensors' memory (device spans,
+``__cuda_array_interface__``, on the cuda backend) instead of the plain kernel. The 8-bit codecs of a
+conversion (a loaded float32 state quantized, or the reverse) run on the CPU: device state goes
+through a host copy then, never in a step. Its state stays in torch tensors of the parameter's
+shape and strides, in their storage dtype (bfloat16, float32, uint8 codes), with ``<name>_scale``
+(float32 block scales, blocks in memory order, on the parameter's device) and ``master_param``
+(float32) entries where the options ask for them. bfloat16 parameters default to bfloat16 state
+(torch.optim's choice), not the NumPy-facing classes' float32.
 State in another storage than its group's (a load, an option changed between steps) is converted
 before the step, as the NumPy-facing optimizers do; ``load_state_dict`` takes the saved tensors as
 they are, not cast to the parameter's dtype as torch does. SGD keeps its step counts (which key
@@ -316,12 +321,29 @@ def _flat_np(t):
     return t.numpy()
 
 
-def _valid_scale(sc, n):
+def _valid_scale(sc, n, device):
     """True if ``sc`` can be the block scales of an ``n``-element 8-bit state buffer as the step
-    reads them (float32, CPU, contiguous, one per block)."""
-    return (isinstance(sc, torch.Tensor) and sc.dtype == _F32 and sc.device.type == "cpu"
+    reads them (float32, on the parameter's ``device``, contiguous, one per block)."""
+    return (isinstance(sc, torch.Tensor) and sc.dtype == _F32 and sc.device == device
             and sc.dim() == 1 and sc.numel() == _P.nblocks(n) and sc.is_contiguous()
             and not sc.is_neg())
+
+
+def _flat_dev(t):
+    """What :func:`_flat_np` is for the cuda backend: the dense tensor's memory as a 1-D device
+    array (``__cuda_array_interface__``) of its storage dtype (bfloat16 as ml_dtypes' dtype), in
+    memory order, keeping ``t`` alive. Also the simulator's stand-in over a CPU tensor."""
+    from ..backends.numba_cuda._device import DeviceSpan
+
+    dt = _BF16_NP[0] if t.dtype == _BF16 and _BF16_NP else None
+    if t.dtype == _BF16 and dt is None:
+        _BF16_NP.append(_P.bfloat16())
+        dt = _BF16_NP[0]
+    return DeviceSpan(t.data_ptr(), t.numel(), dt if dt is not None else _DT_NP[t.dtype], (t,))
+
+
+_DT_NP = {_F32: np.dtype(np.float32), _F64: np.dtype(np.float64), _F16: np.dtype(np.float16),
+          _U8: np.dtype(np.uint8)}
 
 
 def _launch(b, name, sc, ps):
@@ -493,20 +515,12 @@ class Optimizer(torch.optim.Optimizer):
                                  f"backend={self._fd_backend_name!r}, which updates CPU tensors; "
                                  "CUDA tensors run on the 'cuda' backend (backend=None, 'auto' or "
                                  "'cuda')")
-            if low:
-                raise ValueError(f"{where} is on {p.device}: {p.dtype} parameters on a GPU are not "
-                                 f"yet supported by {self._name()} (float32 and float64 there; "
-                                 "its mixed-precision step runs on CPU tensors); use "
-                                 f"torch.optim.{self._torch_name or 'Adam'}(fused=True) on the GPU")
             self._fd_cuda()  # (BackendUnavailableError if numba.cuda cannot run here)
         elif p.device.type == "cpu":
             if self._fd_backend is None and not self._fd_cuda().SIM:
                 raise ValueError(f"{where} is on the CPU, but this {self._name()} was made with "
                                  "backend='cuda', which updates CUDA tensors; use backend=None "
                                  "(the default) for CPU tensors")
-            if self._fd_backend is None and low:
-                raise ValueError(f"{where}: {p.dtype} parameters are not supported with "
-                                 "backend='cuda' (float32 and float64 only)")
         else:
             raise ValueError(f"{where} is on device {p.device}: {self._name()} supports CPU and "
                              "CUDA tensors only")
@@ -657,12 +671,12 @@ class Optimizer(torch.optim.Optimizer):
     def _fd_check_scale(i, nm, p, st):
         sname = _scale_name(nm)
         sc = st.get(sname)
-        if not _valid_scale(sc, p.numel()):
+        if not _valid_scale(sc, p.numel(), p.device):
             got = (f"{sc.dtype} {tuple(sc.shape)} on {sc.device}" if isinstance(sc, torch.Tensor)
                    else type(sc).__name__)
             raise ValueError(f"state[{i}][{nm!r}] holds 8-bit codes (uint8), so state[{i}]"
                              f"[{sname!r}] must hold their block scales: a contiguous float32 "
-                             f"CPU tensor of {_P.nblocks(p.numel())} values (one per {_P.BLOCK} "
+                             f"tensor on {p.device} of {_P.nblocks(p.numel())} values (one per {_P.BLOCK} "
                              f"elements), got {got}")
 
     @staticmethod
@@ -686,11 +700,12 @@ class Optimizer(torch.optim.Optimizer):
     def _fd_dequantize(codes, scale, nm):
         """float32 values of 8-bit ``codes`` (dense, blocks in memory order) with their block
         ``scale``, in the codes' layout."""
-        x = torch.empty_like(codes, dtype=_F32)
+        host = codes.detach().cpu()  # (the codecs run on the CPU: a copy for device codes)
+        x = torch.empty_like(host, dtype=_F32)
         sc = scale.detach().to(device="cpu", dtype=_F32).contiguous()
-        _flat_np(x).reshape(-1)[...] = _P.q8_dequantize(_flat_np(codes), sc.numpy(),
+        _flat_np(x).reshape(-1)[...] = _P.q8_dequantize(_flat_np(host), sc.numpy(),
                                                         _P.state_map(nm))
-        return x
+        return x.to(codes.device)
 
     def _fd_storage(self, p, nm, code, old=None, old_scale=None, init=0.0):
         """State buffer ``nm`` of ``p`` stored as ``code`` (None: ``p``'s dtype), with ``p``'s
@@ -705,19 +720,22 @@ class Optimizer(torch.optim.Optimizer):
                         and (old.stride() == p.stride() or p.numel() <= 1)):
                     codes = self._fd_like(p, _U8, nm)
                     codes.copy_(old)
-                    sc = torch.empty(_P.nblocks(p.numel()), dtype=_F32)
+                    sc = torch.empty(_P.nblocks(p.numel()), dtype=_F32, device=p.device)
                     sc.copy_(old_scale.detach().reshape(-1))
                     return codes, sc
                 old = self._fd_dequantize(old, old_scale, nm)
         if code in _Q8:
             codes = self._fd_like(p, _U8, nm)
-            sc = torch.zeros(_P.nblocks(p.numel()), dtype=_F32)
-            if old is not None:
-                x = torch.empty_like(p, dtype=_F32)
+            sc = torch.zeros(_P.nblocks(p.numel()), dtype=_F32, device=p.device)
+            if old is not None:  # (the codecs run on the CPU: device state goes through a copy)
+                x = torch.empty_like(p, dtype=_F32, device="cpu")
                 x.copy_(old)
                 c, scales = _P.q8_quantize(_flat_np(x), code)
-                _flat_np(codes).reshape(-1)[...] = c  # (a view: C-contiguous)
-                sc.numpy()[...] = scales
+                host = codes if codes.is_cpu else torch.empty_like(codes, device="cpu")
+                _flat_np(host).reshape(-1)[...] = c  # (a view: C-contiguous)
+                if host is not codes:
+                    codes.copy_(host)
+                sc.copy_(torch.from_numpy(scales))
             return codes, sc
         want = p.dtype if code is None else _STORAGE[code]
         out = self._fd_like(p, want, nm)
@@ -1024,8 +1042,7 @@ class Optimizer(torch.optim.Optimizer):
             plain = gs is present
         # every bucket's scalars (and post-update passes) before anything is written
         rule = self._rule
-        scalars, passes = [], []
-        mixed = None
+        scalars, passes, mixed = [], [], []
         for b in plan.buckets:
             hp = hps[b.gi]
             t = b.step + 1
@@ -1034,8 +1051,8 @@ class Optimizer(torch.optim.Optimizer):
             scalars.append(check_scalars(sc, where, b.dtype))
             passes.append([(name, check_scalars(psc, where, b.dtype))
                            for name, psc in rule.post_passes(hp, t)])
+            mixed.append(None if b.spec is None else self._fd_mixed_module(b.be))
             if b.spec is not None:
-                mixed = self._fd_mixed_module()
                 if t >= 2 ** 32:
                     raise ValueError(f"{where}: the mixed-precision step counts steps below 2**32")
                 if passes[-1]:  # (group_spec refuses l1 > 0 and gradient noise: not reached)
@@ -1048,10 +1065,15 @@ class Optimizer(torch.optim.Optimizer):
         if not plan.buckets:
             return
         try:
-            for b, sc, ps in zip(plan.buckets, scalars, passes):
+            for b, sc, ps, mx in zip(plan.buckets, scalars, passes, mixed):
                 if b.plan is not None:
-                    b.plan.set_grads([_flat_np(gs[k]) for k in b.kidx], gaddrs[b.kidx])
-                    mixed.mixed_step(b.plan, scalars=sc, step=b.step + 1, grad_scale=1.0)
+                    flat = _flat_dev if b.device_table else _flat_np
+                    b.plan.set_grads([flat(gs[k]) for k in b.kidx], gaddrs[b.kidx])
+                    if b.gpu:
+                        with _torch_stream(b.device):
+                            mx.mixed_step(b.plan, scalars=sc, step=b.step + 1, grad_scale=1.0)
+                    else:
+                        mx.mixed_step(b.plan, scalars=sc, step=b.step + 1, grad_scale=1.0)
                     continue
                 if b.numpy:
                     b.tab.set("grad", [gs[k].numpy() for k in b.kidx], gaddrs[b.kidx])
@@ -1163,15 +1185,15 @@ class Optimizer(torch.optim.Optimizer):
         plan.guard = tensor_guard(params + gs)
         plan.gseen = [] if gaddrs is None else [(gaddrs.tolist(), gaddrs)]
 
-    def _fd_mixed_module(self):
-        """The backend's mixed-precision step (``fastdescent/backends/<backend>/mixed.py``);
+    def _fd_mixed_module(self, be):
+        """Backend ``be``'s mixed-precision step (``fastdescent/backends/<backend>/mixed.py``);
         ``ValueError`` if it has none."""
-        mod = self.__dict__.get("_fd_mixed")
+        mods = self.__dict__.setdefault("_fd_mixed", {})
+        mod = mods.get(be.NAME)
         if mod is None:
             from ..backends._mixed import mixed_module
 
-            mod = mixed_module(self._fd_backend, f"{self._name()}: ")
-            self._fd_mixed = mod
+            mod = mods[be.NAME] = mixed_module(be, f"{self._name()}: ")
         return mod
 
     # ------------------------------------------------------------------ gradients
@@ -1279,11 +1301,6 @@ class Optimizer(torch.optim.Optimizer):
                     specs[skey] = self._fd_spec(gi, hp, p.dtype, names)
                 spec = specs[skey]
                 be = self._fd_be(p)
-                if spec is not None and getattr(be, "DEVICE", False):
-                    raise ValueError(f"{where}: param_groups[{gi}]'s low-precision options "
-                                     "(state_dtype, master_weights, stochastic_rounding) are not yet "
-                                     f"supported on the cuda backend by {self._name()} (its "
-                                     "mixed-precision step runs on CPU tensors)")
                 codes = dict(spec.codes) if spec is not None else {}
                 st = state.get(p, {})
                 missing, convert = [], []
@@ -1500,7 +1517,9 @@ class Optimizer(torch.optim.Optimizer):
             for nm in extra:
                 track(ps, nm, [state[p][nm] for p in ps], False)
             if b.spec is not None:
-                # the plan's NumPy views of the tensors' memory keep it alive while it points at it
+                # the plan's NumPy (device: DeviceSpan) views of the tensors' memory keep it alive
+                # while it points at it
+                flat = _flat_dev if b.device_table else _flat_np
                 codes = dict(b.spec.codes)
                 cols = {}
                 for nm in b.names:
@@ -1510,14 +1529,14 @@ class Optimizer(torch.optim.Optimizer):
                     if codes[nm] in _Q8:
                         scs = [state[p][_scale_name(nm)] for p in ps]
                         track(ps, _scale_name(nm), scs, True)
-                        scs = [_flat_np(x) for x in scs]
-                    cols[nm] = ([_flat_np(x) for x in bufs], codes[nm], scs)
+                        scs = [flat(x) for x in scs]
+                    cols[nm] = ([flat(x) for x in bufs], codes[nm], scs)
                 masters = None
                 if b.spec.master:
                     ms = [state[p][_MASTER] for p in ps]
                     track(ps, _MASTER, ms, True)
-                    masters = [_flat_np(x) for x in ms]
-                b.plan = MixedPlan(rule.name, [_flat_np(p) for p in ps], b.spec.pcode, masters,
+                    masters = [flat(x) for x in ms]
+                b.plan = MixedPlan(rule.name, [flat(p) for p in ps], b.spec.pcode, masters,
                                    cols, b.param_index, b.spec.seed, b.spec.stochastic)
                 b.tab = None
                 continue
