@@ -203,3 +203,26 @@ def test_a_reused_gradient_resized_in_place_is_read_at_its_new_address(backend):
     opt.step(gs)
     oref.step([np.full(64, 2.0, np.float32)])
     np.testing.assert_array_equal(p, ref)
+
+
+def test_functional_cache_is_not_fooled_by_a_dtype_reallocated_at_the_same_address():
+    """The functional API's cached tables are reused while the one-pass prints are equal, and a
+    print holds the dtype object's address: a gradient's dtype replaced in place (freeing the old
+    dtype object) by a new int32 dtype object that CPython allocates at the freed address printed
+    the same (before: the cached float32 table read the int32 gradient; the first try reuses the
+    address here). Every try must take the per-array check's TypeError."""
+    from fastdescent import functional as F
+
+    for trial in range(20):
+        F.clear_cache()
+        p, m, v = np.ones(16, np.float32), np.zeros(16, np.float32), np.zeros(16, np.float32)
+        g = np.ones(16, np.float32)
+        g.dtype = np.dtype(np.float32, metadata={"trial": trial})  # g is its only owner
+        F.adam([p], [g], [m], [v], step=1, lr=0.1)
+        g.dtype = np.dtype(np.float32, metadata={"other": trial})  # frees the first dtype object
+        g.dtype = np.dtype("<i4", metadata={"x": trial})  # may be allocated where it was
+        before = p.copy()
+        with pytest.raises(TypeError, match="dtype int32"):
+            F.adam([p], [g], [m], [v], step=2, lr=0.1)
+        np.testing.assert_array_equal(p, before)
+    F.clear_cache()
