@@ -107,7 +107,7 @@ def _tables(backend, columns, check=True):
     cols = [lst for lst in lists.values() if lst is not None]
     hit = _CACHE.get(key)
     if hit is not None:
-        cached, prints, tables, cached_fast = hit
+        cached, prints, tables, cached_fast, _dtypes = hit
         if cached_fast is not None:
             # one C pass over all arrays, compared there with the cached entry's prints. The object
             # addresses are in the prints: equal prints = the same (still referenced) objects with
@@ -184,7 +184,11 @@ def _tables(backend, columns, check=True):
     _CACHE[key] = ({name: lists[name] for name in names},
                    None if fast is not None else {name: list(map(_fingerprint, lists[name]))
                                                   for name in names if lists[name] is not None},
-                   tables, fast)
+                   tables, fast,
+                   # the dtype objects, kept alive: the prints hold their addresses, and one freed
+                   # by ``g.dtype = ...`` could come back at the same address as another dtype
+                   None if fast is None else [a.dtype for name in names if lists[name] is not None
+                                             for a in lists[name]])
     return mod, tables
 
 

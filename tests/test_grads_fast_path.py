@@ -149,3 +149,80 @@ def test_subclasses_and_none_entries_take_the_slow_path(opt_and_grads):
     with_none[1] = None
     assert opt._check_grads_fast(with_none) is None
     opt.step(with_none)
+
+
+def _mutate_dtype(g):
+    g.dtype = np.int32  # same bytes, now integers (0x3f800000 for 1.0)
+    return TypeError, "grads\\[1\\] has dtype int32"
+
+
+def _mutate_shape(g):
+    g.shape = (8, 8)
+    return ValueError, "grads\\[1\\] has shape \\(8, 8\\)"
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+@pytest.mark.parametrize("mutate", [_mutate_dtype, _mutate_shape])
+@pytest.mark.parametrize("with_none", [False, True])
+def test_a_reused_list_whose_array_changed_in_place_is_checked_again(backend, mutate, with_none):
+    """The same list of the same array objects skips the checks, but an array can change in place
+    between steps (``g.dtype = ...``, ``g.shape = ...``): that is a new gradient and gets the
+    per-array check's error, with nothing written (before: the c kernel read int32 bits as float32,
+    the numpy one read the integers, and a (8, 8) gradient passed for a (64,) parameter)."""
+    require_backend(backend)
+    ps = [np.ones(3, np.float32), np.ones(64, np.float32)]
+    opt = fd.SGD(ps, lr=1.0, momentum=0.9, backend=backend)
+    gs = [None if with_none else np.ones(3, np.float32), np.ones(64, np.float32)]
+    opt.step(gs)
+    before = [p.copy() for p in ps]
+    state = opt.state[1]["momentum_buffer"].copy()
+    exc, msg = mutate(gs[1])
+    with pytest.raises(exc, match=msg):
+        opt.step(gs)
+    for a, b in zip(ps, before):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(opt.state[1]["momentum_buffer"], state)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_a_reused_gradient_resized_in_place_is_read_at_its_new_address(backend):
+    """``g.resize(..., refcheck=False)`` frees the array's memory and moves it: a step with the same
+    list must read the new memory (before: the kernel tables kept the freed address)."""
+    require_backend(backend)
+    p, ref = np.ones(64, np.float32), np.ones(64, np.float32)
+    opt, oref = fd.SGD([p], lr=1.0, backend=backend), fd.SGD([ref], lr=1.0, backend="numpy")
+    g = np.ones(64, np.float32)
+    gs = [g]
+    opt.step(gs)
+    oref.step([np.ones(64, np.float32)])
+    old = g.__array_interface__["data"][0]
+    g.resize((1 << 20,), refcheck=False)  # past malloc's mmap threshold: new memory
+    g[:] = 2.0
+    g.resize((64,), refcheck=False)
+    assert g.__array_interface__["data"][0] != old
+    opt.step(gs)
+    oref.step([np.full(64, 2.0, np.float32)])
+    np.testing.assert_array_equal(p, ref)
+
+
+def test_functional_cache_is_not_fooled_by_a_dtype_reallocated_at_the_same_address():
+    """The functional API's cached tables are reused while the one-pass prints are equal, and a
+    print holds the dtype object's address: a gradient's dtype replaced in place (freeing the old
+    dtype object) by a new int32 dtype object that CPython allocates at the freed address printed
+    the same (before: the cached float32 table read the int32 gradient; the first try reuses the
+    address here). Every try must take the per-array check's TypeError."""
+    from fastdescent import functional as F
+
+    for trial in range(20):
+        F.clear_cache()
+        p, m, v = np.ones(16, np.float32), np.zeros(16, np.float32), np.zeros(16, np.float32)
+        g = np.ones(16, np.float32)
+        g.dtype = np.dtype(np.float32, metadata={"trial": trial})  # g is its only owner
+        F.adam([p], [g], [m], [v], step=1, lr=0.1)
+        g.dtype = np.dtype(np.float32, metadata={"other": trial})  # frees the first dtype object
+        g.dtype = np.dtype("<i4", metadata={"x": trial})  # may be allocated where it was
+        before = p.copy()
+        with pytest.raises(TypeError, match="dtype int32"):
+            F.adam([p], [g], [m], [v], step=2, lr=0.1)
+        np.testing.assert_array_equal(p, before)
+    F.clear_cache()

@@ -94,6 +94,11 @@ def post_any(rule, group):
 
 
 
+def _layout(a):
+    """A host array's data address, read-only flag, shape, strides and dtype."""
+    return a.__array_interface__["data"], a.shape, a.strides, a.dtype
+
+
 def _low(dtype):
     """bfloat16 or float16 (the mixed-precision step's low-precision parameter dtypes)."""
     return _P.code_of_dtype(dtype) in (_P.BF16, _P.F16)
@@ -275,6 +280,7 @@ class Optimizer:
         self._buckets = None
         self._grads_ref = None
         self._grad_infos = None
+        self._grad_layout = None  # _layout_of(the gradient list of _grads_ref)
         self._gtmpl = None  # _grad_template's cache
         self._none_mask = None
         self._finite_tabs = None
@@ -835,7 +841,7 @@ class Optimizer:
                             f"{type(grads).__name__}")
         ref = self._grads_ref
         if (ref is not None and len(ref) == len(grads) and self._buckets is not None
-                and all(map(operator.is_, grads, ref))):
+                and all(map(operator.is_, grads, ref)) and self._grads_layout_unchanged()):
             return not self._grads_packed
         grads = list(grads)
         infos, none = self._check_grads(grads)
@@ -844,8 +850,35 @@ class Optimizer:
             self._invalidate()
         self._grads_ref = grads
         self._grad_infos = infos
+        self._grad_layout = self._layout_of(grads)
         self._grads_packed = False
         return True
+
+    def _layout_of(self, grads):
+        """What the identity cache of the gradient list (:meth:`_prepare_grads`) compares besides
+        the objects: their layout, which can change in place between steps (``g.dtype = ...``,
+        ``g.shape = ...``; ``g.resize(..., refcheck=False)`` frees and moves the memory). (the
+        present arrays, their dtype objects, their one-pass prints or, for a list that the C pass
+        cannot read (subclasses), per-array layouts); None for device arrays (identity only)."""
+        if self._device:
+            return None
+        present = [g for g in grads if g is not None]
+        # the dtype objects are kept: a dtype freed by ``g.dtype = ...`` could otherwise be
+        # reallocated at the same address and compare equal in the prints
+        dtypes = [g.dtype for g in present]
+        prints = _prints.array_prints([present])
+        if prints is None:
+            prints = list(map(_layout, present))
+        return present, dtypes, prints
+
+    def _grads_layout_unchanged(self):
+        lay = self._grad_layout
+        if lay is None:
+            return True
+        present, _dtypes, prints = lay
+        if isinstance(prints, np.ndarray):
+            return _prints.prints_equal([present], prints)
+        return list(map(_layout, present)) == prints
 
     def _pack_grads(self):
         infos = self._grad_infos
