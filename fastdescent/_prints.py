@@ -17,7 +17,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["array_prints", "prints_equal", "available", "SLOTS", "C_CONTIGUOUS", "ALIGNED",
+__all__ = ["array_prints", "prints_equal", "prints_checker", "available", "SLOTS", "C_CONTIGUOUS", "ALIGNED",
            "WRITEABLE"]
 
 #: columns of a print: object, data, dtype object, flags, ndim, dims[0..5], 0
@@ -43,6 +43,29 @@ def _raw(columns, ffi, lib, prev=None):
     rc = lib.fd_py_array_prints(ffi.from_buffer("int64_t[]", seqs), len(columns), id(np.ndarray), n,
                                 ffi.from_buffer("int64_t[]", out), ffi.NULL)
     return None if rc < 0 else out
+
+
+def prints_checker(columns, prev):
+    """A function of no argument equivalent to ``prints_equal(columns, prev)`` for these very
+    ``columns`` objects, with the call's buffers made once (one C call per use: what a cache that
+    checks the same lists every step wants); None if the prints are unavailable. The caller must
+    keep ``columns`` (and the arrays in them) alive, and not resize the lists, while it uses it."""
+    impl = _get()
+    if impl is None or not _columns_ok(columns) or prev is None:
+        return None
+    ffi, lib = impl
+    n = sum(map(len, columns))
+    if prev.shape != (n, int(lib.FD_PY_PRINT_SLOTS)):
+        return None
+    keep = (np.array([id(c) for c in columns], np.int64), np.ascontiguousarray(prev))
+    seqs = ffi.from_buffer("int64_t[]", keep[0])
+    prev_c = ffi.from_buffer("int64_t[]", keep[1])
+    call, ncol, nd, null = lib.fd_py_array_prints, len(columns), id(np.ndarray), ffi.NULL
+
+    def check(_keep=keep):
+        return call(seqs, ncol, nd, n, null, prev_c) == 0
+
+    return check
 
 
 def _probe_ok(ffi, lib):
