@@ -1047,11 +1047,13 @@ class Optimizer(torch.optim.Optimizer):
             self._fd_record(plan, params, gs, gaddrs)
         if not plan.buckets:
             return
+        done = 0  # buckets updated so far
         try:
             for b, sc, ps in zip(plan.buckets, scalars, passes):
                 if b.plan is not None:
                     b.plan.set_grads([_flat_np(gs[k]) for k in b.kidx], gaddrs[b.kidx])
                     mixed.mixed_step(b.plan, scalars=sc, step=b.step + 1, grad_scale=1.0)
+                    done += 1
                     continue
                 if b.numpy:
                     b.tab.set("grad", [gs[k].numpy() for k in b.kidx], gaddrs[b.kidx])
@@ -1065,13 +1067,25 @@ class Optimizer(torch.optim.Optimizer):
                         _launch(b, rule.name, sc, ps)
                 else:
                     _launch(b, rule.name, sc, ps)
+                done += 1
         finally:
             for b in plan.buckets:  # no reference to a gradient outlives the step
                 if b.plan is not None:
                     b.plan.release_grads()
                 else:
                     b.tab.set("grad", None)
-        for b in plan.buckets:
+            if done < len(plan.buckets):
+                # a launch failed (the cuda backend's can: a CUDA error, an allocation): the buckets
+                # updated before it count their step, so their state stays consistent
+                self._fd_advance(plan, hps, plan.buckets[:done],
+                                 [plan.params[i] for b in plan.buckets[:done] for i in b.param_index])
+        self._fd_advance(plan, hps, plan.buckets, plan.ptensors)
+
+    def _fd_advance(self, plan, hps, buckets, ptensors):
+        """After ``buckets`` were updated: their step counts and scalar state advanced, and the
+        autograd versions of their parameters ``ptensors`` bumped."""
+        rule = self._rule
+        for b in buckets:
             b.step += 1
             b.fresh = False
             blk = self._fd_steps[b.gi][1]
@@ -1081,7 +1095,7 @@ class Optimizer(torch.optim.Optimizer):
                 b.sstate = rule.next_scalar_state(hps[b.gi], b.step, b.sstate)
                 for name, v in b.sstate.items():
                     self._fd_sblocks[(b.gi, name)][1][b.sel] = v
-        _bump_versions(plan.ptensors)
+        _bump_versions(ptensors)
 
     def _fd_plan_current(self, plan, hps, addrs=True):
         """False when the state the plan's tables point at is no longer the optimizer's (replaced

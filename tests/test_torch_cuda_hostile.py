@@ -1,0 +1,62 @@
+"""Hostile checks of fastdescent.torch on the cuda backend (Numba's CUDA simulator here, where CPU
+tensors stand in for device memory)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import fastdescent.torch as fdt  # noqa: E402
+from conftest import require_backend  # noqa: E402
+
+require_backend("cuda")
+
+from fastdescent.backends import get_backend  # noqa: E402
+
+SIM = get_backend("cuda").SIM
+pytestmark = pytest.mark.skipif(not SIM, reason="runs the cuda backend on CPU tensors (simulator)")
+
+
+def test_a_failed_launch_leaves_each_bucket_consistent(monkeypatch):
+    """A launch that fails (a CUDA error, numba failing to allocate an address column) after an
+    earlier bucket of the same step was updated: that bucket's step count is advanced with it (its
+    moments were updated once more), the failed bucket is untouched, and the optimizer steps on."""
+    be = get_backend("cuda")
+    a = torch.nn.Parameter(torch.ones(4))
+    b = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))  # (a second bucket: float64)
+    opt = fdt.Adam([a, b], lr=0.1, backend="cuda")
+    for p in (a, b):
+        p.grad = torch.ones_like(p)
+    opt.step()
+    a1, b1 = a.detach().clone(), b.detach().clone()
+    orig, calls = be.KERNELS["adam"], []
+
+    def flaky(tab, **kw):
+        calls.append(tab.dtype)
+        if len(calls) == 2:
+            raise RuntimeError("launch failed")
+        return orig(tab, **kw)
+
+    monkeypatch.setitem(be.KERNELS, "adam", flaky)
+    with pytest.raises(RuntimeError, match="launch failed"):
+        opt.step()
+    monkeypatch.setitem(be.KERNELS, "adam", orig)
+    assert not torch.equal(a.detach(), a1) and torch.equal(b.detach(), b1)
+    assert float(opt.state[a]["step"]) == 2 and float(opt.state[b]["step"]) == 1
+    # the same history on the C backend: a stepped twice, b once, then both once more
+    ra = torch.nn.Parameter(torch.ones(4))
+    rb = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    ropt = fdt.Adam([ra, rb], lr=0.1, backend="c")
+    for with_b in (True, False, True):
+        ra.grad = torch.ones_like(ra)
+        rb.grad = torch.ones_like(rb) if with_b else None
+        ropt.step()
+    for p in (a, b):
+        p.grad = torch.ones_like(p)
+    opt.step()
+    torch.testing.assert_close(a.detach(), ra.detach())
+    torch.testing.assert_close(b.detach(), rb.detach())
+    for p, rp in ((a, ra), (b, rb)):
+        for k, v in ropt.state[rp].items():
+            torch.testing.assert_close(opt.state[p][k], v)
