@@ -3,6 +3,8 @@ tensors stand in for device memory)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -60,3 +62,38 @@ def test_a_failed_launch_leaves_each_bucket_consistent(monkeypatch):
     for p, rp in ((a, ra), (b, rb)):
         for k, v in ropt.state[rp].items():
             torch.testing.assert_close(opt.state[p][k], v)
+
+
+def _train(name, backend, steps=3):
+    gen = torch.Generator().manual_seed(3)  # (not torch's global one: the threads share it)
+    ps = [torch.nn.Parameter(torch.randn(9, generator=gen)),
+          torch.nn.Parameter(torch.randn(4, generator=gen, dtype=torch.float64))]
+    opt = getattr(fdt, name)(ps, lr=0.01, backend=backend)
+    for _ in range(steps):
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        opt.step()
+    return [p.detach() for p in ps]
+
+
+def test_two_threads_step_two_optimizers():
+    """Each thread steps an optimizer of its own, at the same time (in the simulator, which runs one
+    simulated kernel at a time, the launches must take turns); each ends where it would alone."""
+    names = ("Adam", "LAMB")  # (LAMB: several launches per step, reductions between them)
+    out, errors = {}, []
+
+    def work(name):
+        try:
+            out[name] = _train(name, "cuda")
+        except Exception as exc:  # (reported below: a thread's exception is not the test's)
+            errors.append(f"{name}: {exc!r}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for name in names:
+        for got, want in zip(out[name], _train(name, "c")):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

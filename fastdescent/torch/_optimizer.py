@@ -74,6 +74,7 @@ import contextlib
 import functools
 import operator
 import sys
+import threading
 from collections import defaultdict
 from itertools import compress, repeat
 
@@ -365,10 +366,15 @@ def _torch_stream(device):
             cur.wait_stream(null)
 
 
+#: Numba's CUDA simulator runs one simulated kernel at a time in the process (a second launch from
+#: another thread fails its assertion): the simulated launches of a bucket hold this lock
+_SIM_LAUNCH = threading.Lock()
+
+
 class _Bucket:
     __slots__ = ("gi", "dtype", "pos", "sel", "step", "sstate", "fresh", "tab", "kidx", "kall",
                  "names", "param_index", "spec", "plan", "tdtype", "hp", "sbytes", "be", "device", "gpu",
-                 "numpy", "device_table")
+                 "numpy", "device_table", "sim")
 
 
 class _Plan:
@@ -1065,6 +1071,9 @@ class Optimizer(torch.optim.Optimizer):
                 if b.gpu:
                     with _torch_stream(b.device):
                         _launch(b, rule.name, sc, ps)
+                elif b.sim:
+                    with _SIM_LAUNCH:
+                        _launch(b, rule.name, sc, ps)
                 else:
                     _launch(b, rule.name, sc, ps)
                 done += 1
@@ -1405,6 +1414,7 @@ class Optimizer(torch.optim.Optimizer):
             b.gpu = device.type == "cuda"  # (launches ordered with torch's current stream)
             b.numpy = b.be.NAME == "numpy"  # (its table takes NumPy arrays)
             b.device_table = bool(getattr(b.be, "DEVICE", False))  # (counts its arrays)
+            b.sim = b.device_table and bool(getattr(b.be, "SIM", False))  # (one launch at a time)
             b.spec, b.plan, b.tdtype, b.hp = specs[(gi, dt)], None, dt, hps[gi]
             # (a mixed-precision bucket computes in float32: its scalars must fit float32)
             b.gi, b.dtype, b.step, b.fresh = gi, _NP[_F32] if b.spec else _NP[dt], step, fresh
