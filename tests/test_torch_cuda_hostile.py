@@ -97,3 +97,28 @@ def test_two_threads_step_two_optimizers():
     for name in names:
         for got, want in zip(out[name], _train(name, "c")):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_load_state_dict_with_low_precision_options_is_refused_untouched():
+    """A state_dict of a group with state_dtype='int8' (8-bit codes and their scales) loaded into an
+    optimizer on the cuda backend, which has no low-precision step there: refused by the load, with
+    the step's message (on a GPU the load's conversion to 8-bit codes ran on NumPy views of CUDA
+    tensors: a TypeError), and the optimizer is as it was."""
+    src_w = torch.nn.Parameter(torch.ones(300))
+    src = fdt.Adam([src_w], lr=0.1, state_dtype="int8", backend="c")
+    src_w.grad = torch.full((300,), 0.5)
+    src.step()
+    w = torch.nn.Parameter(torch.ones(300))
+    opt = fdt.Adam([w], lr=0.1, backend="cuda")
+    w.grad = torch.ones(300)
+    opt.step()
+    before = {k: v.clone() for k, v in opt.state[w].items()}
+    with pytest.raises(ValueError, match=r"param_groups\[0\]'s low-precision options .*not yet "
+                                         "supported on the cuda backend"):
+        opt.load_state_dict(src.state_dict())
+    assert opt.param_groups[0].get("state_dtype") is None
+    assert set(opt.state[w]) == set(before)
+    for k, v in before.items():
+        assert torch.equal(opt.state[w][k], v)
+    opt.step()
+    assert float(opt.state[w]["step"]) == 2

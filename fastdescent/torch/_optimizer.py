@@ -608,6 +608,12 @@ class Optimizer(torch.optim.Optimizer):
         except ValueError as exc:
             raise ValueError(f"param_groups[{gi}] ({dtype} parameters): {exc}") from None
 
+    def _fd_lowp_on_device(self, where, gi):
+        """The error for group ``gi``'s low-precision options on a parameter of the cuda backend."""
+        return ValueError(f"{where}: param_groups[{gi}]'s low-precision options (state_dtype, "
+                          "master_weights, stochastic_rounding) are not yet supported on the cuda "
+                          f"backend by {self._name()} (its mixed-precision step runs on CPU tensors)")
+
     def _fd_create_eager_state(self, gi, group):
         """torch's Adagrad creates ``step`` (0) and ``sum`` in its constructor: the same here."""
         hp = self._fd_hp(gi, group)
@@ -841,6 +847,11 @@ class Optimizer(torch.optim.Optimizer):
             needed = self._rule.state_names(hp)
             params = group["params"]
             n = len(params)
+            if self._lowp:  # (the step would refuse them; the conversion below would run on NumPy
+                for k, p in enumerate(params):  # views of the CUDA tensors)
+                    if (getattr(self._fd_be(p), "DEVICE", False)
+                            and self._fd_spec(gi, hp, p.dtype, needed) is not None):
+                        raise self._fd_lowp_on_device(f"params[{idx + k}]", gi)
             svals = np.zeros(n)
             ssvals = {name: np.full(n, init) for name, init in sinit.items()}
             for k, p in enumerate(params):
@@ -1303,10 +1314,7 @@ class Optimizer(torch.optim.Optimizer):
                 spec = specs[skey]
                 be = self._fd_be(p)
                 if spec is not None and getattr(be, "DEVICE", False):
-                    raise ValueError(f"{where}: param_groups[{gi}]'s low-precision options "
-                                     "(state_dtype, master_weights, stochastic_rounding) are not yet "
-                                     f"supported on the cuda backend by {self._name()} (its "
-                                     "mixed-precision step runs on CPU tensors)")
+                    raise self._fd_lowp_on_device(where, gi)
                 codes = dict(spec.codes) if spec is not None else {}
                 st = state.get(p, {})
                 missing, convert = [], []
