@@ -122,3 +122,22 @@ def test_load_state_dict_with_low_precision_options_is_refused_untouched():
         assert torch.equal(opt.state[w][k], v)
     opt.step()
     assert float(opt.state[w]["step"]) == 2
+
+
+def test_cpu_tensor_refused_under_a_default_of_cuda_names_the_default(monkeypatch):
+    """On a GPU (the simulator's SIM flag off), backend=None under use_backend('cuda') means the
+    cuda backend, which refuses CPU tensors: the message says where 'cuda' came from instead of
+    telling the user to pass backend=None, which they did."""
+    import fastdescent as fd
+
+    monkeypatch.setattr(get_backend("cuda"), "SIM", False)
+    w = torch.nn.Parameter(torch.zeros(3))
+    with fd.use_backend("cuda"):
+        with pytest.raises(ValueError, match=r"params\[0\] is on the CPU, but this "
+                                             r"fastdescent.torch.Adam was made with backend=None, "
+                                             r"and the default backend in force is 'cuda'") as e:
+            fdt.Adam([w])
+    assert "use backend=None" not in str(e.value)
+    with pytest.raises(ValueError, match=r"made with backend='cuda', which updates CUDA tensors; "
+                                         r"use backend=None"):
+        fdt.Adam([w], backend="cuda")

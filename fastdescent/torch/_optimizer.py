@@ -507,6 +507,12 @@ class Optimizer(torch.optim.Optimizer):
             self._fd_cuda()  # (BackendUnavailableError if numba.cuda cannot run here)
         elif p.device.type == "cpu":
             if self._fd_backend is None and not self._fd_cuda().SIM:
+                if self._fd_backend_name is None:  # (use_backend('cuda'), $FASTDESCENT_BACKEND)
+                    raise ValueError(f"{where} is on the CPU, but this {self._name()} was made "
+                                     "with backend=None, and the default backend in force is "
+                                     "'cuda' (fastdescent.use_backend or $FASTDESCENT_BACKEND), "
+                                     "which updates CUDA tensors; pass backend='auto' (or a host "
+                                     "backend) for CPU tensors")
                 raise ValueError(f"{where} is on the CPU, but this {self._name()} was made with "
                                  "backend='cuda', which updates CUDA tensors; use backend=None "
                                  "(the default) for CPU tensors")
