@@ -79,6 +79,7 @@ import contextlib
 import functools
 import operator
 import sys
+import threading
 from collections import defaultdict
 from itertools import compress, repeat
 
@@ -346,6 +347,9 @@ _DT_NP = {_F32: np.dtype(np.float32), _F64: np.dtype(np.float64), _F16: np.dtype
           _U8: np.dtype(np.uint8)}
 
 
+_NO_CONTEXT = contextlib.nullcontext()
+
+
 def _launch(b, name, sc, ps):
     """Bucket ``b``'s kernel of rule ``name`` with its scalars ``sc``, then its post-update passes
     ``ps`` ((name, scalars) pairs)."""
@@ -387,10 +391,15 @@ def _torch_stream(device):
             cur.wait_stream(null)
 
 
+#: Numba's CUDA simulator runs one simulated kernel at a time in the process (a second launch from
+#: another thread fails its assertion): the simulated launches of a bucket hold this lock
+_SIM_LAUNCH = threading.Lock()
+
+
 class _Bucket:
     __slots__ = ("gi", "dtype", "pos", "sel", "step", "sstate", "fresh", "tab", "kidx", "kall",
                  "names", "param_index", "spec", "plan", "tdtype", "hp", "sbytes", "be", "device", "gpu",
-                 "numpy", "device_table")
+                 "numpy", "device_table", "sim")
 
 
 class _Plan:
@@ -518,6 +527,12 @@ class Optimizer(torch.optim.Optimizer):
             self._fd_cuda()  # (BackendUnavailableError if numba.cuda cannot run here)
         elif p.device.type == "cpu":
             if self._fd_backend is None and not self._fd_cuda().SIM:
+                if self._fd_backend_name is None:  # (use_backend('cuda'), $FASTDESCENT_BACKEND)
+                    raise ValueError(f"{where} is on the CPU, but this {self._name()} was made "
+                                     "with backend=None, and the default backend in force is "
+                                     "'cuda' (fastdescent.use_backend or $FASTDESCENT_BACKEND), "
+                                     "which updates CUDA tensors; pass backend='auto' (or a host "
+                                     "backend) for CPU tensors")
                 raise ValueError(f"{where} is on the CPU, but this {self._name()} was made with "
                                  "backend='cuda', which updates CUDA tensors; use backend=None "
                                  "(the default) for CPU tensors")
@@ -1064,16 +1079,16 @@ class Optimizer(torch.optim.Optimizer):
             self._fd_record(plan, params, gs, gaddrs)
         if not plan.buckets:
             return
+        done = 0  # buckets updated so far
         try:
             for b, sc, ps, mx in zip(plan.buckets, scalars, passes, mixed):
                 if b.plan is not None:
                     flat = _flat_dev if b.device_table else _flat_np
                     b.plan.set_grads([flat(gs[k]) for k in b.kidx], gaddrs[b.kidx])
-                    if b.gpu:
-                        with _torch_stream(b.device):
-                            mx.mixed_step(b.plan, scalars=sc, step=b.step + 1, grad_scale=1.0)
-                    else:
+                    with (_torch_stream(b.device) if b.gpu else _SIM_LAUNCH if b.sim
+                          else _NO_CONTEXT):
                         mx.mixed_step(b.plan, scalars=sc, step=b.step + 1, grad_scale=1.0)
+                    done += 1
                     continue
                 if b.numpy:
                     b.tab.set("grad", [gs[k].numpy() for k in b.kidx], gaddrs[b.kidx])
@@ -1085,15 +1100,30 @@ class Optimizer(torch.optim.Optimizer):
                 if b.gpu:
                     with _torch_stream(b.device):
                         _launch(b, rule.name, sc, ps)
+                elif b.sim:
+                    with _SIM_LAUNCH:
+                        _launch(b, rule.name, sc, ps)
                 else:
                     _launch(b, rule.name, sc, ps)
+                done += 1
         finally:
             for b in plan.buckets:  # no reference to a gradient outlives the step
                 if b.plan is not None:
                     b.plan.release_grads()
                 else:
                     b.tab.set("grad", None)
-        for b in plan.buckets:
+            if done < len(plan.buckets):
+                # a launch failed (the cuda backend's can: a CUDA error, an allocation): the buckets
+                # updated before it count their step, so their state stays consistent
+                self._fd_advance(plan, hps, plan.buckets[:done],
+                                 [plan.params[i] for b in plan.buckets[:done] for i in b.param_index])
+        self._fd_advance(plan, hps, plan.buckets, plan.ptensors)
+
+    def _fd_advance(self, plan, hps, buckets, ptensors):
+        """After ``buckets`` were updated: their step counts and scalar state advanced, and the
+        autograd versions of their parameters ``ptensors`` bumped."""
+        rule = self._rule
+        for b in buckets:
             b.step += 1
             b.fresh = False
             blk = self._fd_steps[b.gi][1]
@@ -1103,7 +1133,7 @@ class Optimizer(torch.optim.Optimizer):
                 b.sstate = rule.next_scalar_state(hps[b.gi], b.step, b.sstate)
                 for name, v in b.sstate.items():
                     self._fd_sblocks[(b.gi, name)][1][b.sel] = v
-        _bump_versions(plan.ptensors)
+        _bump_versions(ptensors)
 
     def _fd_plan_current(self, plan, hps, addrs=True):
         """False when the state the plan's tables point at is no longer the optimizer's (replaced
@@ -1408,6 +1438,7 @@ class Optimizer(torch.optim.Optimizer):
             b.gpu = device.type == "cuda"  # (launches ordered with torch's current stream)
             b.numpy = b.be.NAME == "numpy"  # (its table takes NumPy arrays)
             b.device_table = bool(getattr(b.be, "DEVICE", False))  # (counts its arrays)
+            b.sim = b.device_table and bool(getattr(b.be, "SIM", False))  # (one launch at a time)
             b.spec, b.plan, b.tdtype, b.hp = specs[(gi, dt)], None, dt, hps[gi]
             # (a mixed-precision bucket computes in float32: its scalars must fit float32)
             b.gi, b.dtype, b.step, b.fresh = gi, _NP[_F32] if b.spec else _NP[dt], step, fresh
