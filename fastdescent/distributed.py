@@ -47,7 +47,7 @@ from . import errors as _errors
 from ._validate import check_flag, check_int, check_real
 from .arena import ParamArena
 from .functional import _tables, all_finite
-from .optim.base import Optimizer
+from .optim.base import Optimizer, layout_checker
 from ._contract import row as _row
 
 __all__ = ["allreduce_grads", "ShardedOptimizer", "world"]
@@ -459,6 +459,7 @@ class ShardedOptimizer:
                 self._inner_grads[k] = np.zeros(0, placeholder_dtypes[k] if i is None
                                                 else self._infos[i].dtype)
         self._grads_ref = None
+        self._grads_same = None  # layout_checker of _grads_ref
 
     @classmethod
     def from_optimizer(cls, optimizer, comm=None, *, max_grad_norm=None):
@@ -554,7 +555,8 @@ class ShardedOptimizer:
             raise TypeError(f"grads must be a list of arrays aligned with the parameters, got "
                             f"{type(grads).__name__}")
         ref = self._grads_ref
-        if ref is not None and len(ref) == len(grads) and all(a is b for a, b in zip(grads, ref)):
+        if (ref is not None and len(ref) == len(grads) and all(a is b for a, b in zip(grads, ref))
+                and self._grads_same()):
             return ref
         grads = list(grads)
         if len(grads) != len(self.params):
@@ -579,6 +581,9 @@ class ShardedOptimizer:
             if s.gflat_ref is None and s.gbuf is None:
                 s.gbuf = np.empty(s.total, s.dtype)
         self._grads_ref = grads
+        # (the same list next step is checked again if an array changed in place: dtype, shape,
+        # or memory freed and moved by resize, which the flat views above would still point at)
+        self._grads_same = layout_checker(grads)
         return grads
 
     def _hyper_fingerprint(self, reduce):

@@ -391,6 +391,13 @@ def test_bad_input_on_one_rank_raises_everywhere(tmp_path):
         assert "different" in msg, msg
         # the communicator still works: a good step
         assert sh.step(good) is True
+        # the same list again, one array's dtype changed in place on rank 1: checked again
+        if rank == 1:
+            good[1].dtype = np.int32
+        msg = expect(lambda: sh.step(good), TypeError)
+        assert "grads[1]" in msg and "rank 1" in msg, msg
+        good[1].dtype = np.float32
+        assert sh.step(good) is True
         model = fd.nn.MLP([3, 4, 2], seed=0)
         X = np.zeros((10, 3)); y = np.zeros(10, int)
         if rank == 1:

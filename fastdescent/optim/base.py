@@ -99,6 +99,30 @@ def _layout(a):
     return a.__array_interface__["data"], a.shape, a.strides, a.dtype
 
 
+def layout_checker(arrays):
+    """A function of no argument that is True while every host array of ``arrays`` (a list the
+    caller does not change) has the layout it has now: data address, dtype, flags, shape (one C
+    call: the one-pass prints) or, where that pass cannot read them (subclasses, no extension),
+    address, shape, strides and dtype per array. An identity cache of gradient lists needs it: an
+    array changes in place between steps (``g.dtype = ...``, ``g.shape = ...``;
+    ``g.resize(..., refcheck=False)`` frees and moves the memory). The dtype objects are kept: one
+    freed by ``g.dtype = ...`` could come back at the same address and compare equal in the
+    prints."""
+    dtypes = [a.dtype for a in arrays]
+    prints = _prints.array_prints([arrays])
+    check = None if prints is None else _prints.prints_checker([arrays], prints)
+    if check is None:
+        layouts = list(map(_layout, arrays))
+
+        def check():
+            return list(map(_layout, arrays)) == layouts
+
+    def unchanged(_keep=(arrays, dtypes)):
+        return check()
+
+    return unchanged
+
+
 def _low(dtype):
     """bfloat16 or float16 (the mixed-precision step's low-precision parameter dtypes)."""
     return _P.code_of_dtype(dtype) in (_P.BF16, _P.F16)
@@ -856,33 +880,15 @@ class Optimizer:
 
     def _layout_of(self, grads):
         """What the identity cache of the gradient list (:meth:`_prepare_grads`) compares besides
-        the objects: their layout, which can change in place between steps (``g.dtype = ...``,
-        ``g.shape = ...``; ``g.resize(..., refcheck=False)`` frees and moves the memory). (the
-        present arrays, their dtype objects, their one-pass prints or, for a list that the C pass
-        cannot read (subclasses), per-array layouts); None for device arrays (identity only)."""
+        the objects: :func:`layout_checker` of the present arrays; None for device arrays
+        (identity only)."""
         if self._device:
             return None
-        present = [g for g in grads if g is not None]
-        # the dtype objects are kept: a dtype freed by ``g.dtype = ...`` could otherwise be
-        # reallocated at the same address and compare equal in the prints
-        dtypes = [g.dtype for g in present]
-        prints = _prints.array_prints([present])
-        if prints is None:
-            prints = list(map(_layout, present))
-        else:  # (one C call per step, its buffers made once)
-            prints = _prints.prints_checker([present], prints)
-            if prints is None:  # pragma: no cover - available a moment ago
-                prints = list(map(_layout, present))
-        return present, dtypes, prints
+        return layout_checker([g for g in grads if g is not None])
 
     def _grads_layout_unchanged(self):
         lay = self._grad_layout
-        if lay is None:
-            return True
-        present, _dtypes, prints = lay
-        if callable(prints):
-            return prints()
-        return list(map(_layout, present)) == prints
+        return lay is None or lay()
 
     def _pack_grads(self):
         infos = self._grad_infos
