@@ -73,3 +73,39 @@ def test_refused_rebuild_keeps_existing_state_and_goes_on_like_a_twin(host_backe
         opt.step([gi])
         twin.step([gi])
     np.testing.assert_array_equal(w[0], t[0])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "c"])
+def test_a_parameter_changed_in_place_is_refused(backend):
+    """HOLE (fixed): the optimizers kept a parameter's address, dtype and shape from construction
+    and never looked again: after ``p.dtype = np.int32`` the c kernel wrote float32 bits into the
+    int32 view, after ``p.resize(..., refcheck=False)`` (memory freed and moved) it wrote into freed
+    memory (a segfault in the hostile run); a read-only flag was ignored. Each is now a ValueError
+    naming the parameter, with nothing written; restored, the parameter steps again."""
+    require_backend(backend)
+    ps = [np.ones(8, np.float32), np.ones((3, 4), np.float32)]
+    opt = fd.Adam(ps, lr=0.1, backend=backend)
+    g = [np.ones(8, np.float32), np.ones((3, 4), np.float32)]
+    opt.step(g)
+    p = ps[1]
+    changes = [(lambda: setattr(p, "dtype", np.int32), lambda: setattr(p, "dtype", np.float32),
+                "int32"),
+               (lambda: setattr(p, "shape", (4, 3)), lambda: setattr(p, "shape", (3, 4)),
+                r"shape \(4, 3\)"),
+               (lambda: setattr(p.flags, "writeable", False),
+                lambda: setattr(p.flags, "writeable", True), "read-only")]
+    for change, restore, what in changes:
+        before = ([a.copy() for a in ps], repr(opt.state_dict()))
+        change()
+        with pytest.raises(ValueError, match=rf"params\[1\] changed in place .*now .*{what}"):
+            opt.step(g)
+        restore()
+        assert all(np.array_equal(a, b) for a, b in zip(ps, before[0]))
+        assert repr(opt.state_dict()) == before[1]
+        assert opt.step(g) is True
+    before = repr(opt.state_dict())
+    p.resize((30, 40), refcheck=False)  # (frees the memory the optimizer points at, and moves it)
+    with pytest.raises(ValueError, match=r"params\[1\] changed in place .*now float32, shape "
+                                         r"\(30, 40\)"):
+        opt.step(g)
+    assert repr(opt.state_dict()) == before

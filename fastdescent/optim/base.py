@@ -294,6 +294,7 @@ class Optimizer:
         self._infos = []
         self._device = None
         self._backend = None
+        self._pcheck = None  # (layout_checker of every parameter, them, their layouts then)
         self._requested_backend = backend
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         for g in groups:
@@ -378,6 +379,9 @@ class Optimizer:
         self._plists = getattr(self, "_plists", []) + [group["params"]]
         self._params.extend(info.obj for info in infos)  # plain ndarray views of subclasses
         self._infos.extend(infos)
+        if not self._device:  # (what every step compares the parameters with)
+            ps = [p for pl in self._plists for p in pl]
+            self._pcheck = (layout_checker(ps), ps, [_layout(p) + (p.flags.writeable,) for p in ps])
         if getattr(self, "_buckets", None) is not None:
             self._invalidate()
         self._grads_ref = None
@@ -945,6 +949,28 @@ class Optimizer:
             self._post_groups[i] = bool(self._rule.post_passes(group, 1))
             checked[i] = (keys, values, any(isinstance(v, (list, dict, np.ndarray))
                                             for k, v in group.items() if k != "params"))
+        pc = self._pcheck
+        if pc is not None and not pc[0]():
+            raise self._param_changed(pc[1], pc[2])
+
+    def _param_changed(self, ps, was):
+        """The error for a parameter changed in place since the optimizer took it (its tables and
+        state hold its address, dtype and shape): ``p.dtype = ...``, ``p.shape = ...``,
+        ``p.resize(..., refcheck=False)`` (which frees and moves the memory), a read-only flag."""
+        def show(lay):
+            (addr, ro), shape, strides, dtype, writeable = lay
+            return (f"{dtype}, shape {shape}, strides {strides}, data at {addr:#x}"
+                    + ("" if writeable else ", read-only"))
+
+        for i, (p, old) in enumerate(zip(ps, was)):
+            now = _layout(p) + (p.flags.writeable,)
+            if now != old:
+                return ValueError(f"params[{i}] changed in place since it was given to the optimizer "
+                                  f"(now {show(now)}; was {show(old)}): the optimizer's tables and "
+                                  "state are built for the array as it was; restore it, or build a "
+                                  "new optimizer (state_dict()/load_state_dict() carry the state over)")
+        return ValueError("a parameter changed in place since it was given to the optimizer (its "
+                          "flags or layout): restore it, or build a new optimizer")
 
     def _grad_tables(self):
         """One table per dtype over the present gradients (for the finiteness check)."""
