@@ -497,15 +497,37 @@ def _thp_mode():
 @pytest.mark.skipif(_thp_mode() not in ("madvise", "always"),
                     reason="transparent huge pages are off (or not Linux) here")
 def test_large_state_buffers_ask_for_huge_pages():
-    """A state buffer of at least _HUGE_MIN bytes is advised onto transparent huge pages (the
-    kernel may still refuse when memory is fragmented: then its pages are smaller, nothing else)."""
-    p = torch.nn.Parameter(torch.zeros(4 * _HUGE_MIN // 4))  # 16 MiB of float32
-    opt = fdt.Adam([p], lr=0.1)
-    p.grad = torch.ones_like(p)
-    opt.step()
-    buf = opt.state[p]["exp_avg"]
-    kib = _huge_kib(buf.data_ptr() + buf.numel() * 2)  # (the middle: in a whole 2 MiB page)
-    assert kib is not None and kib >= 2048, kib
+    """A state buffer of at least _HUGE_MIN bytes is advised onto transparent huge pages: madvise
+    (MADV_HUGEPAGE) over the whole 2 MiB pages inside it, before its first touch. Whether the
+    kernel grants them depends on the machine's memory fragmentation (a full-suite run here once got
+    none), so the pages themselves are only reported, not asserted."""
+    from fastdescent.torch import _optimizer as O
+
+    O._advise_huge(0, 0)  # (looks libc's madvise up once)
+    real = O._MADVISE[0]
+    if real is None:
+        pytest.skip("no madvise in this libc")
+    calls = []
+
+    def record(addr, length, advice):
+        calls.append((addr, length, advice))
+        return real(addr, length, advice)
+
+    O._MADVISE[0] = record
+    try:
+        p = torch.nn.Parameter(torch.zeros(4 * _HUGE_MIN // 4))  # 16 MiB of float32
+        opt = fdt.Adam([p], lr=0.1)
+        p.grad = torch.ones_like(p)
+        opt.step()
+    finally:
+        O._MADVISE[0] = real
+    for name in ("exp_avg", "exp_avg_sq"):
+        buf = opt.state[p][name]
+        mid = buf.data_ptr() + buf.numel() * 2
+        assert any(a <= mid < a + n and a % (2 << 20) == 0 and n % (2 << 20) == 0 and adv == 14
+                   for a, n, adv in calls), (name, calls)
+    kib = _huge_kib(opt.state[p]["exp_avg"].data_ptr() + p.numel() * 2)
+    print(f"AnonHugePages of the exp_avg mapping: {kib} KiB")
 
 
 def test_state_like_takes_any_layout():
