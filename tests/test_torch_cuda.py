@@ -337,3 +337,20 @@ def test_device_table_reuses_recent_address_columns():
     tab.set("grad", [None, None], sets[0])
     assert tab.packed["grad"] is not cols[0]
     assert (tab.packed["grad"].host == sets[0]).all()
+
+
+def test_mixed_step_reuses_the_upload_of_recent_gradient_addresses():
+    """The mixed-precision step's gradient address table is uploaded once per set of addresses (the
+    last few kept): a step whose gradients sit where a recent step's did uploads nothing."""
+    w = torch.nn.Parameter(torch.zeros(300, dtype=torch.bfloat16, device=DEV))
+    opt = fd_opt("Adam", [w], dict(lr=0.1))
+    grads = [torch.full((300,), float(k + 1), dtype=torch.bfloat16, device=DEV) for k in range(2)]
+    seen = []
+    for k in range(4):
+        w.grad = grads[k % 2]
+        opt.step()
+        plan = opt._fd_plan.buckets[0].plan
+        seen.append(plan.cache["cuda.grad_uploads"][
+            next(key for key in plan.cache["cuda.grad_uploads"]
+                 if key[:8] == int(grads[k % 2].data_ptr()).to_bytes(8, "little"))][0])
+    assert seen[0] is seen[2] and seen[1] is seen[3] and seen[0] is not seen[1]

@@ -560,6 +560,10 @@ def _columns(plan):
     return c
 
 
+#: gradient address uploads a plan keeps (see :func:`_grads`)
+_RECENT_UPLOADS = 4
+
+
 def _grads(plan, who):
     """(gradient addresses, codes) on the device, checked and uploaded once per ``set_grads``."""
     grads = plan.grads
@@ -577,8 +581,19 @@ def _grads(plan, who):
                              f"{int(plan.sizes[i])}")
         if info.dtype.itemsize != _ITEMSIZE[int(plan.gcodes[i])]:
             raise ValueError(f"{who}: grads[{i}] has dtype {info.dtype}, not that of its code")
-    g_a = cuda.to_device(np.ascontiguousarray(plan.addr["grad"], dtype=np.int64))
-    codes = cuda.to_device(np.ascontiguousarray(plan.gcodes, dtype=np.int64))
+    # the uploads are kept by their bytes (the last few): gradients that come back at a recent
+    # step's addresses (torch's allocator) are not uploaded again (an upload waits for the device)
+    host_a = np.ascontiguousarray(plan.addr["grad"], dtype=np.int64)
+    host_c = np.ascontiguousarray(plan.gcodes, dtype=np.int64)
+    key = host_a.tobytes() + host_c.tobytes()
+    recent = plan.cache.setdefault("cuda.grad_uploads", {})
+    hit = recent.pop(key, None)
+    if hit is None:
+        hit = (cuda.to_device(host_a), cuda.to_device(host_c))
+    recent[key] = hit
+    while len(recent) > _RECENT_UPLOADS:
+        del recent[next(iter(recent))]
+    g_a, codes = hit
     plan.cache["cuda.grad"] = (grads, g_a, codes)
     return g_a, codes
 
