@@ -565,8 +565,10 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
             for k, (step, xb, yb, m) in enumerate(batches):
                 if gathers:  # this minibatch's rows, into its buffer, just before its step
                     s, e, xg, yg = gathers[k]
-                    np.take(x2, perm[s:e], axis=0, out=xg)
-                    np.take(yy, perm[s:e], axis=0, out=yg)
+                    # (mode="clip": the indices are a permutation, always in range; the default
+                    # "raise" makes np.take gather into a temporary and copy it to out)
+                    np.take(x2, perm[s:e], axis=0, out=xg, mode="clip")
+                    np.take(yy, perm[s:e], axis=0, out=yg, mode="clip")
                 total += step(xb, yb) * m
                 for s_ in batch_scheds:
                     s_.step()
