@@ -707,6 +707,24 @@ int fd_mlp_step_f64(int64_t nlayers, const int64_t *desc, double *const *w, doub
                     double *dact_block, int64_t ndact, double beta1, double beta2, double eps,
                     double weight_decay, double decay, double step_size,
                     double bias_correction2_sqrt, int amsgrad, int maximize, double *loss_out);
+/* The same step with fd_sgd (momentum SGD) as the update, over param, momentum_buffer (NULL iff
+ * momentum == 0) and grad; the scalars and their domain as fd_sgd's. Bit-identical to the
+ * kernel-by-kernel step followed by fd_sgd on the flat blocks. */
+int fd_mlp_step_sgd_f32(int64_t nlayers, const int64_t *desc, float *const *w, float *const *b,
+                        float *const *dw, float *const *db, float *const *act, float *const *dact,
+                        int64_t rows, const float *x, int loss_kind, const int64_t *labels,
+                        const float *target, double loss_scale, int64_t nparams, float *param,
+                        float *momentum_buffer, float *grad, float *dact_block, int64_t ndact,
+                        double lr, double momentum, double dampening, double weight_decay,
+                        int nesterov, int maximize, int first_step, double *loss_out);
+int fd_mlp_step_sgd_f64(int64_t nlayers, const int64_t *desc, double *const *w, double *const *b,
+                        double *const *dw, double *const *db, double *const *act,
+                        double *const *dact, int64_t rows, const double *x, int loss_kind,
+                        const int64_t *labels, const double *target, double loss_scale,
+                        int64_t nparams, double *param, double *momentum_buffer, double *grad,
+                        double *dact_block, int64_t ndact, double lr, double momentum,
+                        double dampening, double weight_decay, int nesterov, int maximize,
+                        int first_step, double *loss_out);
 
 #ifdef __cplusplus
 }

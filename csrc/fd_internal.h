@@ -137,6 +137,9 @@ int fd_forked_child(void);
 /* FD_ERR_ARG unless fd_adam's scalars are in their domain (fastdescent.h); shared with fd_fused.c. */
 int fd_adam_check_scalars(double beta1, double beta2, double eps, double weight_decay, double decay,
                           double step_size, double bias_correction2_sqrt);
+/* FD_ERR_ARG unless fd_sgd's scalars are in their domain (fastdescent.h); shared with fd_fused.c. */
+int fd_sgd_check_scalars(double lr, double momentum, double dampening, double weight_decay,
+                         int nesterov);
 
 /* Run fn over every element of the table: on the calling thread when total < 2*min_per_thread
  * (or one thread is allowed), else on min(threads, total/min_per_thread) threads. */

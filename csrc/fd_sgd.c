@@ -21,9 +21,9 @@
 
 FD_EXACT_FP
 
-/* The scalars' domain (optim.SGD's checks). */
-static int fd_sgd_check_scalars(double lr, double momentum, double dampening, double weight_decay,
-                                int nesterov)
+/* The scalars' domain (optim.SGD's checks); shared with fd_fused.c. */
+int fd_sgd_check_scalars(double lr, double momentum, double dampening, double weight_decay,
+                         int nesterov)
 {
     FD_REQUIRE(fd_nonneg(lr) && fd_nonneg(momentum) && fd_finite(dampening) &&
                fd_nonneg(weight_decay));

@@ -17,6 +17,7 @@ from conftest import count_fused, require_backend
 from fastdescent.nn.fused import FusedPlan
 
 FUSED = ["c", "numba"]
+FUSED_SGD = ["c"]  # backends that also fuse momentum SGD (fd_mlp_step_sgd)
 RTOL, ATOL = 1e-5, 1e-6
 ROWS = 12
 STEPS = 7
@@ -184,7 +185,8 @@ def test_fallback_none(backend):
         return fd.nn.MLP([4, 6, 2], seed=0, backend=backend)
 
     m = mlp()
-    assert f(m, fd.SGD(m.parameters(), lr=0.1, backend=backend), "cross_entropy", 8) is None
+    sgd = f(m, fd.SGD(m.parameters(), lr=0.1, backend=backend), "cross_entropy", 8)
+    assert (sgd is None) == (backend not in FUSED_SGD)  # momentum SGD: fused on c only
     m = mlp()
     assert f(m, fd.RMSprop(m.parameters(), backend=backend), "cross_entropy", 8) is None
     m = mlp()
@@ -199,7 +201,7 @@ def test_fallback_none(backend):
     assert f(m, fd.Adam(m.parameters(), backend=backend), "hinge", 8) is None
     # and make_train_step then gives the kernel-by-kernel step, which still trains
     m = mlp()
-    st = m.make_train_step(fd.SGD(m.parameters(), lr=0.1, backend=backend), "cross_entropy", rows=8)
+    st = m.make_train_step(fd.RMSprop(m.parameters(), lr=0.1, backend=backend), "cross_entropy", rows=8)
     assert not getattr(st, "fused", False)
     X, Y = data([4, 6, 2], "cross_entropy", rows=8)
     assert np.isfinite(st(X[0], Y[0]))
@@ -284,3 +286,130 @@ def test_no_bias_and_odd_batch(backend, monkeypatch):
     for i in range(STEPS):
         np.testing.assert_allclose(sf(X[i][0], Y[i]), su(X[i], Y[i]), rtol=RTOL, atol=ATOL)  # x 2-D
     assert_same(models[0], opts[0], models[1], opts[1])
+
+
+SGD_CASES = [
+    # sizes, activation, loss, options
+    ([5, 9, 3], "relu", "cross_entropy", dict(lr=0.1, momentum=0.9)),
+    ([5, 40, 6, 3], "tanh", "cross_entropy", dict(lr=0.05)),  # no momentum buffer
+    ([5, 9, 7, 2], "gelu", "mse", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2)),
+    ([6, 33, 4], "sigmoid", "mse", dict(lr=0.1, momentum=0.5, dampening=0.3, maximize=True)),
+]
+
+
+@pytest.mark.parametrize("backend", FUSED_SGD)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", SGD_CASES, ids=lambda c: f"{len(c[0]) - 1}L-{c[1]}-{c[2]}")
+def test_fused_sgd_bit_identical_to_unfused(backend, dtype, case, monkeypatch):
+    """fd_mlp_step_sgd runs the kernel-by-kernel step's kernels in its order: the same bits (loss,
+    parameters, momentum buffer, step counts), every option of SGD."""
+    fused_module(backend)
+    sizes, act, loss, kw = case
+    X, Y = data(sizes, loss, dtype=dtype)
+    mf, of = build(backend, sizes, act, fd.SGD, dtype, **kw)
+    mu, ou = build(backend, sizes, act, fd.SGD, dtype, **kw)
+    sf = fused_step(mf, of, loss, ROWS)
+    su = unfused_step(mu, ou, loss, ROWS, monkeypatch)
+    for i in range(STEPS):
+        assert sf(X[i], Y[i]) == su(X[i], Y[i])
+        np.testing.assert_array_equal(mf.arena.flat_params, mu.arena.flat_params)
+        np.testing.assert_array_equal(mf.arena.flat_grads, mu.arena.flat_grads)
+    assert_same(mf, of, mu, ou, rtol=0, atol=0)
+    assert sf.fused_calls == STEPS
+    assert of.state[0]["step"] == STEPS
+
+
+@pytest.mark.parametrize("backend", FUSED_SGD)
+def test_fused_sgd_options_switched(backend, monkeypatch):
+    """lr edited in place (a scheduler), momentum switched off and on again (the buffer goes and
+    comes back: those calls rebuild the buckets on the kernel-by-kernel path), gradient noise on (a
+    post pass: not fused), a load_state_dict: bit for bit the unfused twin throughout."""
+    fused_module(backend)
+    sizes, loss = [5, 9, 7, 3], "cross_entropy"
+    X, Y = data(sizes, loss, steps=12)
+    mf, of = build(backend, sizes, "relu", fd.SGD, lr=0.1, momentum=0.9)
+    mu, ou = build(backend, sizes, "relu", fd.SGD, lr=0.1, momentum=0.9)
+    sf = fused_step(mf, of, loss, ROWS)
+    su = unfused_step(mu, ou, loss, ROWS, monkeypatch)
+
+    def both(i):
+        assert sf(X[i], Y[i]) == su(X[i], Y[i])
+        assert_same(mf, of, mu, ou, rtol=0, atol=0)
+
+    both(0)
+    both(1)
+    for o in (of, ou):
+        o.param_groups[0]["lr"] = 0.03
+    both(2)
+    calls = sf.fused_calls
+    for o in (of, ou):
+        o.param_groups[0]["momentum"] = 0.0
+    both(3)
+    both(4)
+    for o in (of, ou):
+        o.param_groups[0]["momentum"] = 0.8
+    both(5)
+    both(6)
+    assert sf.fused_calls > calls
+    for o in (of, ou):
+        o.param_groups[0]["noise_std"] = 0.1
+    calls = sf.fused_calls
+    both(7)
+    assert sf.fused_calls == calls  # the noise pass runs on the kernel-by-kernel path
+    for o in (of, ou):
+        o.param_groups[0]["noise_std"] = 0.0
+    of.load_state_dict(ou.state_dict())
+    both(8)
+    both(9)
+    assert of.state[0]["step"] == 10
+
+
+def test_c_fused_sgd_refuses_bad_scalars_and_writes_nothing():
+    """A bad hyperparameter edited in place raises before anything is written (as opt.step)."""
+    fused_module("c")
+    m, o = build("c", [4, 6, 3], "relu", fd.SGD, lr=0.1, momentum=0.9)
+    st = fused_step(m, o, "cross_entropy", 8)
+    X, Y = data([4, 6, 3], "cross_entropy", rows=8)
+    st(X[0], Y[0])
+    before = m.arena.flat_params.copy()
+    buf = o.state[0]["momentum_buffer"].copy()
+    o.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError):
+        st(X[1], Y[1])
+    np.testing.assert_array_equal(m.arena.flat_params, before)
+    np.testing.assert_array_equal(o.state[0]["momentum_buffer"], buf)
+    assert o.state[0]["step"] == 1
+    o.param_groups[0]["lr"] = 0.1
+    bad = Y[1].copy()
+    bad[0] = 3
+    with pytest.raises(fd.KernelError):
+        st(X[1], bad)
+    np.testing.assert_array_equal(m.arena.flat_params, before)
+    assert o.state[0]["step"] == 1
+
+
+@pytest.mark.parametrize("backend", FUSED_SGD)
+def test_fit_uses_fused_sgd(backend, monkeypatch):
+    fused_module(backend)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(70, 6)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 0.5)
+
+    def train(fused):
+        m = fd.nn.MLP([6, 16, 3], seed=0, backend=backend)
+        o = fd.SGD(m.parameters(), lr=0.05, momentum=0.9, backend=backend)
+        with monkeypatch.context() as mp:
+            if not fused:
+                mp.setattr(_model, "_fused_train_step", lambda be: None)
+            counter = count_fused(backend, mp)
+            hist = fd.fit(m, X, y, loss="cross_entropy", optimizer=o, epochs=3, batch_size=16,
+                          progress=False)
+            used = counter.calls
+        return m, o, hist, used
+
+    mf, of, hf, used = train(True)
+    assert used == 3 * 5
+    mu, ou, hu, used_u = train(False)
+    assert used_u == 0
+    assert hf.history["loss"] == hu.history["loss"]
+    assert_same(mf, of, mu, ou, rtol=0, atol=0)

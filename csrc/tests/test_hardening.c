@@ -702,6 +702,52 @@ static void test_fused(void)
              FD_ERR_SIZE);
 }
 
+/* The same layer with fd_mlp_step_sgd: the fused step equals the separate kernels (forward, mse,
+ * backward, fd_sgd) bit for bit; bad scalars / a missing momentum buffer write nothing. */
+static int fused_sgd_call(float *param, float *buf, float *grad, double lr, double momentum,
+                          int first, double *loss)
+{
+    static float act[2], dact[2], target[2] = {1.0f, -1.0f};
+    static const float x[2] = {0.5f, -0.25f};
+    int64_t desc[4] = {0, 2, 2, 0};
+    float *w[1] = {param}, *b[1] = {param + 4}, *dw[1] = {grad}, *db[1] = {grad + 4};
+    float *a[1] = {act}, *da[1] = {dact};
+    return fd_mlp_step_sgd_f32(1, desc, w, b, dw, db, a, da, 1, x, 1, NULL, target, 0.5, 6, param,
+                               buf, grad, dact, 2, lr, momentum, 0.0, 0.0, 0, 0, first, loss);
+}
+
+static void test_fused_sgd(void)
+{
+    float p[6], buf[6], g[6], pr[6], bufr[6], gr[6], y[2], dy[2];
+    static const float x[2] = {0.5f, -0.25f}, target[2] = {1.0f, -1.0f};
+    for (int i = 0; i < 6; i++) p[i] = pr[i] = 0.1f * (float)(i + 1), buf[i] = bufr[i] = 0.0f;
+    for (int step = 0; step < 3; step++) {
+        double loss = -1.0, lref = -2.0;
+        CHECK_RC(fused_sgd_call(p, buf, g, 0.1, 0.9, step == 0, &loss), FD_OK);
+        /* reference: the separate kernels, in the model's order */
+        memset(gr, 0, sizeof gr);
+        memset(dy, 0, sizeof dy);
+        CHECK_RC(fd_matmul_fwd_f32(1, 1, 1, 2, 2, y, x, pr, pr + 4), FD_OK);
+        CHECK_RC(fd_mse_fwd_bwd_f32(2, dy, y, target, 0.5, &lref), FD_OK);
+        CHECK_RC(fd_matmul_bwd_w_f32(1, 1, 1, 2, 2, gr, gr + 4, x, dy), FD_OK);
+        float *P[1] = {pr}, *B[1] = {bufr};
+        const float *G[1] = {gr};
+        const int64_t sz[1] = {6};
+        CHECK_RC(fd_sgd_f32(1, sz, P, B, G, 0.1, 0.9, 0.0, 0.0, 0, 0, step == 0), FD_OK);
+        CHECK(loss == lref);
+        CHECK(memcmp(p, pr, sizeof p) == 0 && memcmp(buf, bufr, sizeof buf) == 0 &&
+              memcmp(g, gr, sizeof g) == 0);
+    }
+    double loss = -1.0;
+    memcpy(pr, p, sizeof p);
+    memcpy(bufr, buf, sizeof buf);
+    CHECK_RC(fused_sgd_call(p, buf, g, -0.1, 0.9, 0, &loss), FD_ERR_ARG);     /* lr < 0 */
+    CHECK_RC(fused_sgd_call(p, NULL, g, 0.1, 0.9, 0, &loss), FD_ERR_NULL);    /* no buffer */
+    CHECK(loss == -1.0);
+    CHECK(memcmp(p, pr, sizeof p) == 0 && memcmp(buf, bufr, sizeof buf) == 0);
+    CHECK_RC(fused_sgd_call(p, NULL, g, 0.1, 0.0, 0, &loss), FD_OK); /* momentum 0: none needed */
+}
+
 /* ------------------------------------------------------------------ fork */
 /* Adam over n elements with a parallel grain of 1 (a team of 2+ threads when OpenMP is on). */
 static int adam_run(float *p, float *m, float *v, const float *g, int64_t n)
@@ -783,6 +829,7 @@ int main(void)
     test_domains();
     test_alignment();
     test_fused();
+    test_fused_sgd();
     test_fork();
     return check_summary();
 }

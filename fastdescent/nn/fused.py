@@ -8,8 +8,9 @@ module ``backends/<backend>/fused.py`` defining ``fused_train_step(plan) -> step
 ``step(x, y) -> float`` instead of its kernel-by-kernel closure. A plan exists only for what the
 fused kernels implement: a stack of ``Linear`` layers and built-in activations, float32/float64,
 loss ``cross_entropy`` or ``mse``, an optimizer whose rule is Adam's (``Adam``/``AdamW``, every
-option) with one param group holding exactly the model's parameters in order and no L1 term, on host
-arrays.
+option) or SGD's (``SGD``, every option; its gradient noise runs the kernel-by-kernel step) with one
+param group holding exactly the model's parameters in order and no L1 term, on host arrays. A backend
+returns None for a rule it does not fuse (:attr:`FusedPlan.rule`; numba fuses Adam's only).
 
 The step callable must behave as ``optimizer.step`` does: under ``bucket.lock``, if the plan's
 :class:`~fastdescent.optim.base.FlatBucket` is missing or no longer ``current()``, run
@@ -40,6 +41,8 @@ class FusedPlan:
 
     Attributes
     ----------
+    rule
+        The optimizer rule's name: ``"adam"`` or ``"sgd"``.
     rows, in_features, out_features, dtype
         The batch size and the model's widths and element type.
     desc : (nlayers, 4) int64
@@ -64,7 +67,7 @@ class FusedPlan:
     def create(cls, model, optimizer, loss_name, rows):
         """The plan, or None when the fused kernels do not implement this configuration."""
         rule = getattr(optimizer, "rule", None)
-        if rule is None or rule.name != "adam" or len(optimizer.param_groups) != 1:
+        if rule is None or rule.name not in ("adam", "sgd") or len(optimizer.param_groups) != 1:
             return None
         group = optimizer.param_groups[0]
         if group.get("l1", 0) != 0 or optimizer.skip_nonfinite:
@@ -95,6 +98,7 @@ class FusedPlan:
             return None
         self = cls()
         self._model, self._opt, self._spec = model, optimizer, spec
+        self.rule = rule.name
         self.rows, self.dtype = rows, model.dtype
         self.in_features, self.out_features = model.in_features, model.out_features
         self.desc = np.array(desc, dtype=np.int64).reshape(-1, 4)

@@ -280,7 +280,7 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer=None, epochs=10, batch_s
         the epoch's monitored metric, after the epoch's last minibatch. A scheduler that refuses to
         step (``OneCycleLR`` past its ``total_steps`` raises ``ValueError``) stops ``fit`` with that
         error, as it would stop a hand-written loop. ``History.lr`` holds the lr of each epoch's
-        first minibatch. The fused one-call-per-minibatch step (c / numba, Adam) reads the
+        first minibatch. The fused one-call-per-minibatch step (c / numba: Adam; c: SGD) reads the
         optimizer's lr and betas on every call, so per-step schedules are exact there too.
     tol : float or None, default None
         Convergence test (off when None): an epoch counts as "no change" when the monitored metric
@@ -565,8 +565,10 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, valida
             for k, (step, xb, yb, m) in enumerate(batches):
                 if gathers:  # this minibatch's rows, into its buffer, just before its step
                     s, e, xg, yg = gathers[k]
-                    np.take(x2, perm[s:e], axis=0, out=xg)
-                    np.take(yy, perm[s:e], axis=0, out=yg)
+                    # (mode="clip": the indices are a permutation, always in range; the default
+                    # "raise" makes np.take gather into a temporary and copy it to out)
+                    np.take(x2, perm[s:e], axis=0, out=xg, mode="clip")
+                    np.take(yy, perm[s:e], axis=0, out=yg, mode="clip")
                 total += step(xb, yb) * m
                 for s_ in batch_scheds:
                     s_.step()

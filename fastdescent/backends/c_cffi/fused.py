@@ -1,5 +1,6 @@
 """Fused training step of a dense-layer model (C): forward, loss, backward and the Adam / AdamW update
-in ONE call of ``fd_mlp_step_f32/_f64`` (csrc/fd_fused.c). Mirrors backends/numba_cpu/fused.py.
+in ONE call of ``fd_mlp_step_f32/_f64`` (csrc/fd_fused.c), or the momentum-SGD update in one call of
+``fd_mlp_step_sgd_f32/_f64``. Mirrors backends/numba_cpu/fused.py (which fuses Adam's rule only).
 
 ``fused_train_step(plan)`` takes a :class:`fastdescent.nn.fused.FusedPlan` (the model's layers and
 buffers, and the optimizer's published :class:`~fastdescent.optim.base.FlatBucket`; see that module
@@ -26,17 +27,22 @@ from ._lib import F32, NULL, ffi, kernel_error, lib
 __all__ = ["fused_train_step"]
 
 _ADAM_SCALARS = _row("adam").scalars  # fd_mlp_step's optimizer scalars, in this order
+_SGD_SCALARS = _row("sgd").scalars  # fd_mlp_step_sgd's, in this order
 _XENT = LOSS_KINDS["cross_entropy"]
 
 
 def fused_train_step(plan):
     """``step(x, y) -> loss`` running the whole training step in one C call, or None (unsupported)."""
-    if lib is None:
+    if lib is None or plan.rule not in ("adam", "sgd"):
         return None
     bd = plan
     rows = bd.rows
     dt = bd.dtype
-    fn = lib.fd_mlp_step_f32 if dt == F32 else lib.fd_mlp_step_f64
+    sgd = bd.rule == "sgd"
+    if sgd:
+        fn = lib.fd_mlp_step_sgd_f32 if dt == F32 else lib.fd_mlp_step_sgd_f64
+    else:
+        fn = lib.fd_mlp_step_f32 if dt == F32 else lib.fd_mlp_step_f64
     ct = "float" if dt == F32 else "double"
     cptr = ffi.typeof(ct + "[]")
     fb = ffi.from_buffer
@@ -72,9 +78,12 @@ def fused_train_step(plan):
         if not bd.bind():
             return False
         st = bd.bucket.state
-        state["m"] = ptr(st["exp_avg"])
-        state["v"] = ptr(st["exp_avg_sq"])
-        state["vmax"] = ptr(st.get("max_exp_avg_sq"))
+        if sgd:
+            state["buf"] = ptr(st.get("momentum_buffer"))  # (absent with momentum 0: NULL)
+        else:
+            state["m"] = ptr(st["exp_avg"])
+            state["v"] = ptr(st["exp_avg_sq"])
+            state["vmax"] = ptr(st.get("max_exp_avg_sq"))
         state["p"] = ptr(bd.bucket.param)
         return True
 
@@ -95,7 +104,6 @@ def fused_train_step(plan):
             return loss
         b = bd.bucket
         sc = b.scalars()  # validates the groups first (by value), as Optimizer.step does
-        b1, b2, eps, wd, decay, ss, bc2, ams, mx = (sc[k] for k in _ADAM_SCALARS)
         if x.dtype != dt or x.size != nx or y.dtype != ydt or y.size != ny:
             raise ValueError(f"fused step: x must hold {nx} {dt} values and y {ny} {ydt} values, got "
                              f"x {x.shape} {x.dtype}, y {y.shape} {y.dtype}")
@@ -103,11 +111,18 @@ def fused_train_step(plan):
             lab, tgt = fb("int64_t[]", y), NULL
         else:
             lab, tgt = dummy_labels, fb(cptr, y)
-        rc = fn(L, c_desc, c_w, c_b, c_dw, c_db, c_act, c_dact, rows, fb(cptr, x), loss_kind, lab, tgt,
-                scale, nparams, state["p"], state["m"], state["v"], state["vmax"], c_grad, c_dblock,
-                ndact, b1, b2, eps, wd, decay, ss, bc2, ams, mx, loss_out)
+        if sgd:
+            lr, mom, damp, wd, nest, mx, first = (sc[k] for k in _SGD_SCALARS)
+            rc = fn(L, c_desc, c_w, c_b, c_dw, c_db, c_act, c_dact, rows, fb(cptr, x), loss_kind, lab,
+                    tgt, scale, nparams, state["p"], state["buf"], c_grad, c_dblock, ndact, lr, mom,
+                    damp, wd, nest, mx, first, loss_out)
+        else:
+            b1, b2, eps, wd, decay, ss, bc2, ams, mx = (sc[k] for k in _ADAM_SCALARS)
+            rc = fn(L, c_desc, c_w, c_b, c_dw, c_db, c_act, c_dact, rows, fb(cptr, x), loss_kind, lab,
+                    tgt, scale, nparams, state["p"], state["m"], state["v"], state["vmax"], c_grad,
+                    c_dblock, ndact, b1, b2, eps, wd, decay, ss, bc2, ams, mx, loss_out)
         if rc:
-            raise kernel_error("mlp_step", rc)
+            raise kernel_error("mlp_step_sgd" if sgd else "mlp_step", rc)
         b.advance()
         step.fused_calls += 1
         return loss_out[0]

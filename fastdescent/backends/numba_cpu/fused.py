@@ -158,6 +158,8 @@ def _addr(a):
 def fused_train_step(plan):
     """``step(x, y) -> loss`` running the whole training step in one jitted call, or None."""
     bd = plan
+    if bd.rule != "adam":  # (the c backend also fuses momentum SGD; this one runs Adam's only)
+        return None
     rows = bd.rows
     dt = bd.dtype
     proto = np.empty(0, dt)
