@@ -227,8 +227,9 @@ def test_c_bad_labels_write_nothing():
     assert o.state[0]["step"] == 1
 
 
-@pytest.mark.parametrize("backend", FUSED)
-def test_fit_uses_fused_path(backend, monkeypatch):
+def _fit_fused_and_not(backend, monkeypatch, make_opt):
+    """fit's run with the fused step and without it (same seed and data): (model, optimizer,
+    history, fused calls) of each."""
     fused_module(backend)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(70, 6)).astype(np.float32)
@@ -236,7 +237,7 @@ def test_fit_uses_fused_path(backend, monkeypatch):
 
     def train(fused):
         m = fd.nn.MLP([6, 16, 3], seed=0, backend=backend)
-        o = fd.Adam(m.parameters(), lr=1e-2, backend=backend)
+        o = make_opt(m.parameters())
         with monkeypatch.context() as mp:
             if not fused:
                 mp.setattr(_model, "_fused_train_step", lambda be: None)
@@ -246,9 +247,14 @@ def test_fit_uses_fused_path(backend, monkeypatch):
             used = counter.calls
         return m, o, hist, used
 
-    mf, of, hf, used = train(True)
+    return train(True), train(False)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_fit_uses_fused_path(backend, monkeypatch):
+    (mf, of, hf, used), (mu, ou, hu, used_u) = _fit_fused_and_not(
+        backend, monkeypatch, lambda ps: fd.Adam(ps, lr=1e-2, backend=backend))
     assert used == 3 * 5  # 70 rows, batches of 16: 5 per epoch (the last one of 6 rows), all fused
-    mu, ou, hu, used_u = train(False)
     assert used_u == 0
     assert_same(mf, of, mu, ou)
     assert of.state[0]["step"] == 15
@@ -390,26 +396,9 @@ def test_c_fused_sgd_refuses_bad_scalars_and_writes_nothing():
 
 @pytest.mark.parametrize("backend", FUSED_SGD)
 def test_fit_uses_fused_sgd(backend, monkeypatch):
-    fused_module(backend)
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(70, 6)).astype(np.float32)
-    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 0.5)
-
-    def train(fused):
-        m = fd.nn.MLP([6, 16, 3], seed=0, backend=backend)
-        o = fd.SGD(m.parameters(), lr=0.05, momentum=0.9, backend=backend)
-        with monkeypatch.context() as mp:
-            if not fused:
-                mp.setattr(_model, "_fused_train_step", lambda be: None)
-            counter = count_fused(backend, mp)
-            hist = fd.fit(m, X, y, loss="cross_entropy", optimizer=o, epochs=3, batch_size=16,
-                          progress=False)
-            used = counter.calls
-        return m, o, hist, used
-
-    mf, of, hf, used = train(True)
+    (mf, of, hf, used), (mu, ou, hu, used_u) = _fit_fused_and_not(
+        backend, monkeypatch, lambda ps: fd.SGD(ps, lr=0.05, momentum=0.9, backend=backend))
     assert used == 3 * 5
-    mu, ou, hu, used_u = train(False)
     assert used_u == 0
     assert hf.history["loss"] == hu.history["loss"]
     assert_same(mf, of, mu, ou, rtol=0, atol=0)
