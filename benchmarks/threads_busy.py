@@ -44,6 +44,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=_parse_threads, default=[1, 2], help="thread counts, e.g. 1,2")
     ap.add_argument("--backend", choices=("c", "numba"), default="c")
     ap.add_argument("--busy", action="store_true", help="keep one core busy with another process")
+    ap.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                    help="Adam, or momentum SGD (default adam)")
     args = ap.parse_args(argv)
     if args.rows < 1 or args.rounds < 1:
         ap.error("--rows and --rounds must be >= 1")
@@ -60,7 +62,7 @@ def main(argv=None):
     else:
         X, y, _, _ = C.mlp_data("digits", C.SEED)
         sizes, batch = (64, 256, 10), C.MLP_BATCH
-    model, opt = fd_model(args.backend, sizes, C.SEED, "adam")
+    model, opt = fd_model(args.backend, sizes, C.SEED, args.optimizer)
 
     def epoch(seed):
         nn.fit(model, X, y, loss="cross_entropy", optimizer=opt, epochs=1, batch_size=batch, seed=seed,
