@@ -573,21 +573,45 @@ def test_a_forked_child_steps_like_its_parent():
     assert child == b"".join(p.tobytes() for p in ps)[:4096]
 
 
-def test_device_unscale_check_reads_no_float32_gradient_back(monkeypatch):
-    """The unscaled-overflow check of float32 device gradients is the backend's max-|g| reduction on
-    the device (only the maximum comes back), not a host copy of every gradient."""
+@pytest.mark.parametrize("dtype", [F32, BF16, F16])
+def test_device_unscale_check_reads_no_gradient_back(monkeypatch, dtype):
+    """The unscaled-overflow check of device gradients is a max-|g| reduction on the device (the
+    backend's for float32, the mixed module's for 16-bit ones; only the maximum comes back), not a
+    host copy of every gradient."""
     require_backend("cuda")
-    from numba import cuda
-
-    dp = cuda.to_device(np.linspace(-1, 1, 9).astype(F32))
-    opt = fd.Adam([dp], lr=1e-2, backend="cuda", skip_nonfinite=True)
+    be = fd.get_backend("cuda")
+    dp = be.from_host(np.linspace(-1, 1, 9).astype(dtype))
+    kw = dict(master_weights=True) if dtype != F32 else {}
+    opt = fd.Adam([dp], lr=1e-2, backend="cuda", skip_nonfinite=True, **kw)
 
     def no_copy(a):
         raise AssertionError("a gradient was copied to the host")
 
     monkeypatch.setattr(opt, "_to_host", no_copy)
-    before = dp.copy_to_host()
-    assert opt.step([cuda.to_device(np.full(9, 1e33, F32))], grad_scale=2.0 ** -120) is False
-    assert (dp.copy_to_host() == before).all()
-    assert opt.step([cuda.to_device(np.ones(9, F32))], grad_scale=0.5) is True
-    assert not (dp.copy_to_host() == before).all()
+    before = be.to_host(dp).tobytes()
+    big = 60000.0 if dtype == F16 else 1e33
+    assert opt.step([be.from_host(np.full(9, big, dtype))], grad_scale=2.0 ** -120) is False
+    assert be.to_host(dp).tobytes() == before
+    assert opt.step([be.from_host(np.ones(9, dtype))], grad_scale=0.5) is True
+    assert be.to_host(dp).tobytes() != before
+
+
+def test_device_grads_absmax_is_the_largest_magnitude():
+    """The cuda mixed module's max-|g| over a list of float32, bfloat16 and float16 device arrays
+    (several blocks, subnormals, signs, inf, NaN) against NumPy."""
+    require_backend("cuda")
+    from fastdescent.backends._mixed import GradList
+    from fastdescent.backends.numba_cuda import mixed
+
+    be = fd.get_backend("cuda")
+    rng = np.random.default_rng(3)
+    host = [(rng.standard_normal(700) * 10).astype(F32), (rng.standard_normal(300) * -3).astype(BF16),
+            np.array([6e-8, -65000.0, 1.0], F16), np.zeros(5, F32)]
+    want = max(float(np.max(np.abs(h.astype(np.float64)))) for h in host)
+    devs = [be.from_host(h) for h in host]
+    assert mixed.grads_absmax(GradList(devs)) == np.float32(want)
+    for special in (np.inf, np.nan):
+        h = host[1].copy()
+        h[17] = special
+        got = mixed.grads_absmax(GradList([devs[0], be.from_host(h)]))
+        assert (np.isnan(got) if special != special else got == np.inf)

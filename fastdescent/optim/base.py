@@ -1116,16 +1116,22 @@ class Optimizer:
         gs = np.float32(gscale)
         # float32/float64 gradients: the backend's max-|g| reduction over each dtype's table (one
         # pass, on the device for device arrays: only the maximum comes back)
+        # (bfloat16/float16 device gradients: the cuda mixed module's reduction of the same kind)
         norm = self._backend.KERNELS["norm_pow_sum"]
         for t in self._finite_tabs:
             if not hasattr(t, "gcodes"):
-                with np.errstate(over="ignore"):
-                    if not np.isfinite(np.float32(norm(t, norm_type=math.inf)) / gs):
-                        return True
-        for info in self._grad_infos:  # bfloat16/float16 gradients (a host copy on a device)
-            if info is None or not info.size or not _low(info.dtype):
+                top = norm(t, norm_type=math.inf)
+            elif self._device:
+                top = self._mixed_kernels().grads_absmax(t)
+            else:
                 continue
-            a = self._to_host(info.obj) if info.device else info.obj
+            with np.errstate(over="ignore"):
+                if not np.isfinite(np.float32(top) / gs):
+                    return True
+        for info in self._grad_infos:  # bfloat16/float16 host gradients
+            if info is None or not info.size or not _low(info.dtype) or info.device:
+                continue
+            a = info.obj
             top = max(abs(float(np.max(a))), abs(float(np.min(a))))
             with np.errstate(over="ignore"):
                 if not np.isfinite(np.float32(top) / gs):

@@ -494,6 +494,31 @@ def _finite_kernel(units, g_a, gcodes, bad):
 
 
 @cuda.jit(cache=True)
+def _absmax_kernel(units, g_a, gcodes, top):
+    """top[0] = max over every gradient element of its |value|'s float32 bits (the bits of
+    non-negative float32 values order as the values; inf and NaN above every finite value)."""
+    m = np.int64(0)
+    for c in range(cuda.blockIdx.x, units[0], cuda.gridDim.x):
+        t, start, end = _chunk(units, c)
+        code = gcodes[t]
+        if code == F32:
+            u = _ptr(g_a[t], end, np.uint32(0))
+            for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
+                b = np.int64(u[j]) & 0x7FFFFFFF
+                if b > m:
+                    m = b
+        else:
+            h = _ptr(g_a[t], end, _U16_0)
+            for j in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
+                x = np.int64(h[j]) & 0x7FFF
+                b = (x << 16) if code == BF16 else (_bits(_f16_value(x)) & 0x7FFFFFFF)
+                if b > m:
+                    m = b
+    if m > 0:
+        cuda.atomic.max(top, 0, np.int32(m))
+
+
+@cuda.jit(cache=True)
 def _zero_kernel(addr, nbytes):
     b = _ptr(addr, nbytes, _U8_0)
     for j in range(cuda.grid(1), nbytes, cuda.gridsize(1)):
@@ -646,6 +671,20 @@ def grads_finite(plan):
     cfg = config()
     _finite_kernel[max(1, min(cfg.max_blocks, nunits)), cfg.threads](units, g_a, gcodes, bad)
     return not bool(bad.copy_to_host()[0])
+
+
+def grads_absmax(plan):
+    """The largest |g| over every element of every gradient of ``plan`` (float32 or 16-bit), as a
+    float (inf or NaN where one is): one launch, one value read back (a loss scaler's check of the
+    unscaled gradients, without a host copy of them)."""
+    g_a, gcodes = _grads(plan, "grads_absmax")
+    units, nunits = _units(plan)
+    if nunits == 0:
+        return 0.0
+    top = cuda.to_device(np.zeros(1, np.int32))
+    cfg = config()
+    _absmax_kernel[max(1, min(cfg.max_blocks, nunits)), cfg.threads](units, g_a, gcodes, top)
+    return float(np.uint32(top.copy_to_host()[0]).view(np.float32))
 
 
 def decode_into(dst, src, code):
