@@ -51,6 +51,11 @@ timeout -k 15 -s INT "$T_STEP" python3 benchmarks/gpu_step.py --json "$out/gpu_s
 timeout -k 15 -s INT "$T_BENCH" python3 -m pytest -q -p no:cacheprovider benchmarks/bench_cuda.py \
     --benchmark-only --benchmark-group-by=group --benchmark-columns=min,median,max \
     --benchmark-json="$out/bench_cuda.json" 2>&1 | tee "$out/bench_cuda.log"
+# fastdescent.torch on CUDA tensors end to end (scikit-learn's digits, where scikit-learn is installed)
+if python3 -c "import sklearn, torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    timeout -k 15 -s INT 120 python3 examples/torch_drop_in.py --device cuda 2>&1 \
+        | tee "$out/torch_drop_in_cuda.log"
+fi
 # the cuda backend's own tests first, then every other test with a cuda case
 timeout -k 15 -s INT "$T_CORE" python3 -m pytest -q -p no:cacheprovider -n 12 -rfE \
     tests/test_cuda_backend.py tests/test_cuda_mixed.py tests/test_cuda_ptx.py 2>&1 \

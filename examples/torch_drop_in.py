@@ -6,7 +6,10 @@ one-word change from ``torch.optim.AdamW``) and once with ``torch.optim.AdamW(fu
 run prints its held-out accuracy and the median time of ``optimizer.step()``; the two runs' final
 weights agree to float32 rounding. The target is >= 95% accuracy for both (exit status 1 otherwise).
 
-Run:  python examples/torch_drop_in.py [--epochs 15] [--batch-size 64] [--seed 0]
+Run:  python examples/torch_drop_in.py [--epochs 15] [--batch-size 64] [--seed 0] [--device cuda]
+
+``--device cuda`` trains on the GPU (fastdescent.torch runs CUDA tensors on its ``cuda`` backend);
+the step times are then host times of asynchronous launches, as torch's are.
 """
 
 import argparse
@@ -43,13 +46,14 @@ def make_model(seed):
 def train(model, opt, data, epochs, batch_size, seed):
     """A plain torch training loop; returns (test accuracy, per-step optimizer times)."""
     X_train, X_test, y_train, y_test = data
+    device = next(model.parameters()).device
     steps_per_epoch = -(-len(X_train) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, epochs=epochs,
                                                 steps_per_epoch=steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
     times = []
     for _ in range(epochs):
-        order = torch.randperm(len(X_train), generator=gen)
+        order = torch.randperm(len(X_train), generator=gen).to(device)
         for k in range(0, len(X_train), batch_size):
             idx = order[k:k + batch_size]
             opt.zero_grad()
@@ -69,9 +73,12 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = ap.parse_args(argv)
-    data = load_digits_split(args.seed)
-    base = make_model(args.seed)
+    if args.device != "cpu" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: torch has no CUDA device here")
+    data = tuple(t.to(args.device) for t in load_digits_split(args.seed))
+    base = make_model(args.seed).to(args.device)
     results = {}
     for name in ("fastdescent.torch.AdamW", "torch.optim.AdamW(fused=True)"):
         model = copy.deepcopy(base)
