@@ -12,8 +12,9 @@ option) or SGD's (``SGD``, every option; its gradient noise runs the kernel-by-k
 param group holding exactly the model's parameters in order and no L1 term, on host arrays. A backend
 returns None for a rule it does not fuse (:attr:`FusedPlan.rule`; numba fuses Adam's only).
 
-The step callable must behave as ``optimizer.step`` does: under ``bucket.lock``, if the plan's
-:class:`~fastdescent.optim.base.FlatBucket` is missing or no longer ``current()``, run
+The step callable must behave as ``optimizer.step`` does: under ``bucket.lock``, unless
+:meth:`FusedPlan.usable` (the plan's :class:`~fastdescent.optim.base.FlatBucket` bound and still
+``current()``, the gradient arrays laid out as when it was bound), run
 :meth:`FusedPlan.slow_step` (the kernel-by-kernel step, which rebuilds the optimizer's buckets) and
 :meth:`FusedPlan.bind` again; else take ``bucket.scalars()`` (validates the groups, raising before
 anything is written), run the kernel over ``bucket.param``/``grad``/``state`` and the plan's layer
@@ -85,6 +86,8 @@ class FusedPlan:
         width = model.in_features
         for layer in model.layers:
             if type(layer) is Linear:
+                if layer.weight.ndim != 2:  # (reshaped in place: the slow step names it)
+                    return None
                 K, N = layer.weight.shape
                 desc.append((LINEAR, K, N, 0))
                 layers.append((layer.weight, layer.bias, layer.weight_grad, layer.bias_grad))
@@ -95,6 +98,12 @@ class FusedPlan:
             else:  # a layer type the fused step does not know
                 return None
         if not any(d[0] == LINEAR for d in desc):
+            return None
+        # a kernel writes through these (a read-only flag set by the caller: the kernel-by-kernel
+        # step, which names a read-only parameter, or the backend's own handling of it)
+        if not all(a.flags.writeable for t in layers for a in t if a is not None):
+            return None
+        if not model.arena.flat_grads.flags.writeable:
             return None
         self = cls()
         self._model, self._opt, self._spec = model, optimizer, spec
@@ -112,13 +121,16 @@ class FusedPlan:
         self._grads = model._optimizer_grads(optimizer)
         self.lock = optimizer._lock
         self.bucket = None
+        self._gcheck = None
         self._slow = None
         return self
 
     def bind(self):
         """Take the optimizer's coalesced bucket (building it as ``optimizer.step`` would); True if
         it is one flat bucket over the model's whole arena (then :attr:`bucket` is set)."""
-        self.bucket = None
+        from ..optim.base import layout_checker
+
+        self.bucket = self._gcheck = None
         fb = self._opt.coalesced(self._grads)
         if fb is None or fb.param.size != self.flat_params.size or fb.param.dtype != self.dtype:
             return False
@@ -128,11 +140,18 @@ class FusedPlan:
         if any(name not in fb.state for name in fb.rule.state_names(fb.group)):
             return False
         self.bucket = fb
+        # the gradient arrays as the optimizer validated them: optimizer.step refuses one changed in
+        # place since (g.shape = ..., g.dtype = ..., a read-only flag; it checks its gradient list's
+        # layout at every step), so a step on the fused path, which writes through the pointers
+        # taken here, needs the same check (else it goes on writing where the slow step refuses)
+        self._gcheck = layout_checker(list(self._grads) + [self.flat_grads])
         return True
 
     def usable(self):
-        """True if the bound bucket can take the next step on the fused path."""
-        return self.bucket is not None and self.bucket.current()
+        """True if the bound bucket can take the next step on the fused path (and the gradient
+        arrays have the layout they had when it was bound: else :meth:`slow_step` raises as
+        ``optimizer.step`` does)."""
+        return self.bucket is not None and self.bucket.current() and self._gcheck()
 
     def slow_step(self, x, y):
         """The model's kernel-by-kernel step on ``(x, y)`` (a call the fused path cannot take)."""

@@ -1,0 +1,144 @@
+"""Hostile inputs to the fused training step (csrc/fd_fused.c through backends/c/fused.py; the plan in
+fastdescent/nn/fused.py): arrays the step writes through changed in place after the step was made.
+The fused step must do what the kernel-by-kernel step does (tests/test_fused.py's twin), i.e. refuse
+what ``optimizer.step`` refuses, and write nothing then."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import fastdescent as fd
+
+from test_fused import FUSED, fused_module, fused_step, unfused_step
+
+
+_ADDR = re.compile(r"0x[0-9a-f]+")
+
+
+def _twins(backend, opt, monkeypatch, rows=10):
+    """(model, optimizer, step) with the fused step and with the kernel-by-kernel one."""
+    fused_module(backend)
+    out = []
+    for fused in (True, False):
+        m = fd.nn.MLP([6, 16, 3], seed=0, backend=backend)
+        o = (fd.SGD(m.parameters(), lr=0.05, momentum=0.9, backend=backend) if opt == "sgd"
+             else fd.Adam(m.parameters(), lr=1e-2, backend=backend))
+        st = fused_step(m, o, "cross_entropy", rows) if fused else unfused_step(
+            m, o, "cross_entropy", rows, monkeypatch)
+        out.append((m, o, st))
+    return out
+
+
+def _batch(rows=10):
+    rng = np.random.default_rng(0)
+    return (rng.normal(size=(rows, 6)).astype(np.float32),
+            rng.integers(0, 3, size=rows).astype(np.int64))
+
+
+def _opts(backend):
+    return ["sgd", "adam"] if backend == "c" else ["adam"]
+
+
+GRAD_CHANGES = {
+    "shape": lambda m: setattr(m.arena.grads[0], "shape", (16, 6)),
+    "dtype": lambda m: setattr(m.arena.grads[0], "dtype", np.int32),
+    "flat_view": lambda m: setattr(m.layers[0].weight_grad, "shape", (96,)),
+    "flat_grads_read_only": lambda m: setattr(m.arena.flat_grads.flags, "writeable", False),
+}
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("change", sorted(GRAD_CHANGES))
+def test_gradient_changed_in_place_refused_like_unfused(backend, change, monkeypatch):
+    """A gradient array of the model changed in place between two calls of a made step: the
+    kernel-by-kernel step refuses it (optimizer.step checks its gradient list's layout at every
+    step) and writes nothing; the fused step wrote through the pointers it took at bind time and
+    kept training."""
+    x, y = _batch()
+    for opt in _opts(backend):
+        twins = _twins(backend, opt, monkeypatch)
+        for m, _o, st in twins:
+            st(x, y)
+            GRAD_CHANGES[change](m)
+        errors = []
+        for m, o, st in twins:
+            before = m.arena.flat_params.copy()
+            with pytest.raises((ValueError, TypeError)) as exc:
+                st(x, y)
+            errors.append(type(exc.value))
+            np.testing.assert_array_equal(m.arena.flat_params, before)
+            assert o.state[0]["step"] == 1
+        assert errors[0] is errors[1]
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_gradient_restored_goes_back_to_the_fused_path(backend, monkeypatch):
+    x, y = _batch()
+    for opt in _opts(backend):
+        (mf, of, sf), (mu, ou, su) = _twins(backend, opt, monkeypatch)
+        for m, st in ((mf, sf), (mu, su)):
+            st(x, y)
+            m.arena.grads[0].shape = (16, 6)
+            with pytest.raises(ValueError):
+                st(x, y)
+            m.arena.grads[0].shape = (6, 16)
+            st(x, y)
+            st(x, y)
+        calls = sf.fused_calls
+        sf(x, y)
+        su(x, y)
+        assert sf.fused_calls == calls + 1
+        np.testing.assert_array_equal(mf.arena.flat_params, mu.arena.flat_params)
+        assert of.state[0]["step"] == ou.state[0]["step"] == 4
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("what", ["weight", "weight_grad", "flat_grads"])
+def test_read_only_arrays_when_the_step_is_made(backend, what, monkeypatch):
+    """A parameter, gradient or the gradient block flagged read-only before the step is made: the
+    c backend's step raised cffi's 'buffer source array is read-only' from make_train_step (fit);
+    the plan now leaves such a model to the kernel-by-kernel step, which does what it does (the
+    optimizer names a read-only parameter; a read-only gradient block refuses the zeroing)."""
+    fused_module(backend)
+    x, y = _batch()
+    results = []
+    for fused in (True, False):
+        m = fd.nn.MLP([6, 16, 3], seed=0, backend=backend)
+        o = fd.Adam(m.parameters(), lr=1e-2, backend=backend)
+        arr = {"weight": m.layers[0].weight, "weight_grad": m.layers[0].weight_grad,
+               "flat_grads": m.arena.flat_grads}[what]
+        arr.flags.writeable = False
+        with monkeypatch.context() as mp:
+            if not fused:
+                mp.setattr(fd.nn.model, "_fused_train_step", lambda be: None)
+            try:
+                st = m.make_train_step(o, "cross_entropy", rows=10)
+                assert not getattr(st, "fused", False)
+                res = st(x, y)
+            except ValueError as e:
+                res = f"{type(e).__name__}: {_ADDR.sub('0x?', str(e))}"
+        results.append((res, m.arena.flat_params.copy()))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_parameter_reshaped_to_1d_before_the_step_is_made(backend, monkeypatch):
+    """model.params[0].shape = (96,) then a new optimizer: FusedPlan.create unpacked the weight's
+    shape (ValueError: not enough values to unpack); now the kernel-by-kernel step's own error."""
+    fused_module(backend)
+    errs = []
+    for fused in (True, False):
+        m = fd.nn.MLP([6, 16, 3], seed=0, backend=backend)
+        m.arena.params[0].shape = (96,)
+        o = fd.Adam(m.parameters(), lr=1e-2, backend=backend)
+        with monkeypatch.context() as mp:
+            if not fused:
+                mp.setattr(fd.nn.model, "_fused_train_step", lambda be: None)
+            with pytest.raises(ValueError) as exc:
+                m.make_train_step(o, "cross_entropy", rows=10)(*_batch())
+        errs.append(str(exc.value))
+    assert errs[0] == errs[1]
