@@ -142,3 +142,29 @@ def test_parameter_reshaped_to_1d_before_the_step_is_made(backend, monkeypatch):
                 m.make_train_step(o, "cross_entropy", rows=10)(*_batch())
         errs.append(str(exc.value))
     assert errs[0] == errs[1]
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_param_group_dict_replaced(backend, monkeypatch):
+    """``opt.param_groups[0] = dict(opt.param_groups[0])`` (same params list, so the optimizer takes
+    it) and then an lr edited in the new dict: optimizer.step reads the list at every step, the
+    fused step went on reading the replaced dict (lr=0 ignored: the parameters moved). Now the
+    fused step notices, runs that call kernel by kernel, and binds again to the new dict."""
+    x, y = _batch()
+    for opt in _opts(backend):
+        (mf, of, sf), (mu, ou, su) = _twins(backend, opt, monkeypatch)
+        for o, st in ((of, sf), (ou, su)):
+            st(x, y)
+            o.param_groups[0] = dict(o.param_groups[0])
+            o.param_groups[0]["lr"] = 0.0
+        for m, st in ((mf, sf), (mu, su)):
+            before = m.arena.flat_params.copy()
+            st(x, y)
+            np.testing.assert_array_equal(m.arena.flat_params, before)
+        calls = sf.fused_calls
+        for o in (of, ou):
+            o.param_groups[0]["lr"] = 0.02  # (edited in place in the new dict)
+        assert sf(x, y) == su(x, y)
+        assert sf.fused_calls == calls + 1
+        np.testing.assert_array_equal(mf.arena.flat_params, mu.arena.flat_params)
+        assert of.state[0]["step"] == ou.state[0]["step"] == 3

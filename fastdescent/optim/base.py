@@ -183,9 +183,13 @@ class FlatBucket:
         the group's options need (False after ``load_state_dict``, ``add_param_group``, an option
         that adds a buffer, or ``skip_nonfinite`` switched on: the fused kernel has no skip), and
         the group has no post-update pass (``Rule.post_passes``: ``l1 > 0``, SGD's noise), which a
-        fused kernel does not run."""
+        fused kernel does not run. False too once ``param_groups[i]`` is another dict than the one
+        read here (``opt.param_groups[0] = dict(...)``, as ``optimizer.step`` reads the list at
+        every step: :attr:`group` would go on giving the replaced dict's hyperparameters)."""
         opt = self._opt
-        return (opt._buckets is self._buckets and not opt._skip_nonfinite
+        groups, gi = opt.param_groups, self._bucket.group
+        return (gi < len(groups) and groups[gi] is self.group
+                and opt._buckets is self._buckets and not opt._skip_nonfinite
                 and tuple(self._bucket.names) == tuple(opt._state_names(self.group))
                 and not self._post_passes() and self._plain())
 
