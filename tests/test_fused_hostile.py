@@ -168,3 +168,34 @@ def test_param_group_dict_replaced(backend, monkeypatch):
         assert sf.fused_calls == calls + 1
         np.testing.assert_array_equal(mf.arena.flat_params, mu.arena.flat_params)
         assert of.state[0]["step"] == ou.state[0]["step"] == 3
+
+
+def test_c_rebind_does_not_keep_the_old_state_blocks():
+    """Every call that rebinds the fused step (load_state_dict, momentum switched, noise on and off,
+    ...) appended the new bucket's parameter view and state blocks to the step's keep-alive list:
+    a checkpoint restore per epoch, or a per-step scheduler toggling an option, held one more
+    model-sized block each time, for the step's lifetime. The old blocks must be freed."""
+    import gc
+    import weakref
+
+    fused_module("c")
+    x, y = _batch()
+    for opt in ("sgd", "adam"):
+        m = fd.nn.MLP([6, 64, 3], seed=0, backend="c")
+        o = (fd.SGD(m.parameters(), lr=0.05, momentum=0.9, backend="c") if opt == "sgd"
+             else fd.Adam(m.parameters(), lr=1e-2, backend="c"))
+        st = fused_step(m, o, "cross_entropy", 10)
+        st(x, y)
+        name = "momentum_buffer" if opt == "sgd" else "exp_avg"
+        blk = o.state[0][name]
+        while blk.base is not None:
+            blk = blk.base
+        old = weakref.ref(blk)
+        del blk
+        for _ in range(3):
+            o.load_state_dict(o.state_dict())
+            st(x, y)  # (kernel by kernel: the buckets were rebuilt; the step binds again)
+            st(x, y)
+        gc.collect()
+        assert old() is None, "the fused step keeps the state block of a bucket it no longer uses"
+        assert st.fused_calls == 4
