@@ -5,7 +5,10 @@ what ``optimizer.step`` refuses, and write nothing then."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import warnings
 
 import numpy as np
 import pytest
@@ -199,3 +202,46 @@ def test_c_rebind_does_not_keep_the_old_state_blocks():
         gc.collect()
         assert old() is None, "the fused step keeps the state block of a bucket it no longer uses"
         assert st.fused_calls == 4
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("backend", FUSED)
+def test_fused_step_in_a_forked_child(backend, monkeypatch):
+    """A process forked while another thread is inside an optimizer step (holding its lock): the
+    child renews every optimizer's lock (optim.base._renew_locks_after_fork), and the kernel-by-
+    kernel step runs there; the fused step had taken the lock object once, when it was made, and
+    deadlocked in the child. (The child gets SIGALRM after a few seconds if it hangs.)"""
+    import threading
+
+    x, y = _batch()
+    opt = _opts(backend)[0]
+    for _m, o, st in _twins(backend, opt, monkeypatch):
+        st(x, y)
+        held, release = threading.Event(), threading.Event()
+
+        def holder(o=o, held=held, release=release):
+            with o._lock:
+                held.set()
+                release.wait()
+
+        t = threading.Thread(target=holder)
+        t.start()
+        held.wait()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # (fork with threads)
+                pid = os.fork()
+            if pid == 0:  # pragma: no cover (the child)
+                code = 1
+                try:
+                    signal.alarm(10)
+                    st(x, y)
+                    code = 0 if o.state[0]["step"] == 2 else 2
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+        finally:
+            release.set()
+            t.join()
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (
+            f"the step in the forked child hung or failed (wait status {status})")

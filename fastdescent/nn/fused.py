@@ -119,11 +119,17 @@ class FusedPlan:
         self.loss_kind = LOSS_KINDS[spec.name]
         self.scale = spec.scale(rows, model.out_features)
         self._grads = model._optimizer_grads(optimizer)
-        self.lock = optimizer._lock
         self.bucket = None
         self._gcheck = None
         self._slow = None
         return self
+
+    @property
+    def lock(self):
+        """The optimizer's lock, read at every use: a forked child renews it
+        (``optim.base._renew_locks_after_fork``), so one taken at plan time could be the parent's,
+        held forever by a thread that the child does not have."""
+        return self._opt._lock
 
     def bind(self):
         """Take the optimizer's coalesced bucket (building it as ``optimizer.step`` would); True if

@@ -160,7 +160,7 @@ class FlatBucket:
     memory), ``lock`` (the optimizer's lock).
     """
 
-    __slots__ = ("rule", "group", "dtype", "param", "grad", "state", "lock", "_opt", "_bucket",
+    __slots__ = ("rule", "group", "dtype", "param", "grad", "state", "_opt", "_bucket",
                  "_buckets")
 
     def __init__(self, opt, bucket):
@@ -171,7 +171,11 @@ class FlatBucket:
         self.param = bucket.param_flat
         self.grad = bucket.grad_flat
         self.state = dict(bucket.flat)
-        self.lock = opt._lock
+
+    @property
+    def lock(self):
+        """The optimizer's lock (read at every use: a forked child renews it)."""
+        return self._opt._lock
 
     @property
     def step(self):

@@ -97,10 +97,9 @@ def fused_train_step(plan):
         return None
     keepalive = (c_w, c_b, c_dw, c_db, c_act, c_dact, c_desc, c_dblock, c_grad, keep, bd.desc)
 
-    lock = bd.lock  # the optimizer's own lock: a fused step is one optimizer step
 
     def step(x, y):
-        with lock:
+        with bd.lock:  # the optimizer's own lock (read per call: renewed in a forked child)
             return _step(x, y)
 
     def _step(x, y):
