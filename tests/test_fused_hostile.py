@@ -245,3 +245,53 @@ def test_fused_step_in_a_forked_child(backend, monkeypatch):
             t.join()
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (
             f"the step in the forked child hung or failed (wait status {status})")
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("how", ["subclass", "instance"])
+def test_overridden_optimizer_step_is_not_skipped(backend, how, monkeypatch):
+    """An optimizer whose ``step`` is overridden (a subclass clipping the gradients, or a wrapper set
+    on the instance): fit's kernel-by-kernel step calls it at every minibatch; the fused step
+    replaced it by the kernel's update without a word (the override never ran, other weights).
+    A plain subclass that overrides nothing still gets the fused step."""
+    fused_module(backend)
+    base = fd.SGD if backend == "c" else fd.Adam
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 6)).astype(np.float32)
+    y = rng.integers(0, 3, size=40).astype(np.int64)
+
+    class Clipped(base):
+        def step(self, grads=None, grad_scale=None):
+            self.calls = getattr(self, "calls", 0) + 1
+            for g in grads:
+                np.clip(g, -1e-3, 1e-3, out=g)
+            return super().step(grads, grad_scale)
+
+    class Plain(base):
+        pass
+
+    def train(fused, cls=Clipped):
+        m = fd.nn.MLP([6, 16, 3], seed=0, backend=backend)
+        o = cls(m.parameters(), lr=0.1, backend=backend)
+        if how == "instance" and cls is Clipped:
+            o = base(m.parameters(), lr=0.1, backend=backend)
+            real = o.step
+
+            def step(grads=None, grad_scale=None):
+                o.calls = getattr(o, "calls", 0) + 1
+                for g in grads:
+                    np.clip(g, -1e-3, 1e-3, out=g)
+                return real(grads, grad_scale)
+            o.step = step
+        with monkeypatch.context() as mp:
+            if not fused:
+                mp.setattr(fd.nn.model, "_fused_train_step", lambda be: None)
+            st = m.make_train_step(o, "cross_entropy", rows=10)
+            fd.fit(m, X, y, optimizer=o, epochs=1, batch_size=10, progress=False)
+        return m, o, st
+
+    (mf, of, sf), (mu, ou, _su) = train(True), train(False)
+    assert not getattr(sf, "fused", False)
+    assert of.calls == ou.calls == 4
+    np.testing.assert_array_equal(mf.arena.flat_params, mu.arena.flat_params)
+    assert getattr(train(True, Plain)[2], "fused", False)

@@ -8,7 +8,8 @@ module ``backends/<backend>/fused.py`` defining ``fused_train_step(plan) -> step
 ``step(x, y) -> float`` instead of its kernel-by-kernel closure. A plan exists only for what the
 fused kernels implement: a stack of ``Linear`` layers and built-in activations, float32/float64,
 loss ``cross_entropy`` or ``mse``, an optimizer whose rule is Adam's (``Adam``/``AdamW``, every
-option) or SGD's (``SGD``, every option; its gradient noise runs the kernel-by-kernel step) with one
+option) or SGD's (``SGD``, every option; its gradient noise runs the kernel-by-kernel step), whose
+``step`` is :meth:`Optimizer.step` (not overridden by a subclass or on the instance), with one
 param group holding exactly the model's parameters in order and no L1 term, on host arrays. A backend
 returns None for a rule it does not fuse (:attr:`FusedPlan.rule`; numba fuses Adam's only).
 
@@ -69,6 +70,14 @@ class FusedPlan:
         """The plan, or None when the fused kernels do not implement this configuration."""
         rule = getattr(optimizer, "rule", None)
         if rule is None or rule.name not in ("adam", "sgd") or len(optimizer.param_groups) != 1:
+            return None
+        # a fused step replaces optimizer.step: not for a subclass (or an instance) whose step is
+        # not the base class's (gradient clipping, a hook, a count), which the kernel-by-kernel
+        # step calls and a fused kernel would silently skip
+        from ..optim.base import Optimizer
+
+        if (getattr(getattr(optimizer, "step", None), "__func__", None) is not Optimizer.step
+                or getattr(getattr(optimizer, "_step", None), "__func__", None) is not Optimizer._step):
             return None
         group = optimizer.param_groups[0]
         if group.get("l1", 0) != 0 or optimizer.skip_nonfinite:
