@@ -8,12 +8,14 @@ module ``backends/<backend>/fused.py`` defining ``fused_train_step(plan) -> step
 ``step(x, y) -> float`` instead of its kernel-by-kernel closure. A plan exists only for what the
 fused kernels implement: a stack of ``Linear`` layers and built-in activations, float32/float64,
 loss ``cross_entropy`` or ``mse``, an optimizer whose rule is Adam's (``Adam``/``AdamW``, every
-option) or SGD's (``SGD``, every option; its gradient noise runs the kernel-by-kernel step) with one
+option) or SGD's (``SGD``, every option; its gradient noise runs the kernel-by-kernel step), whose
+``step`` is :meth:`Optimizer.step` (not overridden by a subclass or on the instance), with one
 param group holding exactly the model's parameters in order and no L1 term, on host arrays. A backend
 returns None for a rule it does not fuse (:attr:`FusedPlan.rule`; numba fuses Adam's only).
 
-The step callable must behave as ``optimizer.step`` does: under ``bucket.lock``, if the plan's
-:class:`~fastdescent.optim.base.FlatBucket` is missing or no longer ``current()``, run
+The step callable must behave as ``optimizer.step`` does: under ``bucket.lock``, unless
+:meth:`FusedPlan.usable` (the plan's :class:`~fastdescent.optim.base.FlatBucket` bound and still
+``current()``, the gradient arrays laid out as when it was bound), run
 :meth:`FusedPlan.slow_step` (the kernel-by-kernel step, which rebuilds the optimizer's buckets) and
 :meth:`FusedPlan.bind` again; else take ``bucket.scalars()`` (validates the groups, raising before
 anything is written), run the kernel over ``bucket.param``/``grad``/``state`` and the plan's layer
@@ -69,6 +71,14 @@ class FusedPlan:
         rule = getattr(optimizer, "rule", None)
         if rule is None or rule.name not in ("adam", "sgd") or len(optimizer.param_groups) != 1:
             return None
+        # a fused step replaces optimizer.step: not for a subclass (or an instance) whose step is
+        # not the base class's (gradient clipping, a hook, a count), which the kernel-by-kernel
+        # step calls and a fused kernel would silently skip
+        from ..optim.base import Optimizer
+
+        if (getattr(getattr(optimizer, "step", None), "__func__", None) is not Optimizer.step
+                or getattr(getattr(optimizer, "_step", None), "__func__", None) is not Optimizer._step):
+            return None
         group = optimizer.param_groups[0]
         if group.get("l1", 0) != 0 or optimizer.skip_nonfinite:
             return None
@@ -85,6 +95,8 @@ class FusedPlan:
         width = model.in_features
         for layer in model.layers:
             if type(layer) is Linear:
+                if layer.weight.ndim != 2:  # (reshaped in place: the slow step names it)
+                    return None
                 K, N = layer.weight.shape
                 desc.append((LINEAR, K, N, 0))
                 layers.append((layer.weight, layer.bias, layer.weight_grad, layer.bias_grad))
@@ -95,6 +107,12 @@ class FusedPlan:
             else:  # a layer type the fused step does not know
                 return None
         if not any(d[0] == LINEAR for d in desc):
+            return None
+        # a kernel writes through these (a read-only flag set by the caller: the kernel-by-kernel
+        # step, which names a read-only parameter, or the backend's own handling of it)
+        if not all(a.flags.writeable for t in layers for a in t if a is not None):
+            return None
+        if not model.arena.flat_grads.flags.writeable:
             return None
         self = cls()
         self._model, self._opt, self._spec = model, optimizer, spec
@@ -110,15 +128,24 @@ class FusedPlan:
         self.loss_kind = LOSS_KINDS[spec.name]
         self.scale = spec.scale(rows, model.out_features)
         self._grads = model._optimizer_grads(optimizer)
-        self.lock = optimizer._lock
         self.bucket = None
+        self._gcheck = None
         self._slow = None
         return self
+
+    @property
+    def lock(self):
+        """The optimizer's lock, read at every use: a forked child renews it
+        (``optim.base._renew_locks_after_fork``), so one taken at plan time could be the parent's,
+        held forever by a thread that the child does not have."""
+        return self._opt._lock
 
     def bind(self):
         """Take the optimizer's coalesced bucket (building it as ``optimizer.step`` would); True if
         it is one flat bucket over the model's whole arena (then :attr:`bucket` is set)."""
-        self.bucket = None
+        from ..optim.base import layout_checker
+
+        self.bucket = self._gcheck = None
         fb = self._opt.coalesced(self._grads)
         if fb is None or fb.param.size != self.flat_params.size or fb.param.dtype != self.dtype:
             return False
@@ -128,11 +155,18 @@ class FusedPlan:
         if any(name not in fb.state for name in fb.rule.state_names(fb.group)):
             return False
         self.bucket = fb
+        # the gradient arrays as the optimizer validated them: optimizer.step refuses one changed in
+        # place since (g.shape = ..., g.dtype = ..., a read-only flag; it checks its gradient list's
+        # layout at every step), so a step on the fused path, which writes through the pointers
+        # taken here, needs the same check (else it goes on writing where the slow step refuses)
+        self._gcheck = layout_checker(list(self._grads) + [self.flat_grads])
         return True
 
     def usable(self):
-        """True if the bound bucket can take the next step on the fused path."""
-        return self.bucket is not None and self.bucket.current()
+        """True if the bound bucket can take the next step on the fused path (and the gradient
+        arrays have the layout they had when it was bound: else :meth:`slow_step` raises as
+        ``optimizer.step`` does)."""
+        return self.bucket is not None and self.bucket.current() and self._gcheck()
 
     def slow_step(self, x, y):
         """The model's kernel-by-kernel step on ``(x, y)`` (a call the fused path cannot take)."""

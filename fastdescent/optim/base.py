@@ -160,7 +160,7 @@ class FlatBucket:
     memory), ``lock`` (the optimizer's lock).
     """
 
-    __slots__ = ("rule", "group", "dtype", "param", "grad", "state", "lock", "_opt", "_bucket",
+    __slots__ = ("rule", "group", "dtype", "param", "grad", "state", "_opt", "_bucket",
                  "_buckets")
 
     def __init__(self, opt, bucket):
@@ -171,7 +171,11 @@ class FlatBucket:
         self.param = bucket.param_flat
         self.grad = bucket.grad_flat
         self.state = dict(bucket.flat)
-        self.lock = opt._lock
+
+    @property
+    def lock(self):
+        """The optimizer's lock (read at every use: a forked child renews it)."""
+        return self._opt._lock
 
     @property
     def step(self):
@@ -183,9 +187,13 @@ class FlatBucket:
         the group's options need (False after ``load_state_dict``, ``add_param_group``, an option
         that adds a buffer, or ``skip_nonfinite`` switched on: the fused kernel has no skip), and
         the group has no post-update pass (``Rule.post_passes``: ``l1 > 0``, SGD's noise), which a
-        fused kernel does not run."""
+        fused kernel does not run. False too once ``param_groups[i]`` is another dict than the one
+        read here (``opt.param_groups[0] = dict(...)``, as ``optimizer.step`` reads the list at
+        every step: :attr:`group` would go on giving the replaced dict's hyperparameters)."""
         opt = self._opt
-        return (opt._buckets is self._buckets and not opt._skip_nonfinite
+        groups, gi = opt.param_groups, self._bucket.group
+        return (gi < len(groups) and groups[gi] is self.group
+                and opt._buckets is self._buckets and not opt._skip_nonfinite
                 and tuple(self._bucket.names) == tuple(opt._state_names(self.group))
                 and not self._post_passes() and self._plain())
 

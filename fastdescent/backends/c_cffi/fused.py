@@ -73,28 +73,33 @@ def fused_train_step(plan):
     ny = rows if xent else rows * bd.out_features
     state = {}
 
+    def bptr(a):  # a pointer into the bound bucket's arrays (kept alive by `state`, not `keep`)
+        return NULL if a is None else fb(cptr, a, require_writable=True)
+
     def rebind():
+        # (the previous bucket's arrays are dropped here: kept in `keep`, every rebind -- each
+        # load_state_dict, momentum switched, ... -- would hold a model-sized block for good)
         state.clear()
         if not bd.bind():
             return False
         st = bd.bucket.state
         if sgd:
-            state["buf"] = ptr(st.get("momentum_buffer"))  # (absent with momentum 0: NULL)
+            state["buf"] = bptr(st.get("momentum_buffer"))  # (absent with momentum 0: NULL)
         else:
-            state["m"] = ptr(st["exp_avg"])
-            state["v"] = ptr(st["exp_avg_sq"])
-            state["vmax"] = ptr(st.get("max_exp_avg_sq"))
-        state["p"] = ptr(bd.bucket.param)
+            state["m"] = bptr(st["exp_avg"])
+            state["v"] = bptr(st["exp_avg_sq"])
+            state["vmax"] = bptr(st.get("max_exp_avg_sq"))
+        state["p"] = bptr(bd.bucket.param)
+        state["arrays"] = (bd.bucket.param, st)  # (alive while their pointers are used)
         return True
 
     if not rebind():
         return None
     keepalive = (c_w, c_b, c_dw, c_db, c_act, c_dact, c_desc, c_dblock, c_grad, keep, bd.desc)
 
-    lock = bd.lock  # the optimizer's own lock: a fused step is one optimizer step
 
     def step(x, y):
-        with lock:
+        with bd.lock:  # the optimizer's own lock (read per call: renewed in a forked child)
             return _step(x, y)
 
     def _step(x, y):

@@ -210,10 +210,9 @@ def fused_train_step(plan):
     xshape = (1, rows, bd.in_features)
     fn = _mlp_step
 
-    lock = bd.lock  # the optimizer's own lock: a fused step is one optimizer step
 
     def step(x, y):
-        with lock:
+        with bd.lock:  # the optimizer's own lock (read per call: renewed in a forked child)
             return _step(x, y)
 
     def _step(x, y):
