@@ -417,7 +417,7 @@ PTX_SCRIPT = _ptx.PREAMBLE + textwrap.dedent(r'''
                        r"\.ftz", r"\.approx") if re.search(p, body)]
     need = [p for p in ("mul.rn.f32", "add.rn.f32", "div.rn.f32", "sqrt.rn.f32", "bar.sync",
                         "st.global.u8", "st.global.u16") if p not in body]
-    for kernel, s in ((m._finite_kernel, (A, A, A, types.int32[::1])),
+    for kernel, s in ((m._absmax_kernel, (A, A, A, types.int32[::1])),
                       (m._decode_kernel, (I, I, I, I)), (m._zero_kernel, (I, I))):
         cuda.compile_ptx(kernel.py_func, s, cc=(8, 0))
     if bad or need:
