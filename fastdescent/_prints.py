@@ -17,8 +17,8 @@ import functools
 
 import numpy as np
 
-__all__ = ["array_prints", "prints_equal", "prints_checker", "available", "SLOTS", "C_CONTIGUOUS", "ALIGNED",
-           "WRITEABLE"]
+__all__ = ["array_prints", "prints_equal", "prints_checker", "available", "SLOTS", "C_CONTIGUOUS",
+           "ALIGNED", "WRITEABLE"]
 
 #: columns of a print: object, data, dtype object, flags, ndim, dims[0..5], 0
 SLOTS = 12

@@ -302,7 +302,7 @@ class Optimizer:
         self._infos = []
         self._device = None
         self._backend = None
-        self._pcheck = None  # (layout_checker of every parameter, them, their layouts then)
+        self._pcheck = None  # (layout_checker of every parameter, them, their _layout then)
         self._requested_backend = backend
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         for g in groups:
@@ -389,7 +389,7 @@ class Optimizer:
         self._infos.extend(infos)
         if not self._device:  # (what every step compares the parameters with)
             ps = [p for pl in self._plists for p in pl]
-            self._pcheck = (layout_checker(ps), ps, [_layout(p) + (p.flags.writeable,) for p in ps])
+            self._pcheck = (layout_checker(ps), ps, list(map(_layout, ps)))
         if getattr(self, "_buckets", None) is not None:
             self._invalidate()
         self._grads_ref = None
@@ -966,12 +966,12 @@ class Optimizer:
         state hold its address, dtype and shape): ``p.dtype = ...``, ``p.shape = ...``,
         ``p.resize(..., refcheck=False)`` (which frees and moves the memory), a read-only flag."""
         def show(lay):
-            (addr, ro), shape, strides, dtype, writeable = lay
+            (addr, ro), shape, strides, dtype = lay
             return (f"{dtype}, shape {shape}, strides {strides}, data at {addr:#x}"
-                    + ("" if writeable else ", read-only"))
+                    + (", read-only" if ro else ""))
 
         for i, (p, old) in enumerate(zip(ps, was)):
-            now = _layout(p) + (p.flags.writeable,)
+            now = _layout(p)
             if now != old:
                 return ValueError(f"params[{i}] changed in place since it was given to the optimizer "
                                   f"(now {show(now)}; was {show(old)}): the optimizer's tables and "

@@ -304,7 +304,10 @@ def _np_dtype(dt):
     return np.dtype(np.float16) if dt == _F16 else _NP[dt]
 
 
-_BF16_NP = []  # ml_dtypes.bfloat16's NumPy dtype, once looked up
+@functools.cache
+def _storage_np(dt):
+    """The NumPy dtype of a torch storage dtype (a parameter's, or uint8 codes), looked up once."""
+    return np.dtype(np.uint8) if dt == _U8 else _np_dtype(dt)
 
 
 def _flat_np(t):
@@ -316,9 +319,7 @@ def _flat_np(t):
     if not t.is_contiguous():
         t = t.detach().as_strided((t.numel(),), (1,))
     if t.dtype == _BF16:
-        if not _BF16_NP:
-            _BF16_NP.append(_P.bfloat16())
-        return t.view(torch.int16).numpy().view(_BF16_NP[0])
+        return t.view(torch.int16).numpy().view(_storage_np(_BF16))
     return t.numpy()
 
 
@@ -336,15 +337,7 @@ def _flat_dev(t):
     memory order, keeping ``t`` alive. Also the simulator's stand-in over a CPU tensor."""
     from ..backends.numba_cuda._device import DeviceSpan
 
-    dt = _BF16_NP[0] if t.dtype == _BF16 and _BF16_NP else None
-    if t.dtype == _BF16 and dt is None:
-        _BF16_NP.append(_P.bfloat16())
-        dt = _BF16_NP[0]
-    return DeviceSpan(t.data_ptr(), t.numel(), dt if dt is not None else _DT_NP[t.dtype], (t,))
-
-
-_DT_NP = {_F32: np.dtype(np.float32), _F64: np.dtype(np.float64), _F16: np.dtype(np.float16),
-          _U8: np.dtype(np.uint8)}
+    return DeviceSpan(t.data_ptr(), t.numel(), _storage_np(t.dtype), (t,))
 
 
 _NO_CONTEXT = contextlib.nullcontext()
@@ -394,6 +387,14 @@ def _torch_stream(device):
 #: Numba's CUDA simulator runs one simulated kernel at a time in the process (a second launch from
 #: another thread fails its assertion): the simulated launches of a bucket hold this lock
 _SIM_LAUNCH = threading.Lock()
+
+
+def _ordered(b):
+    """The context bucket ``b``'s launches run in: torch's stream order on a GPU, the simulator's
+    one-launch-at-a-time lock there, nothing on the CPU backends."""
+    if b.gpu:
+        return _torch_stream(b.device)
+    return _SIM_LAUNCH if b.sim else _NO_CONTEXT
 
 
 class _Bucket:
@@ -1085,8 +1086,7 @@ class Optimizer(torch.optim.Optimizer):
                 if b.plan is not None:
                     flat = _flat_dev if b.device_table else _flat_np
                     b.plan.set_grads([flat(gs[k]) for k in b.kidx], gaddrs[b.kidx])
-                    with (_torch_stream(b.device) if b.gpu else _SIM_LAUNCH if b.sim
-                          else _NO_CONTEXT):
+                    with _ordered(b):
                         mx.mixed_step(b.plan, scalars=sc, step=b.step + 1, grad_scale=1.0)
                     done += 1
                     continue
@@ -1097,13 +1097,7 @@ class Optimizer(torch.optim.Optimizer):
                 else:  # (cuda's tables count the arrays; c's and numba's read only addresses)
                     b.tab.set("grad", [gs[k] for k in b.kidx] if b.device_table else gs,
                               gaddrs[b.kidx])
-                if b.gpu:
-                    with _torch_stream(b.device):
-                        _launch(b, rule.name, sc, ps)
-                elif b.sim:
-                    with _SIM_LAUNCH:
-                        _launch(b, rule.name, sc, ps)
-                else:
+                with _ordered(b):
                     _launch(b, rule.name, sc, ps)
                 done += 1
         finally:
@@ -1115,11 +1109,11 @@ class Optimizer(torch.optim.Optimizer):
             if done < len(plan.buckets):
                 # a launch failed (the cuda backend's can: a CUDA error, an allocation): the buckets
                 # updated before it count their step, so their state stays consistent
-                self._fd_advance(plan, hps, plan.buckets[:done],
+                self._fd_advance(hps, plan.buckets[:done],
                                  [plan.params[i] for b in plan.buckets[:done] for i in b.param_index])
-        self._fd_advance(plan, hps, plan.buckets, plan.ptensors)
+        self._fd_advance(hps, plan.buckets, plan.ptensors)
 
-    def _fd_advance(self, plan, hps, buckets, ptensors):
+    def _fd_advance(self, hps, buckets, ptensors):
         """After ``buckets`` were updated: their step counts and scalar state advanced, and the
         autograd versions of their parameters ``ptensors`` bumped."""
         rule = self._rule
@@ -1330,7 +1324,6 @@ class Optimizer(torch.optim.Optimizer):
                 if skey not in specs:
                     specs[skey] = self._fd_spec(gi, hp, p.dtype, names)
                 spec = specs[skey]
-                be = self._fd_be(p)
                 codes = dict(spec.codes) if spec is not None else {}
                 st = state.get(p, {})
                 missing, convert = [], []
@@ -1379,7 +1372,7 @@ class Optimizer(torch.optim.Optimizer):
                     ss.append((nm, v))
                 if any(nm not in st for nm in sinit):
                     rehome = True
-                key = (gi, p.dtype, step, tuple(ss), bool(missing), be.NAME, p.device)
+                key = (gi, p.dtype, step, tuple(ss), bool(missing), p.device)
                 keyed.setdefault(key, []).append((i, k))
                 if missing or rehome or convert or master or drop:
                     pending.append((gi, k, n, p, missing, hp, step, ss, spec, convert, master,
@@ -1431,7 +1424,7 @@ class Optimizer(torch.optim.Optimizer):
         plan.inference = any(p.is_inference() for p in sparams)
         pos_of = {i: j for j, i in enumerate(sindex)}
         plan.buckets = []
-        for (gi, dt, step, ss, fresh, _, device), members in keyed.items():
+        for (gi, dt, step, ss, fresh, device), members in keyed.items():
             b = _Bucket()
             b.device = device
             b.be = self._fd_be(sparams[pos_of[members[0][0]]])
@@ -1571,10 +1564,9 @@ class Optimizer(torch.optim.Optimizer):
                                    cols, b.param_index, b.spec.seed, b.spec.stochastic)
                 b.tab = None
                 continue
-            numpy_cols = b.numpy
             aliases = [p.detach() for p in ps]  # keep the memory alive while the table points at it
             tab = b.be.Table(b.dtype, [p.numel() for p in ps])
-            tab.set("param", [a.numpy() for a in aliases] if numpy_cols else aliases,
+            tab.set("param", [a.numpy() for a in aliases] if b.numpy else aliases,
                     plan.paddrs[b.param_index])
             for nm in b.names:
                 bufs = [state[p][nm] for p in ps]
@@ -1582,7 +1574,7 @@ class Optimizer(torch.optim.Optimizer):
                 # (.data = ..., set_): its address then changes, and the next step sees it
                 salias = [x.detach() for x in bufs]
                 addrs = np.fromiter(map(_data_ptr, bufs), np.int64, len(bufs))
-                tab.set(nm, [x.numpy() for x in salias] if numpy_cols else salias, addrs)
+                tab.set(nm, [x.numpy() for x in salias] if b.numpy else salias, addrs)
                 track(ps, nm, bufs, True)
             b.tab = tab
         plan.ptensors = ptensors

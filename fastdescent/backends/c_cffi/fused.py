@@ -97,7 +97,6 @@ def fused_train_step(plan):
         return None
     keepalive = (c_w, c_b, c_dw, c_db, c_act, c_dact, c_desc, c_dblock, c_grad, keep, bd.desc)
 
-
     def step(x, y):
         with bd.lock:  # the optimizer's own lock (read per call: renewed in a forked child)
             return _step(x, y)

@@ -210,7 +210,6 @@ def fused_train_step(plan):
     xshape = (1, rows, bd.in_features)
     fn = _mlp_step
 
-
     def step(x, y):
         with bd.lock:  # the optimizer's own lock (read per call: renewed in a forked child)
             return _step(x, y)

@@ -311,8 +311,23 @@ class _Column:
         return self._dev
 
 
-#: address columns a table remembers (uploaded) after they are replaced or cleared
-_RECENT = 4
+class RecentUploads(dict):
+    """The last few uploads of small host arrays, by the host bytes they were made from (most
+    recent last): address tables that come back (each step's gradients, which torch's allocator
+    often puts at a recent step's addresses) are not uploaded again, and an upload from pageable
+    memory waits for the device."""
+
+    KEEP = 4
+
+    def take(self, key, upload):
+        """The upload kept under ``key`` (bytes), else ``upload()``'s result, kept from now on."""
+        hit = self.pop(key, None)
+        if hit is None:
+            hit = upload()
+        self[key] = hit
+        while len(self) > self.KEEP:
+            del self[next(iter(self))]
+        return hit
 
 
 class DeviceTable(TensorTable):
@@ -325,7 +340,7 @@ class DeviceTable(TensorTable):
     def __init__(self, dtype, sizes):
         super().__init__(dtype, sizes)
         self._plans = {}
-        self._recent = {}  # address bytes -> _Column: the last columns packed, most recent last
+        self._recent = RecentUploads()  # address bytes -> _Column (cleared columns included)
         self._zero_addrs = None
         self._scratch = None
 
@@ -338,14 +353,7 @@ class DeviceTable(TensorTable):
         for col in self.packed.values():  # the same addresses (a column set again): no new upload
             if col is not None and np.array_equal(col.host, host):
                 return col
-        key = host.tobytes()
-        col = self._recent.pop(key, None)  # (a column set, cleared and set again: the gradients
-        if col is None:                    # of each step, which torch's allocator often puts
-            col = _Column(host)            # at the addresses of the previous step's)
-        self._recent[key] = col
-        while len(self._recent) > _RECENT:
-            del self._recent[next(iter(self._recent))]
-        return col
+        return self._recent.take(host.tobytes(), lambda: _Column(host))
 
     def plan(self, chunk):
         """(plan, nchunks): the table cut into chunks of at most ``chunk`` elements, as one ``int64``

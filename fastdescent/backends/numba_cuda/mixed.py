@@ -59,7 +59,8 @@ from ... import _arrays
 from ... import precision as P
 from .._mixed import _FLT_MIN, _HALF, _NAN, _ONE, _QCLAMP, _QMAX, _S32, _TWO_23, _TWO_M14, check_call
 from .._mixed import _MASK32 as _MASK
-from ._device import INLINE, SIM, DeviceTable, _chunk, _nanmax, _ptr, _sqrt, address_of, config, flat_grid
+from ._device import (INLINE, SIM, DeviceTable, RecentUploads, _chunk, _nanmax, _ptr, _sqrt, address_of,
+                      config, flat_grid)
 from .noise import _key, _philox
 
 __all__ = ["mixed_step", "grads_finite", "decode_into", "zeros", "THREADS"]
@@ -567,10 +568,6 @@ def _columns(plan):
     return c
 
 
-#: gradient address uploads a plan keeps (see :func:`_grads`)
-_RECENT_UPLOADS = 4
-
-
 def _grads(plan, who):
     """(gradient addresses, codes) on the device, checked and uploaded once per ``set_grads``."""
     grads = plan.grads
@@ -588,19 +585,11 @@ def _grads(plan, who):
                              f"{int(plan.sizes[i])}")
         if info.dtype.itemsize != _ITEMSIZE[int(plan.gcodes[i])]:
             raise ValueError(f"{who}: grads[{i}] has dtype {info.dtype}, not that of its code")
-    # the uploads are kept by their bytes (the last few): gradients that come back at a recent
-    # step's addresses (torch's allocator) are not uploaded again (an upload waits for the device)
     host_a = np.ascontiguousarray(plan.addr["grad"], dtype=np.int64)
     host_c = np.ascontiguousarray(plan.gcodes, dtype=np.int64)
-    key = host_a.tobytes() + host_c.tobytes()
-    recent = plan.cache.setdefault("cuda.grad_uploads", {})
-    hit = recent.pop(key, None)
-    if hit is None:
-        hit = (cuda.to_device(host_a), cuda.to_device(host_c))
-    recent[key] = hit
-    while len(recent) > _RECENT_UPLOADS:
-        del recent[next(iter(recent))]
-    g_a, codes = hit
+    recent = plan.cache.setdefault("cuda.grad_uploads", RecentUploads())
+    g_a, codes = recent.take(host_a.tobytes() + host_c.tobytes(),
+                             lambda: (cuda.to_device(host_a), cuda.to_device(host_c)))
     plan.cache["cuda.grad"] = (grads, g_a, codes)
     return g_a, codes
 
