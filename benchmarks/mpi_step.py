@@ -13,11 +13,13 @@ Prints, on rank 0, the median ms of each case and, for the gradient-averaging ca
 over rounds of the case's time over the bare ``Allreduce``'s time in the same round (a paired
 ratio: the target for ``allreduce_grads`` on an arena is <= 1.1).
 
-Cases: ``allreduce_grads`` on the arena (average, and ``average=False``); the bare in-place
+Cases: ``allreduce_grads`` on the arena (average, and ``average=False``; the default algorithm,
+which takes the ring at this size, and ``algorithm='mpi'``: MPI's ``Allreduce``); the bare in-place
 ``Allreduce`` of the same bytes; the alternative way to average (``Reduce_scatter``, 1/N on the
 local shard only, ``Allgatherv``) and its pieces alone; the 1/N pass alone; a local Adam step, the
 plain data-parallel step (``allreduce_grads`` then ``Adam.step``, or the sum then
-``Adam.step(grad_scale=N)``: the 1/N inside the update kernel) and ``ShardedOptimizer(Adam).step``.
+``Adam.step(grad_scale=N)``: the 1/N inside the update kernel) and ``ShardedOptimizer(Adam).step``
+(the ring's reduce-scatter, and MPI's ``Reduce_scatter`` with ``algorithm='mpi'``).
 """
 
 import argparse
@@ -31,6 +33,8 @@ from fastdescent.distributed import MPI
 
 BASE = "MPI Allreduce alone, same bytes"
 AVERAGING = ("allreduce_grads(arena)", "allreduce_grads(arena, average=False)",
+             "allreduce_grads(arena, algorithm='mpi')",
+             "allreduce_grads(arena, average=False, algorithm='mpi')",
              "Reduce_scatter + 1/N on the shard + Allgatherv", "1/N pass alone (np.multiply)")
 
 
@@ -61,11 +65,16 @@ def main():
 
     opt = fd.Adam(arena, lr=1e-3)
     sh = dist.ShardedOptimizer(fd.Adam, arena, comm, lr=1e-3)
+    sh_mpi = dist.ShardedOptimizer(fd.Adam, arena, comm, lr=1e-3, algorithm="mpi")
     cases = {
         BASE: lambda: comm.Allreduce(MPI.IN_PLACE, [g, MPI.FLOAT], op=MPI.SUM),
         "allreduce_grads(arena)": lambda: dist.allreduce_grads(arena, comm),
         "allreduce_grads(arena, average=False)":
             lambda: dist.allreduce_grads(arena, comm, average=False),
+        "allreduce_grads(arena, algorithm='mpi')":
+            lambda: dist.allreduce_grads(arena, comm, algorithm="mpi"),
+        "allreduce_grads(arena, average=False, algorithm='mpi')":
+            lambda: dist.allreduce_grads(arena, comm, average=False, algorithm="mpi"),
         "Reduce_scatter + 1/N on the shard + Allgatherv": rs_scale_ag,
         "1/N pass alone (np.multiply)": lambda: np.multiply(g, 1.0 / size, out=g),
         "MPI Reduce_scatter alone": lambda: comm.Reduce_scatter(
@@ -78,6 +87,7 @@ def main():
         "allreduce_grads(average=False) + Adam.step(grad_scale=N)": lambda: opt.step(
             grad_scale=dist.allreduce_grads(arena, comm, average=False)),
         "ShardedOptimizer(Adam).step": lambda: sh.step(),
+        "ShardedOptimizer(Adam, algorithm='mpi').step": lambda: sh_mpi.step(),
     }
     names = list(cases)
     times = {k: [] for k in names}

@@ -2,7 +2,7 @@
 ``fd.fit(..., comm=MPI.COMM_WORLD)`` on every rank started by ``mpirun``.
 
 Every rank loads the same split; each global minibatch of ``--batch-size`` rows is cut into one
-piece per rank, the gradients are averaged with one ``Allreduce`` per step (or reduce-scattered into
+piece per rank, the gradients are summed with one collective per step (or reduce-scattered into
 a sharded Adam with ``--shard``: each rank keeps 1/N of the optimizer state), and every rank ends with
 the same parameters as a single-process run with the same batch size and seed. Rank 0 prints the
 held-out accuracy (target >= 96%; the exit status is 1 otherwise) and the epoch time.

