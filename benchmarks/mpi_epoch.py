@@ -89,6 +89,20 @@ class TimedComm(MPI.Intracomm):
         return self._timed(super().Bcast, _nbytes(buf), buf, root)
 
 
+_ring_reduce_scatter = dist._ring_reduce_scatter
+
+
+def _timed_ring(comm, src, *args, **kwargs):
+    """The ring's reduce-scatter (its messages go over a duplicate of ``comm``, which TimedComm
+    does not see), timed and counted as TimedComm counts ``Reduce_scatter``."""
+    if isinstance(comm, TimedComm):
+        return comm._timed(_ring_reduce_scatter, src.nbytes, comm, src, *args, **kwargs)
+    return _ring_reduce_scatter(comm, src, *args, **kwargs)
+
+
+dist._ring_reduce_scatter = _timed_ring
+
+
 def _size(nbytes):
     return f"{nbytes / 2 ** 20:.2f} MiB" if nbytes >= 2 ** 20 else f"{nbytes / 2 ** 10:.1f} KiB"
 
@@ -114,7 +128,12 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="kernel threads per rank")
     ap.add_argument("--backend", default="c")
     ap.add_argument("--shard", action="store_true", help="a ShardedOptimizer (ZeRO-1)")
+    ap.add_argument("--algorithm", choices=("auto", "ring", "mpi"), default="auto",
+                    help="the gradient reduction fit uses (its default: auto)")
     args = ap.parse_args()
+    # (fit takes the default algorithm; its threshold decides: none for "ring", never for "mpi")
+    dist._RING_MIN_PER_RANK = {"auto": dist._RING_MIN_PER_RANK, "ring": 0,
+                               "mpi": float("inf")}[args.algorithm]
     world = dist.world()
     rank, size = world.Get_rank(), world.Get_size()
     comm = TimedComm(world) if size > 1 else None

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import time
 import zlib
 
 import numpy as np
@@ -289,7 +290,7 @@ def _allreduce_block(comm, flat, bucket_bytes, scale, algorithm):
         if _use_ring(algorithm, part.nbytes, size):
             counts, displs = _even_counts(part.size, size)
             _ring_reduce_scatter(comm, part, counts, displs, None, scale)
-            _ring_comm(comm).Allgatherv(MPI.IN_PLACE, [part, (counts, displs), mtype])
+            comm.Allgatherv(MPI.IN_PLACE, [part, (counts, displs), mtype])
         else:
             comm.Allreduce(MPI.IN_PLACE, [part, mtype], op=MPI.SUM)
             if scale is not None:
@@ -298,11 +299,18 @@ def _allreduce_block(comm, flat, bucket_bytes, scale, algorithm):
 
 # ---------------------------------------------------------------------------- the ring
 #: bytes of one message of the ring: a received piece is added while it is still in cache (256 KiB
-#: was the fastest of 64 KiB-1 MiB on 2 ranks: benchmarks/RESULTS.md, "Averaging in the ring")
+#: was the fastest of 64 KiB-1 MiB on 2 ranks: benchmarks/mpi_crossover.py)
 _RING_PIECE = 256 * 1024
 #: ``algorithm="auto"`` takes the ring for pieces of at least this many bytes per rank (below it,
 #: MPI's own collective, with fewer messages, is faster)
 _RING_MIN_PER_RANK = 1024 * 1024
+#: a blocking exchange of one piece (not a step's first, which also waits for the neighbour to
+#: arrive) that takes longer than this (seconds) means the neighbour was not running (a busy
+#: machine): the step's remaining pieces are then posted at once, and so are
+#: the next _RING_POSTED_CALLS calls' (a neighbour that is not running then holds up a call once,
+#: not once per piece)
+_RING_STALL = 5e-4
+_RING_POSTED_CALLS = 8
 _ALGORITHMS = ("auto", "ring", "mpi")
 _RING_KEY = None
 
@@ -325,19 +333,43 @@ def _even_counts(total, n):
     return counts, [sum(counts[:r]) for r in range(n)]
 
 
-def _ring_comm(comm):
-    """A duplicate of ``comm`` for the ring's point-to-point messages (their tags can then never
-    match a message of the caller's on ``comm``), made once per communicator (collective: every
-    rank reaches its first ring on ``comm`` at the same call) and kept as an MPI attribute of
-    ``comm``."""
+class _Ring:
+    """What the ring keeps per communicator: a duplicate of it for the point-to-point messages
+    (their tags can then never match a message of the caller's), a scratch buffer per dtype for
+    received pieces, and how many more calls post their pieces at once after a stall."""
+
+    __slots__ = ("comm", "scratch", "posted_calls")
+
+    def __init__(self, comm):
+        self.comm = comm.Dup()
+        self.scratch = {}
+        self.posted_calls = 0
+
+    def buffer(self, dtype, n):
+        buf = self.scratch.get(dtype)
+        if buf is None or buf.size < n:
+            buf = self.scratch[dtype] = np.empty(n, dtype)
+        return buf
+
+
+def _ring_of(comm):
+    """``comm``'s :class:`_Ring`, made at the first ring on it (collective: ``Dup``; every rank
+    reaches its first ring on ``comm`` at the same call) and kept as an MPI attribute of
+    ``comm``, so that any wrapper of the same communicator finds it."""
     global _RING_KEY
     if _RING_KEY is None:
         _RING_KEY = MPI.Comm.Create_keyval()
-    dup = comm.Get_attr(_RING_KEY)
-    if dup is None:
-        dup = comm.Dup()
-        comm.Set_attr(_RING_KEY, dup)
-    return dup
+    state = comm.Get_attr(_RING_KEY)
+    if state is None:
+        state = _Ring(comm)
+        comm.Set_attr(_RING_KEY, state)
+    return state
+
+
+def _combine(base, got, into, scale):
+    np.add(base, got, out=into)
+    if scale is not None:
+        np.multiply(into, scale, out=into)
 
 
 def _ring_reduce_scatter(comm, src, counts, displs, out, scale, work=None):
@@ -347,13 +379,15 @@ def _ring_reduce_scatter(comm, src, counts, displs, out, scale, work=None):
     not written, and the partial sums go to ``work`` (``max(counts)`` elements; None: allocated).
 
     N-1 steps; at step s rank r sends chunk (r-s-1) mod N to rank r+1 and adds chunk (r-s-2) mod N
-    received from rank r-1 to its own, in pieces of about :data:`_RING_PIECE` bytes, so each
-    received piece is added (and at the last step scaled: the 1/N of a mean costs no pass of its
-    own) while in cache. Each element's sum is formed on one rank in ring order and sent from
-    there, so every rank ends with the same bits. The same traffic as MPI's ring allreduce's first
-    half; on the 2-core test machine faster than Open MPI's ``Reduce_scatter`` and, with the
-    ``Allgatherv`` after it, than its ``Allreduce`` (benchmarks/mpi_step.py)."""
-    ring = _ring_comm(comm)
+    received from rank r-1 to its own, in pieces of about :data:`_RING_PIECE` bytes, each exchanged
+    with ``Sendrecv`` and added (and at the last step scaled: the 1/N of a mean costs no pass of
+    its own) while in cache. When an exchange stalls (:data:`_RING_STALL`: the neighbour is not
+    running) the remaining pieces are posted at once (``Isend``/``Irecv``: the neighbour copies
+    them whenever it runs) and added as they arrive; a rank's choice is its own (messages match in
+    order either way). Each element's sum is formed on one rank in ring order and sent from there,
+    so every rank ends with the same bits. The traffic of a ring allreduce's first half."""
+    state = _ring_of(comm)
+    ring = state.comm
     n, r = comm.Get_size(), comm.Get_rank()
     mtype = _MPI_TYPES[src.dtype]
     nxt, prv = (r + 1) % n, (r - 1) % n
@@ -364,8 +398,10 @@ def _ring_reduce_scatter(comm, src, counts, displs, out, scale, work=None):
     # ranks exchange as many messages per step, and piece k of acc is rewritten only after it is sent
     w = max(1, _RING_PIECE // src.itemsize)
     m = max(1, -(-widest // w))
-    tmp = np.empty(min(w, widest), src.dtype)
     acc = None if out is None else (np.empty(widest, src.dtype) if work is None else work)
+    posted = state.posted_calls > 0
+    if posted:
+        state.posted_calls -= 1
 
     def chunk(i):
         return src[displs[i]:displs[i] + counts[i]]
@@ -373,17 +409,39 @@ def _ring_reduce_scatter(comm, src, counts, displs, out, scale, work=None):
     for s in range(n - 1):
         si, ri = (r - s - 1) % n, (r - s - 2) % n
         last = s == n - 2
+        sc = scale if last else None
         send = chunk(si) if out is None or s == 0 else acc[:counts[si]]
         base = chunk(ri)
         into = base if out is None else (out if last else acc[:counts[ri]])
-        for k in range(m):
-            b = base[k * w:(k + 1) * w]
-            got = tmp[:b.size]
-            ring.Sendrecv([send[k * w:(k + 1) * w], mtype], nxt, 0, [got, mtype], prv, 0)
-            t = into[k * w:(k + 1) * w]
-            np.add(b, got, out=t)
-            if last and scale is not None:
-                np.multiply(t, scale, out=t)
+        k = 0
+        if not posted:
+            tmp = state.buffer(src.dtype, min(w, widest))
+            while k < m:
+                b = base[k * w:(k + 1) * w]
+                got = tmp[:b.size]
+                t0 = time.perf_counter()
+                ring.Sendrecv([send[k * w:(k + 1) * w], mtype], nxt, 0, [got, mtype], prv, 0)
+                stalled = time.perf_counter() - t0 > _RING_STALL
+                _combine(b, got, into[k * w:(k + 1) * w], sc)
+                k += 1
+                if stalled and k > 1:  # (the first piece also waits for the neighbour to arrive)
+                    posted = True
+                    state.posted_calls = _RING_POSTED_CALLS
+                    break
+        if k == m:
+            continue
+        tmp = state.buffer(src.dtype, widest)
+        recvs = [ring.Irecv([tmp[j * w:j * w + base[j * w:(j + 1) * w].size], mtype], prv, 0)
+                 for j in range(k, m)]
+        sends = [ring.Isend([send[j * w:(j + 1) * w], mtype], nxt, 0) for j in range(k, m)]
+        rewrites_send = out is not None and 0 < s and not last  # (send and into are both acc)
+        for j in range(k, m):
+            recvs[j - k].Wait()
+            if rewrites_send:  # (acc's piece j is still being sent)
+                sends[j - k].Wait()
+            b = base[j * w:(j + 1) * w]
+            _combine(b, tmp[j * w:j * w + b.size], into[j * w:(j + 1) * w], sc)
+        MPI.Request.Waitall(sends)
 
 
 # ---------------------------------------------------------------------------- ShardedOptimizer

@@ -246,66 +246,72 @@ def test_ring_reduction(tmp_path, n):
     few elements: uneven chunks (sizes below, at and above the number of ranks), float32 and
     float64, sums and means equal to MPI's within rounding and bit-identical on every rank (for 2
     ranks exactly (a + b) * 0.5), a NaN on one rank, the caller's gradients never written by the
-    sharded step, and a message of the caller's on ``comm`` with the ring's tag left alone."""
+    sharded step, a message of the caller's on ``comm`` with the ring's tag left alone; each with
+    blocking exchanges, with every piece posted at once (what a stall switches to), and with the
+    two mixed (rank 0 posting, the others blocking)."""
     out = mpirun(tmp_path, """
         dist._RING_PIECE = 16  # 2-4 elements a message: many pieces per step
         def everywhere_same(x):
             got = comm.allgather(x.tobytes())
             assert all(g == got[0] for g in got), "the ranks ended with different bits"
-        # the caller's own message on comm, tag 0, pending while the ring runs
-        if rank == 0:
-            req = comm.isend("mine", dest=N - 1, tag=0)
-        for size in (1, N - 1, N, N + 1, 17, 1000):
-            for dt in (np.float32, np.float64):
-                data = [np.random.default_rng(100 * r + size).normal(size=size).astype(dt)
-                        for r in range(N)]
-                total = data[0].copy()
-                for d in data[1:]:
-                    total = total + d
-                for average in (True, False):
-                    x = data[rank].copy()
-                    dist.allreduce_grads(x, comm, average=average, algorithm="ring")
-                    want = total * dt(1.0 / N) if average else total
-                    tol = 1e-6 if dt == np.float32 else 1e-12  # (sums in another order: N = 3)
-                    np.testing.assert_allclose(x, want, rtol=tol, atol=tol)
-                    everywhere_same(x)
-                    if N == 2:
-                        assert np.array_equal(x, want), (size, dt, average)
-                    y = data[rank].copy()
-                    dist.allreduce_grads(y, comm, average=average, algorithm="mpi")
-                    np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
-        if rank == N - 1:
-            assert comm.recv(source=0, tag=0) == "mine"
-        else:
-            req.wait() if rank == 0 else None
-        c = np.array([1.0, 2.0, np.nan if rank == 1 else 3.0, 4.0 + rank, 5.0], np.float32)
-        dist.allreduce_grads(c, comm, algorithm="ring")
-        assert np.isnan(c[2]) and c[0] == 1.0 and c[1] == 2.0 and c[4] == 5.0, c
-        everywhere_same(c)
-        # the sharded step: ring against MPI's Reduce_scatter, whole-tensor cuts (LAMB) too
-        shapes = [(7, 3), (5,), (40,), (1,), (13, 2)]
-        for cls in (fd.Adam, fd.LAMB):
-            res = {}
-            for alg in ("ring", "mpi"):
-                ps = [np.linspace(-1, 1, int(np.prod(s))).reshape(s).astype(np.float32)
-                      for s in shapes]
-                opt = dist.ShardedOptimizer(cls, ps, comm, lr=0.01, algorithm=alg)
-                for t in range(3):
-                    gs = [np.random.default_rng(7 * rank + 3 * t + i).normal(size=s)
-                          .astype(np.float32) for i, s in enumerate(shapes)]
-                    keep = [g.copy() for g in gs]
-                    assert opt.step(gs)
-                    assert all(np.array_equal(a, b) for a, b in zip(gs, keep)), "grads written"
-                res[alg] = ps
-                for p in ps:
-                    everywhere_same(p)
-            for a, b in zip(res["ring"], res["mpi"]):
-                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        for mode in ("blocking", "posted", "mixed"):
+            # a stall threshold of 0 s: every exchange "stalls", the rest of the step is posted
+            dist._RING_STALL = {"blocking": 1e9, "posted": 0.0, "mixed": 0.0 if rank == 0
+                                else 1e9}[mode]
+            # the caller's own message on comm, tag 0, pending while the ring runs
+            if rank == 0:
+                req = comm.isend("mine", dest=N - 1, tag=0)
+            for size in (1, N - 1, N, N + 1, 17, 1000):
+                for dt in (np.float32, np.float64):
+                    data = [np.random.default_rng(100 * r + size).normal(size=size).astype(dt)
+                            for r in range(N)]
+                    total = data[0].copy()
+                    for d in data[1:]:
+                        total = total + d
+                    for average in (True, False):
+                        x = data[rank].copy()
+                        dist.allreduce_grads(x, comm, average=average, algorithm="ring")
+                        want = total * dt(1.0 / N) if average else total
+                        tol = 1e-6 if dt == np.float32 else 1e-12  # (another sum order: N = 3)
+                        np.testing.assert_allclose(x, want, rtol=tol, atol=tol)
+                        everywhere_same(x)
+                        if N == 2:
+                            assert np.array_equal(x, want), (size, dt, average)
+                        y = data[rank].copy()
+                        dist.allreduce_grads(y, comm, average=average, algorithm="mpi")
+                        np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
+            if rank == N - 1:
+                assert comm.recv(source=0, tag=0) == "mine"
+            elif rank == 0:
+                req.wait()
+            c = np.array([1.0, 2.0, np.nan if rank == 1 else 3.0, 4.0 + rank, 5.0], np.float32)
+            dist.allreduce_grads(c, comm, algorithm="ring")
+            assert np.isnan(c[2]) and c[0] == 1.0 and c[1] == 2.0 and c[4] == 5.0, c
+            everywhere_same(c)
+            # the sharded step: ring against MPI's Reduce_scatter, whole-tensor cuts (LAMB) too
+            shapes = [(7, 3), (5,), (40,), (1,), (13, 2)]
+            for cls in (fd.Adam, fd.LAMB):
+                res = {}
+                for alg in ("ring", "mpi"):
+                    ps = [np.linspace(-1, 1, int(np.prod(s))).reshape(s).astype(np.float32)
+                          for s in shapes]
+                    opt = dist.ShardedOptimizer(cls, ps, comm, lr=0.01, algorithm=alg)
+                    for t in range(3):
+                        gs = [np.random.default_rng(7 * rank + 3 * t + i).normal(size=s)
+                              .astype(np.float32) for i, s in enumerate(shapes)]
+                        keep = [g.copy() for g in gs]
+                        assert opt.step(gs)
+                        assert all(np.array_equal(a, b) for a, b in zip(gs, keep)), "written"
+                    res[alg] = ps
+                    for p in ps:
+                        everywhere_same(p)
+                for a, b in zip(res["ring"], res["mpi"]):
+                    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         expect(lambda: dist.ShardedOptimizer(fd.Adam, [np.zeros(3, np.float32)], comm,
                                              algorithm="ring" if rank else "auto"),
                ValueError, "different parameters or options")
         print("OK", rank)
-    """, n=n, timeout=90)
+    """, n=n, timeout=120)
     assert out.count("OK") == n, out
 
 
