@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import threading
 import time
 import zlib
 
@@ -313,6 +314,7 @@ _RING_STALL = 5e-4
 _RING_POSTED_CALLS = 8
 _ALGORITHMS = ("auto", "ring", "mpi")
 _RING_KEY = None
+_RING_LOCK = threading.Lock()
 
 
 def _check_algorithm(algorithm):
@@ -357,8 +359,9 @@ def _ring_of(comm):
     reaches its first ring on ``comm`` at the same call) and kept as an MPI attribute of
     ``comm``, so that any wrapper of the same communicator finds it."""
     global _RING_KEY
-    if _RING_KEY is None:
-        _RING_KEY = MPI.Comm.Create_keyval()
+    with _RING_LOCK:  # (two threads' first rings, each on its own communicator: one keyval)
+        if _RING_KEY is None:
+            _RING_KEY = MPI.Comm.Create_keyval()
     state = comm.Get_attr(_RING_KEY)
     if state is None:
         state = _Ring(comm)
