@@ -312,6 +312,9 @@ _RING_MIN_PER_RANK = 1024 * 1024
 #: not once per piece)
 _RING_STALL = 5e-4
 _RING_POSTED_CALLS = 8
+#: the most pieces a posting rank has in flight at once (16 MiB of 256 KiB pieces: a default
+#: bucket's chunk is still posted whole); the next window is posted when these are done
+_RING_WINDOW = 64
 _ALGORITHMS = ("auto", "ring", "mpi")
 _RING_KEY = None
 _RING_LOCK = threading.Lock()
@@ -354,6 +357,16 @@ class _Ring:
         return buf
 
 
+def _ring_delete(comm, keyval, state):
+    """The attribute's delete callback: ``comm.Free()`` frees the ring's duplicate of it too
+    (without it, one communicator leaked per freed communicator that had run a ring). Not for
+    the predefined communicators (deleted at MPI_Finalize, which frees everything)."""
+    if comm == MPI.COMM_WORLD or comm == MPI.COMM_SELF or MPI.Is_finalized():
+        return
+    if state.comm != MPI.COMM_NULL:
+        state.comm.Free()
+
+
 def _ring_of(comm):
     """``comm``'s :class:`_Ring`, made at the first ring on it (collective: ``Dup``; every rank
     reaches its first ring on ``comm`` at the same call) and kept as an MPI attribute of
@@ -361,7 +374,7 @@ def _ring_of(comm):
     global _RING_KEY
     with _RING_LOCK:  # (two threads' first rings, each on its own communicator: one keyval)
         if _RING_KEY is None:
-            _RING_KEY = MPI.Comm.Create_keyval()
+            _RING_KEY = MPI.Comm.Create_keyval(delete_fn=_ring_delete)
     state = comm.Get_attr(_RING_KEY)
     if state is None:
         state = _Ring(comm)
@@ -433,18 +446,23 @@ def _ring_reduce_scatter(comm, src, counts, displs, out, scale, work=None):
                     break
         if k == m:
             continue
-        tmp = state.buffer(src.dtype, widest)
-        recvs = [ring.Irecv([tmp[j * w:j * w + base[j * w:(j + 1) * w].size], mtype], prv, 0)
-                 for j in range(k, m)]
-        sends = [ring.Isend([send[j * w:(j + 1) * w], mtype], nxt, 0) for j in range(k, m)]
+        # posted a window of at most _RING_WINDOW pieces at a time: a bounded number of messages in
+        # flight (Open MPI truncated, mismatched or hung with ~10**5 outstanding to one peer) and
+        # a scratch of that many pieces, not of a whole chunk
+        tmp = state.buffer(src.dtype, min(widest, _RING_WINDOW * w))
         rewrites_send = out is not None and 0 < s and not last  # (send and into are both acc)
-        for j in range(k, m):
-            recvs[j - k].Wait()
-            if rewrites_send:  # (acc's piece j is still being sent)
-                sends[j - k].Wait()
-            b = base[j * w:(j + 1) * w]
-            _combine(b, tmp[j * w:j * w + b.size], into[j * w:(j + 1) * w], sc)
-        MPI.Request.Waitall(sends)
+        for j0 in range(k, m, _RING_WINDOW):
+            j1 = min(m, j0 + _RING_WINDOW)
+            recvs = [ring.Irecv([tmp[(j - j0) * w:(j - j0) * w + base[j * w:(j + 1) * w].size],
+                                 mtype], prv, 0) for j in range(j0, j1)]
+            sends = [ring.Isend([send[j * w:(j + 1) * w], mtype], nxt, 0) for j in range(j0, j1)]
+            for j in range(j0, j1):
+                recvs[j - j0].Wait()
+                if rewrites_send:  # (acc's piece j is still being sent)
+                    sends[j - j0].Wait()
+                b = base[j * w:(j + 1) * w]
+                _combine(b, tmp[(j - j0) * w:(j - j0) * w + b.size], into[j * w:(j + 1) * w], sc)
+            MPI.Request.Waitall(sends)
 
 
 # ---------------------------------------------------------------------------- ShardedOptimizer
