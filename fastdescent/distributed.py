@@ -307,7 +307,7 @@ _RING_PIECE = 256 * 1024
 _RING_MIN_PER_RANK = 1024 * 1024
 #: a blocking exchange of one piece (not a step's first, which also waits for the neighbour to
 #: arrive) that takes longer than this (seconds) means the neighbour was not running (a busy
-#: machine): the step's remaining pieces are then posted at once, and so are
+#: machine): the step's remaining pieces are then posted in windows, and so are
 #: the next _RING_POSTED_CALLS calls' (a neighbour that is not running then holds up a call once,
 #: not once per piece)
 _RING_STALL = 5e-4
@@ -341,7 +341,7 @@ def _even_counts(total, n):
 class _Ring:
     """What the ring keeps per communicator: a duplicate of it for the point-to-point messages
     (their tags can then never match a message of the caller's), a scratch buffer per dtype for
-    received pieces, and how many more calls post their pieces at once after a stall."""
+    received pieces, and how many more calls post their pieces (in windows) after a stall."""
 
     __slots__ = ("comm", "scratch", "posted_calls")
 
@@ -398,10 +398,11 @@ def _ring_reduce_scatter(comm, src, counts, displs, out, scale, work=None):
     received from rank r-1 to its own, in pieces of about :data:`_RING_PIECE` bytes, each exchanged
     with ``Sendrecv`` and added (and at the last step scaled: the 1/N of a mean costs no pass of
     its own) while in cache. When an exchange stalls (:data:`_RING_STALL`: the neighbour is not
-    running) the remaining pieces are posted at once (``Isend``/``Irecv``: the neighbour copies
-    them whenever it runs) and added as they arrive; a rank's choice is its own (messages match in
-    order either way). Each element's sum is formed on one rank in ring order and sent from there,
-    so every rank ends with the same bits. The traffic of a ring allreduce's first half."""
+    running) the remaining pieces are posted in windows of :data:`_RING_WINDOW` (``Isend`` /
+    ``Irecv``: the neighbour copies them whenever it runs) and added as they arrive; a rank's
+    choice is its own (messages match in order either way). Each element's sum is formed on one
+    rank in ring order and sent from there, so every rank ends with the same bits. The traffic of
+    a ring allreduce's first half."""
     state = _ring_of(comm)
     ring = state.comm
     n, r = comm.Get_size(), comm.Get_rank()
