@@ -198,12 +198,14 @@ def allreduce_grads(grads, comm=None, *, average=True, bucket_bytes=25 * 2 ** 20
         ``"ring"``: a reduce-scatter around the ring of ranks in point-to-point messages of
         256 KiB, each received piece added (and scaled) while in cache, then MPI's
         ``Allgatherv``: the traffic of a ring allreduce (2(N-1)/N of the bytes per rank), every
-        rank ending with the same bits (each sum is formed on one rank), N-1 latencies per
-        piece. ``"mpi"``: MPI's ``Allreduce`` (the MPI library's choice of algorithm; hardware
-        collectives where the MPI has them). ``"auto"``: the ring for pieces of at least 1 MiB
-        per rank, ``Allreduce`` for smaller ones (fewer messages). On the 2-core test machine
-        the ring, averaging included, takes 0.55-0.9x Open MPI's ``Allreduce`` time for 4-64
-        MiB (``benchmarks/mpi_step.py``).
+        rank ending with the same bits (each sum is formed on one rank), N-1 exchanges per
+        256 KiB of a rank's chunk. ``"mpi"``: MPI's ``Allreduce`` (the MPI library's choice of
+        algorithm; hardware collectives where the MPI has them). ``"auto"``: the ring for
+        pieces of at least 1 MiB per rank, ``Allreduce`` for smaller ones (fewer messages). On
+        the 2-core test machine, 2 ranks, this call's mean by the ring takes 1.0x the time of a
+        bare Open MPI ``Allreduce`` of 16 MiB and 0.5-0.6x at 32-64 MiB, where its mean by
+        ``"mpi"`` takes 1.3x and 0.7-0.8x (``benchmarks/mpi_step.py``,
+        ``benchmarks/mpi_crossover.py``).
 
     Returns the number of ranks. Collective: every rank of ``comm`` must call it, with the same
     ``average``, ``bucket_bytes`` and ``algorithm``. Invalid input on any rank, or options that
