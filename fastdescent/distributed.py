@@ -374,9 +374,10 @@ def _ring_of(comm):
     reaches its first ring on ``comm`` at the same call) and kept as an MPI attribute of
     ``comm``, so that any wrapper of the same communicator finds it."""
     global _RING_KEY
-    with _RING_LOCK:  # (two threads' first rings, each on its own communicator: one keyval)
-        if _RING_KEY is None:
-            _RING_KEY = MPI.Comm.Create_keyval(delete_fn=_ring_delete)
+    if _RING_KEY is None:  # (made once; the lock only while it may not exist yet)
+        with _RING_LOCK:  # (two threads' first rings, each on its own communicator: one keyval)
+            if _RING_KEY is None:
+                _RING_KEY = MPI.Comm.Create_keyval(delete_fn=_ring_delete)
     state = comm.Get_attr(_RING_KEY)
     if state is None:
         state = _Ring(comm)
