@@ -21,6 +21,7 @@
  */
 #ifndef FD_T /* ------------------------------------------------------------ untyped part */
 #include "fd_internal.h"
+#include "fd_subnormal.h"
 
 FD_EXACT_FP
 
@@ -145,8 +146,198 @@ int fd_adam_mixed_setup(const double *sc, int64_t nsc, fd_mixed_rule *r)
 }
 #endif
 
+#if FD_IS_F32 && FD_X86_DISPATCH
+/* ---- float32 on AVX2: the same bits without the subnormal assists (fd_subnormal.h) ----
+ * A stretch of a tensor that met subnormals on the last call (fd_sn_hint) runs adam_sn_checked, which
+ * tests each 8-element vector's moments and gradient (and max_exp_avg_sq) for a tiny value
+ * (0 < |x| < 2^-120) as they are loaded; any other stretch runs adam_loop, as before, and MXCSR's
+ * DE/UE flags after it say whether it met one (then its hint is set for the next call). adam_sn_vec performs adam_loop's operations in its order; with
+ * `check`, each multiply, divide and square root that may see a subnormal (from the vector's tiny
+ * moments or gradient) goes by fd_subnormal.h's float64 route, the rest by float32 instructions, so
+ * its results are adam_loop's bit for bit whatever the data and whichever path a vector takes: only
+ * the time differs. The tail (n % 8 elements) runs adam_loop. Under FTZ/DAZ (fd_set_flush_denormal, or a caller's
+ * own MXCSR) the segment runs adam_loop alone, whose flushed results are then the definition. */
+typedef struct {
+    __m256d b1, c1, b2, c2, step;
+    float step_bound; /* step_size * 2^-90, a normal float, when `quick` */
+    int quick;        /* adam_sn_quick may run: beta1 == 0 or >= 2^-60, step_bound normal */
+} adam_sn_k;
+
+/* The vectors of a stopped unit: some lanes' exp_avg subnormal, nothing else tiny (checked by the
+ * caller). Those lanes' m * beta1 by fd_sn_submul (exact), the rest of the step by float32
+ * instructions on values that are not subnormal. Where the new m is tiny (|m| < 2^-120) the parameter
+ * keeps its value when step_size * 2^-90 < |p| * d: the update, < |p| * 2^-30 then, is below a quarter
+ * of p's spacing, so p - update rounds to p. Returns 0, having written nothing, when a tiny lane does
+ * not meet that bound (the caller then takes the general route). */
+FD_TARGET_AVX2 FD_INLINE int adam_sn_quick(float *p, float *m, float *v, float *vmax, __m256 gi,
+                                           __m256 mm, __m256 vv, __m256 pi, const adam_ctx_f32 *c,
+                                           const adam_sn_k *k, const int ams)
+{
+    const __m256 sub = fd_sn_subnormal_lanes(mm);
+    const __m256 b1 = _mm256_set1_ps(c->beta1);
+    const __m256 mb = _mm256_blendv_ps(_mm256_mul_ps(_mm256_andnot_ps(sub, mm), b1),
+                                       fd_sn_submul(mm, b1), sub);
+    const __m256 mi = _mm256_add_ps(mb, _mm256_mul_ps(_mm256_set1_ps(c->omb1), gi));
+    const __m256 t = _mm256_mul_ps(_mm256_set1_ps(c->omb2), gi);
+    __m256 vi = _mm256_add_ps(_mm256_mul_ps(vv, _mm256_set1_ps(c->beta2)), _mm256_mul_ps(t, gi));
+    const __m256 vnew = vi;
+    if (ams) {
+        const __m256 a = _mm256_loadu_ps(vmax);
+        const __m256 take = _mm256_or_ps(_mm256_cmp_ps(a, vi, _CMP_GT_OQ),
+                                         _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+        vi = _mm256_blendv_ps(vi, a, take);
+    }
+    const __m256 d = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), _mm256_set1_ps(c->bc2)),
+                                   _mm256_set1_ps(c->eps));
+    const __m256 tiny = fd_sn_tiny_lanes(mi);
+    const __m256 ok = _mm256_cmp_ps(_mm256_set1_ps(k->step_bound),
+                                    _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), pi), d),
+                                    _CMP_LT_OQ);
+    if (_mm256_movemask_ps(_mm256_andnot_ps(ok, tiny))) return 0;
+    const __m256 q = _mm256_div_ps(_mm256_andnot_ps(tiny, mi), d);
+    const __m256 pn = _mm256_sub_ps(pi, _mm256_mul_ps(_mm256_set1_ps(c->step), q));
+    _mm256_storeu_ps(m, mi);
+    _mm256_storeu_ps(v, vnew);
+    if (ams) _mm256_storeu_ps(vmax, vi);
+    _mm256_storeu_ps(p, _mm256_blendv_ps(pn, pi, tiny));
+    return 1;
+}
+
+FD_TARGET_AVX2 FD_INLINE void adam_sn_vec(float *p, float *m, float *v, float *vmax, __m256 gi,
+                                          __m256 mm, __m256 vv, const adam_ctx_f32 *c,
+                                          const adam_sn_k *k, const int wd_on, const int ams,
+                                          const int check)
+{
+    const __m256 pi = _mm256_mul_ps(_mm256_loadu_ps(p), _mm256_set1_ps(c->decay));
+    if (wd_on) gi = _mm256_add_ps(gi, _mm256_mul_ps(_mm256_set1_ps(c->wd), pi));
+    const int mt = check && fd_sn_tiny8(mm), gt = check && fd_sn_tiny8(gi);
+    int vt = check && fd_sn_tiny8(vv);
+    if (mt && !(vt | gt) && k->quick && !(ams && fd_sn_tiny8(_mm256_loadu_ps(vmax))) &&
+        adam_sn_quick(p, m, v, vmax, gi, mm, vv, pi, c, k, ams))
+        return;
+    /* m = m * beta1 + (1 - beta1) * g */
+    const __m256 mb = mt ? fd_sn_mulc(mm, k->b1) : _mm256_mul_ps(mm, _mm256_set1_ps(c->beta1));
+    const __m256 cg = gt ? fd_sn_mulc(gi, k->c1) : _mm256_mul_ps(_mm256_set1_ps(c->omb1), gi);
+    const __m256 mi = _mm256_add_ps(mb, cg);
+    /* v = v * beta2 + ((1 - beta2) * g) * g */
+    const __m256 vb = vt ? fd_sn_mulc(vv, k->b2) : _mm256_mul_ps(vv, _mm256_set1_ps(c->beta2));
+    const __m256 t = gt ? fd_sn_mulc(gi, k->c2) : _mm256_mul_ps(_mm256_set1_ps(c->omb2), gi);
+    __m256 vi = _mm256_add_ps(vb, gt ? fd_sn_mul(t, gi) : _mm256_mul_ps(t, gi));
+    _mm256_storeu_ps(m, mi);
+    _mm256_storeu_ps(v, vi);
+    if (ams) {
+        const __m256 a = _mm256_loadu_ps(vmax);
+        const __m256 take = _mm256_or_ps(_mm256_cmp_ps(a, vi, _CMP_GT_OQ),
+                                         _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+        vi = _mm256_blendv_ps(vi, a, take);
+        _mm256_storeu_ps(vmax, vi);
+        vt |= check && fd_sn_tiny8(vi);
+    }
+    /* d = sqrt(v) / sqrt(bc2) + eps; p = p - step_size * (m / d) */
+    const __m256 s = (vt | gt) ? fd_sn_sqrt(vi) : _mm256_sqrt_ps(vi);
+    const __m256 d = _mm256_add_ps(_mm256_div_ps(s, _mm256_set1_ps(c->bc2)), _mm256_set1_ps(c->eps));
+    const __m256 q = (mt | gt) ? fd_sn_div(mi, d) : _mm256_div_ps(mi, d);
+    const __m256 u = (mt | gt) ? fd_sn_mulc(q, k->step) : _mm256_mul_ps(_mm256_set1_ps(c->step), q);
+    _mm256_storeu_ps(p, _mm256_sub_ps(pi, u));
+}
+
+/* elements [lo, hi) of a tensor, checking every vector; returns nonzero if one had a tiny lane */
+FD_TARGET_AVX2 FD_INLINE int adam_sn_checked(int64_t n, float *p, float *m, float *v, float *vmax,
+                                             const float *g, const adam_ctx_f32 *c,
+                                             const adam_sn_k *k, const int wd_on, const int ams)
+{
+    const __m256 gsgn = _mm256_set1_ps(c->gsign < 0 ? -0.0f : 0.0f);
+    const int64_t nv = n & ~(int64_t)7;
+    int seen = 0;
+    for (int64_t j = 0; j < nv; j += 8) {
+        const __m256 gg = _mm256_loadu_ps(g + j), mm = _mm256_loadu_ps(m + j);
+        const __m256 vv = _mm256_loadu_ps(v + j);
+        __m256i key = _mm256_min_epu32(_mm256_min_epu32(fd_sn_key8(mm), fd_sn_key8(vv)),
+                                       fd_sn_key8(gg));
+        if (ams) key = _mm256_min_epu32(key, fd_sn_key8(_mm256_loadu_ps(vmax + j)));
+        const __m256 gi = _mm256_xor_ps(gg, gsgn);
+        float *w = ams ? vmax + j : NULL;
+        if (fd_sn_any(key)) {
+            adam_sn_vec(p + j, m + j, v + j, w, gi, mm, vv, c, k, wd_on, ams, 1);
+            seen = 1;
+        } else {
+            adam_sn_vec(p + j, m + j, v + j, w, gi, mm, vv, c, k, wd_on, ams, 0);
+        }
+    }
+    if (n > nv)
+        adam_loop_f32(n - nv, p + nv, m + nv, v + nv, ams ? vmax + nv : NULL, g + nv, c, wd_on, ams);
+    return seen;
+}
+
+static fd_sn_hints adam_sn_hints;
+
+/* elements [off, off + len) of tensor t, in stretches of ADAM_SN_STRETCH elements counted from the
+ * tensor's start (so that a stretch is the same memory whatever the thread split) */
+#define ADAM_SN_STRETCH 4096
+FD_TARGET_AVX2 FD_INLINE void adam_sn_run(const adam_ctx_f32 *c, int64_t t, int64_t off, int64_t len,
+                                          const int wd_on, const int ams)
+{
+    adam_sn_k k;
+    k.b1 = fd_sn_const(c->beta1);
+    k.c1 = fd_sn_const(c->omb1);
+    k.b2 = fd_sn_const(c->beta2);
+    k.c2 = fd_sn_const(c->omb2);
+    k.step = fd_sn_const(c->step);
+    k.step_bound = (float)((double)c->step * 0x1p-90);
+    k.quick = (c->beta1 == 0.0f || c->beta1 >= 0x1p-60f) && k.step_bound >= 0x1p-126f &&
+              k.step_bound <= 0x1p100f;
+    float *p = c->p[t], *m = c->m[t], *v = c->v[t], *vmax = ams ? c->vmax[t] : NULL;
+    const float *g = c->g[t];
+    const unsigned csr0 = _mm_getcsr();
+    unsigned met = 0;
+    _mm_setcsr(csr0 & ~FD_SN_FLAGS);
+    for (int64_t lo = off, end = off + len; lo < end;) {
+        int64_t hi = (lo / ADAM_SN_STRETCH + 1) * ADAM_SN_STRETCH;
+        if (hi > end) hi = end;
+        unsigned char *h = fd_sn_hint(adam_sn_hints, m + lo / ADAM_SN_STRETCH * ADAM_SN_STRETCH);
+        float *w = ams ? vmax + lo : NULL;
+        if (fd_sn_hint_get(h)) {
+            fd_sn_hint_set(h, adam_sn_checked(hi - lo, p + lo, m + lo, v + lo, w, g + lo, c, &k,
+                                              wd_on, ams));
+        } else {
+            adam_loop_f32(hi - lo, p + lo, m + lo, v + lo, w, g + lo, c, wd_on, ams);
+            const unsigned f = _mm_getcsr() & FD_SN_FLAGS;
+            if (f) {
+                fd_sn_hint_set(h, 1);
+                met |= f;
+                _mm_setcsr(csr0 & ~FD_SN_FLAGS);
+            }
+        }
+        lo = hi;
+    }
+    /* the caller's mode and flags, plus every flag this segment raised */
+    _mm_setcsr(_mm_getcsr() | (csr0 & 0x3fu) | met);
+}
+
+static void adam_seg_f32_generic(const void *ctx, int64_t t, int64_t off, int64_t len)
+{
+    adam_seg_f32_body(ctx, t, off, len);
+}
+
+FD_TARGET_AVX2 static void adam_seg_f32_avx2(const void *ctx, int64_t t, int64_t off, int64_t len)
+{
+    if (!fd_sn_ieee_mode()) {
+        adam_seg_f32_body(ctx, t, off, len);
+        return;
+    }
+    const adam_ctx_f32 *c = (const adam_ctx_f32 *)ctx;
+    if (c->amsgrad) {
+        if (c->wd_on) adam_sn_run(c, t, off, len, 1, 1);
+        else adam_sn_run(c, t, off, len, 0, 1);
+    } else {
+        if (c->wd_on) adam_sn_run(c, t, off, len, 1, 0);
+        else adam_sn_run(c, t, off, len, 0, 0);
+    }
+}
+#else
 FD_MULTIVERSION(FD_S(adam_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
                 (ctx, t, off, len))
+#endif
 
 /* defines fd_adam_f32 and fd_adam_f64 (FD_S appends the type suffix) */
 int FD_S(fd_adam)(int64_t ntensors, const int64_t *sizes, FD_T *const *param, FD_T *const *exp_avg,

@@ -1,0 +1,207 @@
+/* fd_subnormal.h -- float32 arithmetic on subnormal values without the CPU's microcode assists
+ * (AVX2; not part of the public ABI).
+ *
+ * On the x86 cores measured here (benchmarks/RESULTS.md, "Which float32 operations pay for
+ * subnormals"), a float32 multiply, divide, square root or FMA whose input or result is subnormal
+ * takes ~100x its normal time (a microcode assist per 8-lane instruction); additions, subtractions
+ * and comparisons do not. Adam's moments of a parameter whose gradient has stopped (a dead ReLU unit,
+ * an input feature that is always zero) decay geometrically into the subnormal range and stay there,
+ * so a late training step can spend most of its update in assists.
+ *
+ * The helpers below give the IEEE float32 result of one multiply, divide or square root, bit for bit
+ * (round to nearest even, or the current MXCSR rounding mode; subnormal inputs and results kept, not
+ * flushed), computed in float64 where every such value is a normal number:
+ *   - fd_sn_up4: a float32 -> its exact float64 value (subnormals from their integer mantissa, so the
+ *     float32 unit never sees them);
+ *   - fd_sn_dn4: a float64 -> float32, rounded once: normal results by cvtpd2ps, results below 2^-126
+ *     by rounding x * 2^149 to an integer (the subnormal's bit pattern).
+ * A float64 product of two float32 values is exact, so mul is rounded once. A float64 quotient or
+ * square root is rounded twice (to float64, then to float32), which gives the correctly rounded
+ * float32 result because float64 carries more than 2*24+2 bits (Figueroa, "When is double rounding
+ * innocuous?", 1995) -- the same holds for the subnormal grid, which is coarser.
+ * Whoever calls these must run with FTZ and DAZ clear (fd_sn_ieee_mode): under a flush the plain
+ * float32 instructions give the flushed results, and so must the kernel. */
+#ifndef FD_SUBNORMAL_H
+#define FD_SUBNORMAL_H
+
+#include "fd_internal.h"
+
+#if FD_X86_DISPATCH
+#include <immintrin.h>
+
+/* 1 when the calling thread's MXCSR keeps subnormals (FTZ and DAZ both clear) and rounds to
+ * nearest (the helpers' tie logic assumes it). */
+static inline int fd_sn_ieee_mode(void) { return (_mm_getcsr() & 0xE040u) == 0u; }
+
+/* MXCSR's sticky flags for a denormal operand (DE) and an underflow (UE): set by an instruction that
+ * met a subnormal input or made a tiny result -- the ones that may have cost an assist. */
+#define FD_SN_FLAGS 0x12u
+
+/* Which 16 KiB stretches of a kernel's state met subnormals on the last call (a hint, by address:
+ * the kernel runs a stretch whose hint is set by the checked route, any other by its plain loop and
+ * sets the hint if MXCSR's flags say the plain loop met a subnormal). Two stretches that share an
+ * entry only cost a wrong guess, never a wrong result; entries are relaxed atomic bytes. */
+#define FD_SN_HINT_BITS 14
+typedef unsigned char fd_sn_hints[1u << FD_SN_HINT_BITS];
+
+static inline unsigned char *fd_sn_hint(fd_sn_hints tbl, const void *addr)
+{
+    return &tbl[((uintptr_t)addr >> 14) & ((1u << FD_SN_HINT_BITS) - 1u)];
+}
+static inline int fd_sn_hint_get(const unsigned char *h) { return __atomic_load_n(h, __ATOMIC_RELAXED); }
+static inline void fd_sn_hint_set(unsigned char *h, int on)
+{
+    if (fd_sn_hint_get(h) != (on != 0)) __atomic_store_n(h, (unsigned char)(on != 0), __ATOMIC_RELAXED);
+}
+
+/* A lane is "tiny" when 0 < |x| < 2^-120: a subnormal, or a value whose product with a moment
+ * coefficient may become one. key(x) = 2*bits(x) - 1 (unsigned: the sign bit drops out, +-0 wraps to
+ * the maximum); tiny <=> key < 2*bits(2^-120) - 1. */
+#define FD_SN_TINY_KEY 0x06FFFFFFu
+
+FD_TARGET_AVX2 static inline __m256i fd_sn_key8(__m256 x)
+{
+    const __m256i b = _mm256_castps_si256(x);
+    return _mm256_sub_epi32(_mm256_add_epi32(b, b), _mm256_set1_epi32(1));
+}
+
+/* nonzero when some lane of the accumulated minimum key is tiny */
+FD_TARGET_AVX2 static inline int fd_sn_any(__m256i minkey)
+{
+    const __m256i lim = _mm256_set1_epi32((int)FD_SN_TINY_KEY);
+    /* min(minkey, lim) == minkey <=> minkey <= lim (unsigned) */
+    const __m256i le = _mm256_cmpeq_epi32(_mm256_min_epu32(minkey, lim), minkey);
+    return _mm256_movemask_ps(_mm256_castsi256_ps(le));
+}
+
+FD_TARGET_AVX2 static inline int fd_sn_tiny8(__m256 x) { return fd_sn_any(fd_sn_key8(x)); }
+
+/* the exact float64 values of four float32 lanes */
+FD_TARGET_AVX2 static inline __m256d fd_sn_up4(__m128 x)
+{
+    const __m128i b = _mm_castps_si128(x);
+    const __m128i mantmask = _mm_set1_epi32(0x007fffff);
+    const __m128i e0 = _mm_cmpeq_epi32(_mm_and_si128(b, _mm_set1_epi32(0x7f800000)),
+                                       _mm_setzero_si128());           /* zero or subnormal */
+    const __m128i mant = _mm_and_si128(_mm_and_si128(b, mantmask), e0); /* subnormals' mantissas */
+    /* the subnormal lanes as signed zeros for the converter; the others as they are */
+    const __m256d big = _mm256_cvtps_pd(_mm_andnot_ps(_mm_castsi128_ps(mant), x));
+    /* |subnormal| = mantissa * 2^-149 (exact), +0 in the other lanes */
+    const __m256d sub = _mm256_mul_pd(_mm256_cvtepi32_pd(mant), _mm256_set1_pd(0x1p-149));
+    return _mm256_or_pd(big, sub); /* in a subnormal lane, big's signed zero gives the sign */
+}
+
+/* four float64 lanes rounded to float32 (the MXCSR rounding mode), subnormal results included */
+FD_TARGET_AVX2 static inline __m128 fd_sn_dn4(__m256d x)
+{
+    const __m256d sgn = _mm256_set1_pd(-0.0), zero = _mm256_setzero_pd();
+    const __m256d ax = _mm256_andnot_pd(sgn, x);
+    const __m256d small = _mm256_and_pd(_mm256_cmp_pd(ax, _mm256_set1_pd(0x1p-126), _CMP_LT_OQ),
+                                        _mm256_cmp_pd(ax, zero, _CMP_GT_OQ));
+    /* normal, zero, infinite and NaN lanes: the converter (small lanes as +0) */
+    const __m128 big = _mm256_cvtpd_ps(_mm256_blendv_pd(x, zero, small));
+    /* small lanes: round x * 2^149 to an integer k in [0, 2^23]; k is the result's magnitude bits
+     * (2^23 being the smallest normal); other lanes 0 */
+    const __m128i k = _mm256_cvtpd_epi32(
+        _mm256_blendv_pd(zero, _mm256_mul_pd(x, _mm256_set1_pd(0x1p149)), small));
+    const __m128 sign = _mm256_cvtpd_ps(_mm256_and_pd(x, sgn)); /* +-0 */
+    const __m128 subn = _mm_or_ps(_mm_castsi128_ps(_mm_abs_epi32(k)), sign);
+    return _mm_or_ps(big, subn); /* big is +0 in the small lanes, subn +-0 (x's sign) elsewhere */
+}
+
+typedef struct {
+    __m256d lo, hi;
+} fd_sn_d8;
+
+FD_TARGET_AVX2 static inline fd_sn_d8 fd_sn_up8(__m256 x)
+{
+    fd_sn_d8 r;
+    r.lo = fd_sn_up4(_mm256_castps256_ps128(x));
+    r.hi = fd_sn_up4(_mm256_extractf128_ps(x, 1));
+    return r;
+}
+
+FD_TARGET_AVX2 static inline __m256 fd_sn_dn8(__m256d lo, __m256d hi)
+{
+    return _mm256_set_m128(fd_sn_dn4(hi), fd_sn_dn4(lo));
+}
+
+/* IEEE float32 a * c, c a float32 value given as its exact float64 */
+FD_TARGET_AVX2 static inline __m256 fd_sn_mulc(__m256 a, __m256d c)
+{
+    const fd_sn_d8 x = fd_sn_up8(a);
+    return fd_sn_dn8(_mm256_mul_pd(x.lo, c), _mm256_mul_pd(x.hi, c));
+}
+
+/* IEEE float32 a * b */
+FD_TARGET_AVX2 static inline __m256 fd_sn_mul(__m256 a, __m256 b)
+{
+    const fd_sn_d8 x = fd_sn_up8(a), y = fd_sn_up8(b);
+    return fd_sn_dn8(_mm256_mul_pd(x.lo, y.lo), _mm256_mul_pd(x.hi, y.hi));
+}
+
+/* IEEE float32 a / b */
+FD_TARGET_AVX2 static inline __m256 fd_sn_div(__m256 a, __m256 b)
+{
+    const fd_sn_d8 x = fd_sn_up8(a), y = fd_sn_up8(b);
+    return fd_sn_dn8(_mm256_div_pd(x.lo, y.lo), _mm256_div_pd(x.hi, y.hi));
+}
+
+/* IEEE float32 sqrt(a) */
+FD_TARGET_AVX2 static inline __m256 fd_sn_sqrt(__m256 a)
+{
+    const fd_sn_d8 x = fd_sn_up8(a);
+    return fd_sn_dn8(_mm256_sqrt_pd(x.lo), _mm256_sqrt_pd(x.hi));
+}
+
+/* IEEE float32 x * c in the lanes where x is subnormal (others: garbage), for a float32 c in [0, 1)
+ * with c == 0 or c >= 2^-60: the product is then subnormal or the smallest normal, i.e. the mantissa k
+ * of x times c rounded to an integer, to nearest even. In float32: P = k*c rounded, E = k*c - P exactly
+ * (FMA), R = P rounded to an integer; R is the answer unless P is a half-integer that the rounding of
+ * k*c made (E != 0), then the exact product lies on E's side. Requires round-to-nearest (MXCSR). */
+FD_TARGET_AVX2 static inline __m256 fd_sn_submul(__m256 x, __m256 c)
+{
+    const __m256i b = _mm256_castps_si256(x);
+    const __m256 k = _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(0x007fffff)));
+    const __m256 P = _mm256_mul_ps(k, c);
+    const __m256 E = _mm256_fmsub_ps(k, c, P);
+    const __m256 R = _mm256_round_ps(P, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 D = _mm256_sub_ps(P, R); /* exact, in [-0.5, 0.5] */
+    const __m256 sgn = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
+    const __m256 tie = _mm256_cmp_ps(_mm256_andnot_ps(sgn, D), _mm256_set1_ps(0.5f), _CMP_EQ_OQ);
+    /* D and E of one sign, E != 0 */
+    const __m256 same = _mm256_andnot_ps(_mm256_cmp_ps(E, zero, _CMP_EQ_OQ),
+                                         _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+                                             _mm256_setzero_si256(),
+                                             _mm256_castps_si256(_mm256_xor_ps(_mm256_xor_ps(D, E),
+                                                                               sgn)))));
+    const __m256 r = _mm256_add_ps(R, _mm256_and_ps(_mm256_and_ps(tie, same), _mm256_add_ps(D, D)));
+    const __m256i mag = _mm256_cvtps_epi32(r); /* an integer in [0, 2^23]: the result's bits */
+    return _mm256_castsi256_ps(
+        _mm256_or_si256(mag, _mm256_and_si256(b, _mm256_set1_epi32((int)0x80000000u))));
+}
+
+/* lanes of x that are subnormal (exponent field 0, nonzero) */
+FD_TARGET_AVX2 static inline __m256 fd_sn_subnormal_lanes(__m256 x)
+{
+    const __m256i b = _mm256_castps_si256(x), z = _mm256_setzero_si256();
+    const __m256i ex0 = _mm256_cmpeq_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x7f800000)), z);
+    const __m256i zero = _mm256_cmpeq_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x7fffffff)), z);
+    return _mm256_castsi256_ps(_mm256_andnot_si256(zero, ex0));
+}
+
+/* lanes of x that are tiny (fd_sn_key8) */
+FD_TARGET_AVX2 static inline __m256 fd_sn_tiny_lanes(__m256 x)
+{
+    const __m256i key = fd_sn_key8(x), lim = _mm256_set1_epi32((int)FD_SN_TINY_KEY);
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_min_epu32(key, lim), key));
+}
+
+/* the exact float64 value of a float32 scalar (subnormal or not) */
+FD_TARGET_AVX2 static inline __m256d fd_sn_const(float c)
+{
+    return _mm256_broadcastsd_pd(_mm256_castpd256_pd128(fd_sn_up4(_mm_set1_ps(c))));
+}
+
+#endif /* FD_X86_DISPATCH */
+#endif /* FD_SUBNORMAL_H */
