@@ -148,15 +148,17 @@ int fd_adam_mixed_setup(const double *sc, int64_t nsc, fd_mixed_rule *r)
 
 #if FD_IS_F32 && FD_X86_DISPATCH
 /* ---- float32 on AVX2: the same bits without the subnormal assists (fd_subnormal.h) ----
- * A stretch of a tensor that met subnormals on the last call (fd_sn_hint) runs adam_sn_checked, which
- * tests each 8-element vector's moments and gradient (and max_exp_avg_sq) for a tiny value
- * (0 < |x| < 2^-120) as they are loaded; any other stretch runs adam_loop, as before, and MXCSR's
- * DE/UE flags after it say whether it met one (then its hint is set for the next call). adam_sn_vec performs adam_loop's operations in its order; with
- * `check`, each multiply, divide and square root that may see a subnormal (from the vector's tiny
- * moments or gradient) goes by fd_subnormal.h's float64 route, the rest by float32 instructions, so
- * its results are adam_loop's bit for bit whatever the data and whichever path a vector takes: only
- * the time differs. The tail (n % 8 elements) runs adam_loop. Under FTZ/DAZ (fd_set_flush_denormal, or a caller's
- * own MXCSR) the segment runs adam_loop alone, whose flushed results are then the definition. */
+ * fd_sn_drive walks a segment in stretches; one that met subnormals on the last call runs
+ * adam_sn_checked, which tests each 8-element vector's moments and gradient (and max_exp_avg_sq) for
+ * a tiny value (0 < |x| < 2^-120) as they are loaded; any other stretch runs adam_loop, as before,
+ * and MXCSR's DE/UE flags after it say whether it met one (then its hint is set for the next call).
+ * adam_sn_vec performs adam_loop's operations in its order; with `check`, each multiply, divide and
+ * square root that may see a subnormal (from the vector's tiny moments or gradient) goes by
+ * fd_subnormal.h's float64 route, the rest by float32 instructions, so its results are adam_loop's
+ * bit for bit whatever the data and whichever path a vector takes: only the time differs. The tail
+ * (n % 8 elements) runs adam_loop. Under FTZ/DAZ (fd_set_flush_denormal, or a caller's own MXCSR)
+ * or a rounding mode other than to nearest, the segment runs adam_loop alone (flushed results are
+ * then the definition). */
 typedef struct {
     __m256d b1, c1, b2, c2, step;
     float step_bound; /* step_size * 2^-90, a normal float, when `quick` */
@@ -271,12 +273,17 @@ FD_TARGET_AVX2 FD_INLINE int adam_sn_checked(int64_t n, float *p, float *m, floa
 
 static fd_sn_hints adam_sn_hints;
 
-/* elements [off, off + len) of tensor t, in stretches of ADAM_SN_STRETCH elements counted from the
- * tensor's start (so that a stretch is the same memory whatever the thread split) */
-#define ADAM_SN_STRETCH 4096
-FD_TARGET_AVX2 FD_INLINE void adam_sn_run(const adam_ctx_f32 *c, int64_t t, int64_t off, int64_t len,
-                                          const int wd_on, const int ams)
+FD_TARGET_AVX2 static int adam_sn_stretch(const void *ctx, int64_t t, int64_t lo, int64_t n,
+                                          int checked)
 {
+    const adam_ctx_f32 *c = (const adam_ctx_f32 *)ctx;
+    float *p = c->p[t] + lo, *m = c->m[t] + lo, *v = c->v[t] + lo;
+    float *w = c->amsgrad ? c->vmax[t] + lo : NULL;
+    const float *g = c->g[t] + lo;
+    if (!checked) {
+        adam_seg_f32_body(ctx, t, lo, n);
+        return 0;
+    }
     adam_sn_k k;
     k.b1 = fd_sn_const(c->beta1);
     k.c1 = fd_sn_const(c->omb1);
@@ -286,32 +293,11 @@ FD_TARGET_AVX2 FD_INLINE void adam_sn_run(const adam_ctx_f32 *c, int64_t t, int6
     k.step_bound = (float)((double)c->step * 0x1p-90);
     k.quick = (c->beta1 == 0.0f || c->beta1 >= 0x1p-60f) && k.step_bound >= 0x1p-126f &&
               k.step_bound <= 0x1p100f;
-    float *p = c->p[t], *m = c->m[t], *v = c->v[t], *vmax = ams ? c->vmax[t] : NULL;
-    const float *g = c->g[t];
-    const unsigned csr0 = _mm_getcsr();
-    unsigned met = 0;
-    _mm_setcsr(csr0 & ~FD_SN_FLAGS);
-    for (int64_t lo = off, end = off + len; lo < end;) {
-        int64_t hi = (lo / ADAM_SN_STRETCH + 1) * ADAM_SN_STRETCH;
-        if (hi > end) hi = end;
-        unsigned char *h = fd_sn_hint(adam_sn_hints, m + lo / ADAM_SN_STRETCH * ADAM_SN_STRETCH);
-        float *w = ams ? vmax + lo : NULL;
-        if (fd_sn_hint_get(h)) {
-            fd_sn_hint_set(h, adam_sn_checked(hi - lo, p + lo, m + lo, v + lo, w, g + lo, c, &k,
-                                              wd_on, ams));
-        } else {
-            adam_loop_f32(hi - lo, p + lo, m + lo, v + lo, w, g + lo, c, wd_on, ams);
-            const unsigned f = _mm_getcsr() & FD_SN_FLAGS;
-            if (f) {
-                fd_sn_hint_set(h, 1);
-                met |= f;
-                _mm_setcsr(csr0 & ~FD_SN_FLAGS);
-            }
-        }
-        lo = hi;
-    }
-    /* the caller's mode and flags, plus every flag this segment raised */
-    _mm_setcsr(_mm_getcsr() | (csr0 & 0x3fu) | met);
+    if (c->amsgrad)
+        return c->wd_on ? adam_sn_checked(n, p, m, v, w, g, c, &k, 1, 1)
+                        : adam_sn_checked(n, p, m, v, w, g, c, &k, 0, 1);
+    return c->wd_on ? adam_sn_checked(n, p, m, v, NULL, g, c, &k, 1, 0)
+                    : adam_sn_checked(n, p, m, v, NULL, g, c, &k, 0, 0);
 }
 
 static void adam_seg_f32_generic(const void *ctx, int64_t t, int64_t off, int64_t len)
@@ -321,18 +307,9 @@ static void adam_seg_f32_generic(const void *ctx, int64_t t, int64_t off, int64_
 
 FD_TARGET_AVX2 static void adam_seg_f32_avx2(const void *ctx, int64_t t, int64_t off, int64_t len)
 {
-    if (!fd_sn_ieee_mode()) {
-        adam_seg_f32_body(ctx, t, off, len);
-        return;
-    }
     const adam_ctx_f32 *c = (const adam_ctx_f32 *)ctx;
-    if (c->amsgrad) {
-        if (c->wd_on) adam_sn_run(c, t, off, len, 1, 1);
-        else adam_sn_run(c, t, off, len, 0, 1);
-    } else {
-        if (c->wd_on) adam_sn_run(c, t, off, len, 1, 0);
-        else adam_sn_run(c, t, off, len, 0, 0);
-    }
+    if (fd_sn_ieee_mode()) fd_sn_drive(adam_sn_hints, c->m[t], off, len, adam_sn_stretch, ctx, t);
+    else adam_seg_f32_body(ctx, t, off, len);
 }
 #else
 FD_MULTIVERSION(FD_S(adam_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),

@@ -18,6 +18,7 @@
  */
 #ifndef FD_T /* ------------------------------------------------------------ untyped part */
 #include "fd_internal.h"
+#include "fd_subnormal.h"
 
 FD_EXACT_FP
 
@@ -138,8 +139,123 @@ int fd_sgd_mixed_setup(const double *sc, int64_t nsc, fd_mixed_rule *r)
 }
 #endif
 
+#if FD_IS_F32 && FD_X86_DISPATCH
+/* ---- float32 on AVX2 with momentum: the same bits without the subnormal assists ----
+ * As fd_adam.c's: fd_sn_drive runs a stretch that met subnormals on the last call through
+ * sgd_sn_checked, which sends each vector with a tiny momentum buffer or gradient lane
+ * (0 < |x| < 2^-120) to sgd_sn_vec; the others run sgd_loop. sgd_sn_vec's quick route (only buffer
+ * lanes tiny): the subnormal lanes' b * momentum by fd_sn_submul, and where the step's direction g is
+ * tiny the parameter keeps its value when lr * 2^-90 < |p| (the update, < |p| * 2^-30, is below a
+ * quarter of p's spacing); otherwise each multiply that may see a subnormal goes by the float64 route.
+ * Only the steps with a buffer to decay (momentum on, not the first step) take this path. */
+typedef struct {
+    __m256d mom, omd, lr;
+    float lr_bound; /* lr * 2^-90, a normal float, when `quick` */
+    int quick;      /* the quick route may run: 2^-60 <= momentum < 1, lr_bound normal */
+} sgd_sn_k;
+
+FD_TARGET_AVX2 FD_INLINE __m256 sgd_sn_mulmom(__m256 x, __m256 mom)
+{
+    const __m256 sub = fd_sn_subnormal_lanes(x);
+    return _mm256_blendv_ps(_mm256_mul_ps(_mm256_andnot_ps(sub, x), mom), fd_sn_submul(x, mom), sub);
+}
+
+FD_TARGET_AVX2 FD_INLINE void sgd_sn_vec(float *p, float *b, const float *g, const sgd_ctx_f32 *c,
+                                         const sgd_sn_k *k, const int wd_on, const int nesterov)
+{
+    const __m256 pi = _mm256_loadu_ps(p), bb = _mm256_loadu_ps(b);
+    __m256 gi = _mm256_xor_ps(_mm256_loadu_ps(g), _mm256_set1_ps(c->gsign < 0 ? -0.0f : 0.0f));
+    if (wd_on) gi = _mm256_add_ps(gi, _mm256_mul_ps(_mm256_set1_ps(c->wd), pi));
+    const __m256 mom = _mm256_set1_ps(c->mom), lr = _mm256_set1_ps(c->lr);
+    const __m256 omd = _mm256_set1_ps(c->omd);
+    const int bt = fd_sn_tiny8(bb), gt = fd_sn_tiny8(gi);
+    if (bt && !gt && k->quick) {
+        const __m256 bi = _mm256_add_ps(sgd_sn_mulmom(bb, mom), _mm256_mul_ps(omd, gi));
+        const __m256 gu = nesterov ? _mm256_add_ps(gi, sgd_sn_mulmom(bi, mom)) : bi;
+        const __m256 tiny = fd_sn_tiny_lanes(gu);
+        const __m256 ok = _mm256_cmp_ps(_mm256_set1_ps(k->lr_bound),
+                                        _mm256_andnot_ps(_mm256_set1_ps(-0.0f), pi), _CMP_LT_OQ);
+        if (!_mm256_movemask_ps(_mm256_andnot_ps(ok, tiny))) {
+            _mm256_storeu_ps(b, bi);
+            const __m256 pn = _mm256_sub_ps(pi, _mm256_mul_ps(lr, _mm256_andnot_ps(tiny, gu)));
+            _mm256_storeu_ps(p, _mm256_blendv_ps(pn, pi, tiny));
+            return;
+        }
+    }
+    const int any = bt | gt;
+    const __m256 bm = bt ? fd_sn_mulc(bb, k->mom) : _mm256_mul_ps(bb, mom);
+    const __m256 bi = _mm256_add_ps(bm, gt ? fd_sn_mulc(gi, k->omd) : _mm256_mul_ps(omd, gi));
+    _mm256_storeu_ps(b, bi);
+    __m256 gu = bi;
+    if (nesterov) gu = _mm256_add_ps(gi, any ? fd_sn_mulc(bi, k->mom) : _mm256_mul_ps(mom, bi));
+    _mm256_storeu_ps(p, _mm256_sub_ps(pi, any ? fd_sn_mulc(gu, k->lr) : _mm256_mul_ps(lr, gu)));
+}
+
+FD_TARGET_AVX2 FD_INLINE int sgd_sn_checked(int64_t n, float *p, float *b, const float *g,
+                                            const sgd_ctx_f32 *c, const sgd_sn_k *k,
+                                            const int wd_on, const int nesterov)
+{
+    const int64_t nv = n & ~(int64_t)7;
+    int seen = 0;
+    for (int64_t j = 0; j < nv; j += 8) {
+        const __m256i key = _mm256_min_epu32(fd_sn_key8(_mm256_loadu_ps(b + j)),
+                                             fd_sn_key8(_mm256_loadu_ps(g + j)));
+        if (fd_sn_any(key)) {
+            sgd_sn_vec(p + j, b + j, g + j, c, k, wd_on, nesterov);
+            seen = 1;
+        } else {
+            sgd_loop_f32(8, p + j, b + j, g + j, c, wd_on, 1, nesterov, 0);
+        }
+    }
+    if (n > nv) sgd_loop_f32(n - nv, p + nv, b + nv, g + nv, c, wd_on, 1, nesterov, 0);
+    return seen;
+}
+
+static fd_sn_hints sgd_sn_hints;
+
+FD_TARGET_AVX2 static int sgd_sn_stretch(const void *ctx, int64_t t, int64_t lo, int64_t n,
+                                         int checked)
+{
+    const sgd_ctx_f32 *c = (const sgd_ctx_f32 *)ctx;
+    if (!checked) {
+        sgd_seg_f32_body(ctx, t, lo, n);
+        return 0;
+    }
+    sgd_sn_k k;
+    k.mom = fd_sn_const(c->mom);
+    k.omd = fd_sn_const(c->omd);
+    k.lr = fd_sn_const(c->lr);
+    k.lr_bound = (float)((double)c->lr * 0x1p-90);
+    k.quick = c->mom < 1.0f && c->mom >= 0x1p-60f && k.lr_bound >= 0x1p-126f &&
+              k.lr_bound <= 0x1p100f;
+    float *p = c->p[t] + lo, *b = c->b[t] + lo;
+    const float *g = c->g[t] + lo;
+    switch (c->mode) {
+    case 2: return sgd_sn_checked(n, p, b, g, c, &k, 0, 0);
+    case 3: return sgd_sn_checked(n, p, b, g, c, &k, 1, 0);
+    case 6: return sgd_sn_checked(n, p, b, g, c, &k, 0, 1);
+    default: return sgd_sn_checked(n, p, b, g, c, &k, 1, 1); /* 7 (sgd_seg_f32_avx2) */
+    }
+}
+
+static void sgd_seg_f32_generic(const void *ctx, int64_t t, int64_t off, int64_t len)
+{
+    sgd_seg_f32_body(ctx, t, off, len);
+}
+
+FD_TARGET_AVX2 static void sgd_seg_f32_avx2(const void *ctx, int64_t t, int64_t off, int64_t len)
+{
+    const sgd_ctx_f32 *c = (const sgd_ctx_f32 *)ctx;
+    const int m = c->mode; /* with momentum, not the first step: 2, 3, 6, 7 */
+    if ((m == 2 || m == 3 || m == 6 || m == 7) && fd_sn_ieee_mode())
+        fd_sn_drive(sgd_sn_hints, c->b[t], off, len, sgd_sn_stretch, ctx, t);
+    else
+        sgd_seg_f32_body(ctx, t, off, len);
+}
+#else
 FD_MULTIVERSION(FD_S(sgd_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
                 (ctx, t, off, len))
+#endif
 
 /* defines fd_sgd_f32 and fd_sgd_f64 (FD_S appends the type suffix) */
 int FD_S(fd_sgd)(int64_t ntensors, const int64_t *sizes, FD_T *const *param,

@@ -38,9 +38,10 @@ static inline int fd_sn_ieee_mode(void) { return (_mm_getcsr() & 0xE040u) == 0u;
 #define FD_SN_FLAGS 0x12u
 
 /* Which 16 KiB stretches of a kernel's state met subnormals on the last call (a hint, by address:
- * the kernel runs a stretch whose hint is set by the checked route, any other by its plain loop and
- * sets the hint if MXCSR's flags say the plain loop met a subnormal). Two stretches that share an
- * entry only cost a wrong guess, never a wrong result; entries are relaxed atomic bytes. */
+ * fd_sn_drive runs a stretch whose hint is set by the kernel's checked loop, any other by its plain
+ * loop, and sets the hint if MXCSR's flags say the plain loop met a subnormal). Two stretches that
+ * share an entry only cost a wrong guess, never a wrong result; entries are relaxed atomic bytes.
+ * One table per kernel. */
 #define FD_SN_HINT_BITS 14
 typedef unsigned char fd_sn_hints[1u << FD_SN_HINT_BITS];
 
@@ -52,6 +53,42 @@ static inline int fd_sn_hint_get(const unsigned char *h) { return __atomic_load_
 static inline void fd_sn_hint_set(unsigned char *h, int on)
 {
     if (fd_sn_hint_get(h) != (on != 0)) __atomic_store_n(h, (unsigned char)(on != 0), __ATOMIC_RELAXED);
+}
+
+/* One segment [off, off + len) of tensor t of a kernel with a subnormal-aware AVX2 path, in stretches
+ * of FD_SN_STRETCH elements counted from the tensor's start (a stretch is the same memory whatever the
+ * thread split). stretch(ctx, t, lo, n, checked) runs elements [lo, lo + n): with `checked`, the
+ * kernel's checked loop, returning nonzero if a vector had a tiny lane; without, the plain loop. The
+ * hint of a stretch is looked up by the address of its first element in column `state`. MXCSR: the
+ * caller's mode and flags are kept; the flags the segment raised are added to them. */
+#define FD_SN_STRETCH 4096
+typedef int (*fd_sn_stretch_fn)(const void *ctx, int64_t t, int64_t lo, int64_t n, int checked);
+
+FD_TARGET_AVX2 static inline void fd_sn_drive(unsigned char *tbl, const float *state, int64_t off,
+                                              int64_t len, fd_sn_stretch_fn stretch,
+                                              const void *ctx, int64_t t)
+{
+    const unsigned csr0 = _mm_getcsr();
+    unsigned met = 0;
+    _mm_setcsr(csr0 & ~FD_SN_FLAGS);
+    for (int64_t lo = off, end = off + len; lo < end;) {
+        const int64_t first = lo / FD_SN_STRETCH * FD_SN_STRETCH;
+        const int64_t hi = first + FD_SN_STRETCH < end ? first + FD_SN_STRETCH : end;
+        unsigned char *h = fd_sn_hint(tbl, state + first);
+        if (fd_sn_hint_get(h)) {
+            fd_sn_hint_set(h, stretch(ctx, t, lo, hi - lo, 1));
+        } else {
+            stretch(ctx, t, lo, hi - lo, 0);
+            const unsigned f = _mm_getcsr() & FD_SN_FLAGS;
+            if (f) {
+                fd_sn_hint_set(h, 1);
+                met |= f;
+                _mm_setcsr(csr0 & ~FD_SN_FLAGS);
+            }
+        }
+        lo = hi;
+    }
+    _mm_setcsr(_mm_getcsr() | (csr0 & 0x3fu) | met);
 }
 
 /* A lane is "tiny" when 0 < |x| < 2^-120: a subnormal, or a value whose product with a moment

@@ -212,8 +212,11 @@ def test_adam_quick_route_bound_threshold(lr):
     rng = np.random.default_rng(8)
     n = 8 * 2000
     m0 = (rng.choice([-1.0, 1.0], n) * 2.0 ** rng.uniform(-121.5, -120.05, n)).astype(np.float32)
+    m0[::64] = np.float32(2.0 ** -140)  # a subnormal in every stretch: the next steps run checked
     v0 = rng.choice([0.0, 1e-20, 1e-12], n).astype(np.float32)
-    p0 = (rng.choice([-1.0, 1.0], n) * 2.0 ** rng.uniform(-100, -55, n)).astype(np.float32)
+    # one magnitude per 8-element vector (the quick route takes a vector whole or not at all)
+    p0 = (rng.choice([-1.0, 1.0], n) * np.repeat(2.0 ** rng.uniform(-100, -55, n // 8), 8)
+          * rng.uniform(1.0, 1.01, n)).astype(np.float32)
     grads = [np.zeros(n, np.float32)] * 3
     opts = dict(cls="Adam", weight_decay=0.0, amsgrad=False, maximize=False)
     hyper = dict(lr=lr, betas=(0.9, 0.999), eps=1e-8)

@@ -102,3 +102,67 @@ def test_sgd_buffer_fixed_points_bit_exact():
     same_bits(out["c"][1], out["numpy"][1])
     b = out["c"][1].view(np.uint32)
     assert np.all(b[(np.arange(n) % 9) <= 4] == (np.arange(n) % 9)[(np.arange(n) % 9) <= 4])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("opts", [o for o in OPTIONS if o["momentum"]],
+                         ids=lambda o: "-".join(f"{k}{v}" for k, v in o.items()))
+@pytest.mark.parametrize("lr", [0.01, 1e-30])
+def test_sgd_stopped_units_bit_exact(opts, threads, lr):
+    """The vectors the c kernel's quick route takes (csrc/fd_sgd.c): some momentum-buffer lanes
+    subnormal or tiny, gradients normal or zero; parameters of every kind, including those for which
+    the 'update below a quarter of p's spacing' bound fails (the general route then)."""
+    require_backend("c")
+    rng = np.random.default_rng(17)
+    n = 8 * 700 + 3
+    b0 = mixed(rng, n, ["normal", "subnormal", "small_sub", "tiny", "edge", "zero"])
+    p0 = mixed(rng, n, ["normal", "tiny", "subnormal", "zero", "huge", "edge"])
+    logu = rng.random(n) < 0.4
+    p0[logu] = (rng.choice([-1.0, 1.0], int(logu.sum()))
+                * 2.0 ** rng.uniform(-130, 0, int(logu.sum()))).astype(np.float32)
+    grads = [mixed(rng, n, ["normal", "zero", "zero", "zero"]) for _ in range(5)]
+    old = fd.get_num_threads()
+    try:
+        fd.set_num_threads(threads)
+        res = {}
+        for be in ("c", "numpy"):
+            p = p0.copy()
+            o = fd.SGD([p], lr=lr, backend=be, **opts)
+            with np.errstate(all="ignore"):
+                o.step([np.zeros(n, np.float32)])  # the first step makes the buffer
+                p[:] = p0
+                o.state[0]["momentum_buffer"][:] = b0
+                for g in grads:
+                    o.step([g])
+            res[be] = (p, o.state[0]["momentum_buffer"])
+    finally:
+        fd.set_num_threads(old)
+    for a, b in zip(res["c"], res["numpy"]):
+        same_bits(a, b)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_quick_route_bound_threshold(nesterov):
+    """Buffers just under the tiny threshold, a zero gradient, parameters around the size at which
+    lr * buffer reaches their rounding spacing: they move exactly when IEEE arithmetic moves them."""
+    require_backend("c")
+    rng = np.random.default_rng(19)
+    n = 8 * 2000
+    b0 = (rng.choice([-1.0, 1.0], n) * 2.0 ** rng.uniform(-121.5, -120.05, n)).astype(np.float32)
+    b0[::64] = np.float32(2.0 ** -140)  # a subnormal in every stretch: the next steps run checked
+    # one magnitude per 8-element vector (the quick route takes a vector whole or not at all)
+    p0 = (rng.choice([-1.0, 1.0], n) * np.repeat(2.0 ** rng.uniform(-100, -85, n // 8), 8)
+          * rng.uniform(1.0, 1.01, n)).astype(np.float32)
+    res = {}
+    for be in ("c", "numpy"):
+        p = p0.copy()
+        o = fd.SGD([p], lr=1.0, momentum=0.9, nesterov=nesterov, backend=be)
+        o.step([np.zeros(n, np.float32)])
+        o.state[0]["momentum_buffer"][:] = b0
+        for _ in range(3):
+            o.step([np.zeros(n, np.float32)])
+        res[be] = (p, o.state[0]["momentum_buffer"])
+    for a, b in zip(res["c"], res["numpy"]):
+        same_bits(a, b)
+    assert np.count_nonzero(res["numpy"][0] != p0) > 100
+    assert np.count_nonzero(res["numpy"][0] == p0) > 100
