@@ -250,6 +250,7 @@ FD_TARGET_AVX2 FD_INLINE int adam_sn_checked(int64_t n, float *p, float *m, floa
 {
     const __m256 gsgn = _mm256_set1_ps(c->gsign < 0 ? -0.0f : 0.0f);
     const int64_t nv = n & ~(int64_t)7;
+    int64_t run = 0; /* start of the clean vectors not yet updated: they go to adam_loop in runs */
     int seen = 0;
     for (int64_t j = 0; j < nv; j += 8) {
         const __m256 gg = _mm256_loadu_ps(g + j), mm = _mm256_loadu_ps(m + j);
@@ -257,17 +258,19 @@ FD_TARGET_AVX2 FD_INLINE int adam_sn_checked(int64_t n, float *p, float *m, floa
         __m256i key = _mm256_min_epu32(_mm256_min_epu32(fd_sn_key8(mm), fd_sn_key8(vv)),
                                        fd_sn_key8(gg));
         if (ams) key = _mm256_min_epu32(key, fd_sn_key8(_mm256_loadu_ps(vmax + j)));
-        const __m256 gi = _mm256_xor_ps(gg, gsgn);
-        float *w = ams ? vmax + j : NULL;
         if (fd_sn_any(key)) {
-            adam_sn_vec(p + j, m + j, v + j, w, gi, mm, vv, c, k, wd_on, ams, 1);
+            if (j > run)
+                adam_loop_f32(j - run, p + run, m + run, v + run, ams ? vmax + run : NULL, g + run,
+                              c, wd_on, ams);
+            adam_sn_vec(p + j, m + j, v + j, ams ? vmax + j : NULL, _mm256_xor_ps(gg, gsgn), mm, vv,
+                        c, k, wd_on, ams, 1);
+            run = j + 8;
             seen = 1;
-        } else {
-            adam_sn_vec(p + j, m + j, v + j, w, gi, mm, vv, c, k, wd_on, ams, 0);
         }
     }
-    if (n > nv)
-        adam_loop_f32(n - nv, p + nv, m + nv, v + nv, ams ? vmax + nv : NULL, g + nv, c, wd_on, ams);
+    if (n > run)
+        adam_loop_f32(n - run, p + run, m + run, v + run, ams ? vmax + run : NULL, g + run, c, wd_on,
+                      ams);
     return seen;
 }
 

@@ -196,18 +196,19 @@ FD_TARGET_AVX2 FD_INLINE int sgd_sn_checked(int64_t n, float *p, float *b, const
                                             const int wd_on, const int nesterov)
 {
     const int64_t nv = n & ~(int64_t)7;
+    int64_t run = 0; /* start of the clean vectors not yet updated: they go to sgd_loop in runs */
     int seen = 0;
     for (int64_t j = 0; j < nv; j += 8) {
         const __m256i key = _mm256_min_epu32(fd_sn_key8(_mm256_loadu_ps(b + j)),
                                              fd_sn_key8(_mm256_loadu_ps(g + j)));
         if (fd_sn_any(key)) {
+            if (j > run) sgd_loop_f32(j - run, p + run, b + run, g + run, c, wd_on, 1, nesterov, 0);
             sgd_sn_vec(p + j, b + j, g + j, c, k, wd_on, nesterov);
+            run = j + 8;
             seen = 1;
-        } else {
-            sgd_loop_f32(8, p + j, b + j, g + j, c, wd_on, 1, nesterov, 0);
         }
     }
-    if (n > nv) sgd_loop_f32(n - nv, p + nv, b + nv, g + nv, c, wd_on, 1, nesterov, 0);
+    if (n > run) sgd_loop_f32(n - run, p + run, b + run, g + run, c, wd_on, 1, nesterov, 0);
     return seen;
 }
 
