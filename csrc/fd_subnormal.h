@@ -79,10 +79,10 @@ FD_TARGET_AVX2 static inline void fd_sn_drive(unsigned char *tbl, const float *s
             fd_sn_hint_set(h, stretch(ctx, t, lo, hi - lo, 1));
         } else {
             stretch(ctx, t, lo, hi - lo, 0);
-            const unsigned f = _mm_getcsr() & FD_SN_FLAGS;
-            if (f) {
+            const unsigned now = _mm_getcsr();
+            if (now & FD_SN_FLAGS) {
                 fd_sn_hint_set(h, 1);
-                met |= f;
+                met |= now & 0x3fu; /* every flag raised so far, before they are cleared */
                 _mm_setcsr(csr0 & ~FD_SN_FLAGS);
             }
         }
