@@ -311,7 +311,9 @@ static void adam_seg_f32_generic(const void *ctx, int64_t t, int64_t off, int64_
 FD_TARGET_AVX2 static void adam_seg_f32_avx2(const void *ctx, int64_t t, int64_t off, int64_t len)
 {
     const adam_ctx_f32 *c = (const adam_ctx_f32 *)ctx;
-    if (fd_sn_ieee_mode()) fd_sn_drive(adam_sn_hints, c->m[t], off, len, adam_sn_stretch, ctx, t);
+    const unsigned csr = _mm_getcsr();
+    if (fd_sn_ieee_mode(csr))
+        fd_sn_drive(adam_sn_hints, c->m[t], off, len, adam_sn_stretch, ctx, t, csr);
     else adam_seg_f32_body(ctx, t, off, len);
 }
 #else

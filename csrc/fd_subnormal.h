@@ -31,7 +31,7 @@
 
 /* 1 when the calling thread's MXCSR keeps subnormals (FTZ and DAZ both clear) and rounds to
  * nearest (the helpers' tie logic assumes it). */
-static inline int fd_sn_ieee_mode(void) { return (_mm_getcsr() & 0xE040u) == 0u; }
+static inline int fd_sn_ieee_mode(unsigned csr) { return (csr & 0xE040u) == 0u; }
 
 /* MXCSR's sticky flags for a denormal operand (DE) and an underflow (UE): set by an instruction that
  * met a subnormal input or made a tiny result -- the ones that may have cost an assist. */
@@ -59,36 +59,48 @@ static inline void fd_sn_hint_set(unsigned char *h, int on)
  * of FD_SN_STRETCH elements counted from the tensor's start (a stretch is the same memory whatever the
  * thread split). stretch(ctx, t, lo, n, checked) runs elements [lo, lo + n): with `checked`, the
  * kernel's checked loop, returning nonzero if a vector had a tiny lane; without, the plain loop. The
- * hint of a stretch is looked up by the address of its first element in column `state`. MXCSR: the
- * caller's mode and flags are kept; the flags the segment raised are added to them. */
+ * hint of a stretch is looked up by the address of its first element in column `state`. csr0: the
+ * calling thread's MXCSR on entry. MXCSR: the caller's mode and flags are kept; the flags the segment
+ * raised are added to them.
+ *
+ * MXCSR is written only when it must be: DE/UE are cleared before a plain stretch when they may be set
+ * (the caller's, or raised by a checked stretch's float32 instructions on tiny normal values, or by
+ * the plain stretch before), so that a stretch's reading is its own; the flags seen at a clear are
+ * kept in `met` and put back at the end. On clean data that is no write at all and one read per
+ * stretch: a table of many small tensors pays ~1 ns per segment, not two MXCSR writes. */
 #define FD_SN_STRETCH 4096
 typedef int (*fd_sn_stretch_fn)(const void *ctx, int64_t t, int64_t lo, int64_t n, int checked);
 
 FD_TARGET_AVX2 static inline void fd_sn_drive(unsigned char *tbl, const float *state, int64_t off,
                                               int64_t len, fd_sn_stretch_fn stretch,
-                                              const void *ctx, int64_t t)
+                                              const void *ctx, int64_t t, const unsigned csr0)
 {
-    const unsigned csr0 = _mm_getcsr();
-    unsigned met = 0;
-    _mm_setcsr(csr0 & ~FD_SN_FLAGS);
+    unsigned met = 0, cur = csr0; /* cur: MXCSR as last read or written, while `known` */
+    int known = 1, dirty = (csr0 & FD_SN_FLAGS) != 0; /* dirty: DE/UE may be set in MXCSR now */
     for (int64_t lo = off, end = off + len; lo < end;) {
         const int64_t first = lo / FD_SN_STRETCH * FD_SN_STRETCH;
         const int64_t hi = first + FD_SN_STRETCH < end ? first + FD_SN_STRETCH : end;
         unsigned char *h = fd_sn_hint(tbl, state + first);
         if (fd_sn_hint_get(h)) {
             fd_sn_hint_set(h, stretch(ctx, t, lo, hi - lo, 1));
+            dirty = 1;
+            known = 0;
         } else {
-            stretch(ctx, t, lo, hi - lo, 0);
-            const unsigned now = _mm_getcsr();
-            if (now & FD_SN_FLAGS) {
-                fd_sn_hint_set(h, 1);
-                met |= now & 0x3fu; /* every flag raised so far, before they are cleared */
-                _mm_setcsr(csr0 & ~FD_SN_FLAGS);
+            if (dirty) {
+                const unsigned now = known ? cur : _mm_getcsr();
+                met |= now & 0x3fu; /* every flag raised so far, before DE/UE are cleared */
+                if (now & FD_SN_FLAGS) _mm_setcsr(now & ~FD_SN_FLAGS);
             }
+            stretch(ctx, t, lo, hi - lo, 0);
+            cur = _mm_getcsr();
+            known = 1;
+            dirty = (cur & FD_SN_FLAGS) != 0;
+            if (dirty) fd_sn_hint_set(h, 1);
         }
         lo = hi;
     }
-    _mm_setcsr(_mm_getcsr() | (csr0 & 0x3fu) | met);
+    const unsigned now = known ? cur : _mm_getcsr(), want = now | (csr0 & 0x3fu) | met;
+    if (want != now) _mm_setcsr(want);
 }
 
 /* A lane is "tiny" when 0 < |x| < 2^-120: a subnormal, or a value whose product with a moment
