@@ -21,6 +21,7 @@
  */
 #ifndef FD_T /* ------------------------------------------------------------ untyped part */
 #include "fd_internal.h"
+#include "fd_subnormal.h"
 
 FD_EXACT_FP
 
@@ -85,8 +86,161 @@ FD_INLINE void FD_BODY(radam_seg)(const void *ctx, int64_t t, int64_t off, int64
     }
 }
 
+#if FD_IS_F32 && FD_X86_DISPATCH
+/* ---- float32 on AVX2: the same bits without the subnormal assists (fd_subnormal.h) ----
+ * As fd_nadam.c's: fd_sn_drive runs a stretch that met subnormals on the last call through
+ * radam_sn_checked, which sends each vector with a tiny moment or gradient lane (0 < |x| < 2^-120)
+ * to radam_sn_vec; the others run radam_loop. radam_sn_vec performs radam_loop's operations in its
+ * order (after radam_sn_quick for the vectors of stopped units), each multiply, divide and square
+ * root that may see a subnormal by the float64 route, so its results are radam_loop's bit for bit
+ * whatever the data; only the time differs. Under FTZ/DAZ or a rounding mode other than to nearest
+ * the segment runs radam_loop alone. */
+typedef struct {
+    __m256d gs, b1, c1, b2, c2, step;
+    float step_bound; /* step_size * 2^-90, a normal float, when `quick` */
+    int quick;        /* radam_sn_quick may run: beta1 == 0 or >= 2^-60, step_bound normal */
+} radam_sn_k;
+
+/* The vectors of a stopped unit: some lanes' exp_avg tiny, the gradient and exp_avg_sq not (checked
+ * by the caller). Those lanes' m * beta1 by fd_sn_submul (exact), the rest of the step by float32
+ * instructions on values that are not subnormal. Where the new m is tiny the parameter keeps its
+ * value when step_size * 2^-90 < |p| * den (den = sqrt(v) + eps when rectified, else 1): the update,
+ * < |p| * 2^-29 then, is below a quarter of p's spacing, so p - update rounds to p. Returns 0, having
+ * written nothing, when a tiny lane does not meet that (the caller then takes the general route). */
+FD_TARGET_AVX2 FD_INLINE int radam_sn_quick(float *p, float *m, float *v, __m256 gi, __m256 mm,
+                                            __m256 vv, __m256 pi, const radam_ctx_f32 *c,
+                                            const radam_sn_k *k, const int rect)
+{
+    const __m256 sub = fd_sn_subnormal_lanes(mm);
+    const __m256 b1 = _mm256_set1_ps(c->beta1);
+    const __m256 mb = _mm256_blendv_ps(_mm256_mul_ps(_mm256_andnot_ps(sub, mm), b1),
+                                       fd_sn_submul(mm, b1), sub);
+    const __m256 mi = _mm256_add_ps(mb, _mm256_mul_ps(_mm256_set1_ps(c->omb1), gi));
+    const __m256 t = _mm256_mul_ps(_mm256_set1_ps(c->omb2), gi);
+    const __m256 vi = _mm256_add_ps(_mm256_mul_ps(vv, _mm256_set1_ps(c->beta2)),
+                                    _mm256_mul_ps(t, gi));
+    const __m256 den = rect ? _mm256_add_ps(_mm256_sqrt_ps(vi), _mm256_set1_ps(c->eps))
+                            : _mm256_set1_ps(1.0f);
+    const __m256 tiny = fd_sn_tiny_lanes(mi);
+    const __m256 ok = _mm256_cmp_ps(_mm256_set1_ps(k->step_bound),
+                                    _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), pi), den),
+                                    _CMP_LT_OQ);
+    if (_mm256_movemask_ps(_mm256_andnot_ps(ok, tiny))) return 0;
+    const __m256 mk = _mm256_andnot_ps(tiny, mi);
+    const __m256 q = rect ? _mm256_div_ps(mk, den) : mk;
+    const __m256 pn = _mm256_sub_ps(pi, _mm256_mul_ps(_mm256_set1_ps(c->step), q));
+    _mm256_storeu_ps(m, mi);
+    _mm256_storeu_ps(v, vi);
+    _mm256_storeu_ps(p, _mm256_blendv_ps(pn, pi, tiny));
+    return 1;
+}
+
+FD_TARGET_AVX2 FD_INLINE void radam_sn_vec(float *p, float *m, float *v, const float *g,
+                                           const radam_ctx_f32 *c, const radam_sn_k *k,
+                                           const int wd_on, const int rect)
+{
+    const __m256 gg = _mm256_loadu_ps(g), mm = _mm256_loadu_ps(m), vv = _mm256_loadu_ps(v);
+    int gt = fd_sn_tiny8(gg);
+    const int mt = fd_sn_tiny8(mm), vt = fd_sn_tiny8(vv);
+    __m256 gi = gt ? fd_sn_mulc(gg, k->gs) : _mm256_mul_ps(gg, _mm256_set1_ps(c->gsign));
+    const __m256 pi = _mm256_mul_ps(_mm256_loadu_ps(p), _mm256_set1_ps(c->decay));
+    if (wd_on) {
+        gi = _mm256_add_ps(gi, _mm256_mul_ps(_mm256_set1_ps(c->wd), pi));
+        gt |= fd_sn_tiny8(gi);
+    }
+    if (mt && !(vt | gt) && k->quick && radam_sn_quick(p, m, v, gi, mm, vv, pi, c, k, rect)) return;
+    /* m = m * beta1 + (1 - beta1) * g; v = v * beta2 + ((1 - beta2) * g) * g */
+    const __m256 mb = mt ? fd_sn_mulc(mm, k->b1) : _mm256_mul_ps(mm, _mm256_set1_ps(c->beta1));
+    const __m256 mi = _mm256_add_ps(mb, gt ? fd_sn_mulc(gi, k->c1)
+                                          : _mm256_mul_ps(_mm256_set1_ps(c->omb1), gi));
+    const __m256 vb = vt ? fd_sn_mulc(vv, k->b2) : _mm256_mul_ps(vv, _mm256_set1_ps(c->beta2));
+    const __m256 t = gt ? fd_sn_mulc(gi, k->c2) : _mm256_mul_ps(_mm256_set1_ps(c->omb2), gi);
+    const __m256 vi = _mm256_add_ps(vb, gt ? fd_sn_mul(t, gi) : _mm256_mul_ps(t, gi));
+    _mm256_storeu_ps(m, mi);
+    _mm256_storeu_ps(v, vi);
+    const int mt2 = mt | gt | fd_sn_tiny8(mi);
+    __m256 u;
+    if (rect) { /* p = p - step_size * (m / (sqrt(v) + eps)) */
+        const int vt2 = vt | gt | fd_sn_tiny8(vi);
+        const __m256 s = vt2 ? fd_sn_sqrt(vi) : _mm256_sqrt_ps(vi);
+        const __m256 den = _mm256_add_ps(s, _mm256_set1_ps(c->eps));
+        const __m256 q = (mt2 | vt2) ? fd_sn_div(mi, den) : _mm256_div_ps(mi, den);
+        u = (mt2 | vt2) ? fd_sn_mulc(q, k->step) : _mm256_mul_ps(_mm256_set1_ps(c->step), q);
+    } else { /* p = p - step_size * m */
+        u = mt2 ? fd_sn_mulc(mi, k->step) : _mm256_mul_ps(_mm256_set1_ps(c->step), mi);
+    }
+    _mm256_storeu_ps(p, _mm256_sub_ps(pi, u));
+}
+
+FD_TARGET_AVX2 FD_INLINE int radam_sn_checked(int64_t n, float *p, float *m, float *v,
+                                              const float *g, const radam_ctx_f32 *c,
+                                              const radam_sn_k *k, const int wd_on, const int rect)
+{
+    const int64_t nv = n & ~(int64_t)7;
+    int64_t run = 0; /* start of the clean vectors not yet updated: they go to radam_loop in runs */
+    int seen = 0;
+    for (int64_t j = 0; j < nv; j += 8) {
+        const __m256i key = _mm256_min_epu32(
+            _mm256_min_epu32(fd_sn_key8(_mm256_loadu_ps(m + j)), fd_sn_key8(_mm256_loadu_ps(v + j))),
+            fd_sn_key8(_mm256_loadu_ps(g + j)));
+        if (fd_sn_any(key)) {
+            if (j > run) radam_loop_f32(j - run, p + run, m + run, v + run, g + run, c, wd_on, rect);
+            radam_sn_vec(p + j, m + j, v + j, g + j, c, k, wd_on, rect);
+            run = j + 8;
+            seen = 1;
+        }
+    }
+    if (n > run) radam_loop_f32(n - run, p + run, m + run, v + run, g + run, c, wd_on, rect);
+    return seen;
+}
+
+static fd_sn_hints radam_sn_hints;
+
+FD_TARGET_AVX2 static int radam_sn_stretch(const void *ctx, int64_t t, int64_t lo, int64_t n,
+                                           int checked)
+{
+    const radam_ctx_f32 *c = (const radam_ctx_f32 *)ctx;
+    if (!checked) {
+        radam_seg_f32_body(ctx, t, lo, n);
+        return 0;
+    }
+    radam_sn_k k;
+    k.gs = fd_sn_const(c->gsign);
+    k.b1 = fd_sn_const(c->beta1);
+    k.c1 = fd_sn_const(c->omb1);
+    k.b2 = fd_sn_const(c->beta2);
+    k.c2 = fd_sn_const(c->omb2);
+    k.step = fd_sn_const(c->step);
+    k.step_bound = (float)((double)c->step * 0x1p-90);
+    k.quick = (c->beta1 == 0.0f || c->beta1 >= 0x1p-60f) && k.step_bound >= 0x1p-126f &&
+              k.step_bound <= 0x1p100f;
+    float *p = c->p[t] + lo, *m = c->m[t] + lo, *v = c->v[t] + lo;
+    const float *g = c->g[t] + lo;
+    if (c->rectify)
+        return c->wd_on ? radam_sn_checked(n, p, m, v, g, c, &k, 1, 1)
+                        : radam_sn_checked(n, p, m, v, g, c, &k, 0, 1);
+    return c->wd_on ? radam_sn_checked(n, p, m, v, g, c, &k, 1, 0)
+                    : radam_sn_checked(n, p, m, v, g, c, &k, 0, 0);
+}
+
+static void radam_seg_f32_generic(const void *ctx, int64_t t, int64_t off, int64_t len)
+{
+    radam_seg_f32_body(ctx, t, off, len);
+}
+
+FD_TARGET_AVX2 static void radam_seg_f32_avx2(const void *ctx, int64_t t, int64_t off, int64_t len)
+{
+    const radam_ctx_f32 *c = (const radam_ctx_f32 *)ctx;
+    const unsigned csr = _mm_getcsr();
+    if (fd_sn_ieee_mode(csr))
+        fd_sn_drive(radam_sn_hints, c->m[t], off, len, radam_sn_stretch, ctx, t, csr);
+    else
+        radam_seg_f32_body(ctx, t, off, len);
+}
+#else
 FD_MULTIVERSION(FD_S(radam_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),
                 (ctx, t, off, len))
+#endif
 
 /* defines fd_radam_f32 and fd_radam_f64 (FD_S appends the type suffix) */
 int FD_S(fd_radam)(int64_t ntensors, const int64_t *sizes, FD_T *const *param, FD_T *const *exp_avg,

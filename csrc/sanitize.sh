@@ -19,7 +19,7 @@ CC=${CC:-cc}
 PYTHON=${PYTHON:-python3}
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 OUT=build-san
-PYTESTS=${FD_SAN_PYTESTS:-tests/test_c_backend.py tests/test_c_parity.py tests/test_c_nn.py tests/test_c_hardening.py tests/test_c_scalars.py tests/test_adam_subnormal.py tests/test_sgd_subnormal.py tests/test_nadam_subnormal.py}
+PYTESTS=${FD_SAN_PYTESTS:-tests/test_c_backend.py tests/test_c_parity.py tests/test_c_nn.py tests/test_c_hardening.py tests/test_c_scalars.py tests/test_adam_subnormal.py tests/test_sgd_subnormal.py tests/test_nadam_radam_subnormal.py}
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:strict_init_order=1:${ASAN_OPTIONS_EXTRA:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 t0=$(date +%s)
