@@ -192,10 +192,7 @@ FD_TARGET_AVX2 FD_INLINE int adam_sn_quick(float *p, float *m, float *v, float *
     const __m256 d = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), _mm256_set1_ps(c->bc2)),
                                    _mm256_set1_ps(c->eps));
     const __m256 tiny = fd_sn_tiny_lanes(mi);
-    const __m256 ok = _mm256_cmp_ps(_mm256_set1_ps(k->step_bound),
-                                    _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), pi), d),
-                                    _CMP_LT_OQ);
-    if (_mm256_movemask_ps(_mm256_andnot_ps(ok, tiny))) return 0;
+    if (_mm256_movemask_ps(tiny) & ~fd_sn_bound_lt(k->step_bound, pi, d)) return 0;
     const __m256 q = _mm256_div_ps(_mm256_andnot_ps(tiny, mi), d);
     const __m256 pn = _mm256_sub_ps(pi, _mm256_mul_ps(_mm256_set1_ps(c->step), q));
     _mm256_storeu_ps(m, mi);
@@ -311,6 +308,10 @@ static void adam_seg_f32_generic(const void *ctx, int64_t t, int64_t off, int64_
 FD_TARGET_AVX2 static void adam_seg_f32_avx2(const void *ctx, int64_t t, int64_t off, int64_t len)
 {
     const adam_ctx_f32 *c = (const adam_ctx_f32 *)ctx;
+    if (len < FD_SN_MIN_SEGMENT && !fd_sn_short_hinted(adam_sn_hints, c->m[t], off, len)) {
+        adam_seg_f32_body(ctx, t, off, len); /* no MXCSR read (fd_subnormal.h) */
+        return;
+    }
     const unsigned csr = _mm_getcsr();
     if (fd_sn_ieee_mode(csr))
         fd_sn_drive(adam_sn_hints, c->m[t], off, len, adam_sn_stretch, ctx, t, csr);

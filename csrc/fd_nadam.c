@@ -121,12 +121,9 @@ FD_TARGET_AVX2 FD_INLINE int nadam_sn_quick(float *p, float *m, float *v, __m256
     const __m256 den = _mm256_add_ps(_mm256_sqrt_ps(vi), _mm256_set1_ps(c->eps));
     const __m256 keep = _mm256_and_ps(fd_sn_tiny_lanes(mi),
                                       _mm256_cmp_ps(gi, _mm256_setzero_ps(), _CMP_EQ_OQ));
-    const __m256 ok = _mm256_cmp_ps(_mm256_set1_ps(k->sm_bound),
-                                    _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), pi), den),
-                                    _CMP_LT_OQ);
     /* every tiny lane must be kept (a tiny m with a nonzero gradient: the general route) */
-    if (_mm256_movemask_ps(_mm256_andnot_ps(_mm256_and_ps(keep, ok), fd_sn_tiny_lanes(mi))))
-        return 0;
+    const int tiny = _mm256_movemask_ps(fd_sn_tiny_lanes(mi));
+    if (tiny & ~(_mm256_movemask_ps(keep) & fd_sn_bound_lt(k->sm_bound, pi, den))) return 0;
     const __m256 a = _mm256_mul_ps(_mm256_set1_ps(c->sg), gi);
     const __m256 b = _mm256_mul_ps(_mm256_set1_ps(c->sm), _mm256_andnot_ps(keep, mi));
     const __m256 pn = _mm256_sub_ps(pi, _mm256_div_ps(_mm256_add_ps(a, b), den));
@@ -227,6 +224,10 @@ static void nadam_seg_f32_generic(const void *ctx, int64_t t, int64_t off, int64
 FD_TARGET_AVX2 static void nadam_seg_f32_avx2(const void *ctx, int64_t t, int64_t off, int64_t len)
 {
     const nadam_ctx_f32 *c = (const nadam_ctx_f32 *)ctx;
+    if (len < FD_SN_MIN_SEGMENT && !fd_sn_short_hinted(nadam_sn_hints, c->m[t], off, len)) {
+        nadam_seg_f32_body(ctx, t, off, len); /* no MXCSR read (fd_subnormal.h) */
+        return;
+    }
     const unsigned csr = _mm_getcsr();
     if (fd_sn_ieee_mode(csr))
         fd_sn_drive(nadam_sn_hints, c->m[t], off, len, nadam_sn_stretch, ctx, t, csr);

@@ -122,10 +122,7 @@ FD_TARGET_AVX2 FD_INLINE int radam_sn_quick(float *p, float *m, float *v, __m256
     const __m256 den = rect ? _mm256_add_ps(_mm256_sqrt_ps(vi), _mm256_set1_ps(c->eps))
                             : _mm256_set1_ps(1.0f);
     const __m256 tiny = fd_sn_tiny_lanes(mi);
-    const __m256 ok = _mm256_cmp_ps(_mm256_set1_ps(k->step_bound),
-                                    _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), pi), den),
-                                    _CMP_LT_OQ);
-    if (_mm256_movemask_ps(_mm256_andnot_ps(ok, tiny))) return 0;
+    if (_mm256_movemask_ps(tiny) & ~fd_sn_bound_lt(k->step_bound, pi, den)) return 0;
     const __m256 mk = _mm256_andnot_ps(tiny, mi);
     const __m256 q = rect ? _mm256_div_ps(mk, den) : mk;
     const __m256 pn = _mm256_sub_ps(pi, _mm256_mul_ps(_mm256_set1_ps(c->step), q));
@@ -231,6 +228,10 @@ static void radam_seg_f32_generic(const void *ctx, int64_t t, int64_t off, int64
 FD_TARGET_AVX2 static void radam_seg_f32_avx2(const void *ctx, int64_t t, int64_t off, int64_t len)
 {
     const radam_ctx_f32 *c = (const radam_ctx_f32 *)ctx;
+    if (len < FD_SN_MIN_SEGMENT && !fd_sn_short_hinted(radam_sn_hints, c->m[t], off, len)) {
+        radam_seg_f32_body(ctx, t, off, len); /* no MXCSR read (fd_subnormal.h) */
+        return;
+    }
     const unsigned csr = _mm_getcsr();
     if (fd_sn_ieee_mode(csr))
         fd_sn_drive(radam_sn_hints, c->m[t], off, len, radam_sn_stretch, ctx, t, csr);
