@@ -15,7 +15,6 @@ import ctypes
 import ctypes.util
 import os
 import platform
-import sys
 import threading
 
 import numpy as np
