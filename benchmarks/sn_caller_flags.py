@@ -59,11 +59,11 @@ def main():
         ptr = {k: ffi.new("float *[]", [ffi.cast("float *", a[i * size:].ctypes.data)
                                         for i in range(ntens)]) for k, a in cols.items()}
         g = ffi.cast("const float *const *", ptr["g"])
-        args = (ntens, sizes, ptr["p"], ptr["m"])
+        head = (ntens, sizes, ptr["p"], ptr["m"])
         calls = {
-            "adam": lambda a=args, v=ptr["v"], g=g: lib.fd_adam_f32(
+            "adam": lambda a=head, v=ptr["v"], g=g: lib.fd_adam_f32(
                 *a, v, ffi.NULL, g, 0.9, 0.999, 1e-8, 0.0, 1.0, 1e-3, 1.0, 0, 0),
-            "sgd": lambda a=args, g=g: lib.fd_sgd_f32(*a, g, 1e-3, 0.9, 0.0, 0.0, 0, 0, 0),
+            "sgd": lambda a=head, g=g: lib.fd_sgd_f32(*a, g, 1e-3, 0.9, 0.0, 0.0, 0, 0, 0),
         }
         for name, call in calls.items():
             call()
