@@ -160,7 +160,8 @@ int fd_adam_mixed_setup(const double *sc, int64_t nsc, fd_mixed_rule *r)
  * or a rounding mode other than to nearest, the segment runs adam_loop alone (flushed results are
  * then the definition). */
 typedef struct {
-    __m256d b1, c1, b2, c2, step;
+    fd_sn_moment_k mk;
+    __m256d step;
     float step_bound; /* step_size * 2^-90, a normal float, when `quick` */
     int quick;        /* adam_sn_quick may run: beta1 == 0 or >= 2^-60, step_bound normal */
 } adam_sn_k;
@@ -175,13 +176,8 @@ FD_TARGET_AVX2 FD_INLINE int adam_sn_quick(float *p, float *m, float *v, float *
                                            __m256 mm, __m256 vv, __m256 pi, const adam_ctx_f32 *c,
                                            const adam_sn_k *k, const int ams)
 {
-    const __m256 sub = fd_sn_subnormal_lanes(mm);
-    const __m256 b1 = _mm256_set1_ps(c->beta1);
-    const __m256 mb = _mm256_blendv_ps(_mm256_mul_ps(_mm256_andnot_ps(sub, mm), b1),
-                                       fd_sn_submul(mm, b1), sub);
-    const __m256 mi = _mm256_add_ps(mb, _mm256_mul_ps(_mm256_set1_ps(c->omb1), gi));
-    const __m256 t = _mm256_mul_ps(_mm256_set1_ps(c->omb2), gi);
-    __m256 vi = _mm256_add_ps(_mm256_mul_ps(vv, _mm256_set1_ps(c->beta2)), _mm256_mul_ps(t, gi));
+    __m256 mi, vi;
+    fd_sn_moments_quick(mm, vv, gi, &k->mk, &mi, &vi);
     const __m256 vnew = vi;
     if (ams) {
         const __m256 a = _mm256_loadu_ps(vmax);
@@ -214,14 +210,8 @@ FD_TARGET_AVX2 FD_INLINE void adam_sn_vec(float *p, float *m, float *v, float *v
     if (mt && !(vt | gt) && k->quick && !(ams && fd_sn_tiny8(_mm256_loadu_ps(vmax))) &&
         adam_sn_quick(p, m, v, vmax, gi, mm, vv, pi, c, k, ams))
         return;
-    /* m = m * beta1 + (1 - beta1) * g */
-    const __m256 mb = mt ? fd_sn_mulc(mm, k->b1) : _mm256_mul_ps(mm, _mm256_set1_ps(c->beta1));
-    const __m256 cg = gt ? fd_sn_mulc(gi, k->c1) : _mm256_mul_ps(_mm256_set1_ps(c->omb1), gi);
-    const __m256 mi = _mm256_add_ps(mb, cg);
-    /* v = v * beta2 + ((1 - beta2) * g) * g */
-    const __m256 vb = vt ? fd_sn_mulc(vv, k->b2) : _mm256_mul_ps(vv, _mm256_set1_ps(c->beta2));
-    const __m256 t = gt ? fd_sn_mulc(gi, k->c2) : _mm256_mul_ps(_mm256_set1_ps(c->omb2), gi);
-    __m256 vi = _mm256_add_ps(vb, gt ? fd_sn_mul(t, gi) : _mm256_mul_ps(t, gi));
+    __m256 mi, vi; /* m = m * beta1 + (1 - beta1) * g; v = v * beta2 + ((1 - beta2) * g) * g */
+    fd_sn_moments(mm, vv, gi, mt, vt, gt, &k->mk, &mi, &vi);
     _mm256_storeu_ps(m, mi);
     _mm256_storeu_ps(v, vi);
     if (ams) {
@@ -285,10 +275,7 @@ FD_TARGET_AVX2 static int adam_sn_stretch(const void *ctx, int64_t t, int64_t lo
         return 0;
     }
     adam_sn_k k;
-    k.b1 = fd_sn_const(c->beta1);
-    k.c1 = fd_sn_const(c->omb1);
-    k.b2 = fd_sn_const(c->beta2);
-    k.c2 = fd_sn_const(c->omb2);
+    fd_sn_moment_k_fill(&k.mk, c->beta1, c->omb1, c->beta2, c->omb2);
     k.step = fd_sn_const(c->step);
     k.step_bound = (float)((double)c->step * 0x1p-90);
     k.quick = (c->beta1 == 0.0f || c->beta1 >= 0x1p-60f) && k.step_bound >= 0x1p-126f &&
@@ -307,15 +294,8 @@ static void adam_seg_f32_generic(const void *ctx, int64_t t, int64_t off, int64_
 
 FD_TARGET_AVX2 static void adam_seg_f32_avx2(const void *ctx, int64_t t, int64_t off, int64_t len)
 {
-    const adam_ctx_f32 *c = (const adam_ctx_f32 *)ctx;
-    if (len < FD_SN_MIN_SEGMENT && !fd_sn_short_hinted(adam_sn_hints, c->m[t], off, len)) {
-        adam_seg_f32_body(ctx, t, off, len); /* no MXCSR read (fd_subnormal.h) */
-        return;
-    }
-    const unsigned csr = _mm_getcsr();
-    if (fd_sn_ieee_mode(csr))
-        fd_sn_drive(adam_sn_hints, c->m[t], off, len, adam_sn_stretch, ctx, t, csr);
-    else adam_seg_f32_body(ctx, t, off, len);
+    FD_SN_SEGMENT(adam_sn_hints, ((const adam_ctx_f32 *)ctx)->m[t], adam_seg_f32_body,
+                  adam_sn_stretch, ctx, t, off, len);
 }
 #else
 FD_MULTIVERSION(FD_S(adam_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),

@@ -94,7 +94,8 @@ FD_INLINE void FD_BODY(nadam_seg)(const void *ctx, int64_t t, int64_t off, int64
  * results are nadam_loop's bit for bit whatever the data; only the time differs. Under FTZ/DAZ or a
  * rounding mode other than to nearest the segment runs nadam_loop alone. */
 typedef struct {
-    __m256d gs, b1, c1, b2, c2, sg, sm;
+    fd_sn_moment_k mk;
+    __m256d gs, sg, sm;
     float sm_bound; /* step_size_exp_avg * 2^-90, a normal float, when `quick` */
     int quick;      /* nadam_sn_quick may run: beta1 == 0 or >= 2^-60, sm_bound normal */
 } nadam_sn_k;
@@ -110,14 +111,8 @@ FD_TARGET_AVX2 FD_INLINE int nadam_sn_quick(float *p, float *m, float *v, __m256
                                             __m256 vv, __m256 pi, const nadam_ctx_f32 *c,
                                             const nadam_sn_k *k)
 {
-    const __m256 sub = fd_sn_subnormal_lanes(mm);
-    const __m256 b1 = _mm256_set1_ps(c->beta1);
-    const __m256 mb = _mm256_blendv_ps(_mm256_mul_ps(_mm256_andnot_ps(sub, mm), b1),
-                                       fd_sn_submul(mm, b1), sub);
-    const __m256 mi = _mm256_add_ps(mb, _mm256_mul_ps(_mm256_set1_ps(c->omb1), gi));
-    const __m256 t = _mm256_mul_ps(_mm256_set1_ps(c->omb2), gi);
-    const __m256 vi = _mm256_add_ps(_mm256_mul_ps(vv, _mm256_set1_ps(c->beta2)),
-                                    _mm256_mul_ps(t, gi));
+    __m256 mi, vi;
+    fd_sn_moments_quick(mm, vv, gi, &k->mk, &mi, &vi);
     const __m256 den = _mm256_add_ps(_mm256_sqrt_ps(vi), _mm256_set1_ps(c->eps));
     const __m256 keep = _mm256_and_ps(fd_sn_tiny_lanes(mi),
                                       _mm256_cmp_ps(gi, _mm256_setzero_ps(), _CMP_EQ_OQ));
@@ -147,13 +142,8 @@ FD_TARGET_AVX2 FD_INLINE void nadam_sn_vec(float *p, float *m, float *v, const f
         gt |= fd_sn_tiny8(gi);
     }
     if (mt && !(vt | gt) && k->quick && nadam_sn_quick(p, m, v, gi, mm, vv, pi, c, k)) return;
-    /* m = m * beta1 + (1 - beta1) * g; v = v * beta2 + ((1 - beta2) * g) * g */
-    const __m256 mb = mt ? fd_sn_mulc(mm, k->b1) : _mm256_mul_ps(mm, _mm256_set1_ps(c->beta1));
-    const __m256 mi = _mm256_add_ps(mb, gt ? fd_sn_mulc(gi, k->c1)
-                                          : _mm256_mul_ps(_mm256_set1_ps(c->omb1), gi));
-    const __m256 vb = vt ? fd_sn_mulc(vv, k->b2) : _mm256_mul_ps(vv, _mm256_set1_ps(c->beta2));
-    const __m256 t = gt ? fd_sn_mulc(gi, k->c2) : _mm256_mul_ps(_mm256_set1_ps(c->omb2), gi);
-    const __m256 vi = _mm256_add_ps(vb, gt ? fd_sn_mul(t, gi) : _mm256_mul_ps(t, gi));
+    __m256 mi, vi; /* m = m * beta1 + (1 - beta1) * g; v = v * beta2 + ((1 - beta2) * g) * g */
+    fd_sn_moments(mm, vv, gi, mt, vt, gt, &k->mk, &mi, &vi);
     _mm256_storeu_ps(m, mi);
     _mm256_storeu_ps(v, vi);
     /* p = p - (sg * g + sm * m) / (sqrt(v) + eps) */
@@ -201,10 +191,7 @@ FD_TARGET_AVX2 static int nadam_sn_stretch(const void *ctx, int64_t t, int64_t l
     }
     nadam_sn_k k;
     k.gs = fd_sn_const(c->gsign);
-    k.b1 = fd_sn_const(c->beta1);
-    k.c1 = fd_sn_const(c->omb1);
-    k.b2 = fd_sn_const(c->beta2);
-    k.c2 = fd_sn_const(c->omb2);
+    fd_sn_moment_k_fill(&k.mk, c->beta1, c->omb1, c->beta2, c->omb2);
     k.sg = fd_sn_const(c->sg);
     k.sm = fd_sn_const(c->sm);
     k.sm_bound = (float)((double)c->sm * 0x1p-90);
@@ -223,16 +210,8 @@ static void nadam_seg_f32_generic(const void *ctx, int64_t t, int64_t off, int64
 
 FD_TARGET_AVX2 static void nadam_seg_f32_avx2(const void *ctx, int64_t t, int64_t off, int64_t len)
 {
-    const nadam_ctx_f32 *c = (const nadam_ctx_f32 *)ctx;
-    if (len < FD_SN_MIN_SEGMENT && !fd_sn_short_hinted(nadam_sn_hints, c->m[t], off, len)) {
-        nadam_seg_f32_body(ctx, t, off, len); /* no MXCSR read (fd_subnormal.h) */
-        return;
-    }
-    const unsigned csr = _mm_getcsr();
-    if (fd_sn_ieee_mode(csr))
-        fd_sn_drive(nadam_sn_hints, c->m[t], off, len, nadam_sn_stretch, ctx, t, csr);
-    else
-        nadam_seg_f32_body(ctx, t, off, len);
+    FD_SN_SEGMENT(nadam_sn_hints, ((const nadam_ctx_f32 *)ctx)->m[t], nadam_seg_f32_body,
+                  nadam_sn_stretch, ctx, t, off, len);
 }
 #else
 FD_MULTIVERSION(FD_S(nadam_seg), (const void *ctx, int64_t t, int64_t off, int64_t len),

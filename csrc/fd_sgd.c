@@ -248,14 +248,8 @@ FD_TARGET_AVX2 static void sgd_seg_f32_avx2(const void *ctx, int64_t t, int64_t 
 {
     const sgd_ctx_f32 *c = (const sgd_ctx_f32 *)ctx;
     const int m = c->mode; /* with momentum, not the first step: 2, 3, 6, 7 */
-    if (!(m == 2 || m == 3 || m == 6 || m == 7) ||
-        (len < FD_SN_MIN_SEGMENT && !fd_sn_short_hinted(sgd_sn_hints, c->b[t], off, len))) {
-        sgd_seg_f32_body(ctx, t, off, len); /* no MXCSR read (fd_subnormal.h) */
-        return;
-    }
-    const unsigned csr = _mm_getcsr();
-    if (fd_sn_ieee_mode(csr))
-        fd_sn_drive(sgd_sn_hints, c->b[t], off, len, sgd_sn_stretch, ctx, t, csr);
+    if (m == 2 || m == 3 || m == 6 || m == 7)
+        FD_SN_SEGMENT(sgd_sn_hints, c->b[t], sgd_seg_f32_body, sgd_sn_stretch, ctx, t, off, len);
     else
         sgd_seg_f32_body(ctx, t, off, len);
 }

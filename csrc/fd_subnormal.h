@@ -123,6 +123,23 @@ FD_TARGET_AVX2 static inline void fd_sn_drive(unsigned char *tbl, const float *s
     if (want != now) _mm_setcsr(want);
 }
 
+/* The AVX2 segment function of a kernel with a subnormal route: a short segment whose stretch is
+ * not hinted runs `plain` directly (no MXCSR read), a thread that flushes or rounds otherwise runs
+ * `plain` too, and the rest goes to fd_sn_drive. Inlined into the kernel's FD_TARGET_AVX2 segment
+ * function, with `plain` its always-inline body. */
+#define FD_SN_SEGMENT(tbl, state, plain, stretch, ctx, t, off, len)                          \
+    do {                                                                                     \
+        if ((len) < FD_SN_MIN_SEGMENT && !fd_sn_short_hinted((tbl), (state), (off), (len))) { \
+            plain((ctx), (t), (off), (len)); /* no MXCSR read */                             \
+        } else {                                                                             \
+            const unsigned fd_sn_csr_ = _mm_getcsr();                                        \
+            if (fd_sn_ieee_mode(fd_sn_csr_))                                                 \
+                fd_sn_drive((tbl), (state), (off), (len), (stretch), (ctx), (t), fd_sn_csr_); \
+            else                                                                             \
+                plain((ctx), (t), (off), (len));                                             \
+        }                                                                                    \
+    } while (0)
+
 /* A lane is "tiny" when 0 < |x| < 2^-120: a subnormal, or a value whose product with a moment
  * coefficient may become one. key(x) = 2*bits(x) - 1 (unsigned: the sign bit drops out, +-0 wraps to
  * the maximum); tiny <=> key < 2*bits(2^-120) - 1. */
@@ -267,6 +284,43 @@ FD_TARGET_AVX2 static inline __m256 fd_sn_tiny_lanes(__m256 x)
 }
 
 /* the exact float64 value of a float32 scalar (subnormal or not) */
+/* Adam's moments of one vector, in the plain loops' order: m = m * beta1 + (1 - beta1) * g and
+ * v = v * beta2 + ((1 - beta2) * g) * g, each product that may see a subnormal (mt, vt, gt: m, v or g
+ * has a tiny lane) by the float64 route; k: beta1, 1 - beta1, beta2, 1 - beta2 as float64. Shared by
+ * the Adam, NAdam and RAdam routes. */
+typedef struct {
+    float b1, c1, b2, c2; /* the float32 coefficients */
+    __m256d kb1, kc1, kb2, kc2; /* the same, as float64 (fd_sn_const) */
+} fd_sn_moment_k;
+
+FD_TARGET_AVX2 static inline void fd_sn_moments(__m256 mm, __m256 vv, __m256 gi, int mt, int vt,
+                                                int gt, const fd_sn_moment_k *k, __m256 *mi,
+                                                __m256 *vi)
+{
+    const __m256 mb = mt ? fd_sn_mulc(mm, k->kb1) : _mm256_mul_ps(mm, _mm256_set1_ps(k->b1));
+    const __m256 cg = gt ? fd_sn_mulc(gi, k->kc1) : _mm256_mul_ps(_mm256_set1_ps(k->c1), gi);
+    *mi = _mm256_add_ps(mb, cg);
+    const __m256 vb = vt ? fd_sn_mulc(vv, k->kb2) : _mm256_mul_ps(vv, _mm256_set1_ps(k->b2));
+    const __m256 t = gt ? fd_sn_mulc(gi, k->kc2) : _mm256_mul_ps(_mm256_set1_ps(k->c2), gi);
+    *vi = _mm256_add_ps(vb, gt ? fd_sn_mul(t, gi) : _mm256_mul_ps(t, gi));
+}
+
+/* The same for a stopped unit's vector (the quick routes: only m has tiny lanes, g and v have
+ * none): the subnormal lanes' m * beta1 exactly by fd_sn_submul, the rest by float32 instructions
+ * (needs beta1 == 0 or beta1 >= 2^-60). */
+FD_TARGET_AVX2 static inline void fd_sn_moments_quick(__m256 mm, __m256 vv, __m256 gi,
+                                                      const fd_sn_moment_k *k, __m256 *mi,
+                                                      __m256 *vi)
+{
+    const __m256 sub = fd_sn_subnormal_lanes(mm);
+    const __m256 b1 = _mm256_set1_ps(k->b1);
+    const __m256 mb = _mm256_blendv_ps(_mm256_mul_ps(_mm256_andnot_ps(sub, mm), b1),
+                                       fd_sn_submul(mm, b1), sub);
+    *mi = _mm256_add_ps(mb, _mm256_mul_ps(_mm256_set1_ps(k->c1), gi));
+    const __m256 t = _mm256_mul_ps(_mm256_set1_ps(k->c2), gi);
+    *vi = _mm256_add_ps(_mm256_mul_ps(vv, _mm256_set1_ps(k->b2)), _mm256_mul_ps(t, gi));
+}
+
 /* The lanes (a movemask) where bound < |p| * d, the product in float64: exact, so neither rounding
  * nor a flag the plain loop would not raise (a float32 product raised IE for p = 0 and d = inf, OE
  * past FLT_MAX, UE below FLT_MIN); a lane with a zero factor counts as 0 * 0 (0 * inf would raise
@@ -292,6 +346,19 @@ FD_TARGET_AVX2 static inline int fd_sn_bound_lt(float bound, __m256 p, __m256 d)
 FD_TARGET_AVX2 static inline __m256d fd_sn_const(float c)
 {
     return _mm256_broadcastsd_pd(_mm256_castpd256_pd128(fd_sn_up4(_mm_set1_ps(c))));
+}
+
+FD_TARGET_AVX2 static inline void fd_sn_moment_k_fill(fd_sn_moment_k *k, float b1, float c1,
+                                                      float b2, float c2)
+{
+    k->b1 = b1;
+    k->c1 = c1;
+    k->b2 = b2;
+    k->c2 = c2;
+    k->kb1 = fd_sn_const(b1);
+    k->kc1 = fd_sn_const(c1);
+    k->kb2 = fd_sn_const(b2);
+    k->kc2 = fd_sn_const(c2);
 }
 
 #endif /* FD_X86_DISPATCH */
