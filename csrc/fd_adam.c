@@ -152,7 +152,7 @@ int fd_adam_mixed_setup(const double *sc, int64_t nsc, fd_mixed_rule *r)
  * adam_sn_checked, which tests each 8-element vector's moments and gradient (and max_exp_avg_sq) for
  * a tiny value (0 < |x| < 2^-120) as they are loaded; any other stretch runs adam_loop, as before,
  * and MXCSR's DE/UE flags after it say whether it met one (then its hint is set for the next call).
- * adam_sn_vec performs adam_loop's operations in its order; with `check`, each multiply, divide and
+ * adam_sn_vec performs adam_loop's operations in its order; each multiply, divide and
  * square root that may see a subnormal (from the vector's tiny moments or gradient) goes by
  * fd_subnormal.h's float64 route, the rest by float32 instructions, so its results are adam_loop's
  * bit for bit whatever the data and whichever path a vector takes: only the time differs. The tail
@@ -200,13 +200,12 @@ FD_TARGET_AVX2 FD_INLINE int adam_sn_quick(float *p, float *m, float *v, float *
 
 FD_TARGET_AVX2 FD_INLINE void adam_sn_vec(float *p, float *m, float *v, float *vmax, __m256 gi,
                                           __m256 mm, __m256 vv, const adam_ctx_f32 *c,
-                                          const adam_sn_k *k, const int wd_on, const int ams,
-                                          const int check)
+                                          const adam_sn_k *k, const int wd_on, const int ams)
 {
     const __m256 pi = _mm256_mul_ps(_mm256_loadu_ps(p), _mm256_set1_ps(c->decay));
     if (wd_on) gi = _mm256_add_ps(gi, _mm256_mul_ps(_mm256_set1_ps(c->wd), pi));
-    const int mt = check && fd_sn_tiny8(mm), gt = check && fd_sn_tiny8(gi);
-    int vt = check && fd_sn_tiny8(vv);
+    const int mt = fd_sn_tiny8(mm), gt = fd_sn_tiny8(gi);
+    int vt = fd_sn_tiny8(vv);
     if (mt && !(vt | gt) && k->quick && !(ams && fd_sn_tiny8(_mm256_loadu_ps(vmax))) &&
         adam_sn_quick(p, m, v, vmax, gi, mm, vv, pi, c, k, ams))
         return;
@@ -220,7 +219,7 @@ FD_TARGET_AVX2 FD_INLINE void adam_sn_vec(float *p, float *m, float *v, float *v
                                          _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
         vi = _mm256_blendv_ps(vi, a, take);
         _mm256_storeu_ps(vmax, vi);
-        vt |= check && fd_sn_tiny8(vi);
+        vt |= fd_sn_tiny8(vi);
     }
     /* d = sqrt(v) / sqrt(bc2) + eps; p = p - step_size * (m / d) */
     const __m256 s = (vt | gt) ? fd_sn_sqrt(vi) : _mm256_sqrt_ps(vi);
@@ -250,7 +249,7 @@ FD_TARGET_AVX2 FD_INLINE int adam_sn_checked(int64_t n, float *p, float *m, floa
                 adam_loop_f32(j - run, p + run, m + run, v + run, ams ? vmax + run : NULL, g + run,
                               c, wd_on, ams);
             adam_sn_vec(p + j, m + j, v + j, ams ? vmax + j : NULL, _mm256_xor_ps(gg, gsgn), mm, vv,
-                        c, k, wd_on, ams, 1);
+                        c, k, wd_on, ams);
             run = j + 8;
             seen = 1;
         }
@@ -267,19 +266,17 @@ FD_TARGET_AVX2 static int adam_sn_stretch(const void *ctx, int64_t t, int64_t lo
                                           int checked)
 {
     const adam_ctx_f32 *c = (const adam_ctx_f32 *)ctx;
-    float *p = c->p[t] + lo, *m = c->m[t] + lo, *v = c->v[t] + lo;
-    float *w = c->amsgrad ? c->vmax[t] + lo : NULL;
-    const float *g = c->g[t] + lo;
     if (!checked) {
         adam_seg_f32_body(ctx, t, lo, n);
         return 0;
     }
+    float *p = c->p[t] + lo, *m = c->m[t] + lo, *v = c->v[t] + lo;
+    float *w = c->amsgrad ? c->vmax[t] + lo : NULL;
+    const float *g = c->g[t] + lo;
     adam_sn_k k;
     fd_sn_moment_k_fill(&k.mk, c->beta1, c->omb1, c->beta2, c->omb2);
     k.step = fd_sn_const(c->step);
-    k.step_bound = (float)((double)c->step * 0x1p-90);
-    k.quick = (c->beta1 == 0.0f || c->beta1 >= 0x1p-60f) && k.step_bound >= 0x1p-126f &&
-              k.step_bound <= 0x1p100f;
+    k.quick = fd_sn_quick_bound(c->beta1, c->step, &k.step_bound);
     if (c->amsgrad)
         return c->wd_on ? adam_sn_checked(n, p, m, v, w, g, c, &k, 1, 1)
                         : adam_sn_checked(n, p, m, v, w, g, c, &k, 0, 1);

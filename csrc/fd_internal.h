@@ -97,7 +97,10 @@ void fd_flush_spawn_end(int flush, unsigned saved);
 #if defined(__x86_64__) || defined(_M_X64) || (defined(__SSE__) && !defined(__aarch64__))
 #include <xmmintrin.h>
 #define FD_HAVE_MXCSR 1
-/* Without the flush, begin clears the sticky flags DE (bit 1) and UE (bit 4) for the call if they
+/* MXCSR's sticky flags for a denormal operand (DE, bit 1) and an underflow (UE, bit 4): set by an
+ * instruction that met a subnormal input or made a tiny result. */
+#define FD_SN_FLAGS 0x12u
+/* Without the flush, begin clears DE and UE for the call if they
  * are set and end puts them back (with whatever the call raised): the subnormal routes
  * (fd_subnormal.h) read them after each plain stretch to learn whether it met a subnormal, and
  * clearing them there instead would cost two MXCSR writes per tensor segment whenever the caller's
@@ -108,13 +111,13 @@ static inline unsigned fd_flush_begin(int on)
 {
     const unsigned old = _mm_getcsr();
     if (on) _mm_setcsr(old | 0x8040u); /* FTZ (bit 15) | DAZ (bit 6) */
-    else if (old & 0x12u) _mm_setcsr(old & ~0x12u);
+    else if (old & FD_SN_FLAGS) _mm_setcsr(old & ~FD_SN_FLAGS);
     return old;
 }
 static inline void fd_flush_end(int on, unsigned old)
 {
     if (on) _mm_setcsr(old);
-    else if (old & 0x12u) _mm_setcsr(_mm_getcsr() | (old & 0x12u));
+    else if (old & FD_SN_FLAGS) _mm_setcsr(_mm_getcsr() | (old & FD_SN_FLAGS));
 }
 #else
 #define FD_HAVE_MXCSR 0

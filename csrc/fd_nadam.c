@@ -114,10 +114,10 @@ FD_TARGET_AVX2 FD_INLINE int nadam_sn_quick(float *p, float *m, float *v, __m256
     __m256 mi, vi;
     fd_sn_moments_quick(mm, vv, gi, &k->mk, &mi, &vi);
     const __m256 den = _mm256_add_ps(_mm256_sqrt_ps(vi), _mm256_set1_ps(c->eps));
-    const __m256 keep = _mm256_and_ps(fd_sn_tiny_lanes(mi),
-                                      _mm256_cmp_ps(gi, _mm256_setzero_ps(), _CMP_EQ_OQ));
+    const __m256 tl = fd_sn_tiny_lanes(mi);
+    const __m256 keep = _mm256_and_ps(tl, _mm256_cmp_ps(gi, _mm256_setzero_ps(), _CMP_EQ_OQ));
     /* every tiny lane must be kept (a tiny m with a nonzero gradient: the general route) */
-    const int tiny = _mm256_movemask_ps(fd_sn_tiny_lanes(mi));
+    const int tiny = _mm256_movemask_ps(tl);
     if (tiny & ~(_mm256_movemask_ps(keep) & fd_sn_bound_lt(k->sm_bound, pi, den))) return 0;
     const __m256 a = _mm256_mul_ps(_mm256_set1_ps(c->sg), gi);
     const __m256 b = _mm256_mul_ps(_mm256_set1_ps(c->sm), _mm256_andnot_ps(keep, mi));
@@ -194,9 +194,7 @@ FD_TARGET_AVX2 static int nadam_sn_stretch(const void *ctx, int64_t t, int64_t l
     fd_sn_moment_k_fill(&k.mk, c->beta1, c->omb1, c->beta2, c->omb2);
     k.sg = fd_sn_const(c->sg);
     k.sm = fd_sn_const(c->sm);
-    k.sm_bound = (float)((double)c->sm * 0x1p-90);
-    k.quick = (c->beta1 == 0.0f || c->beta1 >= 0x1p-60f) && k.sm_bound >= 0x1p-126f &&
-              k.sm_bound <= 0x1p100f;
+    k.quick = fd_sn_quick_bound(c->beta1, c->sm, &k.sm_bound);
     float *p = c->p[t] + lo, *m = c->m[t] + lo, *v = c->v[t] + lo;
     const float *g = c->g[t] + lo;
     return c->wd_on ? nadam_sn_checked(n, p, m, v, g, c, &k, 1)

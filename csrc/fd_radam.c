@@ -195,9 +195,7 @@ FD_TARGET_AVX2 static int radam_sn_stretch(const void *ctx, int64_t t, int64_t l
     k.gs = fd_sn_const(c->gsign);
     fd_sn_moment_k_fill(&k.mk, c->beta1, c->omb1, c->beta2, c->omb2);
     k.step = fd_sn_const(c->step);
-    k.step_bound = (float)((double)c->step * 0x1p-90);
-    k.quick = (c->beta1 == 0.0f || c->beta1 >= 0x1p-60f) && k.step_bound >= 0x1p-126f &&
-              k.step_bound <= 0x1p100f;
+    k.quick = fd_sn_quick_bound(c->beta1, c->step, &k.step_bound);
     float *p = c->p[t] + lo, *m = c->m[t] + lo, *v = c->v[t] + lo;
     const float *g = c->g[t] + lo;
     if (c->rectify)

@@ -154,12 +154,6 @@ typedef struct {
     int quick;      /* the quick route may run: 2^-60 <= momentum < 1, lr_bound normal */
 } sgd_sn_k;
 
-FD_TARGET_AVX2 FD_INLINE __m256 sgd_sn_mulmom(__m256 x, __m256 mom)
-{
-    const __m256 sub = fd_sn_subnormal_lanes(x);
-    return _mm256_blendv_ps(_mm256_mul_ps(_mm256_andnot_ps(sub, x), mom), fd_sn_submul(x, mom), sub);
-}
-
 FD_TARGET_AVX2 FD_INLINE void sgd_sn_vec(float *p, float *b, const float *g, const sgd_ctx_f32 *c,
                                          const sgd_sn_k *k, const int wd_on, const int nesterov)
 {
@@ -170,8 +164,8 @@ FD_TARGET_AVX2 FD_INLINE void sgd_sn_vec(float *p, float *b, const float *g, con
     const __m256 omd = _mm256_set1_ps(c->omd);
     const int bt = fd_sn_tiny8(bb), gt = fd_sn_tiny8(gi);
     if (bt && !gt && k->quick) {
-        const __m256 bi = _mm256_add_ps(sgd_sn_mulmom(bb, mom), _mm256_mul_ps(omd, gi));
-        const __m256 gu = nesterov ? _mm256_add_ps(gi, sgd_sn_mulmom(bi, mom)) : bi;
+        const __m256 bi = _mm256_add_ps(fd_sn_mul_small(bb, mom), _mm256_mul_ps(omd, gi));
+        const __m256 gu = nesterov ? _mm256_add_ps(gi, fd_sn_mul_small(bi, mom)) : bi;
         const __m256 tiny = fd_sn_tiny_lanes(gu);
         const __m256 ok = _mm256_cmp_ps(_mm256_set1_ps(k->lr_bound),
                                         _mm256_andnot_ps(_mm256_set1_ps(-0.0f), pi), _CMP_LT_OQ);
@@ -226,9 +220,8 @@ FD_TARGET_AVX2 static int sgd_sn_stretch(const void *ctx, int64_t t, int64_t lo,
     k.mom = fd_sn_const(c->mom);
     k.omd = fd_sn_const(c->omd);
     k.lr = fd_sn_const(c->lr);
-    k.lr_bound = (float)((double)c->lr * 0x1p-90);
-    k.quick = c->mom < 1.0f && c->mom >= 0x1p-60f && k.lr_bound >= 0x1p-126f &&
-              k.lr_bound <= 0x1p100f;
+    /* (momentum 0 never reaches here: no buffer; >= 1 is outside fd_sn_submul's domain) */
+    k.quick = fd_sn_quick_bound(c->mom, c->lr, &k.lr_bound) && c->mom < 1.0f;
     float *p = c->p[t] + lo, *b = c->b[t] + lo;
     const float *g = c->g[t] + lo;
     switch (c->mode) {

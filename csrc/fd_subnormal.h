@@ -33,9 +33,8 @@
  * nearest (the helpers' tie logic assumes it). */
 static inline int fd_sn_ieee_mode(unsigned csr) { return (csr & 0xE040u) == 0u; }
 
-/* MXCSR's sticky flags for a denormal operand (DE) and an underflow (UE): set by an instruction that
- * met a subnormal input or made a tiny result -- the ones that may have cost an assist. */
-#define FD_SN_FLAGS 0x12u
+/* FD_SN_FLAGS (fd_internal.h): MXCSR's DE and UE, the flags of the instructions that may have cost
+ * an assist. */
 
 /* Which 16 KiB stretches of a kernel's state met subnormals on the last call (a hint, by address:
  * fd_sn_drive runs a stretch whose hint is set by the kernel's checked loop, any other by its plain
@@ -74,8 +73,8 @@ typedef int (*fd_sn_stretch_fn)(const void *ctx, int64_t t, int64_t lo, int64_t 
 /* A segment shorter than this reads no MXCSR flag: reading them waits for every float instruction
  * before it to finish, so one read per segment serialised the work of consecutive small tensors
  * (10,000 tensors of 8 elements, Adam: 0.40 ms a step against 0.21-0.27 ms without the route). The
- * kernels' segment functions run a short segment's plain loop directly unless fd_sn_short_hinted
- * (another segment set the hint of its stretch); then fd_sn_drive runs it checked. */
+ * kernels' segment functions (FD_SN_SEGMENT) run a short segment's plain loop directly unless
+ * fd_sn_short_hinted (another segment set the hint of its stretch); then fd_sn_drive runs it checked. */
 #define FD_SN_MIN_SEGMENT 512
 
 static inline int fd_sn_short_hinted(unsigned char *tbl, const float *state, int64_t off,
@@ -89,12 +88,6 @@ FD_TARGET_AVX2 static inline void fd_sn_drive(unsigned char *tbl, const float *s
                                               int64_t len, fd_sn_stretch_fn stretch,
                                               const void *ctx, int64_t t, const unsigned csr0)
 {
-    if (len < FD_SN_MIN_SEGMENT) { /* (see above) */
-        unsigned char *h = fd_sn_hint(tbl, state + off / FD_SN_STRETCH * FD_SN_STRETCH);
-        if (fd_sn_short_hinted(tbl, state, off, len)) fd_sn_hint_set(h, stretch(ctx, t, off, len, 1));
-        else stretch(ctx, t, off, len, 0);
-        return;
-    }
     unsigned met = 0, cur = csr0; /* cur: MXCSR as last read or written, while `known` */
     int known = 1, dirty = (csr0 & FD_SN_FLAGS) != 0; /* dirty: DE/UE may be set in MXCSR now */
     for (int64_t lo = off, end = off + len; lo < end;) {
@@ -276,6 +269,14 @@ FD_TARGET_AVX2 static inline __m256 fd_sn_subnormal_lanes(__m256 x)
     return _mm256_castsi256_ps(_mm256_andnot_si256(zero, ex0));
 }
 
+/* IEEE float32 x * c for a float32 c in [0, 1) with c == 0 or c >= 2^-60: the subnormal lanes of x
+ * by fd_sn_submul, the others (as +0 where subnormal, so no assist) by the float32 multiply */
+FD_TARGET_AVX2 static inline __m256 fd_sn_mul_small(__m256 x, __m256 c)
+{
+    const __m256 sub = fd_sn_subnormal_lanes(x);
+    return _mm256_blendv_ps(_mm256_mul_ps(_mm256_andnot_ps(sub, x), c), fd_sn_submul(x, c), sub);
+}
+
 /* lanes of x that are tiny (fd_sn_key8) */
 FD_TARGET_AVX2 static inline __m256 fd_sn_tiny_lanes(__m256 x)
 {
@@ -283,7 +284,6 @@ FD_TARGET_AVX2 static inline __m256 fd_sn_tiny_lanes(__m256 x)
     return _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_min_epu32(key, lim), key));
 }
 
-/* the exact float64 value of a float32 scalar (subnormal or not) */
 /* Adam's moments of one vector, in the plain loops' order: m = m * beta1 + (1 - beta1) * g and
  * v = v * beta2 + ((1 - beta2) * g) * g, each product that may see a subnormal (mt, vt, gt: m, v or g
  * has a tiny lane) by the float64 route; k: beta1, 1 - beta1, beta2, 1 - beta2 as float64. Shared by
@@ -312,10 +312,7 @@ FD_TARGET_AVX2 static inline void fd_sn_moments_quick(__m256 mm, __m256 vv, __m2
                                                       const fd_sn_moment_k *k, __m256 *mi,
                                                       __m256 *vi)
 {
-    const __m256 sub = fd_sn_subnormal_lanes(mm);
-    const __m256 b1 = _mm256_set1_ps(k->b1);
-    const __m256 mb = _mm256_blendv_ps(_mm256_mul_ps(_mm256_andnot_ps(sub, mm), b1),
-                                       fd_sn_submul(mm, b1), sub);
+    const __m256 mb = fd_sn_mul_small(mm, _mm256_set1_ps(k->b1));
     *mi = _mm256_add_ps(mb, _mm256_mul_ps(_mm256_set1_ps(k->c1), gi));
     const __m256 t = _mm256_mul_ps(_mm256_set1_ps(k->c2), gi);
     *vi = _mm256_add_ps(_mm256_mul_ps(vv, _mm256_set1_ps(k->b2)), _mm256_mul_ps(t, gi));
@@ -343,6 +340,16 @@ FD_TARGET_AVX2 static inline int fd_sn_bound_lt(float bound, __m256 p, __m256 d)
            (_mm256_movemask_pd(_mm256_cmp_pd(b, hi, _CMP_LT_OQ)) << 4);
 }
 
+/* The quick routes' bound for a step of size `step` (*bound = step * 2^-90, rounded to float) and
+ * whether they may run: the decay coefficient `coef` (beta1, momentum) is 0 or >= 2^-60
+ * (fd_sn_submul's domain) and the bound is a normal float not above 2^100. */
+static inline int fd_sn_quick_bound(float coef, float step, float *bound)
+{
+    *bound = (float)((double)step * 0x1p-90);
+    return (coef == 0.0f || coef >= 0x1p-60f) && *bound >= 0x1p-126f && *bound <= 0x1p100f;
+}
+
+/* the exact float64 value of a float32 scalar (subnormal or not), broadcast */
 FD_TARGET_AVX2 static inline __m256d fd_sn_const(float c)
 {
     return _mm256_broadcastsd_pd(_mm256_castpd256_pd128(fd_sn_up4(_mm_set1_ps(c))));
